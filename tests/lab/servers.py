@@ -1,0 +1,222 @@
+"""Real servers run as private instances in the lab's server namespace.
+
+Each instance lives in its own directory under the lab's temp dir (config,
+state, logs, data); nothing under /etc is read for configuration or changed.
+Every server is started in the foreground (so the lab owns the process) and
+is ready when its port answers on both address families.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import sys
+from pathlib import Path
+
+from lab import SERVER4, SERVER6, Lab, Process, host_in_url
+
+HERE = Path(__file__).resolve().parent
+
+
+def _mkdirs(*paths: Path, owner: str | None = None, mode: int = 0o755) -> None:
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+        if owner:
+            pw = pwd.getpwnam(owner)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+class Nginx:
+    """nginx serving DIR/www on the given ports, IPv4 and IPv6, with
+    `dav_methods PUT` so clients can upload (into any path under DIR/www/upload)."""
+
+    def __init__(self, lab: Lab, ports=(80,), name: str = "nginx"):
+        self.lab = lab
+        self.ports = list(ports)
+        self.name = name
+        self.dir = lab.dir / name
+        self.www = self.dir / "www"
+        self.upload = self.www / "upload"
+        _mkdirs(self.dir, self.www, self.dir / "logs")
+        _mkdirs(self.upload, self.dir / "tmp", owner="www-data")
+        listens = "\n".join(f"        listen {SERVER4}:{p};\n        listen [{SERVER6}]:{p};"
+                            for p in self.ports)
+        d = self.dir
+        (d / "nginx.conf").write_text(f"""\
+daemon off;
+master_process on;
+worker_processes 1;
+user www-data;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log info;
+events {{ worker_connections 512; }}
+http {{
+    access_log {d}/logs/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    types {{ text/html html; text/plain txt; application/zip zip; }}
+    default_type application/octet-stream;
+    sendfile on;
+    keepalive_timeout 30;
+    server {{
+{listens}
+        server_name lab;
+        root {self.www};
+        client_max_body_size 0;
+        location /upload/ {{
+            dav_methods PUT;
+            create_full_put_path on;
+            dav_access user:rw group:r all:r;
+        }}
+    }}
+}}
+""")
+        lab.extra_logs.append(d / "logs" / "error.log")
+        self.process: Process = lab.server.spawn(
+            name, ["nginx", "-c", d / "nginx.conf", "-p", d, "-e", d / "logs/error.log"])
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        for port in self.ports:
+            for address in (SERVER4, SERVER6):
+                self.lab.server.wait_port(address, port, process=self.process)
+
+    def add_file(self, relpath: str, data: bytes) -> str:
+        """Serve `data` at /relpath; returns its sha256 hex digest."""
+        path = self.www / relpath
+        _mkdirs(path.parent)
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+        return hashlib.sha256(data).hexdigest()
+
+    def add_random_file(self, relpath: str, size: int) -> str:
+        return self.add_file(relpath, os.urandom(size))
+
+    def url(self, path: str, port: int | None = None, family: int = 4) -> str:
+        port = port or self.ports[0]
+        address = SERVER4 if family == 4 else SERVER6
+        return f"http://{host_in_url(address)}:{port}{path}"
+
+
+class Dovecot:
+    """Dovecot 2.3 with POP3 and IMAP on the given ports, plaintext login
+    allowed, no TLS, passwd-file users with Maildirs under DIR/home."""
+
+    MAIL_USER = "nobody"  # the uid the mail processes run as
+
+    def __init__(self, lab: Lab, pop3_ports=(110,), imap_ports=(143,),
+                 users: dict | None = None, name: str = "dovecot"):
+        self.lab = lab
+        self.pop3_ports = list(pop3_ports)
+        self.imap_ports = list(imap_ports)
+        self.users = users or {"alice": "wonderland"}
+        self.name = name
+        self.dir = d = lab.dir / name
+        _mkdirs(d, d / "run", d / "state", d / "home")
+        pw = pwd.getpwnam(self.MAIL_USER)
+        lines = []
+        for user, password in self.users.items():
+            home = d / "home" / user
+            _mkdirs(home, home / "Maildir", *(home / "Maildir" / sub for sub in ("cur", "new", "tmp")),
+                    owner=self.MAIL_USER, mode=0o700)
+            lines.append(f"{user}:{{PLAIN}}{password}:{pw.pw_uid}:{pw.pw_gid}::{home}::")
+        (d / "users").write_text("\n".join(lines) + "\n")
+        os.chmod(d / "users", 0o644)
+
+        def listeners(service: str, ports: list) -> str:
+            # The first replaces the default listener; TLS listeners are off.
+            names = [service] + [f"{service}_{i}" for i in range(1, len(ports))]
+            blocks = [f"  inet_listener {n} {{\n    port = {p}\n  }}"
+                      for n, p in zip(names, ports or [0])]
+            blocks.append(f"  inet_listener {service}s {{\n    port = 0\n  }}")
+            return "\n".join(blocks)
+
+        protocols = " ".join(p for p, ports in (("pop3", self.pop3_ports),
+                                                   ("imap", self.imap_ports)) if ports)
+        (d / "dovecot.conf").write_text(f"""\
+protocols = {protocols}
+listen = {SERVER4}, {SERVER6}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+info_log_path = {d}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:~/Maildir
+first_valid_uid = 1
+pop3_uidl_format = %08Xu%08Xv
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/users
+}}
+service pop3-login {{
+{listeners("pop3", self.pop3_ports)}
+}}
+service imap-login {{
+{listeners("imap", self.imap_ports)}
+}}
+""")
+        lab.extra_logs.append(d / "dovecot.log")
+        self.process: Process = lab.server.spawn(name, ["dovecot", "-F", "-c", d / "dovecot.conf"])
+        self._count = 0
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        for address in (SERVER4, SERVER6):
+            for port in self.pop3_ports:
+                self.lab.server.wait_port(address, port, greeting=b"+OK", process=self.process)
+            for port in self.imap_ports:
+                self.lab.server.wait_port(address, port, greeting=b"* OK", process=self.process)
+
+    def deliver(self, user: str, message: bytes) -> Path:
+        """Put a message into the user's Maildir/new (as a local delivery
+        agent would). Lines must end in CRLF or LF; stored as given."""
+        self._count += 1
+        home = self.dir / "home" / user / "Maildir"
+        path = home / "new" / f"{1700000000 + self._count}.M{self._count}P1.lab"
+        path.write_bytes(message)
+        pw = pwd.getpwnam(self.MAIL_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(path, 0o600)
+        return path
+
+
+class BannerServer:
+    """A custom TCP protocol server (tests/lab/banner_server.py) that greets
+    with a banner, optionally waits for one line from the client, then
+    streams `stream_bytes` bytes and closes. Stands in for protocols the
+    scanner does not inspect, e.g. SSH."""
+
+    def __init__(self, lab: Lab, port: int, banner: bytes, stream_bytes: int,
+                 expect_line: bool = True, name: str | None = None):
+        self.lab = lab
+        self.port = port
+        self.banner = banner
+        self.stream_bytes = stream_bytes
+        name = name or f"banner-{port}"
+        cmd = [sys.executable if os.path.exists(sys.executable) else "/usr/bin/python3",
+               HERE / "banner_server.py", "--port", port, "--banner", banner.decode(),
+               "--stream-bytes", stream_bytes, "--listen", SERVER4, "--listen", SERVER6]
+        if expect_line:
+            cmd.append("--expect-line")
+        self.process: Process = lab.server.spawn(name, cmd)
+        for address in (SERVER4, SERVER6):
+            lab.server.wait_port(address, port, greeting=banner.strip(), process=self.process)
+
+
+def which(tool: str) -> str:
+    path = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not path:
+        raise FileNotFoundError(f"{tool} is not installed: run tools/setup")
+    return path
