@@ -1,0 +1,101 @@
+// Daemon configuration: the TOML file (rules/nfqscan.toml documents every
+// key), parsed and validated in one place. Unknown keys and bad values throw
+// ConfigError naming the file, the line and the key.
+#pragma once
+
+#include <array>
+#include <bitset>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nfqscan/service.h"
+
+namespace nfqscan {
+
+class ConfigError : public std::runtime_error {
+  public:
+    ConfigError(const std::string& file, uint32_t line, const std::string& key,
+                const std::string& what);
+    const std::string& file() const { return file_; }
+    uint32_t line() const { return line_; }
+    const std::string& key() const { return key_; }
+
+  private:
+    std::string file_;
+    uint32_t line_;
+    std::string key_;
+};
+
+struct QueueRange {
+    uint16_t first = 0;
+    uint16_t last = 1;
+    size_t count() const { return size_t(last) - first + 1; }
+    // "N" or "N-M"; nullopt-like failure is reported by throwing std::invalid_argument.
+    static QueueRange parse(std::string_view text);
+};
+
+struct DaemonConfig {
+    QueueRange queues;
+    std::string control_socket = "/run/nfqscan/control.sock";
+    std::string log_level = "info";
+    std::string event_log = "/var/log/nfqscan/events.jsonl";
+};
+
+struct QueueConfig {
+    uint32_t socket_buffer_mb = 64;
+    uint32_t max_queue_length = 8192;
+    bool fail_open = true;
+    bool gso = true;
+    uint32_t batch_size = 32;
+};
+
+struct MarkConfig {
+    uint32_t release = 0x00100000;
+    uint32_t inject = 0x00200000;
+};
+
+struct FlowConfig {
+    uint32_t max_flows = 262144;
+    uint32_t tcp_handshake_timeout_s = 30;
+    uint32_t tcp_established_timeout_s = 3600;
+    uint32_t tcp_closing_timeout_s = 30;
+    uint32_t udp_timeout_s = 60;
+    uint32_t classify_packets = 8;
+};
+
+struct ProtocolConfig {
+    std::vector<uint16_t> ports;
+};
+
+// Server port -> the service configured for it (None when no protocol lists it).
+class PortMap {
+  public:
+    void assign(uint16_t port, Service s) { services_[port] = s; }
+    Service lookup(uint16_t port) const { return services_[port]; }
+
+  private:
+    std::array<Service, 65536> services_{};
+};
+
+struct Config {
+    std::string source;  // file the configuration was read from
+    DaemonConfig daemon;
+    QueueConfig queue;
+    MarkConfig marks;
+    FlowConfig flows;
+    std::array<ProtocolConfig, kServiceCount> protocols;
+    PortMap ports;  // derived from protocols
+
+    // Defaults as in rules/nfqscan.toml.
+    static Config defaults();
+};
+
+// Parse TOML text; `source` names it in errors. Throws ConfigError.
+Config parse_config(std::string_view text, const std::string& source);
+// Read and parse a file. Throws ConfigError (also when it cannot be read).
+Config load_config(const std::string& path);
+
+}  // namespace nfqscan

@@ -1,0 +1,77 @@
+// Packet decode: an IPv4 or IPv6 packet as the kernel queues it (starting at
+// the IP header) into addresses, ports, TCP header fields and payload. Never
+// reads past the buffer; a packet it cannot decode gets a DecodeStatus that
+// says why, and is counted and accepted by the caller, never dropped.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+
+namespace nfqscan {
+
+// An IPv4 address is kept as IPv4-mapped IPv6 (::ffff:a.b.c.d), so one key
+// type serves both families.
+struct IpAddress {
+    std::array<uint8_t, 16> bytes{};
+
+    static IpAddress from_v4(const uint8_t* p) {
+        IpAddress a;
+        a.bytes[10] = a.bytes[11] = 0xff;
+        std::memcpy(a.bytes.data() + 12, p, 4);
+        return a;
+    }
+    static IpAddress from_v6(const uint8_t* p) {
+        IpAddress a;
+        std::memcpy(a.bytes.data(), p, 16);
+        return a;
+    }
+    bool is_v4() const {
+        static constexpr uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        return std::memcmp(bytes.data(), prefix, 12) == 0;
+    }
+    std::string to_string() const;
+    auto operator<=>(const IpAddress&) const = default;
+};
+
+enum class DecodeStatus : uint8_t {
+    Ok,
+    Truncated,         // shorter than its headers say
+    BadVersion,        // neither IPv4 nor IPv6
+    BadHeader,         // header length / data offset out of range
+    Fragment,          // a non-first fragment: no transport header to read
+    UnsupportedChain,  // IPv6 extension chain too long or ending in ESP/none
+};
+
+std::string_view decode_status_name(DecodeStatus s);
+
+namespace tcp_flag {
+inline constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kPsh = 0x08, kAck = 0x10,
+                         kUrg = 0x20;
+}
+
+struct DecodedPacket {
+    uint8_t ip_version = 0;
+    uint8_t l4_protocol = 0;  // IPPROTO_TCP, IPPROTO_UDP, or other (ports then 0)
+    IpAddress src, dst;
+    uint16_t src_port = 0, dst_port = 0;
+    // TCP only
+    uint32_t seq = 0, ack = 0;
+    uint16_t window = 0;
+    uint8_t tcp_flags = 0;
+    uint16_t l3_header_length = 0;  // IP header plus IPv6 extension headers
+    uint16_t l4_header_length = 0;
+    std::span<const uint8_t> packet;   // the whole IP packet, as far as its length field says
+    std::span<const uint8_t> payload;  // TCP/UDP payload
+
+    bool is_tcp() const { return l4_protocol == 6; }
+    bool is_udp() const { return l4_protocol == 17; }
+    bool has(uint8_t flag) const { return (tcp_flags & flag) != 0; }
+};
+
+// Decode `data` (an IP packet) into `out`. `out` is valid only for Ok.
+DecodeStatus decode_packet(std::span<const uint8_t> data, DecodedPacket& out);
+
+}  // namespace nfqscan

@@ -1,0 +1,276 @@
+// TOML configuration: every table is read through a TableReader that records
+// which keys it consumed, so anything left over is an unknown key and an error.
+#include "nfqscan/config.h"
+
+#include <fmt/format.h>
+
+#include <toml++/toml.h>
+#include <charconv>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace nfqscan {
+
+ConfigError::ConfigError(const std::string& file, uint32_t line, const std::string& key,
+                         const std::string& what)
+    : std::runtime_error(fmt::format("{}:{}: {}: {}", file, line, key, what)),
+      file_(file),
+      line_(line),
+      key_(key) {}
+
+QueueRange QueueRange::parse(std::string_view text) {
+    auto number = [&](std::string_view s) {
+        unsigned value = 0;
+        auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+        if (ec != std::errc() || end != s.data() + s.size() || s.empty() || value > 65535)
+            throw std::invalid_argument("queue numbers are 0-65535");
+        return static_cast<uint16_t>(value);
+    };
+    QueueRange r;
+    auto dash = text.find('-');
+    if (dash == std::string_view::npos) {
+        r.first = r.last = number(text);
+    } else {
+        r.first = number(text.substr(0, dash));
+        r.last = number(text.substr(dash + 1));
+    }
+    if (r.last < r.first) throw std::invalid_argument("range must be N or N-M with N <= M");
+    if (r.count() > 64) throw std::invalid_argument("at most 64 queues");
+    return r;
+}
+
+namespace {
+
+class TableReader {
+  public:
+    TableReader(const toml::table& table, std::string prefix, const std::string& file)
+        : table_(table), prefix_(std::move(prefix)), file_(file) {}
+
+    const toml::node* take(std::string_view key) {
+        const toml::node* node = table_.get(key);
+        if (node) consumed_.insert(std::string(key));
+        return node;
+    }
+
+    [[noreturn]] void fail(const toml::node& node, std::string_view key,
+                           const std::string& what) const {
+        throw ConfigError(file_, node.source().begin.line, full_key(key), what);
+    }
+
+    std::string full_key(std::string_view key) const {
+        return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
+    }
+
+    void read(std::string_view key, uint32_t& out, uint64_t min = 0,
+              uint64_t max = std::numeric_limits<uint32_t>::max()) {
+        const toml::node* node = take(key);
+        if (!node) return;
+        auto value = node->value<int64_t>();
+        if (!node->is_integer() || !value || *value < 0 || uint64_t(*value) < min ||
+            uint64_t(*value) > max)
+            fail(*node, key, fmt::format("must be an integer from {} to {}", min, max));
+        out = static_cast<uint32_t>(*value);
+    }
+
+    void read(std::string_view key, bool& out) {
+        const toml::node* node = take(key);
+        if (!node) return;
+        if (!node->is_boolean()) fail(*node, key, "must be true or false");
+        out = *node->value<bool>();
+    }
+
+    void read(std::string_view key, std::string& out, bool allow_empty = false) {
+        const toml::node* node = take(key);
+        if (!node) return;
+        if (!node->is_string()) fail(*node, key, "must be a string");
+        out = *node->value<std::string>();
+        if (out.empty() && !allow_empty) fail(*node, key, "must not be empty");
+    }
+
+    void read_ports(std::string_view key, std::vector<uint16_t>& out) {
+        const toml::node* node = take(key);
+        if (!node) return;
+        const toml::array* array = node->as_array();
+        if (!array) fail(*node, key, "must be an array of port numbers");
+        out.clear();
+        for (const toml::node& element : *array) {
+            auto value = element.value<int64_t>();
+            if (!element.is_integer() || !value || *value < 1 || *value > 65535)
+                fail(element, key, "ports are integers from 1 to 65535");
+            out.push_back(static_cast<uint16_t>(*value));
+        }
+    }
+
+    void read_choice(std::string_view key, std::string& out,
+                     std::initializer_list<std::string_view> choices) {
+        const toml::node* node = take(key);
+        if (!node) return;
+        read(key, out);
+        for (std::string_view choice : choices)
+            if (out == choice) return;
+        std::string list;
+        for (std::string_view choice : choices)
+            list += (list.empty() ? "" : ", ") + std::string(choice);
+        fail(*node, key, "must be one of " + list);
+    }
+
+    // Sub-table, or nullptr when absent. A non-table value is an error.
+    const toml::table* table(std::string_view key) {
+        const toml::node* node = take(key);
+        if (!node) return nullptr;
+        if (!node->is_table()) fail(*node, key, "must be a table");
+        return node->as_table();
+    }
+
+    // Every key not consumed is unknown: report the first one by position.
+    void finish() const {
+        const toml::node* first = nullptr;
+        std::string first_key;
+        for (auto&& [key, node] : table_) {
+            if (consumed_.count(std::string(key.str()))) continue;
+            if (!first || node.source().begin.line < first->source().begin.line) {
+                first = &node;
+                first_key = std::string(key.str());
+            }
+        }
+        if (first) fail(*first, first_key, "unknown key");
+    }
+
+    const std::string& file() const { return file_; }
+
+  private:
+    const toml::table& table_;
+    std::string prefix_;
+    const std::string& file_;
+    std::set<std::string> consumed_;
+};
+
+void read_daemon(TableReader& r, DaemonConfig& c) {
+    if (const toml::node* node = r.take("queues")) {
+        if (!node->is_string())
+            r.fail(*node, "queues", "must be a string such as \"0-1\" or \"3\"");
+        try {
+            c.queues = QueueRange::parse(*node->value<std::string>());
+        } catch (const std::invalid_argument& e) {
+            r.fail(*node, "queues", e.what());
+        }
+    }
+    r.read("control_socket", c.control_socket);
+    r.read_choice("log_level", c.log_level, {"trace", "debug", "info", "warn", "error"});
+    r.read("event_log", c.event_log);
+}
+
+void read_queue(TableReader& r, QueueConfig& c) {
+    r.read("socket_buffer_mb", c.socket_buffer_mb, 1, 2048);
+    r.read("max_queue_length", c.max_queue_length, 16, 1u << 20);
+    r.read("fail_open", c.fail_open);
+    r.read("gso", c.gso);
+    r.read("batch_size", c.batch_size, 1, 256);
+}
+
+void read_marks(TableReader& r, MarkConfig& c) {
+    r.read("release", c.release, 1);
+    r.read("inject", c.inject, 1);
+}
+
+void read_flows(TableReader& r, FlowConfig& c) {
+    r.read("max_flows", c.max_flows, 64, 64u << 20);
+    r.read("tcp_handshake_timeout", c.tcp_handshake_timeout_s, 1, 86400);
+    r.read("tcp_established_timeout", c.tcp_established_timeout_s, 1, 7 * 86400);
+    r.read("tcp_closing_timeout", c.tcp_closing_timeout_s, 1, 86400);
+    r.read("udp_timeout", c.udp_timeout_s, 1, 86400);
+    r.read("classify_packets", c.classify_packets, 1, 64);
+}
+
+void read_protocols(TableReader& r, Config& c) {
+    for (size_t i = 1; i < kServiceCount; ++i) {
+        Service service = static_cast<Service>(i);
+        const toml::table* table = r.table(service_name(service));
+        if (!table) continue;
+        TableReader sub(*table, r.full_key(service_name(service)), r.file());
+        sub.read_ports("ports", c.protocols[i].ports);
+        sub.finish();
+    }
+}
+
+// Cross-field rules, reported at the line of the later key.
+void validate(const toml::table& root, const Config& c, const std::string& file) {
+    if (c.marks.release & c.marks.inject) {
+        const toml::node* node = root.at_path("marks.inject").node();
+        throw ConfigError(file, node ? node->source().begin.line : 0, "marks.inject",
+                          "must not share bits with marks.release");
+    }
+    std::array<Service, 65536> seen{};
+    for (size_t i = 1; i < kServiceCount; ++i) {
+        for (uint16_t port : c.protocols[i].ports) {
+            if (seen[port] != Service::None && seen[port] != static_cast<Service>(i)) {
+                std::string key = fmt::format("protocols.{}.ports", kServiceNames[i]);
+                const toml::node* node = root.at_path(key).node();
+                throw ConfigError(file, node ? node->source().begin.line : 0, key,
+                                  fmt::format("port {} is already listed for {}", port,
+                                              service_name(seen[port])));
+            }
+            seen[port] = static_cast<Service>(i);
+        }
+    }
+}
+
+void derive(Config& c) {
+    c.ports = PortMap();
+    for (size_t i = 1; i < kServiceCount; ++i)
+        for (uint16_t port : c.protocols[i].ports)
+            c.ports.assign(port, static_cast<Service>(i));
+}
+
+}  // namespace
+
+Config Config::defaults() {
+    Config c;
+    c.protocols[size_t(Service::Http)].ports = {80, 8080};
+    c.protocols[size_t(Service::Smtp)].ports = {25, 587};
+    c.protocols[size_t(Service::Pop3)].ports = {110};
+    c.protocols[size_t(Service::Imap)].ports = {143};
+    c.protocols[size_t(Service::Ftp)].ports = {21};
+    derive(c);
+    return c;
+}
+
+Config parse_config(std::string_view text, const std::string& source) {
+    toml::table root;
+    try {
+        root = toml::parse(text, source);
+    } catch (const toml::parse_error& e) {
+        throw ConfigError(source, e.source().begin.line, "syntax", std::string(e.description()));
+    }
+    Config c = Config::defaults();
+    c.source = source;
+    TableReader top(root, "", source);
+    auto section = [&](std::string_view name, auto&& read) {
+        if (const toml::table* table = top.table(name)) {
+            TableReader r(*table, std::string(name), source);
+            read(r);
+            r.finish();
+        }
+    };
+    section("daemon", [&](TableReader& r) { read_daemon(r, c.daemon); });
+    section("queue", [&](TableReader& r) { read_queue(r, c.queue); });
+    section("marks", [&](TableReader& r) { read_marks(r, c.marks); });
+    section("flows", [&](TableReader& r) { read_flows(r, c.flows); });
+    section("protocols", [&](TableReader& r) { read_protocols(r, c); });
+    top.finish();
+    validate(root, c, source);
+    derive(c);
+    return c;
+}
+
+Config load_config(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ConfigError(path, 0, "file", "cannot be read");
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return parse_config(buffer.str(), path);
+}
+
+}  // namespace nfqscan

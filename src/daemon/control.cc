@@ -1,0 +1,201 @@
+#include "nfqscan/control.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+namespace nfqscan {
+
+namespace {
+
+// Requests are small; a bound keeps a hostile client from growing memory.
+constexpr size_t kMaxRequest = 64 * 1024;
+constexpr int kClientTimeoutMs = 5000;
+
+[[noreturn]] void throw_errno(const std::string& what) {
+    throw std::system_error(errno, std::generic_category(), what);
+}
+
+sockaddr_un address_of(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path)
+        throw std::runtime_error("control socket path too long: " + path);
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    return addr;
+}
+
+class FileDescriptor {
+  public:
+    explicit FileDescriptor(int fd) : fd_(fd) {}
+    ~FileDescriptor() {
+        if (fd_ >= 0) close(fd_);
+    }
+    FileDescriptor(const FileDescriptor&) = delete;
+    FileDescriptor& operator=(const FileDescriptor&) = delete;
+    int get() const { return fd_; }
+
+  private:
+    int fd_;
+};
+
+bool write_all(int fd, const std::string& data) {
+    size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                pollfd p{fd, POLLOUT, 0};
+                if (poll(&p, 1, kClientTimeoutMs) <= 0) return false;
+                continue;
+            }
+            return false;
+        }
+        done += size_t(n);
+    }
+    return true;
+}
+
+// Reads one line (without the newline), bounded in size and time.
+std::optional<std::string> read_line(int fd, size_t limit, int timeout_ms) {
+    std::string data;
+    char buffer[4096];
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+        auto pos = data.find('\n');
+        if (pos != std::string::npos) return data.substr(0, pos);
+        if (data.size() > limit) return std::nullopt;
+        int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           deadline - std::chrono::steady_clock::now())
+                           .count());
+        pollfd p{fd, POLLIN, 0};
+        if (left <= 0 || poll(&p, 1, left) <= 0) return std::nullopt;
+        ssize_t n = recv(fd, buffer, sizeof buffer, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return data.empty() ? std::nullopt : std::optional(data);
+        data.append(buffer, size_t(n));
+    }
+}
+
+}  // namespace
+
+ControlServer::ControlServer(std::string path) : path_(std::move(path)) {
+    std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+    if (!dir.empty()) std::filesystem::create_directories(dir);
+    sockaddr_un addr = address_of(path_);
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (listen_fd_ < 0) throw_errno("control socket");
+    // A socket file left by a crashed daemon would make bind fail; one that
+    // answers belongs to a running daemon.
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        bool alive = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+        close(probe);
+        if (alive) {
+            close(listen_fd_);
+            throw std::runtime_error("control socket " + path_ +
+                                     " is in use by a running nfqscand");
+        }
+    }
+    unlink(path_.c_str());
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
+        listen(listen_fd_, 16) < 0) {
+        int saved = errno;
+        close(listen_fd_);
+        errno = saved;
+        throw_errno("control socket " + path_);
+    }
+    chmod(path_.c_str(), 0660);
+    stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+ControlServer::~ControlServer() {
+    stop();
+    if (listen_fd_ >= 0) {
+        close(listen_fd_);
+        unlink(path_.c_str());
+    }
+    if (stop_fd_ >= 0) close(stop_fd_);
+}
+
+void ControlServer::handle(const std::string& command, Handler handler) {
+    handlers_[command] = std::move(handler);
+}
+
+void ControlServer::start() {
+    thread_ = std::thread([this] { run(); });
+}
+
+void ControlServer::stop() {
+    if (!thread_.joinable()) return;
+    uint64_t one = 1;
+    (void)!write(stop_fd_, &one, sizeof one);
+    thread_.join();
+}
+
+std::string ControlServer::dispatch(const std::string& line) {
+    nlohmann::json reply;
+    try {
+        nlohmann::json request = nlohmann::json::parse(line);
+        if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
+            throw std::runtime_error("request must be an object with a \"command\" string");
+        std::string command = request["command"];
+        auto it = handlers_.find(command);
+        if (it == handlers_.end()) throw std::runtime_error("unknown command: " + command);
+        reply = {{"ok", true}, {"result", it->second(request)}};
+    } catch (const std::exception& e) {
+        reply = {{"ok", false}, {"error", e.what()}};
+    }
+    return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+void ControlServer::run() {
+    pthread_setname_np(pthread_self(), "nfq-control");
+    for (;;) {
+        pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            spdlog::error("control socket: poll: {}", strerror(errno));
+            return;
+        }
+        if (fds[1].revents) return;
+        int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (client < 0) continue;
+        FileDescriptor guard(client);
+        std::optional<std::string> line = read_line(client, kMaxRequest, kClientTimeoutMs);
+        std::string reply =
+            line ? dispatch(*line)
+                 : nlohmann::json{{"ok", false}, {"error", "request too large or incomplete"}}
+                           .dump() +
+                       "\n";
+        write_all(client, reply);
+    }
+}
+
+nlohmann::json control_request(const std::string& path, const nlohmann::json& request,
+                               std::chrono::milliseconds timeout) {
+    sockaddr_un addr = address_of(path);
+    FileDescriptor fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) throw_errno("socket");
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        throw std::runtime_error("cannot reach nfqscand at " + path + ": " + strerror(errno));
+    if (!write_all(fd.get(), request.dump() + "\n"))
+        throw std::runtime_error("cannot send to nfqscand: " + std::string(strerror(errno)));
+    std::optional<std::string> line =
+        read_line(fd.get(), 256u << 20, static_cast<int>(timeout.count()));
+    if (!line) throw std::runtime_error("no reply from nfqscand at " + path);
+    nlohmann::json reply = nlohmann::json::parse(*line);
+    if (!reply.value("ok", false)) throw std::runtime_error(reply.value("error", "failed"));
+    return reply["result"];
+}
+
+}  // namespace nfqscan

@@ -1,0 +1,90 @@
+// nfqscand: inline content scanner on NFQUEUE. See README.md.
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "nfqscan/daemon.h"
+
+int main(int argc, char** argv) {
+    using namespace nfqscan;
+    CLI::App app{"nfqscand - inline content scanner on NFQUEUE"};
+    DaemonOptions options;
+    std::string queues, control;
+    bool foreground = false;
+    app.add_option("--config", options.config_path, "configuration file")->required();
+    app.add_option("--queue", queues, "queue number N or range N-M (overrides the config)");
+    app.add_option("--control", control, "control socket path (overrides the config)");
+    app.add_flag("--foreground", foreground, "stay in the foreground, log to stderr");
+    app.set_version_flag("--version", NFQSCAN_VERSION);
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        if (!queues.empty()) options.queues = QueueRange::parse(queues);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "nfqscand: --queue %s: %s\n", queues.c_str(), e.what());
+        return 2;
+    }
+    if (!control.empty()) options.control_socket = control;
+
+    // Signals are read from a signalfd by this thread only; block them in
+    // every thread before any is created.
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGTERM, SIGINT, SIGHUP})
+        sigaddset(&signals, s);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    std::unique_ptr<Daemon> daemon;
+    try {
+        Config config = load_config(options.config_path);  // errors before forking
+        spdlog::set_level(spdlog::level::from_str(config.daemon.log_level));
+        if (!foreground) {
+            if (::daemon(0, 0) < 0) {
+                std::perror("nfqscand: daemon");
+                return 1;
+            }
+            spdlog::set_default_logger(spdlog::syslog_logger_mt("nfqscand", "nfqscand", LOG_PID));
+            spdlog::set_level(spdlog::level::from_str(config.daemon.log_level));
+        }
+        daemon = std::make_unique<Daemon>(options);
+        daemon->start();
+    } catch (const ConfigError& e) {
+        spdlog::critical("configuration: {}", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        spdlog::critical("{}", e.what());
+        return 1;
+    }
+
+    sd_notify(0, "READY=1\nSTATUS=running");
+    int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
+    for (;;) {
+        pollfd p{sfd, POLLIN, 0};
+        int ready = poll(&p, 1, 10'000);
+        if (ready == 0) {
+            sd_notifyf(0, "STATUS=%s", daemon->status_line().c_str());
+            continue;
+        }
+        signalfd_siginfo info;
+        if (ready < 0 || read(sfd, &info, sizeof info) != sizeof info) continue;
+        if (info.ssi_signo == SIGHUP) {
+            sd_notify(0, "RELOADING=1");
+            std::string error = daemon->reload();
+            sd_notifyf(0, "READY=1\nSTATUS=%s", error.empty() ? "reloaded" : error.c_str());
+            continue;
+        }
+        spdlog::info("signal {}: stopping", info.ssi_signo);
+        sd_notify(0, "STOPPING=1");
+        break;
+    }
+    daemon->stop();
+    daemon.reset();
+    return 0;
+}

@@ -1,0 +1,351 @@
+#include "nfqscan/worker.h"
+
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <system_error>
+#include <unordered_map>
+
+#include "nfqscan/classifier.h"
+#include "nfqscan/flow.h"
+#include "nfqscan/packet.h"
+
+namespace nfqscan {
+
+namespace {
+
+// From <linux/netfilter.h>, which clashes with <netinet/in.h>.
+constexpr uint32_t kVerdictRepeat = 4;  // NF_REPEAT
+
+uint64_t monotonic_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1'000'000;
+}
+
+FlowTimeouts timeouts_of(const FlowConfig& c) {
+    FlowTimeouts t;
+    t.handshake_ms = c.tcp_handshake_timeout_s * 1000;
+    t.established_ms = c.tcp_established_timeout_s * 1000;
+    t.closing_ms = c.tcp_closing_timeout_s * 1000;
+    t.udp_ms = c.udp_timeout_s * 1000;
+    // A released flow's packets skip the queue; only the few already queued
+    // can still come, so its entry is kept only briefly.
+    t.released_ms = c.tcp_closing_timeout_s * 1000;
+    return t;
+}
+
+// The share of the global flow cap that one worker enforces.
+size_t per_worker_cap(const Config& c) {
+    return std::max<size_t>(64, c.flows.max_flows / c.daemon.queues.count());
+}
+
+uint32_t label_key(uint16_t master, uint16_t app) {
+    return uint32_t(master) << 16 | app;
+}
+
+}  // namespace
+
+// Everything the worker thread owns. Built on that thread, so nDPI's memory
+// is accounted to it.
+class QueueWorker::Loop : public PacketSink {
+  public:
+    Loop(NfQueue& queue, std::shared_ptr<const Config> config)
+        : queue_(queue),
+          config_(std::move(config)),
+          flows_(per_worker_cap(*config_), timeouts_of(config_->flows)),
+          classifier_(*config_) {
+        flows_.set_on_remove([this](const Flow& f, bool) {
+            ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
+            ++removed_by_service_[size_t(f.service)];
+        });
+    }
+
+    void on_packet(const QueuedPacket& qp) override {
+        DecodedPacket p;
+        DecodeStatus status = decode_packet(qp.data, p);
+        if (status != DecodeStatus::Ok) {
+            // Counted and passed on: the kernel and the receiver judge garbage
+            // better than a dropped packet would.
+            if (status == DecodeStatus::Fragment)
+                ++packets_other_;
+            else
+                ++packets_malformed_;
+            queue_.accept(qp.id);
+            return;
+        }
+        if (!p.is_tcp() && !p.is_udp()) {
+            ++packets_other_;
+            queue_.accept(qp.id);
+            return;
+        }
+        (p.is_tcp() ? packets_tcp_ : packets_udp_)++;
+
+        FlowTable::Lookup l = flows_.track(p, now_ms_, config_->ports);
+        Flow& flow = *l.flow;
+        if (l.created) {
+            classifier_.on_new_flow(flow);
+            if (flow.disposition != Disposition::Deciding) on_decided(flow);
+        }
+        if (classifier_.observe(flow, l.direction, p, now_ms_)) on_decided(flow);
+
+        if (flow.disposition == Disposition::Released) {
+            // NF_REPEAT runs the hook again with the mark set; the ruleset
+            // saves it to the conntrack mark and the flow skips the queue.
+            uint32_t release = config_->marks.release;
+            queue_.verdict(qp.id, kVerdictRepeat, (qp.mark & ~release) | release);
+            ++released_verdicts_;
+        } else {
+            queue_.accept(qp.id);
+        }
+    }
+
+    void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
+
+    void housekeeping() {
+        now_ms_ = monotonic_ms();
+        flows_.expire(now_ms_);
+    }
+
+    void apply_config(std::shared_ptr<const Config> config) {
+        config_ = std::move(config);
+        classifier_.set_config(*config_);
+        flows_.set_limits(per_worker_cap(*config_), timeouts_of(config_->flows));
+    }
+
+    WorkerSnapshot snapshot() {
+        WorkerSnapshot s;
+        s.queue = queue_.queue();
+        s.queue_counters = queue_.counters();
+        s.packets_tcp = packets_tcp_;
+        s.packets_udp = packets_udp_;
+        s.packets_other = packets_other_;
+        s.packets_malformed = packets_malformed_;
+        s.released_verdicts = released_verdicts_;
+        s.flows_active = flows_.size();
+        s.flows_created = flows_.counters().created;
+        s.flows_expired = flows_.counters().expired;
+        s.flows_evicted = flows_.counters().evicted;
+        s.flows_claimed = flows_claimed_;
+        s.flows_released = flows_released_;
+        s.max_flows = flows_.max_flows();
+        s.memory_bytes = flows_.memory_bytes() + DpiEngine::allocated_bytes();
+
+        std::unordered_map<uint32_t, uint64_t> active_labels;
+        uint64_t active_services[kServiceCount] = {};
+        flows_.for_each([&](const Flow& f) {
+            ++active_labels[label_key(f.dpi_master, f.dpi_app)];
+            ++active_services[size_t(f.service)];
+        });
+        auto name_of = [&](uint32_t key) {
+            return classifier_.dpi().name({uint16_t(key >> 16), uint16_t(key & 0xffff)});
+        };
+        for (auto [key, n] : active_labels) {
+            LabelCount& c = s.dpi_protocols[name_of(key)];
+            c.active += n;
+            c.total += n;
+        }
+        for (auto [key, n] : removed_by_label_)
+            s.dpi_protocols[name_of(key)].total += n;
+        for (size_t i = 0; i < kServiceCount; ++i) {
+            if (!active_services[i] && !removed_by_service_[i]) continue;
+            LabelCount& c = s.services[std::string(kServiceNames[i])];
+            c.active = active_services[i];
+            c.total = active_services[i] + removed_by_service_[i];
+        }
+        return s;
+    }
+
+    std::vector<FlowInfo> list_flows(size_t limit) {
+        std::vector<FlowInfo> out;
+        uint64_t now = monotonic_ms();
+        flows_.for_each([&](const Flow& f) {
+            if (out.size() >= limit) return;
+            FlowInfo i;
+            i.queue = queue_.queue();
+            i.protocol = f.key->protocol == IPPROTO_TCP ? "tcp" : "udp";
+            i.client = f.client().to_string();
+            i.server = f.server().to_string();
+            i.client_port = f.client_port();
+            i.server_port = f.server_port();
+            i.state = flow_state_name(f.state);
+            i.dpi = classifier_.dpi().name({f.dpi_master, f.dpi_app});
+            i.service = service_name(f.service);
+            i.disposition = disposition_name(f.disposition);
+            i.claimed_by = claim_source_name(f.claimed_by);
+            i.midstream = f.midstream;
+            i.packets_c2s = f.packets[0];
+            i.packets_s2c = f.packets[1];
+            i.bytes_c2s = f.bytes[0];
+            i.bytes_s2c = f.bytes[1];
+            i.age_s = double(now - std::min(now, f.first_seen_ms)) / 1000.0;
+            i.idle_s = double(now - std::min(now, f.last_seen_ms)) / 1000.0;
+            out.push_back(std::move(i));
+        });
+        return out;
+    }
+
+  private:
+    void on_decided(Flow& flow) {
+        if (flow.disposition == Disposition::Released)
+            ++flows_released_;
+        else
+            ++flows_claimed_;
+        flows_.on_disposition_changed(flow);
+    }
+
+    NfQueue& queue_;
+    std::shared_ptr<const Config> config_;
+    FlowTable flows_;
+    FlowClassifier classifier_;
+    uint64_t now_ms_ = monotonic_ms();
+
+    uint64_t packets_tcp_ = 0, packets_udp_ = 0, packets_other_ = 0, packets_malformed_ = 0;
+    uint64_t released_verdicts_ = 0;
+    uint64_t flows_claimed_ = 0, flows_released_ = 0;
+    std::unordered_map<uint32_t, uint64_t> removed_by_label_;
+    uint64_t removed_by_service_[kServiceCount] = {};
+};
+
+QueueWorker::QueueWorker(uint16_t queue, std::shared_ptr<const Config> config)
+    : queue_number_(queue), config_(std::move(config)) {
+    QueueOptions options;
+    options.queue = queue;
+    options.socket_buffer_bytes = config_->queue.socket_buffer_mb << 20;
+    options.max_queue_length = config_->queue.max_queue_length;
+    options.fail_open = config_->queue.fail_open;
+    options.gso = config_->queue.gso;
+    options.batch_size = config_->queue.batch_size;
+    nfqueue_ = std::make_unique<NfQueue>(options);
+    task_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (task_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+}
+
+QueueWorker::~QueueWorker() {
+    stop();
+    if (task_fd_ >= 0) close(task_fd_);
+}
+
+void QueueWorker::start() {
+    running_ = true;
+    thread_ = std::thread([this] { run(); });
+}
+
+void QueueWorker::stop() {
+    if (!thread_.joinable()) return;
+    running_ = false;
+    uint64_t one = 1;
+    (void)!write(task_fd_, &one, sizeof one);
+    thread_.join();
+}
+
+void QueueWorker::post(std::function<void()> task) {
+    {
+        std::lock_guard lock(tasks_mutex_);
+        tasks_.push_back(std::move(task));
+    }
+    uint64_t one = 1;
+    (void)!write(task_fd_, &one, sizeof one);
+}
+
+std::optional<WorkerSnapshot> QueueWorker::snapshot(std::chrono::milliseconds timeout) {
+    return call<WorkerSnapshot>([this] { return loop_->snapshot(); }, timeout);
+}
+
+void QueueWorker::run() {
+    pthread_setname_np(pthread_self(), ("nfq-worker-" + std::to_string(queue_number_)).c_str());
+    Loop loop(*nfqueue_, config_);
+    loop_ = &loop;
+
+    int epoll = epoll_create1(EPOLL_CLOEXEC);
+    int timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    itimerspec second{{1, 0}, {1, 0}};
+    timerfd_settime(timer, 0, &second, nullptr);
+    enum : uint64_t { kQueue, kTasks, kTimer };
+    for (auto [fd, tag] :
+         {std::pair{nfqueue_->fd(), kQueue}, {task_fd_, kTasks}, {timer, kTimer}}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = tag;
+        epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev);
+    }
+
+    const size_t batch = config_->queue.batch_size;
+    std::vector<std::function<void()>> tasks;
+    while (running_) {
+        epoll_event events[3];
+        int n = epoll_wait(epoll, events, 3, -1);
+        if (n < 0 && errno != EINTR) {
+            spdlog::error("queue {}: epoll_wait: {}", queue_number_, strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; ++i) {
+            switch (events[i].data.u64) {
+                case kQueue: {
+                    // Drain what waits, answering each batch at once so that
+                    // verdict latency stays one batch.
+                    size_t got;
+                    do {
+                        loop.set_now(monotonic_ms());
+                        try {
+                            got = nfqueue_->receive(loop);
+                        } catch (const std::exception& e) {
+                            spdlog::error("queue {}: {}", queue_number_, e.what());
+                            got = 0;
+                        }
+                        nfqueue_->flush();
+                    } while (got == batch);
+                    break;
+                }
+                case kTasks: {
+                    uint64_t count;
+                    (void)!read(task_fd_, &count, sizeof count);
+                    {
+                        std::lock_guard lock(tasks_mutex_);
+                        tasks.swap(tasks_);
+                    }
+                    for (auto& task : tasks)
+                        task();
+                    tasks.clear();
+                    break;
+                }
+                case kTimer: {
+                    uint64_t expirations;
+                    (void)!read(timer, &expirations, sizeof expirations);
+                    loop.housekeeping();
+                    break;
+                }
+            }
+        }
+    }
+    // Answer whatever is still pending so that callers do not hang.
+    {
+        std::lock_guard lock(tasks_mutex_);
+        tasks.swap(tasks_);
+    }
+    for (auto& task : tasks)
+        task();
+    nfqueue_->flush();
+    loop_ = nullptr;
+    close(timer);
+    close(epoll);
+}
+
+std::optional<std::vector<FlowInfo>> QueueWorker::flows(size_t limit,
+                                                        std::chrono::milliseconds timeout) {
+    return call<std::vector<FlowInfo>>([this, limit] { return loop_->list_flows(limit); }, timeout);
+}
+
+void QueueWorker::apply_config(std::shared_ptr<const Config> config) {
+    post([this, config] {
+        config_ = config;
+        if (loop_) loop_->apply_config(config);
+    });
+}
+
+}  // namespace nfqscan

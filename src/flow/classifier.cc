@@ -1,0 +1,91 @@
+#include "nfqscan/classifier.h"
+
+namespace nfqscan {
+
+void FlowClassificationDeleter::operator()(FlowClassification* c) const {
+    delete c;
+}
+
+void FlowClassifier::on_new_flow(Flow& flow) const {
+    if (!flow.key->protocol || flow.state == FlowState::Udp) {
+        // None of the scanned protocols runs over UDP: nothing can claim it.
+        flow.disposition = Disposition::Released;
+        return;
+    }
+    Service by_port = config_->ports.lookup(flow.server_port());
+    if (by_port != Service::None) {
+        flow.disposition = Disposition::Claimed;
+        flow.claimed_by = ClaimSource::Port;
+        flow.service = by_port;
+    }
+}
+
+void FlowClassifier::decide(Flow& flow, ProbeResult probe, DpiLabel label) {
+    if (probe.verdict == ProbeVerdict::Match) {
+        flow.disposition = Disposition::Claimed;
+        flow.claimed_by = ClaimSource::Probe;
+        flow.service = probe.service;
+    } else if (Service s = DpiEngine::service_of(label); s != Service::None) {
+        flow.disposition = Disposition::Claimed;
+        flow.claimed_by = ClaimSource::Dpi;
+        flow.service = s;
+    } else if (probe.verdict == ProbeVerdict::NoMatch) {
+        flow.disposition = Disposition::Released;
+    }
+}
+
+void FlowClassifier::finish_labelling(Flow& flow) {
+    // Keep feeding nDPI until it has a final label, then free its state.
+    FlowClassification& c = *flow.classification;
+    bool enough = c.dpi.detected || flow.payload_packets >= config_->flows.classify_packets;
+    if (flow.disposition != Disposition::Deciding && enough) {
+        if (!c.dpi.detected) {
+            DpiLabel label = dpi_.give_up(c.dpi);
+            flow.dpi_master = label.master;
+            flow.dpi_app = label.app;
+        }
+        flow.classification.reset();
+    }
+}
+
+bool FlowClassifier::observe(Flow& flow, Direction direction, const DecodedPacket& packet,
+                             uint64_t now_ms) {
+    if (packet.payload.empty() || flow.disposition == Disposition::Released) return false;
+    if (!flow.classification) {
+        // A flow that is decided and labelled has no state left to feed.
+        if (flow.disposition != Disposition::Deciding && flow.payload_packets > 0) return false;
+        flow.classification.reset(new FlowClassification());
+    }
+    FlowClassification& c = *flow.classification;
+    if (flow.payload_packets < 255) ++flow.payload_packets;
+
+    if (!c.dpi.detected) {
+        DpiLabel label = dpi_.process(c.dpi, packet.packet, now_ms);
+        flow.dpi_master = label.master;
+        flow.dpi_app = label.app;
+    }
+    bool was_deciding = flow.disposition == Disposition::Deciding;
+    if (was_deciding) {
+        c.probe.feed(direction == Direction::ServerToClient, packet.payload);
+        DpiLabel label{flow.dpi_master, flow.dpi_app};
+        decide(flow, c.probe.result(), label);
+        if (flow.disposition == Disposition::Deciding &&
+            flow.payload_packets >= config_->flows.classify_packets) {
+            // Out of patience: the probes' and nDPI's final answers decide.
+            label = c.dpi.detected ? label : dpi_.give_up(c.dpi);
+            flow.dpi_master = label.master;
+            flow.dpi_app = label.app;
+            decide(flow, c.probe.final_result(), label);
+            if (flow.disposition == Disposition::Deciding) flow.disposition = Disposition::Released;
+        }
+        if (flow.disposition == Disposition::Released) {
+            // Released flows need no label beyond what nDPI has now.
+            flow.classification.reset();
+            return true;
+        }
+    }
+    finish_labelling(flow);
+    return was_deciding && flow.disposition != Disposition::Deciding;
+}
+
+}  // namespace nfqscan
