@@ -40,20 +40,19 @@ ProbeResult first_of(std::string_view text,
 }  // namespace
 
 ProbeResult probe_client_request(std::span<const uint8_t> bytes) {
-    static constexpr std::pair<std::string_view, Service> kMethods[] = {
-        {"GET ", Service::Http},      {"POST ", Service::Http},    {"PUT ", Service::Http},
-        {"HEAD ", Service::Http},     {"DELETE ", Service::Http},  {"OPTIONS ", Service::Http},
-        {"PATCH ", Service::Http},    {"CONNECT ", Service::Http}, {"TRACE ", Service::Http},
-        {"PROPFIND ", Service::Http}, {"MKCOL ", Service::Http},   {"COPY ", Service::Http},
-        {"MOVE ", Service::Http}};
-    std::string_view text = as_text(bytes);
-    bool more = false;
-    for (auto [word, service] : kMethods) {
-        ProbeVerdict v = starts_with(text, word);
-        if (v == ProbeVerdict::Match) return {ProbeVerdict::Match, service};
-        more |= v == ProbeVerdict::NeedMore;
-    }
-    return {more ? ProbeVerdict::NeedMore : ProbeVerdict::NoMatch, Service::None};
+    return first_of(as_text(bytes), {{"GET ", Service::Http},
+                                     {"POST ", Service::Http},
+                                     {"PUT ", Service::Http},
+                                     {"HEAD ", Service::Http},
+                                     {"DELETE ", Service::Http},
+                                     {"OPTIONS ", Service::Http},
+                                     {"PATCH ", Service::Http},
+                                     {"CONNECT ", Service::Http},
+                                     {"TRACE ", Service::Http},
+                                     {"PROPFIND ", Service::Http},
+                                     {"MKCOL ", Service::Http},
+                                     {"COPY ", Service::Http},
+                                     {"MOVE ", Service::Http}});
 }
 
 ProbeResult probe_server_greeting(std::span<const uint8_t> greeting,
@@ -65,8 +64,8 @@ ProbeResult probe_server_greeting(std::span<const uint8_t> greeting,
                                     {"* BYE", Service::Imap},
                                     {"HTTP/1.", Service::Http}});  // picked up mid-stream
     if (r.verdict != ProbeVerdict::NoMatch) return r;
-    ProbeVerdict code = std::max(starts_with(text, "220 "), starts_with(text, "220-"));
-    if (code != ProbeVerdict::Match) return {code, Service::None};
+    ProbeResult code = first_of(text, {{"220 ", Service::Smtp}, {"220-", Service::Smtp}});
+    if (code.verdict != ProbeVerdict::Match) return code;
 
     // "220" opens both SMTP and FTP. The greeting text usually says which;
     // otherwise the client's first command does.
