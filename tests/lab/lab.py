@@ -41,6 +41,12 @@ TMP_PREFIX = "nfq-lab-"
 
 # Proxies in the environment must never see lab traffic.
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+# ip, iptables, sysctl, nginx and dovecot live in sbin, which a CI
+# environment's PATH may lack.
+CLEAN_ENV["PATH"] = ":".join(dict.fromkeys(
+    CLEAN_ENV.get("PATH", "").split(":")
+    + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]))
+CLEAN_ENV["PATH"] = CLEAN_ENV["PATH"].strip(":")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
