@@ -3,10 +3,12 @@ and Python sockets where a test needs to know every byte it sent."""
 
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import os
 import random
+import socket
+import struct
 
 from lab import Lab, host_in_url
 
@@ -83,6 +85,15 @@ class HttpExchange:
 
     def __exit__(self, *exc):
         self.close()
+
+    def tcp_info(self) -> dict:
+        """The client socket's TCP_INFO: bytes_sent counts every payload byte
+        put on the wire (retransmissions included), bytes_retrans the
+        retransmitted ones, unacked the segments still unacknowledged."""
+        raw = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)
+        unacked, = struct.unpack_from("<I", raw, 24)
+        bytes_sent, bytes_retrans = struct.unpack_from("<QQ", raw, 200)
+        return {"unacked": unacked, "bytes_sent": bytes_sent, "bytes_retrans": bytes_retrans}
 
     def request(self, method: str, path: str, body: bytes = b"", close: bool = False):
         """Send one request, read its whole response. Returns (status, headers, body)."""

@@ -186,6 +186,23 @@ class Namespace:
         out = _run(["ip", "netns", "pids", self.name], check=False).stdout.decode()
         return [int(p) for p in out.split()]
 
+    def tcp_info(self, local_port: int) -> list[dict]:
+        """The kernel's figures (`ss -ti`) for the established TCP sockets in
+        this namespace whose local port is `local_port`: one dict each, with
+        numeric fields such as bytes_sent (payload put on the wire,
+        retransmissions included), bytes_retrans, bytes_acked, unacked."""
+        out = self.run(["ss", "-tinH", "state", "established",
+                        f"( sport = :{local_port} )"]).stdout.decode()
+        sockets = []
+        for line in out.splitlines():
+            if not line.startswith((" ", "\t")):
+                sockets.append({"unacked": 0, "bytes_sent": 0, "bytes_retrans": 0})
+                continue
+            if sockets:
+                for key, value in re.findall(r"\b([a-z_]+):(\d+)\b", line):
+                    sockets[-1][key] = int(value)
+        return sockets
+
     def socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM) -> socket.socket:
         """A socket that lives in this namespace (created by a short-lived
         thread that joined it; the socket keeps its namespace for life)."""
