@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
-import shutil
 import sys
 from pathlib import Path
 
@@ -214,9 +213,3 @@ class BannerServer:
         for address in (SERVER4, SERVER6):
             lab.server.wait_port(address, port, greeting=banner.strip(), process=self.process)
 
-
-def which(tool: str) -> str:
-    path = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if not path:
-        raise FileNotFoundError(f"{tool} is not installed: run tools/setup")
-    return path
