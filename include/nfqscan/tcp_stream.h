@@ -1,0 +1,178 @@
+// The TCP stream engine, one direction at a time (DESIGN.md, "The TCP stream
+// engine"). It turns the sender's segments, as they arrive (lost, reordered,
+// duplicated, overlapping), into strictly ordered bytes for an inspector, and
+// turns what the inspector answers into the segments the receiver gets:
+//
+//   sender's input stream --(inspector: pass / replace / hold)--> output stream
+//
+// Input and output are byte streams with their own offsets; a Mapping of
+// chunks (input range -> output range) ties them together. Every packet the
+// sender sends is answered with the output bytes that correspond to it:
+// a new in-order segment carries the output produced for it, a
+// retransmission carries the retained output of the range it covers, an
+// out-of-order segment is held (no verdict) until the gap before it fills.
+// The receiver's ACKs and SACK blocks are translated back from output to
+// input offsets before the sender sees them.
+//
+// Invariants (tested in tests/unit/flow/tcp_stream_test.cc):
+// - the receiver only ever gets bytes of the output stream, at their output
+//   offsets: never an input byte the inspector has not mapped;
+// - each input byte is handed to the inspector once, in order; a
+//   retransmission that disagrees with what was inspected is answered with
+//   the inspected bytes (and counted as an evasion attempt);
+// - the sender is never acknowledged an input byte whose output the receiver
+//   has not acknowledged in full (a replaced range counts as acknowledged
+//   only when all its replacement is);
+// - memory is bounded: retained bytes (unacknowledged), held out-of-order
+//   segments and unmapped input each have a cap, accounted in StreamCounters.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace nfqscan {
+
+// Sequence-space helpers (RFC 1982 serial arithmetic on 32 bits).
+inline bool seq_before(uint32_t a, uint32_t b) {
+    return int32_t(a - b) < 0;
+}
+
+// What an inspector answers for the input bytes it is shown.
+class StreamSink {
+  public:
+    virtual ~StreamSink() = default;
+    // The next `length` input bytes go to the receiver unchanged.
+    virtual void pass(size_t length) = 0;
+    // The next `length` input bytes (0: an insertion) become `bytes`.
+    virtual void replace(size_t length, std::span<const uint8_t> bytes) = 0;
+};
+
+// An inspector of one direction's ordered bytes.
+class StreamTransform {
+  public:
+    enum class Push : uint8_t {
+        More,     // more bytes may follow: unmapped bytes may stay pending
+        Stalled,  // the sender is waiting (it retransmits): map what you can
+        End,      // FIN: every pending byte must be mapped now
+    };
+    virtual ~StreamTransform() = default;
+    // `pending` holds every input byte not yet mapped, from input offset
+    // `offset`; the inspector maps a prefix of it through `sink`. Bytes it
+    // leaves unmapped are shown again, with any new ones, on the next call.
+    virtual void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
+                          StreamSink& sink) = 0;
+};
+
+struct StreamLimits {
+    size_t max_retained = 8u << 20;  // output bytes kept until the receiver acknowledges them
+    size_t max_held = 4u << 20;      // bytes of out-of-order segments held back
+    size_t max_pending = 1u << 20;   // input bytes the inspector may leave unmapped
+};
+
+struct StreamCounters {
+    uint64_t in_order = 0;       // segments that brought new bytes in order
+    uint64_t retransmitted = 0;  // segments wholly or partly already seen
+    uint64_t held = 0;           // segments held out of order
+    uint64_t held_overflow = 0;  // out-of-order segments dropped: hold limit reached
+    uint64_t conflicts = 0;      // retransmitted bytes that differed from the inspected ones
+    uint64_t rewritten = 0;      // replace() calls that changed bytes
+    uint64_t forced_maps = 0;    // pending bytes passed because max_pending was reached
+    uint64_t stalls = 0;         // the sender waited on held bytes: the inspector had to map them
+};
+
+// The answer for one segment of the sender.
+struct SegmentVerdict {
+    enum class Kind : uint8_t {
+        Forward,  // send `payload` (possibly empty) at output sequence `seq`
+        Hold,     // keep the packet: it is answered later, by release_held()
+        Drop,     // drop it (hold overflow; the sender will retransmit)
+    };
+    Kind kind = Kind::Forward;
+    uint32_t seq = 0;  // output-space sequence number for the packet
+    std::vector<uint8_t> payload;
+    bool fin = false;    // the packet's FIN stays (only once all input before it is mapped)
+    uint64_t token = 0;  // for Hold: identifies the segment in release_held()
+};
+
+// One direction of a TCP connection: the sender's input and the receiver's
+// output. Not thread-safe; owned by the flow's worker.
+class StreamDirection {
+  public:
+    StreamDirection(StreamTransform& transform, StreamLimits limits);
+
+    // The sender's SYN (or the first segment of a flow picked up mid-stream):
+    // input offset 0 is the byte at `first_data_seq`.
+    void start(uint32_t first_data_seq);
+    bool started() const { return started_; }
+
+    // A data (or FIN) segment from the sender. `token` identifies it if it has
+    // to be held. Segments released from the hold by this call are appended
+    // to `released` with their tokens.
+    SegmentVerdict on_segment(uint32_t seq, std::span<const uint8_t> payload, bool fin,
+                              uint64_t token, std::vector<SegmentVerdict>& released);
+
+    // The receiver acknowledged output up to `ack` (output sequence space).
+    // Returns the acknowledgement number the sender must see.
+    uint32_t translate_ack(uint32_t ack);
+    // An edge of a SACK block from the receiver (output space) -> input space.
+    uint32_t translate_sack_edge(uint32_t edge) const;
+
+    const StreamCounters& counters() const { return counters_; }
+    size_t memory_bytes() const;
+    // Output offset minus input offset at the front: what rewriting has
+    // shifted so far (for status and tests).
+    int64_t shift() const { return int64_t(out_next_) - int64_t(in_mapped_); }
+
+  private:
+    struct Chunk {
+        uint64_t in_begin, in_end;
+        uint64_t out_begin, out_end;
+        bool same;  // output bytes equal the input bytes
+        bool identity() const { return same; }
+    };
+    class Sink;
+    struct Held {
+        uint64_t token;
+        std::vector<uint8_t> bytes;
+        bool fin;
+    };
+
+    uint64_t unwrap(uint32_t seq, uint64_t near) const;
+    uint32_t out_seq(uint64_t out_offset) const { return uint32_t(base_ + out_offset); }
+    uint64_t in_to_out_floor(uint64_t in) const;
+    uint64_t out_to_in(uint64_t out) const;
+    void feed(StreamTransform::Push push);
+    void append_output(std::span<const uint8_t> input, std::span<const uint8_t> output, bool same);
+    void accept_new(std::span<const uint8_t> bytes);
+    std::vector<uint8_t> output_range(uint64_t begin, uint64_t end) const;
+    SegmentVerdict answer(uint64_t in_begin, uint64_t in_end, bool brought_new, bool fin);
+    void trim_acknowledged();
+
+    StreamTransform& transform_;
+    StreamLimits limits_;
+    bool started_ = false;
+    uint32_t base_ = 0;  // sequence number of input and output offset 0
+
+    uint64_t in_next_ = 0;                // next input byte expected in order
+    uint64_t in_mapped_ = 0;              // input bytes mapped to output so far
+    uint64_t out_next_ = 0;               // next output byte
+    uint64_t out_acked_ = 0;              // output the receiver acknowledged
+    uint64_t out_sent_ = 0;               // output handed to the receiver at least once
+    bool fin_seen_ = false;               // FIN consumed in order (one sequence number)
+    uint32_t stall_retransmissions_ = 0;  // retransmissions of the newest bytes, none new since
+
+    std::deque<Chunk> chunks_;         // contiguous mapping of unacknowledged ranges
+    std::vector<uint8_t> pending_;     // input [in_mapped_, in_next_)
+    std::deque<uint8_t> in_retained_;  // input [in_retained_begin_, in_mapped_)
+    uint64_t in_retained_begin_ = 0;
+    std::deque<uint8_t> out_retained_;  // output [out_acked_, out_next_)
+    std::map<uint64_t, Held> held_;     // out-of-order segments by input offset
+    size_t held_bytes_ = 0;
+    StreamCounters counters_;
+};
+
+}  // namespace nfqscan

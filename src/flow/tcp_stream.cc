@@ -1,0 +1,280 @@
+#include "nfqscan/tcp_stream.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+namespace nfqscan {
+
+namespace {
+// Retransmissions that end at the newest byte, with nothing new between them,
+// before held bytes are taken as a stall and must be mapped.
+constexpr uint32_t kStallRetransmissions = 2;
+}  // namespace
+
+// Collects the inspector's answers for one on_bytes() call. The pending
+// buffer is not touched while the inspector holds a span of it; consumed
+// bytes are erased afterwards.
+class StreamDirection::Sink : public StreamSink {
+  public:
+    explicit Sink(StreamDirection& d) : d_(d) {}
+
+    void pass(size_t length) override {
+        length = std::min(length, d_.pending_.size() - consumed_);
+        if (length == 0) return;
+        std::span<const uint8_t> bytes(d_.pending_.data() + consumed_, length);
+        d_.append_output(bytes, bytes, true);
+        consumed_ += length;
+    }
+
+    void replace(size_t length, std::span<const uint8_t> bytes) override {
+        length = std::min(length, d_.pending_.size() - consumed_);
+        std::span<const uint8_t> original(d_.pending_.data() + consumed_, length);
+        bool same =
+            length == bytes.size() && std::equal(bytes.begin(), bytes.end(), original.begin());
+        if (!same) ++d_.counters_.rewritten;
+        d_.append_output(original, bytes, same);
+        consumed_ += length;
+    }
+
+    size_t consumed() const { return consumed_; }
+
+  private:
+    StreamDirection& d_;
+    size_t consumed_ = 0;
+};
+
+StreamDirection::StreamDirection(StreamTransform& transform, StreamLimits limits)
+    : transform_(transform), limits_(limits) {}
+
+void StreamDirection::start(uint32_t first_data_seq) {
+    started_ = true;
+    base_ = first_data_seq;
+}
+
+uint64_t StreamDirection::unwrap(uint32_t seq, uint64_t near) const {
+    // The 64-bit offset closest to `near` whose low 32 bits give `seq`.
+    int32_t diff = int32_t(seq - uint32_t(base_ + near));
+    int64_t offset = int64_t(near) + diff;
+    return offset < 0 ? 0 : uint64_t(offset);
+}
+
+void StreamDirection::append_output(std::span<const uint8_t> input, std::span<const uint8_t> output,
+                                    bool same) {
+    Chunk c{in_mapped_, in_mapped_ + input.size(), out_next_, out_next_ + output.size(), same};
+    // Identity chunks merge, so a flow that is never rewritten keeps one.
+    if (!chunks_.empty() && chunks_.back().identity() && c.identity()) {
+        chunks_.back().in_end = c.in_end;
+        chunks_.back().out_end = c.out_end;
+    } else if (c.in_end != c.in_begin || c.out_end != c.out_begin) {
+        chunks_.push_back(c);
+    }
+    // The inspected input stays until acknowledged, to judge retransmissions.
+    in_retained_.insert(in_retained_.end(), input.begin(), input.end());
+    out_retained_.insert(out_retained_.end(), output.begin(), output.end());
+    in_mapped_ += input.size();
+    out_next_ += output.size();
+}
+
+void StreamDirection::feed(StreamTransform::Push push) {
+    if (pending_.empty()) return;
+    Sink sink(*this);
+    transform_.on_bytes(in_mapped_, pending_, push, sink);
+    size_t consumed = sink.consumed();
+    // The contract: at the end of the stream every byte is mapped; beyond the
+    // pending limit the oldest bytes go on unchanged. Both are counted.
+    size_t left = pending_.size() - consumed;
+    size_t forced = push == StreamTransform::Push::End ? left
+                    : left > limits_.max_pending       ? left - limits_.max_pending
+                                                       : 0;
+    if (forced > 0) {
+        ++counters_.forced_maps;
+        std::span<const uint8_t> rest(pending_.data() + consumed, forced);
+        append_output(rest, rest, true);
+        consumed += forced;
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + consumed);
+}
+
+void StreamDirection::accept_new(std::span<const uint8_t> bytes) {
+    pending_.insert(pending_.end(), bytes.begin(), bytes.end());
+    in_next_ += bytes.size();
+}
+
+uint64_t StreamDirection::in_to_out_floor(uint64_t in) const {
+    if (in >= in_mapped_) return out_next_;
+    if (chunks_.empty() || in < chunks_.front().in_begin) return out_acked_;
+    auto it = std::upper_bound(chunks_.begin(), chunks_.end(), in,
+                               [](uint64_t v, const Chunk& c) { return v < c.in_end; });
+    if (it == chunks_.end()) return out_next_;
+    return it->identity() ? it->out_begin + (in - it->in_begin) : it->out_begin;
+}
+
+uint64_t StreamDirection::out_to_in(uint64_t out) const {
+    if (out >= out_next_) return in_mapped_;
+    if (chunks_.empty() || out <= chunks_.front().out_begin)
+        return chunks_.empty() ? in_mapped_ : chunks_.front().in_begin;
+    auto it = std::upper_bound(chunks_.begin(), chunks_.end(), out,
+                               [](uint64_t v, const Chunk& c) { return v < c.out_end; });
+    if (it == chunks_.end()) return in_mapped_;
+    if (out == it->out_begin) return it->in_begin;
+    // Inside a replaced range nothing of the original counts as delivered
+    // until all of its replacement is.
+    return it->identity() ? it->in_begin + (out - it->out_begin) : it->in_begin;
+}
+
+std::vector<uint8_t> StreamDirection::output_range(uint64_t begin, uint64_t end) const {
+    begin = std::max(begin, out_acked_);
+    end = std::min(end, out_next_);
+    if (begin >= end) return {};
+    auto first = out_retained_.begin() + (begin - out_acked_);
+    return std::vector<uint8_t>(first, first + (end - begin));
+}
+
+SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool brought_new,
+                                       bool fin) {
+    uint64_t out_begin = std::max(in_to_out_floor(in_begin), out_acked_);
+    uint64_t out_end;
+    if (brought_new || in_end >= in_mapped_) {
+        // Everything produced so far and not yet sent goes with this segment,
+        // also output the inspector mapped now for bytes of earlier segments.
+        out_begin = std::max(std::min(out_begin, out_sent_), out_acked_);
+        out_end = out_next_;
+    } else {
+        // A retransmission gets the output of the range it covers; a
+        // replaced range is always sent whole.
+        auto it = std::upper_bound(chunks_.begin(), chunks_.end(), in_end - 1,
+                                   [](uint64_t x, const Chunk& c) { return x < c.in_end; });
+        out_end = it == chunks_.end() ? out_next_
+                  : it->identity()    ? it->out_begin + (in_end - it->in_begin)
+                                      : it->out_end;
+    }
+    out_end = std::max(out_end, out_begin);
+    SegmentVerdict v;
+    v.seq = out_seq(out_begin);
+    v.payload = output_range(out_begin, out_end);
+    out_sent_ = std::max(out_sent_, out_begin + v.payload.size());
+    // The FIN follows the last output byte, so it travels only on a segment
+    // whose payload ends there.
+    v.fin = fin && fin_seen_ && out_begin + v.payload.size() == out_next_;
+    return v;
+}
+
+SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t> payload, bool fin,
+                                           uint64_t token, std::vector<SegmentVerdict>& released) {
+    if (!started_) start(seq);
+    uint64_t begin = unwrap(seq, in_next_);
+    uint64_t end = begin + payload.size();
+
+    if (begin > in_next_) {
+        // Out of order: hold it (no verdict) until the gap fills.
+        if (held_bytes_ + payload.size() > limits_.max_held || held_.count(begin)) {
+            ++counters_.held_overflow;
+            SegmentVerdict v;
+            v.kind = SegmentVerdict::Kind::Drop;
+            return v;
+        }
+        held_bytes_ += payload.size();
+        held_.emplace(begin,
+                      Held{token, std::vector<uint8_t>(payload.begin(), payload.end()), fin});
+        ++counters_.held;
+        SegmentVerdict v;
+        v.kind = SegmentVerdict::Kind::Hold;
+        v.token = token;
+        return v;
+    }
+
+    // Bytes already seen: compare them with what was inspected.
+    uint64_t old_end = std::min(end, in_next_);
+    if (begin < old_end) {
+        ++counters_.retransmitted;
+        uint64_t retained_begin = in_retained_begin_;
+        for (uint64_t i = std::max(begin, retained_begin); i < old_end; ++i) {
+            uint8_t inspected =
+                i < in_mapped_ ? in_retained_[i - retained_begin] : pending_[i - in_mapped_];
+            if (inspected != payload[i - begin]) {
+                ++counters_.conflicts;
+                break;
+            }
+        }
+    }
+
+    bool new_bytes = end > in_next_;
+    if (new_bytes) {
+        ++counters_.in_order;
+        accept_new(payload.subspan(in_next_ - begin));
+    }
+    bool fin_now = fin && end == in_next_ && !fin_seen_;
+    if (fin_now) fin_seen_ = true;
+
+    if (new_bytes) stall_retransmissions_ = 0;
+    if (fin_seen_) {
+        feed(StreamTransform::Push::End);
+    } else if (new_bytes) {
+        feed(StreamTransform::Push::More);
+    } else if (end == in_next_ && end > in_mapped_ && held_.empty() && out_acked_ == out_next_ &&
+               ++stall_retransmissions_ >= kStallRetransmissions) {
+        // The receiver has all the output, yet the sender keeps retransmitting
+        // up to its newest byte, part of which the inspector holds, and sends
+        // nothing new: it is waiting for those bytes to be acknowledged. Once
+        // is not proof (the next segment may be on its way); twice is.
+        ++counters_.stalls;
+        feed(StreamTransform::Push::Stalled);
+    }
+
+    SegmentVerdict v = answer(begin, end, new_bytes || fin_now, fin);
+
+    // The gap before held segments may be filled now.
+    while (!held_.empty() && held_.begin()->first <= in_next_) {
+        auto node = held_.extract(held_.begin());
+        Held& h = node.mapped();
+        held_bytes_ -= h.bytes.size();
+        std::vector<SegmentVerdict> nested;
+        SegmentVerdict r =
+            on_segment(uint32_t(base_ + node.key()), h.bytes, h.fin, h.token, nested);
+        r.token = h.token;
+        released.push_back(std::move(r));
+        for (auto& n : nested)
+            released.push_back(std::move(n));
+    }
+    return v;
+}
+
+uint32_t StreamDirection::translate_ack(uint32_t ack) {
+    uint64_t out = unwrap(ack, out_acked_);
+    uint64_t fin_out = out_next_ + 1;
+    if (fin_seen_ && out == fin_out) return uint32_t(base_ + in_next_ + 1);
+    out = std::min(out, out_next_);
+    uint64_t in = out_to_in(out);
+    if (out > out_acked_) {
+        out_acked_ = out;
+        trim_acknowledged();
+    }
+    return uint32_t(base_ + in);
+}
+
+uint32_t StreamDirection::translate_sack_edge(uint32_t edge) const {
+    uint64_t out = std::min(unwrap(edge, out_acked_), out_next_);
+    return uint32_t(base_ + out_to_in(out));
+}
+
+void StreamDirection::trim_acknowledged() {
+    while (!out_retained_.empty() && out_retained_.size() > out_next_ - out_acked_)
+        out_retained_.pop_front();
+    // Chunks wholly acknowledged go, with the input they covered.
+    while (!chunks_.empty() && chunks_.front().out_end <= out_acked_ &&
+           chunks_.front().in_end <= in_mapped_) {
+        uint64_t drop = chunks_.front().in_end - in_retained_begin_;
+        drop = std::min<uint64_t>(drop, in_retained_.size());
+        in_retained_.erase(in_retained_.begin(), in_retained_.begin() + drop);
+        in_retained_begin_ += drop;
+        chunks_.pop_front();
+    }
+}
+
+size_t StreamDirection::memory_bytes() const {
+    return out_retained_.size() + in_retained_.size() + pending_.capacity() + held_bytes_ +
+           chunks_.size() * sizeof(Chunk) + held_.size() * (sizeof(Held) + 48);
+}
+
+}  // namespace nfqscan

@@ -1,0 +1,382 @@
+// The stream engine between a simulated sender and receiver on a wire that
+// loses, reorders and duplicates segments in both directions, with random
+// rewrites: the receiver must end up with exactly the rewritten stream, must
+// never be sent two different bytes for one output offset, and the sender
+// must never be acknowledged input whose output was not delivered.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <deque>
+#include <functional>
+#include <random>
+
+#include "nfqscan/tcp_stream.h"
+#include "nfqscan/test_rewrite.h"
+
+namespace nfqscan {
+namespace {
+
+const TokenReplacer::Replacements kIssueTokens = {{"GROW", "GROWN-LONGER-TOKEN"},
+                                                  {"SHRINKME", "S"}};
+
+std::span<const uint8_t> bytes_of(const std::string& s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+struct WireOptions {
+    double loss = 0.0;
+    double duplicate = 0.0;
+    double reorder = 0.0;  // chance a segment is delivered late
+    size_t mss = 1000;
+    size_t window_segments = 16;
+    uint32_t isn = 1000;
+    bool split_retransmissions = false;  // retransmit with different segment boundaries
+};
+
+struct Segment {
+    uint32_t seq;
+    std::string data;
+    bool fin;
+};
+
+// A sender with go-back-N retransmission, a receiver that keeps only in-order
+// data, and the engine in between, driven step by step by one random source.
+class SimulatedConnection {
+  public:
+    SimulatedConnection(std::string input, StreamTransform& transform, WireOptions options,
+                        uint32_t seed, StreamLimits limits = {})
+        : input_(std::move(input)), options_(options), rng_(seed), engine_(transform, limits) {
+        engine_.start(options_.isn);
+    }
+
+    // Runs until the receiver has the FIN; false if it did not converge.
+    bool run(size_t max_steps = 200000) {
+        for (size_t step = 0; step < max_steps; ++step) {
+            if (receiver_fin_ && snd_una_ == input_.size() + 1) return true;
+            send_window();
+            if (!deliver_one()) {
+                // Nothing in flight: the sender's retransmission timer fires.
+                retransmit_from_una();
+            }
+        }
+        return false;
+    }
+
+    const std::string& received() const { return received_; }
+    const StreamDirection& engine() const { return engine_; }
+    size_t max_ack_violation() const { return ack_violations_; }
+
+  private:
+    void send_window() {
+        size_t limit =
+            std::min<size_t>(snd_una_ + options_.window_segments * options_.mss, input_.size());
+        while (snd_nxt_ < limit) {
+            size_t len = std::min<size_t>(options_.mss, limit - snd_nxt_);
+            if (options_.split_retransmissions && snd_nxt_ < snd_max_)
+                len = std::max<size_t>(1, std::min<size_t>(len, rng_() % options_.mss + 1));
+            to_engine(
+                Segment{uint32_t(options_.isn + snd_nxt_), input_.substr(snd_nxt_, len), false});
+            snd_nxt_ += len;
+            snd_max_ = std::max(snd_max_, snd_nxt_);
+        }
+        if (snd_nxt_ == input_.size() && !fin_sent_) {
+            to_engine(Segment{uint32_t(options_.isn + snd_nxt_), "", true});
+            fin_sent_ = true;
+        }
+    }
+
+    void retransmit_from_una() {
+        snd_nxt_ = std::min<size_t>(snd_una_, input_.size());
+        fin_sent_ = false;
+    }
+
+    void to_engine(Segment s) {
+        if (chance(options_.loss)) return;  // lost before the scanner
+        int copies = chance(options_.duplicate) ? 2 : 1;
+        for (int i = 0; i < copies; ++i)
+            push(c2e_, s);
+    }
+
+    template <class T>
+    void push(std::deque<T>& q, const T& s) {
+        if (!q.empty() && chance(options_.reorder)) {
+            q.insert(q.end() - 1, s);  // overtakes the last one queued
+        } else {
+            q.push_back(s);
+        }
+    }
+
+    bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
+
+    bool deliver_one() {
+        // Pick a direction with something in flight.
+        std::vector<int> ready;
+        if (!c2e_.empty()) ready.push_back(0);
+        if (!e2r_.empty()) ready.push_back(1);
+        if (!acks_.empty()) ready.push_back(2);
+        if (ready.empty()) return false;
+        int which = ready[rng_() % ready.size()];
+        if (which == 0) {
+            Segment s = c2e_.front();
+            c2e_.pop_front();
+            std::vector<SegmentVerdict> released;
+            SegmentVerdict v = engine_.on_segment(s.seq, bytes_of(s.data), s.fin, 0, released);
+            forward(v);
+            for (auto& r : released)
+                forward(r);
+        } else if (which == 1) {
+            Segment s = e2r_.front();
+            e2r_.pop_front();
+            receive(s);
+        } else {
+            uint32_t ack = acks_.front();
+            acks_.pop_front();
+            on_ack(engine_.translate_ack(ack));
+        }
+        return true;
+    }
+
+    void forward(const SegmentVerdict& v) {
+        if (v.kind != SegmentVerdict::Kind::Forward) return;
+        if (v.payload.empty() && !v.fin) return;  // a pure ACK: nothing for the receiver
+        if (chance(options_.loss)) return;        // lost after the scanner
+        push(e2r_, Segment{v.seq, std::string(v.payload.begin(), v.payload.end()), v.fin});
+    }
+
+    void receive(const Segment& s) {
+        uint64_t offset = uint32_t(s.seq - options_.isn);
+        // Whatever the receiver is sent for an offset it already has must be
+        // the same bytes: the engine never changes its mind.
+        for (size_t i = 0; i < s.data.size(); ++i) {
+            uint64_t at = offset + i;
+            if (at < received_.size()) {
+                EXPECT_EQ(received_[at], s.data[i]) << "output byte " << at << " changed";
+            }
+        }
+        if (offset <= received_.size() && offset + s.data.size() > received_.size())
+            received_.append(s.data.substr(received_.size() - offset));
+        if (s.fin && offset + s.data.size() == received_.size()) receiver_fin_ = true;
+        uint32_t ack = uint32_t(options_.isn + received_.size() + (receiver_fin_ ? 1 : 0));
+        if (!chance(options_.loss)) push(acks_, ack);
+    }
+
+    void on_ack(uint32_t ack) {
+        uint64_t acked = uint32_t(ack - options_.isn);
+        if (acked > input_.size() + 1) {
+            ++ack_violations_;  // acknowledges something never sent
+            return;
+        }
+        // The sender may only hear of input whose whole output arrived: the
+        // rewritten form of the acknowledged input is a prefix of what the
+        // receiver holds (checked on a sample of ACKs: it costs O(n)).
+        if (acked > snd_una_ && (++acks_seen_ % 16 == 0 || acked > input_.size())) {
+            size_t n = std::min<size_t>(acked, input_.size());
+            std::string must_have = transform_check_(input_.substr(0, n));
+            if (received_.compare(0, must_have.size(), must_have) != 0 ||
+                received_.size() < must_have.size())
+                ++ack_violations_;
+            if (acked > input_.size() && !receiver_fin_) ++ack_violations_;
+        }
+        if (acked > snd_una_) {
+            snd_una_ = acked;
+            if (snd_nxt_ < std::min<size_t>(snd_una_, input_.size()))
+                snd_nxt_ = std::min<size_t>(snd_una_, input_.size());
+        }
+    }
+
+    std::string input_;
+    WireOptions options_;
+    std::mt19937 rng_;
+    StreamDirection engine_;
+    std::deque<Segment> c2e_, e2r_;
+    std::deque<uint32_t> acks_;
+    size_t snd_una_ = 0, snd_nxt_ = 0, snd_max_ = 0;
+    bool fin_sent_ = false;
+    std::string received_;
+    bool receiver_fin_ = false;
+    size_t ack_violations_ = 0;
+    size_t acks_seen_ = 0;
+
+  public:
+    // What the receiver must hold for a given input prefix.
+    std::function<std::string(const std::string&)> transform_check_ = [](const std::string& s) {
+        return TokenReplacer::apply(kIssueTokens, s);
+    };
+};
+
+// Random text with tokens sprinkled in, also straddling segment boundaries.
+std::string make_input(std::mt19937& rng, size_t size) {
+    std::string s;
+    const char* pieces[] = {"GROW", "SHRINKME", "GRO", "SHRINK", "G", "S", "abc", "xyz\n"};
+    while (s.size() < size) {
+        if (rng() % 4 == 0)
+            s += pieces[rng() % 8];
+        else
+            s += char('a' + rng() % 26);
+    }
+    return s;
+}
+
+struct Passthrough : StreamTransform {
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+        sink.pass(pending.size());
+    }
+};
+
+TEST(TcpStream, PassThroughCleanWireIsIdentity) {
+    Passthrough t;
+    std::mt19937 rng(1);
+    std::string input = make_input(rng, 100000);
+    SimulatedConnection c(input, t, {}, 1);
+    c.transform_check_ = [](const std::string& s) { return s; };
+    ASSERT_TRUE(c.run());
+    EXPECT_EQ(c.received(), input);
+    EXPECT_EQ(c.engine().counters().rewritten, 0u);
+    EXPECT_EQ(c.engine().shift(), 0);
+}
+
+TEST(TcpStream, RewriteOnCleanWire) {
+    TokenReplacer t(kIssueTokens);
+    std::mt19937 rng(2);
+    std::string input = make_input(rng, 100000);
+    SimulatedConnection c(input, t, {}, 2);
+    ASSERT_TRUE(c.run());
+    EXPECT_EQ(c.received(), TokenReplacer::apply(kIssueTokens, input));
+    EXPECT_GT(c.engine().counters().rewritten, 100u);
+    EXPECT_EQ(c.max_ack_violation(), 0u);
+}
+
+struct Property {
+    double loss, duplicate, reorder;
+    bool split;
+    uint32_t isn;
+};
+
+class TcpStreamProperty : public ::testing::TestWithParam<Property> {};
+
+TEST_P(TcpStreamProperty, ReceiverGetsExactlyTheRewrittenStream) {
+    const Property& p = GetParam();
+    for (uint32_t seed = 1; seed <= 25; ++seed) {
+        TokenReplacer t(kIssueTokens);
+        std::mt19937 rng(seed * 7919);
+        std::string input = make_input(rng, 20000 + rng() % 40000);
+        WireOptions o;
+        o.loss = p.loss;
+        o.duplicate = p.duplicate;
+        o.reorder = p.reorder;
+        o.split_retransmissions = p.split;
+        o.isn = p.isn + seed;
+        o.mss = 200 + rng() % 1300;
+        SimulatedConnection c(input, t, o, seed);
+        ASSERT_TRUE(c.run()) << "seed " << seed << " did not converge";
+        std::string expected = TokenReplacer::apply(kIssueTokens, input);
+        if (c.received() != expected) {
+            size_t at = 0;
+            while (at < expected.size() && at < c.received().size() &&
+                   expected[at] == c.received()[at])
+                ++at;
+            size_t from = at > 40 ? at - 40 : 0;
+            FAIL() << "seed " << seed << ": streams differ at output byte " << at
+                   << "\nexpected: ..." << expected.substr(from, 80) << "\nreceived: ..."
+                   << c.received().substr(from, 80) << "\nconflicts "
+                   << c.engine().counters().conflicts << ", forced "
+                   << c.engine().counters().forced_maps << ", stalls "
+                   << c.engine().counters().stalls;
+        }
+        EXPECT_EQ(c.max_ack_violation(), 0u) << "seed " << seed;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Wire, TcpStreamProperty,
+    ::testing::Values(Property{0.0, 0.0, 0.0, false, 1000}, Property{0.02, 0.0, 0.0, false, 1000},
+                      Property{0.0, 0.05, 0.0, false, 1000}, Property{0.0, 0.0, 0.2, false, 1000},
+                      Property{0.03, 0.03, 0.2, true, 1000},
+                      Property{0.03, 0.03, 0.2, true, 0xffffffffu - 30000}));  // wraps
+
+TEST(TcpStream, ConflictingRetransmissionIsNormalisedToTheInspectedBytes) {
+    Passthrough t;
+    StreamDirection d(t, {});
+    d.start(100);
+    std::vector<SegmentVerdict> released;
+    auto first = d.on_segment(100, bytes_of("hello world"), false, 0, released);
+    EXPECT_EQ(std::string(first.payload.begin(), first.payload.end()), "hello world");
+    auto evil = d.on_segment(100, bytes_of("HELLO EVIL!"), false, 0, released);
+    EXPECT_EQ(std::string(evil.payload.begin(), evil.payload.end()), "hello world");
+    EXPECT_EQ(d.counters().conflicts, 1u);
+}
+
+TEST(TcpStream, OutOfOrderSegmentIsHeldUntilTheGapFills) {
+    Passthrough t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto late = d.on_segment(5, bytes_of("world"), false, 42, released);
+    EXPECT_EQ(late.kind, SegmentVerdict::Kind::Hold);
+    EXPECT_TRUE(released.empty());
+    auto first = d.on_segment(0, bytes_of("hello"), false, 41, released);
+    EXPECT_EQ(std::string(first.payload.begin(), first.payload.end()), "hello");
+    ASSERT_EQ(released.size(), 1u);
+    EXPECT_EQ(released[0].token, 42u);
+    EXPECT_EQ(released[0].seq, 5u);
+    EXPECT_EQ(std::string(released[0].payload.begin(), released[0].payload.end()), "world");
+}
+
+TEST(TcpStream, HoldIsBounded) {
+    Passthrough t;
+    StreamLimits limits;
+    limits.max_held = 10;
+    StreamDirection d(t, limits);
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    EXPECT_EQ(d.on_segment(100, bytes_of("0123456789"), false, 1, released).kind,
+              SegmentVerdict::Kind::Hold);
+    EXPECT_EQ(d.on_segment(200, bytes_of("x"), false, 2, released).kind,
+              SegmentVerdict::Kind::Drop);
+    EXPECT_EQ(d.counters().held_overflow, 1u);
+}
+
+TEST(TcpStream, AckInsideAReplacementDoesNotAcknowledgeTheOriginal) {
+    TokenReplacer t(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto v = d.on_segment(0, bytes_of("abGROWcd"), false, 0, released);
+    EXPECT_EQ(std::string(v.payload.begin(), v.payload.end()), "abGROWN-LONGER-TOKENcd");
+    EXPECT_EQ(d.translate_ack(2), 2u);   // "ab"
+    EXPECT_EQ(d.translate_ack(10), 2u);  // part of the replacement: not the token yet
+    EXPECT_EQ(d.translate_ack(20), 6u);  // all of it: the token is delivered
+    EXPECT_EQ(d.translate_ack(22), 8u);
+}
+
+TEST(TcpStream, HeldTailIsFlushedWhenTheSenderStalls) {
+    TokenReplacer t(TokenReplacer::Replacements{{"GROW", "X"}});
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto v = d.on_segment(0, bytes_of("abcGR"), false, 0, released);
+    EXPECT_EQ(std::string(v.payload.begin(), v.payload.end()), "abc");
+    EXPECT_EQ(d.translate_ack(3), 3u);
+    // The receiver has all the output; the sender times out and retransmits
+    // "GR". The first retransmission may just precede new data, the second
+    // proves the sender is waiting.
+    EXPECT_TRUE(d.on_segment(3, bytes_of("GR"), false, 0, released).payload.empty());
+    auto again = d.on_segment(3, bytes_of("GR"), false, 0, released);
+    EXPECT_EQ(again.seq, 3u);
+    EXPECT_EQ(std::string(again.payload.begin(), again.payload.end()), "GR");
+}
+
+TEST(TcpStream, FinFollowsTheLastOutputByte) {
+    TokenReplacer t(TokenReplacer::Replacements{{"SHRINKME", "S"}});
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    d.on_segment(0, bytes_of("aSHRINK"), false, 0, released);
+    auto fin = d.on_segment(7, bytes_of("ME"), true, 0, released);
+    EXPECT_TRUE(fin.fin);
+    EXPECT_EQ(fin.seq + fin.payload.size(), 2u);  // "aS", FIN after it
+    EXPECT_EQ(d.translate_ack(3), 10u);           // FIN acknowledged: input 9 + FIN
+}
+
+}  // namespace
+}  // namespace nfqscan
