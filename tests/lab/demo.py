@@ -14,6 +14,7 @@ daemon, servers) and returns a one-line result, or raises to fail.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -116,12 +117,38 @@ def ssh_like(demo: Demo) -> str:
     return describe(flow)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def hold(demo: Demo) -> None:
+    lab, daemon = demo.lab, demo.daemon
+    print(f"""
+== the lab stays up until Ctrl-C. Namespaces: {lab.client.name} {lab.router.name} \
+{lab.server.name}; files and logs: {lab.dir}
+   ip netns exec {lab.client.name} curl -o /dev/null http://203.0.113.2/download.bin
+   ip netns exec {lab.client.name} curl -g -o /dev/null http://[2001:db8:2::2]/download.bin
+   ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} pop3://203.0.113.2/1
+   ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} 'imap://203.0.113.2/INBOX;UID=1'
+   {daemon.ctl_command()} status      (or flows, --json)""", flush=True)
+    try:
+        while daemon.alive():
+            time.sleep(1)
+        print(f"nfqscand exited with {daemon.process.returncode}")
+    except KeyboardInterrupt:
+        print("\n== tearing down")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--step", action="append", choices=[s[0] for s in STEPS],
                         help="run only these steps (default: all)")
+    parser.add_argument("--no-steps", action="store_true", help="run no step")
+    parser.add_argument("--hold", action="store_true",
+                        help="keep the lab up until Ctrl-C (for poking at it by hand)")
     args = parser.parse_args()
-    steps = [s for s in STEPS if not args.step or s[0] in args.step]
+    steps = [] if args.no_steps else [s for s in STEPS if not args.step or s[0] in args.step]
+    signal.signal(signal.SIGTERM, _terminate)
 
     failures = step_failures = 0
     print("== starting the lab: client 198.51.100.2 / 2001:db8:1::2 — router — "
@@ -142,6 +169,8 @@ def main() -> int:
             except Exception as exc:
                 step_failures += 1
                 print(f"   FAILED: {type(exc).__name__}: {exc}", flush=True)
+        if args.hold:
+            hold(demo)
         demo.daemon.wait_queues_idle()
         print("\n== nfqscanctl status\n")
         print(demo.daemon.ctl("status").stdout.decode(), flush=True)

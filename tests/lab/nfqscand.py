@@ -145,6 +145,10 @@ class Nfqscand:
         return self.process is not None and self.process.alive()
 
     # -- nfqscanctl -------------------------------------------------------
+    def ctl_command(self) -> str:
+        """The nfqscanctl command line for this instance, for a person to type."""
+        return f"{ctl_binary()} --control {self.control}"
+
     def ctl(self, *args, check: bool = True, timeout: float = 10.0):
         return self.lab.router.run([ctl_binary(), "--control", self.control, *args],
                                    check=check, timeout=timeout)
