@@ -1,0 +1,102 @@
+#!/usr/bin/python3
+"""nfqscan benchmarks: figures and ratios measured in one run, not tests.
+
+    tools/bench [all|net|flows|scan] [--rounds N] [--seconds S]
+
+net:   TCP throughput (iperf3, 1 and 4 streams) and a 200 MiB HTTP download,
+       plain forwarding vs through nfqscand (flow kept in the queue, flow
+       released to the fast path) vs a minimal accept-all NFQUEUE consumer;
+       consumer CPU per packet, packets per verdict message and per batch.
+flows: memory per tracked flow at 100k idle flows; a SYN flood against a
+       small flow cap while a clean download runs.
+scan:  scanning throughput (placeholder until the scan benchmark lands).
+
+Needs root (network namespaces, iptables). Every namespace, process and temp
+file goes away at the end, on Ctrl-C and on failure. The build directory is
+$NFQSCAN_BUILD (default build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BenchFiles, Report, background_load, say, section  # noqa: E402
+from lab import Lab  # noqa: E402
+
+
+def _terminate(signum, frame):
+    # `kill` and CI time limits send SIGTERM: unwind like Ctrl-C so that the
+    # labs' context managers tear everything down.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "flows", "scan"])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="net: runs of each variant and test (medians are printed)")
+    parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
+    parser.add_argument("--flows", type=int, default=100_000,
+                        help="flows: idle flows for the memory figure")
+    parser.add_argument("--flood-seconds", type=float, default=10.0,
+                        help="flows: length of the SYN flood")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces, iptables)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _terminate)
+
+    sections = ["net", "flows", "scan"] if args.what == "all" else [args.what]
+    report = Report()
+    files = BenchFiles()
+    failed = []
+    started = time.monotonic()
+    say(f"nfqscan bench: {', '.join(sections)} (build {os.environ.get('NFQSCAN_BUILD', 'build')}, "
+        f"{os.cpu_count()} CPUs, kernel {os.uname().release})")
+    try:
+        for name in sections:
+            t0 = time.monotonic()
+            load = background_load()
+            say(f"\n[{name}] {load}")
+            report.note(f"{name}: {load}")
+            try:
+                if name == "net":
+                    import net
+                    with Lab() as lab:
+                        net.NetBench(lab, files, report, args.rounds, args.seconds).run()
+                elif name == "flows":
+                    import flows
+                    flows.run(report, files, args)
+                else:
+                    import scan
+                    scan.run(report, files, args)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # report it, go on with the next section
+                failed.append(name)
+                section(f"{name}: FAILED")
+                traceback.print_exc()
+                report.note(f"{name} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            say(f"({name}: {time.monotonic() - t0:.0f} s)")
+    except KeyboardInterrupt as exc:
+        say(f"\nbench: interrupted ({exc or 'Ctrl-C'}); everything was torn down")
+        report.print_summary()
+        return 130
+    finally:
+        files.close()
+    report.print_summary()
+    say(f"\nbench: {time.monotonic() - started:.0f} s"
+        + (f"; sections that failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

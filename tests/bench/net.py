@@ -1,0 +1,276 @@
+"""`net`: throughput and per-packet cost, in one fresh lab.
+
+Variants, measured round-robin (plain, nfqscand, reference) so that a noisy
+neighbour hurts them alike, `rounds` times; the figures are medians:
+- plain: the ruleset without the FORWARD jump to the queue chain;
+- kept: nfqscand, the flow claimed by port (iperf3's port is listed under
+  [protocols.http] in the bench's config), every packet through the queue;
+- released: nfqscand, iperf3 on a port nothing claims: released to the
+  conntrack-mark fast path after its first payload;
+- reference: tools/bench_ref's accept-all consumer on the same queues.
+Tests: iperf3 client -> server with 1 and 4 streams; curl of a 200 MiB
+random file from nginx (sha256 checked). Per-packet cost: the consumer's CPU
+time (utime + stime) over the packets it handled in that run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from common import (CpuWindow, RefConsumer, Report, daemon_counters, delta, fmt, iperf3,
+                    median, queue_rule_packets, ratio, say, section, set_queue_jump,
+                    wait_listening, curl_timed, LabError)
+from lab import SERVER4, Lab
+from nfqscand import Nfqscand
+from servers import Nginx
+
+S = "net"
+KEPT_PORT = 5201       # listed under [protocols.http] ports: claimed by port
+RELEASED_PORT = 5301   # listed nowhere, not HTTP: released after the first payload
+HTTP_PORT = 80
+HTTP_ODD_PORT = 8081   # not configured: shows the HTTP probe claiming it anyway
+HTTP_FILE = "download-200MiB.bin"
+HTTP_SIZE = 200 * 1024 * 1024
+
+VARIANTS = ("plain", "kept", "released", "reference")
+TESTS = ("tcp1", "tcp4", "http")
+TEST_TITLES = {"tcp1": "iperf3 1 stream", "tcp4": "iperf3 4 streams", "http": "HTTP 200 MiB"}
+
+
+def daemon_config() -> dict:
+    return {"protocols": {"http": {"ports": [HTTP_PORT, 8080, KEPT_PORT]}}}
+
+
+class Consumer:
+    """What the runs need from nfqscand or the reference: a pid and counters."""
+
+    def __init__(self, kind: str, daemon: Nfqscand | None = None,
+                 ref: RefConsumer | None = None):
+        self.kind = kind
+        self.daemon = daemon
+        self.ref = ref
+
+    @property
+    def pid(self):
+        if self.daemon:
+            return self.daemon.process.pid
+        if self.ref:
+            return self.ref.pid
+        return None
+
+    def counters(self) -> dict:
+        if self.daemon:
+            return daemon_counters(self.daemon.status())
+        if self.ref:
+            return self.ref.stats()
+        return {}
+
+
+class NetBench:
+    def __init__(self, lab: Lab, files, report: Report, rounds: int, seconds: int):
+        self.lab = lab
+        self.files = files
+        self.report = report
+        self.rounds = rounds
+        self.seconds = seconds
+        self.runs: dict = defaultdict(list)  # (variant, test) -> [run]
+        self.http_odd_port_claim = None
+
+    # -- one measured run ---------------------------------------------------------
+    def measure(self, variant: str, test: str, consumer: Consumer, action) -> dict:
+        before = consumer.counters()
+        rule0 = queue_rule_packets(self.lab.router)
+        window = CpuWindow(consumer.pid).start()
+        result = action()
+        window.stop()
+        rule1 = queue_rule_packets(self.lab.router)
+        after = consumer.counters()
+        d = delta(after, before) if before else {}
+        run = dict(result)
+        run.update(variant=variant, test=test, cpu_s=window.proc, wall_s=window.wall,
+                   machine_busy=window.machine_busy, to_queue=rule1 - rule0,
+                   packets=d.get("packets"), verdict_messages=d.get("verdict_messages"),
+                   verdict_batches=d.get("verdict_batches"), recv_batches=d.get("recv_batches"),
+                   enobufs=d.get("enobufs"))
+        if run["packets"]:
+            run["us_per_packet"] = window.proc / run["packets"] * 1e6
+        self.runs[(variant, test)].append(run)
+        say(f"  {variant:<9} {TEST_TITLES[test]:<17} {self.describe(run)}")
+        return run
+
+    @staticmethod
+    def describe(run: dict) -> str:
+        if run["test"] == "http":
+            main = (f"{fmt(run.get('seconds'), 3, 's')} "
+                    f"({fmt(run.get('gbps'), 2, 'Gbit/s')}) sha256 "
+                    f"{'ok' if run.get('sha_ok') else 'WRONG'}")
+        else:
+            main = f"{fmt(run['gbps'], 2, 'Gbit/s')} retr {run.get('retransmits', 0)}"
+        extra = f"  machine {run['machine_busy'] * 100:.0f}% busy"
+        if run.get("packets") is not None:
+            unseen = run["to_queue"] - run["packets"]
+            extra += (f", consumer cpu {run['cpu_s']:.2f} s, {fmt(run['packets'])} pkts"
+                      f" ({fmt(run.get('us_per_packet'), 2, 'us/pkt')})")
+            if run["to_queue"] and unseen > 0:
+                extra += f", {fmt(unseen)} reached the queue rule unseen"
+            if run.get("enobufs"):
+                extra += f", ENOBUFS {run['enobufs']}"
+        return main + extra
+
+    def iperf_action(self, port: int, streams: int):
+        return lambda: iperf3(self.lab, SERVER4, port, streams, self.seconds)
+
+    def http_action(self, port: int, digest: str):
+        url = f"http://{SERVER4}:{port}/{HTTP_FILE}"
+        out = self.files.downloads / "net.bin"
+
+        def action():
+            r = curl_timed(self.lab, url, out)
+            if not r["ok"]:
+                raise LabError(f"curl {url} failed ({r['rc']}): {r['error']}")
+            r["sha_ok"] = r["sha256"] == digest and r.get("size") == HTTP_SIZE
+            r["gbps"] = HTTP_SIZE * 8 / r["seconds"] / 1e9 if r.get("seconds") else None
+            return r
+
+        return action
+
+    # -- the whole section ---------------------------------------------------------
+    def run(self) -> None:
+        lab = self.lab
+        say(f"lab {lab.id}: {self.rounds} rounds of each variant, iperf3 {self.seconds} s runs")
+        nginx = Nginx(lab, ports=[HTTP_PORT, HTTP_ODD_PORT])
+        digest = self.files.serve(nginx.www, HTTP_FILE, HTTP_SIZE)
+        for port in (KEPT_PORT, RELEASED_PORT):
+            proc = lab.server.spawn(f"iperf3-{port}", ["iperf3", "-s", "-p", port])
+            wait_listening(lab.server, port, process=proc)
+        daemon = Nfqscand(lab, daemon_config())
+        ref = RefConsumer(lab)
+        none = Consumer("plain")
+
+        for r in range(1, self.rounds + 1):
+            say(f"round {r}/{self.rounds}")
+            # plain forwarding: the queue chain is not jumped to
+            set_queue_jump(lab.router, False)
+            try:
+                for streams in (1, 4):
+                    self.measure("plain", f"tcp{streams}", none,
+                                 self.iperf_action(RELEASED_PORT, streams))
+                self.measure("plain", "http", none, self.http_action(HTTP_PORT, digest))
+            finally:
+                set_queue_jump(lab.router, True)
+
+            # nfqscand: kept and released
+            daemon.start()
+            nfq = Consumer("nfqscand", daemon=daemon)
+            for streams in (1, 4):
+                self.measure("kept", f"tcp{streams}", nfq, self.iperf_action(KEPT_PORT, streams))
+            for streams in (1, 4):
+                self.measure("released", f"tcp{streams}", nfq,
+                             self.iperf_action(RELEASED_PORT, streams))
+            self.measure("kept", "http", nfq, self.http_action(HTTP_PORT, digest))
+            if r == 1:
+                self.check_http_odd_port(daemon, digest)
+            rc = daemon.stop()
+            if rc != 0:
+                raise LabError(f"nfqscand exited with {rc} on SIGTERM:\n"
+                               f"{daemon.process.log_tail()}")
+
+            # the accept-all reference consumer
+            ref.start()
+            refc = Consumer("reference", ref=ref)
+            for streams in (1, 4):
+                self.measure("reference", f"tcp{streams}", refc,
+                             self.iperf_action(KEPT_PORT, streams))
+            self.measure("reference", "http", refc, self.http_action(HTTP_PORT, digest))
+            ref.stop()
+        self.summarise()
+
+    def check_http_odd_port(self, daemon: Nfqscand, digest: str) -> None:
+        """HTTP on a port nothing configures: is it released? (No: the HTTP
+        probe claims it from the request line.)"""
+        url = f"http://{SERVER4}:{HTTP_ODD_PORT}/{HTTP_FILE}"
+        r = curl_timed(self.lab, url, self.files.downloads / "odd.bin")
+        flows = daemon.find_flows(server_port=HTTP_ODD_PORT)
+        claims = sorted({f"{f['disposition']} by {f['claimed_by']}" for f in flows})
+        self.http_odd_port_claim = ", ".join(claims) or "no flow listed"
+        ok = r["ok"] and r["sha256"] == digest
+        say(f"  HTTP on unconfigured port {HTTP_ODD_PORT}: flow {self.http_odd_port_claim}, "
+            f"{fmt(r.get('seconds'), 3, 's')}, sha256 {'ok' if ok else 'WRONG'}")
+
+    # -- figures ---------------------------------------------------------------
+    def med(self, variant: str, test: str, key: str):
+        return median([run.get(key) for run in self.runs.get((variant, test), [])])
+
+    def summarise(self) -> None:
+        rep = self.report
+        section("net: throughput (medians)")
+        say(f"{'variant':<10} {'1 stream':>14} {'4 streams':>14} {'HTTP 200 MiB':>14}")
+        for v in VARIANTS:
+            cells = [fmt(self.med(v, "tcp1", "gbps"), 2, "Gbit/s"),
+                     fmt(self.med(v, "tcp4", "gbps"), 2, "Gbit/s")]
+            http = "skipped" if v == "released" else fmt(self.med(v, "http", "seconds"), 3, "s")
+            say(f"{v:<10} {cells[0]:>14} {cells[1]:>14} {http:>14}")
+        for test in ("tcp1", "tcp4"):
+            label = "1 stream" if test == "tcp1" else "4 streams"
+            for v in VARIANTS:
+                rep.add(S, f"iperf3 {label}: {v}", self.med(v, test, "gbps"), "Gbit/s")
+        for test in ("tcp1", "tcp4"):
+            label = "1 stream" if test == "tcp1" else "4 streams"
+            plain = self.med("plain", test, "gbps")
+            kept = self.med("kept", test, "gbps")
+            released = self.med("released", test, "gbps")
+            reference = self.med("reference", test, "gbps")
+            rep.ratio(S, f"{label}: kept / plain", ratio(kept, plain), 0.5)
+            rep.ratio(S, f"{label}: released / plain", ratio(released, plain), 0.9)
+            rep.ratio(S, f"{label}: reference / plain", ratio(reference, plain))
+            rep.ratio(S, f"{label}: kept / reference", ratio(kept, reference), 0.9)
+
+        # HTTP download times
+        sha_all = all(run.get("sha_ok") for key, runs in self.runs.items() if key[1] == "http"
+                      for run in runs)
+        for v in ("plain", "kept", "reference"):
+            rep.add(S, f"HTTP 200 MiB: {v}", self.med(v, "http", "seconds"), "s", 3)
+        plain_t = self.med("plain", "http", "seconds")
+        rep.ratio(S, "HTTP: kept time / plain time", ratio(self.med("kept", "http", "seconds"),
+                                                           plain_t),
+                  note="lower is better")
+        rep.ratio(S, "HTTP: kept speed / plain speed",
+                  ratio(plain_t, self.med("kept", "http", "seconds")))
+        rep.ratio(S, "HTTP: reference speed / plain speed",
+                  ratio(plain_t, self.med("reference", "http", "seconds")))
+        rep.add(S, "HTTP: every download's sha256 right", "yes" if sha_all else "NO")
+        rep.add(S, "HTTP: released variant", "skipped",
+                note=f"HTTP is claimed by probe on any port (port {HTTP_ODD_PORT}: "
+                     f"{self.http_odd_port_claim}); no config switch turns the probe off")
+
+        # per-packet cost
+        section("net: per-packet cost (medians over runs)")
+        say(f"{'variant/test':<22} {'us/pkt':>8} {'pkts/run':>10} {'pkts/verdict msg':>17} "
+            f"{'pkts/sendmsg':>13} {'pkts/recvmmsg':>14} {'unseen':>8}")
+        for v in ("kept", "released", "reference"):
+            for test in TESTS:
+                runs = self.runs.get((v, test), [])
+                if not runs:
+                    continue
+                us = self.med(v, test, "us_per_packet")
+                pkts = self.med(v, test, "packets")
+                per_msg = median([ratio(r.get("packets"), r.get("verdict_messages")) for r in runs])
+                per_batch = median([ratio(r.get("packets"), r.get("verdict_batches"))
+                                    for r in runs])
+                per_recv = median([ratio(r.get("packets"), r.get("recv_batches")) for r in runs])
+                unseen = median([r["to_queue"] - r["packets"] for r in runs
+                                 if r.get("packets") is not None])
+                say(f"{v + ' ' + test:<22} {fmt(us, 2):>8} {fmt(pkts, 0):>10} "
+                    f"{fmt(per_msg, 1):>17} {fmt(per_batch, 1):>13} {fmt(per_recv, 1):>14} "
+                    f"{fmt(unseen, 0):>8}")
+                if test == "tcp1" or (test == "http" and v != "released"):
+                    title = "1 stream" if test == "tcp1" else "HTTP"
+                    rep.add(S, f"{v} {title}: consumer CPU per packet", us, "us", 2)
+                    rep.add(S, f"{v} {title}: packets per verdict message", per_msg, "", 1)
+                    rep.add(S, f"{v} {title}: packets per sendmsg (batch)", per_batch, "", 1)
+        kept_us = self.med("kept", "tcp1", "us_per_packet")
+        ref_us = self.med("reference", "tcp1", "us_per_packet")
+        rep.ratio(S, "1 stream: CPU/pkt kept / reference", ratio(kept_us, ref_us),
+                  note="nfqscand's own work per packet, relative")
+        say("unseen: packets that reached the NFQUEUE rule but not the consumer "
+            "(fail-open past a full queue, or lost to ENOBUFS)")
