@@ -65,6 +65,7 @@ class SimulatedConnection {
     const std::string& received() const { return received_; }
     const StreamDirection& engine() const { return engine_; }
     size_t max_ack_violation() const { return ack_violations_; }
+    size_t oversize() const { return oversize_; }
 
   private:
     void send_window() {
@@ -120,7 +121,11 @@ class SimulatedConnection {
             Segment s = c2e_.front();
             c2e_.pop_front();
             std::vector<SegmentVerdict> released;
-            SegmentVerdict v = engine_.on_segment(s.seq, bytes_of(s.data), s.fin, 0, released);
+            SegmentVerdict v = engine_.on_segment(s.seq, bytes_of(s.data), s.fin, 0, released,
+                                                  std::max(s.data.size(), options_.mss));
+            if (v.payload.size() > std::max(s.data.size(), options_.mss)) ++oversize_;
+            for (auto& r : released)
+                if (r.payload.size() > options_.mss * 2) ++oversize_;
             forward(v);
             for (auto& r : released)
                 forward(r);
@@ -195,6 +200,7 @@ class SimulatedConnection {
     std::string received_;
     bool receiver_fin_ = false;
     size_t ack_violations_ = 0;
+    size_t oversize_ = 0;
     size_t acks_seen_ = 0;
 
   public:
@@ -284,6 +290,7 @@ TEST_P(TcpStreamProperty, ReceiverGetsExactlyTheRewrittenStream) {
                    << c.engine().counters().stalls;
         }
         EXPECT_EQ(c.max_ack_violation(), 0u) << "seed " << seed;
+        EXPECT_EQ(c.oversize(), 0u) << "seed " << seed << ": an answer exceeded the MSS";
     }
 }
 
