@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
+    parser.add_argument("--perf", action="store_true",
+                        help="net: profile nfqscand and the reference under perf (extra runs)")
     parser.add_argument("--flows", type=int, default=100_000,
                         help="flows: idle flows for the memory figure")
     parser.add_argument("--flood-seconds", type=float, default=10.0,
@@ -71,7 +73,8 @@ def main() -> int:
                 if name == "net":
                     import net
                     with Lab() as lab:
-                        net.NetBench(lab, files, report, args.rounds, args.seconds).run()
+                        net.NetBench(lab, files, report, args.rounds, args.seconds,
+                                     args.perf).run()
                 elif name == "flows":
                     import flows
                     flows.run(report, files, args)

@@ -248,6 +248,8 @@ class RefConsumer:
             raise LabError(f"{binary} is missing: run tools/bench (it builds it), or "
                            f"ninja -C {build_dir()} tools/nfq-accept-ref")
         self.starts += 1
+        self._seq = 0  # a new process counts its stats writes from 1
+        self.stats_path.unlink(missing_ok=True)
         self.process = self.lab.router.spawn(
             f"{self.name}-{self.starts}",
             [binary, "--queues", self.queues, "--stats", self.stats_path])

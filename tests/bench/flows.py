@@ -99,6 +99,15 @@ def wait_procs(procs, timeout: float) -> None:
 
 # -- 1. memory per flow ---------------------------------------------------------
 
+def status_latency_ms(daemon: Nfqscand) -> float:
+    times = []
+    for _ in range(3):
+        t = time.monotonic()
+        daemon.status()
+        times.append((time.monotonic() - t) * 1000)
+    return median(times)
+
+
 def memory_per_flow(report: Report, n_flows: int) -> None:
     section(f"flows: memory per tracked flow ({n_flows:,} idle flows)")
     sources = max(1, math.ceil(n_flows / 50_000)) * 2  # spread over both queues
@@ -114,6 +123,7 @@ def memory_per_flow(report: Report, n_flows: int) -> None:
         time.sleep(1.0)
         s0 = daemon.status()
         rss0 = rss_bytes(pid)
+        status0_ms = status_latency_ms(daemon)
         say(f"nfqscand max_flows {s0['flows']['max']:,}, before: {s0['flows']['active']} flows, "
             f"memory_bytes {s0['flows']['memory_bytes']:,}, VmRSS {rss0 / 2**20:.1f} MiB")
 
@@ -140,6 +150,7 @@ def memory_per_flow(report: Report, n_flows: int) -> None:
                 break
         s1 = daemon.status()
         rss1 = rss_bytes(pid)
+        status_ms = status_latency_ms(daemon)
         states = {}
         for f in json.loads(daemon.ctl("flows", "--json", "--limit", "1000").stdout):
             states[f["state"]] = states.get(f["state"], 0) + 1
@@ -154,7 +165,12 @@ def memory_per_flow(report: Report, n_flows: int) -> None:
             f"VmRSS {rss1 / 2**20:.1f} MiB; router conntrack entries {ct}")
         say(f"per flow: {fmt(per_flow_mem, 0, 'B')} by nfqscand's accounting, "
             f"{fmt(per_flow_rss, 0, 'B')} by VmRSS (target <= 2048 B)")
+        say(f"nfqscanctl status took {status0_ms:.0f} ms with no flows, {status_ms:.0f} ms with "
+            f"{s1['flows']['active']:,} (each worker walks its whole flow table for it, and "
+            f"handles no packet meanwhile)")
         report.add(S, "idle flows tracked", s1["flows"]["active"])
+        report.add(S, "status latency: no flows / with them", f"{status0_ms:.0f} / "
+                   f"{status_ms:.0f} ms", note="nfqscanctl status --json, median of 3")
         report.add(S, "bytes per flow (flows.memory_bytes)", per_flow_mem, "B", 0,
                    note="target <= 2048: " + ("met" if per_flow_mem and per_flow_mem <= 2048
                                               else "MISSED"))

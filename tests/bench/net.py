@@ -67,7 +67,10 @@ class Consumer:
 
 
 class NetBench:
-    def __init__(self, lab: Lab, files, report: Report, rounds: int, seconds: int):
+    def __init__(self, lab: Lab, files, report: Report, rounds: int, seconds: int,
+                 perf: bool = False):
+        self.perf = perf
+        self.profiles: dict = {}
         self.lab = lab
         self.files = files
         self.report = report
@@ -92,7 +95,8 @@ class NetBench:
                    packets=d.get("packets"), verdict_messages=d.get("verdict_messages"),
                    verdict_batches=d.get("verdict_batches"), recv_batches=d.get("recv_batches"),
                    enobufs=d.get("enobufs"))
-        if run["packets"]:
+        if run["packets"] and window.proc > 0:
+            # utime/stime tick at 1/CLK_TCK s: a run under one tick says nothing.
             run["us_per_packet"] = window.proc / run["packets"] * 1e6
         self.runs[(variant, test)].append(run)
         say(f"  {variant:<9} {TEST_TITLES[test]:<17} {self.describe(run)}")
@@ -183,7 +187,27 @@ class NetBench:
                              self.iperf_action(KEPT_PORT, streams))
             self.measure("reference", "http", refc, self.http_action(HTTP_PORT, digest))
             ref.stop()
+        if self.perf:
+            self.profile(daemon, ref)
         self.summarise()
+
+    def profile(self, daemon: Nfqscand, ref: RefConsumer) -> None:
+        """Extra runs under perf (not part of the medians): where the
+        consumer's CPU goes, nfqscand (kept) vs the reference."""
+        import consumer_profile as profile
+        if not profile.available():
+            say("perf: not installed (apt-get install linux-perf): no profile")
+            return
+        say("profiling (extra runs, not in the figures): iperf3 1 stream under perf record -g")
+        for variant, consumer in (("kept", daemon), ("reference", ref)):
+            consumer.start()
+            record = profile.PerfRecord(consumer.process.pid, max(1, self.seconds - 1),
+                                        self.lab.dir / f"perf-{variant}.data")
+            result = iperf3(self.lab, SERVER4, KEPT_PORT, 1, self.seconds)
+            record.wait()
+            consumer.stop()
+            self.profiles[variant] = record.breakdown()
+            say(f"  {variant:<9} {fmt(result['gbps'], 2, 'Gbit/s')} under perf")
 
     def check_http_odd_port(self, daemon: Nfqscand, digest: str) -> None:
         """HTTP on a port nothing configures: is it released? (No: the HTTP
@@ -263,7 +287,10 @@ class NetBench:
                 say(f"{v + ' ' + test:<22} {fmt(us, 2):>8} {fmt(pkts, 0):>10} "
                     f"{fmt(per_msg, 1):>17} {fmt(per_batch, 1):>13} {fmt(per_recv, 1):>14} "
                     f"{fmt(unseen, 0):>8}")
-                if test == "tcp1" or (test == "http" and v != "released"):
+                if v == "released" and test == "tcp1":
+                    rep.add(S, "released 1 stream: packets nfqscand saw per run", pkts, "", 0,
+                            note="the rest took the conntrack-mark fast path")
+                elif test == "tcp1" or (test == "http" and v != "released"):
                     title = "1 stream" if test == "tcp1" else "HTTP"
                     rep.add(S, f"{v} {title}: consumer CPU per packet", us, "us", 2)
                     rep.add(S, f"{v} {title}: packets per verdict message", per_msg, "", 1)
@@ -274,3 +301,20 @@ class NetBench:
                   note="nfqscand's own work per packet, relative")
         say("unseen: packets that reached the NFQUEUE rule but not the consumer "
             "(fail-open past a full queue, or lost to ENOBUFS)")
+        say("consumer CPU = utime + stime of the process: it includes the kernel work done in "
+            "its system calls (copying each packet to user space; the verdict re-injecting the "
+            "packet, which then runs on through forwarding, veth and the receiver's TCP stack)")
+        if self.profiles:
+            section("net: where the consumer's CPU goes (perf, % of its samples; overlapping)")
+            labels = list(dict.fromkeys(k for p in self.profiles.values() for k in p))
+            say(f"{'':<46} " + " ".join(f"{v:>10}" for v in self.profiles))
+            for label in labels:
+                say(f"{label:<46} " + " ".join(
+                    f"{fmt(p.get(label), 1, '%'):>10}" for p in self.profiles.values()))
+            for variant, p in self.profiles.items():
+                rep.add(S, f"perf {variant}: share in user space",
+                        p.get("user space (all libraries and the program)"), "%", 1)
+                rep.add(S, f"perf {variant}: share in sendto (verdict + re-injection)",
+                        p.get("sendto/sendmsg (verdicts)"), "%", 1)
+                rep.add(S, f"perf {variant}: share in recvmmsg (copy to user)",
+                        p.get("recvmmsg (receive, copy to user)"), "%", 1)
