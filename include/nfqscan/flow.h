@@ -67,7 +67,12 @@ struct Flow {
     uint16_t dpi_master = 0, dpi_app = 0;
     uint64_t first_seen_ms = 0, last_seen_ms = 0;
     uint64_t packets[2] = {0, 0};
-    uint64_t bytes[2] = {0, 0};  // transport payload bytes per Direction
+    // Payload bytes per Direction. For TCP, the advance of the highest
+    // sequence number seen: what the sender's application sent, each byte
+    // once however often it was retransmitted.
+    uint64_t bytes[2] = {0, 0};
+    uint32_t high_seq[2] = {0, 0};
+    uint8_t high_seq_known = 0;  // bit per Direction
     std::unique_ptr<FlowClassification, FlowClassificationDeleter> classification;
 
     // LRU links of the class list the flow is on.
@@ -152,6 +157,7 @@ class FlowTable {
     void remove(Flow& f, bool evicted);
     bool evict_one();
     void advance_tcp_state(Flow& f, Direction d, const DecodedPacket& p);
+    void count_tcp_bytes(Flow& f, Direction d, const DecodedPacket& p);
 
     std::unordered_map<FlowKey, Flow, FlowKeyHash> flows_;
     LruList lists_[kClassCount];

@@ -15,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 struct mnl_socket;
@@ -47,6 +48,7 @@ struct QueueCounters {
     uint64_t enobufs = 0;
     uint64_t netlink_errors = 0;  // error replies from the kernel
     uint64_t truncated = 0;       // packets longer than the copy range
+    uint64_t replaced = 0;        // verdicts carrying a rewritten packet
 };
 
 struct QueueOptions {
@@ -76,8 +78,15 @@ class NfQueue {
 
     // Verdicts, sent at the next flush(). Ids arrive in increasing order.
     void accept(uint32_t id);
-    void verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mark);
+    // `packet`, when given, replaces the packet (headers included).
+    void verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mark,
+                 std::span<const uint8_t> packet = {});
     void flush();
+
+    // A packet kept without a verdict for now. While any is held, accepts are
+    // not coalesced into batch verdicts (those would accept it too).
+    void hold(uint32_t id) { held_.insert(id); }
+    size_t held() const { return held_.size(); }
 
     const QueueCounters& counters() const { return counters_; }
 
@@ -103,6 +112,7 @@ class NfQueue {
     bool accept_run_ = false;
     uint32_t accept_run_last_ = 0;
     uint32_t accept_run_count_ = 0;
+    std::unordered_set<uint32_t> held_;
 
     QueueCounters counters_;
 };

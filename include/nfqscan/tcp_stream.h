@@ -124,6 +124,8 @@ class StreamDirection {
     uint32_t translate_ack(uint32_t ack);
     // An edge of a SACK block from the receiver (output space) -> input space.
     uint32_t translate_sack_edge(uint32_t edge) const;
+    // A sequence number of the sender (e.g. of a RST) -> output space.
+    uint32_t translate_seq(uint32_t seq) const;
 
     const StreamCounters& counters() const { return counters_; }
     size_t memory_bytes() const;

@@ -191,6 +191,25 @@ size_t FlowTable::expire(uint64_t now_ms) {
     return expired;
 }
 
+void FlowTable::count_tcp_bytes(Flow& f, Direction d, const DecodedPacket& p) {
+    uint8_t i = uint8_t(d), bit = uint8_t(1u << i);
+    if (p.has(tcp_flag::kSyn)) {
+        f.high_seq[i] = p.seq + 1;  // data starts after the SYN
+        f.high_seq_known |= bit;
+        return;
+    }
+    if (p.payload.empty()) return;
+    if (!(f.high_seq_known & bit)) {
+        f.high_seq[i] = p.seq;
+        f.high_seq_known |= bit;
+    }
+    uint32_t end = p.seq + uint32_t(p.payload.size());
+    if (int32_t(end - f.high_seq[i]) > 0) {
+        f.bytes[i] += end - f.high_seq[i];
+        f.high_seq[i] = end;
+    }
+}
+
 void FlowTable::advance_tcp_state(Flow& f, Direction d, const DecodedPacket& p) {
     if (p.has(tcp_flag::kRst)) {
         f.state = FlowState::Closed;
@@ -259,8 +278,12 @@ FlowTable::Lookup FlowTable::track(const DecodedPacket& p, uint64_t now_ms,
         (src_is_lo == f.client_is_lo) ? Direction::ClientToServer : Direction::ServerToClient;
     f.last_seen_ms = now_ms;
     f.packets[uint8_t(d)]++;
-    f.bytes[uint8_t(d)] += p.payload.size();
-    if (p.is_tcp()) advance_tcp_state(f, d, p);
+    if (p.is_tcp()) {
+        count_tcp_bytes(f, d, p);
+        advance_tcp_state(f, d, p);
+    } else {
+        f.bytes[uint8_t(d)] += p.payload.size();
+    }
     touch(f);
     return {&f, d, created};
 }

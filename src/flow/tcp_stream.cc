@@ -260,6 +260,10 @@ uint32_t StreamDirection::translate_sack_edge(uint32_t edge) const {
     return uint32_t(base_ + out_to_in(out));
 }
 
+uint32_t StreamDirection::translate_seq(uint32_t seq) const {
+    return out_seq(in_to_out_floor(unwrap(seq, in_next_)));
+}
+
 void StreamDirection::trim_acknowledged() {
     while (!out_retained_.empty() && out_retained_.size() > out_next_ - out_acked_)
         out_retained_.pop_front();

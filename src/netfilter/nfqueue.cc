@@ -27,7 +27,8 @@ namespace {
 
 // Room for one netlink message carrying a full 64 KiB copy of a packet.
 constexpr size_t kSlotSize = 0xffff + 4096;
-constexpr size_t kVerdictBufferSize = 64 * 1024;
+// Room for several verdicts carrying a full 64 KiB packet each.
+constexpr size_t kVerdictBufferSize = 512 * 1024;
 constexpr size_t kMaxVerdictMessage = 64;  // header + verdict + mark attributes
 
 }  // namespace
@@ -179,19 +180,29 @@ void NfQueue::end_accept_run() {
 }
 
 void NfQueue::accept(uint32_t id) {
+    if (!held_.empty()) {
+        verdict(id, NF_ACCEPT, std::nullopt);
+        return;
+    }
     ++counters_.verdicts;
     accept_run_ = true;
     accept_run_last_ = id;
     ++accept_run_count_;
 }
 
-void NfQueue::verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mark) {
+void NfQueue::verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mark,
+                      std::span<const uint8_t> packet) {
     end_accept_run();
+    if (!held_.empty()) held_.erase(id);
     ++counters_.verdicts;
-    char* p = reserve(kMaxVerdictMessage);
+    char* p = reserve(kMaxVerdictMessage + MNL_ALIGN(packet.size()) + MNL_ATTR_HDRLEN);
     nlmsghdr* nlh = nfq_nlmsg_put(p, NFQNL_MSG_VERDICT, options_.queue);
     nfq_nlmsg_verdict_put(nlh, static_cast<int>(id), static_cast<int>(verdict));
     if (mark) nfq_nlmsg_verdict_put_mark(nlh, *mark);
+    if (!packet.empty()) {
+        nfq_nlmsg_verdict_put_pkt(nlh, packet.data(), static_cast<uint32_t>(packet.size()));
+        ++counters_.replaced;
+    }
     verdict_used_ += NLMSG_ALIGN(nlh->nlmsg_len);
     ++counters_.verdict_messages;
 }

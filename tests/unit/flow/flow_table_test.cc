@@ -91,6 +91,27 @@ TEST(FlowTable, CountsPacketsAndPayloadBytesPerDirection) {
     EXPECT_EQ(l.flow->bytes[1], 1000u);
 }
 
+TEST(FlowTable, RetransmittedAndReorderedBytesAreCountedOnce) {
+    Fixture fx;
+    FlowTable table(100, {});
+    auto syn = fx.c2s(kSyn);
+    syn.seq = 999;
+    table.track(fx.packet(syn), 0, fx.ports);
+    auto seg = [&](uint32_t seq, size_t len) {
+        auto s = fx.c2s(kAck);
+        s.seq = seq;
+        s.payload = std::string(len, 'x');
+        return fx.packet(s);
+    };
+    table.track(seg(1000, 100), 1, fx.ports);
+    table.track(seg(1200, 100), 2, fx.ports);  // ahead of a gap
+    table.track(seg(1100, 100), 3, fx.ports);  // the gap
+    table.track(seg(1000, 300), 4, fx.ports);  // a retransmission of it all
+    auto l = table.track(seg(1300, 50), 5, fx.ports);
+    EXPECT_EQ(l.flow->bytes[0], 350u);
+    EXPECT_EQ(l.flow->packets[0], 6u);
+}
+
 TEST(FlowTable, FinFromBothSidesClosesRstClosesAtOnce) {
     Fixture fx;
     FlowTable table(100, {});

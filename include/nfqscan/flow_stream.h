@@ -1,0 +1,74 @@
+// FlowStream: the stream engine for both directions of one TCP flow, between
+// the queue and the inspectors. It learns the handshake (initial sequence
+// numbers, MSS), feeds each direction's segments through its
+// StreamDirection, translates every acknowledgement and SACK block the other
+// way, and says for each queued packet what to do with it: accept as is,
+// accept rewritten, hold (no verdict yet), or drop. Held packets are answered
+// later, in the verdict list of the packet that filled the gap.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "nfqscan/flow.h"
+#include "nfqscan/tcp_packet.h"
+#include "nfqscan/tcp_stream.h"
+
+namespace nfqscan {
+
+struct PacketVerdict {
+    enum class Kind : uint8_t { Accept, Replace, Hold, Drop };
+    uint32_t id = 0;
+    Kind kind = Kind::Accept;
+    std::vector<uint8_t> packet;  // for Replace
+};
+
+struct FlowStreamCounters {
+    uint64_t rewritten_packets = 0;
+};
+
+class FlowStream {
+  public:
+    // `transforms[d]` inspects direction d (ClientToServer, ServerToClient);
+    // nullptr passes that direction through the engine unchanged.
+    FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits);
+
+    // One queued packet of the flow. Appends its verdict and those of held
+    // packets it releases.
+    void on_packet(uint32_t id, Direction d, const DecodedPacket& p, bool gso,
+                   std::vector<PacketVerdict>& out);
+
+    // Ids of packets still held (to drop when the flow ends).
+    std::vector<uint32_t> held_ids() const;
+
+    const StreamDirection& direction(Direction d) const { return *directions_[size_t(d)]; }
+    size_t memory_bytes() const;
+    const FlowStreamCounters& counters() const { return counters_; }
+
+  private:
+    struct HeldPacket {
+        SegmentHeaders headers;
+        bool gso;
+    };
+    void answer(uint32_t id, Direction d, const SegmentHeaders& headers, const SegmentVerdict& v,
+                std::span<const uint8_t> original_payload, std::vector<PacketVerdict>& out);
+    std::optional<uint32_t> translated_ack(Direction d, uint32_t ack);
+
+    class Passthrough : public StreamTransform {
+      public:
+        void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+            sink.pass(pending.size());
+        }
+    };
+
+    Passthrough passthrough_;
+    std::array<std::unique_ptr<StreamDirection>, 2> directions_;
+    std::array<uint16_t, 2> mss_{0, 0};  // largest segment the receiver of direction d takes
+    std::unordered_map<uint32_t, HeldPacket> held_;
+    FlowStreamCounters counters_;
+};
+
+}  // namespace nfqscan

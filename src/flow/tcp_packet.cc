@@ -1,0 +1,131 @@
+#include "nfqscan/tcp_packet.h"
+
+#include <netinet/in.h>
+
+#include <cstring>
+
+namespace nfqscan {
+
+namespace {
+
+inline uint16_t load16(const uint8_t* p) {
+    return uint16_t(p[0] << 8 | p[1]);
+}
+inline uint32_t load32(const uint8_t* p) {
+    return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
+inline void store16(uint8_t* p, uint16_t v) {
+    p[0] = uint8_t(v >> 8);
+    p[1] = uint8_t(v);
+}
+inline void store32(uint8_t* p, uint32_t v) {
+    store16(p, uint16_t(v >> 16));
+    store16(p + 2, uint16_t(v));
+}
+
+uint32_t sum_words(const uint8_t* p, size_t n, uint32_t sum = 0) {
+    for (; n >= 2; p += 2, n -= 2)
+        sum += load16(p);
+    if (n) sum += uint32_t(p[0]) << 8;
+    return sum;
+}
+
+uint16_t fold(uint32_t sum) {
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return uint16_t(~sum);
+}
+
+// Calls `visit(kind, offset_in_options, length)` for each option.
+template <class F>
+void walk_options(const uint8_t* options, size_t length, F&& visit) {
+    size_t i = 0;
+    while (i < length) {
+        uint8_t kind = options[i];
+        if (kind == 0) break;  // end of list
+        if (kind == 1) {       // no-op
+            ++i;
+            continue;
+        }
+        if (i + 1 >= length) break;
+        uint8_t len = options[i + 1];
+        if (len < 2 || i + len > length) break;
+        visit(kind, i, len);
+        i += len;
+    }
+}
+
+}  // namespace
+
+TcpOptions parse_tcp_options(const DecodedPacket& p) {
+    TcpOptions o;
+    if (!p.is_tcp() || p.l4_header_length <= 20) return o;
+    const uint8_t* options = p.packet.data() + p.l3_header_length + 20;
+    walk_options(options, p.l4_header_length - 20, [&](uint8_t kind, size_t at, uint8_t len) {
+        if (kind == 2 && len == 4) o.mss = load16(options + at + 2);
+        if (kind == 3 && len == 3) {
+            o.has_window_scale = true;
+            o.window_scale = std::min<uint8_t>(options[at + 2], 14);
+        }
+        if (kind == 4 && len == 2) o.sack_permitted = true;
+    });
+    return o;
+}
+
+SegmentHeaders SegmentHeaders::of(const DecodedPacket& p) {
+    SegmentHeaders h;
+    h.ip_version = p.ip_version;
+    h.l3_length = p.l3_header_length;
+    h.l4_length = p.l4_header_length;
+    h.bytes.assign(p.packet.begin(), p.packet.begin() + p.l3_header_length + p.l4_header_length);
+    return h;
+}
+
+uint32_t SegmentHeaders::ack() const {
+    return load32(bytes.data() + l3_length + 8);
+}
+
+void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length) {
+    uint8_t* tcp = packet.data() + l3_length;
+    size_t tcp_length = packet.size() - l3_length;
+    tcp[16] = tcp[17] = 0;
+    uint32_t sum;
+    if (ip_version == 4) {
+        uint8_t* ip = packet.data();
+        ip[10] = ip[11] = 0;
+        store16(ip + 10, fold(sum_words(ip, size_t(ip[0] & 0x0f) * 4)));
+        sum = sum_words(ip + 12, 8);  // source and destination
+        sum += IPPROTO_TCP + uint32_t(tcp_length);
+    } else {
+        sum = sum_words(packet.data() + 8, 32);
+        sum += uint32_t(tcp_length >> 16) + uint32_t(tcp_length & 0xffff) + IPPROTO_TCP;
+    }
+    store16(tcp + 16, fold(sum_words(tcp, tcp_length, sum)));
+}
+
+std::vector<uint8_t> build_segment(const SegmentHeaders& h, const SegmentRewrite& r) {
+    std::vector<uint8_t> out;
+    out.reserve(h.bytes.size() + r.payload.size());
+    out.assign(h.bytes.begin(), h.bytes.end());
+    out.insert(out.end(), r.payload.begin(), r.payload.end());
+    uint8_t* tcp = out.data() + h.l3_length;
+    store32(tcp + 4, r.seq);
+    if (r.ack) store32(tcp + 8, *r.ack);
+    tcp[13] = r.fin ? uint8_t(tcp[13] | tcp_flag::kFin) : uint8_t(tcp[13] & ~tcp_flag::kFin);
+    if (r.sack_edge && h.l4_length > 20) {
+        walk_options(tcp + 20, h.l4_length - 20, [&](uint8_t kind, size_t at, uint8_t len) {
+            if (kind != 5) return;
+            for (size_t edge = at + 2; edge + 4 <= size_t(at) + len; edge += 4)
+                store32(tcp + 20 + edge, r.sack_edge(load32(tcp + 20 + edge)));
+        });
+    }
+    if (h.ip_version == 4) {
+        store16(out.data() + 2, uint16_t(out.size()));
+    } else {
+        store16(out.data() + 4, uint16_t(out.size() - 40));
+    }
+    fix_checksums(out, h.ip_version, h.l3_length);
+    return out;
+}
+
+}  // namespace nfqscan
