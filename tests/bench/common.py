@@ -103,6 +103,14 @@ class Report:
         section("summary")
         if not self.figures:
             say("(no figures)")
+        else:
+            self._print_table()
+        if self.notes:
+            say("\nnotes:")
+            for n in self.notes:
+                say(f"- {n}")
+
+    def _print_table(self) -> None:
         rows = [(f.section, f.name, fmt(f.value, f.digits, f.unit), f.note) for f in self.figures]
         widths = [max([len(r[i]) for r in rows] + [len(h)])
                   for i, h in enumerate(("section", "figure", "value", "note"))]
@@ -113,10 +121,6 @@ class Report:
         for r in rows:
             say(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2].rjust(widths[2])}  "
                 f"{r[3]}".rstrip())
-        if self.notes:
-            say("\nnotes:")
-            for n in self.notes:
-                say(f"- {n}")
 
 
 # -- /proc ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from common import (CpuWindow, RefConsumer, Report, daemon_counters, delta, fmt, iperf3,
+from common import (CLK_TCK, CpuWindow, RefConsumer, Report, daemon_counters, delta, fmt, iperf3,
                     median, queue_rule_packets, ratio, say, section, set_queue_jump,
                     wait_listening, curl_timed, LabError)
 from lab import SERVER4, Lab
@@ -95,8 +95,8 @@ class NetBench:
                    packets=d.get("packets"), verdict_messages=d.get("verdict_messages"),
                    verdict_batches=d.get("verdict_batches"), recv_batches=d.get("recv_batches"),
                    enobufs=d.get("enobufs"))
-        if run["packets"] and window.proc > 0:
-            # utime/stime tick at 1/CLK_TCK s: a run under one tick says nothing.
+        if run["packets"] and window.proc >= 10 / CLK_TCK:
+            # utime/stime tick at 1/CLK_TCK s: a run of a few ticks says nothing.
             run["us_per_packet"] = window.proc / run["packets"] * 1e6
         self.runs[(variant, test)].append(run)
         say(f"  {variant:<9} {TEST_TITLES[test]:<17} {self.describe(run)}")
