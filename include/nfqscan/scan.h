@@ -1,0 +1,282 @@
+// Scan service: judges each transferred object (mail message, attachment,
+// HTTP body, FTP file) with ClamAV and YARA and hands the verdict back to the
+// caller's own event loop. Scans run on a fixed thread pool behind a bounded
+// queue, so a queue worker never blocks; the engines (ClamAV database, YARA
+// rules) form one immutable EngineSet that a reload builds off to the side and
+// swaps in atomically. ClamAV runs in-process (libclamav) or in clamd; YARA
+// always runs in-process, on the whole object and on every layer ClamAV
+// unpacks (archives, mail parts, packed executables).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nfqscan {
+
+// ---------------------------------------------------------------------------
+// Verdicts
+
+// What a detection means to the policy (YARA rule metadata `category`).
+enum class ThreatCategory : uint8_t { Virus, Spam, Policy };
+
+// Why an object could not be judged. The policy maps each one to pass or block
+// per protocol, so every limit must land in one of these rather than in a
+// silent "clean".
+enum class ScanError : uint8_t {
+    ContentSize,      // object or an extracted file larger than the limits
+    DecompressLayer,  // nesting or number of extracted files beyond the limits
+    Timeout,
+    Encrypted,  // password-protected archive or document
+    Corrupt,    // broken archive or executable
+    EngineNotReady,
+    OutOfResource,
+    TooManyRequests,  // scan queue full
+};
+inline constexpr size_t kScanErrorCount = 8;
+
+enum class ScanEngineKind : uint8_t { ClamAV, Yara };
+
+std::string_view threat_category_name(ThreatCategory c);  // "virus" | "spam" | "policy"
+std::optional<ThreatCategory> threat_category_from_name(std::string_view name);
+std::string_view scan_error_name(ScanError e);  // "content-size", ..., "too-many-requests"
+std::optional<ScanError> scan_error_from_name(std::string_view name);
+std::string_view scan_engine_name(ScanEngineKind e);  // "clamav" | "yara"
+
+struct Detection {
+    ScanEngineKind engine = ScanEngineKind::ClamAV;
+    std::string signature;   // ClamAV virus name or YARA rule identifier
+    std::string layer_path;  // "mail/attachment.zip/inner.exe"; unnamed layers as "(msexe)"
+    ThreatCategory category = ThreatCategory::Virus;
+};
+
+struct ScanVerdict {
+    enum class Kind : uint8_t { Clean, Infected, Error };
+    Kind kind = Kind::Clean;
+    bool skipped = false;  // Clean only: the profile's scan mode excluded the object
+    Detection detection;   // Infected only
+    ScanError error = ScanError::EngineNotReady;  // Error only
+    std::string reason;      // Error only: what tripped, e.g. "Heuristics.Encrypted.Zip"
+    std::string layer_path;  // Error only: where, when known
+    std::chrono::microseconds elapsed{0};  // time spent scanning (queue wait excluded)
+
+    static ScanVerdict clean();
+    static ScanVerdict skipped_clean();
+    static ScanVerdict infected(Detection detection);
+    static ScanVerdict failed(ScanError error, std::string reason, std::string layer_path = {});
+
+    bool is_clean() const { return kind == Kind::Clean; }
+    bool is_infected() const { return kind == Kind::Infected; }
+    bool is_error() const { return kind == Kind::Error; }
+};
+
+// {"result":"infected","engine":"clamav","signature":..,"layer":..,"category":..}
+// {"result":"error","category":"timeout","reason":..} {"result":"clean","skipped":false}
+void to_json(nlohmann::json& j, const ScanVerdict& v);
+
+// ---------------------------------------------------------------------------
+// Configuration (a plain struct: the daemon's config module fills it from TOML)
+
+struct ScanLimits {
+    // Largest object scanned; bigger ones are content-size without scanning.
+    // Also the largest file ClamAV extracts (CL_ENGINE_MAX_FILESIZE).
+    uint64_t max_content_size = 32ull << 20;
+    // Bytes ClamAV may read across all layers of one object (CL_ENGINE_MAX_SCANSIZE).
+    uint64_t max_scan_size = 128ull << 20;
+    // Nesting depth (CL_ENGINE_MAX_RECURSION); ClamAV's and clamd's default, so
+    // that both backends judge alike out of the box.
+    uint32_t max_layers = 17;
+    uint32_t max_files = 10000;         // files extracted from one object (CL_ENGINE_MAX_FILES)
+    uint32_t max_scan_time_ms = 30000;  // CL_ENGINE_MAX_SCANTIME; YARA and clamd too
+};
+
+// Which objects a profile scans. Listed: only those whose name has a listed
+// extension, or whose declared MIME type or content-sniffed type (libmagic)
+// matches a listed type ("application/zip", "application/*"). Either signal
+// suffices, because a declared type or a name alone is easy to fake.
+struct ScanProfile {
+    enum class Mode : uint8_t { All, Listed };
+    Mode mode = Mode::All;
+    std::vector<std::string> extensions;  // without the dot, case-insensitive
+    std::vector<std::string> mime_types;
+};
+
+struct ScanConfig {
+    enum class Backend : uint8_t { InProcess, Clamd };
+    Backend engine = Backend::InProcess;
+    // clamd: a unix socket path (starts with '/') or "host:port" / "[v6]:port".
+    std::string clamd_address = "/run/clamav/clamd.ctl";
+    uint32_t clamd_connect_timeout_ms = 1000;
+
+    // Every directory is loaded as a whole (official .cvd/.cld plus .ndb,
+    // .hdb, .ldb, ...). A missing or empty directory is a warning, a broken
+    // file an error.
+    std::vector<std::string> clamav_db_dirs = {"/var/lib/clamav", "/etc/nfqscan/clamav"};
+    std::vector<std::string> yara_rule_dirs = {"/etc/nfqscan/yara"};  // *.yar, *.yara
+    std::string temp_dir;  // where ClamAV extracts layers; empty: $TMPDIR or /tmp
+
+    ScanLimits limits;
+    // Profile name -> scan mode. Objects name their profile; an unknown or empty
+    // name uses "default", and a missing "default" scans everything.
+    std::map<std::string, ScanProfile> profiles;
+
+    uint32_t pool_threads = 0;    // 0: one per CPU
+    uint32_t queue_length = 256;  // objects waiting for a thread, beyond that too-many-requests
+};
+
+std::string_view backend_name(ScanConfig::Backend b);  // "inprocess" | "clamd"
+std::optional<ScanConfig::Backend> backend_from_name(std::string_view name);
+
+// ---------------------------------------------------------------------------
+// Objects and completions
+
+struct ScanObject {
+    // The bytes to scan; `owner` keeps them alive until the scan is done, so an
+    // inspector can hand its relay buffer over without a copy.
+    std::span<const uint8_t> bytes;
+    std::shared_ptr<const void> owner;
+    std::string name;       // file name if known (its base name starts layer paths)
+    std::string mime_type;  // declared by the protocol (Content-Type), may be empty
+    std::string profile;    // scan mode profile; empty: "default"
+
+    static ScanObject copy_of(std::string_view bytes, std::string name = {});
+    static ScanObject sharing(std::shared_ptr<const std::vector<uint8_t>> buffer,
+                              std::string name = {});
+};
+
+// The caller's event loop. Completions are posted here from pool threads (or,
+// for immediate answers such as too-many-requests, from the submitting thread)
+// and run on the loop's own thread, never inside submit().
+class CompletionSink {
+  public:
+    virtual ~CompletionSink() = default;
+    virtual void post(std::function<void()> task) = 0;
+};
+
+using ScanCallback = std::function<void(ScanVerdict)>;
+
+// ---------------------------------------------------------------------------
+// Engines and statistics
+
+struct EnginesInfo {
+    uint64_t generation = 0;                  // 1 for the first set, +1 per successful reload
+    std::string backend;                      // "inprocess" | "clamd"
+    std::string clamav_version;               // libclamav, or clamd's VERSION answer
+    uint32_t clamav_db_version = 0;           // of daily/main when official databases are loaded
+    int64_t clamav_db_time = 0;               // unix time of that database, 0 if none
+    uint64_t clamav_signatures = 0;           // 0 with clamd (not reported by it)
+    std::vector<std::string> clamav_db_dirs;  // the directories that contributed
+    std::string clamd_address;
+    std::string yara_version;
+    uint64_t yara_rules = 0;
+    std::vector<std::string> yara_rule_files;
+    std::chrono::system_clock::time_point loaded_at{};
+    std::chrono::milliseconds load_time{0};
+    std::vector<std::string> warnings;  // e.g. a configured directory that is missing
+};
+void to_json(nlohmann::json& j, const EnginesInfo& info);
+
+struct ReloadResult {
+    bool ok = false;
+    std::string error;  // "file:line: message" when a file is to blame
+    std::string file;
+    uint32_t line = 0;
+    EnginesInfo engines;  // the set now in use (the old one on failure, if any)
+};
+void to_json(nlohmann::json& j, const ReloadResult& r);
+
+// Upper bounds (microseconds) of the latency histogram buckets; one more
+// bucket counts everything slower.
+inline constexpr std::array<uint64_t, 14> kLatencyBucketsUs = {
+    500,    1000,   2000,   5000,    10000,   20000,   50000,
+    100000, 200000, 500000, 1000000, 2000000, 5000000, 10000000};
+
+struct LatencyHistogram {
+    std::array<uint64_t, kLatencyBucketsUs.size() + 1> counts{};
+    uint64_t total_us = 0;
+    uint64_t count() const;
+};
+
+struct EngineCounters {
+    uint64_t scans = 0;  // objects (ClamAV) or layers (YARA) scanned
+    uint64_t detections = 0;
+    uint64_t errors = 0;
+    uint64_t bytes = 0;
+    uint64_t busy_us = 0;
+};
+
+struct ScanStats {
+    uint32_t threads = 0;
+    uint64_t queue_capacity = 0, queue_depth = 0, queue_depth_max = 0;
+    uint64_t submitted = 0;  // through submit(), including rejected ones
+    uint64_t completed = 0;  // verdicts produced (pool and direct scans)
+    uint64_t clean = 0, skipped = 0, infected = 0;
+    std::array<uint64_t, kScanErrorCount> errors{};  // by ScanError
+    uint64_t bytes = 0;                              // object bytes scanned
+    LatencyHistogram scan_latency;                   // per object, scan only
+    LatencyHistogram queue_wait;                     // submit to start of scan
+    EngineCounters clamav, yara;
+    double uptime_s = 0;
+    // Object bytes (10^6) per second of scan time, i.e. per busy thread.
+    double throughput_mb_per_s = 0;
+};
+void to_json(nlohmann::json& j, const ScanStats& s);
+
+// ---------------------------------------------------------------------------
+// The service
+
+class EngineSet;  // src/scan/engine_set.h
+
+class ScanService {
+  public:
+    // Starts the pool (threads and queue length are fixed for its lifetime).
+    // No engines yet: verdicts are engine-not-ready until a reload succeeds.
+    explicit ScanService(const ScanConfig& config);
+    // Stops the pool; scans still queued are dropped without completion.
+    ~ScanService();
+    ScanService(const ScanService&) = delete;
+    ScanService& operator=(const ScanService&) = delete;
+
+    // Builds a new EngineSet on the calling thread (seconds with the official
+    // ClamAV databases) and swaps it in; scans in flight finish on the old one.
+    // On failure the running set stays. Reloads are serialized.
+    ReloadResult reload(const ScanConfig& config);
+    // The same on a background thread; `done` is posted to `sink`. Returns false
+    // (and posts nothing) if a reload is already running.
+    bool start_reload(ScanConfig config, std::shared_ptr<CompletionSink> sink,
+                      std::function<void(ReloadResult)> done);
+
+    // Queues a scan; never blocks. `done` is always posted to `sink` exactly
+    // once: immediately with too-many-requests (queue full) or engine-not-ready
+    // (no engines yet), otherwise when the scan finishes. Returns whether the
+    // object was queued.
+    bool submit(ScanObject object, std::shared_ptr<CompletionSink> sink, ScanCallback done);
+
+    // Scans on the calling thread, bypassing the queue (control `scan`, bench).
+    ScanVerdict scan(const ScanObject& object);
+    // Maps the file (only if within the content-size limit) and scans it like
+    // an object named after its base name. Throws std::system_error when the
+    // file cannot be read (missing, not a regular file).
+    ScanVerdict scan_file(const std::string& path, const std::string& profile = {});
+
+    bool ready() const;
+    std::optional<EnginesInfo> engines_info() const;
+    ScanStats stats() const;
+
+  private:
+    std::shared_ptr<const EngineSet> current() const;
+
+    struct State;
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace nfqscan

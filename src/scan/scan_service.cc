@@ -1,0 +1,282 @@
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "engine_set.h"
+#include "nfqscan/scan.h"
+#include "scan_metrics.h"
+#include "scan_pool.h"
+
+namespace nfqscan {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Freeing an engine set can take a second or more with the official ClamAV
+// databases. The last scan holding a retired set would pay for it on a pool
+// thread; instead the set's deleter hands it to this thread.
+class EngineRetirer {
+  public:
+    EngineRetirer() : thread_([this] { run(); }) {}
+    ~EngineRetirer() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+    void retire(const EngineSet* set) {
+        {
+            std::lock_guard lock(mutex_);
+            if (!stopping_) {
+                retired_.push_back(set);
+                wake_.notify_one();
+                return;
+            }
+        }
+        delete set;
+    }
+
+  private:
+    void run() {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            wake_.wait(lock, [this] { return stopping_ || !retired_.empty(); });
+            while (!retired_.empty()) {
+                const EngineSet* set = retired_.back();
+                retired_.pop_back();
+                lock.unlock();
+                delete set;
+                lock.lock();
+            }
+            if (stopping_) return;
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::vector<const EngineSet*> retired_;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+uint32_t pool_threads(const ScanConfig& config) {
+    if (config.pool_threads > 0) return config.pool_threads;
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+}  // namespace
+
+struct ScanService::State {
+    ScanMetrics metrics;
+    std::shared_ptr<EngineRetirer> retirer = std::make_shared<EngineRetirer>();
+
+    mutable std::mutex current_mutex;
+    std::shared_ptr<const EngineSet> current;
+    uint64_t generation = 0;  // guarded by reload_mutex
+
+    std::mutex reload_mutex;  // one build at a time
+    std::mutex background_mutex;
+    std::thread background;  // the running start_reload(), if any
+    bool background_busy = false;
+
+    // Declared last: destroyed first, so no pool thread outlives the state.
+    std::unique_ptr<ScanPool> pool;
+};
+
+ScanService::ScanService(const ScanConfig& config) : state_(std::make_unique<State>()) {
+    state_->pool = std::make_unique<ScanPool>(pool_threads(config), config.queue_length);
+}
+
+ScanService::~ScanService() {
+    {
+        std::lock_guard lock(state_->background_mutex);
+        if (state_->background.joinable()) state_->background.join();
+    }
+    state_->pool.reset();
+    std::lock_guard lock(state_->current_mutex);
+    state_->current.reset();
+}
+
+std::shared_ptr<const EngineSet> ScanService::current() const {
+    std::lock_guard lock(state_->current_mutex);
+    return state_->current;
+}
+
+bool ScanService::ready() const {
+    return current() != nullptr;
+}
+
+std::optional<EnginesInfo> ScanService::engines_info() const {
+    const auto set = current();
+    if (!set) return std::nullopt;
+    return set->info();
+}
+
+ReloadResult ScanService::reload(const ScanConfig& config) {
+    std::lock_guard reload_lock(state_->reload_mutex);
+    ReloadResult result;
+    EngineSet::Built built = EngineSet::build(config, state_->generation + 1);
+    if (!built.set) {
+        const LoadFailure failure = built.failure.value_or(LoadFailure{{}, 0, "unknown failure"});
+        result.error = failure.to_string();
+        result.file = failure.file;
+        result.line = failure.line;
+        if (auto info = engines_info()) result.engines = *info;
+        spdlog::error("scan engines not reloaded: {}", result.error);
+        return result;
+    }
+    ++state_->generation;
+    std::shared_ptr<const EngineSet> fresh(
+        built.set.release(),
+        [retirer = state_->retirer](const EngineSet* s) { retirer->retire(s); });
+    result.ok = true;
+    result.engines = fresh->info();
+    for (const std::string& w : result.engines.warnings)
+        spdlog::warn("scan engines: {}", w);
+    spdlog::info("scan engines generation {} ready in {} ms: {} ClamAV signatures, {} YARA rules",
+                 result.engines.generation, result.engines.load_time.count(),
+                 result.engines.clamav_signatures, result.engines.yara_rules);
+    std::shared_ptr<const EngineSet> old;
+    {
+        std::lock_guard lock(state_->current_mutex);
+        old = std::exchange(state_->current, std::move(fresh));
+    }
+    return result;  // `old` goes to the retirer once its last scan is done
+}
+
+bool ScanService::start_reload(ScanConfig config, std::shared_ptr<CompletionSink> sink,
+                               std::function<void(ReloadResult)> done) {
+    std::lock_guard lock(state_->background_mutex);
+    if (state_->background_busy) return false;
+    if (state_->background.joinable()) state_->background.join();
+    state_->background_busy = true;
+    state_->background = std::thread([this, config = std::move(config), sink = std::move(sink),
+                                      done = std::move(done)]() mutable {
+        ReloadResult result = reload(config);
+        {
+            std::lock_guard lock(state_->background_mutex);
+            state_->background_busy = false;
+        }
+        if (sink && done)
+            sink->post([done = std::move(done), result = std::move(result)]() mutable {
+                done(std::move(result));
+            });
+    });
+    return true;
+}
+
+bool ScanService::submit(ScanObject object, std::shared_ptr<CompletionSink> sink,
+                         ScanCallback done) {
+    ScanMetrics& metrics = state_->metrics;
+    metrics.record_submitted();
+    auto answer_now = [&](ScanVerdict verdict) {
+        metrics.record_verdict(verdict, object.bytes.size(), false);
+        sink->post([done = std::move(done), verdict = std::move(verdict)]() mutable {
+            done(std::move(verdict));
+        });
+    };
+    if (!ready()) {
+        answer_now(
+            ScanVerdict::failed(ScanError::EngineNotReady, "scan engines are not loaded yet"));
+        return false;
+    }
+    // The job owns everything it needs; the bytes stay alive through `owner`.
+    auto job = [this, object, sink, done, queued = Clock::now()]() mutable {
+        ScanMetrics& m = state_->metrics;
+        m.record_queue_wait(
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - queued));
+        ScanVerdict verdict = scan(object);
+        sink->post([done = std::move(done), verdict = std::move(verdict)]() mutable {
+            done(std::move(verdict));
+        });
+    };
+    if (state_->pool->try_push(std::move(job))) return true;
+    answer_now(ScanVerdict::failed(ScanError::TooManyRequests, "scan queue is full"));
+    return false;
+}
+
+ScanVerdict ScanService::scan(const ScanObject& object) {
+    ScanMetrics& metrics = state_->metrics;
+    const auto set = current();
+    if (!set) {
+        ScanVerdict v =
+            ScanVerdict::failed(ScanError::EngineNotReady, "scan engines are not loaded yet");
+        metrics.record_verdict(v, object.bytes.size(), false);
+        return v;
+    }
+    ScanVerdict verdict;
+    try {
+        verdict = set->scan(object, metrics);
+    } catch (const std::bad_alloc&) {
+        verdict = ScanVerdict::failed(ScanError::OutOfResource, "out of memory");
+    }
+    metrics.record_verdict(verdict, object.bytes.size(), true);
+    return verdict;
+}
+
+ScanVerdict ScanService::scan_file(const std::string& path, const std::string& profile) {
+    const auto set = current();
+    if (!set) return scan(ScanObject{});  // engine-not-ready, counted
+
+    // A file the operator cannot read is not a verdict about its content.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        const int err = errno;
+        ::close(fd);
+        if (!S_ISREG(st.st_mode))
+            throw std::system_error(EINVAL, std::generic_category(),
+                                    path + " is not a regular file");
+        throw std::system_error(err, std::generic_category(), "stat " + path);
+    }
+    ScanObject object;
+    object.name = std::filesystem::path(path).filename().string();
+    object.profile = profile;
+    const auto size = static_cast<uint64_t>(st.st_size);
+    if (size > set->config().limits.max_content_size) {
+        ::close(fd);
+        // Same verdict as scanning it would give, without reading it.
+        ScanVerdict v = ScanVerdict::failed(
+            ScanError::ContentSize,
+            "object of " + std::to_string(size) + " bytes exceeds max_content_size", object.name);
+        state_->metrics.record_verdict(v, size, false);
+        return v;
+    }
+    if (size > 0) {
+        void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            const int err = errno;
+            ::close(fd);
+            throw std::system_error(err, std::generic_category(), "mmap " + path);
+        }
+        object.bytes = {static_cast<const uint8_t*>(map), size};
+        object.owner = std::shared_ptr<const void>(
+            map, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
+    }
+    ::close(fd);
+    return scan(object);
+}
+
+ScanStats ScanService::stats() const {
+    ScanStats s = state_->metrics.snapshot();
+    s.threads = state_->pool->threads();
+    s.queue_capacity = state_->pool->capacity();
+    s.queue_depth = state_->pool->depth();
+    s.queue_depth_max = state_->pool->depth_max();
+    return s;
+}
+
+}  // namespace nfqscan
