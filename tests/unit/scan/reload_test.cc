@@ -143,6 +143,22 @@ TEST_F(RulesFixture, EnginesInfoDescribesTheSet) {
     EXPECT_TRUE(j.contains("loaded_at"));
 }
 
+TEST_F(RulesFixture, RulesSeeLayerNameTypeAndDepth) {
+    test::write_file(yara_dir + "/layers.yar", R"(rule Text_Member_Of_An_Archive
+{
+    meta:
+        category = "policy"
+    condition:
+        depth == 1 and filename == "f042.txt" and filetype == "CL_TYPE_TEXT_ASCII"
+}
+)");
+    ASSERT_TRUE(service.reload(config).ok);
+    const ScanVerdict v = service.scan(test::corpus_object("many-files.zip"));
+    ASSERT_TRUE(v.is_infected()) << describe(v);
+    EXPECT_EQ(v.detection.signature, "Text_Member_Of_An_Archive");
+    EXPECT_EQ(v.detection.layer_path, "many-files.zip/f042.txt");
+}
+
 TEST_F(RulesFixture, BackgroundReloadPostsItsResult) {
     auto sink = std::make_shared<test::TestSink>();
     std::optional<ReloadResult> result;
