@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from common import (CLK_TCK, CpuWindow, RefConsumer, Report, daemon_counters, delta, fmt, iperf3,
+from common import (CpuWindow, RefConsumer, Report, daemon_counters, delta, fmt, iperf3,
                     median, queue_rule_packets, ratio, say, section, set_queue_jump,
                     wait_listening, curl_timed, LabError)
 from lab import SERVER4, Lab
@@ -90,14 +90,15 @@ class NetBench:
         after = consumer.counters()
         d = delta(after, before) if before else {}
         run = dict(result)
-        run.update(variant=variant, test=test, cpu_s=window.proc, wall_s=window.wall,
+        run.update(variant=variant, test=test, cpu_s=window.precise, cpu_ticks_s=window.proc,
+                   wall_s=window.wall,
                    machine_busy=window.machine_busy, to_queue=rule1 - rule0,
                    packets=d.get("packets"), verdict_messages=d.get("verdict_messages"),
                    verdict_batches=d.get("verdict_batches"), recv_batches=d.get("recv_batches"),
                    enobufs=d.get("enobufs"))
-        if run["packets"] and window.proc >= 10 / CLK_TCK:
-            # utime/stime tick at 1/CLK_TCK s: a run of a few ticks says nothing.
-            run["us_per_packet"] = window.proc / run["packets"] * 1e6
+        if run["packets"] and run["packets"] >= 100:
+            # A released flow's handful of packets says nothing per packet.
+            run["us_per_packet"] = window.precise / run["packets"] * 1e6
         self.runs[(variant, test)].append(run)
         say(f"  {variant:<9} {TEST_TITLES[test]:<17} {self.describe(run)}")
         return run
@@ -113,7 +114,7 @@ class NetBench:
         extra = f"  machine {run['machine_busy'] * 100:.0f}% busy"
         if run.get("packets") is not None:
             unseen = run["to_queue"] - run["packets"]
-            extra += (f", consumer cpu {run['cpu_s']:.2f} s, {fmt(run['packets'])} pkts"
+            extra += (f", consumer cpu {run['cpu_s']:.3f} s, {fmt(run['packets'])} pkts"
                       f" ({fmt(run.get('us_per_packet'), 2, 'us/pkt')})")
             if run["to_queue"] and unseen > 0:
                 extra += f", {fmt(unseen)} reached the queue rule unseen"
@@ -301,9 +302,10 @@ class NetBench:
                   note="nfqscand's own work per packet, relative")
         say("unseen: packets that reached the NFQUEUE rule but not the consumer "
             "(fail-open past a full queue, or lost to ENOBUFS)")
-        say("consumer CPU = utime + stime of the process: it includes the kernel work done in "
-            "its system calls (copying each packet to user space; the verdict re-injecting the "
-            "packet, which then runs on through forwarding, veth and the receiver's TCP stack)")
+        say("consumer CPU = utime + stime of the process (read as its threads' schedstat run "
+            "time, ns resolution): it includes the kernel work done in its system calls "
+            "(copying each packet to user space; the verdict re-injecting the packet, which "
+            "then runs on through forwarding, veth and the receiver's TCP stack)")
         if self.profiles:
             section("net: where the consumer's CPU goes (perf, % of its samples; overlapping)")
             labels = list(dict.fromkeys(k for p in self.profiles.values() for k in p))

@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cinttypes>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -196,9 +197,10 @@ std::string stats_json(const std::vector<std::unique_ptr<Queue>>& queues, uint64
         const Counters& c = queues[i]->counters();
         char line[512];
         std::snprintf(line, sizeof line,
-                      "%s{\"queue\": %u, \"packets\": %lu, \"bytes\": %lu, "
-                      "\"verdict_messages\": %lu, \"verdict_batches\": %lu, "
-                      "\"recv_batches\": %lu, \"enobufs\": %lu, \"send_errors\": %lu}",
+                      "%s{\"queue\": %u, \"packets\": %" PRIu64 ", \"bytes\": %" PRIu64
+                      ", \"verdict_messages\": %" PRIu64 ", \"verdict_batches\": %" PRIu64
+                      ", \"recv_batches\": %" PRIu64 ", \"enobufs\": %" PRIu64
+                      ", \"send_errors\": %" PRIu64 "}",
                       i ? ", " : "", queues[i]->number(), c.packets.load(), c.bytes.load(),
                       c.verdict_messages.load(), c.verdict_batches.load(), c.recv_batches.load(),
                       c.enobufs.load(), c.send_errors.load());
