@@ -59,6 +59,8 @@ struct Detection {
     ThreatCategory category = ThreatCategory::Virus;
 };
 
+// One verdict per object. When engines or layers disagree the most severe
+// finding wins: a virus, then a policy match, then a scan error, then spam.
 struct ScanVerdict {
     enum class Kind : uint8_t { Clean, Infected, Error };
     Kind kind = Kind::Clean;
@@ -248,16 +250,17 @@ class ScanService {
 
     // Builds a new EngineSet on the calling thread (seconds with the official
     // ClamAV databases) and swaps it in; scans in flight finish on the old one.
-    // On failure the running set stays. Reloads are serialized.
+    // On failure the running set stays. Reloads are serialized. The pool's
+    // size and queue length stay those given to the constructor.
     ReloadResult reload(const ScanConfig& config);
     // The same on a background thread; `done` is posted to `sink`. Returns false
     // (and posts nothing) if a reload is already running.
     bool start_reload(ScanConfig config, std::shared_ptr<CompletionSink> sink,
                       std::function<void(ReloadResult)> done);
 
-    // Queues a scan; never blocks. `done` is always posted to `sink` exactly
-    // once: immediately with too-many-requests (queue full) or engine-not-ready
-    // (no engines yet), otherwise when the scan finishes. Returns whether the
+    // Queues a scan; never blocks. `done` is posted to `sink` (non-null) exactly
+    // once while the service lives: immediately with too-many-requests (queue full) or
+    // engine-not-ready (no engines yet), otherwise when the scan finishes. Returns whether the
     // object was queued.
     bool submit(ScanObject object, std::shared_ptr<CompletionSink> sink, ScanCallback done);
 
