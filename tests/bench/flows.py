@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import (LabError, Report, curl_timed, daemon_counters, delta, error_line, fmt,
                     invalid_drops, median, queue_rule_packets, ratio, rss_bytes, say, section,
-                    wait_until)
+                    set_queue_jump, wait_until)
 from lab import CLIENT4, SERVER4, Lab
 from nfqscand import Nfqscand
 from servers import Nginx
@@ -212,99 +212,135 @@ class StatusSampler(threading.Thread):
         self.join(10)
 
 
-def syn_flood(report: Report, files, flood_seconds: float) -> None:
-    section(f"flows: SYN flood against max_flows {FLOOD_CAP} (~{flood_seconds:g} s, "
-            f"{FLOOD_SYNS:,} SYNs) with clean downloads")
-    with ConntrackCapacity(FLOOD_SYNS + 20_000), Lab() as lab:
+class FloodLab:
+    """A lab with nginx serving the 50 MiB file and the route for the
+    spoofed sources; runs clean downloads and bounded floods."""
+
+    def __init__(self, lab: Lab, files):
+        self.lab = lab
         spoof_routes(lab)
         nginx = Nginx(lab, ports=[80])
-        digest = files.serve(nginx.www, DOWNLOAD_FILE, DOWNLOAD_SIZE)
-        url = f"http://{SERVER4}:80/{DOWNLOAD_FILE}"
-        out = files.downloads / "flood.bin"
-        daemon = Nfqscand(lab, {"flows": {"max_flows": FLOOD_CAP}}).start()
-        cap = daemon.status()["flows"]["max"]
+        self.digest = files.serve(nginx.www, DOWNLOAD_FILE, DOWNLOAD_SIZE)
+        self.url = f"http://{SERVER4}:80/{DOWNLOAD_FILE}"
+        self.out = files.downloads / "flood.bin"
 
-        def download():
-            r = curl_timed(lab, url, out, timeout=120)
-            r["good"] = r["ok"] and r["sha256"] == digest and r.get("size") == DOWNLOAD_SIZE
-            return r
+    def download(self) -> dict:
+        r = curl_timed(self.lab, self.url, self.out, timeout=120)
+        r["good"] = r["ok"] and r["sha256"] == self.digest and r.get("size") == DOWNLOAD_SIZE
+        return r
 
-        baseline = [download() for _ in range(3)]
-        base_t = median([r.get("seconds") for r in baseline if r["good"]])
-        say(f"without flood: {', '.join(fmt(r.get('seconds'), 3, 's') for r in baseline)} "
-            f"(all sha256 right: {all(r['good'] for r in baseline)})")
+    def baseline(self, label: str) -> float | None:
+        runs = [self.download() for _ in range(3)]
+        say(f"{label}, without flood: {', '.join(fmt(r.get('seconds'), 3, 's') for r in runs)} "
+            f"(all sha256 right: {all(r['good'] for r in runs)})")
+        return median([r.get("seconds") for r in runs if r["good"]])
 
-        s0 = daemon.status()
-        rule0, invalid0 = queue_rule_packets(lab.router), invalid_drops(lab.router)
+    def flood(self, flood_seconds: float) -> dict:
+        """FLOOD_SYNS spoofed SYNs to port 80 over ~flood_seconds; clean
+        downloads back to back from the client's own address meanwhile
+        (from the moment the flood has had time to fill the flow table)."""
         per_source = FLOOD_SYNS // FLOOD_SOURCES
         interval_us = max(1, int(flood_seconds * 1e6 / per_source))
-        sampler = StatusSampler(daemon)
-        sampler.start()
         t0 = time.monotonic()
-        procs = [hping3_syns(lab, f"hping3-flood-{i}", f"192.0.2.{20 + i}", 80, 20_000,
+        procs = [hping3_syns(self.lab, f"hping3-flood-{i}", f"192.0.2.{20 + i}", 80, 20_000,
                              per_source, interval_us, flood_seconds * 3 + 10)
                  for i in range(FLOOD_SOURCES)]
         during = []
         try:
-            time.sleep(min(2.0, flood_seconds / 4))  # let the flood fill the table first
+            time.sleep(min(2.0, flood_seconds / 4))
             while any(p.alive() for p in procs):
-                during.append(download())
+                during.append(self.download())
             wait_procs(procs, flood_seconds * 3 + 15)
-            flood_wall = time.monotonic() - t0
+            wall = time.monotonic() - t0
+        finally:
+            for p in procs:
+                p.stop(timeout=2)
+        sent = sum(hping3_sent(p) for p in procs)
+        good = [r for r in during if r["good"]]
+        return {"sent": sent, "wall": wall, "during": during, "good": good,
+                "median": median([r.get("seconds") for r in good])}
+
+    @staticmethod
+    def describe(label: str, f: dict) -> None:
+        say(f"{label}: {f['sent']:,} SYNs in {f['wall']:.1f} s ({f['sent'] / f['wall']:,.0f}/s) "
+            f"from {FLOOD_SOURCES} spoofed sources")
+        say(f"  downloads during the flood: {len(f['during'])}, with the right sha256: "
+            f"{len(f['good'])}; times (connect / total) " + (", ".join(
+                f"{fmt(r.get('connect_s'), 3)}/{fmt(r.get('seconds'), 3)} s"
+                for r in f["during"]) or "none"))
+        for r in f["during"]:
+            if not r["good"]:
+                say(f"  failed download: rc {r['rc']} {r['error']}")
+
+
+def syn_flood(report: Report, files, flood_seconds: float) -> None:
+    section(f"flows: SYN flood against max_flows {FLOOD_CAP} (~{flood_seconds:g} s, "
+            f"{FLOOD_SYNS:,} SYNs) with clean downloads")
+    # The same flood through plain forwarding first (its own lab: the
+    # flood's conntrack entries go with it), to tell what the flood costs the
+    # machine from what it costs nfqscand.
+    with ConntrackCapacity(FLOOD_SYNS + 20_000), Lab() as lab:
+        fl = FloodLab(lab, files)
+        set_queue_jump(lab.router, False)
+        plain_base = fl.baseline("plain forwarding")
+        plain = fl.flood(flood_seconds)
+        fl.describe("plain forwarding, flood", plain)
+
+    with ConntrackCapacity(FLOOD_SYNS + 20_000), Lab() as lab:
+        fl = FloodLab(lab, files)
+        daemon = Nfqscand(lab, {"flows": {"max_flows": FLOOD_CAP}}).start()
+        cap = daemon.status()["flows"]["max"]
+        base_t = fl.baseline("nfqscand")
+        s0 = daemon.status()
+        rule0, invalid0 = queue_rule_packets(lab.router), invalid_drops(lab.router)
+        sampler = StatusSampler(daemon)
+        sampler.start()
+        try:
+            f = fl.flood(flood_seconds)
             time.sleep(1.0)
         finally:
             sampler.stop()
-            for p in procs:
-                p.stop(timeout=2)
         s1 = daemon.status()
         rule1, invalid1 = queue_rule_packets(lab.router), invalid_drops(lab.router)
         counters = delta(daemon_counters(s1), daemon_counters(s0))
         unseen = (rule1 - rule0) - counters["packets"]
-        sent = sum(hping3_sent(p) for p in procs)
         max_active = max([x["active"] for x in sampler.samples] + [s1["flows"]["active"]])
         evicted = s1["flows"]["evicted"] - s0["flows"]["evicted"]
         created = s1["flows"]["total"] - s0["flows"]["total"]
-        good = [r for r in during if r["good"]]
-        flood_t = median([r.get("seconds") for r in good])
-        say(f"flood: {sent:,} SYNs in {flood_wall:.1f} s ({sent / flood_wall:,.0f}/s) from "
-            f"{FLOOD_SOURCES} spoofed sources; {len(sampler.samples)} status samples, "
-            f"{len(sampler.failures)} failed")
+        fl.describe("nfqscand, flood", f)
+        say(f"  {len(sampler.samples)} status samples, {len(sampler.failures)} failed")
         for failure in sorted(set(sampler.failures))[:3]:
             say(f"  status failed: {failure}")
-        say(f"flows: max active seen {max_active:,} (cap {cap:,}: "
+        say(f"  flows: max active seen {max_active:,} (cap {cap:,}: "
             f"{'held' if max_active <= cap else 'EXCEEDED'}), created {created:,}, "
             f"evicted {evicted:,}")
-        say(f"queue: {counters['packets']:,} packets seen by nfqscand, {unseen:,} reached the "
+        say(f"  queue: {counters['packets']:,} packets seen by nfqscand, {unseen:,} reached the "
             f"queue rule unseen, ENOBUFS {counters['enobufs']}, kernel dropped "
             f"{counters['kernel_queue_dropped'] + counters['kernel_user_dropped']}; "
             f"router dropped {invalid1 - invalid0} as conntrack INVALID")
-        say(f"downloads during the flood: {len(during)}, with the right sha256: {len(good)}; "
-            f"times (connect / total) " + (", ".join(
-                f"{fmt(r.get('connect_s'), 3)}/{fmt(r.get('seconds'), 3)} s" for r in during)
-                or "none"))
-        if not during:
-            say("  (the flood ended before a download could start)")
-        for r in during:
-            if not r["good"]:
-                say(f"  failed download: rc {r['rc']} {r['error']}")
-        report.add(S, "flood: SYNs sent", sent, note=f"{sent / flood_wall:,.0f}/s, "
-                                                       f"{FLOOD_SOURCES} sources")
-        report.add(S, "flood: max flows active seen", max_active,
-                   note=f"cap {cap:,}: {'held' if max_active <= cap else 'EXCEEDED'}; "
-                        f"{len(sampler.samples)} samples, {len(sampler.failures)} status "
-                        f"timeouts")
-        report.add(S, "flood: flows evicted", evicted)
-        report.add(S, "flood: packets past the queue unseen", unseen,
-                   note="fail-open (queue full) or ENOBUFS")
-        report.add(S, "flood: clean downloads right / run", f"{len(good)}/{len(during)}",
-                   note="50 MiB, sha256 checked")
-        report.add(S, "download 50 MiB without flood", base_t, "s", 3)
-        report.add(S, "download 50 MiB during flood", flood_t, "s", 3)
-        report.ratio(S, "download time flood / no flood", ratio(flood_t, base_t),
-                     note="lower is better")
         rc = daemon.stop()
         if rc != 0:
             raise LabError(f"nfqscand exited with {rc} on SIGTERM")
+
+    report.add(S, "flood: SYNs sent", f["sent"], note=f"{f['sent'] / f['wall']:,.0f}/s, "
+                                                      f"{FLOOD_SOURCES} sources")
+    report.add(S, "flood: max flows active seen", max_active,
+               note=f"cap {cap:,}: {'held' if max_active <= cap else 'EXCEEDED'}; "
+                    f"{len(sampler.samples)} samples, {len(sampler.failures)} status timeouts")
+    report.add(S, "flood: flows evicted", evicted)
+    report.add(S, "flood: packets past the queue unseen", unseen,
+               note="fail-open (queue full) or ENOBUFS")
+    report.add(S, "flood: clean downloads right / run", f"{len(f['good'])}/{len(f['during'])}",
+               note="50 MiB through nfqscand, sha256 checked")
+    report.add(S, "download 50 MiB, nfqscand, no flood", base_t, "s", 3)
+    report.add(S, "download 50 MiB, nfqscand, flood", f["median"], "s", 3)
+    report.ratio(S, "nfqscand: download time flood / no flood", ratio(f["median"], base_t),
+                 note="lower is better")
+    report.add(S, "download 50 MiB, plain, no flood", plain_base, "s", 3)
+    report.add(S, "download 50 MiB, plain, flood", plain["median"], "s", 3,
+               note=f"{len(plain['good'])}/{len(plain['during'])} right")
+    report.ratio(S, "plain: download time flood / no flood", ratio(plain["median"], plain_base),
+                 note="what the flood costs without nfqscand")
 
 
 def run(report: Report, files, args) -> None:
