@@ -70,6 +70,16 @@ struct ProtocolConfig {
     std::vector<uint16_t> ports;
 };
 
+// [test_rewrite]: the stream engine's test inspector (see README). Parsed
+// always; nfqscand refuses it unless started with --allow-test-inspectors.
+struct TestRewriteConfig {
+    bool present = false;
+    uint32_t line = 0;            // where the table starts, for the refusal message
+    std::vector<uint16_t> ports;  // server ports whose server-to-client bytes are rewritten
+    std::vector<std::pair<std::string, std::string>> replace;
+    bool relay = false;
+};
+
 // Server port -> the service configured for it (None when no protocol lists it).
 class PortMap {
   public:
@@ -88,6 +98,7 @@ struct Config {
     FlowConfig flows;
     std::array<ProtocolConfig, kServiceCount> protocols;
     PortMap ports;  // derived from protocols
+    TestRewriteConfig test_rewrite;
 
     // Defaults as in rules/nfqscan.toml.
     static Config defaults();

@@ -20,6 +20,7 @@ struct DaemonOptions {
     std::string config_path;
     std::optional<QueueRange> queues;           // --queue overrides [daemon] queues
     std::optional<std::string> control_socket;  // --control overrides [daemon] control_socket
+    bool allow_test_inspectors = false;         // accept [test_rewrite]
 };
 
 class Daemon {

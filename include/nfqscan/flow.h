@@ -54,6 +54,13 @@ struct FlowClassificationDeleter {
     void operator()(FlowClassification* c) const;
 };
 
+// The stream engine of a flow whose bytes an inspector may rewrite; most
+// claimed flows need none yet. Defined in flow_stream.h.
+class FlowStream;
+struct FlowStreamDeleter {
+    void operator()(FlowStream* s) const;
+};
+
 struct Flow {
     const FlowKey* key = nullptr;  // points into the table's node: stable
     bool client_is_lo = true;
@@ -74,6 +81,7 @@ struct Flow {
     uint32_t high_seq[2] = {0, 0};
     uint8_t high_seq_known = 0;  // bit per Direction
     std::unique_ptr<FlowClassification, FlowClassificationDeleter> classification;
+    std::unique_ptr<FlowStream, FlowStreamDeleter> stream;
 
     // LRU links of the class list the flow is on.
     Flow* lru_prev = nullptr;

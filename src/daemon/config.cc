@@ -195,6 +195,31 @@ void read_protocols(TableReader& r, Config& c) {
     }
 }
 
+void read_test_rewrite(TableReader& r, TestRewriteConfig& c) {
+    c.present = true;
+    r.read_ports("ports", c.ports);
+    if (const toml::node* node = r.take("replace")) {
+        const toml::array* pairs = node->as_array();
+        if (!pairs) r.fail(*node, "replace", "must be an array of [\"from\", \"to\"] pairs");
+        for (const toml::node& pair : *pairs) {
+            const toml::array* a = pair.as_array();
+            if (!a || a->size() != 2 || !(*a)[0].is_string() || !(*a)[1].is_string())
+                r.fail(pair, "replace", "each entry is a pair of strings [\"from\", \"to\"]");
+            std::string from = *(*a)[0].value<std::string>();
+            if (from.empty()) r.fail(pair, "replace", "the string to replace must not be empty");
+            c.replace.emplace_back(from, *(*a)[1].value<std::string>());
+        }
+    }
+    if (const toml::node* node = r.take("relay")) {
+        if (!node->is_boolean()) r.fail(*node, "relay", "must be true or false");
+        c.relay = *node->value<bool>();
+        if (c.relay)
+            r.fail(*node, "relay",
+                   "relay (store-and-forward) is not available yet: the stream engine "
+                   "rewrites in pass mode only");
+    }
+}
+
 // Cross-field rules, reported at the line of the later key.
 void validate(const toml::table& root, const Config& c, const std::string& file) {
     if (c.marks.release & c.marks.inject) {
@@ -259,6 +284,9 @@ Config parse_config(std::string_view text, const std::string& source) {
     section("marks", [&](TableReader& r) { read_marks(r, c.marks); });
     section("flows", [&](TableReader& r) { read_flows(r, c.flows); });
     section("protocols", [&](TableReader& r) { read_protocols(r, c); });
+    if (const toml::node* node = root.get("test_rewrite"))
+        c.test_rewrite.line = node->source().begin.line;
+    section("test_rewrite", [&](TableReader& r) { read_test_rewrite(r, c.test_rewrite); });
     top.finish();
     validate(root, c, source);
     derive(c);

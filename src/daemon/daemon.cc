@@ -26,6 +26,10 @@ std::shared_ptr<Config> Daemon::load() const {
     auto config = std::make_shared<Config>(load_config(options_.config_path));
     if (options_.queues) config->daemon.queues = *options_.queues;
     if (options_.control_socket) config->daemon.control_socket = *options_.control_socket;
+    if (config->test_rewrite.present && !options_.allow_test_inspectors)
+        throw ConfigError(config->source, config->test_rewrite.line, "test_rewrite",
+                          "a test inspector: nfqscand accepts it only when started with "
+                          "--allow-test-inspectors");
     return config;
 }
 

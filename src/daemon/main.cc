@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
     app.add_option("--queue", queues, "queue number N or range N-M (overrides the config)");
     app.add_option("--control", control, "control socket path (overrides the config)");
     app.add_flag("--foreground", foreground, "stay in the foreground, log to stderr");
+    app.add_flag("--allow-test-inspectors", options.allow_test_inspectors,
+                 "accept test inspectors ([test_rewrite]) in the configuration");
     app.set_version_flag("--version", NFQSCAN_VERSION);
     CLI11_PARSE(app, argc, argv);
 
@@ -44,6 +46,10 @@ int main(int argc, char** argv) {
     std::unique_ptr<Daemon> daemon;
     try {
         Config config = load_config(options.config_path);  // errors before forking
+        if (config.test_rewrite.present && !options.allow_test_inspectors)
+            throw ConfigError(config.source, config.test_rewrite.line, "test_rewrite",
+                              "a test inspector: nfqscand accepts it only when started with "
+                              "--allow-test-inspectors");
         spdlog::set_level(spdlog::level::from_str(config.daemon.log_level));
         if (!foreground) {
             if (::daemon(0, 0) < 0) {

@@ -13,14 +13,19 @@
 
 #include "nfqscan/classifier.h"
 #include "nfqscan/flow.h"
+#include "nfqscan/flow_stream.h"
 #include "nfqscan/packet.h"
+#include "nfqscan/test_rewrite.h"
 
 namespace nfqscan {
 
 namespace {
 
 // From <linux/netfilter.h>, which clashes with <netinet/in.h>.
+constexpr uint32_t kVerdictDrop = 0;    // NF_DROP
+constexpr uint32_t kVerdictAccept = 1;  // NF_ACCEPT
 constexpr uint32_t kVerdictRepeat = 4;  // NF_REPEAT
+constexpr uint32_t kSkbGso = 2;         // NFQA_SKB_GSO
 
 uint64_t monotonic_ms() {
     timespec ts;
@@ -63,7 +68,13 @@ class QueueWorker::Loop : public PacketSink {
         flows_.set_on_remove([this](const Flow& f, bool) {
             ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
             ++removed_by_service_[size_t(f.service)];
+            // Packets still held for a gap that never filled: the sender
+            // retransmits them if the connection still lives.
+            if (f.stream)
+                for (uint32_t id : f.stream->held_ids())
+                    queue_.verdict(id, kVerdictDrop, {});
         });
+        build_test_inspector();
     }
 
     void on_packet(const QueuedPacket& qp) override {
@@ -92,7 +103,40 @@ class QueueWorker::Loop : public PacketSink {
             classifier_.on_new_flow(flow);
             if (flow.disposition != Disposition::Deciding) on_decided(flow);
         }
+        if (l.created && p.is_tcp() && test_replacer_ &&
+            std::count(config_->test_rewrite.ports.begin(), config_->test_rewrite.ports.end(),
+                       flow.server_port())) {
+            // The test inspector rewrites what the server sends.
+            flow.stream.reset(new FlowStream({nullptr, test_replacer_.get()}, StreamLimits{}));
+            if (flow.disposition == Disposition::Deciding) {
+                flow.disposition = Disposition::Claimed;
+                flow.claimed_by = ClaimSource::Port;
+                on_decided(flow);
+            }
+        }
         if (classifier_.observe(flow, l.direction, p, now_ms_)) on_decided(flow);
+
+        if (flow.stream) {
+            stream_verdicts_.clear();
+            flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, stream_verdicts_);
+            for (PacketVerdict& v : stream_verdicts_) {
+                switch (v.kind) {
+                    case PacketVerdict::Kind::Accept:
+                        queue_.accept(v.id);
+                        break;
+                    case PacketVerdict::Kind::Replace:
+                        queue_.verdict(v.id, kVerdictAccept, std::nullopt, v.packet);
+                        break;
+                    case PacketVerdict::Kind::Hold:
+                        queue_.hold(v.id);
+                        break;
+                    case PacketVerdict::Kind::Drop:
+                        queue_.verdict(v.id, kVerdictDrop, {});
+                        break;
+                }
+            }
+            return;
+        }
 
         if (flow.disposition == Disposition::Released) {
             // NF_REPEAT runs the hook again with the mark set; the ruleset
@@ -112,8 +156,16 @@ class QueueWorker::Loop : public PacketSink {
         flows_.expire(now_ms_);
     }
 
+    void build_test_inspector() {
+        // Flows already using the old one keep it until they end.
+        if (test_replacer_) retired_replacers_.push_back(std::move(test_replacer_));
+        if (config_->test_rewrite.present)
+            test_replacer_ = std::make_unique<TokenReplacer>(config_->test_rewrite.replace);
+    }
+
     void apply_config(std::shared_ptr<const Config> config) {
         config_ = std::move(config);
+        build_test_inspector();
         classifier_.set_config(*config_);
         flows_.set_limits(per_worker_cap(*config_), timeouts_of(config_->flows));
     }
@@ -208,6 +260,9 @@ class QueueWorker::Loop : public PacketSink {
     uint64_t packets_tcp_ = 0, packets_udp_ = 0, packets_other_ = 0, packets_malformed_ = 0;
     uint64_t released_verdicts_ = 0;
     uint64_t flows_claimed_ = 0, flows_released_ = 0;
+    std::unique_ptr<TokenReplacer> test_replacer_;
+    std::vector<std::unique_ptr<TokenReplacer>> retired_replacers_;
+    std::vector<PacketVerdict> stream_verdicts_;
     std::unordered_map<uint32_t, uint64_t> removed_by_label_;
     uint64_t removed_by_service_[kServiceCount] = {};
 };

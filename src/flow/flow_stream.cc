@@ -4,6 +4,10 @@
 
 namespace nfqscan {
 
+void FlowStreamDeleter::operator()(FlowStream* s) const {
+    delete s;
+}
+
 namespace {
 // Without a SYN to learn from, segments up to what IPv6's minimum MTU allows
 // are safe on every path.
@@ -99,8 +103,12 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         answer(id, d, headers, v, {}, out);
         return;
     }
-    uint16_t mss = mss_[di] ? mss_[di] : kDefaultMss;
-    size_t max_payload = gso ? kGsoMaxPayload : std::max<size_t>(mss, p.payload.size());
+    // The MSS counts no TCP options: a segment carrying timestamps has 12
+    // bytes less for data, or it exceeds the path MTU.
+    size_t mss = mss_[di] ? mss_[di] : kDefaultMss;
+    size_t option_bytes = p.l4_header_length - 20u;
+    size_t segment_room = mss > option_bytes ? mss - option_bytes : mss;
+    size_t max_payload = gso ? kGsoMaxPayload : std::max(segment_room, p.payload.size());
     std::vector<SegmentVerdict> released;
     SegmentVerdict v = mine.on_segment(p.seq, p.payload, fin, id, released, max_payload);
     if (v.kind == SegmentVerdict::Kind::Hold) {

@@ -12,6 +12,8 @@
 #include <sstream>
 #include <system_error>
 
+#include <spdlog/spdlog.h>
+
 extern "C" {
 #include <libmnl/libmnl.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
@@ -131,7 +133,13 @@ void NfQueue::handle_datagram(const uint8_t* data, size_t length, PacketSink& si
     for (; mnl_nlmsg_ok(nlh, remaining); nlh = mnl_nlmsg_next(nlh, &remaining)) {
         if (nlh->nlmsg_type == NLMSG_ERROR) {
             const nlmsgerr* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-            if (err->error != 0) ++counters_.netlink_errors;
+            if (err->error != 0) {
+                // A verdict the kernel refused leaves its packet queued: worth
+                // a log line (rate-limited by the counter).
+                if (++counters_.netlink_errors <= 10)
+                    spdlog::warn("queue {}: kernel refused a message: {}", options_.queue,
+                                 strerror(-err->error));
+            }
             continue;
         }
         if ((nlh->nlmsg_type & 0xff) != NFQNL_MSG_PACKET) continue;

@@ -80,6 +80,7 @@ TEST(FlowTable, CountsPacketsAndPayloadBytesPerDirection) {
     FlowTable table(100, {});
     auto s = fx.c2s(kAck);
     s.payload = "12345";
+    s.seq = 1001;  // data starts after the SYN's sequence number
     table.track(fx.packet(fx.c2s(kSyn)), 0, fx.ports);
     table.track(fx.packet(s), 1, fx.ports);
     auto r = fx.s2c(kAck);
