@@ -291,8 +291,8 @@ def syn_flood(report: Report, files, flood_seconds: float) -> None:
         daemon = Nfqscand(lab, {"flows": {"max_flows": FLOOD_CAP}}).start()
         cap = daemon.status()["flows"]["max"]
         base_t = fl.baseline("nfqscand")
-        s0 = daemon.status()
         rule0, invalid0 = queue_rule_packets(lab.router), invalid_drops(lab.router)
+        s0 = daemon.status()
         sampler = StatusSampler(daemon)
         sampler.start()
         try:

@@ -1,7 +1,9 @@
 """`net`: throughput and per-packet cost, in one fresh lab.
 
-Variants, measured round-robin (plain, nfqscand, reference) so that a noisy
-neighbour hurts them alike, `rounds` times; the figures are medians:
+Each test runs its variants back to back (plain, nfqscand, reference; the
+order reversed every other round) so that a noisy neighbour hurts them
+alike, `rounds` times. Figures are medians over rounds; ratios are taken
+within a round first (paired), then the median of those:
 - plain: the ruleset without the FORWARD jump to the queue chain;
 - kept: nfqscand, the flow claimed by port (iperf3's port is listed under
   [protocols.http] in the bench's config), every packet through the queue;
@@ -80,17 +82,21 @@ class NetBench:
         self.http_odd_port_claim = None
 
     # -- one measured run ---------------------------------------------------------
-    def measure(self, variant: str, test: str, consumer: Consumer, action) -> dict:
-        before = consumer.counters()
+    def measure(self, variant: str, test: str, consumer: Consumer, action, r: int) -> dict:
+        # The rule counts a packet before the consumer can: read the rule
+        # first at the start and last at the end, so that "unseen" never
+        # goes negative from a packet between the two reads.
         rule0 = queue_rule_packets(self.lab.router)
+        before = consumer.counters()
         window = CpuWindow(consumer.pid).start()
         result = action()
         window.stop()
-        rule1 = queue_rule_packets(self.lab.router)
         after = consumer.counters()
+        rule1 = queue_rule_packets(self.lab.router)
         d = delta(after, before) if before else {}
         run = dict(result)
-        run.update(variant=variant, test=test, cpu_s=window.precise, cpu_ticks_s=window.proc,
+        run.update(variant=variant, test=test, round=r, cpu_s=window.precise,
+                   cpu_ticks_s=window.proc,
                    wall_s=window.wall,
                    machine_busy=window.machine_busy, to_queue=rule1 - rule0,
                    packets=d.get("packets"), verdict_messages=d.get("verdict_messages"),
@@ -150,47 +156,70 @@ class NetBench:
             wait_listening(lab.server, port, process=proc)
         daemon = Nfqscand(lab, daemon_config())
         ref = RefConsumer(lab)
-        none = Consumer("plain")
 
+        self.digest = digest
+        self.daemon, self.ref = daemon, ref
         for r in range(1, self.rounds + 1):
-            say(f"round {r}/{self.rounds}")
-            # plain forwarding: the queue chain is not jumped to
-            set_queue_jump(lab.router, False)
-            try:
-                for streams in (1, 4):
-                    self.measure("plain", f"tcp{streams}", none,
-                                 self.iperf_action(RELEASED_PORT, streams))
-                self.measure("plain", "http", none, self.http_action(HTTP_PORT, digest))
-            finally:
-                set_queue_jump(lab.router, True)
-
-            # nfqscand: kept and released
-            daemon.start()
-            nfq = Consumer("nfqscand", daemon=daemon)
-            for streams in (1, 4):
-                self.measure("kept", f"tcp{streams}", nfq, self.iperf_action(KEPT_PORT, streams))
-            for streams in (1, 4):
-                self.measure("released", f"tcp{streams}", nfq,
-                             self.iperf_action(RELEASED_PORT, streams))
-            self.measure("kept", "http", nfq, self.http_action(HTTP_PORT, digest))
-            if r == 1:
-                self.check_http_odd_port(daemon, digest)
-            rc = daemon.stop()
-            if rc != 0:
-                raise LabError(f"nfqscand exited with {rc} on SIGTERM:\n"
-                               f"{daemon.process.log_tail()}")
-
-            # the accept-all reference consumer
-            ref.start()
-            refc = Consumer("reference", ref=ref)
-            for streams in (1, 4):
-                self.measure("reference", f"tcp{streams}", refc,
-                             self.iperf_action(KEPT_PORT, streams))
-            self.measure("reference", "http", refc, self.http_action(HTTP_PORT, digest))
-            ref.stop()
+            # Each test runs its variants back to back, in alternating order
+            # from round to round, so that a neighbour's load (this is a
+            # shared machine) lands on them alike; ratios are then taken
+            # within a round (paired) before the median.
+            order = ("plain", "nfqscand", "reference")
+            order = order if r % 2 else order[::-1]
+            say(f"round {r}/{self.rounds} ({', '.join(order)})")
+            for test in TESTS:
+                for group in order:
+                    self.run_group(group, test, r)
         if self.perf:
             self.profile(daemon, ref)
         self.summarise()
+
+    def run_group(self, group: str, test: str, r: int) -> None:
+        """One test (tcp1, tcp4, http) under plain forwarding, nfqscand
+        (kept, and released for iperf3) or the reference consumer."""
+        streams = 4 if test == "tcp4" else 1
+        lab = self.lab
+        if group == "plain":
+            set_queue_jump(lab.router, False)  # the queue chain is not jumped to
+            try:
+                action = (self.http_action(HTTP_PORT, self.digest) if test == "http"
+                          else self.iperf_action(RELEASED_PORT, streams))
+                self.measure("plain", test, Consumer("plain"), action, r)
+            finally:
+                set_queue_jump(lab.router, True)
+        elif group == "nfqscand":
+            self.daemon.start()
+            nfq = Consumer("nfqscand", daemon=self.daemon)
+            if test == "http":
+                self.measure("kept", test, nfq, self.http_action(HTTP_PORT, self.digest), r)
+                if r == 1:
+                    self.check_http_odd_port(self.daemon, self.digest)
+            else:
+                self.measure("kept", test, nfq, self.iperf_action(KEPT_PORT, streams), r)
+                self.measure("released", test, nfq, self.iperf_action(RELEASED_PORT, streams), r)
+            rc = self.daemon.stop()
+            if rc != 0:
+                raise LabError(f"nfqscand exited with {rc} on SIGTERM:\n"
+                               f"{self.daemon.process.log_tail()}")
+        else:
+            self.ref.start()
+            refc = Consumer("reference", ref=self.ref)
+            action = (self.http_action(HTTP_PORT, self.digest) if test == "http"
+                      else self.iperf_action(KEPT_PORT, streams))
+            self.measure("reference", test, refc, action, r)
+            self.ref.stop()
+
+    def paired(self, test: str, key: str, num: str, den: str, invert: bool = False):
+        """Median over rounds of num/den measured in the same round."""
+        by_round: dict = {}
+        for v in (num, den):
+            for run in self.runs.get((v, test), []):
+                by_round.setdefault(run["round"], {})[v] = run.get(key)
+        values = []
+        for pair in by_round.values():
+            a, b = pair.get(num), pair.get(den)
+            values.append(ratio(b, a) if invert else ratio(a, b))
+        return median(values)
 
     def profile(self, daemon: Nfqscand, ref: RefConsumer) -> None:
         """Extra runs under perf (not part of the medians): where the
@@ -228,7 +257,8 @@ class NetBench:
 
     def summarise(self) -> None:
         rep = self.report
-        section("net: throughput (medians)")
+        section("net: throughput (medians; ratios in the summary are medians of per-round "
+                "ratios)")
         say(f"{'variant':<10} {'1 stream':>14} {'4 streams':>14} {'HTTP 200 MiB':>14}")
         for v in VARIANTS:
             cells = [fmt(self.med(v, "tcp1", "gbps"), 2, "Gbit/s"),
@@ -241,28 +271,26 @@ class NetBench:
                 rep.add(S, f"iperf3 {label}: {v}", self.med(v, test, "gbps"), "Gbit/s")
         for test in ("tcp1", "tcp4"):
             label = "1 stream" if test == "tcp1" else "4 streams"
-            plain = self.med("plain", test, "gbps")
-            kept = self.med("kept", test, "gbps")
-            released = self.med("released", test, "gbps")
-            reference = self.med("reference", test, "gbps")
-            rep.ratio(S, f"{label}: kept / plain", ratio(kept, plain), 0.5)
-            rep.ratio(S, f"{label}: released / plain", ratio(released, plain), 0.9)
-            rep.ratio(S, f"{label}: reference / plain", ratio(reference, plain))
-            rep.ratio(S, f"{label}: kept / reference", ratio(kept, reference), 0.9)
+            rep.ratio(S, f"{label}: kept / plain", self.paired(test, "gbps", "kept", "plain"),
+                      0.5)
+            rep.ratio(S, f"{label}: released / plain",
+                      self.paired(test, "gbps", "released", "plain"), 0.9)
+            rep.ratio(S, f"{label}: reference / plain",
+                      self.paired(test, "gbps", "reference", "plain"))
+            rep.ratio(S, f"{label}: kept / reference",
+                      self.paired(test, "gbps", "kept", "reference"), 0.9)
 
         # HTTP download times
         sha_all = all(run.get("sha_ok") for key, runs in self.runs.items() if key[1] == "http"
                       for run in runs)
         for v in ("plain", "kept", "reference"):
             rep.add(S, f"HTTP 200 MiB: {v}", self.med(v, "http", "seconds"), "s", 3)
-        plain_t = self.med("plain", "http", "seconds")
-        rep.ratio(S, "HTTP: kept time / plain time", ratio(self.med("kept", "http", "seconds"),
-                                                           plain_t),
-                  note="lower is better")
         rep.ratio(S, "HTTP: kept speed / plain speed",
-                  ratio(plain_t, self.med("kept", "http", "seconds")))
+                  self.paired("http", "seconds", "kept", "plain", invert=True))
         rep.ratio(S, "HTTP: reference speed / plain speed",
-                  ratio(plain_t, self.med("reference", "http", "seconds")))
+                  self.paired("http", "seconds", "reference", "plain", invert=True))
+        rep.ratio(S, "HTTP: kept speed / reference speed",
+                  self.paired("http", "seconds", "kept", "reference", invert=True))
         rep.add(S, "HTTP: every download's sha256 right", "yes" if sha_all else "NO")
         rep.add(S, "HTTP: released variant", "skipped",
                 note=f"HTTP is claimed by probe on any port (port {HTTP_ODD_PORT}: "
@@ -296,9 +324,8 @@ class NetBench:
                     rep.add(S, f"{v} {title}: consumer CPU per packet", us, "us", 2)
                     rep.add(S, f"{v} {title}: packets per verdict message", per_msg, "", 1)
                     rep.add(S, f"{v} {title}: packets per sendmsg (batch)", per_batch, "", 1)
-        kept_us = self.med("kept", "tcp1", "us_per_packet")
-        ref_us = self.med("reference", "tcp1", "us_per_packet")
-        rep.ratio(S, "1 stream: CPU/pkt kept / reference", ratio(kept_us, ref_us),
+        rep.ratio(S, "1 stream: CPU/pkt kept / reference",
+                  self.paired("tcp1", "us_per_packet", "kept", "reference"),
                   note="nfqscand's own work per packet, relative")
         say("unseen: packets that reached the NFQUEUE rule but not the consumer "
             "(fail-open past a full queue, or lost to ENOBUFS)")
