@@ -20,14 +20,17 @@
 namespace nfqscan {
 
 struct PacketVerdict {
-    enum class Kind : uint8_t { Accept, Replace, Hold, Drop };
+    // Inject: a new packet (no queue id) carrying output that did not fit
+    // into the packet before it; sent after that packet's verdict.
+    enum class Kind : uint8_t { Accept, Replace, Hold, Drop, Inject };
     uint32_t id = 0;
     Kind kind = Kind::Accept;
-    std::vector<uint8_t> packet;  // for Replace
+    std::vector<uint8_t> packet;  // for Replace and Inject
 };
 
 struct FlowStreamCounters {
     uint64_t rewritten_packets = 0;
+    uint64_t injected_packets = 0;
 };
 
 class FlowStream {
@@ -51,10 +54,12 @@ class FlowStream {
   private:
     struct HeldPacket {
         SegmentHeaders headers;
-        bool gso;
+        size_t room;
     };
+    // `room`: the payload one packet of this direction may carry.
     void answer(uint32_t id, Direction d, const SegmentHeaders& headers, const SegmentVerdict& v,
-                std::span<const uint8_t> original_payload, std::vector<PacketVerdict>& out);
+                std::span<const uint8_t> original_payload, size_t room, bool must_replace,
+                std::vector<PacketVerdict>& out);
     std::optional<uint32_t> translated_ack(Direction d, uint32_t ack);
 
     class Passthrough : public StreamTransform {

@@ -112,12 +112,10 @@ class StreamDirection {
     // A data (or FIN) segment from the sender. `token` identifies it if it has
     // to be held. Segments released from the hold by this call are appended
     // to `released` with their tokens.
-    // `max_payload` caps the bytes one answer may carry (the receiver's MSS for
-    // a plain segment, 64 KiB for a GSO one): output beyond it goes with the
-    // next segment, or with the retransmission the receiver's ACK provokes.
+    // The answer's payload may be longer than the segment (a rewrite grew
+    // it): the caller sends what does not fit as further segments.
     SegmentVerdict on_segment(uint32_t seq, std::span<const uint8_t> payload, bool fin,
-                              uint64_t token, std::vector<SegmentVerdict>& released,
-                              size_t max_payload = 65535);
+                              uint64_t token, std::vector<SegmentVerdict>& released);
 
     // The receiver acknowledged output up to `ack` (output sequence space).
     // Returns the acknowledgement number the sender must see.
@@ -145,7 +143,6 @@ class StreamDirection {
         uint64_t token;
         std::vector<uint8_t> bytes;
         bool fin;
-        size_t max_payload;
     };
 
     uint64_t unwrap(uint32_t seq, uint64_t near) const;
@@ -156,8 +153,7 @@ class StreamDirection {
     void append_output(std::span<const uint8_t> input, std::span<const uint8_t> output, bool same);
     void accept_new(std::span<const uint8_t> bytes);
     std::vector<uint8_t> output_range(uint64_t begin, uint64_t end) const;
-    SegmentVerdict answer(uint64_t in_begin, uint64_t in_end, bool brought_new, bool fin,
-                          size_t max_payload);
+    SegmentVerdict answer(uint64_t in_begin, uint64_t in_end, bool brought_new, bool fin);
     void trim_acknowledged();
 
     StreamTransform& transform_;

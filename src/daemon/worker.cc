@@ -14,6 +14,7 @@
 #include "nfqscan/classifier.h"
 #include "nfqscan/flow.h"
 #include "nfqscan/flow_stream.h"
+#include "nfqscan/injector.h"
 #include "nfqscan/packet.h"
 #include "nfqscan/test_rewrite.h"
 
@@ -133,6 +134,9 @@ class QueueWorker::Loop : public PacketSink {
                     case PacketVerdict::Kind::Drop:
                         queue_.verdict(v.id, kVerdictDrop, {});
                         break;
+                    case PacketVerdict::Kind::Inject:
+                        injections_.push_back(std::move(v.packet));
+                        break;
                 }
             }
             return;
@@ -150,6 +154,21 @@ class QueueWorker::Loop : public PacketSink {
     }
 
     void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
+
+    // After the batch's verdicts went out: the segments that follow them.
+    void send_injections() {
+        if (injections_.empty()) return;
+        if (!injector_) {
+            try {
+                injector_ = std::make_unique<RawInjector>(config_->marks.inject);
+            } catch (const std::exception& e) {
+                spdlog::error("queue {}: cannot inject packets: {}", queue_.queue(), e.what());
+            }
+        }
+        for (const auto& packet : injections_)
+            if (injector_) injector_->send(packet);
+        injections_.clear();
+    }
 
     void housekeeping() {
         now_ms_ = monotonic_ms();
@@ -263,6 +282,8 @@ class QueueWorker::Loop : public PacketSink {
     std::unique_ptr<TokenReplacer> test_replacer_;
     std::vector<std::unique_ptr<TokenReplacer>> retired_replacers_;
     std::vector<PacketVerdict> stream_verdicts_;
+    std::vector<std::vector<uint8_t>> injections_;
+    std::unique_ptr<RawInjector> injector_;  // opened on first use
     std::unordered_map<uint32_t, uint64_t> removed_by_label_;
     uint64_t removed_by_service_[kServiceCount] = {};
 };
@@ -354,6 +375,7 @@ void QueueWorker::run() {
                             got = 0;
                         }
                         nfqueue_->flush();
+                        loop.send_injections();
                     } while (got == batch);
                     break;
                 }

@@ -30,40 +30,50 @@ std::optional<uint32_t> FlowStream::translated_ack(Direction d, uint32_t ack) {
 
 void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
                         const SegmentVerdict& v, std::span<const uint8_t> original_payload,
-                        std::vector<PacketVerdict>& out) {
-    PacketVerdict pv;
-    pv.id = id;
+                        size_t room, bool must_replace, std::vector<PacketVerdict>& out) {
     if (v.kind == SegmentVerdict::Kind::Drop) {
-        pv.kind = PacketVerdict::Kind::Drop;
-        out.push_back(std::move(pv));
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
         return;
     }
+    // The packet carries the first `room` bytes of the answer; the rest goes
+    // out as new segments right behind it.
+    std::span<const uint8_t> payload = v.payload;
+    std::span<const uint8_t> first = payload.first(std::min(room, payload.size()));
+    std::span<const uint8_t> rest = payload.subspan(first.size());
+
     SegmentRewrite r;
     r.seq = v.seq;
-    r.payload = v.payload;
-    r.fin = v.fin;
+    r.payload = first;
+    r.fin = v.fin && rest.empty();
     uint8_t flags = headers.flags();
     if (flags & tcp_flag::kAck) r.ack = translated_ack(d, headers.ack());
     StreamDirection& other = *directions_[1 - size_t(d)];
-    if (other.started())
+    if (other.started() && other.shift() != 0)
         r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
 
     const uint8_t* tcp = headers.bytes.data() + headers.l3_length;
     uint32_t seq = uint32_t(tcp[4]) << 24 | uint32_t(tcp[5]) << 16 | uint32_t(tcp[6]) << 8 | tcp[7];
-    bool unchanged = r.seq == seq && (!r.ack || *r.ack == headers.ack()) &&
-                     r.fin == bool(flags & tcp_flag::kFin) &&
-                     std::equal(v.payload.begin(), v.payload.end(), original_payload.begin(),
-                                original_payload.end());
-    // SACK blocks may still need translating when the receiver's output and
-    // input differ; a flow that was never rewritten has identical spaces.
-    if (unchanged && other.shift() == 0 && directions_[size_t(d)]->shift() == 0) {
-        pv.kind = PacketVerdict::Kind::Accept;
+    bool unchanged =
+        !must_replace && r.seq == seq && (!r.ack || *r.ack == headers.ack()) &&
+        r.fin == bool(flags & tcp_flag::kFin) && !r.sack_edge &&
+        std::equal(first.begin(), first.end(), original_payload.begin(), original_payload.end());
+    if (unchanged) {
+        out.push_back({id, PacketVerdict::Kind::Accept, {}});
     } else {
-        pv.kind = PacketVerdict::Kind::Replace;
-        pv.packet = build_segment(headers, r);
+        out.push_back({id, PacketVerdict::Kind::Replace, build_segment(headers, r)});
         ++counters_.rewritten_packets;
     }
-    out.push_back(std::move(pv));
+    size_t offset = first.size();
+    while (offset < payload.size()) {
+        SegmentRewrite extra = r;
+        extra.sack_edge = nullptr;
+        extra.payload = payload.subspan(offset, std::min(room, payload.size() - offset));
+        extra.seq = uint32_t(v.seq + offset);
+        offset += extra.payload.size();
+        extra.fin = v.fin && offset == payload.size();
+        out.push_back({0, PacketVerdict::Kind::Inject, build_segment(headers, extra)});
+        ++counters_.injected_packets;
+    }
 }
 
 void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, bool gso,
@@ -76,11 +86,10 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         if (!mine.started()) mine.start(p.seq + 1);
         TcpOptions o = parse_tcp_options(p);
         if (o.mss) mss_[1 - di] = o.mss;
-        SegmentHeaders h = SegmentHeaders::of(p);
         if (p.has(tcp_flag::kAck)) {
             SegmentVerdict v;
             v.seq = p.seq;
-            answer(id, d, h, v, {}, out);
+            answer(id, d, SegmentHeaders::of(p), v, {}, 0, false, out);
         } else {
             out.push_back({id, PacketVerdict::Kind::Accept, {}});
         }
@@ -88,49 +97,37 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     }
     if (!mine.started()) mine.start(p.seq);  // picked up mid-stream
 
-    SegmentHeaders headers = SegmentHeaders::of(p);
-    if (p.has(tcp_flag::kRst)) {
-        SegmentVerdict v;
-        v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, p.payload, out);
-        return;
-    }
-    bool fin = p.has(tcp_flag::kFin);
-    if (p.payload.empty() && !fin) {
-        // A pure ACK: only its acknowledgement (and SACK blocks) change.
-        SegmentVerdict v;
-        v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, out);
-        return;
-    }
     // The MSS counts no TCP options: a segment carrying timestamps has 12
-    // bytes less for data, or it exceeds the path MTU.
+    // bytes less for data, or it exceeds the path MTU. A GSO packet is cut
+    // by the kernel after the verdict, so it may carry up to 64 KiB.
     size_t mss = mss_[di] ? mss_[di] : kDefaultMss;
     size_t option_bytes = p.l4_header_length - 20u;
     size_t segment_room = mss > option_bytes ? mss - option_bytes : mss;
-    size_t max_payload = gso ? kGsoMaxPayload : std::max(segment_room, p.payload.size());
+    size_t room = gso ? kGsoMaxPayload : std::max(segment_room, p.payload.size());
+
+    SegmentHeaders headers = SegmentHeaders::of(p);
+    bool fin = p.has(tcp_flag::kFin);
+    if (p.has(tcp_flag::kRst) || (p.payload.empty() && !fin)) {
+        // A RST or a pure ACK: only its numbers (and SACK blocks) change.
+        SegmentVerdict v;
+        v.seq = mine.translate_seq(p.seq);
+        answer(id, d, headers, v, {}, room, false, out);
+        return;
+    }
     std::vector<SegmentVerdict> released;
-    SegmentVerdict v = mine.on_segment(p.seq, p.payload, fin, id, released, max_payload);
+    SegmentVerdict v = mine.on_segment(p.seq, p.payload, fin, id, released);
     if (v.kind == SegmentVerdict::Kind::Hold) {
-        held_.emplace(id, HeldPacket{std::move(headers), gso});
+        held_.emplace(id, HeldPacket{std::move(headers), room});
         out.push_back({id, PacketVerdict::Kind::Hold, {}});
     } else {
-        answer(id, d, headers, v, p.payload, out);
+        answer(id, d, headers, v, p.payload, room, false, out);
     }
     for (const SegmentVerdict& r : released) {
         auto it = held_.find(uint32_t(r.token));
         if (it == held_.end()) continue;
-        // The held packet's own payload is gone from the kernel's view: its
-        // answer is always written out in full.
-        answer(uint32_t(r.token), d, it->second.headers, r, {}, out);
-        if (out.back().kind == PacketVerdict::Kind::Accept) {
-            out.back().kind = PacketVerdict::Kind::Replace;
-            SegmentRewrite rw;
-            rw.seq = r.seq;
-            rw.payload = r.payload;
-            rw.fin = r.fin;
-            out.back().packet = build_segment(it->second.headers, rw);
-        }
+        // The kernel still has the held packet's original payload: its answer
+        // is always written out in full.
+        answer(uint32_t(r.token), d, it->second.headers, r, {}, it->second.room, true, out);
         held_.erase(it);
     }
 }

@@ -132,7 +132,7 @@ std::vector<uint8_t> StreamDirection::output_range(uint64_t begin, uint64_t end)
 }
 
 SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool brought_new,
-                                       bool fin, size_t max_payload) {
+                                       bool fin) {
     uint64_t out_begin = std::max(in_to_out_floor(in_begin), out_acked_);
     uint64_t out_end;
     if (brought_new || in_end >= in_mapped_) {
@@ -150,7 +150,6 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
                                       : it->out_end;
     }
     out_end = std::max(out_end, out_begin);
-    out_end = std::min<uint64_t>(out_end, out_begin + max_payload);
     SegmentVerdict v;
     v.seq = out_seq(out_begin);
     v.payload = output_range(out_begin, out_end);
@@ -162,8 +161,7 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
 }
 
 SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t> payload, bool fin,
-                                           uint64_t token, std::vector<SegmentVerdict>& released,
-                                           size_t max_payload) {
+                                           uint64_t token, std::vector<SegmentVerdict>& released) {
     if (!started_) start(seq);
     uint64_t begin = unwrap(seq, in_next_);
     uint64_t end = begin + payload.size();
@@ -177,8 +175,8 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
             return v;
         }
         held_bytes_ += payload.size();
-        held_.emplace(begin, Held{token, std::vector<uint8_t>(payload.begin(), payload.end()), fin,
-                                  max_payload});
+        held_.emplace(begin,
+                      Held{token, std::vector<uint8_t>(payload.begin(), payload.end()), fin});
         ++counters_.held;
         SegmentVerdict v;
         v.kind = SegmentVerdict::Kind::Hold;
@@ -224,7 +222,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         feed(StreamTransform::Push::Stalled);
     }
 
-    SegmentVerdict v = answer(begin, end, new_bytes || fin_now, fin, max_payload);
+    SegmentVerdict v = answer(begin, end, new_bytes || fin_now, fin);
 
     // The gap before held segments may be filled now.
     while (!held_.empty() && held_.begin()->first <= in_next_) {
@@ -232,8 +230,8 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         Held& h = node.mapped();
         held_bytes_ -= h.bytes.size();
         std::vector<SegmentVerdict> nested;
-        SegmentVerdict r = on_segment(uint32_t(base_ + node.key()), h.bytes, h.fin, h.token, nested,
-                                      h.max_payload);
+        SegmentVerdict r =
+            on_segment(uint32_t(base_ + node.key()), h.bytes, h.fin, h.token, nested);
         r.token = h.token;
         released.push_back(std::move(r));
         for (auto& n : nested)

@@ -47,6 +47,11 @@ NfQueue::NfQueue(const QueueOptions& options) : options_(options), receive_slot_
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0 &&
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) < 0)
             throw_errno("SO_RCVBUF");
+        // One sendmsg carries a batch of verdicts, some with a rewritten
+        // 64 KiB packet each: it must fit the send buffer whole.
+        int send_size = int(kVerdictBufferSize * 2);
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &send_size, sizeof send_size) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_size, sizeof send_size);
         configure();
     } catch (...) {
         mnl_socket_close(socket_);
@@ -224,8 +229,10 @@ void NfQueue::send_pending() {
     if (verdict_used_ == 0) return;
     // A failed send leaves the packets queued; fail-open and the bypass keep
     // traffic moving if the daemon cannot recover.
-    if (mnl_socket_sendto(socket_, verdict_buffer_.data(), verdict_used_) < 0)
-        ++counters_.netlink_errors;
+    if (mnl_socket_sendto(socket_, verdict_buffer_.data(), verdict_used_) < 0 &&
+        ++counters_.netlink_errors <= 10)
+        spdlog::warn("queue {}: sending {} bytes of verdicts: {}", options_.queue, verdict_used_,
+                     strerror(errno));
     ++counters_.verdict_batches;
     verdict_used_ = 0;
 }

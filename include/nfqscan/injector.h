@@ -1,0 +1,36 @@
+// Raw-socket injection of segments nfqscand writes itself (output a rewrite
+// could not fit into the packet it answered; later: relay and protocol
+// replies). Every packet carries the inject mark, which the rulesets never
+// queue, so nfqscand never sees its own packets.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace nfqscan {
+
+struct InjectorCounters {
+    uint64_t sent = 0;
+    uint64_t failed = 0;
+};
+
+class RawInjector {
+  public:
+    // Opens the IPv4 and IPv6 raw sockets (CAP_NET_RAW; the mark needs
+    // CAP_NET_ADMIN). Throws std::system_error.
+    explicit RawInjector(uint32_t mark);
+    ~RawInjector();
+    RawInjector(const RawInjector&) = delete;
+    RawInjector& operator=(const RawInjector&) = delete;
+
+    // Sends a complete IP packet (headers included, checksums set).
+    bool send(std::span<const uint8_t> packet);
+    const InjectorCounters& counters() const { return counters_; }
+
+  private:
+    int v4_ = -1;
+    int v6_ = -1;
+    InjectorCounters counters_;
+};
+
+}  // namespace nfqscan
