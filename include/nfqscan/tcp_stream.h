@@ -166,6 +166,7 @@ class StreamDirection {
     uint64_t out_next_ = 0;               // next output byte
     uint64_t out_acked_ = 0;              // output the receiver acknowledged
     uint64_t out_sent_ = 0;               // output handed to the receiver at least once
+    uint8_t last_acked_byte_ = 0;         // to draw a repeated ACK from the receiver
     bool fin_seen_ = false;               // FIN consumed in order (one sequence number)
     uint32_t stall_retransmissions_ = 0;  // retransmissions of the newest bytes, none new since
 

@@ -153,6 +153,14 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
     SegmentVerdict v;
     v.seq = out_seq(out_begin);
     v.payload = output_range(out_begin, out_end);
+    if (v.payload.empty() && !brought_new && in_end > in_begin && out_acked_ > 0 && !fin_seen_) {
+        // The sender retransmits what the receiver already acknowledged: the
+        // ACK that said so was lost. An empty segment would draw no answer;
+        // the last acknowledged byte again, like any duplicate, makes the
+        // receiver repeat its ACK at once.
+        v.seq = out_seq(out_acked_ - 1);
+        v.payload.assign(1, last_acked_byte_);
+    }
     out_sent_ = std::max(out_sent_, out_begin + v.payload.size());
     // The FIN follows the last output byte, so it travels only on a segment
     // whose payload ends there.
@@ -263,8 +271,10 @@ uint32_t StreamDirection::translate_seq(uint32_t seq) const {
 }
 
 void StreamDirection::trim_acknowledged() {
-    while (!out_retained_.empty() && out_retained_.size() > out_next_ - out_acked_)
+    while (!out_retained_.empty() && out_retained_.size() > out_next_ - out_acked_) {
+        last_acked_byte_ = out_retained_.front();
         out_retained_.pop_front();
+    }
     // Chunks wholly acknowledged go, with the input they covered.
     while (!chunks_.empty() && chunks_.front().out_end <= out_acked_ &&
            chunks_.front().in_end <= in_mapped_) {

@@ -392,10 +392,27 @@ TEST(TcpStream, HeldTailIsFlushedWhenTheSenderStalls) {
     // The receiver has all the output; the sender times out and retransmits
     // "GR". The first retransmission may just precede new data, the second
     // proves the sender is waiting.
-    EXPECT_TRUE(d.on_segment(3, bytes_of("GR"), false, 0, released).payload.empty());
+    auto once = d.on_segment(3, bytes_of("GR"), false, 0, released);
+    EXPECT_EQ(once.seq, 2u);  // a duplicate of the last acknowledged byte, not "GR"
+    EXPECT_EQ(std::string(once.payload.begin(), once.payload.end()), "c");
     auto again = d.on_segment(3, bytes_of("GR"), false, 0, released);
     EXPECT_EQ(again.seq, 3u);
     EXPECT_EQ(std::string(again.payload.begin(), again.payload.end()), "GR");
+}
+
+TEST(TcpStream, RetransmissionOfAcknowledgedOutputDrawsTheReceiversAck) {
+    // The receiver acknowledged everything but its ACK was lost: the sender
+    // retransmits. The answer must make the receiver repeat its ACK, which an
+    // empty segment would not.
+    TokenReplacer t(TokenReplacer::Replacements{{"GROW", "GROWN"}});
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    d.on_segment(0, bytes_of("abGROWcd"), false, 0, released);
+    EXPECT_EQ(d.translate_ack(9), 8u);
+    auto again = d.on_segment(0, bytes_of("abGROWcd"), false, 0, released);
+    EXPECT_EQ(again.seq, 8u);
+    EXPECT_EQ(std::string(again.payload.begin(), again.payload.end()), "d");
 }
 
 TEST(TcpStream, FinFollowsTheLastOutputByte) {
