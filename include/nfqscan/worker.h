@@ -37,6 +37,10 @@ struct WorkerSnapshot {
     uint64_t flows_claimed = 0, flows_released = 0;  // decisions taken so far
     uint64_t max_flows = 0;
     uint64_t memory_bytes = 0;  // flow table plus classification state (nDPI)
+    // Stream engine (flows whose bytes an inspector may rewrite).
+    uint64_t streams_active = 0, stream_memory_bytes = 0;
+    uint64_t stream_rewritten_packets = 0, stream_injected_packets = 0, stream_held_now = 0;
+    uint64_t stream_conflicts = 0, stream_held_overflow = 0, stream_stalls = 0;
     std::map<std::string, LabelCount> dpi_protocols;
     std::map<std::string, LabelCount> services;
 };

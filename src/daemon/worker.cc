@@ -55,6 +55,18 @@ uint32_t label_key(uint16_t master, uint16_t app) {
     return uint32_t(master) << 16 | app;
 }
 
+void add_stream_counters(const FlowStream& stream, uint64_t& rewritten, uint64_t& injected,
+                         uint64_t& conflicts, uint64_t& held_overflow, uint64_t& stalls) {
+    rewritten += stream.counters().rewritten_packets;
+    injected += stream.counters().injected_packets;
+    for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
+        const StreamCounters& c = stream.direction(d).counters();
+        conflicts += c.conflicts;
+        held_overflow += c.held_overflow;
+        stalls += c.stalls;
+    }
+}
+
 }  // namespace
 
 // Everything the worker thread owns. Built on that thread, so nDPI's memory
@@ -71,9 +83,14 @@ class QueueWorker::Loop : public PacketSink {
             ++removed_by_service_[size_t(f.service)];
             // Packets still held for a gap that never filled: the sender
             // retransmits them if the connection still lives.
-            if (f.stream)
+            if (f.stream) {
                 for (uint32_t id : f.stream->held_ids())
                     queue_.verdict(id, kVerdictDrop, {});
+                add_stream_counters(
+                    *f.stream, ended_streams_.rewritten_packets, ended_streams_.injected_packets,
+                    ended_stream_directions_.conflicts, ended_stream_directions_.held_overflow,
+                    ended_stream_directions_.stalls);
+            }
         });
         build_test_inspector();
     }
@@ -209,10 +226,22 @@ class QueueWorker::Loop : public PacketSink {
 
         std::unordered_map<uint32_t, uint64_t> active_labels;
         uint64_t active_services[kServiceCount] = {};
+        s.stream_rewritten_packets = ended_streams_.rewritten_packets;
+        s.stream_injected_packets = ended_streams_.injected_packets;
+        s.stream_conflicts = ended_stream_directions_.conflicts;
+        s.stream_held_overflow = ended_stream_directions_.held_overflow;
+        s.stream_stalls = ended_stream_directions_.stalls;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
+            if (!f.stream) return;
+            ++s.streams_active;
+            s.stream_memory_bytes += f.stream->memory_bytes();
+            s.stream_held_now += f.stream->held_ids().size();
+            add_stream_counters(*f.stream, s.stream_rewritten_packets, s.stream_injected_packets,
+                                s.stream_conflicts, s.stream_held_overflow, s.stream_stalls);
         });
+        s.memory_bytes += s.stream_memory_bytes;
         auto name_of = [&](uint32_t key) {
             return classifier_.dpi().name({uint16_t(key >> 16), uint16_t(key & 0xffff)});
         };
@@ -283,6 +312,8 @@ class QueueWorker::Loop : public PacketSink {
     std::vector<std::unique_ptr<TokenReplacer>> retired_replacers_;
     std::vector<PacketVerdict> stream_verdicts_;
     std::vector<std::vector<uint8_t>> injections_;
+    FlowStreamCounters ended_streams_;  // of flows no longer in the table
+    StreamCounters ended_stream_directions_;
     std::unique_ptr<RawInjector> injector_;  // opened on first use
     std::unordered_map<uint32_t, uint64_t> removed_by_label_;
     uint64_t removed_by_service_[kServiceCount] = {};
