@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "nfqscan/scan.h"
 #include "nfqscan/service.h"
 
 namespace nfqscan {
@@ -99,12 +100,18 @@ struct Config {
     std::array<ProtocolConfig, kServiceCount> protocols;
     PortMap ports;  // derived from protocols
     TestRewriteConfig test_rewrite;
+    // [scan]. Relative directories (clamav_db_dirs, yara_rule_dirs, temp_dir)
+    // are resolved against the directory of the configuration file, so the
+    // shipped `clamav` and `yara` folders are found beside nfqscan.toml both in
+    // a checkout (rules/) and installed (/usr/local/etc/nfqscan/).
+    ScanConfig scan;
 
-    // Defaults as in rules/nfqscan.toml.
+    // Defaults as in rules/nfqscan.toml (scan directories still relative).
     static Config defaults();
 };
 
-// Parse TOML text; `source` names it in errors. Throws ConfigError.
+// Parse TOML text; `source` names it in errors, and its directory is where
+// relative scan directories are resolved. Throws ConfigError.
 Config parse_config(std::string_view text, const std::string& source);
 // Read and parse a file. Throws ConfigError (also when it cannot be read).
 Config load_config(const std::string& path);

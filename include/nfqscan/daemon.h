@@ -1,6 +1,6 @@
-// nfqscand: the queue workers, the control socket and the commands it
-// answers, configuration reload. main() only parses the command line and
-// turns signals into calls on Daemon.
+// nfqscand: the queue workers, the scan service, the detection event log, the
+// control socket and the commands it answers, configuration reload. main()
+// only parses the command line and turns signals into calls on Daemon.
 #pragma once
 
 #include <chrono>
@@ -12,6 +12,8 @@
 
 #include "nfqscan/config.h"
 #include "nfqscan/control.h"
+#include "nfqscan/scan.h"
+#include "nfqscan/scan_event_log.h"
 #include "nfqscan/worker.h"
 
 namespace nfqscan {
@@ -23,31 +25,67 @@ struct DaemonOptions {
     bool allow_test_inspectors = false;         // accept [test_rewrite]
 };
 
+// What a reload did at once: the configuration is applied (or refused with
+// `error`), and the scan engines are being rebuilt in the background; that
+// build's outcome is reported under `engine_reload` by engines().
+struct ReloadStarted {
+    std::string error;           // empty: the configuration was applied
+    uint64_t engine_reload = 0;  // id of the engine build that covers it
+};
+
 class Daemon {
   public:
-    // Loads the configuration, binds every queue and the control socket.
-    // Throws ConfigError or std::exception with a message for the operator.
+    // Loads the configuration, binds every queue and the control socket,
+    // starts the scan pool and opens the event log. Throws ConfigError or
+    // std::exception with a message for the operator.
     explicit Daemon(DaemonOptions options);
     ~Daemon();
 
+    // Starts the workers, the control socket and the first engine build in
+    // the background: traffic flows at once, verdicts are engine-not-ready
+    // until the engines are in.
     void start();
     void stop();
 
-    // Re-reads the configuration file. On error the running configuration
-    // stays and the error is returned (empty string on success).
-    std::string reload();
+    // Re-reads the configuration file and reopens the event log. On error
+    // the running configuration stays. The scan engines rebuild in the
+    // background; a broken rule file keeps the running engines (the error,
+    // with file and line, is logged and shown by engines()).
+    ReloadStarted reload();
 
     nlohmann::json status();
     nlohmann::json flows(size_t limit);
     std::string status_line();
 
+    // Control commands of the scan service (see README, nfqscanctl).
+    nlohmann::json scan_files(const nlohmann::json& request);
+    nlohmann::json engines() const;
+    nlohmann::json detections(size_t count) const;
+
   private:
+    class EngineLoader;  // the background engine builds
+
     std::shared_ptr<Config> load() const;
+    std::shared_ptr<const Config> config() const;
+    // Opens the event log at `path`, or reopens it when it is already that
+    // file (logrotate). A failure is logged and leaves no event log.
+    void open_event_log(const std::string& path);
+    std::shared_ptr<EventLog> event_log() const;
+    nlohmann::json scan_status() const;
 
     DaemonOptions options_;
+    mutable std::mutex config_mutex_;  // guards config_ (read by every thread)
     std::shared_ptr<const Config> config_;
-    std::mutex reload_mutex_;
+    std::mutex reload_mutex_;  // one reload at a time (control thread, SIGHUP)
     std::vector<std::unique_ptr<QueueWorker>> workers_;
+
+    std::unique_ptr<ScanService> scan_;
+    std::unique_ptr<EngineLoader> loader_;
+    mutable std::mutex event_log_mutex_;
+    std::shared_ptr<EventLog> event_log_;
+    std::string event_log_error_;
+
+    // Declared last: destroyed first, so no handler runs on a dying daemon.
     std::unique_ptr<ControlServer> control_;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

@@ -5,9 +5,12 @@
 #include <fmt/format.h>
 
 #include <toml++/toml.h>
+#include <cctype>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -89,6 +92,38 @@ class TableReader {
         if (out.empty() && !allow_empty) fail(*node, key, "must not be empty");
     }
 
+    // A byte count: an integer, or a string with a binary suffix ("512K",
+    // "32M", "1G"; "KiB"/"MB" spellings too).
+    void read_size(std::string_view key, uint64_t& out, uint64_t min, uint64_t max) {
+        const toml::node* node = take(key);
+        if (!node) return;
+        std::optional<uint64_t> value;
+        if (node->is_integer()) {
+            if (int64_t v = *node->value<int64_t>(); v >= 0) value = uint64_t(v);
+        } else if (node->is_string()) {
+            value = parse_size(*node->value<std::string>());
+        }
+        if (!value || *value < min || *value > max)
+            fail(*node, key,
+                 fmt::format("must be a size from {} to {} bytes (an integer, or a string "
+                             "such as \"32M\")",
+                             min, max));
+        out = *value;
+    }
+
+    void read_strings(std::string_view key, std::vector<std::string>& out) {
+        const toml::node* node = take(key);
+        if (!node) return;
+        const toml::array* array = node->as_array();
+        if (!array) fail(*node, key, "must be an array of strings");
+        out.clear();
+        for (const toml::node& element : *array) {
+            if (!element.is_string() || element.value<std::string>()->empty())
+                fail(element, key, "entries must be non-empty strings");
+            out.push_back(*element.value<std::string>());
+        }
+    }
+
     void read_ports(std::string_view key, std::vector<uint16_t>& out) {
         const toml::node* node = take(key);
         if (!node) return;
@@ -116,6 +151,9 @@ class TableReader {
         fail(*node, key, "must be one of " + list);
     }
 
+    // The node of `key` without consuming it (for errors about a key already read).
+    const toml::node* table_node(std::string_view key) const { return table_.get(key); }
+
     // Sub-table, or nullptr when absent. A non-table value is an error.
     const toml::table* table(std::string_view key) {
         const toml::node* node = take(key);
@@ -141,6 +179,30 @@ class TableReader {
     const std::string& file() const { return file_; }
 
   private:
+    static std::optional<uint64_t> parse_size(std::string_view text) {
+        uint64_t number = 0;
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+        if (ec != std::errc() || end == text.data()) return std::nullopt;
+        std::string unit;
+        for (const char* p = end; p != text.data() + text.size(); ++p)
+            if (*p != ' ') unit.push_back(static_cast<char>(std::toupper(*p)));
+        if (unit.ends_with("IB"))
+            unit.resize(unit.size() - 2);
+        else if (unit.size() > 1 && unit.ends_with("B"))
+            unit.pop_back();
+        uint64_t factor = 1;
+        if (unit == "K")
+            factor = 1ull << 10;
+        else if (unit == "M")
+            factor = 1ull << 20;
+        else if (unit == "G")
+            factor = 1ull << 30;
+        else if (!unit.empty() && unit != "B")
+            return std::nullopt;
+        if (number > std::numeric_limits<uint64_t>::max() / factor) return std::nullopt;
+        return number * factor;
+    }
+
     const toml::table& table_;
     std::string prefix_;
     const std::string& file_;
@@ -220,6 +282,99 @@ void read_test_rewrite(TableReader& r, TestRewriteConfig& c) {
     }
 }
 
+void read_scan_limits(TableReader& r, ScanLimits& c) {
+    constexpr uint64_t kMaxSize = (4ull << 30) - 1;  // ClamAV's own ceiling (4 GiB - 1)
+    r.read_size("max_content_size", c.max_content_size, 1024, kMaxSize);
+    r.read_size("max_scan_size", c.max_scan_size, 1024, kMaxSize);
+    r.read("max_layers", c.max_layers, 1, 100);
+    r.read("max_files", c.max_files, 1, 10'000'000);
+    r.read("max_scan_time_ms", c.max_scan_time_ms, 10, 3'600'000);
+}
+
+void read_scan_profile(TableReader& r, ScanProfile& c) {
+    std::string mode = "all";
+    r.read_choice("mode", mode, {"all", "listed"});
+    c.mode = mode == "listed" ? ScanProfile::Mode::Listed : ScanProfile::Mode::All;
+    r.read_strings("extensions", c.extensions);
+    for (std::string& ext : c.extensions) {
+        if (ext.starts_with('.')) ext.erase(0, 1);
+        if (ext.empty() || ext.find_first_of("/\\. ") != std::string::npos)
+            r.fail(*r.table_node("extensions"), "extensions",
+                   "an extension is a name suffix such as \"exe\" or \"zip\"");
+    }
+    r.read_strings("mime_types", c.mime_types);
+    for (const std::string& type : c.mime_types) {
+        const size_t slash = type.find('/');
+        if (type != "*" && (slash == std::string::npos || slash == 0 || slash + 1 == type.size()))
+            r.fail(*r.table_node("mime_types"), "mime_types",
+                   "a MIME type is \"type/subtype\" or \"type/*\"");
+    }
+    if (c.mode == ScanProfile::Mode::Listed && c.extensions.empty() && c.mime_types.empty())
+        r.fail(*r.table_node("mode"), "mode",
+               "\"listed\" needs extensions or mime_types (otherwise nothing is scanned)");
+}
+
+void read_scan(TableReader& r, ScanConfig& c) {
+    std::string engine(backend_name(c.engine));
+    r.read_choice("engine", engine, {"inprocess", "clamd"});
+    c.engine = *backend_from_name(engine);
+    if (const toml::node* node = r.take("clamd_address")) {
+        r.read("clamd_address", c.clamd_address);
+        const std::string& a = c.clamd_address;
+        bool ok = a.starts_with('/');
+        if (!ok) {
+            const size_t colon = a.rfind(':');
+            const std::string_view port = colon == std::string::npos
+                                              ? std::string_view{}
+                                              : std::string_view(a).substr(colon + 1);
+            unsigned value = 0;
+            auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+            ok = colon != std::string::npos && colon > 0 && ec == std::errc() &&
+                 end == port.data() + port.size() && value >= 1 && value <= 65535 &&
+                 (a[0] != '[' || (colon >= 2 && a[colon - 1] == ']'));
+        }
+        if (!ok)
+            r.fail(*node, "clamd_address",
+                   "must be a unix socket path (starting with /) or host:port ([v6]:port)");
+    }
+    r.read("clamd_connect_timeout_ms", c.clamd_connect_timeout_ms, 1, 60'000);
+    r.read_strings("clamav_db_dirs", c.clamav_db_dirs);
+    r.read_strings("yara_rule_dirs", c.yara_rule_dirs);
+    r.read("temp_dir", c.temp_dir, true);
+    r.read("pool_threads", c.pool_threads, 0, 256);
+    r.read("queue_length", c.queue_length, 1, 1u << 20);
+    if (const toml::table* table = r.table("limits")) {
+        TableReader sub(*table, r.full_key("limits"), r.file());
+        read_scan_limits(sub, c.limits);
+        sub.finish();
+    }
+    if (const toml::table* table = r.table("profiles")) {
+        TableReader profiles(*table, r.full_key("profiles"), r.file());
+        for (auto&& [key, node] : *table) {
+            const std::string name(key.str());
+            const toml::table* profile = profiles.table(name);
+            TableReader sub(*profile, profiles.full_key(name), r.file());
+            read_scan_profile(sub, c.profiles[name]);
+            sub.finish();
+        }
+        profiles.finish();
+    }
+}
+
+// Relative scan directories are relative to the configuration file's folder.
+void resolve_scan_paths(ScanConfig& c, const std::string& source) {
+    const std::filesystem::path base = std::filesystem::path(source).parent_path();
+    auto resolve = [&](std::string& dir) {
+        if (dir.empty() || std::filesystem::path(dir).is_absolute()) return;
+        dir = (base / dir).lexically_normal().string();
+    };
+    for (std::string& dir : c.clamav_db_dirs)
+        resolve(dir);
+    for (std::string& dir : c.yara_rule_dirs)
+        resolve(dir);
+    resolve(c.temp_dir);
+}
+
 // Cross-field rules, reported at the line of the later key.
 void validate(const toml::table& root, const Config& c, const std::string& file) {
     if (c.marks.release & c.marks.inject) {
@@ -258,6 +413,10 @@ Config Config::defaults() {
     c.protocols[size_t(Service::Pop3)].ports = {110};
     c.protocols[size_t(Service::Imap)].ports = {143};
     c.protocols[size_t(Service::Ftp)].ports = {21};
+    // The official databases where freshclam leaves them, and the folders
+    // shipped beside nfqscan.toml.
+    c.scan.clamav_db_dirs = {"/var/lib/clamav", "clamav"};
+    c.scan.yara_rule_dirs = {"yara"};
     derive(c);
     return c;
 }
@@ -287,9 +446,11 @@ Config parse_config(std::string_view text, const std::string& source) {
     if (const toml::node* node = root.get("test_rewrite"))
         c.test_rewrite.line = node->source().begin.line;
     section("test_rewrite", [&](TableReader& r) { read_test_rewrite(r, c.test_rewrite); });
+    section("scan", [&](TableReader& r) { read_scan(r, c.scan); });
     top.finish();
     validate(root, c, source);
     derive(c);
+    resolve_scan_paths(c.scan, source);
     return c;
 }
 

@@ -1,7 +1,14 @@
 #include "nfqscan/daemon.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
+
+#include <condition_variable>
+#include <ctime>
+#include <filesystem>
+#include <system_error>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -12,6 +19,43 @@ namespace nfqscan {
 namespace {
 
 constexpr auto kWorkerTimeout = std::chrono::seconds(2);
+// `detections` reads at most this many lines, `scan` this many paths per request.
+constexpr size_t kMaxDetections = 10000;
+constexpr size_t kMaxScanPaths = 1000;
+
+std::string iso8601(std::chrono::system_clock::time_point t) {
+    const std::time_t secs = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+// One file's verdict as `nfqscanctl scan --json` prints it.
+nlohmann::json file_verdict_json(const ScanVerdict& v) {
+    nlohmann::json j;
+    switch (v.kind) {
+        case ScanVerdict::Kind::Clean:
+            j = {{"verdict", "clean"}, {"skipped", v.skipped}};
+            break;
+        case ScanVerdict::Kind::Infected:
+            j = {{"verdict", "infected"},
+                 {"engine", scan_engine_name(v.detection.engine)},
+                 {"name", v.detection.signature},
+                 {"layer", v.detection.layer_path},
+                 {"category", threat_category_name(v.detection.category)}};
+            break;
+        case ScanVerdict::Kind::Error:
+            j = {{"verdict", "error"},
+                 {"category", scan_error_name(v.error)},
+                 {"reason", v.reason},
+                 {"layer", v.layer_path}};
+            break;
+    }
+    j["elapsed_ms"] = double(v.elapsed.count()) / 1000.0;
+    return j;
+}
 
 nlohmann::json label_counts_json(const std::map<std::string, LabelCount>& counts) {
     nlohmann::json out = nlohmann::json::array();
@@ -22,6 +66,80 @@ nlohmann::json label_counts_json(const std::map<std::string, LabelCount>& counts
 
 }  // namespace
 
+// Builds scan engines on its own thread, one build at a time. Requests that
+// arrive during a build are coalesced: the next build uses the latest
+// configuration and answers all of them.
+class Daemon::EngineLoader {
+  public:
+    struct State {
+        uint64_t requested = 0;  // id of the latest request
+        uint64_t done = 0;       // id of the latest request a finished build covered
+        bool running = false;
+        std::optional<ReloadResult> last;  // that build's outcome
+        std::chrono::system_clock::time_point finished_at{};
+    };
+
+    explicit EngineLoader(ScanService& service) : service_(service) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~EngineLoader() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();  // a build in progress cannot be interrupted
+    }
+    EngineLoader(const EngineLoader&) = delete;
+    EngineLoader& operator=(const EngineLoader&) = delete;
+
+    uint64_t request(ScanConfig config) {
+        uint64_t id;
+        {
+            std::lock_guard lock(mutex_);
+            pending_ = std::move(config);
+            id = ++state_.requested;
+        }
+        wake_.notify_all();
+        return id;
+    }
+
+    State state() const {
+        std::lock_guard lock(mutex_);
+        return state_;
+    }
+
+  private:
+    void run() {
+        pthread_setname_np(pthread_self(), "nfq-engines");
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            wake_.wait(lock, [this] { return stopping_ || pending_.has_value(); });
+            if (stopping_) return;
+            ScanConfig config = std::move(*pending_);
+            pending_.reset();
+            const uint64_t id = state_.requested;
+            state_.running = true;
+            lock.unlock();
+            // Logs its outcome itself (ready with counts, or the failure).
+            ReloadResult result = service_.reload(config);
+            lock.lock();
+            state_.running = false;
+            state_.done = id;
+            state_.last = std::move(result);
+            state_.finished_at = std::chrono::system_clock::now();
+        }
+    }
+
+    ScanService& service_;
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;
+    std::optional<ScanConfig> pending_;
+    State state_;
+    bool stopping_ = false;
+    std::thread thread_;  // last: starts after everything above exists
+};
+
 std::shared_ptr<Config> Daemon::load() const {
     auto config = std::make_shared<Config>(load_config(options_.config_path));
     if (options_.queues) config->daemon.queues = *options_.queues;
@@ -31,6 +149,11 @@ std::shared_ptr<Config> Daemon::load() const {
                           "a test inspector: nfqscand accepts it only when started with "
                           "--allow-test-inspectors");
     return config;
+}
+
+std::shared_ptr<const Config> Daemon::config() const {
+    std::lock_guard lock(config_mutex_);
+    return config_;
 }
 
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
@@ -47,15 +170,26 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
                                                         : ""));
         }
     }
+    // The pool starts now, its engines in start(): no engines, no verdicts
+    // but engine-not-ready.
+    scan_ = std::make_unique<ScanService>(config_->scan);
+    loader_ = std::make_unique<EngineLoader>(*scan_);
+    open_event_log(config_->daemon.event_log);
+
     control_ = std::make_unique<ControlServer>(config_->daemon.control_socket);
     control_->handle("status", [this](const nlohmann::json&) { return status(); });
     control_->handle("flows", [this](const nlohmann::json& request) {
         return flows(request.value("limit", size_t(100000)));
     });
     control_->handle("reload", [this](const nlohmann::json&) {
-        std::string error = reload();
-        if (!error.empty()) throw std::runtime_error(error);
-        return nlohmann::json{{"reloaded", config_->source}};
+        ReloadStarted r = reload();
+        if (!r.error.empty()) throw std::runtime_error(r.error);
+        return nlohmann::json{{"reloaded", config()->source}, {"engine_reload", r.engine_reload}};
+    });
+    control_->handle("scan", [this](const nlohmann::json& request) { return scan_files(request); });
+    control_->handle("engines", [this](const nlohmann::json&) { return engines(); });
+    control_->handle("detections", [this](const nlohmann::json& request) {
+        return detections(request.value("count", size_t(20)));
     });
 }
 
@@ -64,12 +198,16 @@ Daemon::~Daemon() {
 }
 
 void Daemon::start() {
+    const auto c = config();
     for (auto& w : workers_)
         w->start();
     control_->start();
-    spdlog::info("nfqscand {} running on queues {}-{}, control socket {}", NFQSCAN_VERSION,
-                 config_->daemon.queues.first, config_->daemon.queues.last,
-                 config_->daemon.control_socket);
+    loader_->request(c->scan);
+    spdlog::info(
+        "nfqscand {} running on queues {}-{}, control socket {}; scan engines ({}) "
+        "loading in the background",
+        NFQSCAN_VERSION, c->daemon.queues.first, c->daemon.queues.last, c->daemon.control_socket,
+        backend_name(c->scan.engine));
 }
 
 void Daemon::stop() {
@@ -78,16 +216,17 @@ void Daemon::stop() {
         w->stop();
 }
 
-std::string Daemon::reload() {
+ReloadStarted Daemon::reload() {
     std::lock_guard lock(reload_mutex_);
     std::shared_ptr<Config> fresh;
     try {
         fresh = load();
     } catch (const std::exception& e) {
         spdlog::error("reload failed, the running configuration stays: {}", e.what());
-        return e.what();
+        return {e.what(), 0};
     }
-    const Config& old = *config_;
+    const std::shared_ptr<const Config> current = config();
+    const Config& old = *current;
     if (fresh->daemon.queues.first != old.daemon.queues.first ||
         fresh->daemon.queues.last != old.daemon.queues.last ||
         fresh->daemon.control_socket != old.daemon.control_socket ||
@@ -98,12 +237,155 @@ std::string Daemon::reload() {
         fresh->daemon.control_socket = old.daemon.control_socket;
         fresh->queue = old.queue;
     }
+    if (fresh->scan.pool_threads != old.scan.pool_threads ||
+        fresh->scan.queue_length != old.scan.queue_length) {
+        spdlog::warn("reload: scan.pool_threads and scan.queue_length apply at restart");
+        fresh->scan.pool_threads = old.scan.pool_threads;
+        fresh->scan.queue_length = old.scan.queue_length;
+    }
     spdlog::set_level(spdlog::level::from_str(fresh->daemon.log_level));
-    config_ = fresh;
+    open_event_log(fresh->daemon.event_log);
+    {
+        std::lock_guard config_lock(config_mutex_);
+        config_ = fresh;
+    }
     for (auto& w : workers_)
-        w->apply_config(config_);
-    spdlog::info("configuration reloaded from {}", config_->source);
-    return {};
+        w->apply_config(fresh);
+    const uint64_t id = loader_->request(fresh->scan);
+    spdlog::info("configuration reloaded from {}; scan engines rebuilding in the background",
+                 fresh->source);
+    return {{}, id};
+}
+
+void Daemon::open_event_log(const std::string& path) {
+    std::shared_ptr<EventLog> current = event_log();
+    try {
+        if (current && current->path() == path) {
+            current->reopen();
+            return;
+        }
+        const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+        if (!dir.empty()) std::filesystem::create_directories(dir);
+        auto fresh = std::make_shared<EventLog>(path);
+        std::lock_guard lock(event_log_mutex_);
+        event_log_ = std::move(fresh);
+        event_log_error_.clear();
+    } catch (const std::exception& e) {
+        // Detections still reach the daemon's log; the data path never
+        // depends on the event log.
+        spdlog::error("event log {}: {}{}", path, e.what(),
+                      current ? " (still writing to " + current->path() + ")" : "");
+        std::lock_guard lock(event_log_mutex_);
+        event_log_error_ = e.what();
+    }
+}
+
+std::shared_ptr<EventLog> Daemon::event_log() const {
+    std::lock_guard lock(event_log_mutex_);
+    return event_log_;
+}
+
+nlohmann::json Daemon::scan_files(const nlohmann::json& request) {
+    const nlohmann::json paths = request.value("paths", nlohmann::json());
+    if (!paths.is_array() || paths.empty())
+        throw std::runtime_error("scan: \"paths\" must be a non-empty array of file paths");
+    if (paths.size() > kMaxScanPaths)
+        throw std::runtime_error(fmt::format("scan: at most {} paths per request", kMaxScanPaths));
+    const std::string profile = request.value("profile", std::string());
+    const bool log = request.value("log", true);
+    const std::shared_ptr<EventLog> events = log ? event_log() : nullptr;
+    nlohmann::json out = nlohmann::json::array();
+    for (const nlohmann::json& p : paths) {
+        if (!p.is_string()) throw std::runtime_error("scan: paths must be strings");
+        const std::string path = p.get<std::string>();
+        nlohmann::json entry;
+        try {
+            // The daemon's working directory is not the caller's.
+            if (!std::filesystem::path(path).is_absolute())
+                throw std::runtime_error(path + ": not an absolute path");
+            // On this (the control) thread, past the pool's queue: an operator's
+            // request never competes with traffic for a queue slot.
+            const ScanVerdict verdict = scan_->scan_file(path, profile);
+            entry = file_verdict_json(verdict);
+            if (!verdict.is_clean()) {
+                ScanEvent event{std::chrono::system_clock::now(), "", "cli", path, verdict, "none"};
+                if (verdict.is_infected())
+                    spdlog::warn("scan {}: {} {} in {}", path,
+                                 scan_engine_name(verdict.detection.engine),
+                                 verdict.detection.signature, verdict.detection.layer_path);
+                if (events) events->append(event);
+            }
+        } catch (const std::exception& e) {
+            // Not a verdict about the content: the file could not be read.
+            entry = {{"verdict", "error"}, {"reason", e.what()}};
+        }
+        entry["path"] = path;
+        out.push_back(std::move(entry));
+    }
+    return out;
+}
+
+nlohmann::json Daemon::engines() const {
+    const EngineLoader::State state = loader_->state();
+    nlohmann::json reload = {
+        {"requested", state.requested}, {"done", state.done}, {"running", state.running}};
+    if (state.last) {
+        const ReloadResult& r = *state.last;
+        nlohmann::json last = {
+            {"id", state.done}, {"ok", r.ok}, {"finished_at", iso8601(state.finished_at)}};
+        if (r.ok) {
+            last["generation"] = r.engines.generation;
+        } else {
+            last["error"] = r.error;
+            last["file"] = r.file;
+            last["line"] = r.line;
+        }
+        reload["last"] = std::move(last);
+    } else {
+        reload["last"] = nullptr;
+    }
+    std::optional<EnginesInfo> info = scan_->engines_info();
+    return {{"ready", info.has_value()},
+            {"engines", info ? nlohmann::json(*info) : nlohmann::json()},
+            {"reload", std::move(reload)}};
+}
+
+nlohmann::json Daemon::detections(size_t count) const {
+    const std::string path = config()->daemon.event_log;
+    nlohmann::json out = nlohmann::json::array();
+    for (const std::string& line : read_last_events(path, std::min(count, kMaxDetections))) {
+        nlohmann::json event = nlohmann::json::parse(line, nullptr, false);
+        out.push_back(event.is_discarded() ? nlohmann::json{{"raw", line}} : event);
+    }
+    return out;
+}
+
+nlohmann::json Daemon::scan_status() const {
+    nlohmann::json s = scan_->stats();
+    s["ready"] = scan_->ready();
+    if (std::optional<EnginesInfo> info = scan_->engines_info()) {
+        s["generation"] = info->generation;
+        s["backend"] = info->backend;
+    } else {
+        s["generation"] = 0;
+        s["backend"] = backend_name(config()->scan.engine);
+    }
+    const EngineLoader::State state = loader_->state();
+    s["loading"] = state.running || state.done < state.requested;
+    s["last_reload_error"] =
+        state.last && !state.last->ok ? nlohmann::json(state.last->error) : nlohmann::json();
+    nlohmann::json log = {{"path", config()->daemon.event_log}};
+    std::shared_ptr<EventLog> events = event_log();
+    log["open"] = events != nullptr;
+    log["written"] = events ? events->written() : 0;
+    log["failed"] = events ? events->failed() : 0;
+    {
+        std::lock_guard lock(event_log_mutex_);
+        log["error"] =
+            event_log_error_.empty() ? nlohmann::json() : nlohmann::json(event_log_error_);
+    }
+    s["event_log"] = std::move(log);
+    return s;
 }
 
 nlohmann::json Daemon::status() {
@@ -163,7 +445,7 @@ nlohmann::json Daemon::status() {
     return {{"version", NFQSCAN_VERSION},
             {"pid", getpid()},
             {"uptime_s", uptime},
-            {"config", config_->source},
+            {"config", config()->source},
             {"queues", queues},
             {"flows",
              {{"active", active},
@@ -176,7 +458,8 @@ nlohmann::json Daemon::status() {
               {"memory_bytes", memory}}},
             {"dpi_protocols", label_counts_json(dpi)},
             {"services", label_counts_json(services)},
-            {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}}};
+            {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}},
+            {"scan", scan_status()}};
 }
 
 nlohmann::json Daemon::flows(size_t limit) {
@@ -217,7 +500,10 @@ std::string Daemon::status_line() {
             packets += s->queue_counters.packets;
         }
     }
-    return fmt::format("{} flows, {} packets", flows, packets);
+    std::optional<EnginesInfo> info = scan_->engines_info();
+    return fmt::format("{} flows, {} packets, {}", flows, packets,
+                       info ? fmt::format("scan engines generation {}", info->generation)
+                            : std::string("scan engines loading"));
 }
 
 }  // namespace nfqscan

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 
 #include "nfqscan/daemon.h"
 
@@ -33,6 +34,13 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (!control.empty()) options.control_socket = control;
+    // daemon() changes to /, and reloads read the file again; relative scan
+    // folders resolve against the file's folder.
+    {
+        std::error_code ec;
+        std::filesystem::path absolute = std::filesystem::absolute(options.config_path, ec);
+        if (!ec) options.config_path = absolute.lexically_normal().string();
+    }
 
     // Signals are read from a signalfd by this thread only; block them in
     // every thread before any is created.
@@ -82,8 +90,10 @@ int main(int argc, char** argv) {
         if (ready < 0 || read(sfd, &info, sizeof info) != sizeof info) continue;
         if (info.ssi_signo == SIGHUP) {
             sd_notify(0, "RELOADING=1");
-            std::string error = daemon->reload();
-            sd_notifyf(0, "READY=1\nSTATUS=%s", error.empty() ? "reloaded" : error.c_str());
+            // The engines rebuild in the background; their outcome goes to the log.
+            ReloadStarted r = daemon->reload();
+            sd_notifyf(0, "READY=1\nSTATUS=%s",
+                       r.error.empty() ? "reloaded, scan engines rebuilding" : r.error.c_str());
             continue;
         }
         spdlog::info("signal {}: stopping", info.ssi_signo);

@@ -3,7 +3,9 @@
 The daemon and the CLI come from the build directory named by the
 environment variable NFQSCAN_BUILD (default `build`, relative to the repo).
 Its configuration is rules/nfqscan.toml with the control socket and event log
-moved into the lab's directory, plus per-test overrides.
+moved into the lab's directory, plus per-test overrides. The copy lives in the
+lab's directory, so the relative scan folders of the shipped file ("clamav",
+"yara": relative to the file) are rewritten to the checkout's rules/ folders.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ def dump_toml(table: dict) -> str:
     return "\n".join(lines).lstrip() + "\n"
 
 
+def resolve_scan_paths(config: dict, base: Path) -> dict:
+    """Relative [scan] folders of a configuration read from `base`, made
+    absolute, as nfqscand resolves them against its configuration file."""
+    scan = dict(config.get("scan", {}))
+    for key in ("clamav_db_dirs", "yara_rule_dirs"):
+        if key in scan:
+            scan[key] = [d if Path(d).is_absolute() else str(base / d) for d in scan[key]]
+    if scan.get("temp_dir") and not Path(scan["temp_dir"]).is_absolute():
+        scan["temp_dir"] = str(base / scan["temp_dir"])
+    return {**config, "scan": scan} if scan else config
+
+
 def merge(base: dict, overrides: dict) -> dict:
     out = dict(base)
     for key, value in overrides.items():
@@ -86,7 +100,7 @@ class Nfqscand:
         self.dir.mkdir(exist_ok=True)
         self.control = self.dir / "control.sock"
         with open(REPO / "rules" / "nfqscan.toml", "rb") as f:
-            config = tomllib.load(f)
+            config = resolve_scan_paths(tomllib.load(f), REPO / "rules")
         config = merge(config, {"daemon": {"control_socket": str(self.control),
                                            "event_log": str(self.dir / "events.jsonl")}})
         self.config = merge(config, overrides or {})
@@ -161,6 +175,36 @@ class Nfqscand:
 
     def status(self) -> dict:
         return json.loads(self.ctl("status", "--json").stdout)
+
+    def reload_signal(self) -> None:
+        """SIGHUP, as `systemctl reload` sends it."""
+        self.process.send_signal(signal.SIGHUP)
+
+    def log_text(self) -> str:
+        """Everything nfqscand wrote to stdout/stderr (its log in --foreground)."""
+        return self.process.log.read_text(errors="replace") if self.process else ""
+
+    # -- scan service -------------------------------------------------------
+    def scan(self, *paths, check: bool = False, timeout: float = 60.0):
+        """nfqscanctl scan --json PATHS: (exit status, parsed verdicts)."""
+        proc = self.ctl("scan", "--json", *paths, check=check, timeout=timeout)
+        return proc.returncode, json.loads(proc.stdout or b"[]")
+
+    def engines(self) -> dict:
+        return json.loads(self.ctl("engines", "--json").stdout)
+
+    def detections(self, count: int = 20) -> list[dict]:
+        return json.loads(self.ctl("detections", "--json", "-n", str(count)).stdout)
+
+    def wait_engines(self, timeout: float = 60.0, generation: int = 1) -> dict:
+        """The engines once generation `generation` (or later) is loaded."""
+        def loaded():
+            engines = self.engines()
+            ready = engines["ready"] and engines["engines"]["generation"] >= generation
+            return engines if ready else None
+
+        return wait_until(loaded, timeout, f"scan engines generation {generation}",
+                          interval=0.1)
 
     def flows(self) -> list[dict]:
         return json.loads(self.ctl("flows", "--json").stdout)

@@ -1,10 +1,14 @@
 // nfqscanctl: inspect and steer a running nfqscand through its control
 // socket. Human tables by default, --json for tools.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -61,6 +65,75 @@ std::string human_bytes(uint64_t b) {
     return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
+std::string str(const json& j, const char* key) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return {};
+    return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+std::string histogram_line(const json& h) {
+    std::string out;
+    for (const json& b : h.value("buckets", json::array())) {
+        const uint64_t n = b.value("count", uint64_t(0));
+        if (n == 0) continue;
+        std::string le = b["le_us"].is_number()
+                             ? (b["le_us"].get<uint64_t>() >= 1000
+                                    ? fmt::format("{}ms", b["le_us"].get<uint64_t>() / 1000.0)
+                                    : fmt::format("{}us", b["le_us"].get<uint64_t>()))
+                             : "inf";
+        out += fmt::format("  <={} {}", le, n);
+    }
+    return out.empty() ? "  -" : out;
+}
+
+void print_scan_status(const json& s) {
+    std::string engines =
+        s.value("ready", false)
+            ? fmt::format("engines ready (generation {}, {})", num(s["generation"]),
+                          num(s["backend"]))
+            : fmt::format("engines not loaded yet ({}): verdicts are engine-not-ready",
+                          num(s["backend"]));
+    if (s.value("loading", false) && s.value("ready", false)) engines += ", reloading";
+    std::printf("\nscan: %s, %s threads, queue %s/%s (max %s)\n", engines.c_str(),
+                num(s["threads"]).c_str(), num(s["queue"]["depth"]).c_str(),
+                num(s["queue"]["capacity"]).c_str(), num(s["queue"]["depth_max"]).c_str());
+    if (!str(s, "last_reload_error").empty())
+        std::printf("  last reload FAILED (running engines kept): %s\n",
+                    str(s, "last_reload_error").c_str());
+    std::string errors;
+    uint64_t error_total = 0;
+    for (const auto& [name, n] : s["errors"].items()) {
+        if (n.get<uint64_t>() == 0) continue;
+        error_total += n.get<uint64_t>();
+        errors += fmt::format("{}{} {}", errors.empty() ? " (" : ", ", name, num(n));
+    }
+    if (!errors.empty()) errors += ")";
+    std::printf(
+        "  objects: %s submitted, %s verdicts: %s clean, %s skipped, %s infected, %s "
+        "errors%s\n",
+        num(s["submitted"]).c_str(), num(s["completed"]).c_str(), num(s["clean"]).c_str(),
+        num(s["skipped"]).c_str(), num(s["infected"]).c_str(), std::to_string(error_total).c_str(),
+        errors.c_str());
+    const json& e = s["engines"];
+    std::printf(
+        "  throughput %.1f MB/s per busy thread, %s scanned; clamav %s objects, yara %s "
+        "objects and layers\n",
+        s.value("throughput_mb_per_s", 0.0), human_bytes(s.value("bytes", uint64_t(0))).c_str(),
+        num(e["clamav"]["scans"]).c_str(), num(e["yara"]["scans"]).c_str());
+    std::printf("  scan latency (%s, mean %s us):%s\n", num(s["scan_latency"]["count"]).c_str(),
+                num(s["scan_latency"]["mean_us"]).c_str(),
+                histogram_line(s["scan_latency"]).c_str());
+    std::printf("  queue wait (%s, mean %s us):%s\n", num(s["queue_wait"]["count"]).c_str(),
+                num(s["queue_wait"]["mean_us"]).c_str(), histogram_line(s["queue_wait"]).c_str());
+    const json& log = s["event_log"];
+    if (log.value("open", false))
+        std::printf("  event log %s: %s written, %s failed\n", num(log["path"]).c_str(),
+                    num(log["written"]).c_str(), num(log["failed"]).c_str());
+    else
+        std::printf("  event log %s: not open (%s)\n", num(log["path"]).c_str(),
+                    str(log, "error").c_str());
+}
+
 void print_status(const json& s) {
     std::printf("nfqscand %s  pid %s  up %s s  config %s\n\n", num(s["version"]).c_str(),
                 num(s["pid"]).c_str(), num(s["uptime_s"]).c_str(), num(s["config"]).c_str());
@@ -95,6 +168,7 @@ void print_status(const json& s) {
     for (const json& e : s["dpi_protocols"])
         dpi.add({num(e["name"]), num(e["active"]), num(e["total"])});
     dpi.print();
+    if (s.contains("scan")) print_scan_status(s["scan"]);
 }
 
 std::string endpoint(const json& addr, const json& port) {
@@ -116,6 +190,160 @@ void print_flows(const json& flows) {
     std::printf("%zu flows\n", flows.size());
 }
 
+// Regular files under each argument (directories recursively, in name
+// order), as absolute paths: the daemon opens them, from its own directory.
+std::vector<std::string> expand_paths(const std::vector<std::string>& args) {
+    namespace fs = std::filesystem;
+    std::vector<std::string> out;
+    for (const std::string& arg : args) {
+        std::error_code ec;
+        fs::path path = fs::absolute(arg, ec).lexically_normal();
+        if (ec) path = arg;
+        if (!fs::is_directory(path, ec)) {
+            out.push_back(path.string());
+            continue;
+        }
+        std::vector<std::string> found;
+        for (auto it = fs::recursive_directory_iterator(
+                 path, fs::directory_options::skip_permission_denied, ec);
+             !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+            if (it->is_regular_file(ec)) found.push_back(it->path().string());
+        std::sort(found.begin(), found.end());
+        out.insert(out.end(), found.begin(), found.end());
+    }
+    return out;
+}
+
+// Exit status of `scan`, as clamscan's: 0 all clean, 1 something infected,
+// 2 an error (and nothing infected).
+int print_scan(const json& results, bool as_json) {
+    size_t clean = 0, infected = 0, errors = 0;
+    for (const json& r : results) {
+        const std::string v = str(r, "verdict");
+        (v == "clean" ? clean : v == "infected" ? infected : errors)++;
+    }
+    if (as_json) {
+        std::puts(results.dump(2).c_str());
+    } else {
+        Table t({"path", "verdict", "category", "engine", "name / reason", "layer", "ms"});
+        for (const json& r : results) {
+            std::string verdict = str(r, "verdict");
+            if (verdict == "clean" && r.value("skipped", false)) verdict = "clean (skipped)";
+            std::string name = str(r, "name");
+            if (name.empty()) name = str(r, "reason");
+            t.add({str(r, "path"), verdict, str(r, "category"), str(r, "engine"), name,
+                   str(r, "layer"),
+                   r.contains("elapsed_ms") ? fmt::format("{:.1f}", r["elapsed_ms"].get<double>())
+                                            : ""});
+        }
+        t.print();
+        std::printf("%zu files: %zu clean, %zu infected, %zu errors\n", results.size(), clean,
+                    infected, errors);
+    }
+    return infected ? 1 : errors ? 2 : 0;
+}
+
+void print_engines(const json& e) {
+    const json& info = e["engines"];
+    if (!e.value("ready", false)) {
+        std::puts("scan engines: not loaded yet (verdicts are engine-not-ready)");
+    } else {
+        std::printf("scan engines: generation %s, backend %s, loaded %s in %s ms\n",
+                    num(info["generation"]).c_str(), num(info["backend"]).c_str(),
+                    num(info["loaded_at"]).c_str(), num(info["load_time_ms"]).c_str());
+        const json& c = info["clamav"];
+        if (info["backend"] == "clamd") {
+            std::printf("ClamAV: clamd at %s: %s\n", num(c["clamd_address"]).c_str(),
+                        str(c, "version").empty() ? "not reachable" : str(c, "version").c_str());
+        } else {
+            std::string db;
+            if (c.value("db_version", 0) != 0)
+                db = fmt::format(", official database version {}", num(c["db_version"]));
+            std::printf("ClamAV: libclamav %s, %s signatures%s\n", num(c["version"]).c_str(),
+                        num(c["signatures"]).c_str(), db.c_str());
+            for (const json& dir : c["db_dirs"])
+                std::printf("  %s\n", num(dir).c_str());
+        }
+        const json& y = info["yara"];
+        std::printf("YARA: %s, %s rules in %zu files\n", num(y["version"]).c_str(),
+                    num(y["rules"]).c_str(), y["rule_files"].size());
+        for (const json& file : y["rule_files"])
+            std::printf("  %s\n", num(file).c_str());
+        for (const json& w : info["warnings"])
+            std::printf("warning: %s\n", num(w).c_str());
+    }
+    const json& r = e["reload"];
+    if (r.value("running", false) || r.value("done", 0) < r.value("requested", 0))
+        std::printf("a reload (#%s) is running\n", num(r["requested"]).c_str());
+    if (r["last"].is_object()) {
+        const json& last = r["last"];
+        if (last.value("ok", false))
+            std::printf("last reload: #%s ok at %s\n", num(last["id"]).c_str(),
+                        num(last["finished_at"]).c_str());
+        else
+            std::printf("last reload: #%s FAILED at %s, the running engines stay: %s\n",
+                        num(last["id"]).c_str(), num(last["finished_at"]).c_str(),
+                        num(last["error"]).c_str());
+    }
+}
+
+void print_detections(const json& events) {
+    Table t({"time", "protocol", "flow", "object", "verdict", "detail", "action"});
+    for (const json& ev : events) {
+        if (ev.contains("raw")) {
+            t.add({"?", "", "", "", "", str(ev, "raw")});
+            continue;
+        }
+        const json& v = ev.value("verdict", json::object());
+        std::string detail;
+        if (str(v, "result") == "infected")
+            detail = fmt::format("{} {} ({}) in {}", str(v, "engine"), str(v, "signature"),
+                                 str(v, "category"), str(v, "layer"));
+        else if (str(v, "result") == "error")
+            detail = fmt::format("{}: {}", str(v, "category"), str(v, "reason"));
+        t.add({str(ev, "time"), str(ev, "protocol"), str(ev, "flow"), str(ev, "object"),
+               str(v, "result"), detail, str(ev, "action")});
+    }
+    t.print();
+    std::printf("%zu events\n", events.size());
+}
+
+// After a reload: wait for the engine build that covers it, report it.
+int wait_engine_reload(const std::string& control, uint64_t id, double timeout_s) {
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    for (;;) {
+        json e = nfqscan::control_request(control, {{"command", "engines"}});
+        const json& r = e["reload"];
+        if (r.value("done", uint64_t(0)) >= id && r["last"].is_object()) {
+            const json& last = r["last"];
+            if (!last.value("ok", false)) {
+                std::fprintf(stderr,
+                             "nfqscanctl: scan engines not reloaded, the running ones stay: %s\n",
+                             num(last["error"]).c_str());
+                return 1;
+            }
+            const json& info = e["engines"];
+            std::printf(
+                "scan engines generation %s: %s ClamAV signatures, %s YARA rules, loaded in %s "
+                "ms\n",
+                num(info["generation"]).c_str(), num(info["clamav"]["signatures"]).c_str(),
+                num(info["yara"]["rules"]).c_str(), num(info["load_time_ms"]).c_str());
+            for (const json& w : info["warnings"])
+                std::printf("warning: %s\n", num(w).c_str());
+            return 0;
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+            std::fprintf(stderr,
+                         "nfqscanctl: the scan engines are still loading after %.0f s; see "
+                         "`nfqscanctl engines`\n",
+                         timeout_s);
+            return 1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,7 +359,32 @@ int main(int argc, char** argv) {
     flows->add_flag("--json", as_json, "machine-readable output");
     size_t limit = 100000;
     flows->add_option("--limit", limit, "at most this many flows")->capture_default_str();
-    auto* reload = app.add_subcommand("reload", "re-read the configuration (as SIGHUP)");
+    auto* reload = app.add_subcommand(
+        "reload", "re-read the configuration and rebuild the scan engines (as SIGHUP)");
+    bool no_wait = false;
+    double timeout_s = 600;
+    reload->add_flag("--no-wait", no_wait, "do not wait for the scan engines");
+    reload->add_option("--timeout", timeout_s, "seconds to wait for the scan engines")
+        ->capture_default_str();
+    auto* scan = app.add_subcommand(
+        "scan",
+        "scan files (directories recursively) with the daemon's engines; exit 0 clean, "
+        "1 infected, 2 error");
+    std::vector<std::string> scan_paths;
+    std::string profile;
+    bool no_log = false;
+    double scan_timeout_s = 300;
+    scan->add_option("PATH", scan_paths, "files or directories")->required();
+    scan->add_flag("--json", as_json, "machine-readable output");
+    scan->add_option("--profile", profile, "scan mode profile ([scan.profiles.NAME])");
+    scan->add_flag("--no-log", no_log, "do not write detections to the event log");
+    scan->add_option("--timeout", scan_timeout_s, "seconds per file")->capture_default_str();
+    auto* engines = app.add_subcommand("engines", "engine versions, signatures, rule files");
+    engines->add_flag("--json", as_json, "machine-readable output");
+    auto* detections = app.add_subcommand("detections", "the last events of the event log");
+    detections->add_flag("--json", as_json, "machine-readable output");
+    size_t count = 20;
+    detections->add_option("-n,--count", count, "how many")->capture_default_str();
     auto* config = app.add_subcommand("config", "configuration tools");
     config->require_subcommand(1);
     auto* check = config->add_subcommand("check", "validate a configuration file");
@@ -145,6 +398,15 @@ int main(int argc, char** argv) {
             nfqscan::Config c = nfqscan::load_config(config_file);
             std::printf("%s: OK (queues %u-%u)\n", config_file.c_str(), c.daemon.queues.first,
                         c.daemon.queues.last);
+            auto join = [](const std::vector<std::string>& v) {
+                std::string out;
+                for (const std::string& s : v)
+                    out += (out.empty() ? "" : ", ") + s;
+                return out.empty() ? std::string("(none)") : out;
+            };
+            std::printf("scan: engine %s; ClamAV databases %s; YARA rules %s\n",
+                        std::string(nfqscan::backend_name(c.scan.engine)).c_str(),
+                        join(c.scan.clamav_db_dirs).c_str(), join(c.scan.yara_rule_dirs).c_str());
             return 0;
         }
         if (status->parsed()) {
@@ -162,6 +424,44 @@ int main(int argc, char** argv) {
         } else if (reload->parsed()) {
             json r = nfqscan::control_request(control, {{"command", "reload"}});
             std::printf("reloaded %s\n", num(r["reloaded"]).c_str());
+            if (!no_wait)
+                return wait_engine_reload(control, r.value("engine_reload", uint64_t(0)),
+                                          timeout_s);
+        } else if (scan->parsed()) {
+            json results = json::array();
+            const auto timeout =
+                std::chrono::milliseconds(static_cast<int64_t>(scan_timeout_s * 1000));
+            try {
+                // One request per file: the daemon stays responsive between
+                // them, and no request outgrows the control socket's bound.
+                for (const std::string& path : expand_paths(scan_paths)) {
+                    json r = nfqscan::control_request(control,
+                                                      {{"command", "scan"},
+                                                       {"paths", {path}},
+                                                       {"profile", profile},
+                                                       {"log", !no_log}},
+                                                      timeout);
+                    for (json& entry : r)
+                        results.push_back(std::move(entry));
+                }
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "nfqscanctl: %s\n", e.what());
+                return 2;
+            }
+            return print_scan(results, as_json);
+        } else if (engines->parsed()) {
+            json e = nfqscan::control_request(control, {{"command", "engines"}});
+            if (as_json)
+                std::puts(e.dump(2).c_str());
+            else
+                print_engines(e);
+        } else if (detections->parsed()) {
+            json d =
+                nfqscan::control_request(control, {{"command", "detections"}, {"count", count}});
+            if (as_json)
+                std::puts(d.dump(2).c_str());
+            else
+                print_detections(d);
         }
     } catch (const nfqscan::ConfigError& e) {
         std::fprintf(stderr, "%s\n", e.what());

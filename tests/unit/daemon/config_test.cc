@@ -97,6 +97,134 @@ TEST(Config, MissingFileIsAnError) {
     EXPECT_THROW(load_config("/nonexistent/nfqscan.toml"), ConfigError);
 }
 
+TEST(ScanConfig, ShippedFileMatchesLibraryDefaultsAndFindsTheShippedRules) {
+    Config c = load_config("rules/nfqscan.toml");
+    ScanConfig d;
+    EXPECT_EQ(c.scan.engine, ScanConfig::Backend::InProcess);
+    EXPECT_EQ(c.scan.clamd_address, d.clamd_address);
+    EXPECT_EQ(c.scan.limits.max_content_size, d.limits.max_content_size);
+    EXPECT_EQ(c.scan.limits.max_scan_size, d.limits.max_scan_size);
+    EXPECT_EQ(c.scan.limits.max_layers, d.limits.max_layers);
+    EXPECT_EQ(c.scan.limits.max_files, d.limits.max_files);
+    EXPECT_EQ(c.scan.limits.max_scan_time_ms, d.limits.max_scan_time_ms);
+    EXPECT_EQ(c.scan.pool_threads, d.pool_threads);
+    EXPECT_EQ(c.scan.queue_length, d.queue_length);
+    // Relative folders resolve beside the file: rules/clamav, rules/yara.
+    EXPECT_EQ(c.scan.clamav_db_dirs, (std::vector<std::string>{"/var/lib/clamav", "rules/clamav"}));
+    EXPECT_EQ(c.scan.yara_rule_dirs, (std::vector<std::string>{"rules/yara"}));
+    ASSERT_EQ(c.scan.profiles.count("default"), 1u);
+    EXPECT_EQ(c.scan.profiles["default"].mode, ScanProfile::Mode::All);
+}
+
+TEST(ScanConfig, EmptyFileLooksForRulesBesideIt) {
+    Config c = parse_config("", "/etc/nfqscan/nfqscan.toml");
+    EXPECT_EQ(c.scan.clamav_db_dirs,
+              (std::vector<std::string>{"/var/lib/clamav", "/etc/nfqscan/clamav"}));
+    EXPECT_EQ(c.scan.yara_rule_dirs, (std::vector<std::string>{"/etc/nfqscan/yara"}));
+    EXPECT_TRUE(c.scan.temp_dir.empty());
+}
+
+TEST(ScanConfig, ValuesAreReadAndRelativeFoldersResolved) {
+    Config c = parse_config(R"(
+[scan]
+engine = "clamd"
+clamd_address = "127.0.0.1:3310"
+clamd_connect_timeout_ms = 250
+clamav_db_dirs = ["sigs", "/opt/clamav"]
+yara_rule_dirs = ["../shared/yara"]
+temp_dir = "tmp"
+pool_threads = 3
+queue_length = 10
+[scan.limits]
+max_content_size = "16M"
+max_scan_size = 100000000
+max_layers = 5
+max_files = 50
+max_scan_time_ms = 2000
+[scan.profiles.mail]
+mode = "listed"
+extensions = [".exe", "zip"]
+mime_types = ["application/*"]
+[scan.profiles.web]
+mode = "all"
+)",
+                            "/etc/nfq/conf/test.toml");
+    EXPECT_EQ(c.scan.engine, ScanConfig::Backend::Clamd);
+    EXPECT_EQ(c.scan.clamd_address, "127.0.0.1:3310");
+    EXPECT_EQ(c.scan.clamd_connect_timeout_ms, 250u);
+    EXPECT_EQ(c.scan.clamav_db_dirs,
+              (std::vector<std::string>{"/etc/nfq/conf/sigs", "/opt/clamav"}));
+    EXPECT_EQ(c.scan.yara_rule_dirs, (std::vector<std::string>{"/etc/nfq/shared/yara"}));
+    EXPECT_EQ(c.scan.temp_dir, "/etc/nfq/conf/tmp");
+    EXPECT_EQ(c.scan.pool_threads, 3u);
+    EXPECT_EQ(c.scan.queue_length, 10u);
+    EXPECT_EQ(c.scan.limits.max_content_size, 16ull << 20);
+    EXPECT_EQ(c.scan.limits.max_scan_size, 100000000u);
+    EXPECT_EQ(c.scan.limits.max_layers, 5u);
+    EXPECT_EQ(c.scan.limits.max_files, 50u);
+    EXPECT_EQ(c.scan.limits.max_scan_time_ms, 2000u);
+    ASSERT_EQ(c.scan.profiles.size(), 2u);
+    const ScanProfile& mail = c.scan.profiles["mail"];
+    EXPECT_EQ(mail.mode, ScanProfile::Mode::Listed);
+    EXPECT_EQ(mail.extensions, (std::vector<std::string>{"exe", "zip"}));
+    EXPECT_EQ(mail.mime_types, (std::vector<std::string>{"application/*"}));
+    EXPECT_EQ(c.scan.profiles["web"].mode, ScanProfile::Mode::All);
+}
+
+TEST(ScanConfig, SizesTakeBinarySuffixes) {
+    auto size = [](const std::string& value) {
+        return parse_config("[scan.limits]\nmax_scan_size = " + value + "\n", "t.toml")
+            .scan.limits.max_scan_size;
+    };
+    EXPECT_EQ(size("\"512K\""), 512u << 10);
+    EXPECT_EQ(size("\"64 MiB\""), 64ull << 20);
+    EXPECT_EQ(size("\"1G\""), 1ull << 30);
+    EXPECT_EQ(size("\"2048\""), 2048u);
+    EXPECT_EQ(size("4_096"), 4096u);
+}
+
+TEST(ScanConfig, ErrorsNameFileLineAndKey) {
+    expect_error("[scan]\nengine = \"inprocess\"\nengines = 2\n", 3, "scan.engines", "unknown key");
+    expect_error("[scan]\nengine = \"clamav\"\n", 2, "scan.engine", "one of inprocess, clamd");
+    expect_error("[scan]\nclamd_address = \"localhost\"\n", 2, "scan.clamd_address", "host:port");
+    expect_error("[scan]\nclamd_address = \"host:99999\"\n", 2, "scan.clamd_address", "host:port");
+    expect_error("[scan]\nyara_rule_dirs = \"rules/yara\"\n", 2, "scan.yara_rule_dirs",
+                 "array of strings");
+    expect_error("[scan]\nclamav_db_dirs = [\"a\",\n  7]\n", 3, "scan.clamav_db_dirs",
+                 "non-empty strings");
+    expect_error("[scan]\npool_threads = 1000\n", 2, "scan.pool_threads", "0 to 256");
+    expect_error("[scan]\nqueue_length = 0\n", 2, "scan.queue_length", "1 to");
+    expect_error("[scan]\ntemp_dir = 3\n", 2, "scan.temp_dir", "string");
+    expect_error("[scan]\nlimits = 5\n", 2, "scan.limits", "table");
+}
+
+TEST(ScanConfig, LimitErrorsNameFileLineAndKey) {
+    expect_error("[scan.limits]\nmax_layer = 3\n", 2, "scan.limits.max_layer", "unknown key");
+    expect_error("[scan.limits]\nmax_content_size = \"32Q\"\n", 2, "scan.limits.max_content_size",
+                 "size");
+    expect_error("[scan.limits]\nmax_content_size = -1\n", 2, "scan.limits.max_content_size",
+                 "size");
+    expect_error("[scan.limits]\nmax_scan_size = \"5G\"\n", 2, "scan.limits.max_scan_size", "size");
+    expect_error("[scan.limits]\nmax_layers = 0\n", 2, "scan.limits.max_layers", "1 to 100");
+    expect_error("[scan.limits]\nmax_files = 0\n", 2, "scan.limits.max_files", "integer");
+    expect_error("[scan.limits]\n\nmax_scan_time_ms = 1.5\n", 3, "scan.limits.max_scan_time_ms",
+                 "integer");
+}
+
+TEST(ScanConfig, ProfileErrorsNameFileLineAndKey) {
+    expect_error("[scan.profiles.mail]\nmode = \"some\"\n", 2, "scan.profiles.mail.mode",
+                 "one of all, listed");
+    expect_error("[scan.profiles.mail]\nmode = \"listed\"\n", 2, "scan.profiles.mail.mode",
+                 "needs extensions or mime_types");
+    expect_error("[scan.profiles.mail]\nmode = \"listed\"\nmime_types = [\"zip\"]\n", 3,
+                 "scan.profiles.mail.mime_types", "type/subtype");
+    expect_error("[scan.profiles.mail]\nextensions = [\"tar/gz\"]\n", 2,
+                 "scan.profiles.mail.extensions", "name suffix");
+    expect_error("[scan.profiles.mail]\nmode = \"all\"\nmodes = 1\n", 3, "scan.profiles.mail.modes",
+                 "unknown key");
+    expect_error("[scan.profiles]\nmail = \"listed\"\n", 2, "scan.profiles.mail", "table");
+}
+
 TEST(QueueRange, ParsesSingleAndRange) {
     EXPECT_EQ(QueueRange::parse("3").count(), 1u);
     EXPECT_EQ(QueueRange::parse("0-3").last, 3);
