@@ -82,7 +82,14 @@ class QueueWorker {
         return future.get();
     }
 
+    // Everything, walking the flow table (per-label counts): for `status`.
     std::optional<WorkerSnapshot> snapshot(std::chrono::milliseconds timeout);
+    // Counters only, no walk: cheap enough for a periodic status line.
+    struct Brief {
+        uint64_t flows_active = 0;
+        uint64_t packets = 0;
+    };
+    std::optional<Brief> brief(std::chrono::milliseconds timeout);
     std::optional<std::vector<FlowInfo>> flows(size_t limit, std::chrono::milliseconds timeout);
     void apply_config(std::shared_ptr<const Config> config);
 
