@@ -9,7 +9,8 @@ net:   TCP throughput (iperf3, 1 and 4 streams) and a 200 MiB HTTP download,
        consumer CPU per packet, packets per verdict message and per batch.
 flows: memory per tracked flow at 100k idle flows; a SYN flood against a
        small flow cap while a clean download runs.
-scan:  scanning throughput (placeholder until the scan benchmark lands).
+scan:  scanning throughput: the in-process scan service (1 and 2 threads) vs
+       clamscan with the same signatures, over a generated ~150 MB corpus.
 
 Needs root (network namespaces, iptables). Every namespace, process and temp
 file goes away at the end, on Ctrl-C and on failure. The build directory is

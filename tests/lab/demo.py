@@ -14,10 +14,12 @@ daemon, servers) and returns a one-line result, or raises to fail.
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import sys
 import time
 import traceback
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -117,6 +119,29 @@ def ssh_like(demo: Demo) -> str:
     return describe(flow)
 
 
+@step("scan", "nfqscanctl scan: files judged by the daemon's ClamAV + YARA engines")
+def scan(demo: Demo) -> str:
+    eicar = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("eicar.com", eicar)
+    files = [demo.lab.write_file("scan/eicar.zip", buf.getvalue()),
+             demo.lab.write_file("scan/page.html", b"<html><body><pre>" + eicar
+                                 + b"</pre></body></html>\n"),
+             demo.lab.write_file("scan/clean.txt", b"nothing to see here\n" * 1000)]
+    engines = demo.daemon.wait_engines()["engines"]
+    out = demo.daemon.ctl("scan", *files, check=False)
+    print("\n".join("   " + line for line in out.stdout.decode().splitlines()), flush=True)
+    check(out.returncode == 1, f"nfqscanctl scan exited with {out.returncode}, expected 1")
+    _, verdicts = demo.daemon.scan(*files)
+    check([v["verdict"] for v in verdicts] == ["infected", "infected", "clean"],
+          f"unexpected verdicts {verdicts}")
+    return (f"engines generation {engines['generation']}: "
+            f"{engines['clamav']['signatures']} ClamAV signatures, "
+            f"{engines['yara']['rules']} YARA rules; "
+            f"{len(demo.daemon.detections(100))} events in the event log")
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -130,7 +155,8 @@ def hold(demo: Demo) -> None:
    ip netns exec {lab.client.name} curl -g -o /dev/null http://[2001:db8:2::2]/download.bin
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} pop3://203.0.113.2/1
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} 'imap://203.0.113.2/INBOX;UID=1'
-   {daemon.ctl_command()} status      (or flows, --json)""", flush=True)
+   {daemon.ctl_command()} status      (or flows, --json)
+   {daemon.ctl_command()} scan FILE   (or engines, detections, reload)""", flush=True)
     try:
         while daemon.alive():
             time.sleep(1)

@@ -1,0 +1,355 @@
+"""`tools/bench scan`: scanning throughput of the in-process scan service
+(libclamav + libyara through ScanService and its pool) against `clamscan`
+with the same ClamAV signatures and limits, over one generated corpus.
+
+The corpus (~150 MB, fixed seed, Python stdlib only) mixes what a gateway
+sees: text, HTML, random binary, zips, zips nested three and four deep, mail
+with base64 attachments, and a few EICAR carriers. It is written to a temp dir
+and read back into memory by the runner (src/scan/scan_bench_main.cc,
+`nfqscan-scanbench`) before the clock starts; clamscan reads it from the page
+cache. clamscan's database load and start-up are measured on a one-byte file
+and subtracted from its run.
+
+Variants, each run --rounds times in rotating order (medians printed):
+  in-process, ClamAV signatures only (the same set as clamscan), 1 and 2 threads
+  the same with ClamAV's temp dir on tmpfs (/dev/shm) instead of /tmp
+  in-process, ClamAV + the shipped YARA rules (the product's set), 1 and 2 threads
+  two 1-thread runners at once: what the machine allows two scanners, the
+    reference for the 2-thread figures (libclamav serializes some work inside
+    one process: reading extracted layers back goes through a process-wide lock)
+  clamscan -d rules/clamav (one thread: clamscan scans files one after another)
+"""
+
+from __future__ import annotations
+
+import email.message
+import io
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from common import Report, build_dir, median, ratio, say, section
+
+REPO = Path(__file__).resolve().parents[2]
+SIGNATURES = REPO / "rules" / "clamav"
+YARA_RULES = REPO / "rules" / "yara"
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+# The service's default limits (ScanLimits), given to clamscan too.
+CLAMSCAN_LIMITS = ["--max-filesize=32M", "--max-scansize=128M", "--max-recursion=17",
+                   "--max-files=10000"]
+MB = 1e6
+
+
+# -- corpus -----------------------------------------------------------------------
+
+class Corpus:
+    """Writes the mixed corpus; `kinds` counts objects and bytes per kind."""
+
+    def __init__(self, root: Path, seed: int = 20240501, scale: float = 1.0):
+        self.root = root
+        self.rnd = random.Random(seed)
+        self.scale = scale
+        self.kinds: dict[str, list[int]] = {}
+        syllables = ["ka", "lo", "mi", "ne", "ru", "sta", "ver", "pon", "dal", "tri", "gen",
+                     "ful", "or", "an", "es", "ti", "qua", "bel", "cor", "dis"]
+        words = ["".join(self.rnd.choice(syllables) for _ in range(self.rnd.randint(1, 4)))
+                 for _ in range(3000)]
+        text = " ".join(self.rnd.choices(words, k=900_000))
+        # Lines of ~70 characters, sentences with capitals and full stops.
+        lines, line = [], []
+        for w in text.split(" "):
+            line.append(w)
+            if sum(len(x) + 1 for x in line) > 70:
+                lines.append(" ".join(line).capitalize() + ".")
+                line = []
+        self.text_pool = "\n".join(lines).encode()
+
+    # sizes log-uniformly distributed between lo and hi
+    def size(self, lo: int, hi: int) -> int:
+        return int(math.exp(self.rnd.uniform(math.log(lo), math.log(hi))))
+
+    def text(self, size: int) -> bytes:
+        start = self.rnd.randrange(0, max(1, len(self.text_pool) - size))
+        chunk = self.text_pool[start:start + size]
+        while len(chunk) < size:
+            chunk += b"\n" + self.text_pool[: size - len(chunk)]
+        return chunk
+
+    def html(self, size: int) -> bytes:
+        body = self.text(size).split(b"\n")
+        parts = [b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>page</title>\n"
+                 b"<script>var cfg = {\"id\": 42, \"lang\": \"en\"};</script></head><body>\n"]
+        for i, line in enumerate(body):
+            if i % 7 == 0:
+                parts.append(b"<h2>" + line[:40] + b"</h2>\n")
+            parts.append(b"<p>" + line + b" <a href=\"/doc/%d\">more</a></p>\n" % i)
+        parts.append(b"</body></html>\n")
+        return b"".join(parts)
+
+    def binary(self, size: int) -> bytes:
+        return self.rnd.randbytes(size)
+
+    def member(self) -> tuple[str, bytes]:
+        kind = self.rnd.choice(["txt", "txt", "html", "bin", "csv"])
+        if kind == "bin":
+            return "data.bin", self.binary(self.size(4 << 10, 512 << 10))
+        if kind == "html":
+            return "page.html", self.html(self.size(2 << 10, 200 << 10))
+        return f"notes.{kind}", self.text(self.size(1 << 10, 300 << 10))
+
+    def zip(self, members) -> bytes:
+        buf = io.BytesIO()
+        method = zipfile.ZIP_STORED if self.rnd.random() < 0.15 else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(buf, "w", method) as z:
+            for i, (name, data) in enumerate(members):
+                z.writestr(f"{i:02d}-{name}", data)
+        return buf.getvalue()
+
+    def mail(self, attachments) -> bytes:
+        m = email.message.EmailMessage()
+        m["From"] = "alice@example.org"
+        m["To"] = "bob@example.net"
+        m["Subject"] = "report %d" % self.rnd.randrange(10000)
+        m.set_content(self.text(self.size(300, 20 << 10)).decode())
+        for name, data in attachments:
+            m.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+        return bytes(m)
+
+    def write(self, kind: str, name: str, data: bytes) -> None:
+        (self.root / name).write_bytes(data)
+        entry = self.kinds.setdefault(kind, [0, 0])
+        entry[0] += 1
+        entry[1] += len(data)
+
+    def fill(self, kind: str, budget_mb: float, make) -> None:
+        budget = budget_mb * self.scale * MB
+        n = 0
+        while self.kinds.get(kind, [0, 0])[1] < budget:
+            ext, data = make()
+            self.write(kind, f"{kind}-{n:04d}.{ext}", data)
+            n += 1
+
+    def generate(self) -> "Corpus":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fill("text", 30, lambda: ("txt", self.text(self.size(1 << 10, 1 << 20))))
+        self.fill("html", 20, lambda: ("html", self.html(self.size(2 << 10, 400 << 10))))
+        self.fill("binary", 40, lambda: ("bin", self.binary(self.size(16 << 10, 6 << 20))))
+        self.fill("zip", 25, lambda: ("zip", self.zip(
+            [self.member() for _ in range(self.rnd.randint(2, 8))])))
+
+        def nested():
+            data = self.zip([self.member() for _ in range(self.rnd.randint(1, 4))])
+            for level in range(self.rnd.randint(2, 3)):
+                data = self.zip([(f"level{level}.zip", data), self.member()])
+            return "zip", data
+
+        self.fill("nested-zip", 10, nested)
+
+        def mail():
+            attachments = []
+            for _ in range(self.rnd.randint(1, 3)):
+                pick = self.rnd.random()
+                if pick < 0.4:
+                    attachments.append(("scan.bin", self.binary(self.size(8 << 10, 1 << 20))))
+                elif pick < 0.7:
+                    attachments.append(("bundle.zip", self.zip(
+                        [self.member() for _ in range(self.rnd.randint(1, 4))])))
+                else:
+                    attachments.append(("report.txt", self.text(self.size(2 << 10, 300 << 10))))
+            return "eml", self.mail(attachments)
+
+        self.fill("mail", 30, mail)
+        # Carriers: both scanners must find these (and only these).
+        self.write("eicar", "eicar-raw.com", EICAR)
+        self.write("eicar", "eicar-zip.zip", self.zip([("eicar.com", EICAR)]))
+        self.write("eicar", "eicar-nested.zip",
+                   self.zip([("inner.zip", self.zip([("eicar.com", EICAR), self.member()]))]))
+        self.write("eicar", "eicar-mail.eml", self.mail([("eicar.com", EICAR)]))
+        return self
+
+    @property
+    def objects(self) -> int:
+        return sum(n for n, _ in self.kinds.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(b for _, b in self.kinds.values())
+
+
+# -- runs ---------------------------------------------------------------------------
+
+def scanbench_binary() -> Path:
+    return build_dir() / "src" / "scan" / "nfqscan-scanbench"
+
+
+def inprocess_cmd(corpus: Path, threads: int, yara: bool, temp_dir: Path | None) -> list[str]:
+    cmd = [str(scanbench_binary()), "--threads", str(threads), "--clamav-dir", str(SIGNATURES)]
+    if yara:
+        cmd += ["--yara-dir", str(YARA_RULES)]
+    if temp_dir:
+        cmd += ["--temp-dir", str(temp_dir)]
+    return cmd + [str(corpus)]
+
+
+def finish(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nfqscan-scanbench failed ({proc.returncode}): "
+                           f"{err.decode(errors='replace')[-500:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def run_inprocess(corpus: Path, threads: int, yara: bool, temp_dir: Path | None = None) -> dict:
+    return finish(subprocess.Popen(inprocess_cmd(corpus, threads, yara, temp_dir),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+
+
+def run_two_processes(corpus: Path) -> dict:
+    """Two 1-thread runners over the whole corpus at once; their throughputs
+    add up to what two scanners get from this machine."""
+    procs = [subprocess.Popen(inprocess_cmd(corpus, 1, False, None), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    results = [finish(p) for p in procs]
+    return {"mb_per_s": sum(r["mb_per_s"] for r in results),
+            "objects_per_s": sum(r["objects_per_s"] for r in results),
+            "mb_per_cpu_s": sum(r["bytes"] for r in results) / MB
+            / sum(r["cpu_seconds"] for r in results)}
+
+
+def run_timed(cmd: list[str]) -> tuple[float, float, bytes]:
+    """Wall seconds, CPU seconds (user + system, from wait4) and stdout."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):  # 1: something was found
+        raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, out
+
+
+def run_clamscan(corpus: Path, tiny: Path) -> dict:
+    base = ["clamscan", "-d", str(SIGNATURES), "--no-summary", *CLAMSCAN_LIMITS]
+    # Start-up and database load (an empty file is answered before either).
+    load_wall, load_cpu, _ = run_timed(base + [str(tiny)])
+    wall, cpu, out = run_timed(base + ["-i", "-r", str(corpus)])
+    infected = sorted(line.split(": ", 1)[0] for line in out.decode(errors="replace").splitlines()
+                      if line.endswith(" FOUND"))
+    return {"load_seconds": load_wall, "load_cpu": load_cpu, "total_seconds": wall,
+            "seconds": max(wall - load_wall, 1e-6), "cpu_seconds": max(cpu - load_cpu, 1e-6),
+            "infected": infected}
+
+
+def warm_page_cache(corpus: Path) -> None:
+    for path in corpus.iterdir():
+        with open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+
+
+# -- the section --------------------------------------------------------------------
+
+# name, threads, kind
+VARIANTS = [("clamav-1", 1, "clamav"), ("clamav-2", 2, "clamav"),
+            ("tmpfs-1", 1, "tmpfs"), ("tmpfs-2", 2, "tmpfs"),
+            ("yara-1", 1, "yara"), ("yara-2", 2, "yara"),
+            ("2-procs", 1, "procs"), ("clamscan", 1, "clamscan")]
+
+
+def run(report: Report, files, args) -> None:
+    section("scan: in-process scan service vs clamscan")
+    build = subprocess.run(["ninja", "-C", str(build_dir()), "src/scan/nfqscan-scanbench"],
+                           capture_output=True, timeout=900)
+    if build.returncode != 0:
+        raise RuntimeError("building nfqscan-scanbench failed:\n"
+                           + build.stdout.decode(errors="replace")[-2000:])
+    corpus_dir = Path(files.dir) / "scan-corpus"
+    t0 = time.monotonic()
+    corpus = Corpus(corpus_dir).generate()
+    say(f"corpus: {corpus.objects} objects, {corpus.bytes / MB:.1f} MB in "
+        f"{time.monotonic() - t0:.0f} s ({corpus_dir})")
+    for kind, (n, size) in corpus.kinds.items():
+        say(f"  {kind:<11} {n:>5} objects {size / MB:>7.1f} MB")
+    tiny = Path(files.dir) / "one-byte"
+    tiny.write_bytes(b"x")
+    shm = Path("/dev/shm")
+    tmpfs = Path(tempfile.mkdtemp(prefix=f"nfq-bench-{os.getpid()}-",
+                                  dir=shm if shm.is_dir() else None))
+    warm_page_cache(corpus_dir)
+
+    rounds = max(1, args.rounds)
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in VARIANTS}
+    try:
+        for r in range(rounds):
+            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+            for name, threads, kind in order:
+                if kind == "clamscan":
+                    res = run_clamscan(corpus_dir, tiny)
+                    res["mb_per_s"] = corpus.bytes / MB / res["seconds"]
+                    res["objects_per_s"] = corpus.objects / res["seconds"]
+                    res["mb_per_cpu_s"] = corpus.bytes / MB / res["cpu_seconds"]
+                elif kind == "procs":
+                    res = run_two_processes(corpus_dir)
+                else:
+                    res = run_inprocess(corpus_dir, threads, kind == "yara",
+                                        tmpfs if kind == "tmpfs" else None)
+                results[name].append(res)
+                say(f"  round {r + 1}: {name:<9} {res['mb_per_s']:7.1f} MB/s "
+                    f"{res['objects_per_s']:7.1f} objects/s  {res['mb_per_cpu_s']:6.1f} MB/CPU-s"
+                    + (f"  (db load {res['load_seconds']:.2f} s excluded)"
+                       if kind == "clamscan" else ""))
+    finally:
+        shutil.rmtree(tmpfs, ignore_errors=True)
+
+    def med(name: str, key: str):
+        return median([r[key] for r in results[name]])
+
+    labels = {"clamav-1": "in-process, ClamAV signatures, 1 thread",
+              "clamav-2": "in-process, ClamAV signatures, 2 threads",
+              "tmpfs-1": "in-process, temp dir on tmpfs, 1 thread",
+              "tmpfs-2": "in-process, temp dir on tmpfs, 2 threads",
+              "yara-1": "in-process, ClamAV + YARA, 1 thread",
+              "yara-2": "in-process, ClamAV + YARA, 2 threads",
+              "2-procs": "reference: two 1-thread processes at once",
+              "clamscan": "clamscan, same signatures (db load excluded)"}
+    report.add("scan", "corpus", f"{corpus.objects} objects, {corpus.bytes / MB:.0f} MB")
+    for name, label in labels.items():
+        report.add("scan", f"{label}: throughput", med(name, "mb_per_s"), "MB/s", 1)
+        report.add("scan", f"{label}: objects", med(name, "objects_per_s"), "objects/s", 1)
+        report.add("scan", f"{label}: per CPU second", med(name, "mb_per_cpu_s"), "MB/CPU-s", 1)
+    report.add("scan", "clamscan database load + start-up", med("clamscan", "load_seconds"), "s")
+    report.ratio("scan", "in-process per core / clamscan (MB/s, 1 thread)",
+                 ratio(med("clamav-1", "mb_per_s"), med("clamscan", "mb_per_s")), target=1.0)
+    report.ratio("scan", "in-process / clamscan per CPU second",
+                 ratio(med("clamav-1", "mb_per_cpu_s"), med("clamscan", "mb_per_cpu_s")))
+    report.ratio("scan", "2 threads / 1 thread (ClamAV signatures)",
+                 ratio(med("clamav-2", "mb_per_s"), med("clamav-1", "mb_per_s")), target=1.7,
+                 note=f"{os.cpu_count()} CPUs")
+    report.ratio("scan", "2 threads / 1 thread (temp dir on tmpfs)",
+                 ratio(med("tmpfs-2", "mb_per_s"), med("tmpfs-1", "mb_per_s")), target=1.7)
+    report.ratio("scan", "2 threads / 1 thread (ClamAV + YARA)",
+                 ratio(med("yara-2", "mb_per_s"), med("yara-1", "mb_per_s")), target=1.7)
+    report.ratio("scan", "reference: 2 processes / 1 thread (what the machine allows)",
+                 ratio(med("2-procs", "mb_per_s"), med("clamav-1", "mb_per_s")))
+    report.ratio("scan", "YARA's cost: ClamAV + YARA / ClamAV alone (1 thread)",
+                 ratio(med("yara-1", "mb_per_s"), med("clamav-1", "mb_per_s")))
+
+    # Both scanners must agree on what is infected (same signatures).
+    inproc = set(results["clamav-1"][-1]["infected"])
+    clam = set(results["clamscan"][-1]["infected"])
+    agree = "the same" if inproc == clam else (
+        f"DIFFERENT: only in-process {sorted(inproc - clam)}, only clamscan {sorted(clam - inproc)}")
+    say(f"infected objects: in-process {len(inproc)}, clamscan {len(clam)}: {agree}")
+    report.add("scan", "infected objects in-process / clamscan", f"{len(inproc)} / {len(clam)}",
+               note="same files" if inproc == clam else "files differ")
+    errors = results["clamav-1"][-1]["errors"]
+    if errors:
+        report.note(f"scan: in-process error verdicts on the corpus: {errors}")
