@@ -1,18 +1,14 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "byte_order.h"
 #include "nfqscan/packet.h"
 
 namespace nfqscan {
 
 namespace {
 
-inline uint16_t load16(const uint8_t* p) {
-    return uint16_t(p[0] << 8 | p[1]);
-}
-inline uint32_t load32(const uint8_t* p) {
-    return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
-}
+using namespace wire;
 
 // Bound on IPv6 extension headers walked: real traffic uses one or two; a long
 // chain is an evasion attempt or garbage, and walking it is work we bound.

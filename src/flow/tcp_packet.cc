@@ -1,4 +1,5 @@
 #include "nfqscan/tcp_packet.h"
+#include "byte_order.h"
 
 #include <netinet/in.h>
 
@@ -8,20 +9,7 @@ namespace nfqscan {
 
 namespace {
 
-inline uint16_t load16(const uint8_t* p) {
-    return uint16_t(p[0] << 8 | p[1]);
-}
-inline uint32_t load32(const uint8_t* p) {
-    return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
-}
-inline void store16(uint8_t* p, uint16_t v) {
-    p[0] = uint8_t(v >> 8);
-    p[1] = uint8_t(v);
-}
-inline void store32(uint8_t* p, uint32_t v) {
-    store16(p, uint16_t(v >> 16));
-    store16(p + 2, uint16_t(v));
-}
+using namespace wire;
 
 uint32_t sum_words(const uint8_t* p, size_t n, uint32_t sum = 0) {
     for (; n >= 2; p += 2, n -= 2)
