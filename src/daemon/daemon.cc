@@ -495,9 +495,10 @@ nlohmann::json Daemon::flows(size_t limit) {
 std::string Daemon::status_line() {
     uint64_t flows = 0, packets = 0;
     for (auto& w : workers_) {
-        if (auto s = w->snapshot(kWorkerTimeout)) {
-            flows += s->flows_active;
-            packets += s->queue_counters.packets;
+        // Counters only: this runs every 10 s, a snapshot walks the flow table.
+        if (auto b = w->brief(kWorkerTimeout)) {
+            flows += b->flows_active;
+            packets += b->packets;
         }
     }
     std::optional<EnginesInfo> info = scan_->engines_info();
