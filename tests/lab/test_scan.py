@@ -386,3 +386,75 @@ def test_traffic_flows_while_the_engines_load_and_verdicts_wait_for_them(lab, nf
     engines = daemon.wait_engines(timeout=120)
     assert engines["engines"]["yara"]["rules"] == 150_000 + SHIPPED_YARA_RULES
     assert daemon.scan(eicar)[1][0]["verdict"] == "infected"
+
+
+def start_clamd(lab, port: int = 3310):
+    """Debian's clamd in the server namespace, listening on TCP, with the
+    project's signatures and the service's default limits."""
+    base = lab.dir / "clamd"
+    (base / "db").mkdir(parents=True)
+    (base / "tmp").mkdir()
+    shutil.copy(REPO / "rules" / "clamav" / "nfqscan-test.ndb", base / "db")
+    conf = base / "clamd.conf"
+    conf.write_text(
+        "Foreground yes\n"
+        f"TCPSocket {port}\nTCPAddr {lab.server_address(4)}\n"
+        f"DatabaseDirectory {base / 'db'}\nTemporaryDirectory {base / 'tmp'}\n"
+        f"LogFile {base / 'clamd.log'}\n"
+        "AlertExceedsMax yes\nAlertEncrypted yes\nAlertBrokenExecutables yes\n"
+        "MaxFileSize 32M\nStreamMaxLength 32M\nMaxScanSize 128M\nMaxRecursion 17\n"
+        "MaxFiles 10000\nMaxScanTime 30000\n")
+    lab.extra_logs.append(base / "clamd.log")
+    proc = lab.server.spawn("clamd", ["/usr/sbin/clamd", "-c", conf])
+
+    def listening():
+        if not proc.alive():
+            raise AssertionError(f"clamd exited:\n{proc.log_tail()}")
+        try:
+            lab.router.connect(lab.server_address(4), port, timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(listening, 60, "clamd to listen")
+    return proc
+
+
+def test_clamd_backend_gives_the_same_verdicts_and_clamd_down_is_engine_not_ready(lab, nfqscand):
+    if not Path("/usr/sbin/clamd").exists():
+        pytest.skip("clamd is not installed (tools/setup installs clamav-daemon)")
+    if not (CLAM_TESTFILES / "clam.zip").exists():
+        pytest.skip("clamav-testfiles is not installed (tools/setup installs it)")
+    clamd = start_clamd(lab)
+    address = f"{lab.server_address(4)}:3310"
+    scanlab = ScanLab(lab, nfqscand, {"scan": {"engine": "clamd", "clamd_address": address}})
+    daemon = scanlab.daemon
+    info = daemon.wait_engines()["engines"]
+    assert info["backend"] == "clamd"
+    assert info["clamav"]["clamd_address"] == address
+    assert info["clamav"]["version"].startswith("ClamAV"), info
+    eicar = scanlab.file("eicar.zip", zip_bytes([("eicar.com", EICAR)]))
+    clean = scanlab.file("clean.txt", b"nothing to see here\n" * 1000)
+    clam = str(CLAM_TESTFILES / "clam.zip")
+
+    rc, verdicts = daemon.scan(eicar, clean, clam)
+
+    v = scanlab.by_path(verdicts)
+    # YARA still runs in nfqscand, on every layer its local unpacking finds.
+    assert v["eicar.zip"]["verdict"] == "infected" and v["eicar.zip"]["engine"] == "yara", v
+    assert v["eicar.zip"]["layer"] == "eicar.zip/eicar.com"
+    assert v["clean.txt"]["verdict"] == "clean", v
+    # Only clamd has the ClamAV signatures here: the same name as in-process;
+    # the layer is the object's name, clamd does not say which layer matched.
+    assert v["clam.zip"]["verdict"] == "infected", v
+    assert v["clam.zip"]["engine"] == "clamav"
+    assert v["clam.zip"]["name"] == "NfqScan.Test.ClamAVTestFile.UNOFFICIAL"
+    assert v["clam.zip"]["layer"] == "clam.zip"
+    assert rc == 1
+
+    clamd.stop()
+    rc, verdicts = daemon.scan(clam, eicar)
+    v = scanlab.by_path(verdicts)
+    assert v["clam.zip"]["verdict"] == "error", v
+    assert v["clam.zip"]["category"] == "engine-not-ready", v
+    assert v["eicar.zip"]["verdict"] == "infected", "a virus outranks the missing clamd"
