@@ -59,10 +59,11 @@ def lab(request):
 
 @pytest.fixture
 def nfqscand(lab):
-    """Factory: nfqscand(overrides) starts the daemon on the router with
-    rules/nfqscan.toml plus `overrides` and returns it once its queues are bound."""
+    """Factory: nfqscand(overrides, args=()) starts the daemon on the router
+    with rules/nfqscan.toml plus `overrides` (and extra command-line `args`)
+    and returns it once its queues are bound."""
 
-    def start(overrides=None):
-        return Nfqscand(lab, overrides).start()
+    def start(overrides=None, args=()):
+        return Nfqscand(lab, overrides, args=args).start()
 
     return start

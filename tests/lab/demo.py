@@ -29,6 +29,7 @@ from clients import banner_session, curl_download, curl_mail, mail_message  # no
 from lab import Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
 from servers import BannerServer, Dovecot, Nginx  # noqa: E402
+from tokens import rewrite, rewrite_config, token_text  # noqa: E402
 
 STEPS: list[tuple[str, str, object]] = []
 
@@ -44,11 +45,14 @@ class Demo:
     """The lab, nfqscand and the servers every step may use."""
 
     USER, PASSWORD = "alice", "wonderland"
+    REWRITE_PORT = 8081
 
     def __init__(self, lab: Lab):
         self.lab = lab
-        self.nginx = Nginx(lab, ports=[80])
+        self.nginx = Nginx(lab, ports=[80, self.REWRITE_PORT])
         self.download_digest = self.nginx.add_random_file("download.bin", 20 * 1024 * 1024)
+        self.tokens = token_text(5 * 1024 * 1024)
+        self.nginx.add_stream_file("tokens.txt", self.tokens)
         self.dovecot = Dovecot(lab, pop3_ports=[110], imap_ports=[143],
                                users={self.USER: self.PASSWORD})
         self.message = mail_message("nfqscan demo", 50_000)
@@ -56,7 +60,10 @@ class Demo:
         self.ssh_bytes = 10 * 1024 * 1024
         self.ssh = BannerServer(lab, port=2222, banner=b"SSH-2.0-OpenSSH_9.2p1",
                                 stream_bytes=self.ssh_bytes)
-        self.daemon = Nfqscand(lab).start()
+        # The stream engine's test inspector rewrites what nginx sends on
+        # REWRITE_PORT only (a test facility, refused without the flag).
+        self.daemon = Nfqscand(lab, rewrite_config([self.REWRITE_PORT]),
+                               args=["--allow-test-inspectors"]).start()
 
     def flow(self, **match) -> dict:
         return self.daemon.wait_flow(**match)
@@ -91,6 +98,18 @@ def _http_download(demo: Demo, family: int) -> str:
     flow = demo.flow(server_port=80, server=demo.lab.server_address(family))
     rate = got["size_download"] * 8 / seconds / 1e6
     return f"sha256 ok, {rate:.0f} Mbit/s; {describe(flow)}"
+
+
+@step("rewrite", "Stream rewrite (test inspector on port 8081: GROW -> GROWN-LONGER-TOKEN, "
+                 "SHRINKME -> S in a 5 MB download)")
+def stream_rewrite(demo: Demo) -> str:
+    url = demo.nginx.stream_url("tokens.txt", port=demo.REWRITE_PORT)
+    got = curl_download(demo.lab, url, "-0")  # HTTP/1.0: the body ends at the close
+    received = got["path"].read_bytes()
+    check(received == rewrite(demo.tokens), "the received file is not the expected rewrite")
+    flow = demo.flow(server_port=demo.REWRITE_PORT)
+    return (f"{demo.tokens.count(b'GROW')} GROW grown, {demo.tokens.count(b'SHRINKME')} SHRINKME"
+            f" shrunk, {len(demo.tokens)} -> {len(received)} bytes, as expected; {describe(flow)}")
 
 
 @step("pop3", "POP3 session (curl: LIST and RETR over one connection, Dovecot)")
@@ -153,6 +172,7 @@ def hold(demo: Demo) -> None:
 {lab.server.name}; files and logs: {lab.dir}
    ip netns exec {lab.client.name} curl -o /dev/null http://203.0.113.2/download.bin
    ip netns exec {lab.client.name} curl -g -o /dev/null http://[2001:db8:2::2]/download.bin
+   ip netns exec {lab.client.name} curl -0 http://203.0.113.2:{demo.REWRITE_PORT}/stream/tokens.txt | head -c 400
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} pop3://203.0.113.2/1
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} 'imap://203.0.113.2/INBOX;UID=1'
    {daemon.ctl_command()} status      (or flows, --json)

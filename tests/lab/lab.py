@@ -38,6 +38,8 @@ ROUTER6_SERVER_SIDE, SERVER6 = "2001:db8:2::1", "2001:db8:2::2"
 
 NAME_RE = re.compile(r"^nfq-(\d+)-([0-9a-f]+)-(cli|rtr|srv)$")
 TMP_PREFIX = "nfq-lab-"
+# The sysctls the product ships for the gateway (rules/), applied on the router.
+SYSCTL_FILE = "nfqscan-sysctl.conf"
 
 # Proxies in the environment must never see lab traffic.
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -203,6 +205,12 @@ class Namespace:
                     sockets[-1][key] = int(value)
         return sockets
 
+    def tcp_states(self, peer_port: int) -> list[str]:
+        """The states (`ss` names: ESTAB, LAST-ACK, TIME-WAIT, ...) of this
+        namespace's TCP sockets whose peer port is `peer_port`."""
+        out = self.run(["ss", "-tanH", f"( dport = :{peer_port} )"]).stdout.decode()
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
     def socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM) -> socket.socket:
         """A socket that lives in this namespace (created by a short-lived
         thread that joined it; the socket keeps its namespace for life)."""
@@ -307,7 +315,8 @@ class PortCounter:
 class Lab:
     """client (198.51.100.2, 2001:db8:1::2) — router — server (203.0.113.2,
     2001:db8:2::2). The router forwards both families and has the nfqscan
-    ruleset plus `ct state invalid drop`, as a real router has."""
+    ruleset plus `ct state invalid drop`, as a real router has, and the
+    sysctls of rules/nfqscan-sysctl.conf (liberal conntrack TCP tracking)."""
 
     def __init__(self):
         sweep_stale()
@@ -375,6 +384,7 @@ class Lab:
                 self.router.run([f"{tool}-restore", "-w", "--noflush"], input=f.read())
             self.router.run([tool, "-w", "-A", "FORWARD", "-m", "conntrack",
                              "--ctstate", "INVALID", "-j", "DROP"])
+        self.apply_router_sysctls()
         # Reachability of both families through the router, before any test.
         for address_ in (SERVER4, SERVER6):
             self.client.run(["ping", "-c", "1", "-W", "2", address_], timeout=10)
@@ -403,6 +413,24 @@ class Lab:
         if errors:
             raise LabError("lab teardown: " + "; ".join(errors))
 
+    def apply_router_sysctls(self) -> None:
+        """rules/nfqscan-sysctl.conf in the router's namespace, as a deployment
+        applies it (the conntrack sysctls are per namespace; conntrack is
+        loaded by the ruleset's `ct state` rule, so this comes after it).
+        Without it, conntrack marks the receiver's ACKs of a rewritten stream
+        INVALID and the lab's invalid-drop rule stalls the transfer."""
+        conf = REPO / "rules" / SYSCTL_FILE
+        self.router.run(["sysctl", "-q", "-p", conf])
+        for line in conf.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if not sep or line.lstrip().startswith(("#", ";")):
+                continue
+            key, value = key.strip(), value.strip()
+            got = self.router.run(["sysctl", "-n", key]).stdout.decode().strip()
+            if got != value:
+                raise LabError(f"router: {key} is {got!r} after sysctl -p {conf}, "
+                               f"expected {value!r}")
+
     # -- helpers ------------------------------------------------------------
     @staticmethod
     def server_address(family: int = 4) -> str:
@@ -423,6 +451,32 @@ class Lab:
         return self.client.run(["curl", "--silent", "--show-error", "--globoff", "--noproxy", "*",
                                 "--max-time", str(int(timeout)), *args],
                                timeout=timeout + 10, check=check)
+
+    def add_tcp_loss(self, probability: float) -> None:
+        """Drop forwarded TCP at random on the router, both families, at two
+        places: in raw PREROUTING (before conntrack and the queue: segments
+        nfqscand never sees) and first in filter FORWARD (after the queue:
+        segments nfqscand passed or rewrote). Each drops `probability` of the
+        packets, so a direction loses about twice that. Segments nfqscand
+        injects are the router's own output and are not dropped."""
+        places = (("raw", ["-A", "PREROUTING"]), ("filter", ["-I", "FORWARD", "1"]))
+        for tool in ("iptables", "ip6tables"):
+            for table, where in places:
+                self.router.run([tool, "-w", "-t", table, *where, "-p", "tcp", "-m", "statistic",
+                                 "--mode", "random", "--probability", f"{probability:g}",
+                                 "-m", "comment", "--comment", "lab-loss", "-j", "DROP"])
+
+    def tcp_loss_drops(self) -> int:
+        """Packets dropped so far by the rules of add_tcp_loss."""
+        dropped = 0
+        for tool in ("iptables-save", "ip6tables-save"):
+            for table in ("raw", "filter"):
+                out = self.router.run([tool, "-c", "-t", table]).stdout.decode()
+                for line in out.splitlines():
+                    m = re.match(r"^\[(\d+):\d+\].*lab-loss", line)
+                    if m:
+                        dropped += int(m.group(1))
+        return dropped
 
     def port_counter(self, port: int) -> PortCounter:
         return PortCounter(self.router, port)

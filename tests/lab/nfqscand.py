@@ -93,9 +93,11 @@ class Nfqscand:
         daemon.stop()        # SIGTERM, returns the exit status
     """
 
-    def __init__(self, lab: Lab, overrides: dict | None = None, name: str = "nfqscand"):
+    def __init__(self, lab: Lab, overrides: dict | None = None, name: str = "nfqscand",
+                 args=()):
         self.lab = lab
         self.name = name
+        self.args = [str(a) for a in args]  # extra command-line arguments
         self.dir = lab.dir / name
         self.dir.mkdir(exist_ok=True)
         self.control = self.dir / "control.sock"
@@ -125,9 +127,7 @@ class Nfqscand:
                                "or point NFQSCAN_BUILD at a build directory")
         self.starts += 1
         self.killed_on_purpose = False
-        self.process = self.lab.router.spawn(
-            f"{self.name}-{self.starts}",
-            [daemon_binary(), "--config", self.config_path, "--foreground"])
+        self.process = self.lab.router.spawn(f"{self.name}-{self.starts}", self.command())
         wanted = set(self.queues())
 
         def ready():
@@ -143,6 +143,16 @@ class Nfqscand:
         wait_until(ready, timeout, "nfqscand to answer status and bind its queues",
                    interval=0.05)
         return self
+
+    def command(self) -> list:
+        return [daemon_binary(), "--config", self.config_path, "--foreground", *self.args]
+
+    def run_to_exit(self, timeout: float = 20.0):
+        """Run nfqscand in the foreground and wait for it to exit by itself
+        (for configurations it must refuse); returns the CompletedProcess.
+        One that is still running after `timeout` is killed and raises
+        subprocess.TimeoutExpired."""
+        return self.lab.router.run(self.command(), check=False, timeout=timeout)
 
     def stop(self, timeout: float = 10.0):
         """SIGTERM; returns the exit status (SIGKILL after `timeout`)."""

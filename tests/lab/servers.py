@@ -30,7 +30,8 @@ def _mkdirs(*paths: Path, owner: str | None = None, mode: int = 0o755) -> None:
 
 class Nginx:
     """nginx serving DIR/www on the given ports, IPv4 and IPv6, with
-    `dav_methods PUT` so clients can upload (into any path under DIR/www/upload)."""
+    `dav_methods PUT` so clients can upload (into any path under DIR/www/upload),
+    and /stream/ served without Content-Length (SSI; see stream_url)."""
 
     def __init__(self, lab: Lab, ports=(80,), name: str = "nginx"):
         self.lab = lab
@@ -73,6 +74,14 @@ http {{
             create_full_put_path on;
             dav_access user:rw group:r all:r;
         }}
+        # Served through SSI: nginx sends no Content-Length, and to an
+        # HTTP/1.0 request (curl -0) it ends the body by closing, so a body
+        # whose length changes in flight (the test rewrite) arrives whole.
+        # The files must not contain "<!--".
+        location /stream/ {{
+            ssi on;
+            ssi_types text/plain;
+        }}
     }}
 }}
 """)
@@ -96,6 +105,20 @@ http {{
 
     def add_random_file(self, relpath: str, size: int) -> str:
         return self.add_file(relpath, os.urandom(size))
+
+    def add_stream_file(self, name: str, data: bytes) -> str:
+        """Serve `data` at /stream/NAME (no Content-Length, see stream_url);
+        returns its sha256 hex digest. NAME ends in .txt (SSI is on for
+        text/plain only) and `data` must not contain "<!--"."""
+        if not name.endswith(".txt") or b"<!--" in data:
+            raise ValueError("a stream file is a .txt without SSI comments")
+        return self.add_file(f"stream/{name}", data)
+
+    def stream_url(self, name: str, port: int | None = None, family: int = 4) -> str:
+        """The URL of a stream file. Fetch it with HTTP/1.0 (curl -0): nginx
+        then closes the connection at the end of the body instead of
+        announcing its length."""
+        return self.url(f"/stream/{name}", port=port, family=family)
 
     def url(self, path: str, port: int | None = None, family: int = 4) -> str:
         port = port or self.ports[0]
