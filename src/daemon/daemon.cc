@@ -393,6 +393,7 @@ nlohmann::json Daemon::status() {
     nlohmann::json queues = nlohmann::json::array();
     uint64_t active = 0, total = 0, evicted = 0, expired = 0, released = 0, claimed = 0;
     uint64_t max_flows = 0, memory = 0, tcp = 0, udp = 0, other = 0, malformed = 0;
+    WorkerSnapshot streams;  // only the stream_* fields are summed into it
     std::map<std::string, LabelCount> dpi, services;
     for (auto& w : workers_) {
         std::optional<WorkerSnapshot> s = w->snapshot(kWorkerTimeout);
@@ -410,6 +411,7 @@ nlohmann::json Daemon::status() {
                             {"truncated", c.truncated},
                             {"malformed", s->packets_malformed},
                             {"released", s->released_verdicts},
+                            {"replaced", c.replaced},
                             {"flows", s->flows_active}};
         for (const KernelQueueStats& k : kernel) {
             if (k.queue != s->queue) continue;
@@ -427,6 +429,14 @@ nlohmann::json Daemon::status() {
         claimed += s->flows_claimed;
         max_flows += s->max_flows;
         memory += s->memory_bytes;
+        streams.streams_active += s->streams_active;
+        streams.stream_memory_bytes += s->stream_memory_bytes;
+        streams.stream_rewritten_packets += s->stream_rewritten_packets;
+        streams.stream_injected_packets += s->stream_injected_packets;
+        streams.stream_held_now += s->stream_held_now;
+        streams.stream_conflicts += s->stream_conflicts;
+        streams.stream_held_overflow += s->stream_held_overflow;
+        streams.stream_stalls += s->stream_stalls;
         tcp += s->packets_tcp;
         udp += s->packets_udp;
         other += s->packets_other;
@@ -459,6 +469,15 @@ nlohmann::json Daemon::status() {
             {"dpi_protocols", label_counts_json(dpi)},
             {"services", label_counts_json(services)},
             {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}},
+            {"streams",
+             {{"active", streams.streams_active},
+              {"memory_bytes", streams.stream_memory_bytes},
+              {"rewritten_packets", streams.stream_rewritten_packets},
+              {"injected_packets", streams.stream_injected_packets},
+              {"held_packets", streams.stream_held_now},
+              {"conflicts", streams.stream_conflicts},
+              {"held_overflow", streams.stream_held_overflow},
+              {"stalls", streams.stream_stalls}}},
             {"scan", scan_status()}};
 }
 
