@@ -113,6 +113,9 @@ def rewritten_download(lab, nfqscand, family: int, loss: float = 0.0) -> None:
     assert flow["service"] == "http", flow
     assert flow["bytes_s2c"] >= BIG, flow
     assert idle["status"]["flows"]["claimed"] >= 1, idle["status"]["flows"]
+    streams = idle["status"]["streams"]
+    assert streams["rewritten_packets"] > 0, streams
+    assert streams["held_packets"] == 0, streams
 
 
 def test_rewrite_grows_and_shrinks_tokens_ipv4(lab, nfqscand):
@@ -155,12 +158,15 @@ def test_rewrite_leaves_other_ports_untouched(lab, nfqscand):
     before = daemon.status()
 
     other = download(lab, daemon, nginx.stream_url("tokens.txt", port=8080))
+    after_other = assert_nothing_held(daemon, before)["status"]
     rewritten = download(lab, daemon, nginx.stream_url("tokens.txt", port=80))
 
     assert other["sha256"] == original, \
         "a flow to port 8080 (not in test_rewrite.ports) arrived altered"
+    assert after_other["streams"]["rewritten_packets"] == 0, after_other["streams"]
     assert rewritten["sha256"] == expected, "the same daemon did not rewrite port 80"
-    assert_nothing_held(daemon, before)
+    after = assert_nothing_held(daemon, before)["status"]
+    assert after["streams"]["rewritten_packets"] > 0, after["streams"]
     flow = daemon.wait_flow(server_port=8080)
     # Scanned (kept in the queue as HTTP), just not rewritten.
     assert flow["disposition"] == "claimed" and flow["service"] == "http", flow
