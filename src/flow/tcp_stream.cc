@@ -267,7 +267,11 @@ uint32_t StreamDirection::translate_sack_edge(uint32_t edge) const {
 }
 
 uint32_t StreamDirection::translate_seq(uint32_t seq) const {
-    return out_seq(in_to_out_floor(unwrap(seq, in_next_)));
+    uint64_t in = unwrap(seq, in_next_);
+    // Past the FIN (which takes one sequence number in both spaces): e.g. the
+    // sender's last ACK, which must land exactly after the receiver's FIN.
+    if (fin_seen_ && in > in_next_) return out_seq(out_next_ + (in - in_next_));
+    return out_seq(in_to_out_floor(in));
 }
 
 void StreamDirection::trim_acknowledged() {

@@ -177,11 +177,6 @@ class UnacknowledgedFin(AssertionError):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=UnacknowledgedFin,
-                   reason="stream engine: after the server's FIN, the server's ACK of the "
-                          "client's FIN reaches the client with seq one below rcv_nxt (FIN+1 "
-                          "translated as the FIN's own position), so the client drops it and "
-                          "stays in LAST-ACK retransmitting its FIN")
 def test_rewritten_connection_closes_cleanly(lab, nfqscand):
     nginx = Nginx(lab, ports=[80])
     _, expected = token_digests(SMALL)

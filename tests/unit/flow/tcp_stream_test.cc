@@ -425,6 +425,10 @@ TEST(TcpStream, FinFollowsTheLastOutputByte) {
     EXPECT_TRUE(fin.fin);
     EXPECT_EQ(fin.seq + fin.payload.size(), 2u);  // "aS", FIN after it
     EXPECT_EQ(d.translate_ack(3), 10u);           // FIN acknowledged: input 9 + FIN
+    // The sender's segments after its FIN (its last ACK) come after the FIN
+    // in output space too, or the receiver takes them for old ones.
+    EXPECT_EQ(d.translate_seq(10), 3u);
+    EXPECT_EQ(d.translate_seq(9), 2u);  // the FIN itself
 }
 
 }  // namespace
