@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -31,6 +32,7 @@ struct PacketVerdict {
 struct FlowStreamCounters {
     uint64_t rewritten_packets = 0;
     uint64_t injected_packets = 0;
+    uint64_t sack_acks = 0;  // ACKs with SACK blocks sent to a sender for held data
 };
 
 class FlowStream {
@@ -61,6 +63,7 @@ class FlowStream {
                 std::span<const uint8_t> original_payload, size_t room, bool must_replace,
                 std::vector<PacketVerdict>& out);
     std::optional<uint32_t> translated_ack(Direction d, uint32_t ack);
+    void sack_held_data(Direction d, std::vector<PacketVerdict>& out);
 
     class Passthrough : public StreamTransform {
       public:
@@ -73,6 +76,9 @@ class FlowStream {
     std::array<std::unique_ptr<StreamDirection>, 2> directions_;
     std::array<uint16_t, 2> mss_{0, 0};  // largest segment the receiver of direction d takes
     std::unordered_map<uint32_t, HeldPacket> held_;
+    // The latest headers of each direction: the template for segments
+    // nfqscand sends on that side's behalf (a SACK for held data).
+    std::array<std::optional<SegmentHeaders>, 2> last_headers_;
     FlowStreamCounters counters_;
 };
 

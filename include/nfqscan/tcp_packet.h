@@ -34,6 +34,7 @@ struct SegmentHeaders {
 
     static SegmentHeaders of(const DecodedPacket& p);
     uint32_t ack() const;
+    uint32_t seq() const;
     uint8_t flags() const { return bytes[l3_length + 13]; }
 };
 
@@ -47,6 +48,11 @@ struct SegmentRewrite {
 
 // A complete packet: `headers` with the rewrite applied.
 std::vector<uint8_t> build_segment(const SegmentHeaders& headers, const SegmentRewrite& rewrite);
+
+// A pure ACK as the template's sender would send it: `seq`, `ack`, the
+// template's window and timestamp option, and SACK blocks (at most 3).
+std::vector<uint8_t> build_sack_ack(const SegmentHeaders& from, uint32_t seq, uint32_t ack,
+                                    std::span<const std::pair<uint32_t, uint32_t>> blocks);
 
 // Recomputes the IPv4 header checksum and the TCP checksum of `packet`.
 void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length);

@@ -125,6 +125,12 @@ class StreamDirection {
     // A sequence number of the sender (e.g. of a RST) -> output space.
     uint32_t translate_seq(uint32_t seq) const;
 
+    // The acknowledgement number the sender has been told (input space).
+    uint32_t acknowledged_seq() const { return uint32_t(base_ + out_to_in(out_acked_)); }
+    // Out-of-order data held, as [begin, end) sequence ranges of the sender,
+    // merged, the highest first (at most `max`): SACK blocks for the sender.
+    std::vector<std::pair<uint32_t, uint32_t>> held_ranges(size_t max) const;
+
     const StreamCounters& counters() const { return counters_; }
     size_t memory_bytes() const;
     // Output offset minus input offset at the front: what rewriting has

@@ -106,6 +106,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     size_t room = gso ? kGsoMaxPayload : std::max(segment_room, p.payload.size());
 
     SegmentHeaders headers = SegmentHeaders::of(p);
+    last_headers_[di] = headers;
     bool fin = p.has(tcp_flag::kFin);
     if (p.has(tcp_flag::kRst) || (p.payload.empty() && !fin)) {
         // A RST or a pure ACK: only its numbers (and SACK blocks) change.
@@ -119,6 +120,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     if (v.kind == SegmentVerdict::Kind::Hold) {
         held_.emplace(id, HeldPacket{std::move(headers), room});
         out.push_back({id, PacketVerdict::Kind::Hold, {}});
+        sack_held_data(d, out);
     } else {
         answer(id, d, headers, v, p.payload, room, false, out);
     }
@@ -130,6 +132,24 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         answer(uint32_t(r.token), d, it->second.headers, r, {}, it->second.room, true, out);
         held_.erase(it);
     }
+}
+
+void FlowStream::sack_held_data(Direction d, std::vector<PacketVerdict>& out) {
+    // The receiver cannot see data held behind a gap, so it sends no SACK and
+    // the sender would learn of the loss only by a timeout. nfqscand holds
+    // the data: it tells the sender so itself, as a receiver would. A SACK is
+    // no acknowledgement: the sender keeps the data until the receiver
+    // acknowledges it.
+    size_t other = 1 - size_t(d);
+    if (!last_headers_[other]) return;
+    const StreamDirection& mine = *directions_[size_t(d)];
+    const StreamDirection& theirs = *directions_[other];
+    const SegmentHeaders& from = *last_headers_[other];
+    uint32_t seq = theirs.started() ? theirs.translate_seq(from.seq()) : from.seq();
+    auto blocks = mine.held_ranges(3);
+    out.push_back({0, PacketVerdict::Kind::Inject,
+                   build_sack_ack(from, seq, mine.acknowledged_seq(), blocks)});
+    ++counters_.sack_acks;
 }
 
 std::vector<uint32_t> FlowStream::held_ids() const {

@@ -72,6 +72,9 @@ SegmentHeaders SegmentHeaders::of(const DecodedPacket& p) {
 uint32_t SegmentHeaders::ack() const {
     return load32(bytes.data() + l3_length + 8);
 }
+uint32_t SegmentHeaders::seq() const {
+    return load32(bytes.data() + l3_length + 4);
+}
 
 void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length) {
     uint8_t* tcp = packet.data() + l3_length;
@@ -89,6 +92,41 @@ void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_le
         sum += uint32_t(tcp_length >> 16) + uint32_t(tcp_length & 0xffff) + IPPROTO_TCP;
     }
     store16(tcp + 16, fold(sum_words(tcp, tcp_length, sum)));
+}
+
+std::vector<uint8_t> build_sack_ack(const SegmentHeaders& from, uint32_t seq, uint32_t ack,
+                                    std::span<const std::pair<uint32_t, uint32_t>> blocks) {
+    std::vector<uint8_t> out(from.bytes.begin(), from.bytes.begin() + from.l3_length + 20);
+    const uint8_t* options = from.bytes.data() + from.l3_length + 20;
+    // Keep the timestamp option: a peer that negotiated timestamps expects it.
+    walk_options(options, from.l4_length - 20u, [&](uint8_t kind, size_t at, uint8_t len) {
+        if (kind == 8 && len == 10) {
+            out.insert(out.end(), {1, 1});
+            out.insert(out.end(), options + at, options + at + len);
+        }
+    });
+    size_t n = std::min<size_t>(blocks.size(), 3);
+    if (n > 0) {
+        out.insert(out.end(), {1, 1, 5, uint8_t(2 + 8 * n)});
+        for (size_t i = 0; i < n; ++i) {
+            uint8_t edge[8];
+            store32(edge, blocks[i].first);
+            store32(edge + 4, blocks[i].second);
+            out.insert(out.end(), edge, edge + 8);
+        }
+    }
+    uint8_t* tcp = out.data() + from.l3_length;
+    size_t tcp_length = out.size() - from.l3_length;
+    store32(tcp + 4, seq);
+    store32(tcp + 8, ack);
+    tcp[12] = uint8_t((tcp_length / 4) << 4);
+    tcp[13] = tcp_flag::kAck;
+    if (from.ip_version == 4)
+        store16(out.data() + 2, uint16_t(out.size()));
+    else
+        store16(out.data() + 4, uint16_t(out.size() - 40));
+    fix_checksums(out, from.ip_version, from.l3_length);
+    return out;
 }
 
 std::vector<uint8_t> build_segment(const SegmentHeaders& h, const SegmentRewrite& r) {

@@ -274,6 +274,21 @@ uint32_t StreamDirection::translate_seq(uint32_t seq) const {
     return out_seq(in_to_out_floor(in));
 }
 
+std::vector<std::pair<uint32_t, uint32_t>> StreamDirection::held_ranges(size_t max) const {
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (const auto& [begin, h] : held_) {
+        uint64_t end = begin + h.bytes.size();
+        if (!merged.empty() && begin <= merged.back().second)
+            merged.back().second = std::max(merged.back().second, end);
+        else
+            merged.emplace_back(begin, end);
+    }
+    std::vector<std::pair<uint32_t, uint32_t>> blocks;
+    for (auto it = merged.rbegin(); it != merged.rend() && blocks.size() < max; ++it)
+        blocks.emplace_back(uint32_t(base_ + it->first), uint32_t(base_ + it->second));
+    return blocks;
+}
+
 void StreamDirection::trim_acknowledged() {
     while (!out_retained_.empty() && out_retained_.size() > out_next_ - out_acked_) {
         last_acked_byte_ = out_retained_.front();
