@@ -41,6 +41,7 @@ struct WorkerSnapshot {
     uint64_t streams_active = 0, stream_memory_bytes = 0;
     uint64_t stream_rewritten_packets = 0, stream_injected_packets = 0, stream_held_now = 0;
     uint64_t stream_conflicts = 0, stream_held_overflow = 0, stream_stalls = 0;
+    uint64_t stream_sack_acks = 0;  // ACKs with SACK blocks sent to senders for held data
     std::map<std::string, LabelCount> dpi_protocols;
     std::map<std::string, LabelCount> services;
 };

@@ -433,6 +433,7 @@ nlohmann::json Daemon::status() {
         streams.stream_memory_bytes += s->stream_memory_bytes;
         streams.stream_rewritten_packets += s->stream_rewritten_packets;
         streams.stream_injected_packets += s->stream_injected_packets;
+        streams.stream_sack_acks += s->stream_sack_acks;
         streams.stream_held_now += s->stream_held_now;
         streams.stream_conflicts += s->stream_conflicts;
         streams.stream_held_overflow += s->stream_held_overflow;
@@ -474,6 +475,7 @@ nlohmann::json Daemon::status() {
               {"memory_bytes", streams.stream_memory_bytes},
               {"rewritten_packets", streams.stream_rewritten_packets},
               {"injected_packets", streams.stream_injected_packets},
+              {"sack_acks", streams.stream_sack_acks},
               {"held_packets", streams.stream_held_now},
               {"conflicts", streams.stream_conflicts},
               {"held_overflow", streams.stream_held_overflow},

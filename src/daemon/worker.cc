@@ -59,9 +59,11 @@ uint32_t label_key(uint16_t master, uint16_t app) {
 }
 
 void add_stream_counters(const FlowStream& stream, uint64_t& rewritten, uint64_t& injected,
-                         uint64_t& conflicts, uint64_t& held_overflow, uint64_t& stalls) {
+                         uint64_t& sack_acks, uint64_t& conflicts, uint64_t& held_overflow,
+                         uint64_t& stalls) {
     rewritten += stream.counters().rewritten_packets;
     injected += stream.counters().injected_packets;
+    sack_acks += stream.counters().sack_acks;
     for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
         const StreamCounters& c = stream.direction(d).counters();
         conflicts += c.conflicts;
@@ -91,8 +93,8 @@ class QueueWorker::Loop : public PacketSink {
                     queue_.verdict(id, kVerdictDrop, {});
                 add_stream_counters(
                     *f.stream, ended_streams_.rewritten_packets, ended_streams_.injected_packets,
-                    ended_stream_directions_.conflicts, ended_stream_directions_.held_overflow,
-                    ended_stream_directions_.stalls);
+                    ended_streams_.sack_acks, ended_stream_directions_.conflicts,
+                    ended_stream_directions_.held_overflow, ended_stream_directions_.stalls);
             }
         });
         build_test_inspector();
@@ -231,6 +233,7 @@ class QueueWorker::Loop : public PacketSink {
         uint64_t active_services[kServiceCount] = {};
         s.stream_rewritten_packets = ended_streams_.rewritten_packets;
         s.stream_injected_packets = ended_streams_.injected_packets;
+        s.stream_sack_acks = ended_streams_.sack_acks;
         s.stream_conflicts = ended_stream_directions_.conflicts;
         s.stream_held_overflow = ended_stream_directions_.held_overflow;
         s.stream_stalls = ended_stream_directions_.stalls;
@@ -242,7 +245,8 @@ class QueueWorker::Loop : public PacketSink {
             s.stream_memory_bytes += f.stream->memory_bytes();
             s.stream_held_now += f.stream->held_ids().size();
             add_stream_counters(*f.stream, s.stream_rewritten_packets, s.stream_injected_packets,
-                                s.stream_conflicts, s.stream_held_overflow, s.stream_stalls);
+                                s.stream_sack_acks, s.stream_conflicts, s.stream_held_overflow,
+                                s.stream_stalls);
         });
         s.memory_bytes += s.stream_memory_bytes;
         auto name_of = [&](uint32_t key) {

@@ -163,11 +163,12 @@ void print_status(const json& s) {
         const json& st = s["streams"];
         std::printf(
             "stream engine: %s streams, memory %s, %s packets rewritten, %s injected, "
-            "%s held now, %s conflicts, %s held overflow, %s stalls\n\n",
+            "%s held now, %s SACKs for held data, %s conflicts, %s held overflow, %s stalls\n\n",
             num(st["active"]).c_str(), human_bytes(st["memory_bytes"].get<uint64_t>()).c_str(),
             num(st["rewritten_packets"]).c_str(), num(st["injected_packets"]).c_str(),
-            num(st["held_packets"]).c_str(), num(st["conflicts"]).c_str(),
-            num(st["held_overflow"]).c_str(), num(st["stalls"]).c_str());
+            num(st["held_packets"]).c_str(), num(st.value("sack_acks", json())).c_str(),
+            num(st["conflicts"]).c_str(), num(st["held_overflow"]).c_str(),
+            num(st["stalls"]).c_str());
     }
     Table services({"service", "active", "total"});
     for (const json& e : s["services"])
