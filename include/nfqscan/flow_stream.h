@@ -48,6 +48,7 @@ class FlowStream {
 
     // Ids of packets still held (to drop when the flow ends).
     std::vector<uint32_t> held_ids() const;
+    size_t held_count() const { return held_.size(); }
 
     const StreamDirection& direction(Direction d) const { return *directions_[size_t(d)]; }
     size_t memory_bytes() const;

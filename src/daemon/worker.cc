@@ -243,7 +243,7 @@ class QueueWorker::Loop : public PacketSink {
             if (!f.stream) return;
             ++s.streams_active;
             s.stream_memory_bytes += f.stream->memory_bytes();
-            s.stream_held_now += f.stream->held_ids().size();
+            s.stream_held_now += f.stream->held_count();
             add_stream_counters(*f.stream, s.stream_rewritten_packets, s.stream_injected_packets,
                                 s.stream_sack_acks, s.stream_conflicts, s.stream_held_overflow,
                                 s.stream_stalls);

@@ -7,7 +7,7 @@ void FlowClassificationDeleter::operator()(FlowClassification* c) const {
 }
 
 void FlowClassifier::on_new_flow(Flow& flow) const {
-    if (!flow.key->protocol || flow.state == FlowState::Udp) {
+    if (flow.state == FlowState::Udp) {
         // None of the scanned protocols runs over UDP: nothing can claim it.
         flow.disposition = Disposition::Released;
         return;

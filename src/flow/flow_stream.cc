@@ -51,10 +51,8 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
     if (other.started() && other.shift() != 0)
         r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
 
-    const uint8_t* tcp = headers.bytes.data() + headers.l3_length;
-    uint32_t seq = uint32_t(tcp[4]) << 24 | uint32_t(tcp[5]) << 16 | uint32_t(tcp[6]) << 8 | tcp[7];
     bool unchanged =
-        !must_replace && r.seq == seq && (!r.ack || *r.ack == headers.ack()) &&
+        !must_replace && r.seq == headers.seq() && (!r.ack || *r.ack == headers.ack()) &&
         r.fin == bool(flags & tcp_flag::kFin) && !r.sack_edge &&
         std::equal(first.begin(), first.end(), original_payload.begin(), original_payload.end());
     if (unchanged) {
