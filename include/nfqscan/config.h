@@ -78,7 +78,8 @@ struct TestRewriteConfig {
     uint32_t line = 0;            // where the table starts, for the refusal message
     std::vector<uint16_t> ports;  // server ports whose server-to-client bytes are rewritten
     std::vector<std::pair<std::string, std::string>> replace;
-    bool relay = false;
+    bool relay = false;           // store and forward each whole response, then replace
+    bool relay_requests = false;  // the client's bytes go through the relay too, unchanged
 };
 
 // Server port -> the service configured for it (None when no protocol lists it).

@@ -5,6 +5,15 @@
 // way, and says for each queued packet what to do with it: accept as is,
 // accept rewritten, hold (no verdict yet), or drop. Held packets are answered
 // later, in the verdict list of the packet that filled the gap.
+//
+// A relayed direction (StreamDirection::relaying()) is delivered by
+// nfqscand itself: the sender's segments are dropped and acknowledged with
+// ACKs built from the receiver's latest headers (the window is what the relay
+// buffer can still take, the timestamp echoes the sender's), and the output
+// goes to the receiver as new segments built from the sender's latest headers,
+// sent and retransmitted by a RelaySender. The receiver's pure ACKs that tell
+// the sender nothing new are kept from it. When the relay cannot deliver
+// (the RelaySender gave up) or nfqscand stops, both peers are reset.
 #pragma once
 
 #include <array>
@@ -16,6 +25,7 @@
 
 #include "nfqscan/flow.h"
 #include "nfqscan/tcp_packet.h"
+#include "nfqscan/tcp_relay.h"
 #include "nfqscan/tcp_stream.h"
 
 namespace nfqscan {
@@ -32,7 +42,12 @@ struct PacketVerdict {
 struct FlowStreamCounters {
     uint64_t rewritten_packets = 0;
     uint64_t injected_packets = 0;
-    uint64_t sack_acks = 0;  // ACKs with SACK blocks sent to a sender for held data
+    uint64_t sack_acks = 0;       // ACKs with SACK blocks sent to a sender for held data
+    uint64_t relay_acks = 0;      // ACKs sent to a sender for data the relay took
+    uint64_t relay_segments = 0;  // segments the relay sent to a receiver
+    uint64_t relay_retransmissions = 0;
+    uint64_t relay_timeouts = 0;
+    uint64_t resets = 0;  // RSTs sent to peers (relay failed, daemon stopping)
 };
 
 class FlowStream {
@@ -43,8 +58,26 @@ class FlowStream {
 
     // One queued packet of the flow. Appends its verdict and those of held
     // packets it releases.
-    void on_packet(uint32_t id, Direction d, const DecodedPacket& p, bool gso,
+    void on_packet(uint32_t id, Direction d, const DecodedPacket& p, bool gso, uint64_t now_ms,
                    std::vector<PacketVerdict>& out);
+
+    // The relay's retransmission timers. Packets to inject go to `out`.
+    void on_timer(uint64_t now_ms, std::vector<PacketVerdict>& out);
+    // When on_timer() next has something to do, if ever.
+    std::optional<uint64_t> deadline() const;
+    bool relay_active() const { return !dead_ && (relays_[0] || relays_[1]); }
+    const RelaySender* relay(Direction d) const { return relays_[size_t(d)].get(); }
+
+    // Own bytes to the receiver of direction d (e.g. a protocol reply),
+    // delivered by the relay after the output produced so far.
+    void send_own(Direction d, std::span<const uint8_t> bytes, uint64_t now_ms,
+                  std::vector<PacketVerdict>& out);
+    // RSTs to both peers, with the sequence numbers each expects; the flow
+    // is dead for the engine afterwards.
+    void reset_peers(std::vector<PacketVerdict>& out);
+    // Whether the peers can no longer talk without nfqscand: sequence numbers
+    // shifted by rewriting, or data the relay holds or still owes.
+    bool needs_engine() const;
 
     // Ids of packets still held (to drop when the flow ends).
     std::vector<uint32_t> held_ids() const;
@@ -62,9 +95,21 @@ class FlowStream {
     // `room`: the payload one packet of this direction may carry.
     void answer(uint32_t id, Direction d, const SegmentHeaders& headers, const SegmentVerdict& v,
                 std::span<const uint8_t> original_payload, size_t room, bool must_replace,
-                std::vector<PacketVerdict>& out);
+                std::optional<uint32_t> ack, std::vector<PacketVerdict>& out);
     std::optional<uint32_t> translated_ack(Direction d, uint32_t ack);
-    void sack_held_data(Direction d, std::vector<PacketVerdict>& out);
+    // An ACK to the sender of direction d as its receiver would send it
+    // (SACK blocks for held data; the relay's window while relaying).
+    void ack_sender(Direction d, std::vector<PacketVerdict>& out);
+    void relay_on_ack(Direction d, const DecodedPacket& ack_packet, uint64_t now_ms,
+                      std::vector<PacketVerdict>& out);
+    void pump_relay(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out);
+    void emit(Direction d, const std::vector<RelaySegment>& segments,
+              std::vector<PacketVerdict>& out);
+    RelayOutput relay_output(Direction d) const;
+    // The relay buffer's room as a window field in the receiver's scale.
+    uint16_t relay_window_field(Direction d) const;
+    size_t segment_room(Direction d) const;
+    uint8_t window_shift(Direction d) const;
 
     class Passthrough : public StreamTransform {
       public:
@@ -80,6 +125,16 @@ class FlowStream {
     // The latest headers of each direction: the template for segments
     // nfqscand sends on that side's behalf (a SACK for held data).
     std::array<std::optional<SegmentHeaders>, 2> last_headers_;
+    // The next sequence number of each side's sender (its input space).
+    std::array<std::optional<uint32_t>, 2> next_seq_;
+    // Window scale each side announced in its SYN (used if both did).
+    std::array<std::optional<uint8_t>, 2> window_scale_;
+    // The acknowledgement number the sender of direction d was last shown.
+    std::array<std::optional<uint32_t>, 2> told_ack_;
+    // The window (bytes) the relay offered the sender of direction d.
+    std::array<uint64_t, 2> told_window_{0, 0};
+    std::array<std::unique_ptr<RelaySender>, 2> relays_;
+    bool dead_ = false;  // reset: nothing more to deliver
     FlowStreamCounters counters_;
 };
 

@@ -35,7 +35,10 @@ struct SegmentHeaders {
     static SegmentHeaders of(const DecodedPacket& p);
     uint32_t ack() const;
     uint32_t seq() const;
+    uint16_t window() const;  // the raw field (unscaled)
     uint8_t flags() const { return bytes[l3_length + 13]; }
+    // The timestamp option's TSval, if the segment carries one.
+    std::optional<uint32_t> ts_value() const;
 };
 
 struct SegmentRewrite {
@@ -49,10 +52,20 @@ struct SegmentRewrite {
 // A complete packet: `headers` with the rewrite applied.
 std::vector<uint8_t> build_segment(const SegmentHeaders& headers, const SegmentRewrite& rewrite);
 
-// A pure ACK as the template's sender would send it: `seq`, `ack`, the
-// template's window and timestamp option, and SACK blocks (at most 3).
-std::vector<uint8_t> build_sack_ack(const SegmentHeaders& from, uint32_t seq, uint32_t ack,
-                                    std::span<const std::pair<uint32_t, uint32_t>> blocks);
+// A segment without payload that nfqscand sends on the template's sender's
+// behalf: a pure ACK (with SACK blocks, at most 3) or a RST.
+struct ControlSegment {
+    uint32_t seq = 0;
+    uint32_t ack = 0;
+    bool rst = false;                 // RST (no ACK) instead of an ACK
+    std::optional<uint16_t> window;   // replaces the template's window field
+    std::optional<uint32_t> ts_echo;  // replaces the timestamp option's TSecr
+    std::span<const std::pair<uint32_t, uint32_t>> sack_blocks;
+};
+
+// The template's IP and TCP header with the timestamp option kept (a peer
+// that negotiated timestamps expects it) and every other option dropped.
+std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const ControlSegment& c);
 
 // Recomputes the IPv4 header checksum and the TCP checksum of `packet`.
 void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length);

@@ -27,6 +27,7 @@
 //   segments and unmapped input each have a cap, accounted in StreamCounters.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -49,6 +50,11 @@ class StreamSink {
     virtual void pass(size_t length) = 0;
     // The next `length` input bytes (0: an insertion) become `bytes`.
     virtual void replace(size_t length, std::span<const uint8_t> bytes) = 0;
+    // Store and forward from here on (true) or from the next mapped byte on
+    // no longer (false): the engine acknowledges the sender itself, so the
+    // inspector may keep up to StreamLimits::max_relay bytes unmapped, and it
+    // delivers the output to the receiver itself.
+    virtual void relay(bool on) = 0;
 };
 
 // An inspector of one direction's ordered bytes.
@@ -71,6 +77,10 @@ struct StreamLimits {
     size_t max_retained = 8u << 20;  // output bytes kept until the receiver acknowledges them
     size_t max_held = 4u << 20;      // bytes of out-of-order segments held back
     size_t max_pending = 1u << 20;   // input bytes the inspector may leave unmapped
+    // While relaying: input bytes unmapped plus output not yet acknowledged.
+    // The sender is offered only what fits (the window of the ACKs nfqscand
+    // sends it); at the limit the inspector is told the stream is stalled.
+    size_t max_relay = 64u << 20;
 };
 
 struct StreamCounters {
@@ -82,6 +92,8 @@ struct StreamCounters {
     uint64_t rewritten = 0;      // replace() calls that changed bytes
     uint64_t forced_maps = 0;    // pending bytes passed because max_pending was reached
     uint64_t stalls = 0;         // the sender waited on held bytes: the inspector had to map them
+    uint64_t relays = 0;         // times the direction went into store-and-forward
+    uint64_t relay_full = 0;     // segments dropped: the relay buffer was full
 };
 
 // The answer for one segment of the sender.
@@ -90,6 +102,8 @@ struct SegmentVerdict {
         Forward,  // send `payload` (possibly empty) at output sequence `seq`
         Hold,     // keep the packet: it is answered later, by release_held()
         Drop,     // drop it (hold overflow; the sender will retransmit)
+        Absorb,   // relaying: the engine took the bytes; drop the packet and
+                  // acknowledge the sender (acknowledged_seq()) on the receiver's behalf
     };
     Kind kind = Kind::Forward;
     uint32_t seq = 0;  // output-space sequence number for the packet
@@ -126,10 +140,43 @@ class StreamDirection {
     uint32_t translate_seq(uint32_t seq) const;
 
     // The acknowledgement number the sender has been told (input space).
-    uint32_t acknowledged_seq() const { return uint32_t(base_ + out_to_in(out_acked_)); }
+    uint32_t acknowledged_seq() const {
+        if (fin_acked_) return uint32_t(base_ + in_next_ + 1);
+        return uint32_t(base_ + std::max(out_to_in(out_acked_), in_absorbed_));
+    }
     // Out-of-order data held, as [begin, end) sequence ranges of the sender,
     // merged, the highest first (at most `max`): SACK blocks for the sender.
     std::vector<std::pair<uint32_t, uint32_t>> held_ranges(size_t max) const;
+
+    // -- Store and forward --------------------------------------------------
+    // While relaying, every in-order segment of the sender is absorbed: the
+    // engine acknowledges it and delivers the output itself (FlowStream's
+    // RelaySender), out of output_bytes(). Relaying ends once the inspector
+    // turned it off, everything is mapped and the receiver has acknowledged
+    // all output; the direction is then back to answering packets, with the
+    // offset the relay left. A FIN is acknowledged to the sender only by the
+    // receiver's ACK of the FIN that follows the output.
+    bool relaying() const { return relaying_; }
+    // Own bytes (e.g. a protocol reply) at the current output position,
+    // delivered by the relay. Offsets after them shift like a rewrite's.
+    void insert(std::span<const uint8_t> bytes);
+    // Bytes the sender may still send before the relay buffer is full.
+    size_t relay_room() const;
+    uint64_t output_acked() const { return out_acked_; }
+    uint64_t output_end() const { return out_next_; }
+    uint64_t output_sent() const { return out_sent_; }
+    // The relay handed output up to `end` to the receiver.
+    void note_sent(uint64_t end) { out_sent_ = std::max(out_sent_, std::min(end, out_next_)); }
+    uint32_t output_seq(uint64_t offset) const { return out_seq(offset); }
+    std::vector<uint8_t> output_bytes(uint64_t begin, uint64_t end) const {
+        return output_range(begin, end);
+    }
+    // The sender's FIN was seen and all input before it is mapped: a FIN
+    // follows the last output byte.
+    bool output_finished() const { return fin_seen_ && pending_.empty(); }
+    bool fin_acknowledged() const { return fin_acked_; }
+    // The receiver's next expected byte that nfqscand knows of.
+    uint64_t input_next() const { return in_next_; }
 
     const StreamCounters& counters() const { return counters_; }
     size_t memory_bytes() const;
@@ -161,6 +208,8 @@ class StreamDirection {
     std::vector<uint8_t> output_range(uint64_t begin, uint64_t end) const;
     SegmentVerdict answer(uint64_t in_begin, uint64_t in_end, bool brought_new, bool fin);
     void trim_acknowledged();
+    void start_relay();
+    void maybe_end_relay();
 
     StreamTransform& transform_;
     StreamLimits limits_;
@@ -175,6 +224,10 @@ class StreamDirection {
     uint8_t last_acked_byte_ = 0;         // to draw a repeated ACK from the receiver
     bool fin_seen_ = false;               // FIN consumed in order (one sequence number)
     uint32_t stall_retransmissions_ = 0;  // retransmissions of the newest bytes, none new since
+    bool fin_acked_ = false;              // the receiver acknowledged the output's FIN
+    bool relaying_ = false;               // store and forward: the engine delivers the output
+    bool relay_requested_ = false;        // the inspector wants it (relaying_ ends after)
+    uint64_t in_absorbed_ = 0;            // input acknowledged to the sender by the engine
 
     std::deque<Chunk> chunks_;         // contiguous mapping of unacknowledged ranges
     std::vector<uint8_t> pending_;     // input [in_mapped_, in_next_)

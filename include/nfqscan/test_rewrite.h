@@ -2,6 +2,9 @@
 // --allow-test-inspectors): replaces every occurrence of configured tokens in
 // a stream, also across segment boundaries, so the lab can check what the
 // stream engine delivers against a known transformation. Not for production.
+// With `relay`, each direction it inspects is stored whole (to the FIN, or
+// until the relay buffer is full) and replaced in the buffer, exercising the
+// engine's store-and-forward path.
 #pragma once
 
 #include <string>
@@ -15,7 +18,9 @@ namespace nfqscan {
 class TokenReplacer : public StreamTransform {
   public:
     using Replacements = std::vector<std::pair<std::string, std::string>>;
-    explicit TokenReplacer(Replacements replacements);
+    // `relay`: store and forward the whole stream (up to the relay limit) and
+    // replace in the buffer at its end; otherwise replace as bytes pass.
+    explicit TokenReplacer(Replacements replacements, bool relay = false);
 
     void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                   StreamSink& sink) override;
@@ -27,6 +32,18 @@ class TokenReplacer : public StreamTransform {
   private:
     Replacements replacements_;
     size_t longest_ = 0;
+    bool relay_ = false;
+};
+
+// Relays a direction unchanged, as the bytes come: the store-and-forward
+// machinery (acknowledging the sender, delivering to the receiver) without
+// waiting for anything, e.g. for uploads in the lab.
+class RelayForwarder : public StreamTransform {
+  public:
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+        sink.relay(true);
+        sink.pass(pending.size());
+    }
 };
 
 }  // namespace nfqscan

@@ -28,6 +28,26 @@ struct LabelCount {
     uint64_t total = 0;
 };
 
+class FlowStream;
+
+// Stream engine totals (flows whose bytes an inspector may rewrite or relay).
+struct StreamTotals {
+    uint64_t active = 0, memory_bytes = 0;
+    uint64_t held_now = 0;  // packets held for a gap right now
+    uint64_t relaying_now = 0;
+    uint64_t rewritten_packets = 0, injected_packets = 0;
+    uint64_t sack_acks = 0;  // ACKs with SACK blocks sent to senders for held data
+    uint64_t conflicts = 0, held_overflow = 0, stalls = 0;
+    uint64_t relays = 0;      // directions that went into store-and-forward
+    uint64_t relay_acks = 0;  // ACKs sent to senders for data the relay took
+    uint64_t relay_segments = 0, relay_retransmissions = 0, relay_timeouts = 0;
+    uint64_t relay_full = 0;  // segments dropped: relay buffer full
+    uint64_t resets = 0;      // RSTs sent to peers
+    // The counters (not the gauges) of one flow's stream.
+    void add_counters(const FlowStream& stream);
+    StreamTotals& operator+=(const StreamTotals& o);
+};
+
 struct WorkerSnapshot {
     uint16_t queue = 0;
     QueueCounters queue_counters;
@@ -37,11 +57,7 @@ struct WorkerSnapshot {
     uint64_t flows_claimed = 0, flows_released = 0;  // decisions taken so far
     uint64_t max_flows = 0;
     uint64_t memory_bytes = 0;  // flow table plus classification state (nDPI)
-    // Stream engine (flows whose bytes an inspector may rewrite).
-    uint64_t streams_active = 0, stream_memory_bytes = 0;
-    uint64_t stream_rewritten_packets = 0, stream_injected_packets = 0, stream_held_now = 0;
-    uint64_t stream_conflicts = 0, stream_held_overflow = 0, stream_stalls = 0;
-    uint64_t stream_sack_acks = 0;  // ACKs with SACK blocks sent to senders for held data
+    StreamTotals streams;
     std::map<std::string, LabelCount> dpi_protocols;
     std::map<std::string, LabelCount> services;
 };

@@ -272,14 +272,8 @@ void read_test_rewrite(TableReader& r, TestRewriteConfig& c) {
             c.replace.emplace_back(from, *(*a)[1].value<std::string>());
         }
     }
-    if (const toml::node* node = r.take("relay")) {
-        if (!node->is_boolean()) r.fail(*node, "relay", "must be true or false");
-        c.relay = *node->value<bool>();
-        if (c.relay)
-            r.fail(*node, "relay",
-                   "relay (store-and-forward) is not available yet: the stream engine "
-                   "rewrites in pass mode only");
-    }
+    r.read("relay", c.relay);
+    r.read("relay_requests", c.relay_requests);
 }
 
 void read_scan_limits(TableReader& r, ScanLimits& c) {

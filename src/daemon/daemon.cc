@@ -393,7 +393,7 @@ nlohmann::json Daemon::status() {
     nlohmann::json queues = nlohmann::json::array();
     uint64_t active = 0, total = 0, evicted = 0, expired = 0, released = 0, claimed = 0;
     uint64_t max_flows = 0, memory = 0, tcp = 0, udp = 0, other = 0, malformed = 0;
-    WorkerSnapshot streams;  // only the stream_* fields are summed into it
+    StreamTotals streams;
     std::map<std::string, LabelCount> dpi, services;
     for (auto& w : workers_) {
         std::optional<WorkerSnapshot> s = w->snapshot(kWorkerTimeout);
@@ -429,15 +429,7 @@ nlohmann::json Daemon::status() {
         claimed += s->flows_claimed;
         max_flows += s->max_flows;
         memory += s->memory_bytes;
-        streams.streams_active += s->streams_active;
-        streams.stream_memory_bytes += s->stream_memory_bytes;
-        streams.stream_rewritten_packets += s->stream_rewritten_packets;
-        streams.stream_injected_packets += s->stream_injected_packets;
-        streams.stream_sack_acks += s->stream_sack_acks;
-        streams.stream_held_now += s->stream_held_now;
-        streams.stream_conflicts += s->stream_conflicts;
-        streams.stream_held_overflow += s->stream_held_overflow;
-        streams.stream_stalls += s->stream_stalls;
+        streams += s->streams;
         tcp += s->packets_tcp;
         udp += s->packets_udp;
         other += s->packets_other;
@@ -471,15 +463,24 @@ nlohmann::json Daemon::status() {
             {"services", label_counts_json(services)},
             {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}},
             {"streams",
-             {{"active", streams.streams_active},
-              {"memory_bytes", streams.stream_memory_bytes},
-              {"rewritten_packets", streams.stream_rewritten_packets},
-              {"injected_packets", streams.stream_injected_packets},
-              {"sack_acks", streams.stream_sack_acks},
-              {"held_packets", streams.stream_held_now},
-              {"conflicts", streams.stream_conflicts},
-              {"held_overflow", streams.stream_held_overflow},
-              {"stalls", streams.stream_stalls}}},
+             {{"active", streams.active},
+              {"memory_bytes", streams.memory_bytes},
+              {"rewritten_packets", streams.rewritten_packets},
+              {"injected_packets", streams.injected_packets},
+              {"sack_acks", streams.sack_acks},
+              {"held_packets", streams.held_now},
+              {"conflicts", streams.conflicts},
+              {"held_overflow", streams.held_overflow},
+              {"stalls", streams.stalls},
+              {"relay",
+               {{"active", streams.relaying_now},
+                {"started", streams.relays},
+                {"acks", streams.relay_acks},
+                {"segments", streams.relay_segments},
+                {"retransmissions", streams.relay_retransmissions},
+                {"timeouts", streams.relay_timeouts},
+                {"buffer_full", streams.relay_full}}},
+              {"resets", streams.resets}}},
             {"scan", scan_status()}};
 }
 

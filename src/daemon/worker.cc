@@ -10,6 +10,7 @@
 #include <ctime>
 #include <system_error>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "nfqscan/classifier.h"
 #include "nfqscan/flow.h"
@@ -58,21 +59,48 @@ uint32_t label_key(uint16_t master, uint16_t app) {
     return uint32_t(master) << 16 | app;
 }
 
-void add_stream_counters(const FlowStream& stream, uint64_t& rewritten, uint64_t& injected,
-                         uint64_t& sack_acks, uint64_t& conflicts, uint64_t& held_overflow,
-                         uint64_t& stalls) {
-    rewritten += stream.counters().rewritten_packets;
-    injected += stream.counters().injected_packets;
-    sack_acks += stream.counters().sack_acks;
+}  // namespace
+
+void StreamTotals::add_counters(const FlowStream& stream) {
+    const FlowStreamCounters& f = stream.counters();
+    rewritten_packets += f.rewritten_packets;
+    injected_packets += f.injected_packets;
+    sack_acks += f.sack_acks;
+    relay_acks += f.relay_acks;
+    relay_segments += f.relay_segments;
+    relay_retransmissions += f.relay_retransmissions;
+    relay_timeouts += f.relay_timeouts;
+    resets += f.resets;
     for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
         const StreamCounters& c = stream.direction(d).counters();
         conflicts += c.conflicts;
         held_overflow += c.held_overflow;
         stalls += c.stalls;
+        relays += c.relays;
+        relay_full += c.relay_full;
     }
 }
 
-}  // namespace
+StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
+    active += o.active;
+    memory_bytes += o.memory_bytes;
+    held_now += o.held_now;
+    relaying_now += o.relaying_now;
+    rewritten_packets += o.rewritten_packets;
+    injected_packets += o.injected_packets;
+    sack_acks += o.sack_acks;
+    conflicts += o.conflicts;
+    held_overflow += o.held_overflow;
+    stalls += o.stalls;
+    relays += o.relays;
+    relay_acks += o.relay_acks;
+    relay_segments += o.relay_segments;
+    relay_retransmissions += o.relay_retransmissions;
+    relay_timeouts += o.relay_timeouts;
+    relay_full += o.relay_full;
+    resets += o.resets;
+    return *this;
+}
 
 // Everything the worker thread owns. Built on that thread, so nDPI's memory
 // is accounted to it.
@@ -91,10 +119,11 @@ class QueueWorker::Loop : public PacketSink {
             if (f.stream) {
                 for (uint32_t id : f.stream->held_ids())
                     queue_.verdict(id, kVerdictDrop, {});
-                add_stream_counters(
-                    *f.stream, ended_streams_.rewritten_packets, ended_streams_.injected_packets,
-                    ended_streams_.sack_acks, ended_stream_directions_.conflicts,
-                    ended_stream_directions_.held_overflow, ended_stream_directions_.stalls);
+                // A flow that ends while the relay still holds or owes data
+                // (evicted, expired) is reset, never left to look complete.
+                if (f.stream->relay_active()) reset_peers(*f.stream);
+                ended_streams_.add_counters(*f.stream);
+                relayed_.erase(f.stream.get());
             }
         });
         build_test_inspector();
@@ -130,7 +159,10 @@ class QueueWorker::Loop : public PacketSink {
             std::count(config_->test_rewrite.ports.begin(), config_->test_rewrite.ports.end(),
                        flow.server_port())) {
             // The test inspector rewrites what the server sends.
-            flow.stream.reset(new FlowStream({nullptr, test_replacer_.get()}, StreamLimits{}));
+            flow.stream.reset(new FlowStream(
+                {config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
+                 test_replacer_.get()},
+                StreamLimits{}));
             if (flow.disposition == Disposition::Deciding) {
                 flow.disposition = Disposition::Claimed;
                 flow.claimed_by = ClaimSource::Port;
@@ -141,26 +173,10 @@ class QueueWorker::Loop : public PacketSink {
 
         if (flow.stream) {
             stream_verdicts_.clear();
-            flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, stream_verdicts_);
-            for (PacketVerdict& v : stream_verdicts_) {
-                switch (v.kind) {
-                    case PacketVerdict::Kind::Accept:
-                        queue_.accept(v.id);
-                        break;
-                    case PacketVerdict::Kind::Replace:
-                        queue_.verdict(v.id, kVerdictAccept, std::nullopt, v.packet);
-                        break;
-                    case PacketVerdict::Kind::Hold:
-                        queue_.hold(v.id);
-                        break;
-                    case PacketVerdict::Kind::Drop:
-                        queue_.verdict(v.id, kVerdictDrop, {});
-                        break;
-                    case PacketVerdict::Kind::Inject:
-                        injections_.push_back(std::move(v.packet));
-                        break;
-                }
-            }
+            flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, now_ms_,
+                                   stream_verdicts_);
+            if (flow.stream->relay_active()) relayed_.insert(flow.stream.get());
+            take_stream_verdicts();
             return;
         }
 
@@ -176,6 +192,69 @@ class QueueWorker::Loop : public PacketSink {
     }
 
     void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
+
+    // The stream engine's answers: verdicts now, new packets after the batch.
+    void take_stream_verdicts() {
+        for (PacketVerdict& v : stream_verdicts_) {
+            switch (v.kind) {
+                case PacketVerdict::Kind::Accept:
+                    queue_.accept(v.id);
+                    break;
+                case PacketVerdict::Kind::Replace:
+                    queue_.verdict(v.id, kVerdictAccept, std::nullopt, v.packet);
+                    break;
+                case PacketVerdict::Kind::Hold:
+                    queue_.hold(v.id);
+                    break;
+                case PacketVerdict::Kind::Drop:
+                    queue_.verdict(v.id, kVerdictDrop, {});
+                    break;
+                case PacketVerdict::Kind::Inject:
+                    injections_.push_back(std::move(v.packet));
+                    break;
+            }
+        }
+        stream_verdicts_.clear();
+    }
+
+    void reset_peers(FlowStream& stream) {
+        stream_verdicts_.clear();
+        stream.reset_peers(stream_verdicts_);
+        take_stream_verdicts();
+    }
+
+    // The relays' retransmission timers; whether any relay is still active.
+    bool relay_timers() {
+        uint64_t now = monotonic_ms();
+        for (auto it = relayed_.begin(); it != relayed_.end();) {
+            FlowStream* stream = *it;
+            std::optional<uint64_t> deadline = stream->deadline();
+            if (deadline && *deadline <= now) {
+                stream_verdicts_.clear();
+                stream->on_timer(now, stream_verdicts_);
+                take_stream_verdicts();
+            }
+            it = stream->relay_active() ? std::next(it) : relayed_.erase(it);
+        }
+        send_injections();
+        return !relayed_.empty();
+    }
+    bool relaying() const { return !relayed_.empty(); }
+
+    // nfqscand stops: the peers of every flow that cannot go on without it
+    // (relayed, or with shifted sequence numbers) are reset, so that neither
+    // takes a cut-off transfer for a complete one.
+    void reset_dependent_flows() {
+        size_t n = 0;
+        flows_.for_each([&](const Flow& f) {
+            if (!f.stream || !f.stream->needs_engine()) return;
+            reset_peers(*f.stream);
+            ++n;
+        });
+        send_injections();
+        if (n)
+            spdlog::info("queue {}: reset {} flows that depended on nfqscand", queue_.queue(), n);
+    }
 
     // After the batch's verdicts went out: the segments that follow them.
     void send_injections() {
@@ -201,7 +280,8 @@ class QueueWorker::Loop : public PacketSink {
         // Flows already using the old one keep it until they end.
         if (test_replacer_) retired_replacers_.push_back(std::move(test_replacer_));
         if (config_->test_rewrite.present)
-            test_replacer_ = std::make_unique<TokenReplacer>(config_->test_rewrite.replace);
+            test_replacer_ = std::make_unique<TokenReplacer>(config_->test_rewrite.replace,
+                                                             config_->test_rewrite.relay);
     }
 
     void apply_config(std::shared_ptr<const Config> config) {
@@ -231,24 +311,18 @@ class QueueWorker::Loop : public PacketSink {
 
         std::unordered_map<uint32_t, uint64_t> active_labels;
         uint64_t active_services[kServiceCount] = {};
-        s.stream_rewritten_packets = ended_streams_.rewritten_packets;
-        s.stream_injected_packets = ended_streams_.injected_packets;
-        s.stream_sack_acks = ended_streams_.sack_acks;
-        s.stream_conflicts = ended_stream_directions_.conflicts;
-        s.stream_held_overflow = ended_stream_directions_.held_overflow;
-        s.stream_stalls = ended_stream_directions_.stalls;
+        s.streams = ended_streams_;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
             if (!f.stream) return;
-            ++s.streams_active;
-            s.stream_memory_bytes += f.stream->memory_bytes();
-            s.stream_held_now += f.stream->held_count();
-            add_stream_counters(*f.stream, s.stream_rewritten_packets, s.stream_injected_packets,
-                                s.stream_sack_acks, s.stream_conflicts, s.stream_held_overflow,
-                                s.stream_stalls);
+            ++s.streams.active;
+            s.streams.memory_bytes += f.stream->memory_bytes();
+            s.streams.held_now += f.stream->held_count();
+            if (f.stream->relay_active()) ++s.streams.relaying_now;
+            s.streams.add_counters(*f.stream);
         });
-        s.memory_bytes += s.stream_memory_bytes;
+        s.memory_bytes += s.streams.memory_bytes;
         auto name_of = [&](uint32_t key) {
             return classifier_.dpi().name({uint16_t(key >> 16), uint16_t(key & 0xffff)});
         };
@@ -318,11 +392,12 @@ class QueueWorker::Loop : public PacketSink {
     uint64_t released_verdicts_ = 0;
     uint64_t flows_claimed_ = 0, flows_released_ = 0;
     std::unique_ptr<TokenReplacer> test_replacer_;
+    std::unique_ptr<RelayForwarder> relay_forwarder_ = std::make_unique<RelayForwarder>();
+    std::unordered_set<FlowStream*> relayed_;  // streams with a relay timer to run
     std::vector<std::unique_ptr<TokenReplacer>> retired_replacers_;
     std::vector<PacketVerdict> stream_verdicts_;
     std::vector<std::vector<uint8_t>> injections_;
-    FlowStreamCounters ended_streams_;  // of flows no longer in the table
-    StreamCounters ended_stream_directions_;
+    StreamTotals ended_streams_;             // counters of flows no longer in the table
     std::unique_ptr<RawInjector> injector_;  // opened on first use
     std::unordered_map<uint32_t, uint64_t> removed_by_label_;
     uint64_t removed_by_service_[kServiceCount] = {};
@@ -386,9 +461,21 @@ void QueueWorker::run() {
     int timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     itimerspec second{{1, 0}, {1, 0}};
     timerfd_settime(timer, 0, &second, nullptr);
-    enum : uint64_t { kQueue, kTasks, kTimer };
-    for (auto [fd, tag] :
-         {std::pair{nfqueue_->fd(), kQueue}, {task_fd_, kTasks}, {timer, kTimer}}) {
+    // The relays' retransmission timers: a 10 ms tick while any relay runs.
+    int relay_timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    bool relay_ticking = false;
+    auto tick_relays = [&](bool on) {
+        if (on == relay_ticking) return;
+        itimerspec tick{};
+        if (on) tick = {{0, 10'000'000}, {0, 10'000'000}};
+        timerfd_settime(relay_timer, 0, &tick, nullptr);
+        relay_ticking = on;
+    };
+    enum : uint64_t { kQueue, kTasks, kTimer, kRelayTimer };
+    for (auto [fd, tag] : {std::pair{nfqueue_->fd(), kQueue},
+                           {task_fd_, kTasks},
+                           {timer, kTimer},
+                           {relay_timer, kRelayTimer}}) {
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = tag;
@@ -398,8 +485,8 @@ void QueueWorker::run() {
     const size_t batch = config_->queue.batch_size;
     std::vector<std::function<void()>> tasks;
     while (running_) {
-        epoll_event events[3];
-        int n = epoll_wait(epoll, events, 3, -1);
+        epoll_event events[4];
+        int n = epoll_wait(epoll, events, 4, -1);
         if (n < 0 && errno != EINTR) {
             spdlog::error("queue {}: epoll_wait: {}", queue_number_, strerror(errno));
             break;
@@ -424,6 +511,13 @@ void QueueWorker::run() {
                         nfqueue_->flush();
                         loop.send_injections();
                     } while (got == batch && --rounds > 0);
+                    tick_relays(loop.relaying());
+                    break;
+                }
+                case kRelayTimer: {
+                    uint64_t expirations;
+                    (void)!read(relay_timer, &expirations, sizeof expirations);
+                    tick_relays(loop.relay_timers());
                     break;
                 }
                 case kTasks: {
@@ -442,6 +536,7 @@ void QueueWorker::run() {
                     uint64_t expirations;
                     (void)!read(timer, &expirations, sizeof expirations);
                     loop.housekeeping();
+                    loop.send_injections();
                     break;
                 }
             }
@@ -454,8 +549,10 @@ void QueueWorker::run() {
     }
     for (auto& task : tasks)
         task();
+    loop.reset_dependent_flows();
     nfqueue_->flush();
     loop_ = nullptr;
+    close(relay_timer);
     close(timer);
     close(epoll);
 }

@@ -30,8 +30,9 @@ std::optional<uint32_t> FlowStream::translated_ack(Direction d, uint32_t ack) {
 
 void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
                         const SegmentVerdict& v, std::span<const uint8_t> original_payload,
-                        size_t room, bool must_replace, std::vector<PacketVerdict>& out) {
-    if (v.kind == SegmentVerdict::Kind::Drop) {
+                        size_t room, bool must_replace, std::optional<uint32_t> ack,
+                        std::vector<PacketVerdict>& out) {
+    if (v.kind == SegmentVerdict::Kind::Drop || v.kind == SegmentVerdict::Kind::Absorb) {
         out.push_back({id, PacketVerdict::Kind::Drop, {}});
         return;
     }
@@ -46,7 +47,10 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
     r.payload = first;
     r.fin = v.fin && rest.empty();
     uint8_t flags = headers.flags();
-    if (flags & tcp_flag::kAck) r.ack = translated_ack(d, headers.ack());
+    if (flags & tcp_flag::kAck) {
+        r.ack = ack;
+        if (r.ack) told_ack_[1 - size_t(d)] = *r.ack;
+    }
     StreamDirection& other = *directions_[1 - size_t(d)];
     if (other.started() && other.shift() != 0)
         r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
@@ -74,20 +78,50 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
     }
 }
 
-void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, bool gso,
-                           std::vector<PacketVerdict>& out) {
-    StreamDirection& mine = *directions_[size_t(d)];
+uint8_t FlowStream::window_shift(Direction d) const {
+    // Windows that the host sending direction d announces.
     size_t di = size_t(d);
+    if (!window_scale_[di] || !window_scale_[1 - di]) return 0;
+    return *window_scale_[di];
+}
+
+size_t FlowStream::segment_room(Direction d) const {
+    size_t di = size_t(d);
+    size_t mss = mss_[di] ? mss_[di] : kDefaultMss;
+    size_t option_bytes = last_headers_[di] ? last_headers_[di]->l4_length - 20u : 0;
+    return mss > option_bytes + 64 ? mss - option_bytes : mss;
+}
+
+uint16_t FlowStream::relay_window_field(Direction d) const {
+    // The window is the relay buffer's room, in the scale of the receiver
+    // (whose ACKs nfqscand speaks for).
+    uint64_t room = directions_[size_t(d)]->relay_room() >> window_shift(Direction(1 - size_t(d)));
+    return uint16_t(std::min<uint64_t>(room, 0xffff));
+}
+
+RelayOutput FlowStream::relay_output(Direction d) const {
+    const StreamDirection& mine = *directions_[size_t(d)];
+    return RelayOutput{mine.output_end(), mine.output_finished()};
+}
+
+void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, bool gso,
+                           uint64_t now_ms, std::vector<PacketVerdict>& out) {
+    size_t di = size_t(d);
+    Direction od = Direction(1 - di);
+    StreamDirection& mine = *directions_[di];
+    StreamDirection& other = *directions_[1 - di];
     if (p.has(tcp_flag::kSyn)) {
         // The SYN takes one sequence number; data starts after it. Its MSS
         // limits what the other direction may send to this host.
         if (!mine.started()) mine.start(p.seq + 1);
+        next_seq_[di] = p.seq + 1;
         TcpOptions o = parse_tcp_options(p);
         if (o.mss) mss_[1 - di] = o.mss;
+        if (o.has_window_scale) window_scale_[di] = o.window_scale;
         if (p.has(tcp_flag::kAck)) {
             SegmentVerdict v;
             v.seq = p.seq;
-            answer(id, d, SegmentHeaders::of(p), v, {}, 0, false, out);
+            answer(id, d, SegmentHeaders::of(p), v, {}, 0, false, translated_ack(d, p.ack), out);
         } else {
             out.push_back({id, PacketVerdict::Kind::Accept, {}});
         }
@@ -104,50 +138,228 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     size_t room = gso ? kGsoMaxPayload : std::max(segment_room, p.payload.size());
 
     SegmentHeaders headers = SegmentHeaders::of(p);
-    last_headers_[di] = headers;
     bool fin = p.has(tcp_flag::kFin);
-    if (p.has(tcp_flag::kRst) || (p.payload.empty() && !fin)) {
-        // A RST or a pure ACK: only its numbers (and SACK blocks) change.
+    bool rst = p.has(tcp_flag::kRst);
+    if (!rst) {
+        // The template for what nfqscand sends on this side's behalf.
+        last_headers_[di] = headers;
+        uint32_t end = uint32_t(p.seq + p.payload.size() + (fin ? 1 : 0));
+        if (!next_seq_[di] || seq_before(*next_seq_[di], end)) next_seq_[di] = end;
+    }
+
+    // What the packet acknowledges is the other direction's output.
+    bool other_relayed = other.relaying();
+    std::optional<uint32_t> ack =
+        p.has(tcp_flag::kAck) ? translated_ack(d, p.ack) : std::optional<uint32_t>{};
+    if (rst) {
+        // The connection is over: nothing left to relay.
+        relays_ = {};
+        dead_ = true;
         SegmentVerdict v;
         v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, room, false, out);
+        answer(id, d, headers, v, {}, room, false, ack, out);
+        return;
+    }
+    if (other_relayed || relays_[1 - di]) relay_on_ack(od, p, now_ms, out);
+
+    if (p.payload.empty() && !fin) {
+        // A pure ACK: only its numbers (and SACK blocks) change. While the
+        // other direction is relayed, nfqscand answers its sender itself; a
+        // repeat of what that sender was told would only look like loss.
+        if (other_relayed && ack && told_ack_[1 - di] == ack) {
+            out.push_back({id, PacketVerdict::Kind::Drop, {}});
+            return;
+        }
+        SegmentVerdict v;
+        v.seq = mine.translate_seq(p.seq);
+        answer(id, d, headers, v, {}, room, false, ack, out);
         return;
     }
     std::vector<SegmentVerdict> released;
     SegmentVerdict v = mine.on_segment(p.seq, p.payload, fin, id, released);
+    bool absorbed = v.kind == SegmentVerdict::Kind::Absorb;
     if (v.kind == SegmentVerdict::Kind::Hold) {
         held_.emplace(id, HeldPacket{std::move(headers), room});
         out.push_back({id, PacketVerdict::Kind::Hold, {}});
-        sack_held_data(d, out);
+        ack_sender(d, out);
+        ++counters_.sack_acks;
     } else {
-        answer(id, d, headers, v, p.payload, room, false, out);
+        answer(id, d, headers, v, p.payload, room, false, ack, out);
     }
     for (const SegmentVerdict& r : released) {
         auto it = held_.find(uint32_t(r.token));
         if (it == held_.end()) continue;
+        absorbed |= r.kind == SegmentVerdict::Kind::Absorb;
         // The kernel still has the held packet's original payload: its answer
         // is always written out in full.
-        answer(uint32_t(r.token), d, it->second.headers, r, {}, it->second.room, true, out);
+        const SegmentHeaders& h = it->second.headers;
+        std::optional<uint32_t> held_ack =
+            h.flags() & tcp_flag::kAck ? translated_ack(d, h.ack()) : std::optional<uint32_t>{};
+        answer(uint32_t(r.token), d, h, r, {}, it->second.room, true, held_ack, out);
         held_.erase(it);
+    }
+    if (absorbed) {
+        ack_sender(d, out);
+        ++counters_.relay_acks;
+    }
+    if (mine.relaying() || relays_[di]) pump_relay(d, now_ms, out);
+}
+
+void FlowStream::relay_on_ack(Direction d, const DecodedPacket& p, uint64_t now_ms,
+                              std::vector<PacketVerdict>& out) {
+    // `p` comes from the receiver of direction d.
+    pump_relay(d, now_ms, out);  // creates the relay when it starts
+    RelaySender* relay = relays_[size_t(d)].get();
+    if (!relay) return;
+    const StreamDirection& mine = *directions_[size_t(d)];
+    uint64_t window = uint64_t(p.window) << window_shift(Direction(1 - size_t(d)));
+    bool duplicate_candidate = p.payload.empty() && !p.has(tcp_flag::kFin);
+    std::vector<RelaySegment> send;
+    relay->on_ack(mine.output_acked(), mine.fin_acknowledged(), window, duplicate_candidate,
+                  relay_output(d), now_ms, send);
+    emit(d, send, out);
+    if (!mine.relaying()) {
+        relays_[size_t(d)].reset();  // caught up: back to pass mode
+        return;
+    }
+    // The receiver took data: when that reopened a window the sender was
+    // told was (nearly) closed, say so, or the sender waits for its timer.
+    uint64_t open = uint64_t(relay_window_field(d)) << window_shift(Direction(1 - size_t(d)));
+    if (open > 2 * told_window_[size_t(d)]) ack_sender(d, out);
+}
+
+void FlowStream::pump_relay(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out) {
+    size_t di = size_t(d);
+    const StreamDirection& mine = *directions_[di];
+    if (dead_ || !last_headers_[di]) return;
+    if (!mine.relaying()) {
+        relays_[di].reset();
+        return;
+    }
+    if (!relays_[di])
+        relays_[di] = std::make_unique<RelaySender>(mine.output_acked(), mine.output_sent(),
+                                                    segment_room(d), now_ms);
+    std::vector<RelaySegment> send;
+    relays_[di]->pump(relay_output(d), now_ms, send);
+    emit(d, send, out);
+}
+
+void FlowStream::emit(Direction d, const std::vector<RelaySegment>& segments,
+                      std::vector<PacketVerdict>& out) {
+    size_t di = size_t(d);
+    if (segments.empty() || !last_headers_[di]) return;
+    StreamDirection& mine = *directions_[di];
+    const StreamDirection& other = *directions_[1 - di];
+    const SegmentHeaders& from = *last_headers_[di];
+    for (const RelaySegment& s : segments) {
+        mine.note_sent(s.end);
+        // What the receiver acknowledged meanwhile is not sent again.
+        uint64_t begin = std::max(s.begin, mine.output_acked());
+        if (begin >= s.end && !s.fin) continue;
+        std::vector<uint8_t> payload = mine.output_bytes(begin, s.end);
+        SegmentRewrite r;
+        r.seq = mine.output_seq(begin);
+        r.payload = payload;
+        r.fin = s.fin;
+        if (other.started()) r.ack = other.acknowledged_seq();
+        if (other.started() && other.shift() != 0)
+            r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
+        out.push_back({0, PacketVerdict::Kind::Inject, build_segment(from, r)});
+        ++counters_.relay_segments;
+        if (s.retransmission) ++counters_.relay_retransmissions;
     }
 }
 
-void FlowStream::sack_held_data(Direction d, std::vector<PacketVerdict>& out) {
+void FlowStream::on_timer(uint64_t now_ms, std::vector<PacketVerdict>& out) {
+    if (dead_) return;
+    for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
+        RelaySender* relay = relays_[size_t(d)].get();
+        if (!relay) continue;
+        std::vector<RelaySegment> send;
+        uint64_t timeouts = relay->counters().timeouts;
+        relay->on_timer(relay_output(d), now_ms, send);
+        counters_.relay_timeouts += relay->counters().timeouts - timeouts;
+        if (relay->gave_up()) {
+            // The receiver takes nothing more: the connection cannot be
+            // completed, and must not look completed to either side.
+            reset_peers(out);
+            return;
+        }
+        emit(d, send, out);
+    }
+}
+
+std::optional<uint64_t> FlowStream::deadline() const {
+    std::optional<uint64_t> first;
+    if (dead_) return first;
+    for (const auto& relay : relays_)
+        if (relay && relay->deadline() && (!first || *relay->deadline() < *first))
+            first = relay->deadline();
+    return first;
+}
+
+void FlowStream::send_own(Direction d, std::span<const uint8_t> bytes, uint64_t now_ms,
+                          std::vector<PacketVerdict>& out) {
+    directions_[size_t(d)]->insert(bytes);
+    pump_relay(d, now_ms, out);
+}
+
+bool FlowStream::needs_engine() const {
+    if (dead_) return false;
+    for (const auto& d : directions_)
+        if (d->relaying() || d->shift() != 0) return true;
+    return false;
+}
+
+void FlowStream::reset_peers(std::vector<PacketVerdict>& out) {
+    if (dead_) return;
+    for (size_t x = 0; x < 2; ++x) {
+        // To the receiver of direction x, as x's sender: the receiver
+        // accepts a RST only at the sequence number it expects next, which
+        // is its last ACK, or beyond it what was sent since.
+        if (!last_headers_[x] || !directions_[x]->started()) continue;
+        const StreamDirection& dir = *directions_[x];
+        std::vector<uint64_t> offsets{dir.output_acked()};
+        uint64_t sent = relays_[x] ? relays_[x]->sent_end() : dir.output_sent();
+        if (sent > dir.output_acked()) offsets.push_back(sent);
+        for (uint64_t offset : offsets) {
+            ControlSegment c;
+            c.rst = true;
+            c.seq = dir.output_seq(offset);
+            out.push_back(
+                {0, PacketVerdict::Kind::Inject, build_control_segment(*last_headers_[x], c)});
+            ++counters_.resets;
+        }
+    }
+    relays_ = {};
+    dead_ = true;
+}
+
+void FlowStream::ack_sender(Direction d, std::vector<PacketVerdict>& out) {
     // The receiver cannot see data held behind a gap, so it sends no SACK and
-    // the sender would learn of the loss only by a timeout. nfqscand holds
-    // the data: it tells the sender so itself, as a receiver would. A SACK is
-    // no acknowledgement: the sender keeps the data until the receiver
-    // acknowledges it.
-    size_t other = 1 - size_t(d);
-    if (!last_headers_[other]) return;
-    const StreamDirection& mine = *directions_[size_t(d)];
-    const StreamDirection& theirs = *directions_[other];
-    const SegmentHeaders& from = *last_headers_[other];
-    uint32_t seq = theirs.started() ? theirs.translate_seq(from.seq()) : from.seq();
+    // the sender would learn of the loss only by a timeout; data the relay
+    // took it never sees at all. nfqscand tells the sender itself, as the
+    // receiver would. A SACK is no acknowledgement: the sender keeps the
+    // data until the receiver acknowledges it.
+    size_t di = size_t(d);
+    size_t oi = 1 - di;
+    if (!last_headers_[oi]) return;
+    const StreamDirection& mine = *directions_[di];
+    const StreamDirection& theirs = *directions_[oi];
+    const SegmentHeaders& from = *last_headers_[oi];
+    uint32_t next = next_seq_[oi].value_or(from.seq());
     auto blocks = mine.held_ranges(3);
-    out.push_back({0, PacketVerdict::Kind::Inject,
-                   build_sack_ack(from, seq, mine.acknowledged_seq(), blocks)});
-    ++counters_.sack_acks;
+    ControlSegment c;
+    c.seq = theirs.started() ? theirs.translate_seq(next) : next;
+    c.ack = mine.acknowledged_seq();
+    c.sack_blocks = blocks;
+    if (mine.relaying()) {
+        c.window = relay_window_field(d);
+        told_window_[di] = uint64_t(*c.window) << window_shift(Direction(oi));
+    }
+    if (last_headers_[di]) c.ts_echo = last_headers_[di]->ts_value();
+    out.push_back({0, PacketVerdict::Kind::Inject, build_control_segment(from, c)});
+    told_ack_[di] = c.ack;
 }
 
 std::vector<uint32_t> FlowStream::held_ids() const {

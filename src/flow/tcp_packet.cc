@@ -75,6 +75,17 @@ uint32_t SegmentHeaders::ack() const {
 uint32_t SegmentHeaders::seq() const {
     return load32(bytes.data() + l3_length + 4);
 }
+uint16_t SegmentHeaders::window() const {
+    return load16(bytes.data() + l3_length + 14);
+}
+std::optional<uint32_t> SegmentHeaders::ts_value() const {
+    std::optional<uint32_t> value;
+    const uint8_t* options = bytes.data() + l3_length + 20;
+    walk_options(options, l4_length - 20u, [&](uint8_t kind, size_t at, uint8_t len) {
+        if (kind == 8 && len == 10) value = load32(options + at + 2);
+    });
+    return value;
+}
 
 void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length) {
     uint8_t* tcp = packet.data() + l3_length;
@@ -94,33 +105,36 @@ void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_le
     store16(tcp + 16, fold(sum_words(tcp, tcp_length, sum)));
 }
 
-std::vector<uint8_t> build_sack_ack(const SegmentHeaders& from, uint32_t seq, uint32_t ack,
-                                    std::span<const std::pair<uint32_t, uint32_t>> blocks) {
+std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const ControlSegment& c) {
     std::vector<uint8_t> out(from.bytes.begin(), from.bytes.begin() + from.l3_length + 20);
     const uint8_t* options = from.bytes.data() + from.l3_length + 20;
-    // Keep the timestamp option: a peer that negotiated timestamps expects it.
-    walk_options(options, from.l4_length - 20u, [&](uint8_t kind, size_t at, uint8_t len) {
-        if (kind == 8 && len == 10) {
-            out.insert(out.end(), {1, 1});
-            out.insert(out.end(), options + at, options + at + len);
-        }
-    });
-    size_t n = std::min<size_t>(blocks.size(), 3);
-    if (n > 0) {
-        out.insert(out.end(), {1, 1, 5, uint8_t(2 + 8 * n)});
-        for (size_t i = 0; i < n; ++i) {
-            uint8_t edge[8];
-            store32(edge, blocks[i].first);
-            store32(edge + 4, blocks[i].second);
-            out.insert(out.end(), edge, edge + 8);
+    if (!c.rst) {
+        walk_options(options, from.l4_length - 20u, [&](uint8_t kind, size_t at, uint8_t len) {
+            if (kind == 8 && len == 10) {
+                out.insert(out.end(), {1, 1});
+                out.insert(out.end(), options + at, options + at + len);
+                if (c.ts_echo) store32(out.data() + out.size() - 4, *c.ts_echo);
+            }
+        });
+        size_t n = std::min<size_t>(c.sack_blocks.size(), 3);
+        if (n > 0) {
+            out.insert(out.end(), {1, 1, 5, uint8_t(2 + 8 * n)});
+            for (size_t i = 0; i < n; ++i) {
+                uint8_t edge[8];
+                store32(edge, c.sack_blocks[i].first);
+                store32(edge + 4, c.sack_blocks[i].second);
+                out.insert(out.end(), edge, edge + 8);
+            }
         }
     }
     uint8_t* tcp = out.data() + from.l3_length;
     size_t tcp_length = out.size() - from.l3_length;
-    store32(tcp + 4, seq);
-    store32(tcp + 8, ack);
+    store32(tcp + 4, c.seq);
+    store32(tcp + 8, c.rst ? 0 : c.ack);
     tcp[12] = uint8_t((tcp_length / 4) << 4);
-    tcp[13] = tcp_flag::kAck;
+    tcp[13] = c.rst ? tcp_flag::kRst : tcp_flag::kAck;
+    if (c.rst) store16(tcp + 14, 0);
+    if (c.window && !c.rst) store16(tcp + 14, *c.window);
     if (from.ip_version == 4)
         store16(out.data() + 2, uint16_t(out.size()));
     else

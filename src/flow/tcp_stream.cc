@@ -37,6 +37,11 @@ class StreamDirection::Sink : public StreamSink {
         consumed_ += length;
     }
 
+    void relay(bool on) override {
+        d_.relay_requested_ = on;
+        if (on) d_.start_relay();
+    }
+
     size_t consumed() const { return consumed_; }
 
   private:
@@ -78,15 +83,19 @@ void StreamDirection::append_output(std::span<const uint8_t> input, std::span<co
 
 void StreamDirection::feed(StreamTransform::Push push) {
     if (pending_.empty()) return;
+    if (relaying_ && push == StreamTransform::Push::More && relay_room() == 0) {
+        // The relay buffer is full: the inspector must let something go.
+        ++counters_.stalls;
+        push = StreamTransform::Push::Stalled;
+    }
     Sink sink(*this);
     transform_.on_bytes(in_mapped_, pending_, push, sink);
     size_t consumed = sink.consumed();
     // The contract: at the end of the stream every byte is mapped; beyond the
     // pending limit the oldest bytes go on unchanged. Both are counted.
     size_t left = pending_.size() - consumed;
-    size_t forced = push == StreamTransform::Push::End ? left
-                    : left > limits_.max_pending       ? left - limits_.max_pending
-                                                       : 0;
+    size_t limit = relaying_ ? limits_.max_relay : limits_.max_pending;
+    size_t forced = push == StreamTransform::Push::End ? left : left > limit ? left - limit : 0;
     if (forced > 0) {
         ++counters_.forced_maps;
         std::span<const uint8_t> rest(pending_.data() + consumed, forced);
@@ -160,6 +169,7 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
         // receiver repeat its ACK at once.
         v.seq = out_seq(out_acked_ - 1);
         v.payload.assign(1, last_acked_byte_);
+        return v;
     }
     out_sent_ = std::max(out_sent_, out_begin + v.payload.size());
     // The FIN follows the last output byte, so it travels only on a segment
@@ -208,6 +218,16 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     }
 
     bool new_bytes = end > in_next_;
+    if (new_bytes && relaying_ && end - in_next_ > relay_room()) {
+        // More than the window nfqscand offered: the sender sends it again.
+        // The inspector must let go of what it stores, or nothing moves.
+        ++counters_.relay_full;
+        ++counters_.stalls;
+        feed(StreamTransform::Push::Stalled);
+        SegmentVerdict v;
+        v.kind = SegmentVerdict::Kind::Drop;
+        return v;
+    }
     if (new_bytes) {
         ++counters_.in_order;
         accept_new(payload.subspan(in_next_ - begin));
@@ -220,8 +240,8 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         feed(StreamTransform::Push::End);
     } else if (new_bytes) {
         feed(StreamTransform::Push::More);
-    } else if (end == in_next_ && end > in_mapped_ && held_.empty() && out_acked_ == out_next_ &&
-               ++stall_retransmissions_ >= kStallRetransmissions) {
+    } else if (!relaying_ && end == in_next_ && end > in_mapped_ && held_.empty() &&
+               out_acked_ == out_next_ && ++stall_retransmissions_ >= kStallRetransmissions) {
         // The receiver has all the output, yet the sender keeps retransmitting
         // up to its newest byte, part of which the inspector holds, and sends
         // nothing new: it is waiting for those bytes to be acknowledged. Once
@@ -230,7 +250,16 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         feed(StreamTransform::Push::Stalled);
     }
 
-    SegmentVerdict v = answer(begin, end, new_bytes || fin_now, fin);
+    SegmentVerdict v;
+    if (relaying_) {
+        // The engine owns the delivery: whatever the sender sent in order
+        // is acknowledged to it, the output goes out through the relay.
+        in_absorbed_ = in_next_;
+        v.kind = SegmentVerdict::Kind::Absorb;
+        v.token = token;
+    } else {
+        v = answer(begin, end, new_bytes || fin_now, fin);
+    }
 
     // The gap before held segments may be filled now.
     while (!held_.empty() && held_.begin()->first <= in_next_) {
@@ -250,15 +279,50 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
 
 uint32_t StreamDirection::translate_ack(uint32_t ack) {
     uint64_t out = unwrap(ack, out_acked_);
-    uint64_t fin_out = out_next_ + 1;
-    if (fin_seen_ && out == fin_out) return uint32_t(base_ + in_next_ + 1);
+    bool fin = fin_seen_ && pending_.empty() && out == out_next_ + 1;
     out = std::min(out, out_next_);
-    uint64_t in = out_to_in(out);
     if (out > out_acked_) {
         out_acked_ = out;
         trim_acknowledged();
     }
-    return uint32_t(base_ + in);
+    if (fin) {
+        fin_acked_ = true;
+        return uint32_t(base_ + in_next_ + 1);
+    }
+    maybe_end_relay();
+    return uint32_t(base_ + std::max(out_to_in(out), in_absorbed_));
+}
+
+void StreamDirection::start_relay() {
+    if (relaying_) return;
+    relaying_ = true;
+    ++counters_.relays;
+    // Input the sender sent in order is acknowledged by the engine from now
+    // on, also what the receiver has not acknowledged yet: the relay owns
+    // every unacknowledged output byte.
+    in_absorbed_ = std::max(in_absorbed_, in_next_);
+}
+
+void StreamDirection::maybe_end_relay() {
+    // Caught up: nothing buffered, nothing unacknowledged. With a FIN seen
+    // the relay stays to the end (it delivers the FIN).
+    if (!relaying_ || relay_requested_ || !pending_.empty() || !held_.empty() || fin_seen_ ||
+        out_acked_ != out_next_)
+        return;
+    relaying_ = false;
+    out_sent_ = out_next_;
+}
+
+void StreamDirection::insert(std::span<const uint8_t> bytes) {
+    if (bytes.empty()) return;
+    append_output({}, bytes, false);
+    ++counters_.rewritten;
+    start_relay();
+}
+
+size_t StreamDirection::relay_room() const {
+    size_t used = pending_.size() + size_t(out_next_ - out_acked_);
+    return used >= limits_.max_relay ? 0 : limits_.max_relay - used;
 }
 
 uint32_t StreamDirection::translate_sack_edge(uint32_t edge) const {

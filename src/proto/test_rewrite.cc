@@ -29,13 +29,20 @@ std::optional<Match> find_first(std::string_view text, size_t from,
 
 }  // namespace
 
-TokenReplacer::TokenReplacer(Replacements replacements) : replacements_(std::move(replacements)) {
+TokenReplacer::TokenReplacer(Replacements replacements, bool relay)
+    : replacements_(std::move(replacements)), relay_(relay) {
     for (const auto& [token, _] : replacements_)
         longest_ = std::max(longest_, token.size());
 }
 
 void TokenReplacer::on_bytes(uint64_t, std::span<const uint8_t> pending, Push push,
                              StreamSink& sink) {
+    if (relay_) {
+        // Everything is stored until the end; a full buffer is let go
+        // (but for a possible token start), like the pass mode does.
+        sink.relay(push != Push::End);
+        if (push == Push::More) return;
+    }
     std::string_view text(reinterpret_cast<const char*>(pending.data()), pending.size());
     // While more bytes may come, the first position whose rest is a proper
     // prefix of a token must wait: a match starting there (or a longer one

@@ -37,7 +37,7 @@ struct Wire {
         std::vector<PacketVerdict> out;
         stream.on_packet(next_id++,
                          from_client ? Direction::ClientToServer : Direction::ServerToClient, p,
-                         false, out);
+                         false, 0, out);
         return out;
     }
 };

@@ -1,0 +1,106 @@
+// RelaySender: the TCP sender nfqscand becomes toward a receiver while a
+// direction is relayed (store and forward). It decides which output ranges
+// go out when, in the output offsets of a StreamDirection; FlowStream turns
+// them into segments (the sender's header template, so timestamps and
+// options stay the sender's) and injects them.
+//
+// It honours the receiver's window and the path's MSS, and it is a careful
+// sender on a real network: slow start and congestion avoidance (RFC 5681),
+// fast retransmit after three duplicate ACKs with NewReno partial-ACK
+// recovery (RFC 6582), a retransmission timer from measured round trips
+// (RFC 6298: Karn's rule, 200 ms floor, exponential backoff to 60 s), and a
+// persist probe when the receiver's window is zero. After kMaxBackoffs
+// timeouts without progress it gives up: the caller resets the connection,
+// never leaving it open with bytes that will not arrive.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nfqscan {
+
+// Output [begin, end) to send, with a FIN after it when `fin`.
+struct RelaySegment {
+    uint64_t begin = 0, end = 0;
+    bool fin = false;
+    bool retransmission = false;
+};
+
+struct RelayCounters {
+    uint64_t segments = 0;         // segments sent, retransmissions included
+    uint64_t retransmissions = 0;  // of them, retransmissions
+    uint64_t timeouts = 0;
+    uint64_t fast_retransmits = 0;
+};
+
+// What the relayed stream has to offer at the time of a call.
+struct RelayOutput {
+    uint64_t end = 0;  // output produced so far
+    bool fin = false;  // and a FIN follows it
+};
+
+class RelaySender {
+  public:
+    static constexpr uint32_t kMaxBackoffs = 12;
+
+    // `acked`: what the receiver has acknowledged; `sent`: output that went
+    // out before the relay took over (it is retransmitted from `acked` if
+    // need be). `mss`: payload bytes per segment.
+    RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms);
+
+    // An ACK from the receiver: cumulative `acked` (and whether it covers the
+    // FIN), its window in bytes, and whether it is a duplicate candidate (no
+    // data, no window change: RFC 5681's definition).
+    void on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool duplicate_candidate,
+                const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
+    // New output to send, within the windows.
+    void pump(const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
+    // The retransmission (or persist) timer.
+    void on_timer(const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
+
+    std::optional<uint64_t> deadline() const { return deadline_; }
+    bool gave_up() const { return backoffs_ > kMaxBackoffs; }
+    // Everything, FIN included if there is one, acknowledged.
+    bool done(const RelayOutput& output) const {
+        return una_ == output.end && (!output.fin || fin_acked_);
+    }
+    const RelayCounters& counters() const { return counters_; }
+    uint64_t rto_ms() const { return rto_ms_; }
+    uint64_t sent_end() const { return max_sent_; }
+    std::string describe() const;
+    uint64_t congestion_window() const { return cwnd_; }
+
+  private:
+    uint64_t in_flight() const { return nxt_ - una_; }
+    void send_range(uint64_t begin, const RelayOutput& output, bool retransmission,
+                    std::vector<RelaySegment>& send);
+    void arm(uint64_t now_ms);
+    void sample_rtt(uint64_t rtt_ms);
+
+    size_t mss_;
+    uint64_t una_;       // oldest unacknowledged output byte
+    uint64_t nxt_;       // next byte to send
+    uint64_t max_sent_;  // highest byte sent so far (for Karn's rule)
+    bool fin_sent_ = false;
+    bool fin_acked_ = false;
+    uint64_t rwnd_;  // receiver's window, bytes
+    uint64_t cwnd_;
+    uint64_t ssthresh_ = UINT64_MAX;
+    uint32_t dupacks_ = 0;
+    bool recovering_ = false;
+    uint64_t recover_ = 0;  // NewReno: recovery ends when this is acknowledged
+    // The round trip being timed: the segment ending at timed_end_ sent at
+    // timed_at_ (never a retransmitted one).
+    std::optional<uint64_t> timed_end_;
+    uint64_t timed_at_ = 0;
+    std::optional<uint64_t> srtt_ms_;
+    uint64_t rttvar_ms_ = 0;
+    uint64_t rto_ms_ = 1000;
+    std::optional<uint64_t> deadline_;
+    uint32_t backoffs_ = 0;
+    RelayCounters counters_;
+};
+
+}  // namespace nfqscan

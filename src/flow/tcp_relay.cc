@@ -1,0 +1,204 @@
+#include "nfqscan/tcp_relay.h"
+
+#include <algorithm>
+
+namespace nfqscan {
+
+namespace {
+constexpr uint64_t kMinRtoMs = 200;
+constexpr uint64_t kMaxRtoMs = 60'000;
+constexpr uint64_t kInitialWindowSegments = 10;  // RFC 6928
+}  // namespace
+
+RelaySender::RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms)
+    : mss_(std::max<size_t>(mss, 64)),
+      una_(acked),
+      nxt_(std::max(acked, sent)),
+      max_sent_(nxt_),
+      rwnd_(65535),
+      cwnd_(kInitialWindowSegments * mss_) {
+    // Output that went out before the relay took over is covered by the
+    // timer from now on.
+    if (nxt_ > una_) arm(now_ms);
+}
+
+void RelaySender::arm(uint64_t now_ms) {
+    deadline_ = now_ms + rto_ms_;
+}
+
+void RelaySender::sample_rtt(uint64_t rtt_ms) {
+    // RFC 6298, section 2.
+    if (!srtt_ms_) {
+        srtt_ms_ = rtt_ms;
+        rttvar_ms_ = rtt_ms / 2;
+    } else {
+        uint64_t delta = *srtt_ms_ > rtt_ms ? *srtt_ms_ - rtt_ms : rtt_ms - *srtt_ms_;
+        rttvar_ms_ = (3 * rttvar_ms_ + delta) / 4;
+        srtt_ms_ = (7 * *srtt_ms_ + rtt_ms) / 8;
+    }
+    rto_ms_ = std::clamp<uint64_t>(*srtt_ms_ + std::max<uint64_t>(1, 4 * rttvar_ms_), kMinRtoMs,
+                                   kMaxRtoMs);
+}
+
+void RelaySender::send_range(uint64_t begin, const RelayOutput& output, bool retransmission,
+                             std::vector<RelaySegment>& send) {
+    RelaySegment s;
+    s.begin = begin;
+    s.end = std::min<uint64_t>(begin + mss_, output.end);
+    // The FIN rides on the segment that ends the output (or alone).
+    s.fin = output.fin && s.end == output.end;
+    s.retransmission = retransmission;
+    send.push_back(s);
+    ++counters_.segments;
+    if (retransmission) ++counters_.retransmissions;
+}
+
+void RelaySender::pump(const RelayOutput& output, uint64_t now_ms,
+                       std::vector<RelaySegment>& send) {
+    while (true) {
+        uint64_t window = std::min(cwnd_, rwnd_);
+        uint64_t flight = in_flight();
+        if (nxt_ < output.end) {
+            if (flight >= window) break;
+            uint64_t room = window - flight;
+            uint64_t left = output.end - nxt_;
+            // No runt segments while more is in flight (the ACKs open room).
+            if (room < std::min<uint64_t>(mss_, left) && flight > 0) break;
+            uint64_t length = std::min({uint64_t(mss_), left, room});
+            bool first_time = nxt_ >= max_sent_;
+            RelaySegment segment{nxt_, nxt_ + length, output.fin && nxt_ + length == output.end,
+                                 !first_time};
+            send.push_back(segment);
+            ++counters_.segments;
+            if (!first_time) ++counters_.retransmissions;
+            if (first_time && !timed_end_) {
+                timed_end_ = segment.end;
+                timed_at_ = now_ms;
+            }
+            nxt_ = segment.end;
+            max_sent_ = std::max(max_sent_, nxt_);
+            if (segment.fin) fin_sent_ = true;
+            if (!deadline_) arm(now_ms);
+        } else if (output.fin && !fin_sent_) {
+            send.push_back({output.end, output.end, true});
+            ++counters_.segments;
+            fin_sent_ = true;
+            if (!deadline_) arm(now_ms);
+            break;
+        } else {
+            break;
+        }
+    }
+    if (!deadline_ && nxt_ < output.end && rwnd_ == 0) arm(now_ms);  // persist
+}
+
+void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool duplicate_candidate,
+                         const RelayOutput& output, uint64_t now_ms,
+                         std::vector<RelaySegment>& send) {
+    bool window_changed = window != rwnd_;
+    rwnd_ = window;
+    if (acked > max_sent_) {
+        // The receiver has data this sender did not send (it went out
+        // before the relay took over): nothing to send there.
+        max_sent_ = acked;
+        nxt_ = std::max(nxt_, acked);
+    }
+    bool fin_news = fin_acked && fin_sent_ && !fin_acked_;
+    if (fin_news) fin_acked_ = true;
+    if (acked > una_ || fin_news) {
+        uint64_t newly = acked - una_;
+        una_ = std::max(una_, acked);
+        nxt_ = std::max(nxt_, una_);
+        backoffs_ = 0;
+        if (timed_end_ && una_ >= *timed_end_) {
+            sample_rtt(now_ms - timed_at_);
+            timed_end_.reset();
+        }
+        if (recovering_) {
+            if (una_ >= recover_) {
+                recovering_ = false;
+                cwnd_ = std::max<uint64_t>(ssthresh_, mss_);
+            } else {
+                // A partial ACK: the next hole is lost too (RFC 6582).
+                send_range(una_, output, true, send);
+                cwnd_ = cwnd_ > newly ? cwnd_ - newly + mss_ : mss_;
+            }
+        } else if (cwnd_ < ssthresh_) {
+            cwnd_ += std::min<uint64_t>(newly, 2 * mss_);  // slow start (RFC 3465 L=2)
+        } else {
+            cwnd_ += std::max<uint64_t>(1, uint64_t(mss_) * mss_ / cwnd_);
+        }
+        dupacks_ = 0;
+        deadline_.reset();
+        if (in_flight() > 0 || (fin_sent_ && !fin_acked_)) arm(now_ms);
+    } else if (duplicate_candidate && !window_changed && acked == una_ && in_flight() > 0) {
+        ++dupacks_;
+        if (dupacks_ == 3 && !recovering_) {
+            ++counters_.fast_retransmits;
+            ssthresh_ = std::max<uint64_t>(in_flight() / 2, 2 * mss_);
+            cwnd_ = ssthresh_ + 3 * mss_;
+            recover_ = nxt_;
+            recovering_ = true;
+            timed_end_.reset();
+            send_range(una_, output, true, send);
+        } else if (recovering_) {
+            cwnd_ += mss_;
+        }
+    }
+    pump(output, now_ms, send);
+}
+
+void RelaySender::on_timer(const RelayOutput& output, uint64_t now_ms,
+                           std::vector<RelaySegment>& send) {
+    if (!deadline_ || now_ms < *deadline_) return;
+    deadline_.reset();
+    bool unacked = in_flight() > 0 || (fin_sent_ && !fin_acked_);
+    ++backoffs_;
+    rto_ms_ = std::min(rto_ms_ * 2, kMaxRtoMs);
+    timed_end_.reset();  // Karn: no samples from retransmitted data
+    if (unacked) {
+        // Go back to the oldest unacknowledged byte with one segment's window.
+        ++counters_.timeouts;
+        ssthresh_ = std::max<uint64_t>(in_flight() / 2, 2 * mss_);
+        cwnd_ = mss_;
+        recovering_ = false;
+        dupacks_ = 0;
+        nxt_ = una_;
+        fin_sent_ = false;
+        if (una_ == output.end) {
+            send.push_back({una_, una_, output.fin, true});  // the FIN alone
+            ++counters_.segments;
+            ++counters_.retransmissions;
+            fin_sent_ = output.fin;
+        } else {
+            send_range(una_, output, true, send);
+            nxt_ = send.back().end;
+            if (send.back().fin) fin_sent_ = true;
+        }
+        arm(now_ms);
+        return;
+    }
+    if (nxt_ < output.end && rwnd_ == 0) {
+        // Persist: one byte into the closed window draws the window update.
+        // A receiver may keep its window closed for long: that is no
+        // failure to give up on.
+        backoffs_ = 0;
+        send.push_back({nxt_, nxt_ + 1, false});
+        ++counters_.segments;
+        nxt_ += 1;
+        max_sent_ = std::max(max_sent_, nxt_);
+        arm(now_ms);
+        return;
+    }
+    pump(output, now_ms, send);
+}
+
+std::string RelaySender::describe() const {
+    return "una " + std::to_string(una_) + " nxt " + std::to_string(nxt_) + " max " +
+           std::to_string(max_sent_) + " fin sent/acked " + std::to_string(fin_sent_) + "/" +
+           std::to_string(fin_acked_) + " cwnd " + std::to_string(cwnd_) + " rwnd " +
+           std::to_string(rwnd_) + " rto " + std::to_string(rto_ms_) + " deadline " +
+           std::to_string(deadline_.value_or(0)) + " backoffs " + std::to_string(backoffs_);
+}
+
+}  // namespace nfqscan

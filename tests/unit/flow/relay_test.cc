@@ -1,0 +1,468 @@
+// Store and forward through FlowStream, on a simulated wire of real packets:
+// a TCP sender (the server) and receiver (the client) with retransmission
+// timers, loss, duplication and reordering on every hop, and inspectors that
+// go in and out of relay mode at random, store, replace and insert bytes.
+// The receiver must end up with exactly what the inspector produced; the
+// sender must never be acknowledged more than it sent, and its FIN only once
+// the receiver has everything and the FIN.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <random>
+
+#include "../packet_builder.h"
+#include "nfqscan/flow_stream.h"
+#include "nfqscan/test_rewrite.h"
+
+namespace nfqscan {
+namespace {
+
+using test::build_packet;
+using test::PacketSpec;
+
+constexpr uint32_t kServerIsn = 4999;  // server data starts at 5000
+constexpr uint32_t kClientIsn = 999;
+
+// Records every byte it maps, so the receiver's stream can be compared with
+// it; goes in and out of relay mode, stores, replaces and inserts at random.
+class RandomRelay : public StreamTransform {
+  public:
+    explicit RandomRelay(uint32_t seed) : rng_(seed) {}
+
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push push,
+                  StreamSink& sink) override {
+        if (chance(0.05)) {
+            relay_ = !relay_;
+            sink.relay(relay_);
+        }
+        size_t n = pending.size();
+        size_t done = 0;
+        // While relaying, often store everything (more may come).
+        if (relay_ && push == Push::More && chance(0.7)) return;
+        size_t target = push == Push::More ? size_t(rng_() % (n + 1)) : n;
+        while (done < target) {
+            size_t k = std::min<size_t>(target - done, 1 + rng_() % 300);
+            if (chance(0.1)) {
+                std::string bytes(rng_() % (2 * k + 1), 'a' + char(rng_() % 26));
+                sink.replace(k, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+                expected += bytes;
+            } else {
+                sink.pass(k);
+                expected.append(reinterpret_cast<const char*>(pending.data()) + done, k);
+            }
+            done += k;
+        }
+    }
+
+    std::string expected;
+
+  private:
+    bool chance(double p) { return std::uniform_real_distribution<>(0, 1)(rng_) < p; }
+    std::mt19937 rng_;
+    bool relay_ = false;
+};
+
+struct WireOptions {
+    double loss = 0.0;
+    double duplicate = 0.0;
+    double reorder = 0.0;
+};
+
+// Client 198.51.100.2:40000 <-> nfqscand <-> server 203.0.113.2:80; the
+// server sends `input` and a FIN.
+class RelayedConnection {
+  public:
+    RelayedConnection(std::string input, StreamTransform& transform, WireOptions wire,
+                      uint32_t seed, StreamLimits limits = {})
+        : input_(std::move(input)),
+          wire_(wire),
+          rng_(seed),
+          stream_({nullptr, &transform}, limits) {
+        handshake();
+    }
+
+    // Runs until the server's FIN is acknowledged; false if it does not
+    // converge (or the flow was reset).
+    bool run(uint64_t max_ms = 2'000'000) {
+        for (; now_ < max_ms; ++now_) {
+            if (reset_seen_) return false;
+            if (server_fin_acked_ && client_fin_) return true;
+            server_send();
+            for (int i = 0; i < 4; ++i)
+                deliver_one();
+            if (auto d = stream_.deadline(); d && *d <= now_) {
+                std::vector<PacketVerdict> out;
+                stream_.on_timer(now_, out);
+                route(out, {});
+            }
+        }
+        return false;
+    }
+
+    void reset_now() {
+        std::vector<PacketVerdict> out;
+        stream_.reset_peers(out);
+        route(out, {});
+    }
+    // Deliver everything in flight without loss (after reset_now()).
+    void drain() {
+        wire_ = {};
+        for (int i = 0; i < 100000 && deliver_one();)
+            ++i;
+    }
+
+    const std::string& received() const { return received_; }
+    bool client_fin() const { return client_fin_; }
+    bool client_reset() const { return client_reset_; }
+    bool server_reset() const { return server_reset_; }
+    size_t violations() const { return violations_; }
+    const FlowStream& stream() const { return stream_; }
+    void keep_open() { send_fin_ = false; }
+    void expect(const std::string* e) { expected_ = e; }
+    std::string progress() const {
+        const StreamDirection& s2c = stream_.direction(Direction::ServerToClient);
+        return std::string(s2c.relaying() ? "relaying" : "passing") + " out acked " +
+               std::to_string(s2c.output_acked()) + " sent " + std::to_string(s2c.output_sent()) +
+               " end " + std::to_string(s2c.output_end()) + " finished " +
+               std::to_string(s2c.output_finished()) + " relay " +
+               std::to_string(stream_.relay_active()) + " deadline " +
+               std::to_string(stream_.deadline().value_or(0)) + " [" +
+               (stream_.relay(Direction::ServerToClient)
+                    ? stream_.relay(Direction::ServerToClient)->describe()
+                    : std::string("no relay")) +
+               "]; server una " + std::to_string(snd_una_) + "/" + std::to_string(input_.size()) +
+               ", client received " + std::to_string(received_.size()) + " fin at " +
+               std::to_string(fin_at_.value_or(0)) + ", relay segments " +
+               std::to_string(stream_.counters().relay_segments) + ", timeouts " +
+               std::to_string(stream_.counters().relay_timeouts) + ", t=" + std::to_string(now_);
+    }
+
+  private:
+    using Packet = std::vector<uint8_t>;
+
+    Packet make(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
+                const std::string& payload = "") {
+        PacketSpec s;
+        if (!from_client) {
+            s.src = "203.0.113.2";
+            s.dst = "198.51.100.2";
+            s.sport = 80;
+            s.dport = 40000;
+        }
+        s.flags = flags;
+        s.seq = seq;
+        s.ack = ack;
+        s.payload = payload;
+        return build_packet(s);
+    }
+
+    void handshake() {
+        std::vector<PacketVerdict> out;
+        engine(make(true, 0x02, kClientIsn, 0), true);
+        engine(make(false, 0x12, kServerIsn, kClientIsn + 1), false);
+        engine(make(true, 0x10, kClientIsn + 1, kServerIsn + 1), true);
+        e2c_.clear();
+        e2s_.clear();
+    }
+
+    bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
+
+    void push(std::deque<Packet>& q, Packet p) {
+        if (chance(wire_.loss)) return;
+        int copies = chance(wire_.duplicate) ? 2 : 1;
+        for (int i = 0; i < copies; ++i) {
+            if (!q.empty() && chance(wire_.reorder))
+                q.insert(q.end() - 1, p);
+            else
+                q.push_back(p);
+        }
+    }
+
+    // The engine's answers: verdicts for queued packets, new packets.
+    void route(std::vector<PacketVerdict>& out, const std::map<uint32_t, Packet>& just_queued) {
+        for (PacketVerdict& v : out) {
+            Packet original;
+            if (v.kind != PacketVerdict::Kind::Inject) {
+                auto it = just_queued.find(v.id);
+                if (it != just_queued.end()) {
+                    original = it->second;
+                } else if (auto h = held_.find(v.id); h != held_.end()) {
+                    original = h->second;
+                }
+            }
+            switch (v.kind) {
+                case PacketVerdict::Kind::Hold:
+                    held_[v.id] = original;
+                    continue;
+                case PacketVerdict::Kind::Drop:
+                    held_.erase(v.id);
+                    continue;
+                case PacketVerdict::Kind::Accept:
+                    held_.erase(v.id);
+                    forward(original);
+                    break;
+                case PacketVerdict::Kind::Replace:
+                    held_.erase(v.id);
+                    forward(v.packet);
+                    break;
+                case PacketVerdict::Kind::Inject:
+                    forward(v.packet);
+                    break;
+            }
+        }
+    }
+
+    void forward(const Packet& p) {
+        DecodedPacket d;
+        ASSERT_EQ(decode_packet(p, d), DecodeStatus::Ok);
+
+        push(d.src_port == 80 ? e2c_ : e2s_, p);
+    }
+
+    void engine(const Packet& p, bool from_client) {
+        DecodedPacket d;
+        ASSERT_EQ(decode_packet(p, d), DecodeStatus::Ok);
+        uint32_t id = next_id_++;
+        std::vector<PacketVerdict> out;
+        stream_.on_packet(id, from_client ? Direction::ClientToServer : Direction::ServerToClient,
+                          d, false, now_, out);
+        route(out, {{id, p}});
+    }
+
+    void server_send() {
+        size_t window = 16 * kMss;
+        size_t limit = std::min(snd_una_ + window, input_.size());
+        while (snd_nxt_ < limit) {
+            size_t len = std::min(kMss, limit - snd_nxt_);
+            push(s2e_, make(false, 0x18, uint32_t(kServerIsn + 1 + snd_nxt_), kClientIsn + 1,
+                            input_.substr(snd_nxt_, len)));
+            snd_nxt_ += len;
+            snd_max_ = std::max(snd_max_, snd_nxt_);
+            last_progress_ = now_;
+        }
+        if (snd_nxt_ == input_.size() && !fin_sent_ && send_fin_) {
+            push(s2e_, make(false, 0x11, uint32_t(kServerIsn + 1 + snd_nxt_), kClientIsn + 1));
+            fin_sent_ = fin_ever_sent_ = true;
+        }
+        if (now_ - last_progress_ > rto_) {
+            // Go back to the oldest unacknowledged byte.
+            snd_nxt_ = std::min(snd_una_, input_.size());
+            fin_sent_ = server_fin_acked_;
+            last_progress_ = now_;
+            rto_ = std::min<uint64_t>(rto_ * 2, 3000);
+        }
+    }
+
+    void server_receive(const DecodedPacket& d) {
+        if (d.has(tcp_flag::kRst)) {
+            if (d.seq == kClientIsn + 1) server_reset_ = true;  // the exact next sequence
+            return;
+        }
+        uint64_t acked = uint32_t(d.ack - (kServerIsn + 1));
+        if (acked > snd_max_ + (fin_ever_sent_ ? 1 : 0)) {
+            ++violations_;  // acknowledged more than was sent
+            ADD_FAILURE() << "server acknowledged " << acked << " of " << snd_max_ << " sent";
+            return;
+        }
+        if (acked == input_.size() + 1) {
+            if (!client_fin_) {
+                ++violations_;
+                ADD_FAILURE() << "the server's FIN acknowledged before the client had it";
+            }
+            server_fin_acked_ = true;
+            acked = input_.size();
+        }
+        if (acked > snd_una_) {
+            snd_una_ = acked;
+            snd_nxt_ = std::max(snd_nxt_, snd_una_);
+            last_progress_ = now_;
+            rto_ = 200;
+        }
+    }
+
+    void client_receive(const DecodedPacket& d) {
+        if (d.has(tcp_flag::kRst)) {
+            if (d.seq == uint32_t(kServerIsn + 1 + received_.size())) client_reset_ = true;
+            return;
+        }
+        uint64_t begin = uint32_t(d.seq - (kServerIsn + 1));
+        std::string data(d.payload.begin(), d.payload.end());
+        // Every byte ever offered at an offset must be the same.
+        for (size_t i = 0; i < data.size(); ++i) {
+            auto [it, fresh] = seen_.emplace(begin + i, data[i]);
+            if (!fresh && it->second != data[i]) {
+                ++violations_;
+                ADD_FAILURE() << "two different bytes at output offset " << begin + i
+                              << " (segment " << begin << "+" << data.size() << " flags "
+                              << int(d.tcp_flags) << ", was '" << it->second << "' now '" << data[i]
+                              << "', t=" << now_ << ", expected '"
+                              << (expected_ && begin + i < expected_->size()
+                                      ? (*expected_)[begin + i]
+                                      : '?')
+                              << "')";
+                return;
+            }
+        }
+        if (d.has(tcp_flag::kFin)) fin_at_ = begin + data.size();
+        while (seen_.count(received_.size()))
+            received_ += seen_[received_.size()];
+        if (fin_at_ && *fin_at_ == received_.size()) client_fin_ = true;
+        uint32_t ack = uint32_t(kServerIsn + 1 + received_.size() + (client_fin_ ? 1 : 0));
+        push(c2e_, make(true, 0x10, kClientIsn + 1, ack));
+    }
+
+    bool deliver_one() {
+        std::deque<Packet>* queues[] = {&s2e_, &e2c_, &c2e_, &e2s_};
+        std::vector<int> ready;
+        for (int i = 0; i < 4; ++i)
+            if (!queues[i]->empty()) ready.push_back(i);
+        if (ready.empty()) return false;
+        int which = ready[rng_() % ready.size()];
+        Packet p = std::move(queues[which]->front());
+        queues[which]->pop_front();
+        DecodedPacket d;
+        EXPECT_EQ(decode_packet(p, d), DecodeStatus::Ok);
+        switch (which) {
+            case 0:
+                engine(p, false);
+                break;
+            case 1:
+                client_receive(d);
+                break;
+            case 2:
+                engine(p, true);
+                break;
+            case 3:
+                server_receive(d);
+                break;
+        }
+        return true;
+    }
+
+    static constexpr size_t kMss = 1000;
+    std::string input_;
+    WireOptions wire_;
+    std::mt19937 rng_;
+    FlowStream stream_;
+    uint64_t now_ = 1;
+    uint32_t next_id_ = 1;
+    std::map<uint32_t, Packet> held_;  // the kernel queue's held packets
+    std::deque<Packet> s2e_, e2c_, c2e_, e2s_;
+
+    size_t snd_una_ = 0, snd_nxt_ = 0, snd_max_ = 0;
+    bool fin_sent_ = false, fin_ever_sent_ = false, server_fin_acked_ = false;
+    bool send_fin_ = true;
+    uint64_t last_progress_ = 0, rto_ = 200;
+
+    std::map<uint64_t, char> seen_;
+    std::string received_;
+    std::optional<uint64_t> fin_at_;
+    bool client_fin_ = false;
+    bool client_reset_ = false, server_reset_ = false;
+    bool reset_seen_ = false;
+    size_t violations_ = 0;
+    const std::string* expected_ = nullptr;
+};
+
+std::string random_text(std::mt19937& rng, size_t n) {
+    std::string s(n, ' ');
+    for (auto& c : s)
+        c = char('A' + rng() % 26);
+    return s;
+}
+
+struct RelayCase {
+    const char* name;
+    WireOptions wire;
+};
+
+class RelayProperty : public ::testing::TestWithParam<RelayCase> {};
+
+TEST_P(RelayProperty, ReceiverGetsExactlyTheInspectorsOutput) {
+    uint64_t relays = 0;
+    const char* env = getenv("NFQSCAN_RELAY_SEEDS");  // more for a soak run
+    uint32_t seeds = env ? uint32_t(atoi(env)) : 20;
+    const char* first = getenv("NFQSCAN_RELAY_FIRST_SEED");
+    for (uint32_t seed = first ? uint32_t(atoi(first)) : 1; seed <= seeds; ++seed) {
+        std::mt19937 rng(seed);
+        std::string input = random_text(rng, 20'000 + rng() % 60'000);
+        RandomRelay transform(seed * 7919);
+        RelayedConnection c(input, transform, GetParam().wire, seed);
+        c.expect(&transform.expected);
+        ASSERT_TRUE(c.run()) << "seed " << seed << ": " << c.progress();
+        EXPECT_EQ(c.violations(), 0u) << "seed " << seed;
+        ASSERT_EQ(c.received().size(), transform.expected.size()) << "seed " << seed;
+        EXPECT_TRUE(c.received() == transform.expected) << "seed " << seed;
+        relays += c.stream().direction(Direction::ServerToClient).counters().relays;
+    }
+    EXPECT_GT(relays, 10u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Wires, RelayProperty,
+                         ::testing::Values(RelayCase{"clean", {}}, RelayCase{"loss", {0.05, 0, 0}},
+                                           RelayCase{"reorder", {0, 0, 0.2}},
+                                           RelayCase{"duplicates", {0, 0.1, 0}},
+                                           RelayCase{"everything", {0.05, 0.05, 0.1}}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Relay, WholeStreamReplacedAtTheEnd) {
+    std::mt19937 rng(42);
+    std::string input;
+    while (input.size() < 300'000)
+        input += random_text(rng, rng() % 200) + (rng() % 2 ? "GROW" : "SHRINKME");
+    TokenReplacer::Replacements tokens = {{"GROW", "GROWN-LONGER-TOKEN"}, {"SHRINKME", "S"}};
+    TokenReplacer replacer(tokens, true);
+    RelayedConnection c(input, replacer, {0.02, 0.01, 0.05}, 7);
+    ASSERT_TRUE(c.run()) << c.progress();
+    EXPECT_EQ(c.violations(), 0u);
+    EXPECT_TRUE(c.received() == TokenReplacer::apply(tokens, input));
+    // Nothing reached the client before the server's FIN: one relay, from
+    // the first byte to the end.
+    EXPECT_EQ(c.stream().direction(Direction::ServerToClient).counters().relays, 1u);
+}
+
+TEST(Relay, BufferLimitStallsTheInspectorInsteadOfGrowing) {
+    // A relay buffer smaller than the stream: the whole-stream replacer is
+    // told to let bytes go when it is full; nothing is lost.
+    std::mt19937 rng(5);
+    std::string input = random_text(rng, 200'000);
+    TokenReplacer::Replacements tokens = {{"AB", "x"}};
+    TokenReplacer replacer(tokens, true);
+    StreamLimits limits;
+    limits.max_relay = 32 << 10;
+    RelayedConnection c(input, replacer, {0.01, 0, 0}, 3, limits);
+    ASSERT_TRUE(c.run()) << c.progress();
+    EXPECT_TRUE(c.received() == TokenReplacer::apply(tokens, input));
+    EXPECT_GT(c.stream().direction(Direction::ServerToClient).counters().stalls, 0u);
+    EXPECT_LE(c.stream().memory_bytes(), 200u << 10);
+}
+
+// Relays everything, and holds the last part back until told.
+class HoldTail : public StreamTransform {
+  public:
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push push,
+                  StreamSink& sink) override {
+        sink.relay(true);
+        if (push == Push::End) sink.pass(pending.size());
+    }
+};
+
+TEST(Relay, ResetReachesBothPeersAtTheirNextSequence) {
+    std::mt19937 rng(9);
+    HoldTail transform;
+    RelayedConnection c(random_text(rng, 50'000), transform, {}, 11);
+    c.keep_open();
+    EXPECT_FALSE(c.run(2000));  // the relay holds everything: no end in sight
+    EXPECT_TRUE(c.stream().needs_engine());
+    c.reset_now();
+    c.drain();
+    EXPECT_TRUE(c.client_reset());
+    EXPECT_TRUE(c.server_reset());
+    EXPECT_FALSE(c.client_fin());
+    EXPECT_TRUE(c.received().empty());
+    EXPECT_FALSE(c.stream().needs_engine());
+}
+
+}  // namespace
+}  // namespace nfqscan
