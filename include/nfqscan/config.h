@@ -67,6 +67,13 @@ struct FlowConfig {
     uint32_t classify_packets = 8;
 };
 
+// [stream]: the TCP stream engine's per-flow bounds, per direction.
+struct StreamConfig {
+    uint64_t hold_limit = 4u << 20;     // out-of-order bytes held back (beyond: dropped)
+    uint64_t pending_limit = 1u << 20;  // bytes an inspector may keep unmapped in pass mode
+    uint64_t relay_limit = 64u << 20;   // bytes a relay stores (the sender is offered the rest)
+};
+
 struct ProtocolConfig {
     std::vector<uint16_t> ports;
 };
@@ -98,6 +105,7 @@ struct Config {
     QueueConfig queue;
     MarkConfig marks;
     FlowConfig flows;
+    StreamConfig stream;
     std::array<ProtocolConfig, kServiceCount> protocols;
     PortMap ports;  // derived from protocols
     TestRewriteConfig test_rewrite;

@@ -23,8 +23,11 @@
 // - the sender is never acknowledged an input byte whose output the receiver
 //   has not acknowledged in full (a replaced range counts as acknowledged
 //   only when all its replacement is);
-// - memory is bounded: retained bytes (unacknowledged), held out-of-order
-//   segments and unmapped input each have a cap, accounted in StreamCounters.
+// - memory is bounded: held out-of-order segments, unmapped input and a
+//   relay's store each have a cap (StreamLimits, [stream] in the config);
+//   output retained until acknowledged is bounded by the sender's window in
+//   pass mode and by the relay's store while relaying; memory_bytes() counts
+//   it all for `nfqscanctl status`.
 #pragma once
 
 #include <algorithm>
@@ -74,7 +77,6 @@ class StreamTransform {
 };
 
 struct StreamLimits {
-    size_t max_retained = 8u << 20;  // output bytes kept until the receiver acknowledges them
     size_t max_held = 4u << 20;      // bytes of out-of-order segments held back
     size_t max_pending = 1u << 20;   // input bytes the inspector may leave unmapped
     // While relaying: input bytes unmapped plus output not yet acknowledged.

@@ -246,6 +246,13 @@ void read_flows(TableReader& r, FlowConfig& c) {
     r.read("classify_packets", c.classify_packets, 1, 64);
 }
 
+void read_stream(TableReader& r, StreamConfig& c) {
+    constexpr uint64_t kMax = 1ull << 30;
+    r.read_size("hold_limit", c.hold_limit, 64 << 10, kMax);
+    r.read_size("pending_limit", c.pending_limit, 4 << 10, kMax);
+    r.read_size("relay_limit", c.relay_limit, 64 << 10, kMax);
+}
+
 void read_protocols(TableReader& r, Config& c) {
     for (size_t i = 1; i < kServiceCount; ++i) {
         Service service = static_cast<Service>(i);
@@ -436,6 +443,7 @@ Config parse_config(std::string_view text, const std::string& source) {
     section("queue", [&](TableReader& r) { read_queue(r, c.queue); });
     section("marks", [&](TableReader& r) { read_marks(r, c.marks); });
     section("flows", [&](TableReader& r) { read_flows(r, c.flows); });
+    section("stream", [&](TableReader& r) { read_stream(r, c.stream); });
     section("protocols", [&](TableReader& r) { read_protocols(r, c); });
     if (const toml::node* node = root.get("test_rewrite"))
         c.test_rewrite.line = node->source().begin.line;

@@ -55,6 +55,14 @@ size_t per_worker_cap(const Config& c) {
     return std::max<size_t>(64, c.flows.max_flows / c.daemon.queues.count());
 }
 
+StreamLimits stream_limits(const StreamConfig& c) {
+    StreamLimits l;
+    l.max_held = c.hold_limit;
+    l.max_pending = c.pending_limit;
+    l.max_relay = c.relay_limit;
+    return l;
+}
+
 uint32_t label_key(uint16_t master, uint16_t app) {
     return uint32_t(master) << 16 | app;
 }
@@ -162,7 +170,7 @@ class QueueWorker::Loop : public PacketSink {
             flow.stream.reset(new FlowStream(
                 {config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
                  test_replacer_.get()},
-                StreamLimits{}));
+                stream_limits(config_->stream)));
             if (flow.disposition == Disposition::Deciding) {
                 flow.disposition = Disposition::Claimed;
                 flow.claimed_by = ClaimSource::Port;

@@ -10,6 +10,9 @@ namespace {
 // Retransmissions that end at the newest byte, with nothing new between them,
 // before held bytes are taken as a stall and must be mapped.
 constexpr uint32_t kStallRetransmissions = 2;
+// A relay buffer with less room than this counts as full: a 64 KiB GSO
+// packet does not fit, and a sender waits for a window of a full segment.
+constexpr size_t kRelayLowWater = 64 << 10;
 }  // namespace
 
 // Collects the inspector's answers for one on_bytes() call. The pending
@@ -83,8 +86,11 @@ void StreamDirection::append_output(std::span<const uint8_t> input, std::span<co
 
 void StreamDirection::feed(StreamTransform::Push push) {
     if (pending_.empty()) return;
-    if (relaying_ && push == StreamTransform::Push::More && relay_room() == 0) {
-        // The relay buffer is full: the inspector must let something go.
+    if (relaying_ && push == StreamTransform::Push::More &&
+        relay_room() < std::min<size_t>(kRelayLowWater, limits_.max_relay / 8)) {
+        // The relay buffer is (nearly) full: a sender does not send into a
+        // window smaller than a segment, so nothing would come that could
+        // stall the stream later. The inspector must let something go now.
         ++counters_.stalls;
         push = StreamTransform::Push::Stalled;
     }

@@ -452,14 +452,17 @@ class Lab:
                                 "--max-time", str(int(timeout)), *args],
                                timeout=timeout + 10, check=check)
 
-    def add_tcp_loss(self, probability: float) -> None:
+    def add_tcp_loss(self, probability: float, injected: bool = False) -> None:
         """Drop forwarded TCP at random on the router, both families, at two
         places: in raw PREROUTING (before conntrack and the queue: segments
         nfqscand never sees) and first in filter FORWARD (after the queue:
         segments nfqscand passed or rewrote). Each drops `probability` of the
         packets, so a direction loses about twice that. Segments nfqscand
-        injects are the router's own output and are not dropped."""
-        places = (("raw", ["-A", "PREROUTING"]), ("filter", ["-I", "FORWARD", "1"]))
+        injects are the router's own output: with `injected`, filter OUTPUT
+        drops `probability` of them too (a relay's segments and ACKs)."""
+        places = [("raw", ["-A", "PREROUTING"]), ("filter", ["-I", "FORWARD", "1"])]
+        if injected:
+            places.append(("filter", ["-I", "OUTPUT", "1"]))
         for tool in ("iptables", "ip6tables"):
             for table, where in places:
                 self.router.run([tool, "-w", "-t", table, *where, "-p", "tcp", "-m", "statistic",

@@ -158,6 +158,7 @@ class Nfqscand:
         """SIGTERM; returns the exit status (SIGKILL after `timeout`)."""
         if self.process is None:
             return None
+        self.killed_on_purpose = True  # not a death the fixture must report
         return self.process.stop(timeout=timeout, sig=signal.SIGTERM)
 
     def kill(self):

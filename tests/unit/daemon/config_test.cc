@@ -183,6 +183,16 @@ TEST(ScanConfig, SizesTakeBinarySuffixes) {
     EXPECT_EQ(size("4_096"), 4096u);
 }
 
+TEST(StreamConfig, SizesAreReadAndCheckedByKey) {
+    Config c = parse_config("[stream]\nhold_limit = \"8M\"\nrelay_limit = 1048576\n", "s.toml");
+    EXPECT_EQ(c.stream.hold_limit, 8u << 20);
+    EXPECT_EQ(c.stream.relay_limit, 1u << 20);
+    EXPECT_EQ(c.stream.pending_limit, StreamConfig{}.pending_limit);
+    expect_error("[stream]\nrelay_limit = \"1K\"\n", 2, "stream.relay_limit", "size");
+    expect_error("[stream]\n\nhold_limit = \"lots\"\n", 3, "stream.hold_limit", "size");
+    expect_error("[stream]\nretained_limit = \"8M\"\n", 2, "stream.retained_limit", "unknown key");
+}
+
 TEST(ScanConfig, ErrorsNameFileLineAndKey) {
     expect_error("[scan]\nengine = \"inprocess\"\nengines = 2\n", 3, "scan.engines", "unknown key");
     expect_error("[scan]\nengine = \"clamav\"\n", 2, "scan.engine", "one of inprocess, clamd");

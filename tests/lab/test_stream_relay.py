@@ -1,0 +1,153 @@
+"""The TCP stream engine's store and forward (relay) through the real daemon:
+nfqscand acknowledges the sender itself, stores the bytes, and delivers what
+the inspector lets go to the receiver as its own segments through a raw
+socket, retransmitting what the receiver does not acknowledge.
+
+- A download relayed whole: the test inspector ([test_rewrite] relay = true)
+  stores all of nginx's response (to its FIN), replaces the tokens in the
+  store and sends the result. curl must get exactly the rewritten file
+  (sha256), IPv4 and IPv6, with and without ~1% random loss on every hop,
+  nfqscand's own segments and ACKs included.
+- An upload relayed (relay_requests = true): curl -T to nginx (WebDAV PUT);
+  the stored file must be the one sent.
+- nfqscand stopped in the middle of a relayed transfer: both peers get a
+  RST, in ESTABLISHED state (the kernel's TcpEstabResets), and curl reports
+  an error instead of a complete file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from clients import sha256_file
+from lab import wait_until
+from servers import Nginx
+from test_stream_rewrite import ALLOW, BIG, DOWNLOAD_LIMIT, LOSS, assert_nothing_held, download
+from tokens import rewrite, rewrite_config, token_digests, token_text
+
+MSS_PAYLOAD = 1448  # what one of the relay's segments carries on the lab's links
+UPLOAD = 20 * 1024 * 1024
+
+
+def relay_config(**test_rewrite) -> dict:
+    config = rewrite_config([80])
+    config["test_rewrite"].update(test_rewrite)
+    return config
+
+
+def relayed_download(lab, nfqscand, family: int, loss: float = 0.0) -> None:
+    nginx = Nginx(lab, ports=[80])
+    original, expected = token_digests(BIG)
+    assert nginx.add_stream_file("tokens.txt", token_text(BIG)) == original
+    daemon = nfqscand(relay_config(relay=True), args=ALLOW)
+    before = daemon.status()
+    if loss:
+        lab.add_tcp_loss(loss, injected=True)
+
+    got = download(lab, daemon, nginx.stream_url("tokens.txt", family=family))
+
+    assert got["http_code"] == 200
+    assert got["sha256"] != original, "the file arrived unchanged: nothing was rewritten"
+    assert got["sha256"] == expected, (
+        f"the relayed file differs from the expected rewrite: {got['size_download']} bytes, "
+        f"expected {len(rewrite(token_text(BIG)))}")
+    idle = assert_nothing_held(daemon, before)
+    relay = idle["status"]["streams"]["relay"]
+    assert relay["started"] >= 1, relay
+    # The whole body went out as nfqscand's own segments.
+    assert relay["segments"] >= len(rewrite(token_text(BIG))) // MSS_PAYLOAD, relay
+    assert relay["acks"] > 0, relay
+    if loss:
+        assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
+        assert relay["retransmissions"] > 0, relay
+    assert idle["status"]["streams"]["resets"] == 0, idle["status"]["streams"]
+
+
+def test_relay_whole_response_ipv4(lab, nfqscand):
+    relayed_download(lab, nfqscand, family=4)
+
+
+def test_relay_whole_response_ipv6(lab, nfqscand):
+    relayed_download(lab, nfqscand, family=6)
+
+
+def test_relay_under_one_percent_loss_ipv4(lab, nfqscand):
+    relayed_download(lab, nfqscand, family=4, loss=LOSS)
+
+
+def test_relay_under_one_percent_loss_ipv6(lab, nfqscand):
+    relayed_download(lab, nfqscand, family=6, loss=LOSS)
+
+
+def test_upload_through_the_relay_arrives_intact(lab, nfqscand):
+    nginx = Nginx(lab, ports=[80])
+    data = os.urandom(UPLOAD)
+    source = lab.dir / "upload.bin"
+    source.write_bytes(data)
+    daemon = nfqscand(relay_config(relay_requests=True), args=ALLOW)
+    before = daemon.status()
+    lab.add_tcp_loss(LOSS, injected=True)
+
+    proc = lab.curl("--fail", "--upload-file", str(source), "--write-out", "%{http_code}",
+                    nginx.url("/upload/relayed.bin"), timeout=DOWNLOAD_LIMIT)
+
+    assert proc.stdout.decode().strip() in ("201", "204"), proc.stdout
+    stored = nginx.upload / "relayed.bin"
+    assert stored.stat().st_size == UPLOAD
+    assert sha256_file(stored) == hashlib.sha256(data).hexdigest(), \
+        "the file nginx stored differs from the one curl sent"
+    relay = assert_nothing_held(daemon, before)["status"]["streams"]["relay"]
+    assert relay["started"] >= 1, relay
+    assert relay["segments"] >= UPLOAD // MSS_PAYLOAD, relay
+
+
+def estab_resets(namespace) -> int:
+    """The kernel's count of RSTs that ended ESTABLISHED (or CLOSE-WAIT)
+    connections in `namespace`."""
+    out = namespace.run(["nstat", "-asz", "TcpEstabResets"]).stdout.decode()
+    for line in out.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "TcpEstabResets":
+            return int(fields[1])
+    return 0
+
+
+def test_stopping_nfqscand_mid_relay_resets_both_peers(lab, nfqscand):
+    nginx = Nginx(lab, ports=[80])
+    original, expected = token_digests(BIG)
+    nginx.add_stream_file("tokens.txt", token_text(BIG))
+    # A small store and a slow reader: when nfqscand stops, nginx is still
+    # sending (waiting for room) and curl still receiving.
+    config = relay_config(relay=True)
+    config["stream"] = {"relay_limit": "2M"}
+    daemon = nfqscand(config, args=ALLOW)
+    resets = {ns.role: estab_resets(ns) for ns in (lab.client, lab.server)}
+    out = lab.dir / "cut.bin"
+    curl = lab.client.spawn("curl-relay", [
+        "curl", "-0", "--silent", "--show-error", "--noproxy", "*", "--limit-rate", "2M",
+        "--max-time", str(DOWNLOAD_LIMIT), "--output", str(out), nginx.stream_url("tokens.txt")])
+
+    def relaying_with_data():
+        return (out.exists() and out.stat().st_size > 3 << 20
+                and daemon.status()["streams"]["relay"]["active"] >= 1)
+
+    try:
+        wait_until(relaying_with_data, 30, "the relay to deliver a few MB")
+    except TimeoutError as exc:
+        size = out.stat().st_size if out.exists() else None
+        raise AssertionError(f"{exc}: curl has {size} bytes; streams: "
+                             f"{daemon.status()['streams']}; flows: {daemon.flows()}") from None
+    status = daemon.stop()
+    assert status == 0, f"nfqscand exited with {status}"
+    assert "depended on nfqscand" in daemon.log_text(), daemon.log_text()[-2000:]
+
+    wait_until(lambda: not curl.alive(), 20, "curl to end after the reset")
+    log = curl.log_tail()
+    assert curl.returncode != 0, f"curl took the cut transfer for complete:\n{log}"
+    assert "reset" in log.lower(), log
+    assert out.stat().st_size < len(rewrite(token_text(BIG)))
+    assert sha256_file(out) != expected
+    wait_until(lambda: estab_resets(lab.server) > resets["server"], 5,
+               "nginx's connection to be reset")
+    assert estab_resets(lab.client) > resets["client"]
+    assert "ESTAB" not in lab.client.tcp_states(80), lab.client.tcp_states(80)
