@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace nfqscan {
 
@@ -25,6 +26,9 @@ class RawInjector {
 
     // Sends a complete IP packet (headers included, checksums set).
     bool send(std::span<const uint8_t> packet);
+    // Sends them all, in order, with as few system calls as the families
+    // allow (sendmmsg): a relay writes hundreds of segments per wakeup.
+    void send_all(std::span<const std::vector<uint8_t>> packets);
     const InjectorCounters& counters() const { return counters_; }
 
   private:

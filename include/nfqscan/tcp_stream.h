@@ -77,8 +77,8 @@ class StreamTransform {
 };
 
 struct StreamLimits {
-    size_t max_held = 4u << 20;      // bytes of out-of-order segments held back
-    size_t max_pending = 1u << 20;   // input bytes the inspector may leave unmapped
+    size_t max_held = 4u << 20;     // bytes of out-of-order segments held back
+    size_t max_pending = 1u << 20;  // input bytes the inspector may leave unmapped
     // While relaying: input bytes unmapped plus output not yet acknowledged.
     // The sender is offered only what fits (the window of the ACKs nfqscand
     // sends it); at the limit the inspector is told the stream is stalled.
@@ -112,6 +112,42 @@ struct SegmentVerdict {
     std::vector<uint8_t> payload;
     bool fin = false;    // the packet's FIN stays (only once all input before it is mapped)
     uint64_t token = 0;  // for Hold: identifies the segment in release_held()
+};
+
+// Bytes appended at the back and released from the front, contiguous in
+// memory (appends and copies are memcpy; a deque of bytes copies one at a
+// time, which the per-packet path cannot afford). The consumed front is
+// reclaimed when it outgrows what is still held.
+class ByteQueue {
+  public:
+    size_t size() const { return bytes_.size() - head_; }
+    bool empty() const { return size() == 0; }
+    uint8_t operator[](size_t i) const { return bytes_[head_ + i]; }
+    const uint8_t* data() const { return bytes_.data() + head_; }
+    void append(std::span<const uint8_t> b) {
+        if (head_ > 0 && head_ >= bytes_.size() - head_) {
+            bytes_.erase(bytes_.begin(), bytes_.begin() + ptrdiff_t(head_));
+            head_ = 0;
+        }
+        bytes_.insert(bytes_.end(), b.begin(), b.end());
+    }
+    void drop_front(size_t n) {
+        head_ += std::min(n, size());
+        if (head_ == bytes_.size()) {
+            // Idle: a large buffer goes back (many idle flows must stay cheap).
+            if (bytes_.capacity() > kKeepCapacity)
+                std::vector<uint8_t>().swap(bytes_);
+            else
+                bytes_.clear();
+            head_ = 0;
+        }
+    }
+    size_t capacity() const { return bytes_.capacity(); }
+
+  private:
+    static constexpr size_t kKeepCapacity = 256 << 10;
+    std::vector<uint8_t> bytes_;
+    size_t head_ = 0;
 };
 
 // One direction of a TCP connection: the sender's input and the receiver's
@@ -231,12 +267,12 @@ class StreamDirection {
     bool relay_requested_ = false;        // the inspector wants it (relaying_ ends after)
     uint64_t in_absorbed_ = 0;            // input acknowledged to the sender by the engine
 
-    std::deque<Chunk> chunks_;         // contiguous mapping of unacknowledged ranges
-    std::vector<uint8_t> pending_;     // input [in_mapped_, in_next_)
-    std::deque<uint8_t> in_retained_;  // input [in_retained_begin_, in_mapped_)
+    std::deque<Chunk> chunks_;      // contiguous mapping of unacknowledged ranges
+    std::vector<uint8_t> pending_;  // input [in_mapped_, in_next_)
+    ByteQueue in_retained_;         // input [in_retained_begin_, in_mapped_)
     uint64_t in_retained_begin_ = 0;
-    std::deque<uint8_t> out_retained_;  // output [out_acked_, out_next_)
-    std::map<uint64_t, Held> held_;     // out-of-order segments by input offset
+    ByteQueue out_retained_;         // output [out_acked_, out_next_)
+    std::map<uint64_t, Held> held_;  // out-of-order segments by input offset
     size_t held_bytes_ = 0;
     StreamCounters counters_;
 };

@@ -274,8 +274,7 @@ class QueueWorker::Loop : public PacketSink {
                 spdlog::error("queue {}: cannot inject packets: {}", queue_.queue(), e.what());
             }
         }
-        for (const auto& packet : injections_)
-            if (injector_) injector_->send(packet);
+        if (injector_) injector_->send_all(injections_);
         injections_.clear();
     }
 

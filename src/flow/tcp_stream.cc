@@ -78,8 +78,8 @@ void StreamDirection::append_output(std::span<const uint8_t> input, std::span<co
         chunks_.push_back(c);
     }
     // The inspected input stays until acknowledged, to judge retransmissions.
-    in_retained_.insert(in_retained_.end(), input.begin(), input.end());
-    out_retained_.insert(out_retained_.end(), output.begin(), output.end());
+    in_retained_.append(input);
+    out_retained_.append(output);
     in_mapped_ += input.size();
     out_next_ += output.size();
 }
@@ -142,7 +142,7 @@ std::vector<uint8_t> StreamDirection::output_range(uint64_t begin, uint64_t end)
     begin = std::max(begin, out_acked_);
     end = std::min(end, out_next_);
     if (begin >= end) return {};
-    auto first = out_retained_.begin() + (begin - out_acked_);
+    const uint8_t* first = out_retained_.data() + (begin - out_acked_);
     return std::vector<uint8_t>(first, first + (end - begin));
 }
 
@@ -360,23 +360,24 @@ std::vector<std::pair<uint32_t, uint32_t>> StreamDirection::held_ranges(size_t m
 }
 
 void StreamDirection::trim_acknowledged() {
-    while (!out_retained_.empty() && out_retained_.size() > out_next_ - out_acked_) {
-        last_acked_byte_ = out_retained_.front();
-        out_retained_.pop_front();
+    if (out_retained_.size() > out_next_ - out_acked_) {
+        size_t drop = out_retained_.size() - size_t(out_next_ - out_acked_);
+        last_acked_byte_ = out_retained_[drop - 1];
+        out_retained_.drop_front(drop);
     }
     // Chunks wholly acknowledged go, with the input they covered.
     while (!chunks_.empty() && chunks_.front().out_end <= out_acked_ &&
            chunks_.front().in_end <= in_mapped_) {
         uint64_t drop = chunks_.front().in_end - in_retained_begin_;
         drop = std::min<uint64_t>(drop, in_retained_.size());
-        in_retained_.erase(in_retained_.begin(), in_retained_.begin() + drop);
+        in_retained_.drop_front(drop);
         in_retained_begin_ += drop;
         chunks_.pop_front();
     }
 }
 
 size_t StreamDirection::memory_bytes() const {
-    return out_retained_.size() + in_retained_.size() + pending_.capacity() + held_bytes_ +
+    return out_retained_.capacity() + in_retained_.capacity() + pending_.capacity() + held_bytes_ +
            chunks_.size() * sizeof(Chunk) + held_.size() * (sizeof(Held) + 48);
 }
 

@@ -42,6 +42,64 @@ RawInjector::~RawInjector() {
     if (v6_ >= 0) close(v6_);
 }
 
+void RawInjector::send_all(std::span<const std::vector<uint8_t>> packets) {
+    constexpr size_t kBatch = 64;
+    mmsghdr messages[kBatch];
+    iovec iov[kBatch];
+    sockaddr_storage to[kBatch];
+    size_t i = 0;
+    while (i < packets.size()) {
+        // A run of one family, at most kBatch packets.
+        const std::vector<uint8_t>& first = packets[i];
+        int version = first.empty() ? 0 : first[0] >> 4;
+        if ((version != 4 || first.size() < 20) && (version != 6 || first.size() < 40)) {
+            send(first);  // counted as failed there
+            ++i;
+            continue;
+        }
+        size_t n = 0;
+        for (; n < kBatch && i + n < packets.size(); ++n) {
+            const std::vector<uint8_t>& p = packets[i + n];
+            size_t min = version == 4 ? 20 : 40;
+            if (p.size() < min || (p[0] >> 4) != version) break;
+            std::memset(&to[n], 0, sizeof to[n]);
+            socklen_t length;
+            if (version == 4) {
+                auto* a = reinterpret_cast<sockaddr_in*>(&to[n]);
+                a->sin_family = AF_INET;
+                std::memcpy(&a->sin_addr, p.data() + 16, 4);
+                length = sizeof(sockaddr_in);
+            } else {
+                auto* a = reinterpret_cast<sockaddr_in6*>(&to[n]);
+                a->sin6_family = AF_INET6;
+                std::memcpy(&a->sin6_addr, p.data() + 24, 16);
+                length = sizeof(sockaddr_in6);
+            }
+            iov[n] = {const_cast<uint8_t*>(p.data()), p.size()};
+            messages[n] = {};
+            messages[n].msg_hdr.msg_name = &to[n];
+            messages[n].msg_hdr.msg_namelen = length;
+            messages[n].msg_hdr.msg_iov = &iov[n];
+            messages[n].msg_hdr.msg_iovlen = 1;
+        }
+        int fd = version == 4 ? v4_ : v6_;
+        size_t done = 0;
+        while (done < n) {
+            int sent = sendmmsg(fd, messages + done, unsigned(n - done), 0);
+            if (sent <= 0) {
+                // The first message failed: count it and go on with the rest.
+                if (++counters_.failed <= 10)
+                    spdlog::warn("injecting a packet: {}", strerror(errno));
+                ++done;
+                continue;
+            }
+            counters_.sent += uint64_t(sent);
+            done += size_t(sent);
+        }
+        i += n;
+    }
+}
+
 bool RawInjector::send(std::span<const uint8_t> packet) {
     ssize_t n;
     if (!packet.empty() && (packet[0] >> 4) == 4 && packet.size() >= 20) {

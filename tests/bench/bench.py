@@ -1,12 +1,15 @@
 #!/usr/bin/python3
 """nfqscan benchmarks: figures and ratios measured in one run, not tests.
 
-    tools/bench [all|net|flows|scan] [--rounds N] [--seconds S]
+    tools/bench [all|net|stream|flows|scan] [--rounds N] [--seconds S]
 
 net:   TCP throughput (iperf3, 1 and 4 streams) and a 200 MiB HTTP download,
        plain forwarding vs through nfqscand (flow kept in the queue, flow
        released to the fast path) vs a minimal accept-all NFQUEUE consumer;
        consumer CPU per packet, packets per verdict message and per batch.
+stream: the TCP stream engine on a 200 MiB download: plain forwarding vs
+       nfqscand without it, passing, rewriting tokens, relaying whole
+       responses; throughput ratios and CPU per packet per mode.
 flows: memory per tracked flow at 100k idle flows; a SYN flood against a
        small flow cap while a clean download runs.
 scan:  scanning throughput: the in-process scan service (1 and 2 threads) vs
@@ -41,7 +44,7 @@ def _terminate(signum, frame):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "flows", "scan"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan"])
     parser.add_argument("--rounds", type=int, default=3,
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
@@ -57,7 +60,7 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)
 
-    sections = ["net", "flows", "scan"] if args.what == "all" else [args.what]
+    sections = ["net", "stream", "flows", "scan"] if args.what == "all" else [args.what]
     report = Report()
     files = BenchFiles()
     failed = []
@@ -76,6 +79,9 @@ def main() -> int:
                     with Lab() as lab:
                         net.NetBench(lab, files, report, args.rounds, args.seconds,
                                      args.perf).run()
+                elif name == "stream":
+                    import stream
+                    stream.run(report, files, args)
                 elif name == "flows":
                     import flows
                     flows.run(report, files, args)

@@ -390,13 +390,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def curl_timed(lab: Lab, url: str, out: Path, timeout: float = 300) -> dict:
+def curl_timed(lab: Lab, url: str, out: Path, *extra, timeout: float = 300) -> dict:
     """Download `url` from the client namespace into `out`; curl's own
     transfer time, size and status, and the sha256 of what arrived."""
     out.unlink(missing_ok=True)
     proc = lab.curl("--fail", "--output", str(out), "--write-out",
                     "%{http_code} %{size_download} %{time_total} %{time_connect} "
-                    "%{time_starttransfer}", url, timeout=timeout, check=False)
+                    "%{time_starttransfer}", *extra, url, timeout=timeout, check=False)
     fields = proc.stdout.decode().split()
     result = {"ok": proc.returncode == 0, "rc": proc.returncode,
               "error": proc.stderr.decode(errors="replace").strip()[-300:]}
