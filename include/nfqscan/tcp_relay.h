@@ -55,6 +55,14 @@ class RelaySender {
     // data, no window change: RFC 5681's definition).
     void on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool duplicate_candidate,
                 const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
+    // The receiver's acknowledgement as the stream knows it (it may have
+    // advanced through packets the relay did not see, e.g. released from a
+    // hold): brings the sender up to it, as an ACK without a new window.
+    void catch_up(uint64_t acked, bool fin_acked, const RelayOutput& output, uint64_t now_ms,
+                  std::vector<RelaySegment>& send) {
+        if (acked > una_ || (fin_acked && !fin_acked_))
+            on_ack(acked, fin_acked, rwnd_, false, output, now_ms, send);
+    }
     // New output to send, within the windows.
     void pump(const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
     // The retransmission (or persist) timer.

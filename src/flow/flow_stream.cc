@@ -240,6 +240,8 @@ void FlowStream::pump_relay(Direction d, uint64_t now_ms, std::vector<PacketVerd
         relays_[di] = std::make_unique<RelaySender>(mine.output_acked(), mine.output_sent(),
                                                     segment_room(d), now_ms);
     std::vector<RelaySegment> send;
+    relays_[di]->catch_up(mine.output_acked(), mine.fin_acknowledged(), relay_output(d), now_ms,
+                          send);
     relays_[di]->pump(relay_output(d), now_ms, send);
     emit(d, send, out);
 }
@@ -276,6 +278,9 @@ void FlowStream::on_timer(uint64_t now_ms, std::vector<PacketVerdict>& out) {
         RelaySender* relay = relays_[size_t(d)].get();
         if (!relay) continue;
         std::vector<RelaySegment> send;
+        const StreamDirection& mine = *directions_[size_t(d)];
+        relay->catch_up(mine.output_acked(), mine.fin_acknowledged(), relay_output(d), now_ms,
+                        send);
         uint64_t timeouts = relay->counters().timeouts;
         relay->on_timer(relay_output(d), now_ms, send);
         counters_.relay_timeouts += relay->counters().timeouts - timeouts;

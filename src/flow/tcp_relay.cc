@@ -95,7 +95,6 @@ void RelaySender::pump(const RelayOutput& output, uint64_t now_ms,
 void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool duplicate_candidate,
                          const RelayOutput& output, uint64_t now_ms,
                          std::vector<RelaySegment>& send) {
-    bool window_changed = window != rwnd_;
     rwnd_ = window;
     if (acked > max_sent_) {
         // The receiver has data this sender did not send (it went out
@@ -103,12 +102,19 @@ void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool d
         max_sent_ = acked;
         nxt_ = std::max(nxt_, acked);
     }
-    bool fin_news = fin_acked && fin_sent_ && !fin_acked_;
-    if (fin_news) fin_acked_ = true;
+    // The receiver has the FIN, whatever a timeout made of fin_sent_ since.
+    bool fin_news = fin_acked && !fin_acked_;
+    if (fin_news) fin_acked_ = fin_sent_ = true;
     if (acked > una_ || fin_news) {
         uint64_t newly = acked - una_;
         una_ = std::max(una_, acked);
         nxt_ = std::max(nxt_, una_);
+        if (backoffs_ > 0 && srtt_ms_) {
+            // Progress ends the backoff (as Linux does): the timer goes back
+            // to what the measured round trips say.
+            rto_ms_ = std::clamp<uint64_t>(*srtt_ms_ + std::max<uint64_t>(1, 4 * rttvar_ms_),
+                                           kMinRtoMs, kMaxRtoMs);
+        }
         backoffs_ = 0;
         if (timed_end_ && una_ >= *timed_end_) {
             sample_rtt(now_ms - timed_at_);
@@ -131,7 +137,10 @@ void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool d
         dupacks_ = 0;
         deadline_.reset();
         if (in_flight() > 0 || (fin_sent_ && !fin_acked_)) arm(now_ms);
-    } else if (duplicate_candidate && !window_changed && acked == una_ && in_flight() > 0) {
+    } else if (duplicate_candidate && acked == una_ && in_flight() > 0) {
+        // RFC 5681 also asks for an unchanged window; a Linux receiver
+        // shrinks it while out-of-order data piles up, so, as Linux senders
+        // do, any pure ACK repeating the cumulative one counts.
         ++dupacks_;
         if (dupacks_ == 3 && !recovering_) {
             ++counters_.fast_retransmits;

@@ -20,7 +20,7 @@ import hashlib
 import os
 
 from clients import sha256_file
-from lab import wait_until
+from lab import LabError, wait_until
 from servers import Nginx
 from test_stream_rewrite import ALLOW, BIG, DOWNLOAD_LIMIT, LOSS, assert_nothing_held, download
 from tokens import rewrite, rewrite_config, token_digests, token_text
@@ -88,8 +88,12 @@ def test_upload_through_the_relay_arrives_intact(lab, nfqscand):
     before = daemon.status()
     lab.add_tcp_loss(LOSS, injected=True)
 
-    proc = lab.curl("--fail", "--upload-file", str(source), "--write-out", "%{http_code}",
-                    nginx.url("/upload/relayed.bin"), timeout=DOWNLOAD_LIMIT)
+    try:
+        proc = lab.curl("--fail", "--upload-file", str(source), "--write-out", "%{http_code}",
+                        nginx.url("/upload/relayed.bin"), timeout=DOWNLOAD_LIMIT)
+    except LabError as exc:
+        raise AssertionError(f"the upload failed: {exc}\nstreams: {daemon.status()['streams']}"
+                             f"\nflows: {daemon.flows()}") from None
 
     assert proc.stdout.decode().strip() in ("201", "204"), proc.stdout
     stored = nginx.upload / "relayed.bin"
