@@ -238,10 +238,13 @@ ReloadStarted Daemon::reload() {
         fresh->queue = old.queue;
     }
     if (fresh->scan.pool_threads != old.scan.pool_threads ||
-        fresh->scan.queue_length != old.scan.queue_length) {
-        spdlog::warn("reload: scan.pool_threads and scan.queue_length apply at restart");
+        fresh->scan.queue_length != old.scan.queue_length ||
+        fresh->scan.isolation != old.scan.isolation) {
+        spdlog::warn(
+            "reload: scan.pool_threads, scan.queue_length and scan.isolation apply at restart");
         fresh->scan.pool_threads = old.scan.pool_threads;
         fresh->scan.queue_length = old.scan.queue_length;
+        fresh->scan.isolation = old.scan.isolation;
     }
     spdlog::set_level(spdlog::level::from_str(fresh->daemon.log_level));
     open_event_log(fresh->daemon.event_log);

@@ -85,6 +85,16 @@ std::optional<ScanConfig::Backend> backend_from_name(std::string_view name) {
     return std::nullopt;
 }
 
+std::string_view isolation_name(ScanConfig::Isolation i) {
+    return i == ScanConfig::Isolation::Thread ? "thread" : "process";
+}
+
+std::optional<ScanConfig::Isolation> isolation_from_name(std::string_view name) {
+    if (name == "process") return ScanConfig::Isolation::Process;
+    if (name == "thread") return ScanConfig::Isolation::Thread;
+    return std::nullopt;
+}
+
 ScanVerdict ScanVerdict::clean() {
     return {};
 }
@@ -180,6 +190,9 @@ void to_json(nlohmann::json& j, const ScanStats& s) {
     for (size_t i = 0; i < kScanErrorCount; ++i)
         errors[std::string(kErrorNames[i])] = s.errors[i];
     j = {{"threads", s.threads},
+         {"isolation", s.isolation},
+         {"scanner_pids", s.scanner_pids},
+         {"scanner_restarts", s.scanner_restarts},
          {"queue",
           {{"capacity", s.queue_capacity},
            {"depth", s.queue_depth},
