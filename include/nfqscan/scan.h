@@ -100,8 +100,11 @@ struct ScanVerdict {
     bool is_error() const { return kind == Kind::Error; }
 };
 
-// {"result":"infected","engine":"clamav","signature":..,"layer":..,"category":..}
-// {"result":"error","category":"timeout","reason":..} {"result":"clean","skipped":false}
+// The one JSON shape of a verdict, everywhere (`nfqscanctl scan --json`, the
+// event log, `detections --json`), each with "elapsed_ms":
+// {"verdict":"infected","engine":"clamav","name":..,"layer":..,"category":"virus"}
+// {"verdict":"error","category":"timeout","reason":..,"layer":..}
+// {"verdict":"clean","skipped":false}
 void to_json(nlohmann::json& j, const ScanVerdict& v);
 
 // ---------------------------------------------------------------------------

@@ -32,31 +32,6 @@ std::string iso8601(std::chrono::system_clock::time_point t) {
     return buf;
 }
 
-// One file's verdict as `nfqscanctl scan --json` prints it.
-nlohmann::json file_verdict_json(const ScanVerdict& v) {
-    nlohmann::json j;
-    switch (v.kind) {
-        case ScanVerdict::Kind::Clean:
-            j = {{"verdict", "clean"}, {"skipped", v.skipped}};
-            break;
-        case ScanVerdict::Kind::Infected:
-            j = {{"verdict", "infected"},
-                 {"engine", scan_engine_name(v.detection.engine)},
-                 {"name", v.detection.signature},
-                 {"layer", v.detection.layer_path},
-                 {"category", threat_category_name(v.detection.category)}};
-            break;
-        case ScanVerdict::Kind::Error:
-            j = {{"verdict", "error"},
-                 {"category", scan_error_name(v.error)},
-                 {"reason", v.reason},
-                 {"layer", v.layer_path}};
-            break;
-    }
-    j["elapsed_ms"] = double(v.elapsed.count()) / 1000.0;
-    return j;
-}
-
 nlohmann::json label_counts_json(const std::map<std::string, LabelCount>& counts) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& [name, c] : counts)
@@ -309,7 +284,7 @@ nlohmann::json Daemon::scan_files(const nlohmann::json& request) {
             // On this (the control) thread, past the pool's queue: an operator's
             // request never competes with traffic for a queue slot.
             const ScanVerdict verdict = scan_->scan_file(path, profile);
-            entry = file_verdict_json(verdict);
+            entry = verdict;
             if (!verdict.is_clean()) {
                 ScanEvent event{std::chrono::system_clock::now(), "", "cli", path, verdict, "none"};
                 if (verdict.is_infected())

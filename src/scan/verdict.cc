@@ -138,23 +138,23 @@ ScanObject ScanObject::sharing(std::shared_ptr<const std::vector<uint8_t>> buffe
 void to_json(nlohmann::json& j, const ScanVerdict& v) {
     switch (v.kind) {
         case ScanVerdict::Kind::Clean:
-            j = {{"result", "clean"}, {"skipped", v.skipped}};
+            j = {{"verdict", "clean"}, {"skipped", v.skipped}};
             break;
         case ScanVerdict::Kind::Infected:
-            j = {{"result", "infected"},
+            j = {{"verdict", "infected"},
                  {"engine", scan_engine_name(v.detection.engine)},
-                 {"signature", v.detection.signature},
+                 {"name", v.detection.signature},
                  {"layer", v.detection.layer_path},
                  {"category", threat_category_name(v.detection.category)}};
             break;
         case ScanVerdict::Kind::Error:
-            j = {{"result", "error"},
+            j = {{"verdict", "error"},
                  {"category", scan_error_name(v.error)},
                  {"reason", v.reason},
                  {"layer", v.layer_path}};
             break;
     }
-    j["elapsed_us"] = v.elapsed.count();
+    j["elapsed_ms"] = double(v.elapsed.count()) / 1000.0;
 }
 
 void to_json(nlohmann::json& j, const EnginesInfo& info) {
