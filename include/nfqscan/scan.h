@@ -298,12 +298,18 @@ class ScanService {
     // object was queued.
     bool submit(ScanObject object, std::shared_ptr<CompletionSink> sink, ScanCallback done);
 
-    // Scans on the calling thread, bypassing the queue (control `scan`, bench).
+    // Scans bypassing the queue, waiting on the calling thread (tests, tools):
+    // in a free scanner process (waiting for one if all are busy), or on this
+    // thread with thread isolation.
     ScanVerdict scan(const ScanObject& object);
     // Maps the file (only if within the content-size limit) and scans it like
     // an object named after its base name. Throws std::system_error when the
     // file cannot be read (missing, not a regular file).
     ScanVerdict scan_file(const std::string& path, const std::string& profile = {});
+    // The file as an object for submit(): mapped read-only (nothing is read
+    // yet; an object over the content-size limit is answered without reading
+    // it), named after its base name. Throws std::system_error as scan_file().
+    static ScanObject map_file(const std::string& path, const std::string& profile = {});
 
     bool ready() const;
     std::optional<EnginesInfo> engines_info() const;

@@ -273,10 +273,7 @@ ScanVerdict ScanService::scan(const ScanObject& object) {
     return verdict;
 }
 
-ScanVerdict ScanService::scan_file(const std::string& path, const std::string& profile) {
-    const auto generation = current();
-    if (!generation) return scan(ScanObject{});  // engine-not-ready, counted
-
+ScanObject ScanService::map_file(const std::string& path, const std::string& profile) {
     // A file the operator cannot read is not a verdict about its content.
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
@@ -293,15 +290,6 @@ ScanVerdict ScanService::scan_file(const std::string& path, const std::string& p
     object.name = std::filesystem::path(path).filename().string();
     object.profile = profile;
     const auto size = static_cast<uint64_t>(st.st_size);
-    if (size > generation->set->config().limits.max_content_size) {
-        ::close(fd);
-        // Same verdict as scanning it would give, without reading it.
-        ScanVerdict v = ScanVerdict::failed(
-            ScanError::ContentSize,
-            "object of " + std::to_string(size) + " bytes exceeds max_content_size", object.name);
-        state_->metrics.record_verdict(v, size, false);
-        return v;
-    }
     if (size > 0) {
         void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
@@ -314,6 +302,22 @@ ScanVerdict ScanService::scan_file(const std::string& path, const std::string& p
             map, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
     }
     ::close(fd);
+    return object;
+}
+
+ScanVerdict ScanService::scan_file(const std::string& path, const std::string& profile) {
+    const auto generation = current();
+    if (!generation) return scan(ScanObject{});  // engine-not-ready, counted
+    const ScanObject object = map_file(path, profile);
+    const uint64_t size = object.bytes.size();
+    if (size > generation->set->config().limits.max_content_size) {
+        // Same verdict as scanning it would give, without reading it.
+        ScanVerdict v = ScanVerdict::failed(
+            ScanError::ContentSize,
+            "object of " + std::to_string(size) + " bytes exceeds max_content_size", object.name);
+        state_->metrics.record_verdict(v, size, false);
+        return v;
+    }
     return scan(object);
 }
 

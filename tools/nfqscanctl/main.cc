@@ -97,6 +97,13 @@ void print_scan_status(const json& s) {
     std::printf("\nscan: %s, %s threads, queue %s/%s (max %s)\n", engines.c_str(),
                 num(s["threads"]).c_str(), num(s["queue"]["depth"]).c_str(),
                 num(s["queue"]["capacity"]).c_str(), num(s["queue"]["depth_max"]).c_str());
+    if (str(s, "isolation") == "process") {
+        std::string pids;
+        for (const json& pid : s.value("scanner_pids", json::array()))
+            pids += " " + num(pid);
+        std::printf("  scanner processes:%s (%s restarted after a crash or hang)\n",
+                    pids.empty() ? " none" : pids.c_str(), num(s["scanner_restarts"]).c_str());
+    }
     if (!str(s, "last_reload_error").empty())
         std::printf("  last reload FAILED (running engines kept): %s\n",
                     str(s, "last_reload_error").c_str());
