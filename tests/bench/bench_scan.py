@@ -21,7 +21,9 @@ Variants, each run --rounds times in rotating order (medians printed):
   two 1-worker runners at once: what the machine allows two scanners, the
     reference for the 2-worker figures
   clamscan -d rules/clamav (one thread: clamscan scans files one after another)
-CPU seconds of a runner include its scanner processes.
+CPU seconds of a runner include its scanner processes. Each run also
+measures the CPU the rest of the machine used meanwhile (/proc/stat); runs
+with more than DISTURBED_CPU_S of it are marked and left out of the medians.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!
 CLAMSCAN_LIMITS = ["--max-filesize=32M", "--max-scansize=128M", "--max-recursion=17",
                    "--max-files=10000"]
 MB = 1e6
+# A run during which the rest of the machine used more CPU than this (another
+# engineer's build, say) is left out of the medians when undisturbed runs exist.
+DISTURBED_CPU_S = 1.0
 
 
 # -- corpus -----------------------------------------------------------------------
@@ -311,16 +316,31 @@ def run(report: Report, files, args) -> None:
                                     "thread" if kind == "thread" else "process")
             results[name].append(res)
             # CPU the machine spent on something else meanwhile (another
-            # build, say): a round with much of it is not comparable.
+            # build, say): such a run is not comparable with the others.
             others = machine_busy_seconds() - busy0 - res.get("cpu_total", res["cpu_seconds"])
+            res["disturbed"] = others > DISTURBED_CPU_S
             say(f"  round {r + 1}: {name:<9} {res['mb_per_s']:7.1f} MB/s "
                 f"{res['objects_per_s']:7.1f} objects/s  {res['mb_per_cpu_s']:6.1f} MB/CPU-s"
                 f"  other load {max(0.0, others):4.1f} CPU-s"
+                + ("  DISTURBED" if res["disturbed"] else "")
                 + (f"  (db load {res['load_seconds']:.2f} s excluded)"
                    if kind == "clamscan" else ""))
 
+    def quiet(name: str) -> list[dict]:
+        runs = [r for r in results[name] if not r["disturbed"]]
+        return runs or results[name]
+
     def med(name: str, key: str):
-        return median([r[key] for r in results[name]])
+        """Median over the undisturbed runs (all runs if every one was)."""
+        return median([r[key] for r in quiet(name)])
+
+    def runs_note(name: str) -> str:
+        n_quiet = sum(not r["disturbed"] for r in results[name])
+        n = len(results[name])
+        if n_quiet == n:
+            return f"median of {n}"
+        return (f"median of the {n_quiet} undisturbed of {n} runs" if n_quiet
+                else f"all {n} runs disturbed")
 
     labels = {"clamav-1": "scan service, ClamAV signatures, 1 worker",
               "clamav-2": "scan service, ClamAV signatures, 2 workers",
@@ -332,7 +352,8 @@ def run(report: Report, files, args) -> None:
               "clamscan": "clamscan, same signatures (db load excluded)"}
     report.add("scan", "corpus", f"{corpus.objects} objects, {corpus.bytes / MB:.0f} MB")
     for name, label in labels.items():
-        report.add("scan", f"{label}: throughput", med(name, "mb_per_s"), "MB/s", 1)
+        report.add("scan", f"{label}: throughput", med(name, "mb_per_s"), "MB/s", 1,
+                   note=runs_note(name))
         report.add("scan", f"{label}: objects", med(name, "objects_per_s"), "objects/s", 1)
         report.add("scan", f"{label}: per CPU second", med(name, "mb_per_cpu_s"), "MB/CPU-s", 1)
     report.add("scan", "clamscan database load + start-up", med("clamscan", "load_seconds"), "s")
