@@ -233,7 +233,11 @@ TEST(ScannerProcesses, ReloadReplacesTheScannersAndScansInFlightFinishOnTheOldOn
     std::optional<ScanVerdict> in_flight;
     ASSERT_TRUE(service.submit(ScanObject::copy_of(marker, "slow-marker.txt"), sink,
                                [&](ScanVerdict v) { in_flight = std::move(v); }));
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // A pool thread has taken it (and the engines of the moment with it).
+    for (int i = 0; i < 500 && service.stats().queue_wait.count() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(service.stats().queue_wait.count(), 1u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
     test::write_file(yara_dir + "/reload.yar", R"(rule NfqScan_Reload_Marker
 {
