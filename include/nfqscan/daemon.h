@@ -57,8 +57,10 @@ class Daemon {
     nlohmann::json flows(size_t limit);
     std::string status_line();
 
-    // Control commands of the scan service (see README, nfqscanctl).
-    nlohmann::json scan_files(const nlohmann::json& request);
+    // Control commands of the scan service (see README, nfqscanctl). A scan
+    // goes through the scan pool and answers `reply` when its last file is
+    // judged; the control thread does not wait for it.
+    void scan_files(const nlohmann::json& request, PendingReply reply);
     nlohmann::json engines() const;
     nlohmann::json detections(size_t count) const;
 

@@ -6,6 +6,25 @@
 // swaps in atomically. ClamAV runs in-process (libclamav) or in clamd; YARA
 // always runs in-process, on the whole object and on every layer ClamAV
 // unpacks (archives, mail parts, packed executables).
+//
+// Scanner processes (ScanConfig::isolation, default Process): "in-process"
+// means inside nfqscand's engines, not on its threads. After a reload has
+// built an EngineSet, the service forks one scanner process per pool thread;
+// the compiled engines are shared with them copy-on-write. A pool thread
+// copies its object into its scanner's memfd, sends a small request on a
+// socketpair and waits for a compact verdict message. Why:
+//   - scaling: libclamav extracts layers to temp files and maps them back,
+//     under a process-wide lock; in one multi-threaded process every such
+//     mapping change is a TLB shootdown to the other cores. Two threads
+//     reached 1.4-1.7x of one, two scanner processes reach what two separate
+//     processes do (tools/bench scan);
+//   - containment: a parser crash on hostile content kills one scanner, which
+//     becomes an error verdict (corrupt; out-of-resource if it was killed from
+//     outside, e.g. by the OOM killer) and is forked again; a scanner without
+//     a verdict well past the scan time limit is killed (timeout).
+// A reload forks new scanners over the new engines; scans in flight finish on
+// the old scanners, which end when their last scan is done. Until the first
+// engines and scanners are ready, verdicts are engine-not-ready.
 #pragma once
 
 #include <array>
@@ -81,8 +100,11 @@ struct ScanVerdict {
     bool is_error() const { return kind == Kind::Error; }
 };
 
-// {"result":"infected","engine":"clamav","signature":..,"layer":..,"category":..}
-// {"result":"error","category":"timeout","reason":..} {"result":"clean","skipped":false}
+// The one JSON shape of a verdict, everywhere (`nfqscanctl scan --json`, the
+// event log, `detections --json`), each with "elapsed_ms":
+// {"verdict":"infected","engine":"clamav","name":..,"layer":..,"category":"virus"}
+// {"verdict":"error","category":"timeout","reason":..,"layer":..}
+// {"verdict":"clean","skipped":false}
 void to_json(nlohmann::json& j, const ScanVerdict& v);
 
 // ---------------------------------------------------------------------------
@@ -133,10 +155,19 @@ struct ScanConfig {
 
     uint32_t pool_threads = 0;    // 0: one per CPU
     uint32_t queue_length = 256;  // objects waiting for a thread, beyond that too-many-requests
+
+    // Where the engines run. Process: each pool thread hands its objects to a
+    // scanner process forked from the service once the engines are built
+    // (engines shared copy-on-write; see "Scanner processes" below). Thread:
+    // on the pool threads themselves, in this process.
+    enum class Isolation : uint8_t { Process, Thread };
+    Isolation isolation = Isolation::Process;
 };
 
 std::string_view backend_name(ScanConfig::Backend b);  // "inprocess" | "clamd"
 std::optional<ScanConfig::Backend> backend_from_name(std::string_view name);
+std::string_view isolation_name(ScanConfig::Isolation i);  // "process" | "thread"
+std::optional<ScanConfig::Isolation> isolation_from_name(std::string_view name);
 
 // ---------------------------------------------------------------------------
 // Objects and completions
@@ -218,6 +249,9 @@ struct EngineCounters {
 
 struct ScanStats {
     uint32_t threads = 0;
+    std::string isolation;          // "process" | "thread"
+    std::vector<int> scanner_pids;  // process isolation: the current engines' scanners
+    uint64_t scanner_restarts = 0;  // scanners replaced after dying or hanging
     uint64_t queue_capacity = 0, queue_depth = 0, queue_depth_max = 0;
     uint64_t submitted = 0;  // through submit(), including rejected ones
     uint64_t completed = 0;  // verdicts produced (pool and direct scans)
@@ -236,7 +270,7 @@ void to_json(nlohmann::json& j, const ScanStats& s);
 // ---------------------------------------------------------------------------
 // The service
 
-class EngineSet;  // src/scan/engine_set.h
+struct ScanGeneration;  // src/scan/scan_service.cc: an EngineSet and its scanners
 
 class ScanService {
   public:
@@ -264,19 +298,25 @@ class ScanService {
     // object was queued.
     bool submit(ScanObject object, std::shared_ptr<CompletionSink> sink, ScanCallback done);
 
-    // Scans on the calling thread, bypassing the queue (control `scan`, bench).
+    // Scans bypassing the queue, waiting on the calling thread (tests, tools):
+    // in a free scanner process (waiting for one if all are busy), or on this
+    // thread with thread isolation.
     ScanVerdict scan(const ScanObject& object);
     // Maps the file (only if within the content-size limit) and scans it like
     // an object named after its base name. Throws std::system_error when the
     // file cannot be read (missing, not a regular file).
     ScanVerdict scan_file(const std::string& path, const std::string& profile = {});
+    // The file as an object for submit(): mapped read-only (nothing is read
+    // yet; an object over the content-size limit is answered without reading
+    // it), named after its base name. Throws std::system_error as scan_file().
+    static ScanObject map_file(const std::string& path, const std::string& profile = {});
 
     bool ready() const;
     std::optional<EnginesInfo> engines_info() const;
     ScanStats stats() const;
 
   private:
-    std::shared_ptr<const EngineSet> current() const;
+    std::shared_ptr<const ScanGeneration> current() const;
 
     struct State;
     std::unique_ptr<State> state_;

@@ -24,7 +24,8 @@ struct ScanEvent {
 };
 
 // {"time":"2024-05-01T12:00:00.123Z","flow":..,"protocol":..,"object":..,
-//  "verdict":{..},"action":..}
+//  "verdict":"infected","engine":..,"name":..,"layer":..,"category":..,
+//  "elapsed_ms":..,"action":..}: the verdict's own JSON fields (scan.h), inline.
 std::string format_scan_event(const ScanEvent& event);
 
 class EventLog {

@@ -344,6 +344,9 @@ void read_scan(TableReader& r, ScanConfig& c) {
     r.read("temp_dir", c.temp_dir, true);
     r.read("pool_threads", c.pool_threads, 0, 256);
     r.read("queue_length", c.queue_length, 1, 1u << 20);
+    std::string isolation(isolation_name(c.isolation));
+    r.read_choice("isolation", isolation, {"process", "thread"});
+    c.isolation = *isolation_from_name(isolation);
     if (const toml::table* table = r.table("limits")) {
         TableReader sub(*table, r.full_key("limits"), r.file());
         read_scan_limits(sub, c.limits);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <utility>
 
 namespace nfqscan {
 
@@ -86,9 +87,79 @@ std::optional<std::string> read_line(int fd, size_t limit, int timeout_ms) {
     }
 }
 
+nlohmann::json parse_request(const std::string& line) {
+    nlohmann::json request = nlohmann::json::parse(line);
+    if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
+        throw std::runtime_error("request must be an object with a \"command\" string");
+    return request;
+}
+
+std::string reply_line(const nlohmann::json& reply) {
+    return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string error_line(const std::string& error) {
+    return reply_line({{"ok", false}, {"error", error}});
+}
+
 }  // namespace
 
-ControlServer::ControlServer(std::string path) : path_(std::move(path)) {
+// Tasks for the control thread, from any thread; an eventfd wakes its poll.
+struct ControlServer::Inbox {
+    std::mutex mutex;
+    std::vector<std::function<void()>> tasks;
+    bool open = false;  // between start() and stop()
+    int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+    ~Inbox() {
+        if (wake_fd >= 0) close(wake_fd);
+    }
+    void post(std::function<void()> task) {
+        {
+            std::lock_guard lock(mutex);
+            if (!open) return;
+            tasks.push_back(std::move(task));
+        }
+        uint64_t one = 1;
+        (void)!write(wake_fd, &one, sizeof one);
+    }
+    std::vector<std::function<void()>> take() {
+        uint64_t count;
+        (void)!read(wake_fd, &count, sizeof count);
+        std::lock_guard lock(mutex);
+        return std::exchange(tasks, {});
+    }
+};
+
+struct PendingReply::State {
+    std::shared_ptr<ControlServer::Inbox> inbox;
+    ControlServer* server;  // used only by tasks, which run on its thread
+    uint64_t id;
+    std::atomic<bool> answered{false};
+
+    State(std::shared_ptr<ControlServer::Inbox> i, ControlServer* s, uint64_t n)
+        : inbox(std::move(i)), server(s), id(n) {}
+    ~State() {
+        if (!answered) send(error_line("the request was dropped without an answer"));
+    }
+    void send(std::string line) {
+        inbox->post(
+            [server = server, id = id, line = std::move(line)] { server->answer(id, line); });
+    }
+};
+
+void PendingReply::ok(nlohmann::json result) const {
+    if (state_->answered.exchange(true)) return;
+    state_->send(reply_line({{"ok", true}, {"result", std::move(result)}}));
+}
+
+void PendingReply::fail(const std::string& error) const {
+    if (state_->answered.exchange(true)) return;
+    state_->send(error_line(error));
+}
+
+ControlServer::ControlServer(std::string path)
+    : path_(std::move(path)), inbox_(std::make_shared<Inbox>()) {
     std::filesystem::path dir = std::filesystem::path(path_).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir);
     sockaddr_un addr = address_of(path_);
@@ -131,11 +202,34 @@ void ControlServer::handle(const std::string& command, Handler handler) {
     handlers_[command] = std::move(handler);
 }
 
+void ControlServer::handle_async(const std::string& command, AsyncHandler handler) {
+    async_handlers_[command] = std::move(handler);
+}
+
+void ControlServer::post(std::function<void()> task) {
+    inbox_->post(std::move(task));
+}
+
 void ControlServer::start() {
+    {
+        std::lock_guard lock(inbox_->mutex);
+        inbox_->open = true;
+    }
     thread_ = std::thread([this] { run(); });
 }
 
+std::function<void(std::function<void()>)> ControlServer::poster() const {
+    return [inbox = inbox_](std::function<void()> task) { inbox->post(std::move(task)); };
+}
+
 void ControlServer::stop() {
+    std::vector<std::function<void()>> dropped;
+    {
+        std::lock_guard lock(inbox_->mutex);
+        inbox_->open = false;
+        dropped.swap(inbox_->tasks);
+    }
+    dropped.clear();  // outside the lock: a dropped PendingReply posts (to nowhere)
     if (!thread_.joinable()) return;
     uint64_t one = 1;
     (void)!write(stop_fd_, &one, sizeof one);
@@ -143,42 +237,90 @@ void ControlServer::stop() {
 }
 
 std::string ControlServer::dispatch(const std::string& line) {
-    nlohmann::json reply;
     try {
-        nlohmann::json request = nlohmann::json::parse(line);
-        if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
-            throw std::runtime_error("request must be an object with a \"command\" string");
-        std::string command = request["command"];
+        const nlohmann::json request = parse_request(line);
+        const std::string command = request["command"];
         auto it = handlers_.find(command);
         if (it == handlers_.end()) throw std::runtime_error("unknown command: " + command);
-        reply = {{"ok", true}, {"result", it->second(request)}};
+        return reply_line({{"ok", true}, {"result", it->second(request)}});
     } catch (const std::exception& e) {
-        reply = {{"ok", false}, {"error", e.what()}};
+        return error_line(e.what());
     }
-    return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+// Answers now, or holds the connection for an asynchronous handler.
+void ControlServer::serve(int client, const std::string& line) {
+    nlohmann::json request;
+    AsyncHandler* async = nullptr;
+    try {
+        request = parse_request(line);
+        auto it = async_handlers_.find(request["command"].get<std::string>());
+        if (it != async_handlers_.end()) async = &it->second;
+    } catch (const std::exception&) {
+        // dispatch() answers with the error
+    }
+    if (async == nullptr) {
+        write_all(client, dispatch(line));
+        close(client);
+        return;
+    }
+    if (held_.size() >= kMaxHeld) {
+        write_all(client, error_line("too many control requests in progress"));
+        close(client);
+        return;
+    }
+    const uint64_t id = next_id_++;
+    held_[id] = client;
+    auto state = std::make_shared<PendingReply::State>(inbox_, this, id);
+    try {
+        (*async)(request, PendingReply(state));
+    } catch (const std::exception& e) {
+        PendingReply(state).fail(e.what());
+    }
+}
+
+void ControlServer::answer(uint64_t id, const std::string& reply_line) {
+    auto it = held_.find(id);
+    if (it == held_.end()) return;
+    write_all(it->second, reply_line);
+    close(it->second);
+    held_.erase(it);
 }
 
 void ControlServer::run() {
     pthread_setname_np(pthread_self(), "nfq-control");
     for (;;) {
-        pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
+        pollfd fds[3] = {
+            {listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_->wake_fd, POLLIN, 0}};
+        if (poll(fds, 3, -1) < 0) {
             if (errno == EINTR) continue;
             spdlog::error("control socket: poll: {}", strerror(errno));
-            return;
+            break;
         }
-        if (fds[1].revents) return;
+        if (fds[1].revents) break;
+        if (fds[2].revents) {
+            for (std::function<void()>& task : inbox_->take()) {
+                try {
+                    task();
+                } catch (const std::exception& e) {
+                    spdlog::error("control: {}", e.what());
+                }
+            }
+        }
+        if (!fds[0].revents) continue;
         int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
         if (client < 0) continue;
-        FileDescriptor guard(client);
         std::optional<std::string> line = read_line(client, kMaxRequest, kClientTimeoutMs);
-        std::string reply =
-            line ? dispatch(*line)
-                 : nlohmann::json{{"ok", false}, {"error", "request too large or incomplete"}}
-                           .dump() +
-                       "\n";
-        write_all(client, reply);
+        if (!line) {
+            write_all(client, error_line("request too large or incomplete"));
+            close(client);
+            continue;
+        }
+        serve(client, *line);
     }
+    for (const auto& [id, fd] : held_)
+        close(fd);
+    held_.clear();
 }
 
 nlohmann::json control_request(const std::string& path, const nlohmann::json& request,

@@ -32,31 +32,6 @@ std::string iso8601(std::chrono::system_clock::time_point t) {
     return buf;
 }
 
-// One file's verdict as `nfqscanctl scan --json` prints it.
-nlohmann::json file_verdict_json(const ScanVerdict& v) {
-    nlohmann::json j;
-    switch (v.kind) {
-        case ScanVerdict::Kind::Clean:
-            j = {{"verdict", "clean"}, {"skipped", v.skipped}};
-            break;
-        case ScanVerdict::Kind::Infected:
-            j = {{"verdict", "infected"},
-                 {"engine", scan_engine_name(v.detection.engine)},
-                 {"name", v.detection.signature},
-                 {"layer", v.detection.layer_path},
-                 {"category", threat_category_name(v.detection.category)}};
-            break;
-        case ScanVerdict::Kind::Error:
-            j = {{"verdict", "error"},
-                 {"category", scan_error_name(v.error)},
-                 {"reason", v.reason},
-                 {"layer", v.layer_path}};
-            break;
-    }
-    j["elapsed_ms"] = double(v.elapsed.count()) / 1000.0;
-    return j;
-}
-
 nlohmann::json label_counts_json(const std::map<std::string, LabelCount>& counts) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& [name, c] : counts)
@@ -186,7 +161,9 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
         if (!r.error.empty()) throw std::runtime_error(r.error);
         return nlohmann::json{{"reloaded", config()->source}, {"engine_reload", r.engine_reload}};
     });
-    control_->handle("scan", [this](const nlohmann::json& request) { return scan_files(request); });
+    control_->handle_async("scan", [this](const nlohmann::json& request, PendingReply reply) {
+        scan_files(request, std::move(reply));
+    });
     control_->handle("engines", [this](const nlohmann::json&) { return engines(); });
     control_->handle("detections", [this](const nlohmann::json& request) {
         return detections(request.value("count", size_t(20)));
@@ -238,10 +215,13 @@ ReloadStarted Daemon::reload() {
         fresh->queue = old.queue;
     }
     if (fresh->scan.pool_threads != old.scan.pool_threads ||
-        fresh->scan.queue_length != old.scan.queue_length) {
-        spdlog::warn("reload: scan.pool_threads and scan.queue_length apply at restart");
+        fresh->scan.queue_length != old.scan.queue_length ||
+        fresh->scan.isolation != old.scan.isolation) {
+        spdlog::warn(
+            "reload: scan.pool_threads, scan.queue_length and scan.isolation apply at restart");
         fresh->scan.pool_threads = old.scan.pool_threads;
         fresh->scan.queue_length = old.scan.queue_length;
+        fresh->scan.isolation = old.scan.isolation;
     }
     spdlog::set_level(spdlog::level::from_str(fresh->daemon.log_level));
     open_event_log(fresh->daemon.event_log);
@@ -285,44 +265,79 @@ std::shared_ptr<EventLog> Daemon::event_log() const {
     return event_log_;
 }
 
-nlohmann::json Daemon::scan_files(const nlohmann::json& request) {
+namespace {
+
+// Scan completions run on the control thread, like the rest of a request.
+class ControlSink : public CompletionSink {
+  public:
+    explicit ControlSink(std::function<void(std::function<void()>)> post)
+        : post_(std::move(post)) {}
+    void post(std::function<void()> task) override { post_(std::move(task)); }
+
+  private:
+    std::function<void(std::function<void()>)> post_;
+};
+
+}  // namespace
+
+void Daemon::scan_files(const nlohmann::json& request, PendingReply reply) {
     const nlohmann::json paths = request.value("paths", nlohmann::json());
     if (!paths.is_array() || paths.empty())
         throw std::runtime_error("scan: \"paths\" must be a non-empty array of file paths");
     if (paths.size() > kMaxScanPaths)
         throw std::runtime_error(fmt::format("scan: at most {} paths per request", kMaxScanPaths));
+    for (const nlohmann::json& p : paths)
+        if (!p.is_string()) throw std::runtime_error("scan: paths must be strings");
     const std::string profile = request.value("profile", std::string());
     const bool log = request.value("log", true);
-    const std::shared_ptr<EventLog> events = log ? event_log() : nullptr;
-    nlohmann::json out = nlohmann::json::array();
-    for (const nlohmann::json& p : paths) {
-        if (!p.is_string()) throw std::runtime_error("scan: paths must be strings");
-        const std::string path = p.get<std::string>();
-        nlohmann::json entry;
+
+    // The request's results, filled in as verdicts arrive (on the control
+    // thread, so without a lock); answered when the last one is in.
+    struct Batch {
+        nlohmann::json results;
+        size_t pending;
+        PendingReply reply;
+        std::shared_ptr<EventLog> events;
+        void done() {
+            if (--pending == 0) reply.ok(std::move(results));
+        }
+    };
+    auto batch = std::make_shared<Batch>(Batch{nlohmann::json::array(), paths.size(),
+                                               std::move(reply), log ? event_log() : nullptr});
+    auto sink = std::make_shared<ControlSink>(control_->poster());
+    for (size_t i = 0; i < paths.size(); ++i) {
+        const std::string path = paths[i].get<std::string>();
+        batch->results.push_back({{"path", path}});
+        ScanObject object;
         try {
             // The daemon's working directory is not the caller's.
             if (!std::filesystem::path(path).is_absolute())
                 throw std::runtime_error(path + ": not an absolute path");
-            // On this (the control) thread, past the pool's queue: an operator's
-            // request never competes with traffic for a queue slot.
-            const ScanVerdict verdict = scan_->scan_file(path, profile);
-            entry = file_verdict_json(verdict);
+            object = ScanService::map_file(path, profile);
+        } catch (const std::exception& e) {
+            // Not a verdict about the content: the file could not be read.
+            batch->results[i] = {{"verdict", "error"}, {"reason", e.what()}, {"path", path}};
+            batch->done();
+            continue;
+        }
+        // Through the pool like traffic: an operator's scan waits its turn in
+        // the queue (or gets too-many-requests when the queue is full).
+        scan_->submit(std::move(object), sink, [batch, i, path](ScanVerdict verdict) {
+            nlohmann::json entry = verdict;
+            entry["path"] = path;
+            batch->results[i] = std::move(entry);
             if (!verdict.is_clean()) {
-                ScanEvent event{std::chrono::system_clock::now(), "", "cli", path, verdict, "none"};
                 if (verdict.is_infected())
                     spdlog::warn("scan {}: {} {} in {}", path,
                                  scan_engine_name(verdict.detection.engine),
                                  verdict.detection.signature, verdict.detection.layer_path);
-                if (events) events->append(event);
+                if (batch->events)
+                    batch->events->append(
+                        {std::chrono::system_clock::now(), "", "cli", path, verdict, "none"});
             }
-        } catch (const std::exception& e) {
-            // Not a verdict about the content: the file could not be read.
-            entry = {{"verdict", "error"}, {"reason", e.what()}};
-        }
-        entry["path"] = path;
-        out.push_back(std::move(entry));
+            batch->done();
+        });
     }
-    return out;
 }
 
 nlohmann::json Daemon::engines() const {

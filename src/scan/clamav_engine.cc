@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
@@ -20,8 +21,10 @@ namespace fs = std::filesystem;
 // otherwise messages go to the log, at debug level during scans because the
 // scanned content (attacker-controlled) decides how many there are.
 thread_local std::vector<std::string>* t_load_messages = nullptr;
+std::atomic<bool> g_messages_silenced{false};
 
 void on_clamav_message(enum cl_msg severity, const char* /*fullmsg*/, const char* msg, void*) {
+    if (g_messages_silenced.load(std::memory_order_relaxed)) return;
     std::string text = msg ? msg : "";
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
         text.pop_back();
@@ -211,6 +214,10 @@ cl_error_t on_archive_meta(const char* /*container_type*/, unsigned long /*conta
 }
 
 }  // namespace
+
+void silence_clamav_messages() {
+    g_messages_silenced.store(true, std::memory_order_relaxed);
+}
 
 std::optional<ScanError> error_for_clamav_signature(std::string_view virname) {
     constexpr std::string_view kLimits = "Heuristics.Limits.Exceeded.";

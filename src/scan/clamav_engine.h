@@ -54,6 +54,10 @@ inline bool is_observer_virname(std::string_view virname) {
 // ClamAV's heuristic alerts that are really "could not scan it all" (limits,
 // encryption, broken files) rather than detections.
 std::optional<ScanError> error_for_clamav_signature(std::string_view virname);
+// In a scanner process: libclamav's messages are dropped instead of logged
+// (the logger's lock may have been held by another thread at the fork).
+void silence_clamav_messages();
+
 // Errors a scan returns instead of CL_CLEAN/CL_VIRUS.
 ScanError error_for_clamav_code(cl_error_t rc);
 

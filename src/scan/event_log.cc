@@ -33,9 +33,13 @@ int open_log(const std::string& path) {
 }  // namespace
 
 std::string format_scan_event(const ScanEvent& event) {
-    const nlohmann::json j = {{"time", iso8601_ms(event.time)}, {"flow", event.flow},
-                              {"protocol", event.protocol},     {"object", event.object},
-                              {"verdict", event.verdict},       {"action", event.action}};
+    // The verdict's fields sit beside the event's, named as everywhere else.
+    nlohmann::json j = {{"time", iso8601_ms(event.time)},
+                        {"flow", event.flow},
+                        {"protocol", event.protocol},
+                        {"object", event.object}};
+    j.update(nlohmann::json(event.verdict));
+    j["action"] = event.action;
     // Invalid UTF-8 from the wire (file names, subjects) must not make the
     // line unwritable.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -39,6 +39,14 @@ void AtomicEngineCounters::record(uint64_t bytes, std::chrono::microseconds busy
     if (error) errors_.fetch_add(1, kRelaxed);
 }
 
+void AtomicEngineCounters::add(const EngineCounters& c) {
+    scans_.fetch_add(c.scans, kRelaxed);
+    detections_.fetch_add(c.detections, kRelaxed);
+    errors_.fetch_add(c.errors, kRelaxed);
+    bytes_.fetch_add(c.bytes, kRelaxed);
+    busy_us_.fetch_add(c.busy_us, kRelaxed);
+}
+
 EngineCounters AtomicEngineCounters::snapshot() const {
     return {scans_.load(kRelaxed), detections_.load(kRelaxed), errors_.load(kRelaxed),
             bytes_.load(kRelaxed), busy_us_.load(kRelaxed)};
@@ -79,6 +87,7 @@ ScanStats ScanMetrics::snapshot() const {
     s.queue_wait = queue_wait_.snapshot();
     s.clamav = clamav.snapshot();
     s.yara = yara.snapshot();
+    s.scanner_restarts = scanner_restarts_.load(kRelaxed);
     s.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     const uint64_t us = scan_us_.load(kRelaxed);
     s.throughput_mb_per_s = us > 0 ? static_cast<double>(s.bytes) / static_cast<double>(us) : 0.0;

@@ -25,6 +25,8 @@ class AtomicHistogram {
 class AtomicEngineCounters {
   public:
     void record(uint64_t bytes, std::chrono::microseconds busy, bool detection, bool error);
+    // Counts recorded elsewhere (a scanner process) added to these.
+    void add(const EngineCounters& c);
     EngineCounters snapshot() const;
 
   private:
@@ -37,6 +39,8 @@ class ScanMetrics {
 
     void record_submitted() { submitted_.fetch_add(1, std::memory_order_relaxed); }
     void record_queue_wait(std::chrono::microseconds us) { queue_wait_.record(us); }
+    // A scanner process replaced after it died or hung.
+    void record_scanner_restart() { scanner_restarts_.fetch_add(1, std::memory_order_relaxed); }
     // Every verdict handed out, with the object size and, when it was
     // actually scanned, the scan time.
     void record_verdict(const ScanVerdict& verdict, uint64_t bytes, bool scanned);
@@ -52,6 +56,7 @@ class ScanMetrics {
     std::atomic<uint64_t> submitted_{0}, completed_{0}, clean_{0}, skipped_{0}, infected_{0};
     std::array<std::atomic<uint64_t>, kScanErrorCount> errors_{};
     std::atomic<uint64_t> bytes_{0}, scan_us_{0};
+    std::atomic<uint64_t> scanner_restarts_{0};
     AtomicHistogram scan_latency_;
     AtomicHistogram queue_wait_;
 };

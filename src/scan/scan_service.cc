@@ -16,11 +16,23 @@
 #include "nfqscan/scan.h"
 #include "scan_metrics.h"
 #include "scan_pool.h"
+#include "scanner_process.h"
 
 namespace nfqscan {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+// One reload's engines and, with process isolation, the scanner processes
+// forked over them. Scans hold it by shared_ptr; the last one out retires it.
+struct ScanGeneration {
+    std::unique_ptr<const EngineSet> set;
+    std::unique_ptr<ScannerGroup> scanners;  // declared last: ends before the set
+};
+
+namespace {
 
 // Freeing an engine set can take a second or more with the official ClamAV
 // databases. The last scan holding a retired set would pay for it on a pool
@@ -36,16 +48,16 @@ class EngineRetirer {
         wake_.notify_one();
         thread_.join();
     }
-    void retire(const EngineSet* set) {
+    void retire(const ScanGeneration* generation) {
         {
             std::lock_guard lock(mutex_);
             if (!stopping_) {
-                retired_.push_back(set);
+                retired_.push_back(generation);
                 wake_.notify_one();
                 return;
             }
         }
-        delete set;
+        destroy(generation);
     }
 
   private:
@@ -54,10 +66,10 @@ class EngineRetirer {
         for (;;) {
             wake_.wait(lock, [this] { return stopping_ || !retired_.empty(); });
             while (!retired_.empty()) {
-                const EngineSet* set = retired_.back();
+                const ScanGeneration* generation = retired_.back();
                 retired_.pop_back();
                 lock.unlock();
-                delete set;
+                destroy(generation);
                 lock.lock();
             }
             if (stopping_) return;
@@ -66,7 +78,20 @@ class EngineRetirer {
 
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::vector<const EngineSet*> retired_;
+    // The scanners go first (killed and reaped); the engines are freed under
+    // the fork lock, so no scanner is forked while libclamav or libyara
+    // runs teardown code that may hold one of their global locks.
+    static void destroy(const ScanGeneration* generation) {
+        auto* g = const_cast<ScanGeneration*>(generation);
+        g->scanners.reset();
+        {
+            std::lock_guard lock(ScannerProcess::fork_mutex());
+            g->set.reset();
+        }
+        delete g;
+    }
+
+    std::vector<const ScanGeneration*> retired_;
     bool stopping_ = false;
     std::thread thread_;
 };
@@ -82,8 +107,9 @@ struct ScanService::State {
     ScanMetrics metrics;
     std::shared_ptr<EngineRetirer> retirer = std::make_shared<EngineRetirer>();
 
+    ScanConfig::Isolation isolation = ScanConfig::Isolation::Process;
     mutable std::mutex current_mutex;
-    std::shared_ptr<const EngineSet> current;
+    std::shared_ptr<const ScanGeneration> current;
     uint64_t generation = 0;  // guarded by reload_mutex
 
     std::mutex reload_mutex;  // one build at a time
@@ -96,6 +122,7 @@ struct ScanService::State {
 };
 
 ScanService::ScanService(const ScanConfig& config) : state_(std::make_unique<State>()) {
+    state_->isolation = config.isolation;
     state_->pool = std::make_unique<ScanPool>(pool_threads(config), config.queue_length);
 }
 
@@ -109,7 +136,7 @@ ScanService::~ScanService() {
     state_->current.reset();
 }
 
-std::shared_ptr<const EngineSet> ScanService::current() const {
+std::shared_ptr<const ScanGeneration> ScanService::current() const {
     std::lock_guard lock(state_->current_mutex);
     return state_->current;
 }
@@ -119,36 +146,55 @@ bool ScanService::ready() const {
 }
 
 std::optional<EnginesInfo> ScanService::engines_info() const {
-    const auto set = current();
-    if (!set) return std::nullopt;
-    return set->info();
+    const auto generation = current();
+    if (!generation) return std::nullopt;
+    return generation->set->info();
 }
 
 ReloadResult ScanService::reload(const ScanConfig& config) {
     std::lock_guard reload_lock(state_->reload_mutex);
     ReloadResult result;
-    EngineSet::Built built = EngineSet::build(config, state_->generation + 1);
-    if (!built.set) {
-        const LoadFailure failure = built.failure.value_or(LoadFailure{{}, 0, "unknown failure"});
+    const bool processes = state_->isolation == ScanConfig::Isolation::Process;
+    auto fail = [&](const LoadFailure& failure) {
         result.error = failure.to_string();
         result.file = failure.file;
         result.line = failure.line;
         if (auto info = engines_info()) result.engines = *info;
         spdlog::error("scan engines not reloaded: {}", result.error);
         return result;
+    };
+    EngineSet::Built built;
+    {
+        // No scanner may be forked while libclamav/libyara load (see fork_mutex()).
+        std::unique_lock fork_lock(ScannerProcess::fork_mutex(), std::defer_lock);
+        if (processes) fork_lock.lock();
+        built = EngineSet::build(config, state_->generation + 1);
+    }
+    if (!built.set) return fail(built.failure.value_or(LoadFailure{{}, 0, "unknown failure"}));
+
+    auto generation = std::make_unique<ScanGeneration>();
+    generation->set = std::move(built.set);
+    if (processes) {
+        try {
+            generation->scanners = std::make_unique<ScannerGroup>(
+                *generation->set, state_->pool->threads(), state_->metrics);
+        } catch (const std::system_error& e) {
+            return fail(
+                LoadFailure{{}, 0, std::string("cannot start scanner processes: ") + e.what()});
+        }
     }
     ++state_->generation;
-    std::shared_ptr<const EngineSet> fresh(
-        built.set.release(),
-        [retirer = state_->retirer](const EngineSet* s) { retirer->retire(s); });
+    std::shared_ptr<const ScanGeneration> fresh(
+        generation.release(),
+        [retirer = state_->retirer](const ScanGeneration* g) { retirer->retire(g); });
     result.ok = true;
-    result.engines = fresh->info();
+    result.engines = fresh->set->info();
     for (const std::string& w : result.engines.warnings)
         spdlog::warn("scan engines: {}", w);
     spdlog::info("scan engines generation {} ready in {} ms: {} ClamAV signatures, {} YARA rules",
                  result.engines.generation, result.engines.load_time.count(),
                  result.engines.clamav_signatures, result.engines.yara_rules);
-    std::shared_ptr<const EngineSet> old;
+    std::shared_ptr<const ScanGeneration> old;
     {
         std::lock_guard lock(state_->current_mutex);
         old = std::exchange(state_->current, std::move(fresh));
@@ -209,8 +255,8 @@ bool ScanService::submit(ScanObject object, std::shared_ptr<CompletionSink> sink
 
 ScanVerdict ScanService::scan(const ScanObject& object) {
     ScanMetrics& metrics = state_->metrics;
-    const auto set = current();
-    if (!set) {
+    const auto generation = current();
+    if (!generation) {
         ScanVerdict v =
             ScanVerdict::failed(ScanError::EngineNotReady, "scan engines are not loaded yet");
         metrics.record_verdict(v, object.bytes.size(), false);
@@ -218,7 +264,8 @@ ScanVerdict ScanService::scan(const ScanObject& object) {
     }
     ScanVerdict verdict;
     try {
-        verdict = set->scan(object, metrics);
+        verdict = generation->scanners ? generation->scanners->scan(object)
+                                       : generation->set->scan(object, metrics);
     } catch (const std::bad_alloc&) {
         verdict = ScanVerdict::failed(ScanError::OutOfResource, "out of memory");
     }
@@ -226,10 +273,7 @@ ScanVerdict ScanService::scan(const ScanObject& object) {
     return verdict;
 }
 
-ScanVerdict ScanService::scan_file(const std::string& path, const std::string& profile) {
-    const auto set = current();
-    if (!set) return scan(ScanObject{});  // engine-not-ready, counted
-
+ScanObject ScanService::map_file(const std::string& path, const std::string& profile) {
     // A file the operator cannot read is not a verdict about its content.
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
@@ -246,15 +290,6 @@ ScanVerdict ScanService::scan_file(const std::string& path, const std::string& p
     object.name = std::filesystem::path(path).filename().string();
     object.profile = profile;
     const auto size = static_cast<uint64_t>(st.st_size);
-    if (size > set->config().limits.max_content_size) {
-        ::close(fd);
-        // Same verdict as scanning it would give, without reading it.
-        ScanVerdict v = ScanVerdict::failed(
-            ScanError::ContentSize,
-            "object of " + std::to_string(size) + " bytes exceeds max_content_size", object.name);
-        state_->metrics.record_verdict(v, size, false);
-        return v;
-    }
     if (size > 0) {
         void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
@@ -267,12 +302,31 @@ ScanVerdict ScanService::scan_file(const std::string& path, const std::string& p
             map, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
     }
     ::close(fd);
+    return object;
+}
+
+ScanVerdict ScanService::scan_file(const std::string& path, const std::string& profile) {
+    const auto generation = current();
+    if (!generation) return scan(ScanObject{});  // engine-not-ready, counted
+    const ScanObject object = map_file(path, profile);
+    const uint64_t size = object.bytes.size();
+    if (size > generation->set->config().limits.max_content_size) {
+        // Same verdict as scanning it would give, without reading it.
+        ScanVerdict v = ScanVerdict::failed(
+            ScanError::ContentSize,
+            "object of " + std::to_string(size) + " bytes exceeds max_content_size", object.name);
+        state_->metrics.record_verdict(v, size, false);
+        return v;
+    }
     return scan(object);
 }
 
 ScanStats ScanService::stats() const {
     ScanStats s = state_->metrics.snapshot();
     s.threads = state_->pool->threads();
+    s.isolation = std::string(isolation_name(state_->isolation));
+    if (const auto generation = current(); generation && generation->scanners)
+        s.scanner_pids = generation->scanners->pids();
     s.queue_capacity = state_->pool->capacity();
     s.queue_depth = state_->pool->depth();
     s.queue_depth_max = state_->pool->depth_max();

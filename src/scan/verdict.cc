@@ -85,6 +85,16 @@ std::optional<ScanConfig::Backend> backend_from_name(std::string_view name) {
     return std::nullopt;
 }
 
+std::string_view isolation_name(ScanConfig::Isolation i) {
+    return i == ScanConfig::Isolation::Thread ? "thread" : "process";
+}
+
+std::optional<ScanConfig::Isolation> isolation_from_name(std::string_view name) {
+    if (name == "process") return ScanConfig::Isolation::Process;
+    if (name == "thread") return ScanConfig::Isolation::Thread;
+    return std::nullopt;
+}
+
 ScanVerdict ScanVerdict::clean() {
     return {};
 }
@@ -128,23 +138,23 @@ ScanObject ScanObject::sharing(std::shared_ptr<const std::vector<uint8_t>> buffe
 void to_json(nlohmann::json& j, const ScanVerdict& v) {
     switch (v.kind) {
         case ScanVerdict::Kind::Clean:
-            j = {{"result", "clean"}, {"skipped", v.skipped}};
+            j = {{"verdict", "clean"}, {"skipped", v.skipped}};
             break;
         case ScanVerdict::Kind::Infected:
-            j = {{"result", "infected"},
+            j = {{"verdict", "infected"},
                  {"engine", scan_engine_name(v.detection.engine)},
-                 {"signature", v.detection.signature},
+                 {"name", v.detection.signature},
                  {"layer", v.detection.layer_path},
                  {"category", threat_category_name(v.detection.category)}};
             break;
         case ScanVerdict::Kind::Error:
-            j = {{"result", "error"},
+            j = {{"verdict", "error"},
                  {"category", scan_error_name(v.error)},
                  {"reason", v.reason},
                  {"layer", v.layer_path}};
             break;
     }
-    j["elapsed_us"] = v.elapsed.count();
+    j["elapsed_ms"] = double(v.elapsed.count()) / 1000.0;
 }
 
 void to_json(nlohmann::json& j, const EnginesInfo& info) {
@@ -180,6 +190,9 @@ void to_json(nlohmann::json& j, const ScanStats& s) {
     for (size_t i = 0; i < kScanErrorCount; ++i)
         errors[std::string(kErrorNames[i])] = s.errors[i];
     j = {{"threads", s.threads},
+         {"isolation", s.isolation},
+         {"scanner_pids", s.scanner_pids},
+         {"scanner_restarts", s.scanner_restarts},
          {"queue",
           {{"capacity", s.queue_capacity},
            {"depth", s.queue_depth},

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import random
+import select
 import shutil
 import signal
+import socket
 import zipfile
 from email.message import EmailMessage
 from pathlib import Path
@@ -306,10 +309,12 @@ def test_detections_show_the_cli_scan_events(scanlab):
     assert [e["object"] for e in events] == [eicar, corrupt], events
     infected, error = events
     assert infected["protocol"] == "cli" and infected["action"] == "none"
-    assert infected["verdict"]["result"] == "infected"
-    assert infected["verdict"]["layer"] == "eicar.zip/eicar.com"
-    assert error["verdict"]["result"] == "error"
-    assert error["verdict"]["category"] == "corrupt"
+    # The verdict's fields, named as in `scan --json`.
+    assert infected["verdict"] == "infected"
+    assert infected["layer"] == "eicar.zip/eicar.com"
+    assert infected["engine"] in ("clamav", "yara") and infected["name"]
+    assert error["verdict"] == "error"
+    assert error["category"] == "corrupt"
     assert infected["time"].endswith("Z")
     # The file itself: one JSON object per line.
     lines = Path(daemon.config["daemon"]["event_log"]).read_text().splitlines()
@@ -342,10 +347,17 @@ def test_status_shows_the_scan_section(scanlab):
     paths.append(scanlab.file("eicar.com", EICAR))
     daemon.scan(*paths)
 
-    s = daemon.status()["scan"]
+    status = daemon.status()
+    s = status["scan"]
 
     assert s["ready"] is True and s["generation"] == 1 and s["backend"] == "inprocess"
     assert s["threads"] == 2
+    # The engines run in scanner processes, children of nfqscand.
+    assert s["isolation"] == "process" and len(s["scanner_pids"]) == 2, s
+    for pid in s["scanner_pids"]:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        assert int(stat.rsplit(")", 1)[1].split()[1]) == status["pid"], stat
+    assert s["scanner_restarts"] == 0
     assert s["queue"]["capacity"] == 64
     assert s["completed"] >= 6 and s["clean"] >= 5 and s["infected"] >= 1, s
     assert s["scan_latency"]["count"] >= 6
@@ -355,6 +367,35 @@ def test_status_shows_the_scan_section(scanlab):
     out = daemon.ctl("status").stdout.decode()
     assert "scan: engines ready (generation 1, inprocess), 2 threads, queue 0/64" in out, out
     assert "scan latency" in out
+    assert "scanner processes: " in out, out
+
+
+def test_status_is_answered_while_a_scan_is_running(scanlab):
+    """A scan request is held while the pool works on it; the control thread
+    goes on answering other requests meanwhile."""
+    daemon = scanlab.daemon
+    big = scanlab.file("big.bin", random.Random(7).randbytes(24 << 20))
+    request = {"command": "scan", "paths": [big] * 8, "log": False}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as scan:
+        scan.connect(str(daemon.control))
+        scan.sendall(json.dumps(request).encode() + b"\n")
+        wait_until(lambda: daemon.status()["scan"]["completed"] >= 1 or None, 30,
+                   "the first file of the scan")
+        status = daemon.status()
+        # Answered while the scan's reply is still outstanding.
+        readable, _, _ = select.select([scan], [], [], 0)
+        assert not readable, "the scan finished before status was answered; too fast to tell"
+        assert status["scan"]["completed"] < 8
+        scan.settimeout(120)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = scan.recv(65536)
+            assert chunk, data
+            data += chunk
+    reply = json.loads(data)
+    assert reply["ok"] is True, reply
+    assert [v["verdict"] for v in reply["result"]] == ["clean"] * 8, reply
+    assert all(v["path"] == big for v in reply["result"])
 
 
 def test_traffic_flows_while_the_engines_load_and_verdicts_wait_for_them(lab, nfqscand):

@@ -97,6 +97,13 @@ void print_scan_status(const json& s) {
     std::printf("\nscan: %s, %s threads, queue %s/%s (max %s)\n", engines.c_str(),
                 num(s["threads"]).c_str(), num(s["queue"]["depth"]).c_str(),
                 num(s["queue"]["capacity"]).c_str(), num(s["queue"]["depth_max"]).c_str());
+    if (str(s, "isolation") == "process") {
+        std::string pids;
+        for (const json& pid : s.value("scanner_pids", json::array()))
+            pids += " " + num(pid);
+        std::printf("  scanner processes:%s (%s restarted after a crash or hang)\n",
+                    pids.empty() ? " none" : pids.c_str(), num(s["scanner_restarts"]).c_str());
+    }
     if (!str(s, "last_reload_error").empty())
         std::printf("  last reload FAILED (running engines kept): %s\n",
                     str(s, "last_reload_error").c_str());
@@ -305,15 +312,16 @@ void print_detections(const json& events) {
             t.add({"?", "", "", "", "", str(ev, "raw")});
             continue;
         }
-        const json& v = ev.value("verdict", json::object());
+        // The verdict's fields are the event's own (as in `scan --json`).
+        const std::string verdict = str(ev, "verdict");
         std::string detail;
-        if (str(v, "result") == "infected")
-            detail = fmt::format("{} {} ({}) in {}", str(v, "engine"), str(v, "signature"),
-                                 str(v, "category"), str(v, "layer"));
-        else if (str(v, "result") == "error")
-            detail = fmt::format("{}: {}", str(v, "category"), str(v, "reason"));
-        t.add({str(ev, "time"), str(ev, "protocol"), str(ev, "flow"), str(ev, "object"),
-               str(v, "result"), detail, str(ev, "action")});
+        if (verdict == "infected")
+            detail = fmt::format("{} {} ({}) in {}", str(ev, "engine"), str(ev, "name"),
+                                 str(ev, "category"), str(ev, "layer"));
+        else if (verdict == "error")
+            detail = fmt::format("{}: {}", str(ev, "category"), str(ev, "reason"));
+        t.add({str(ev, "time"), str(ev, "protocol"), str(ev, "flow"), str(ev, "object"), verdict,
+               detail, str(ev, "action")});
     }
     t.print();
     std::printf("%zu events\n", events.size());

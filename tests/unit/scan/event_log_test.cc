@@ -37,8 +37,11 @@ TEST(EventLog, AppendsOneJsonLinePerEvent) {
         EXPECT_EQ(j["object"], "mail " + std::to_string(k + 2));
         EXPECT_EQ(j["protocol"], "smtp");
         EXPECT_EQ(j["action"], "replace");
-        EXPECT_EQ(j["verdict"]["signature"], "NfqScan.Test.EICAR.UNOFFICIAL");
-        EXPECT_EQ(j["verdict"]["layer"], "mail/eicar.com");
+        EXPECT_EQ(j["verdict"], "infected");
+        EXPECT_EQ(j["name"], "NfqScan.Test.EICAR.UNOFFICIAL");
+        EXPECT_EQ(j["layer"], "mail/eicar.com");
+        EXPECT_EQ(j["engine"], "clamav");
+        EXPECT_TRUE(j.contains("elapsed_ms"));
         EXPECT_TRUE(j["time"].get<std::string>().ends_with("Z"));
     }
     EXPECT_EQ(read_last_events(path, 100).size(), 5u);
@@ -52,8 +55,10 @@ TEST(EventLog, ErrorFallbacksAreLoggedToo) {
     e.action = "pass";
     ASSERT_TRUE(log.append(e));
     const nlohmann::json j = nlohmann::json::parse(read_last_events(log.path(), 1).at(0));
-    EXPECT_EQ(j["verdict"]["result"], "error");
-    EXPECT_EQ(j["verdict"]["category"], "encrypted");
+    EXPECT_EQ(j["verdict"], "error");
+    EXPECT_EQ(j["category"], "encrypted");
+    EXPECT_EQ(j["reason"], "Heuristics.Encrypted.Zip");
+    EXPECT_EQ(j["action"], "pass");
 }
 
 TEST(EventLog, ReadIsBoundedAndDropsTheCutLine) {

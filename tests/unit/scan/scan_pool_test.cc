@@ -174,15 +174,18 @@ TEST(ScanPool, StatsRenderAsJson) {
 
 TEST(ScanPool, VerdictJson) {
     const nlohmann::json infected = test::shared_service().scan(test::corpus_object("eicar.html"));
-    EXPECT_EQ(infected["result"], "infected");
+    EXPECT_EQ(infected["verdict"], "infected");
     EXPECT_EQ(infected["engine"], "yara");
+    EXPECT_EQ(infected["name"], "NfqScan_Test_EICAR");
     EXPECT_EQ(infected["category"], "virus");
     EXPECT_EQ(infected["layer"], "eicar.html");
     const nlohmann::json error = ScanVerdict::failed(ScanError::Timeout, "slow", "a/b");
-    EXPECT_EQ(error["result"], "error");
+    EXPECT_EQ(error["verdict"], "error");
     EXPECT_EQ(error["category"], "timeout");
     const nlohmann::json skipped = ScanVerdict::skipped_clean();
-    EXPECT_EQ(skipped["result"], "clean");
+    EXPECT_EQ(skipped["verdict"], "clean");
+    EXPECT_TRUE(skipped.contains("elapsed_ms"));
+    EXPECT_FALSE(skipped.contains("name"));
     EXPECT_EQ(skipped["skipped"], true);
 }
 
