@@ -75,4 +75,22 @@ inline std::vector<uint8_t> build_packet(const PacketSpec& s) {
     return p;
 }
 
+// A TCP segment of the stream tests' one flow: client 198.51.100.2:40000,
+// server 203.0.113.2:80.
+inline std::vector<uint8_t> flow_segment(bool from_client, uint8_t flags, uint32_t seq,
+                                         uint32_t ack, const std::string& payload = "") {
+    PacketSpec s;
+    if (!from_client) {
+        s.src = "203.0.113.2";
+        s.dst = "198.51.100.2";
+        s.sport = 80;
+        s.dport = 40000;
+    }
+    s.flags = flags;
+    s.seq = seq;
+    s.ack = ack;
+    s.payload = payload;
+    return build_packet(s);
+}
+
 }  // namespace nfqscan::test

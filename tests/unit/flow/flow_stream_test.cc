@@ -6,9 +6,6 @@
 namespace nfqscan {
 namespace {
 
-using test::build_packet;
-using test::PacketSpec;
-
 // Client 198.51.100.2:40000 -> server 203.0.113.2:80.
 struct Wire {
     FlowStream stream{{nullptr, nullptr}, StreamLimits{}};
@@ -17,21 +14,7 @@ struct Wire {
 
     std::vector<PacketVerdict> send(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
                                     const std::string& payload = "") {
-        PacketSpec s;
-        if (!from_client) {
-            s.src = "203.0.113.2";
-            s.dst = "198.51.100.2";
-            s.sport = 80;
-            s.dport = 40000;
-        } else {
-            s.sport = 40000;
-            s.dport = 80;
-        }
-        s.flags = flags;
-        s.seq = seq;
-        s.ack = ack;
-        s.payload = payload;
-        storage.push_back(build_packet(s));
+        storage.push_back(test::flow_segment(from_client, flags, seq, ack, payload));
         DecodedPacket p;
         EXPECT_EQ(decode_packet(storage.back(), p), DecodeStatus::Ok);
         std::vector<PacketVerdict> out;

@@ -18,9 +18,6 @@
 namespace nfqscan {
 namespace {
 
-using test::build_packet;
-using test::PacketSpec;
-
 constexpr uint32_t kServerIsn = 4999;  // server data starts at 5000
 constexpr uint32_t kClientIsn = 999;
 
@@ -141,20 +138,9 @@ class RelayedConnection {
   private:
     using Packet = std::vector<uint8_t>;
 
-    Packet make(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
-                const std::string& payload = "") {
-        PacketSpec s;
-        if (!from_client) {
-            s.src = "203.0.113.2";
-            s.dst = "198.51.100.2";
-            s.sport = 80;
-            s.dport = 40000;
-        }
-        s.flags = flags;
-        s.seq = seq;
-        s.ack = ack;
-        s.payload = payload;
-        return build_packet(s);
+    static Packet make(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
+                       const std::string& payload = "") {
+        return test::flow_segment(from_client, flags, seq, ack, payload);
     }
 
     void handshake() {
