@@ -72,6 +72,11 @@ struct StreamConfig {
     uint64_t hold_limit = 4u << 20;     // out-of-order bytes held back (beyond: dropped)
     uint64_t pending_limit = 1u << 20;  // bytes an inspector may keep unmapped in pass mode
     uint64_t relay_limit = 64u << 20;   // bytes a relay stores (the sender is offered the rest)
+    // All streams together (split evenly over the workers). Beyond it, new
+    // flows that want the engine get the overflow policy, and no segment is
+    // held back behind a gap (dropped: the sender retransmits).
+    uint64_t memory_limit = 1ull << 30;
+    enum class Overflow : uint8_t { Bypass, Drop } overflow = Overflow::Bypass;
 };
 
 struct ProtocolConfig {

@@ -69,6 +69,10 @@ struct Flow {
     Disposition disposition = Disposition::Deciding;
     ClaimSource claimed_by = ClaimSource::None;
     Service service = Service::None;
+    // An inspector wanted the stream engine on this flow but the streams'
+    // memory cap was reached (overflow policy "drop": its packets are
+    // dropped until the cap allows, while the handshake lasts).
+    bool stream_refused = false;
     uint8_t fin_seen = 0;         // bit per Direction
     uint8_t payload_packets = 0;  // counted while classifying, saturating
     uint16_t dpi_master = 0, dpi_app = 0;

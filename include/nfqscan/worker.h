@@ -33,7 +33,10 @@ class FlowStream;
 // Stream engine totals (flows whose bytes an inspector may rewrite or relay).
 struct StreamTotals {
     uint64_t active = 0, memory_bytes = 0;
-    uint64_t held_now = 0;  // packets held for a gap right now
+    uint64_t memory_limit = 0;       // [stream] memory_limit, this worker's share
+    uint64_t overflow_bypassed = 0;  // flows not inspected: the memory cap was reached
+    uint64_t overflow_dropped = 0;   // packets dropped by overflow = "drop"
+    uint64_t held_now = 0;           // packets held for a gap right now
     uint64_t relaying_now = 0;
     uint64_t rewritten_packets = 0, injected_packets = 0;
     uint64_t sack_acks = 0;  // ACKs with SACK blocks sent to senders for held data

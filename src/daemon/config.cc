@@ -251,6 +251,16 @@ void read_stream(TableReader& r, StreamConfig& c) {
     r.read_size("hold_limit", c.hold_limit, 64 << 10, kMax);
     r.read_size("pending_limit", c.pending_limit, 4 << 10, kMax);
     r.read_size("relay_limit", c.relay_limit, 64 << 10, kMax);
+    r.read_size("memory_limit", c.memory_limit, 1 << 20, 1ull << 40);
+    if (const toml::node* node = r.take("overflow")) {
+        std::optional<std::string> v = node->value<std::string>();
+        if (v == "bypass")
+            c.overflow = StreamConfig::Overflow::Bypass;
+        else if (v == "drop")
+            c.overflow = StreamConfig::Overflow::Drop;
+        else
+            r.fail(*node, "overflow", "must be one of bypass, drop");
+    }
 }
 
 void read_protocols(TableReader& r, Config& c) {

@@ -55,14 +55,6 @@ size_t per_worker_cap(const Config& c) {
     return std::max<size_t>(64, c.flows.max_flows / c.daemon.queues.count());
 }
 
-StreamLimits stream_limits(const StreamConfig& c) {
-    StreamLimits l;
-    l.max_held = c.hold_limit;
-    l.max_pending = c.pending_limit;
-    l.max_relay = c.relay_limit;
-    return l;
-}
-
 uint32_t label_key(uint16_t master, uint16_t app) {
     return uint32_t(master) << 16 | app;
 }
@@ -92,6 +84,9 @@ void StreamTotals::add_counters(const FlowStream& stream) {
 StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     active += o.active;
     memory_bytes += o.memory_bytes;
+    memory_limit += o.memory_limit;
+    overflow_bypassed += o.overflow_bypassed;
+    overflow_dropped += o.overflow_dropped;
     held_now += o.held_now;
     relaying_now += o.relaying_now;
     rewritten_packets += o.rewritten_packets;
@@ -131,6 +126,7 @@ class QueueWorker::Loop : public PacketSink {
                 // (evicted, expired) is reset, never left to look complete.
                 if (f.stream->relay_active()) reset_peers(*f.stream);
                 ended_streams_.add_counters(*f.stream);
+                account_stream_memory(f.stream->memory_bytes(), 0);
                 relayed_.erase(f.stream.get());
             }
         });
@@ -163,26 +159,17 @@ class QueueWorker::Loop : public PacketSink {
             classifier_.on_new_flow(flow);
             if (flow.disposition != Disposition::Deciding) on_decided(flow);
         }
-        if (l.created && p.is_tcp() && test_replacer_ &&
-            std::count(config_->test_rewrite.ports.begin(), config_->test_rewrite.ports.end(),
-                       flow.server_port())) {
-            // The test inspector rewrites what the server sends.
-            flow.stream.reset(new FlowStream(
-                {config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
-                 test_replacer_.get()},
-                stream_limits(config_->stream)));
-            if (flow.disposition == Disposition::Deciding) {
-                flow.disposition = Disposition::Claimed;
-                flow.claimed_by = ClaimSource::Port;
-                on_decided(flow);
-            }
+        if ((l.created || flow.stream_refused) && wants_stream(flow, p)) {
+            if (!admit_stream(flow, qp.id)) return;  // dropped by the overflow policy
         }
         if (classifier_.observe(flow, l.direction, p, now_ms_)) on_decided(flow);
 
         if (flow.stream) {
             stream_verdicts_.clear();
+            size_t before = flow.stream->memory_bytes();
             flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, now_ms_,
                                    stream_verdicts_);
+            account_stream_memory(before, flow.stream->memory_bytes());
             if (flow.stream->relay_active()) relayed_.insert(flow.stream.get());
             take_stream_verdicts();
             return;
@@ -200,6 +187,84 @@ class QueueWorker::Loop : public PacketSink {
     }
 
     void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
+
+    // Whether an inspector wants the stream engine on this flow (for now the
+    // test inspector: its ports).
+    bool wants_stream(const Flow& flow, const DecodedPacket& p) const {
+        return p.is_tcp() && test_replacer_ &&
+               std::count(config_->test_rewrite.ports.begin(), config_->test_rewrite.ports.end(),
+                          flow.server_port());
+    }
+
+    // Puts the stream engine on the flow if the streams' memory cap allows;
+    // otherwise applies the overflow policy. False: the packet was dropped.
+    bool admit_stream(Flow& flow, uint32_t packet_id) {
+        if (stream_memory_ >= memory_share()) {
+            if (config_->stream.overflow == StreamConfig::Overflow::Bypass) {
+                // Not inspected: to the fast path, like a flow nothing claims.
+                ++streams_bypassed_;
+                flow.stream_refused = false;
+                if (flow.disposition != Disposition::Released) {
+                    flow.disposition = Disposition::Released;
+                    on_decided(flow);
+                }
+                return true;
+            }
+            // Drop: the client retries its SYN; past the handshake there is
+            // no way back for it.
+            ++streams_refused_packets_;
+            flow.stream_refused = true;
+            queue_.verdict(packet_id, kVerdictDrop, {});
+            return false;
+        }
+        if (flow.stream_refused && flow.state != FlowState::Handshake) {
+            ++streams_refused_packets_;
+            queue_.verdict(packet_id, kVerdictDrop, {});
+            return false;
+        }
+        flow.stream_refused = false;
+        // The test inspector rewrites what the server sends.
+        flow.stream.reset(
+            new FlowStream({config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
+                            test_replacer_.get()},
+                           stream_limits()));
+        if (flow.disposition == Disposition::Deciding) {
+            flow.disposition = Disposition::Claimed;
+            flow.claimed_by = ClaimSource::Port;
+            on_decided(flow);
+        }
+        return true;
+    }
+
+    StreamLimits stream_limits() const {
+        const StreamConfig& c = config_->stream;
+        StreamLimits l;
+        l.max_held = c.hold_limit;
+        l.max_pending = c.pending_limit;
+        l.max_relay = c.relay_limit;
+        l.memory_pressure = &memory_pressure_;
+        return l;
+    }
+
+    uint64_t memory_share() const {
+        return config_->stream.memory_limit / config_->daemon.queues.count();
+    }
+
+    void account_stream_memory(size_t before, size_t after) {
+        stream_memory_ = stream_memory_ + after >= before ? stream_memory_ + after - before : 0;
+        memory_pressure_ = stream_memory_ >= memory_share();
+    }
+
+    // The incremental total drifts (timers, resets change streams too): the
+    // housekeeping tick sums it again.
+    void recount_stream_memory() {
+        uint64_t total = 0;
+        flows_.for_each([&](const Flow& f) {
+            if (f.stream) total += f.stream->memory_bytes();
+        });
+        stream_memory_ = total;
+        memory_pressure_ = stream_memory_ >= memory_share();
+    }
 
     // The stream engine's answers: verdicts now, new packets after the batch.
     void take_stream_verdicts() {
@@ -281,6 +346,7 @@ class QueueWorker::Loop : public PacketSink {
     void housekeeping() {
         now_ms_ = monotonic_ms();
         flows_.expire(now_ms_);
+        recount_stream_memory();
     }
 
     void build_test_inspector() {
@@ -319,6 +385,9 @@ class QueueWorker::Loop : public PacketSink {
         std::unordered_map<uint32_t, uint64_t> active_labels;
         uint64_t active_services[kServiceCount] = {};
         s.streams = ended_streams_;
+        s.streams.memory_limit = memory_share();
+        s.streams.overflow_bypassed = streams_bypassed_;
+        s.streams.overflow_dropped = streams_refused_packets_;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
@@ -399,6 +468,9 @@ class QueueWorker::Loop : public PacketSink {
     uint64_t released_verdicts_ = 0;
     uint64_t flows_claimed_ = 0, flows_released_ = 0;
     std::unique_ptr<TokenReplacer> test_replacer_;
+    uint64_t stream_memory_ = 0;  // all streams of this worker
+    bool memory_pressure_ = false;
+    uint64_t streams_bypassed_ = 0, streams_refused_packets_ = 0;
     std::unique_ptr<RelayForwarder> relay_forwarder_ = std::make_unique<RelayForwarder>();
     std::unordered_set<FlowStream*> relayed_;  // streams with a relay timer to run
     std::vector<std::unique_ptr<TokenReplacer>> retired_replacers_;

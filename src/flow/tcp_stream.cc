@@ -192,7 +192,8 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
 
     if (begin > in_next_) {
         // Out of order: hold it (no verdict) until the gap fills.
-        if (held_bytes_ + payload.size() > limits_.max_held || held_.count(begin)) {
+        bool pressure = limits_.memory_pressure && *limits_.memory_pressure;
+        if (pressure || held_bytes_ + payload.size() > limits_.max_held || held_.count(begin)) {
             ++counters_.held_overflow;
             SegmentVerdict v;
             v.kind = SegmentVerdict::Kind::Drop;

@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import os
 
-from clients import sha256_file
+from clients import curl_download, sha256_file
 from lab import LabError, wait_until
 from servers import Nginx
-from test_stream_rewrite import ALLOW, BIG, DOWNLOAD_LIMIT, LOSS, assert_nothing_held, download
+from test_stream_rewrite import (ALLOW, BIG, DOWNLOAD_LIMIT, LOSS, SMALL, assert_nothing_held,
+                                 download)
 from tokens import rewrite, rewrite_config, token_digests, token_text
 
 MSS_PAYLOAD = 1448  # what one of the relay's segments carries on the lab's links
@@ -155,3 +156,61 @@ def test_stopping_nfqscand_mid_relay_resets_both_peers(lab, nfqscand):
                "nginx's connection to be reset")
     assert estab_resets(lab.client) > resets["client"]
     assert "ESTAB" not in lab.client.tcp_states(80), lab.client.tcp_states(80)
+
+
+def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
+    """nfqscand with a 1 MiB stream memory cap (512 KiB per worker) and slow
+    relayed downloads holding their stores until every worker is over its
+    share (flows spread over both queues by hash). Returns (daemon, the
+    slow curls)."""
+    config = relay_config(relay=True)
+    config["stream"] = {"relay_limit": "4M", "memory_limit": "1M", "overflow": overflow}
+    daemon = nfqscand(config, args=ALLOW)
+    slow = []
+    for i in range(8):
+        out = lab.dir / f"slow{i}.bin"
+        slow.append(lab.client.spawn(f"curl-slow{i}", [
+            "curl", "-0", "--silent", "--noproxy", "*", "--limit-rate", "200K", "--max-time",
+            "60", "--output", str(out), nginx.stream_url("tokens.txt")]))
+        wait_until(lambda: len(daemon.flows()) >= i + 1, 10, "the slow download's flow")
+        queues = {f["queue"] for f in daemon.flows() if f["state"] == "established"}
+        if len(queues) == len(daemon.queues()):
+            break
+    wait_until(lambda: daemon.status()["streams"]["memory_bytes"]
+               >= daemon.status()["streams"]["memory_limit"], 20, "the streams to fill the cap")
+    return daemon, slow
+
+
+def test_stream_memory_cap_bypasses_new_flows(lab, nfqscand):
+    """Over [stream] memory_limit, a new flow that wants the engine is not
+    inspected (overflow = "bypass"): it arrives unchanged, released to the
+    fast path, and status counts it."""
+    nginx = Nginx(lab, ports=[80])
+    original, _ = token_digests(SMALL)
+    nginx.add_stream_file("tokens.txt", token_text(SMALL))
+    daemon, slow = fill_stream_memory(lab, nfqscand, nginx, "bypass")
+
+    got = curl_download(lab, nginx.stream_url("tokens.txt"), "-0", timeout=DOWNLOAD_LIMIT)
+
+    assert got["sha256"] == original, "a flow over the memory cap was still rewritten"
+    streams = daemon.status()["streams"]
+    assert streams["overflow"]["bypassed"] >= 1, streams
+    for proc in slow:
+        proc.stop()
+
+
+def test_stream_memory_cap_drops_new_flows(lab, nfqscand):
+    """overflow = "drop": over the cap, a new flow's SYNs are dropped (the
+    client gets no connection), and status counts them."""
+    nginx = Nginx(lab, ports=[80])
+    nginx.add_stream_file("tokens.txt", token_text(SMALL))
+    daemon, slow = fill_stream_memory(lab, nfqscand, nginx, "drop")
+
+    proc = lab.curl("-0", "--connect-timeout", "3", "--output", "/dev/null",
+                    nginx.stream_url("tokens.txt"), timeout=20, check=False)
+
+    assert proc.returncode == 28, (proc.returncode, proc.stderr)  # connect timeout
+    streams = daemon.status()["streams"]
+    assert streams["overflow"]["dropped"] >= 1, streams
+    for p in slow:
+        p.stop()

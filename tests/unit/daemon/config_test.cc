@@ -194,6 +194,11 @@ TEST(StreamConfig, SizesAreReadAndCheckedByKey) {
     expect_error("[stream]\nrelay_limit = \"1K\"\n", 2, "stream.relay_limit", "size");
     expect_error("[stream]\n\nhold_limit = \"lots\"\n", 3, "stream.hold_limit", "size");
     expect_error("[stream]\nretained_limit = \"8M\"\n", 2, "stream.retained_limit", "unknown key");
+    EXPECT_EQ(parse_config("[stream]\noverflow = \"drop\"\nmemory_limit = \"2G\"\n", "s.toml")
+                  .stream.overflow,
+              StreamConfig::Overflow::Drop);
+    expect_error("[stream]\noverflow = \"reset\"\n", 2, "stream.overflow", "bypass, drop");
+    expect_error("[stream]\nmemory_limit = \"512K\"\n", 2, "stream.memory_limit", "size");
 }
 
 TEST(ScanConfig, ErrorsNameFileLineAndKey) {

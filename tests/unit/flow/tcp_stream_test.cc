@@ -368,6 +368,22 @@ TEST(TcpStream, HoldIsBounded) {
     EXPECT_EQ(d.counters().held_overflow, 1u);
 }
 
+TEST(TcpStream, MemoryPressureDropsInsteadOfHolding) {
+    Passthrough t;
+    bool pressure = true;
+    StreamLimits limits;
+    limits.memory_pressure = &pressure;
+    StreamDirection d(t, limits);
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    EXPECT_EQ(d.on_segment(100, bytes_of("later"), false, 1, released).kind,
+              SegmentVerdict::Kind::Drop);
+    pressure = false;
+    EXPECT_EQ(d.on_segment(100, bytes_of("later"), false, 2, released).kind,
+              SegmentVerdict::Kind::Hold);
+    EXPECT_EQ(d.counters().held_overflow, 1u);
+}
+
 TEST(TcpStream, AckInsideAReplacementDoesNotAcknowledgeTheOriginal) {
     TokenReplacer t(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
     StreamDirection d(t, {});
