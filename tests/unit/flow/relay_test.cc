@@ -97,6 +97,30 @@ class RelayedConnection {
         return false;
     }
 
+    // Own bytes to the client, after the output produced so far; returns the
+    // input offset they go in front of.
+    uint64_t send_own(const std::string& bytes) {
+        uint64_t at = stream_.direction(Direction::ServerToClient).input_next();
+        std::vector<PacketVerdict> out;
+        stream_.send_own(Direction::ServerToClient,
+                         {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, now_, out);
+        route(out, {});
+        return at;
+    }
+    // Runs until the server has sent (and had acknowledged) `bytes` of its input.
+    void run_until_acked(size_t bytes) {
+        for (; now_ < 100000 && snd_una_ < bytes; ++now_) {
+            server_send();
+            for (int i = 0; i < 4; ++i)
+                deliver_one();
+            if (auto d = stream_.deadline(); d && *d <= now_) {
+                std::vector<PacketVerdict> out;
+                stream_.on_timer(now_, out);
+                route(out, {});
+            }
+        }
+    }
+
     void reset_now() {
         std::vector<PacketVerdict> out;
         stream_.reset_peers(out);
@@ -422,6 +446,31 @@ TEST(Relay, BufferLimitStallsTheInspectorInsteadOfGrowing) {
     EXPECT_TRUE(c.received() == TokenReplacer::apply(tokens, input));
     EXPECT_GT(c.stream().direction(Direction::ServerToClient).counters().stalls, 0u);
     EXPECT_LE(c.stream().memory_bytes(), 200u << 10);
+}
+
+// Passes everything as it comes.
+class PassAll : public StreamTransform {
+  public:
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+        sink.pass(pending.size());
+    }
+};
+
+TEST(Relay, OwnBytesReachTheReceiverInOrderAndShiftWhatFollows) {
+    for (uint32_t seed = 1; seed <= 10; ++seed) {
+        std::mt19937 rng(seed);
+        std::string input = random_text(rng, 60'000);
+        PassAll transform;
+        RelayedConnection c(input, transform, {0.03, 0.02, 0.05}, seed);
+        c.run_until_acked(20'000);
+        const std::string reply = "550 Transfer refused by policy.\r\n";
+        uint64_t at = c.send_own(reply);
+        ASSERT_TRUE(c.run()) << "seed " << seed << ": " << c.progress();
+        EXPECT_EQ(c.violations(), 0u) << "seed " << seed;
+        std::string expected = input.substr(0, at) + reply + input.substr(at);
+        EXPECT_TRUE(c.received() == expected) << "seed " << seed << ", inserted at " << at;
+        EXPECT_EQ(c.stream().direction(Direction::ServerToClient).shift(), int64_t(reply.size()));
+    }
 }
 
 // Relays everything, and holds the last part back until told.
