@@ -457,28 +457,37 @@ class Lab:
         places: in raw PREROUTING (before conntrack and the queue: segments
         nfqscand never sees) and first in filter FORWARD (after the queue:
         segments nfqscand passed or rewrote). Each drops `probability` of the
-        packets, so a direction loses about twice that. Segments nfqscand
-        injects are the router's own output: with `injected`, filter OUTPUT
-        drops `probability` of them too (a relay's segments and ACKs)."""
-        places = [("raw", ["-A", "PREROUTING"]), ("filter", ["-I", "FORWARD", "1"])]
+        packets, so a direction loses about twice that.
+
+        Segments nfqscand injects are the router's own output, and a drop on
+        the output path is no loss: the raw socket gets EPERM and sendmmsg
+        sends the packet again. With `injected`, the second place moves to
+        the receivers instead, raw PREROUTING in the client's and the
+        server's namespaces: every packet leaving the router, forwarded or
+        injected (a relay's segments and ACKs), is lost there alike."""
+        places = [(self.router, "raw", ["-A", "PREROUTING"])]
         if injected:
-            places.append(("filter", ["-I", "OUTPUT", "1"]))
+            places += [(self.client, "raw", ["-A", "PREROUTING"]),
+                       (self.server, "raw", ["-A", "PREROUTING"])]
+        else:
+            places.append((self.router, "filter", ["-I", "FORWARD", "1"]))
         for tool in ("iptables", "ip6tables"):
-            for table, where in places:
-                self.router.run([tool, "-w", "-t", table, *where, "-p", "tcp", "-m", "statistic",
-                                 "--mode", "random", "--probability", f"{probability:g}",
-                                 "-m", "comment", "--comment", "lab-loss", "-j", "DROP"])
+            for ns, table, where in places:
+                ns.run([tool, "-w", "-t", table, *where, "-p", "tcp", "-m", "statistic",
+                        "--mode", "random", "--probability", f"{probability:g}",
+                        "-m", "comment", "--comment", "lab-loss", "-j", "DROP"])
 
     def tcp_loss_drops(self) -> int:
         """Packets dropped so far by the rules of add_tcp_loss."""
         dropped = 0
-        for tool in ("iptables-save", "ip6tables-save"):
-            for table in ("raw", "filter"):
-                out = self.router.run([tool, "-c", "-t", table]).stdout.decode()
-                for line in out.splitlines():
-                    m = re.match(r"^\[(\d+):\d+\].*lab-loss", line)
-                    if m:
-                        dropped += int(m.group(1))
+        for ns in (self.router, self.client, self.server):
+            for tool in ("iptables-save", "ip6tables-save"):
+                for table in ("raw", "filter"):
+                    out = ns.run([tool, "-c", "-t", table]).stdout.decode()
+                    for line in out.splitlines():
+                        m = re.match(r"^\[(\d+):\d+\].*lab-loss", line)
+                        if m:
+                            dropped += int(m.group(1))
         return dropped
 
     def port_counter(self, port: int) -> PortCounter:

@@ -6,8 +6,9 @@ socket, retransmitting what the receiver does not acknowledge.
 - A download relayed whole: the test inspector ([test_rewrite] relay = true)
   stores all of nginx's response (to its FIN), replaces the tokens in the
   store and sends the result. curl must get exactly the rewritten file
-  (sha256), IPv4 and IPv6, with and without ~1% random loss on every hop,
-  nfqscand's own segments and ACKs included.
+  (sha256), IPv4 and IPv6, with and without ~1% random loss: before the
+  router, and at the receivers (so nfqscand's own segments and ACKs are lost
+  like forwarded ones).
 - An upload relayed (relay_requests = true): curl -T to nginx (WebDAV PUT);
   the stored file must be the one sent.
 - nfqscand stopped in the middle of a relayed transfer: both peers get a
@@ -104,6 +105,8 @@ def test_upload_through_the_relay_arrives_intact(lab, nfqscand):
     relay = assert_nothing_held(daemon, before)["status"]["streams"]["relay"]
     assert relay["started"] >= 1, relay
     assert relay["segments"] >= UPLOAD // MSS_PAYLOAD, relay
+    assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
+    assert relay["retransmissions"] > 0, relay  # the relay repaired losses after the router
 
 
 def estab_resets(namespace) -> int:
