@@ -3,6 +3,7 @@
 
 #include <netinet/in.h>
 
+#include <bit>
 #include <cstring>
 
 namespace nfqscan {
@@ -11,9 +12,31 @@ namespace {
 
 using namespace wire;
 
+// The one's complement sum of `n` bytes as big-endian 16-bit words, added to
+// `sum` (not folded). Eight bytes at a time in native order: the sum is
+// independent of byte order up to a final swap (RFC 1071), and a rewritten
+// 64 KiB GSO packet is summed on the per-packet path.
 uint32_t sum_words(const uint8_t* p, size_t n, uint32_t sum = 0) {
-    for (; n >= 2; p += 2, n -= 2)
-        sum += load16(p);
+    uint64_t acc = 0;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t v;
+        std::memcpy(&v, p, 8);
+        acc += (v & 0xffffffff) + (v >> 32);  // < 2^33 each: no overflow below 2^31 rounds
+    }
+    for (; n >= 2; p += 2, n -= 2) {
+        uint16_t v;
+        std::memcpy(&v, p, 2);
+        acc += v;
+    }
+    while (acc >> 16)
+        acc = (acc & 0xffff) + (acc >> 16);
+    uint16_t native = uint16_t(acc);
+    uint16_t big_endian;
+    if constexpr (std::endian::native == std::endian::little)
+        big_endian = uint16_t(native << 8 | native >> 8);
+    else
+        big_endian = native;
+    sum += big_endian;
     if (n) sum += uint32_t(p[0]) << 8;
     return sum;
 }

@@ -121,6 +121,8 @@ class StreamBench:
         if packets:
             extra = (f", nfqscand cpu {window.precise:.2f} s, {fmt(packets)} pkts "
                      f"({run['us_per_packet']:.2f} us/pkt)")
+        if streams.get("injected_packets"):
+            extra += f", {fmt(streams['injected_packets'])} extra segments injected"
         if streams.get("relay", {}).get("segments"):
             extra += f", relay sent {fmt(streams['relay']['segments'])} segments"
         say(f"  {variant:<8} {result['seconds']:.2f} s, {run['mbps']:.0f} MB/s, sha256 "
