@@ -161,6 +161,30 @@ def test_stopping_nfqscand_mid_relay_resets_both_peers(lab, nfqscand):
     assert "ESTAB" not in lab.client.tcp_states(80), lab.client.tcp_states(80)
 
 
+def test_killed_nfqscand_mid_relay_never_completes_a_cut_transfer(lab, nfqscand):
+    """SIGKILL leaves no chance to reset anyone: the transfer must then fail
+    (curl's deadline here), never end as if complete, even though the queue
+    bypass lets the peers talk directly from then on."""
+    nginx = Nginx(lab, ports=[80])
+    _, expected = token_digests(BIG)
+    nginx.add_stream_file("tokens.txt", token_text(BIG))
+    config = relay_config(relay=True)
+    config["stream"] = {"relay_limit": "2M"}
+    daemon = nfqscand(config, args=ALLOW)
+    out = lab.dir / "killed.bin"
+    curl = lab.client.spawn("curl-killed", [
+        "curl", "-0", "--silent", "--show-error", "--noproxy", "*", "--limit-rate", "2M",
+        "--max-time", "20", "--output", str(out), nginx.stream_url("tokens.txt")])
+    wait_until(lambda: out.exists() and out.stat().st_size > 3 << 20, 30,
+               "the relay to deliver a few MB")
+
+    daemon.kill()
+
+    wait_until(lambda: not curl.alive(), 40, "curl to end")
+    assert curl.returncode != 0, f"curl took the cut transfer for complete:\n{curl.log_tail()}"
+    assert sha256_file(out) != expected
+
+
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
     """nfqscand with a 1 MiB stream memory cap (512 KiB per worker) and slow
     relayed downloads holding their stores until every worker is over its
