@@ -1,4 +1,5 @@
 #include "nfqscan/daemon.h"
+#include "nfqscan/timestamp.h"
 
 #include <pthread.h>
 #include <spdlog/spdlog.h>
@@ -22,15 +23,6 @@ constexpr auto kWorkerTimeout = std::chrono::seconds(2);
 // `detections` reads at most this many lines, `scan` this many paths per request.
 constexpr size_t kMaxDetections = 10000;
 constexpr size_t kMaxScanPaths = 1000;
-
-std::string iso8601(std::chrono::system_clock::time_point t) {
-    const std::time_t secs = std::chrono::system_clock::to_time_t(t);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 nlohmann::json label_counts_json(const std::map<std::string, LabelCount>& counts) {
     nlohmann::json out = nlohmann::json::array();

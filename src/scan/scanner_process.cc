@@ -24,6 +24,15 @@
 namespace nfqscan {
 namespace {
 
+// waitpid() for one child, through interruptions by signals.
+pid_t wait_child(pid_t pid, int& status) {
+    pid_t r;
+    do {
+        r = ::waitpid(pid, &status, 0);
+    } while (r < 0 && errno == EINTR);
+    return r;
+}
+
 using Clock = std::chrono::steady_clock;
 
 // A memfd that grew past this for a large object is cut back once objects are
@@ -201,10 +210,7 @@ ScannerProcess::~ScannerProcess() {
 
 std::string ScannerProcess::reap() {
     int status = 0;
-    pid_t r;
-    do {
-        r = ::waitpid(pid_, &status, 0);
-    } while (r < 0 && errno == EINTR);
+    pid_t r = wait_child(pid_, status);
     reaped_ = true;
     if (r < 0) return "ended (not reapable: " + std::string(std::strerror(errno)) + ")";
     return describe_status(status);
@@ -277,10 +283,7 @@ ScannerProcess::Outcome ScannerProcess::scan(const ScanObject& object,
         // answer (it is killed): this scanner is finished.
         if (n != 0) ::kill(pid_, SIGKILL);
         int status = 0;
-        pid_t r;
-        do {
-            r = ::waitpid(pid_, &status, 0);
-        } while (r < 0 && errno == EINTR);
+        pid_t r = wait_child(pid_, status);
         reaped_ = true;
         out.status = Outcome::Status::Died;
         out.killed_by_sigkill =

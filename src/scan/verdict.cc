@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "nfqscan/scan.h"
+#include "nfqscan/timestamp.h"
 
 namespace nfqscan {
 namespace {
@@ -13,15 +14,6 @@ constexpr std::array<std::string_view, 3> kCategoryNames = {"virus", "spam", "po
 constexpr std::array<std::string_view, kScanErrorCount> kErrorNames = {
     "content-size", "decompress-layer", "timeout",         "encrypted",
     "corrupt",      "engine-not-ready", "out-of-resource", "too-many-requests"};
-
-std::string iso8601(std::chrono::system_clock::time_point t) {
-    const std::time_t secs = std::chrono::system_clock::to_time_t(t);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 nlohmann::json histogram_json(const LatencyHistogram& h) {
     nlohmann::json buckets = nlohmann::json::array();

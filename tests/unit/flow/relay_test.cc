@@ -80,19 +80,11 @@ class RelayedConnection {
     }
 
     // Runs until the server's FIN is acknowledged; false if it does not
-    // converge (or the flow was reset).
+    // converge.
     bool run(uint64_t max_ms = 2'000'000) {
         for (; now_ < max_ms; ++now_) {
-            if (reset_seen_) return false;
             if (server_fin_acked_ && client_fin_) return true;
-            server_send();
-            for (int i = 0; i < 4; ++i)
-                deliver_one();
-            if (auto d = stream_.deadline(); d && *d <= now_) {
-                std::vector<PacketVerdict> out;
-                stream_.on_timer(now_, out);
-                route(out, {});
-            }
+            step();
         }
         return false;
     }
@@ -109,16 +101,8 @@ class RelayedConnection {
     }
     // Runs until the server has sent (and had acknowledged) `bytes` of its input.
     void run_until_acked(size_t bytes) {
-        for (; now_ < 100000 && snd_una_ < bytes; ++now_) {
-            server_send();
-            for (int i = 0; i < 4; ++i)
-                deliver_one();
-            if (auto d = stream_.deadline(); d && *d <= now_) {
-                std::vector<PacketVerdict> out;
-                stream_.on_timer(now_, out);
-                route(out, {});
-            }
-        }
+        for (; now_ < 100000 && snd_una_ < bytes; ++now_)
+            step();
     }
 
     void reset_now() {
@@ -161,6 +145,19 @@ class RelayedConnection {
 
   private:
     using Packet = std::vector<uint8_t>;
+
+    // One millisecond: the server sends what it may, a few packets move,
+    // the relay's timers run.
+    void step() {
+        server_send();
+        for (int i = 0; i < 4; ++i)
+            deliver_one();
+        if (auto d = stream_.deadline(); d && *d <= now_) {
+            std::vector<PacketVerdict> out;
+            stream_.on_timer(now_, out);
+            route(out, {});
+        }
+    }
 
     static Packet make(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
                        const std::string& payload = "") {
@@ -370,7 +367,6 @@ class RelayedConnection {
     std::optional<uint64_t> fin_at_;
     bool client_fin_ = false;
     bool client_reset_ = false, server_reset_ = false;
-    bool reset_seen_ = false;
     size_t violations_ = 0;
     const std::string* expected_ = nullptr;
 };
