@@ -320,13 +320,23 @@ void FlowStream::reset_peers(std::vector<PacketVerdict>& out) {
     if (dead_) return;
     for (size_t x = 0; x < 2; ++x) {
         // To the receiver of direction x, as x's sender: the receiver
-        // accepts a RST only at the sequence number it expects next, which
-        // is its last ACK, or beyond it what was sent since.
+        // accepts a RST only at exactly the sequence number it expects next
+        // (RFC 5961). That is its last ACK, or the end of one of the
+        // segments sent since (its ACK may be on its way): one RST for each
+        // such boundary, the newest first, at most kMaxResets.
+        constexpr size_t kMaxResets = 128;
         if (!last_headers_[x] || !directions_[x]->started()) continue;
         const StreamDirection& dir = *directions_[x];
-        std::vector<uint64_t> offsets{dir.output_acked()};
-        uint64_t sent = relays_[x] ? relays_[x]->sent_end() : dir.output_sent();
-        if (sent > dir.output_acked()) offsets.push_back(sent);
+        uint64_t acked = dir.output_acked();
+        uint64_t sent = std::max(acked, relays_[x] ? relays_[x]->sent_end() : dir.output_sent());
+        size_t step = std::max<size_t>(segment_room(Direction(x)), 1);
+        std::vector<uint64_t> offsets{sent};
+        for (uint64_t o = acked + (sent - acked - 1) / step * step;
+             o >= acked && o < sent && offsets.size() < kMaxResets; o -= step) {
+            offsets.push_back(o);
+            if (o < acked + step) break;
+        }
+        if (offsets.back() != acked && offsets.size() < kMaxResets) offsets.push_back(acked);
         for (uint64_t offset : offsets) {
             ControlSegment c;
             c.rst = true;
