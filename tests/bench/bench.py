@@ -48,6 +48,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
+    parser.add_argument("--variants", default="",
+                        help="stream: a comma-separated subset of plain,kept,pass,rewrite,relay")
     parser.add_argument("--perf", action="store_true",
                         help="net: profile nfqscand and the reference under perf (extra runs)")
     parser.add_argument("--flows", type=int, default=100_000,
