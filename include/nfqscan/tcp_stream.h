@@ -32,8 +32,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -112,45 +114,71 @@ struct SegmentVerdict {
     };
     Kind kind = Kind::Forward;
     uint32_t seq = 0;  // output-space sequence number for the packet
-    std::vector<uint8_t> payload;
+    // The payload: output bytes [out_begin, out_end), or (repeat_acked_byte)
+    // the last byte the receiver acknowledged. StreamDirection::payload()
+    // reads them; no copy is made on the per-packet path.
+    uint64_t out_begin = 0;
+    uint64_t out_end = 0;
+    bool repeat_acked_byte = false;
     bool fin = false;    // the packet's FIN stays (only once all input before it is mapped)
     uint64_t token = 0;  // for Hold: identifies the segment in release_held()
 };
 
 // Bytes appended at the back and released from the front, contiguous in
-// memory (appends and copies are memcpy; a deque of bytes copies one at a
-// time, which the per-packet path cannot afford). The consumed front is
-// reclaimed when it outgrows what is still held.
+// memory. An append is a memcpy into spare room (no zero-fill, no generic
+// insert: the per-packet path appends a few bytes per token it rewrites);
+// the consumed front is reclaimed when it outgrows what is still held.
 class ByteQueue {
   public:
-    size_t size() const { return bytes_.size() - head_; }
+    ByteQueue() = default;
+    ByteQueue(const ByteQueue&) = delete;
+    ByteQueue& operator=(const ByteQueue&) = delete;
+
+    size_t size() const { return end_ - head_; }
     bool empty() const { return size() == 0; }
     uint8_t operator[](size_t i) const { return bytes_[head_ + i]; }
-    const uint8_t* data() const { return bytes_.data() + head_; }
+    const uint8_t* data() const { return bytes_.get() + head_; }
     void append(std::span<const uint8_t> b) {
-        if (head_ > 0 && head_ >= bytes_.size() - head_) {
-            bytes_.erase(bytes_.begin(), bytes_.begin() + ptrdiff_t(head_));
-            head_ = 0;
-        }
-        bytes_.insert(bytes_.end(), b.begin(), b.end());
+        if (b.empty()) return;
+        if (capacity_ - end_ < b.size()) make_room(b.size());
+        std::memcpy(bytes_.get() + end_, b.data(), b.size());
+        end_ += b.size();
     }
     void drop_front(size_t n) {
         head_ += std::min(n, size());
-        if (head_ == bytes_.size()) {
+        if (head_ == end_) {
             // Idle: a large buffer goes back (many idle flows must stay cheap).
-            if (bytes_.capacity() > kKeepCapacity)
-                std::vector<uint8_t>().swap(bytes_);
-            else
-                bytes_.clear();
-            head_ = 0;
+            if (capacity_ > kKeepCapacity) {
+                bytes_.reset();
+                capacity_ = 0;
+            }
+            head_ = end_ = 0;
         }
     }
-    size_t capacity() const { return bytes_.capacity(); }
+    size_t capacity() const { return capacity_; }
 
   private:
     static constexpr size_t kKeepCapacity = 256 << 10;
-    std::vector<uint8_t> bytes_;
+    void make_room(size_t more) {
+        size_t held = size();
+        if (head_ > 0 && head_ >= held && capacity_ - held >= more) {
+            // Most of the buffer is consumed front: move the rest down.
+            std::memmove(bytes_.get(), data(), held);
+        } else {
+            size_t capacity = std::max({capacity_ * 2, held + more, size_t(4096)});
+            auto bigger = std::make_unique_for_overwrite<uint8_t[]>(capacity);
+            if (held) std::memcpy(bigger.get(), data(), held);
+            bytes_ = std::move(bigger);
+            capacity_ = capacity;
+        }
+        head_ = 0;
+        end_ = held;
+    }
+
+    std::unique_ptr<uint8_t[]> bytes_;
+    size_t capacity_ = 0;
     size_t head_ = 0;
+    size_t end_ = 0;
 };
 
 // One direction of a TCP connection: the sender's input and the receiver's
@@ -210,7 +238,17 @@ class StreamDirection {
     void note_sent(uint64_t end) { out_sent_ = std::max(out_sent_, std::min(end, out_next_)); }
     uint32_t output_seq(uint64_t offset) const { return out_seq(offset); }
     std::vector<uint8_t> output_bytes(uint64_t begin, uint64_t end) const {
-        return output_range(begin, end);
+        std::span<const uint8_t> view = output_view(begin, end);
+        return {view.begin(), view.end()};
+    }
+    // The retained output in [begin, end) (clipped to what is retained),
+    // valid until this direction next changes: a segment, an ACK, an insert.
+    std::span<const uint8_t> output_view(uint64_t begin, uint64_t end) const;
+    // The bytes a verdict of this direction carries, valid as long as
+    // output_view()'s.
+    std::span<const uint8_t> payload(const SegmentVerdict& v) const {
+        if (v.repeat_acked_byte) return {&last_acked_byte_, 1};
+        return output_view(v.out_begin, v.out_end);
     }
     // The sender's FIN was seen and all input before it is mapped: a FIN
     // follows the last output byte.
@@ -229,7 +267,8 @@ class StreamDirection {
     struct Chunk {
         uint64_t in_begin, in_end;
         uint64_t out_begin, out_end;
-        bool same;  // output bytes equal the input bytes
+        bool same;             // output bytes equal the input bytes
+        uint64_t replaced_at;  // !same: where its input starts in replaced_input_
         bool identity() const { return same; }
     };
     class Sink;
@@ -243,10 +282,13 @@ class StreamDirection {
     uint32_t out_seq(uint64_t out_offset) const { return uint32_t(base_ + out_offset); }
     uint64_t in_to_out_floor(uint64_t in) const;
     uint64_t out_to_in(uint64_t out) const;
-    void feed(StreamTransform::Push push);
+    // Shows the inspector the pending input followed by `fresh` (new bytes,
+    // already counted in in_next_).
+    void feed(StreamTransform::Push push, std::span<const uint8_t> fresh = {});
     void append_output(std::span<const uint8_t> input, std::span<const uint8_t> output, bool same);
-    void accept_new(std::span<const uint8_t> bytes);
-    std::vector<uint8_t> output_range(uint64_t begin, uint64_t end) const;
+    // Whether `bytes` at input offset `begin` (already seen) agree with what
+    // the inspector was shown, as far as that is still retained.
+    bool agrees_with_inspected(uint64_t begin, std::span<const uint8_t> bytes) const;
     SegmentVerdict answer(uint64_t in_begin, uint64_t in_end, bool brought_new, bool fin);
     void trim_acknowledged();
     void start_relay();
@@ -272,10 +314,14 @@ class StreamDirection {
 
     std::deque<Chunk> chunks_;      // contiguous mapping of unacknowledged ranges
     std::vector<uint8_t> pending_;  // input [in_mapped_, in_next_)
-    ByteQueue in_retained_;         // input [in_retained_begin_, in_mapped_)
-    uint64_t in_retained_begin_ = 0;
-    ByteQueue out_retained_;         // output [out_acked_, out_next_)
-    std::map<uint64_t, Held> held_;  // out-of-order segments by input offset
+    // The input of the replaced chunks still in chunks_, in order, to judge
+    // retransmissions against (an unchanged chunk's input is its output,
+    // retained anyway). Positions count from the flow's start.
+    ByteQueue replaced_input_;
+    uint64_t replaced_input_begin_ = 0;  // position of replaced_input_[0]
+    uint64_t replaced_input_end_ = 0;    // position of the next byte appended
+    ByteQueue out_retained_;             // output [out_acked_, out_next_)
+    std::map<uint64_t, Held> held_;      // out-of-order segments by input offset
     size_t held_bytes_ = 0;
     StreamCounters counters_;
 };

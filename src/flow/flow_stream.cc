@@ -38,7 +38,7 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
     }
     // The packet carries the first `room` bytes of the answer; the rest goes
     // out as new segments right behind it.
-    std::span<const uint8_t> payload = v.payload;
+    std::span<const uint8_t> payload = directions_[size_t(d)]->payload(v);
     std::span<const uint8_t> first = payload.first(std::min(room, payload.size()));
     std::span<const uint8_t> rest = payload.subspan(first.size());
 
@@ -258,7 +258,7 @@ void FlowStream::emit(Direction d, const std::vector<RelaySegment>& segments,
         // What the receiver acknowledged meanwhile is not sent again.
         uint64_t begin = std::max(s.begin, mine.output_acked());
         if (begin >= s.end && !s.fin) continue;
-        std::vector<uint8_t> payload = mine.output_bytes(begin, s.end);
+        std::span<const uint8_t> payload = mine.output_view(begin, s.end);
         SegmentRewrite r;
         r.seq = mine.output_seq(begin);
         r.payload = payload;

@@ -17,12 +17,25 @@ using namespace wire;
 // independent of byte order up to a final swap (RFC 1071), and a rewritten
 // 64 KiB GSO packet is summed on the per-packet path.
 uint32_t sum_words(const uint8_t* p, size_t n, uint32_t sum = 0) {
-    uint64_t acc = 0;
+    // Whole 64-bit words into a 128-bit sum (an add with carry each), the
+    // carries folded back at the end: one's complement addition.
+    unsigned __int128 wide = 0;
+    for (; n >= 32; p += 32, n -= 32) {
+        uint64_t v[4];
+        std::memcpy(v, p, 32);
+        wide += v[0];
+        wide += v[1];
+        wide += v[2];
+        wide += v[3];
+    }
     for (; n >= 8; p += 8, n -= 8) {
         uint64_t v;
         std::memcpy(&v, p, 8);
-        acc += (v & 0xffffffff) + (v >> 32);  // < 2^33 each: no overflow below 2^31 rounds
+        wide += v;
     }
+    uint64_t acc = uint64_t(wide) + uint64_t(wide >> 64);
+    if (acc < uint64_t(wide >> 64)) ++acc;  // the end-around carry
+    acc = (acc & 0xffffffff) + (acc >> 32);
     for (; n >= 2; p += 2, n -= 2) {
         uint16_t v;
         std::memcpy(&v, p, 2);

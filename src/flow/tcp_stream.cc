@@ -15,24 +15,25 @@ constexpr uint32_t kStallRetransmissions = 2;
 constexpr size_t kRelayLowWater = 64 << 10;
 }  // namespace
 
-// Collects the inspector's answers for one on_bytes() call. The pending
-// buffer is not touched while the inspector holds a span of it; consumed
-// bytes are erased afterwards.
+// Collects the inspector's answers for one on_bytes() call over `input`
+// (the pending bytes, or a packet's new bytes straight from the packet). The
+// input is not touched while the inspector holds a span of it; consumed
+// bytes are dropped afterwards.
 class StreamDirection::Sink : public StreamSink {
   public:
-    explicit Sink(StreamDirection& d) : d_(d) {}
+    Sink(StreamDirection& d, std::span<const uint8_t> input) : d_(d), input_(input) {}
 
     void pass(size_t length) override {
-        length = std::min(length, d_.pending_.size() - consumed_);
+        length = std::min(length, input_.size() - consumed_);
         if (length == 0) return;
-        std::span<const uint8_t> bytes(d_.pending_.data() + consumed_, length);
+        std::span<const uint8_t> bytes = input_.subspan(consumed_, length);
         d_.append_output(bytes, bytes, true);
         consumed_ += length;
     }
 
     void replace(size_t length, std::span<const uint8_t> bytes) override {
-        length = std::min(length, d_.pending_.size() - consumed_);
-        std::span<const uint8_t> original(d_.pending_.data() + consumed_, length);
+        length = std::min(length, input_.size() - consumed_);
+        std::span<const uint8_t> original = input_.subspan(consumed_, length);
         bool same =
             length == bytes.size() && std::equal(bytes.begin(), bytes.end(), original.begin());
         if (!same) ++d_.counters_.rewritten;
@@ -49,6 +50,7 @@ class StreamDirection::Sink : public StreamSink {
 
   private:
     StreamDirection& d_;
+    std::span<const uint8_t> input_;
     size_t consumed_ = 0;
 };
 
@@ -69,7 +71,8 @@ uint64_t StreamDirection::unwrap(uint32_t seq, uint64_t near) const {
 
 void StreamDirection::append_output(std::span<const uint8_t> input, std::span<const uint8_t> output,
                                     bool same) {
-    Chunk c{in_mapped_, in_mapped_ + input.size(), out_next_, out_next_ + output.size(), same};
+    Chunk c{in_mapped_, in_mapped_ + input.size(), out_next_, out_next_ + output.size(),
+            same,       replaced_input_end_};
     // Identity chunks merge, so a flow that is never rewritten keeps one.
     if (!chunks_.empty() && chunks_.back().identity() && c.identity()) {
         chunks_.back().in_end = c.in_end;
@@ -77,43 +80,87 @@ void StreamDirection::append_output(std::span<const uint8_t> input, std::span<co
     } else if (c.in_end != c.in_begin || c.out_end != c.out_begin) {
         chunks_.push_back(c);
     }
-    // The inspected input stays until acknowledged, to judge retransmissions.
-    in_retained_.append(input);
+    if (!same) {
+        replaced_input_.append(input);
+        replaced_input_end_ += input.size();
+    }
     out_retained_.append(output);
     in_mapped_ += input.size();
     out_next_ += output.size();
 }
 
-void StreamDirection::feed(StreamTransform::Push push) {
-    if (pending_.empty()) return;
+void StreamDirection::feed(StreamTransform::Push push, std::span<const uint8_t> fresh) {
+    // New bytes go to the inspector straight from the packet when nothing is
+    // pending before them; only what it leaves unmapped is copied.
+    if (!pending_.empty() && !fresh.empty()) {
+        pending_.insert(pending_.end(), fresh.begin(), fresh.end());
+        fresh = {};
+    }
+    bool from_packet = pending_.empty();
+    std::span<const uint8_t> input = from_packet ? fresh : std::span<const uint8_t>(pending_);
+    if (input.empty()) return;
+    size_t relay_used = input.size() + size_t(out_next_ - out_acked_);
+    size_t relay_room = relay_used >= limits_.max_relay ? 0 : limits_.max_relay - relay_used;
     if (relaying_ && push == StreamTransform::Push::More &&
-        relay_room() < std::min<size_t>(kRelayLowWater, limits_.max_relay / 8)) {
+        relay_room < std::min<size_t>(kRelayLowWater, limits_.max_relay / 8)) {
         // The relay buffer is (nearly) full: a sender does not send into a
         // window smaller than a segment, so nothing would come that could
         // stall the stream later. The inspector must let something go now.
         ++counters_.stalls;
         push = StreamTransform::Push::Stalled;
     }
-    Sink sink(*this);
-    transform_.on_bytes(in_mapped_, pending_, push, sink);
+    Sink sink(*this, input);
+    transform_.on_bytes(in_mapped_, input, push, sink);
     size_t consumed = sink.consumed();
     // The contract: at the end of the stream every byte is mapped; beyond the
     // pending limit the oldest bytes go on unchanged. Both are counted.
-    size_t left = pending_.size() - consumed;
+    size_t left = input.size() - consumed;
     size_t limit = relaying_ ? limits_.max_relay : limits_.max_pending;
     size_t forced = push == StreamTransform::Push::End ? left : left > limit ? left - limit : 0;
     if (forced > 0) {
         ++counters_.forced_maps;
-        std::span<const uint8_t> rest(pending_.data() + consumed, forced);
+        std::span<const uint8_t> rest = input.subspan(consumed, forced);
         append_output(rest, rest, true);
         consumed += forced;
     }
-    pending_.erase(pending_.begin(), pending_.begin() + consumed);
+    if (from_packet)
+        pending_.assign(input.begin() + ptrdiff_t(consumed), input.end());
+    else
+        pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(consumed));
 }
 
-void StreamDirection::accept_new(std::span<const uint8_t> bytes) {
-    pending_.insert(pending_.end(), bytes.begin(), bytes.end());
-    in_next_ += bytes.size();
+bool StreamDirection::agrees_with_inspected(uint64_t begin, std::span<const uint8_t> bytes) const {
+    uint64_t end = begin + bytes.size();
+    auto differs = [&](uint64_t from, uint64_t to, const uint8_t* inspected) {
+        return std::memcmp(inspected, bytes.data() + (from - begin), size_t(to - from)) != 0;
+    };
+    if (end > in_mapped_) {
+        uint64_t from = std::max(begin, in_mapped_);
+        if (differs(from, end, pending_.data() + (from - in_mapped_))) return false;
+        end = from;
+    }
+    // Mapped input: a replaced chunk's own input, an unchanged chunk's output
+    // (gone once acknowledged: the receiver has those bytes, and nothing
+    // retransmitted can change what it got).
+    auto it = std::upper_bound(chunks_.begin(), chunks_.end(), begin,
+                               [](uint64_t v, const Chunk& c) { return v < c.in_end; });
+    for (; it != chunks_.end() && it->in_begin < end; ++it) {
+        uint64_t from = std::max(begin, it->in_begin);
+        uint64_t to = std::min(end, it->in_end);
+        if (it->identity()) {
+            uint64_t out_from = it->out_begin + (from - it->in_begin);
+            if (out_from < out_acked_) {
+                from += std::min(out_acked_ - out_from, to - from);
+                out_from = out_acked_;
+            }
+            if (from < to && differs(from, to, out_retained_.data() + (out_from - out_acked_)))
+                return false;
+        } else {
+            uint64_t at = it->replaced_at + (from - it->in_begin) - replaced_input_begin_;
+            if (differs(from, to, replaced_input_.data() + at)) return false;
+        }
+    }
+    return true;
 }
 
 uint64_t StreamDirection::in_to_out_floor(uint64_t in) const {
@@ -138,12 +185,11 @@ uint64_t StreamDirection::out_to_in(uint64_t out) const {
     return it->identity() ? it->in_begin + (out - it->out_begin) : it->in_begin;
 }
 
-std::vector<uint8_t> StreamDirection::output_range(uint64_t begin, uint64_t end) const {
+std::span<const uint8_t> StreamDirection::output_view(uint64_t begin, uint64_t end) const {
     begin = std::max(begin, out_acked_);
     end = std::min(end, out_next_);
     if (begin >= end) return {};
-    const uint8_t* first = out_retained_.data() + (begin - out_acked_);
-    return std::vector<uint8_t>(first, first + (end - begin));
+    return {out_retained_.data() + (begin - out_acked_), size_t(end - begin)};
 }
 
 SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool brought_new,
@@ -167,20 +213,24 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
     out_end = std::max(out_end, out_begin);
     SegmentVerdict v;
     v.seq = out_seq(out_begin);
-    v.payload = output_range(out_begin, out_end);
-    if (v.payload.empty() && !brought_new && in_end > in_begin && out_acked_ > 0 && !fin_seen_) {
+    v.out_begin = out_begin;
+    v.out_end = std::min(out_end, out_next_);
+    if (v.out_end <= v.out_begin && !brought_new && in_end > in_begin && out_acked_ > 0 &&
+        !fin_seen_) {
         // The sender retransmits what the receiver already acknowledged: the
         // ACK that said so was lost. An empty segment would draw no answer;
         // the last acknowledged byte again, like any duplicate, makes the
         // receiver repeat its ACK at once.
         v.seq = out_seq(out_acked_ - 1);
-        v.payload.assign(1, last_acked_byte_);
+        v.out_begin = v.out_end = out_acked_;
+        v.repeat_acked_byte = true;
         return v;
     }
-    out_sent_ = std::max(out_sent_, out_begin + v.payload.size());
+    v.out_end = std::max(v.out_end, v.out_begin);
+    out_sent_ = std::max(out_sent_, v.out_end);
     // The FIN follows the last output byte, so it travels only on a segment
     // whose payload ends there.
-    v.fin = fin && fin_seen_ && out_begin + v.payload.size() == out_next_;
+    v.fin = fin && fin_seen_ && v.out_end == out_next_;
     return v;
 }
 
@@ -213,15 +263,8 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     uint64_t old_end = std::min(end, in_next_);
     if (begin < old_end) {
         ++counters_.retransmitted;
-        uint64_t retained_begin = in_retained_begin_;
-        for (uint64_t i = std::max(begin, retained_begin); i < old_end; ++i) {
-            uint8_t inspected =
-                i < in_mapped_ ? in_retained_[i - retained_begin] : pending_[i - in_mapped_];
-            if (inspected != payload[i - begin]) {
-                ++counters_.conflicts;
-                break;
-            }
-        }
+        if (!agrees_with_inspected(begin, payload.first(size_t(old_end - begin))))
+            ++counters_.conflicts;
     }
 
     bool new_bytes = end > in_next_;
@@ -235,18 +278,20 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         v.kind = SegmentVerdict::Kind::Drop;
         return v;
     }
+    std::span<const uint8_t> fresh;
     if (new_bytes) {
         ++counters_.in_order;
-        accept_new(payload.subspan(in_next_ - begin));
+        fresh = payload.subspan(size_t(in_next_ - begin));
+        in_next_ += fresh.size();
     }
     bool fin_now = fin && end == in_next_ && !fin_seen_;
     if (fin_now) fin_seen_ = true;
 
     if (new_bytes) stall_retransmissions_ = 0;
     if (fin_seen_) {
-        feed(StreamTransform::Push::End);
+        feed(StreamTransform::Push::End, fresh);
     } else if (new_bytes) {
-        feed(StreamTransform::Push::More);
+        feed(StreamTransform::Push::More, fresh);
     } else if (!relaying_ && end == in_next_ && end > in_mapped_ && held_.empty() &&
                out_acked_ == out_next_ && ++stall_retransmissions_ >= kStallRetransmissions) {
         // The receiver has all the output, yet the sender keeps retransmitting
@@ -366,20 +411,22 @@ void StreamDirection::trim_acknowledged() {
         last_acked_byte_ = out_retained_[drop - 1];
         out_retained_.drop_front(drop);
     }
-    // Chunks wholly acknowledged go, with the input they covered.
+    // Chunks wholly acknowledged go, a replaced one with its input.
     while (!chunks_.empty() && chunks_.front().out_end <= out_acked_ &&
            chunks_.front().in_end <= in_mapped_) {
-        uint64_t drop = chunks_.front().in_end - in_retained_begin_;
-        drop = std::min<uint64_t>(drop, in_retained_.size());
-        in_retained_.drop_front(drop);
-        in_retained_begin_ += drop;
+        const Chunk& c = chunks_.front();
+        if (!c.identity()) {
+            uint64_t drop = c.replaced_at + (c.in_end - c.in_begin) - replaced_input_begin_;
+            replaced_input_.drop_front(size_t(drop));
+            replaced_input_begin_ += drop;
+        }
         chunks_.pop_front();
     }
 }
 
 size_t StreamDirection::memory_bytes() const {
-    return out_retained_.capacity() + in_retained_.capacity() + pending_.capacity() + held_bytes_ +
-           chunks_.size() * sizeof(Chunk) + held_.size() * (sizeof(Held) + 48);
+    return out_retained_.capacity() + replaced_input_.capacity() + pending_.capacity() +
+           held_bytes_ + chunks_.size() * sizeof(Chunk) + held_.size() * (sizeof(Held) + 48);
 }
 
 }  // namespace nfqscan

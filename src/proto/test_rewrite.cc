@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string_view>
+#include <vector>
 
 namespace nfqscan {
 
@@ -13,19 +15,35 @@ struct Match {
     size_t which;
 };
 
-// The earliest occurrence of any token at or after `from` (ties: the first
-// configured token), as a whole-buffer scan would find it.
-std::optional<Match> find_first(std::string_view text, size_t from,
-                                const TokenReplacer::Replacements& replacements) {
-    std::optional<Match> best;
-    for (size_t i = 0; i < replacements.size(); ++i) {
-        const std::string& token = replacements[i].first;
-        if (token.empty()) continue;
-        size_t p = text.find(token, from);
-        if (p != std::string_view::npos && (!best || p < best->position)) best = Match{p, i};
+// The earliest occurrence of any token at or after a position that only
+// moves forward (ties: the first configured token), as a whole-buffer scan
+// would find it. Each token's next occurrence is remembered and searched
+// again only once the position passed it, so the text is read once per
+// token, not once per token and match.
+class TokenFinder {
+  public:
+    TokenFinder(std::string_view text, const TokenReplacer::Replacements& replacements)
+        : text_(text), replacements_(replacements) {
+        for (const auto& [token, _] : replacements)
+            next_.push_back(token.empty() ? std::string_view::npos : text.find(token));
     }
-    return best;
-}
+
+    std::optional<Match> next(size_t from) {
+        std::optional<Match> best;
+        for (size_t i = 0; i < replacements_.size(); ++i) {
+            if (next_[i] == std::string_view::npos) continue;
+            if (next_[i] < from) next_[i] = text_.find(replacements_[i].first, from);
+            if (next_[i] != std::string_view::npos && (!best || next_[i] < best->position))
+                best = Match{next_[i], i};
+        }
+        return best;
+    }
+
+  private:
+    std::string_view text_;
+    const TokenReplacer::Replacements& replacements_;
+    std::vector<size_t> next_;  // each token's next occurrence (npos: none left)
+};
 
 }  // namespace
 
@@ -58,7 +76,8 @@ void TokenReplacer::on_bytes(uint64_t, std::span<const uint8_t> pending, Push pu
         }
     }
     size_t done = 0;
-    while (auto m = find_first(text, done, replacements_)) {
+    TokenFinder finder(text, replacements_);
+    while (auto m = finder.next(done)) {
         if (m->position >= hold_from) break;
         sink.pass(m->position - done);
         const auto& [token, replacement] = replacements_[m->which];
@@ -72,7 +91,8 @@ void TokenReplacer::on_bytes(uint64_t, std::span<const uint8_t> pending, Push pu
 std::string TokenReplacer::apply(const Replacements& replacements, const std::string& input) {
     std::string out;
     size_t done = 0;
-    while (auto m = find_first(input, done, replacements)) {
+    TokenFinder finder(input, replacements);
+    while (auto m = finder.next(done)) {
         out.append(input, done, m->position - done);
         out += replacements[m->which].second;
         done = m->position + replacements[m->which].first.size();

@@ -153,8 +153,9 @@ class SimulatedConnection {
 
     void forward(const SegmentVerdict& v, size_t room) {
         if (v.kind != SegmentVerdict::Kind::Forward) return;
-        if (v.payload.empty() && !v.fin) return;  // a pure ACK: nothing for the receiver
-        std::string payload(v.payload.begin(), v.payload.end());
+        std::span<const uint8_t> bytes = engine_.payload(v);
+        if (bytes.empty() && !v.fin) return;  // a pure ACK: nothing for the receiver
+        std::string payload(bytes.begin(), bytes.end());
         size_t offset = 0;
         do {
             size_t n = std::min(room, payload.size() - offset);
@@ -240,6 +241,12 @@ std::string make_input(std::mt19937& rng, size_t size) {
             s += char('a' + rng() % 26);
     }
     return s;
+}
+
+// The bytes a verdict of `d` carries, read right after it was given.
+std::string text(const StreamDirection& d, const SegmentVerdict& v) {
+    std::span<const uint8_t> bytes = d.payload(v);
+    return {bytes.begin(), bytes.end()};
 }
 
 struct Passthrough : StreamTransform {
@@ -332,10 +339,37 @@ TEST(TcpStream, ConflictingRetransmissionIsNormalisedToTheInspectedBytes) {
     d.start(100);
     std::vector<SegmentVerdict> released;
     auto first = d.on_segment(100, bytes_of("hello world"), false, 0, released);
-    EXPECT_EQ(std::string(first.payload.begin(), first.payload.end()), "hello world");
+    EXPECT_EQ(text(d, first), "hello world");
     auto evil = d.on_segment(100, bytes_of("HELLO EVIL!"), false, 0, released);
-    EXPECT_EQ(std::string(evil.payload.begin(), evil.payload.end()), "hello world");
+    EXPECT_EQ(text(d, evil), "hello world");
     EXPECT_EQ(d.counters().conflicts, 1u);
+}
+
+TEST(TcpStream, RetransmissionsAreJudgedAgainstEveryKindOfInspectedByte) {
+    // "bad" is replaced (its input kept aside), "xx " passes unchanged (its
+    // output is its input), the trailing "ba" is pending (could become "bad").
+    TokenReplacer t(TokenReplacer::Replacements{{"bad", "good"}});
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto first = d.on_segment(0, bytes_of("xx bad yy ba"), false, 0, released);
+    EXPECT_EQ(text(d, first), "xx good yy ");
+    d.on_segment(0, bytes_of("xx bad yy ba"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 0u);
+    d.on_segment(3, bytes_of("BAD"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 1u);
+    d.on_segment(0, bytes_of("XX"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 2u);
+    auto evil = d.on_segment(10, bytes_of("bX"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 3u);
+    EXPECT_TRUE(d.payload(evil).empty());  // pending: nothing of it is released
+    // What the receiver acknowledged is gone: the receiver has those bytes,
+    // a retransmission of them cannot change what it got.
+    d.translate_ack(4);
+    d.on_segment(0, bytes_of("XX"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 3u);
+    d.on_segment(0, bytes_of("xx BAD"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 4u);
 }
 
 TEST(TcpStream, OutOfOrderSegmentIsHeldUntilTheGapFills) {
@@ -347,11 +381,11 @@ TEST(TcpStream, OutOfOrderSegmentIsHeldUntilTheGapFills) {
     EXPECT_EQ(late.kind, SegmentVerdict::Kind::Hold);
     EXPECT_TRUE(released.empty());
     auto first = d.on_segment(0, bytes_of("hello"), false, 41, released);
-    EXPECT_EQ(std::string(first.payload.begin(), first.payload.end()), "hello");
+    EXPECT_EQ(text(d, first), "hello");
     ASSERT_EQ(released.size(), 1u);
     EXPECT_EQ(released[0].token, 42u);
     EXPECT_EQ(released[0].seq, 5u);
-    EXPECT_EQ(std::string(released[0].payload.begin(), released[0].payload.end()), "world");
+    EXPECT_EQ(text(d, released[0]), "world");
 }
 
 TEST(TcpStream, HoldIsBounded) {
@@ -390,7 +424,7 @@ TEST(TcpStream, AckInsideAReplacementDoesNotAcknowledgeTheOriginal) {
     d.start(0);
     std::vector<SegmentVerdict> released;
     auto v = d.on_segment(0, bytes_of("abGROWcd"), false, 0, released);
-    EXPECT_EQ(std::string(v.payload.begin(), v.payload.end()), "abGROWN-LONGER-TOKENcd");
+    EXPECT_EQ(text(d, v), "abGROWN-LONGER-TOKENcd");
     EXPECT_EQ(d.translate_ack(2), 2u);   // "ab"
     EXPECT_EQ(d.translate_ack(10), 2u);  // part of the replacement: not the token yet
     EXPECT_EQ(d.translate_ack(20), 6u);  // all of it: the token is delivered
@@ -403,17 +437,17 @@ TEST(TcpStream, HeldTailIsFlushedWhenTheSenderStalls) {
     d.start(0);
     std::vector<SegmentVerdict> released;
     auto v = d.on_segment(0, bytes_of("abcGR"), false, 0, released);
-    EXPECT_EQ(std::string(v.payload.begin(), v.payload.end()), "abc");
+    EXPECT_EQ(text(d, v), "abc");
     EXPECT_EQ(d.translate_ack(3), 3u);
     // The receiver has all the output; the sender times out and retransmits
     // "GR". The first retransmission may just precede new data, the second
     // proves the sender is waiting.
     auto once = d.on_segment(3, bytes_of("GR"), false, 0, released);
     EXPECT_EQ(once.seq, 2u);  // a duplicate of the last acknowledged byte, not "GR"
-    EXPECT_EQ(std::string(once.payload.begin(), once.payload.end()), "c");
+    EXPECT_EQ(text(d, once), "c");
     auto again = d.on_segment(3, bytes_of("GR"), false, 0, released);
     EXPECT_EQ(again.seq, 3u);
-    EXPECT_EQ(std::string(again.payload.begin(), again.payload.end()), "GR");
+    EXPECT_EQ(text(d, again), "GR");
 }
 
 TEST(TcpStream, RetransmissionOfAcknowledgedOutputDrawsTheReceiversAck) {
@@ -428,7 +462,7 @@ TEST(TcpStream, RetransmissionOfAcknowledgedOutputDrawsTheReceiversAck) {
     EXPECT_EQ(d.translate_ack(9), 8u);
     auto again = d.on_segment(0, bytes_of("abGROWcd"), false, 0, released);
     EXPECT_EQ(again.seq, 8u);
-    EXPECT_EQ(std::string(again.payload.begin(), again.payload.end()), "d");
+    EXPECT_EQ(text(d, again), "d");
 }
 
 TEST(TcpStream, FinFollowsTheLastOutputByte) {
@@ -439,8 +473,8 @@ TEST(TcpStream, FinFollowsTheLastOutputByte) {
     d.on_segment(0, bytes_of("aSHRINK"), false, 0, released);
     auto fin = d.on_segment(7, bytes_of("ME"), true, 0, released);
     EXPECT_TRUE(fin.fin);
-    EXPECT_EQ(fin.seq + fin.payload.size(), 2u);  // "aS", FIN after it
-    EXPECT_EQ(d.translate_ack(3), 10u);           // FIN acknowledged: input 9 + FIN
+    EXPECT_EQ(fin.seq + d.payload(fin).size(), 2u);  // "aS", FIN after it
+    EXPECT_EQ(d.translate_ack(3), 10u);              // FIN acknowledged: input 9 + FIN
     // The sender's segments after its FIN (its last ACK) come after the FIN
     // in output space too, or the receiver takes them for old ones.
     EXPECT_EQ(d.translate_seq(10), 3u);
