@@ -75,6 +75,13 @@ class FlowStream {
     // RSTs to both peers, with the sequence numbers each expects; the flow
     // is dead for the engine afterwards.
     void reset_peers(std::vector<PacketVerdict>& out);
+    // Output a grown packet could not carry waits for the next packet of its
+    // direction in the same batch (which carries it in front of its own), so
+    // that a run of growing GSO packets costs one extra segment, not one per
+    // packet. The worker calls flush_deferred() at the end of each batch.
+    bool has_deferred() const { return deferred_[0] || deferred_[1]; }
+    // What is still deferred goes out as new segments.
+    void flush_deferred(std::vector<PacketVerdict>& out);
     // Whether the peers can no longer talk without nfqscand: sequence numbers
     // shifted by rewriting, or data the relay holds or still owes.
     bool needs_engine() const;
@@ -93,9 +100,15 @@ class FlowStream {
         size_t room;
     };
     // `room`: the payload one packet of this direction may carry.
+    // `may_defer`: output beyond `room` may wait for the next packet.
     void answer(uint32_t id, Direction d, const SegmentHeaders& headers, const SegmentVerdict& v,
                 std::span<const uint8_t> original_payload, size_t room, bool must_replace,
-                std::optional<uint32_t> ack, std::vector<PacketVerdict>& out);
+                std::optional<uint32_t> ack, std::vector<PacketVerdict>& out,
+                bool may_defer = false);
+    // New segments carrying output [begin, end) of direction d, at most
+    // `room` bytes each, built from d's latest headers.
+    void send_output(Direction d, uint64_t begin, uint64_t end, size_t room,
+                     std::vector<PacketVerdict>& out);
     std::optional<uint32_t> translated_ack(Direction d, uint32_t ack);
     // An ACK to the sender of direction d as its receiver would send it
     // (SACK blocks for held data; the relay's window while relaying).
@@ -134,7 +147,8 @@ class FlowStream {
     // The window (bytes) the relay offered the sender of direction d.
     std::array<uint64_t, 2> told_window_{0, 0};
     std::array<std::unique_ptr<RelaySender>, 2> relays_;
-    bool dead_ = false;  // reset: nothing more to deliver
+    bool dead_ = false;                           // reset: nothing more to deliver
+    std::array<bool, 2> deferred_{false, false};  // output waits for flush_deferred()
     FlowStreamCounters counters_;
 };
 

@@ -236,6 +236,9 @@ class StreamDirection {
     uint64_t output_sent() const { return out_sent_; }
     // The relay handed output up to `end` to the receiver.
     void note_sent(uint64_t end) { out_sent_ = std::max(out_sent_, std::min(end, out_next_)); }
+    // A verdict's output from `offset` on was not sent after all (it waits
+    // for the next segment, which starts with it).
+    void unsend(uint64_t offset) { out_sent_ = std::max(out_acked_, std::min(offset, out_sent_)); }
     uint32_t output_seq(uint64_t offset) const { return out_seq(offset); }
     std::vector<uint8_t> output_bytes(uint64_t begin, uint64_t end) const {
         std::span<const uint8_t> view = output_view(begin, end);

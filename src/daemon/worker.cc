@@ -128,6 +128,7 @@ class QueueWorker::Loop : public PacketSink {
                 ended_streams_.add_counters(*f.stream);
                 account_stream_memory(f.stream->memory_bytes(), 0);
                 relayed_.erase(f.stream.get());
+                deferred_.erase(f.stream.get());
             }
         });
         build_test_inspector();
@@ -171,6 +172,7 @@ class QueueWorker::Loop : public PacketSink {
                                    stream_verdicts_);
             account_stream_memory(before, flow.stream->memory_bytes());
             if (flow.stream->relay_active()) relayed_.insert(flow.stream.get());
+            if (flow.stream->has_deferred()) deferred_.insert(flow.stream.get());
             take_stream_verdicts();
             return;
         }
@@ -329,6 +331,18 @@ class QueueWorker::Loop : public PacketSink {
             spdlog::info("queue {}: reset {} flows that depended on nfqscand", queue_.queue(), n);
     }
 
+    // The end of a batch: output that waited for a next packet in it goes
+    // out, after the batch's verdicts, with the other injections.
+    void end_batch() {
+        for (FlowStream* stream : deferred_) {
+            stream_verdicts_.clear();
+            stream->flush_deferred(stream_verdicts_);
+            take_stream_verdicts();
+        }
+        deferred_.clear();
+        send_injections();
+    }
+
     // After the batch's verdicts went out: the segments that follow them.
     void send_injections() {
         if (injections_.empty()) return;
@@ -472,7 +486,8 @@ class QueueWorker::Loop : public PacketSink {
     bool memory_pressure_ = false;
     uint64_t streams_bypassed_ = 0, streams_refused_packets_ = 0;
     std::unique_ptr<RelayForwarder> relay_forwarder_ = std::make_unique<RelayForwarder>();
-    std::unordered_set<FlowStream*> relayed_;  // streams with a relay timer to run
+    std::unordered_set<FlowStream*> relayed_;   // streams with a relay timer to run
+    std::unordered_set<FlowStream*> deferred_;  // streams with output for end_batch()
     std::vector<std::unique_ptr<TokenReplacer>> retired_replacers_;
     std::vector<PacketVerdict> stream_verdicts_;
     std::vector<std::vector<uint8_t>> injections_;
@@ -588,7 +603,7 @@ void QueueWorker::run() {
                             got = 0;
                         }
                         nfqueue_->flush();
-                        loop.send_injections();
+                        loop.end_batch();
                     } while (got == batch && --rounds > 0);
                     tick_relays(loop.relaying());
                     break;

@@ -31,16 +31,23 @@ std::optional<uint32_t> FlowStream::translated_ack(Direction d, uint32_t ack) {
 void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
                         const SegmentVerdict& v, std::span<const uint8_t> original_payload,
                         size_t room, bool must_replace, std::optional<uint32_t> ack,
-                        std::vector<PacketVerdict>& out) {
+                        std::vector<PacketVerdict>& out, bool may_defer) {
     if (v.kind == SegmentVerdict::Kind::Drop || v.kind == SegmentVerdict::Kind::Absorb) {
         out.push_back({id, PacketVerdict::Kind::Drop, {}});
         return;
     }
     // The packet carries the first `room` bytes of the answer; the rest goes
     // out as new segments right behind it.
-    std::span<const uint8_t> payload = directions_[size_t(d)]->payload(v);
+    StreamDirection& mine = *directions_[size_t(d)];
+    std::span<const uint8_t> payload = mine.payload(v);
     std::span<const uint8_t> first = payload.first(std::min(room, payload.size()));
     std::span<const uint8_t> rest = payload.subspan(first.size());
+    if (!rest.empty() && may_defer && !v.fin && !v.repeat_acked_byte && !mine.relaying()) {
+        mine.unsend(v.out_begin + first.size());
+        deferred_[size_t(d)] = true;
+        payload = first;
+        rest = {};
+    }
 
     SegmentRewrite r;
     r.seq = v.seq;
@@ -65,11 +72,14 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
         out.push_back({id, PacketVerdict::Kind::Replace, build_segment(headers, r)});
         ++counters_.rewritten_packets;
     }
+    // New segments go out through a raw socket, which cannot send a GSO
+    // packet: each fits the receiver's MSS, whatever the queued packet's room.
     size_t offset = first.size();
-    while (offset < payload.size()) {
+    size_t segment = std::max<size_t>(segment_room(d), 1);
+    while (offset < payload.size()) {  // rest
         SegmentRewrite extra = r;
         extra.sack_edge = nullptr;
-        extra.payload = payload.subspan(offset, std::min(room, payload.size() - offset));
+        extra.payload = payload.subspan(offset, std::min(segment, payload.size() - offset));
         extra.seq = uint32_t(v.seq + offset);
         offset += extra.payload.size();
         extra.fin = v.fin && offset == payload.size();
@@ -184,7 +194,9 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         ack_sender(d, out);
         ++counters_.sack_acks;
     } else {
-        answer(id, d, headers, v, p.payload, room, false, ack, out);
+        // Held segments released by this one were answered from where it
+        // ends: it may defer output only when there are none.
+        answer(id, d, headers, v, p.payload, room, false, ack, out, released.empty());
     }
     for (const SegmentVerdict& r : released) {
         auto it = held_.find(uint32_t(r.token));
@@ -269,6 +281,39 @@ void FlowStream::emit(Direction d, const std::vector<RelaySegment>& segments,
         out.push_back({0, PacketVerdict::Kind::Inject, build_segment(from, r)});
         ++counters_.relay_segments;
         if (s.retransmission) ++counters_.relay_retransmissions;
+    }
+}
+
+void FlowStream::send_output(Direction d, uint64_t begin, uint64_t end, size_t room,
+                             std::vector<PacketVerdict>& out) {
+    size_t di = size_t(d);
+    StreamDirection& mine = *directions_[di];
+    const StreamDirection& other = *directions_[1 - di];
+    if (!last_headers_[di]) return;
+    room = std::max<size_t>(room, 1);
+    for (uint64_t at = begin; at < end;) {
+        uint64_t to = std::min<uint64_t>(end, at + room);
+        SegmentRewrite r;
+        r.seq = mine.output_seq(at);
+        r.payload = mine.output_view(at, to);
+        if (other.started()) r.ack = other.acknowledged_seq();
+        if (other.started() && other.shift() != 0)
+            r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
+        out.push_back({0, PacketVerdict::Kind::Inject, build_segment(*last_headers_[di], r)});
+        ++counters_.injected_packets;
+        mine.note_sent(to);
+        at = to;
+    }
+}
+
+void FlowStream::flush_deferred(std::vector<PacketVerdict>& out) {
+    for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
+        if (!deferred_[size_t(d)]) continue;
+        deferred_[size_t(d)] = false;
+        const StreamDirection& mine = *directions_[size_t(d)];
+        // Relaying or reset meanwhile: the relay owns the output, or nobody.
+        if (dead_ || mine.relaying()) continue;
+        send_output(d, mine.output_sent(), mine.output_end(), segment_room(d), out);
     }
 }
 

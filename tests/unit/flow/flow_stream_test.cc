@@ -2,25 +2,28 @@
 
 #include "../packet_builder.h"
 #include "nfqscan/flow_stream.h"
+#include "nfqscan/test_rewrite.h"
 
 namespace nfqscan {
 namespace {
 
 // Client 198.51.100.2:40000 -> server 203.0.113.2:80.
 struct Wire {
-    FlowStream stream{{nullptr, nullptr}, StreamLimits{}};
+    explicit Wire(StreamTransform* server_to_client = nullptr)
+        : stream({nullptr, server_to_client}, StreamLimits{}) {}
+    FlowStream stream;
     std::vector<std::vector<uint8_t>> storage;
     uint32_t next_id = 1;
 
     std::vector<PacketVerdict> send(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
-                                    const std::string& payload = "") {
+                                    const std::string& payload = "", bool gso = false) {
         storage.push_back(test::flow_segment(from_client, flags, seq, ack, payload));
         DecodedPacket p;
         EXPECT_EQ(decode_packet(storage.back(), p), DecodeStatus::Ok);
         std::vector<PacketVerdict> out;
         stream.on_packet(next_id++,
                          from_client ? Direction::ClientToServer : Direction::ServerToClient, p,
-                         false, 0, out);
+                         gso, 0, out);
         return out;
     }
 };
@@ -66,6 +69,89 @@ TEST(FlowStream, HeldDataIsSackedToTheSender) {
     EXPECT_EQ(fill[1].kind, PacketVerdict::Kind::Replace);
     EXPECT_EQ(fill[1].id, held[0].id);
     EXPECT_TRUE(w.stream.held_ids().empty());
+}
+
+std::string payload_of(const PacketVerdict& v, uint32_t* seq = nullptr) {
+    DecodedPacket p;
+    EXPECT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
+    if (seq) *seq = p.seq;
+    return {p.payload.begin(), p.payload.end()};
+}
+
+TEST(FlowStream, OutputAGrownPacketCannotCarryWaitsForTheNextOne) {
+    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
+    Wire w(&grow);
+    w.send(true, 0x02, 999, 0);  // no MSS option: segments of at most 1220 bytes
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    std::string words;
+    while (words.size() < 1200)
+        words += "GROW ";  // 1200 bytes grow to 4560
+    std::string expected = TokenReplacer::apply({{"GROW", "GROWN-LONGER-TOKEN"}}, words);
+
+    auto first = w.send(false, 0x18, 5000, 1000, words);
+    ASSERT_EQ(first.size(), 1u);  // no new segment: the rest waits
+    ASSERT_EQ(first[0].kind, PacketVerdict::Kind::Replace);
+    EXPECT_EQ(payload_of(first[0]), expected.substr(0, 1220));
+    EXPECT_TRUE(w.stream.has_deferred());
+
+    // The next packet carries what waited, in front of its own bytes, as far
+    // as it can; what is left still waits.
+    auto second = w.send(false, 0x18, 6200, 1000, "abc");
+    ASSERT_EQ(second.size(), 1u);
+    uint32_t seq = 0;
+    EXPECT_EQ(payload_of(second[0], &seq), expected.substr(1220, 1220));
+    EXPECT_EQ(seq, 5000u + 1220);
+    EXPECT_TRUE(w.stream.has_deferred());
+
+    // The end of the batch: the rest goes out as new segments, in order.
+    std::vector<PacketVerdict> flushed;
+    w.stream.flush_deferred(flushed);
+    EXPECT_FALSE(w.stream.has_deferred());
+    std::string rest = expected.substr(2440) + "abc";
+    std::string got;
+    uint32_t next = 5000 + 2440;
+    for (const PacketVerdict& v : flushed) {
+        ASSERT_EQ(v.kind, PacketVerdict::Kind::Inject);
+        got += payload_of(v, &seq);
+        EXPECT_EQ(seq, next);
+        next = seq + uint32_t(payload_of(v).size());
+        EXPECT_LE(payload_of(v).size(), 1220u);
+    }
+    EXPECT_EQ(got, rest);
+    std::vector<PacketVerdict> again;
+    w.stream.flush_deferred(again);
+    EXPECT_TRUE(again.empty());
+
+    // A FIN never waits: it must follow the last byte.
+    auto fin = w.send(false, 0x19, 6203, 1000, words);
+    EXPECT_FALSE(w.stream.has_deferred());
+    ASSERT_GE(fin.size(), 2u);
+    EXPECT_EQ(fin.back().kind, PacketVerdict::Kind::Inject);
+}
+
+TEST(FlowStream, NewSegmentsFitTheMssEvenBehindAGsoPacket) {
+    // A GSO packet may carry up to 64 KiB (the kernel cuts it); what does
+    // not fit goes out through a raw socket, which cannot: MSS-sized pieces.
+    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
+    Wire w(&grow);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    std::string words;
+    while (words.size() < 60000)
+        words += "GROW ";
+    auto out = w.send(false, 0x19, 5000, 1000, words, true);  // with FIN: nothing waits
+    ASSERT_GE(out.size(), 2u);
+    EXPECT_EQ(out[0].kind, PacketVerdict::Kind::Replace);
+    EXPECT_GT(payload_of(out[0]).size(), 60000u);
+    size_t total = payload_of(out[0]).size();
+    for (size_t i = 1; i < out.size(); ++i) {
+        ASSERT_EQ(out[i].kind, PacketVerdict::Kind::Inject);
+        EXPECT_LE(payload_of(out[i]).size(), 1220u);
+        total += payload_of(out[i]).size();
+    }
+    EXPECT_EQ(total, words.size() / 5 * 19);
 }
 
 }  // namespace
