@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,16 @@ struct RelaySegment {
     bool fin = false;
     bool retransmission = false;
 };
+
+// How many segments of `send`, from index `first` on, go out together as
+// one GSO frame: a run of contiguous segments of one kind (first
+// transmissions or retransmissions), each but the last `segment_size` bytes
+// long (so that the kernel cuts the frame where the RelaySender cut it), at
+// most `max_bytes` of payload together; a FIN ends the run. `begin`: where
+// the first segment really starts (what the receiver already acknowledged
+// is left out). At least 1.
+size_t frame_run(std::span<const RelaySegment> send, size_t first, uint64_t begin,
+                 size_t segment_size, size_t max_bytes);
 
 struct RelayCounters {
     uint64_t segments = 0;         // segments sent, retransmissions included
@@ -79,6 +90,8 @@ class RelaySender {
     uint64_t sent_end() const { return max_sent_; }
     std::string describe() const;
     uint64_t congestion_window() const { return cwnd_; }
+    // Payload bytes per segment (the MSS it was built with, at least 64).
+    size_t segment_size() const { return mss_; }
 
   private:
     uint64_t in_flight() const { return nxt_ - una_; }
@@ -96,6 +109,7 @@ class RelaySender {
     uint64_t rwnd_;  // receiver's window, bytes
     uint64_t cwnd_;
     uint64_t ssthresh_ = UINT64_MAX;
+    uint64_t avoidance_acked_ = 0;  // bytes acknowledged toward the next cwnd step
     uint32_t dupacks_ = 0;
     bool recovering_ = false;
     uint64_t recover_ = 0;  // NewReno: recovery ends when this is acknowledged
