@@ -68,11 +68,19 @@ class RelaySender {
                 const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
     // The receiver's acknowledgement as the stream knows it (it may have
     // advanced through packets the relay did not see, e.g. released from a
-    // hold): brings the sender up to it, as an ACK without a new window.
+    // hold): brings the sender up to it, as an ACK without a new window: the
+    // right edge the receiver offered stays where it was. (Moving it by what
+    // was acknowledged would send past the receiver's window whenever its
+    // window shrinks as fast as it acknowledges, e.g. a slow reader: a
+    // receiver of GSO frames acknowledges 64 KiB at once, and drops what
+    // lies beyond its window.)
     void catch_up(uint64_t acked, bool fin_acked, const RelayOutput& output, uint64_t now_ms,
                   std::vector<RelaySegment>& send) {
-        if (acked > una_ || (fin_acked && !fin_acked_))
-            on_ack(acked, fin_acked, rwnd_, false, output, now_ms, send);
+        if (acked > una_ || (fin_acked && !fin_acked_)) {
+            uint64_t right_edge = una_ + rwnd_;
+            on_ack(acked, fin_acked, right_edge > acked ? right_edge - acked : 0, false, output,
+                   now_ms, send);
+        }
     }
     // New output to send, within the windows.
     void pump(const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
