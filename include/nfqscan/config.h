@@ -77,6 +77,10 @@ struct StreamConfig {
     // held back behind a gap (dropped: the sender retransmits).
     uint64_t memory_limit = 1ull << 30;
     enum class Overflow : uint8_t { Bypass, Drop } overflow = Overflow::Bypass;
+    // The TUN device a relay's output goes through as GSO frames (see
+    // relay_device.h); "" = one segment per packet through raw sockets.
+    // Applies at restart.
+    std::string relay_device = "nfqscan0";
 };
 
 struct ProtocolConfig {

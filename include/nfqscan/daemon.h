@@ -7,11 +7,13 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "nfqscan/config.h"
 #include "nfqscan/control.h"
+#include "nfqscan/relay_device.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/scan_event_log.h"
 #include "nfqscan/worker.h"
@@ -56,6 +58,9 @@ class Daemon {
     nlohmann::json status();
     nlohmann::json flows(size_t limit);
     std::string status_line();
+    // Puts the relay device's rp_filter back to 0 if something changed it
+    // (udev applies sysctl.d to new interfaces); called every second.
+    void check_relay_device();
 
     // Control commands of the scan service (see README, nfqscanctl). A scan
     // goes through the scan pool and answers `reply` when its last file is
@@ -74,11 +79,15 @@ class Daemon {
     void open_event_log(const std::string& path);
     std::shared_ptr<EventLog> event_log() const;
     nlohmann::json scan_status() const;
+    // Opens [stream] relay_device with a queue per worker; on failure one
+    // warning, and the relays use raw sockets.
+    void open_relay_device(size_t queues);
 
     DaemonOptions options_;
     mutable std::mutex config_mutex_;  // guards config_ (read by every thread)
     std::shared_ptr<const Config> config_;
-    std::mutex reload_mutex_;  // one reload at a time (control thread, SIGHUP)
+    std::mutex reload_mutex_;                  // one reload at a time (control thread, SIGHUP)
+    std::optional<RelayDevice> relay_device_;  // its queues moved to the workers
     std::vector<std::unique_ptr<QueueWorker>> workers_;
 
     std::unique_ptr<ScanService> scan_;

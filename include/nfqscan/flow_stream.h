@@ -32,11 +32,22 @@ namespace nfqscan {
 
 struct PacketVerdict {
     // Inject: a new packet (no queue id) carrying output that did not fit
-    // into the packet before it; sent after that packet's verdict.
-    enum class Kind : uint8_t { Accept, Replace, Hold, Drop, Inject };
+    // into the packet before it, or a segment nfqscand sends itself; sent
+    // after that packet's verdict (raw sockets). InjectFrame: a frame for
+    // the relay device (build_gso_frame: a virtio_net_hdr, then an IP packet
+    // of up to 64 KiB the kernel cuts into segments).
+    enum class Kind : uint8_t { Accept, Replace, Hold, Drop, Inject, InjectFrame };
     uint32_t id = 0;
     Kind kind = Kind::Accept;
-    std::vector<uint8_t> packet;  // for Replace and Inject
+    std::vector<uint8_t> packet;  // for Replace, Inject and InjectFrame
+};
+
+// Which families the relay device carries right now (its owner clears them
+// when the device fails). Without it, a relay's output goes out one segment
+// per packet through the raw sockets.
+struct GsoOutput {
+    bool ipv4 = false;
+    bool ipv6 = false;
 };
 
 struct FlowStreamCounters {
@@ -47,14 +58,18 @@ struct FlowStreamCounters {
     uint64_t relay_segments = 0;  // segments the relay sent to a receiver
     uint64_t relay_retransmissions = 0;
     uint64_t relay_timeouts = 0;
-    uint64_t resets = 0;  // RSTs sent to peers (relay failed, daemon stopping)
+    uint64_t relay_gso_frames = 0;  // frames of several segments sent to the relay device
+    uint64_t resets = 0;            // RSTs sent to peers (relay failed, daemon stopping)
 };
 
 class FlowStream {
   public:
     // `transforms[d]` inspects direction d (ClientToServer, ServerToClient);
-    // nullptr passes that direction through the engine unchanged.
-    FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits);
+    // nullptr passes that direction through the engine unchanged. `gso`
+    // (borrowed, may change between calls): whether relayed output goes out
+    // as InjectFrame verdicts, consecutive segments of one send coalesced.
+    FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
+               const GsoOutput* gso = nullptr);
 
     // One queued packet of the flow. Appends its verdict and those of held
     // packets it releases.
@@ -132,6 +147,7 @@ class FlowStream {
     };
 
     Passthrough passthrough_;
+    const GsoOutput* gso_ = nullptr;
     std::array<std::unique_ptr<StreamDirection>, 2> directions_;
     std::array<uint16_t, 2> mss_{0, 0};  // largest segment the receiver of direction d takes
     std::unordered_map<uint32_t, HeldPacket> held_;

@@ -29,6 +29,7 @@ struct QueuedPacket {
     uint32_t mark = 0;
     uint32_t original_length = 0;   // before the copy range cut it
     uint32_t skb_info = 0;          // NFQA_SKB_* (GSO, checksum not ready)
+    uint32_t indev = 0;             // ifindex the packet came in on (0: none, e.g. local)
     std::span<const uint8_t> data;  // the IP packet
 };
 

@@ -52,6 +52,22 @@ struct SegmentRewrite {
 // A complete packet: `headers` with the rewrite applied.
 std::vector<uint8_t> build_segment(const SegmentHeaders& headers, const SegmentRewrite& rewrite);
 
+// A frame for the relay device (a TUN device with IFF_VNET_HDR, see
+// injector.h): a struct virtio_net_hdr, then the packet build_segment would
+// make, with these differences. The TCP checksum field holds the folded
+// pseudo-header sum over the whole TCP length, uncomplemented (the kernel's
+// CHECKSUM_PARTIAL convention: it sums from csum_start and stores the
+// complement); the IPv4 header checksum is complete. The TTL / hop limit is
+// one higher than the template's: the template was taken at FORWARD, after
+// the router decremented it, and the frame is forwarded again. A payload
+// longer than `segment_size` is a GSO frame (gso_type TCPV4/TCPV6,
+// gso_size = segment_size): the kernel cuts it into segments of
+// segment_size bytes (the last shorter), each with the headers, the FIN
+// (and PSH) only on the last.
+constexpr size_t kVirtioNetHdrLength = 10;  // sizeof(struct virtio_net_hdr)
+std::vector<uint8_t> build_gso_frame(const SegmentHeaders& headers, const SegmentRewrite& rewrite,
+                                     uint16_t segment_size);
+
 // A segment without payload that nfqscand sends on the template's sender's
 // behalf: a pure ACK (with SACK blocks, at most 3) or a RST.
 struct ControlSegment {

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,16 @@ struct RelaySegment {
     bool fin = false;
     bool retransmission = false;
 };
+
+// How many segments of `send`, from index `first` on, go out together as
+// one GSO frame: a run of contiguous segments of one kind (first
+// transmissions or retransmissions), each but the last `segment_size` bytes
+// long (so that the kernel cuts the frame where the RelaySender cut it), at
+// most `max_bytes` of payload together; a FIN ends the run. `begin`: where
+// the first segment really starts (what the receiver already acknowledged
+// is left out). At least 1.
+size_t frame_run(std::span<const RelaySegment> send, size_t first, uint64_t begin,
+                 size_t segment_size, size_t max_bytes);
 
 struct RelayCounters {
     uint64_t segments = 0;         // segments sent, retransmissions included
@@ -57,11 +68,19 @@ class RelaySender {
                 const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
     // The receiver's acknowledgement as the stream knows it (it may have
     // advanced through packets the relay did not see, e.g. released from a
-    // hold): brings the sender up to it, as an ACK without a new window.
+    // hold): brings the sender up to it, as an ACK without a new window: the
+    // right edge the receiver offered stays where it was. (Moving it by what
+    // was acknowledged would send past the receiver's window whenever its
+    // window shrinks as fast as it acknowledges, e.g. a slow reader: a
+    // receiver of GSO frames acknowledges 64 KiB at once, and drops what
+    // lies beyond its window.)
     void catch_up(uint64_t acked, bool fin_acked, const RelayOutput& output, uint64_t now_ms,
                   std::vector<RelaySegment>& send) {
-        if (acked > una_ || (fin_acked && !fin_acked_))
-            on_ack(acked, fin_acked, rwnd_, false, output, now_ms, send);
+        if (acked > una_ || (fin_acked && !fin_acked_)) {
+            uint64_t right_edge = una_ + rwnd_;
+            on_ack(acked, fin_acked, right_edge > acked ? right_edge - acked : 0, false, output,
+                   now_ms, send);
+        }
     }
     // New output to send, within the windows.
     void pump(const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
@@ -79,6 +98,8 @@ class RelaySender {
     uint64_t sent_end() const { return max_sent_; }
     std::string describe() const;
     uint64_t congestion_window() const { return cwnd_; }
+    // Payload bytes per segment (the MSS it was built with, at least 64).
+    size_t segment_size() const { return mss_; }
 
   private:
     uint64_t in_flight() const { return nxt_ - una_; }
@@ -96,6 +117,7 @@ class RelaySender {
     uint64_t rwnd_;  // receiver's window, bytes
     uint64_t cwnd_;
     uint64_t ssthresh_ = UINT64_MAX;
+    uint64_t avoidance_acked_ = 0;  // bytes acknowledged toward the next cwnd step
     uint32_t dupacks_ = 0;
     bool recovering_ = false;
     uint64_t recover_ = 0;  // NewReno: recovery ends when this is acknowledged

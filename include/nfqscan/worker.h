@@ -19,7 +19,9 @@
 #include <vector>
 
 #include "nfqscan/config.h"
+#include "nfqscan/flow_stream.h"
 #include "nfqscan/nfqueue.h"
+#include "nfqscan/relay_device.h"
 
 namespace nfqscan {
 
@@ -44,8 +46,12 @@ struct StreamTotals {
     uint64_t relays = 0;      // directions that went into store-and-forward
     uint64_t relay_acks = 0;  // ACKs sent to senders for data the relay took
     uint64_t relay_segments = 0, relay_retransmissions = 0, relay_timeouts = 0;
-    uint64_t relay_full = 0;  // segments dropped: relay buffer full
-    uint64_t resets = 0;      // RSTs sent to peers
+    uint64_t relay_full = 0;           // segments dropped: relay buffer full
+    uint64_t relay_gso_frames = 0;     // frames of several segments through the relay device
+    uint64_t relay_device_frames = 0;  // all frames written to the relay device
+    uint64_t relay_device_errors = 0;  // failed writes to it
+    uint64_t relay_device_queued = 0;  // its frames the ruleset queued (mark rule missing)
+    uint64_t resets = 0;               // RSTs sent to peers
     // The counters (not the gauges) of one flow's stream.
     void add_counters(const FlowStream& stream);
     StreamTotals& operator+=(const StreamTotals& o);
@@ -76,11 +82,19 @@ struct FlowInfo {
     double age_s = 0, idle_s = 0;
 };
 
+// A worker's queue of the relay device, when nfqscand has one.
+struct WorkerRelayDevice {
+    std::unique_ptr<TunQueue> queue;
+    GsoOutput families;  // what the device carries
+    int ifindex = 0;
+};
+
 class QueueWorker {
   public:
     // Binds the queue now (errors surface to the caller); the thread starts
     // with start().
-    QueueWorker(uint16_t queue, std::shared_ptr<const Config> config);
+    QueueWorker(uint16_t queue, std::shared_ptr<const Config> config,
+                WorkerRelayDevice relay_device = {});
     ~QueueWorker();
     QueueWorker(const QueueWorker&) = delete;
     QueueWorker& operator=(const QueueWorker&) = delete;
@@ -119,6 +133,7 @@ class QueueWorker {
 
     uint16_t queue_number_;
     std::shared_ptr<const Config> config_;
+    WorkerRelayDevice relay_device_;  // handed to the thread's Loop
     std::unique_ptr<NfQueue> nfqueue_;
     int task_fd_ = -1;
     std::mutex tasks_mutex_;

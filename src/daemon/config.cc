@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <toml++/toml.h>
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <filesystem>
@@ -260,6 +261,20 @@ void read_stream(TableReader& r, StreamConfig& c) {
             c.overflow = StreamConfig::Overflow::Drop;
         else
             r.fail(*node, "overflow", "must be one of bypass, drop");
+    }
+    if (const toml::node* node = r.take("relay_device")) {
+        // An interface name: at most 15 bytes, no '/', no white space, not
+        // "." or ".." (the kernel's dev_valid_name).
+        std::optional<std::string> v = node->value<std::string>();
+        bool ok = node->is_string() && v->size() < 16 && *v != "." && *v != ".." &&
+                  std::none_of(v->begin(), v->end(), [](char ch) {
+                      return ch == '/' || ch == ':' || std::isspace(static_cast<unsigned char>(ch));
+                  });
+        if (!ok)
+            r.fail(*node, "relay_device",
+                   "must be an interface name (at most 15 characters, no '/', ':' or spaces), "
+                   "or \"\" for raw sockets only");
+        c.relay_device = *v;
     }
 }
 

@@ -126,9 +126,17 @@ std::shared_ptr<const Config> Daemon::config() const {
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     config_ = load();
     const QueueRange& queues = config_->daemon.queues;
+    open_relay_device(queues.count());
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
+        WorkerRelayDevice device;
+        if (relay_device_) {
+            device.queue = std::move(relay_device_->queues[q - queues.first]);
+            device.families = {relay_device_->ipv4, relay_device_->ipv6};
+            device.ifindex = relay_device_->ifindex;
+        }
         try {
-            workers_.push_back(std::make_unique<QueueWorker>(uint16_t(q), config_));
+            workers_.push_back(
+                std::make_unique<QueueWorker>(uint16_t(q), config_, std::move(device)));
         } catch (const std::system_error& e) {
             throw std::runtime_error(
                 fmt::format("cannot bind NFQUEUE {}: {}{}", q, e.code().message(),
@@ -160,6 +168,31 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     control_->handle("detections", [this](const nlohmann::json& request) {
         return detections(request.value("count", size_t(20)));
     });
+}
+
+void Daemon::open_relay_device(size_t queues) {
+    const std::string& name = config_->stream.relay_device;
+    if (name.empty()) return;
+    try {
+        relay_device_ = nfqscan::open_relay_device(name, queues);
+        for (const std::string& warning : relay_device_->warnings)
+            spdlog::warn("relay device {}: {}", name, warning);
+        spdlog::info("relay device {} (ifindex {}): relayed output goes out as GSO frames{}", name,
+                     relay_device_->ifindex,
+                     !relay_device_->ipv4   ? " (IPv6 only)"
+                     : !relay_device_->ipv6 ? " (IPv4 only)"
+                                            : "");
+    } catch (const std::exception& e) {
+        spdlog::warn("relay device {}: {}; relays send one segment per packet through raw sockets",
+                     name, e.what());
+        relay_device_.reset();
+    }
+}
+
+void Daemon::check_relay_device() {
+    if (!relay_device_) return;
+    std::string found = recheck_relay_device(*relay_device_);
+    if (!found.empty()) spdlog::warn("relay device {}: {}", relay_device_->name, found);
 }
 
 Daemon::~Daemon() {
@@ -205,6 +238,10 @@ ReloadStarted Daemon::reload() {
         fresh->daemon.queues = old.daemon.queues;
         fresh->daemon.control_socket = old.daemon.control_socket;
         fresh->queue = old.queue;
+    }
+    if (fresh->stream.relay_device != old.stream.relay_device) {
+        spdlog::warn("reload: stream.relay_device applies at restart");
+        fresh->stream.relay_device = old.stream.relay_device;
     }
     if (fresh->scan.pool_threads != old.scan.pool_threads ||
         fresh->scan.queue_length != old.scan.queue_length ||
@@ -489,7 +526,12 @@ nlohmann::json Daemon::status() {
                 {"segments", streams.relay_segments},
                 {"retransmissions", streams.relay_retransmissions},
                 {"timeouts", streams.relay_timeouts},
-                {"buffer_full", streams.relay_full}}},
+                {"buffer_full", streams.relay_full},
+                {"device", relay_device_ ? relay_device_->name : std::string()},
+                {"gso_frames", streams.relay_gso_frames},
+                {"device_frames", streams.relay_device_frames},
+                {"device_errors", streams.relay_device_errors},
+                {"device_queued", streams.relay_device_queued}}},
               {"resets", streams.resets}}},
             {"scan", scan_status()}};
 }

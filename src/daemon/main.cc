@@ -79,11 +79,12 @@ int main(int argc, char** argv) {
 
     sd_notify(0, "READY=1\nSTATUS=running");
     int sfd = signalfd(-1, &signals, SFD_CLOEXEC);
-    for (;;) {
+    for (unsigned seconds = 1;; ++seconds) {
         pollfd p{sfd, POLLIN, 0};
-        int ready = poll(&p, 1, 10'000);
+        int ready = poll(&p, 1, 1000);
         if (ready == 0) {
-            sd_notifyf(0, "STATUS=%s", daemon->status_line().c_str());
+            daemon->check_relay_device();
+            if (seconds % 10 == 0) sd_notifyf(0, "STATUS=%s", daemon->status_line().c_str());
             continue;
         }
         signalfd_siginfo info;

@@ -7,6 +7,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <system_error>
 #include <unordered_map>
@@ -70,6 +72,7 @@ void StreamTotals::add_counters(const FlowStream& stream) {
     relay_segments += f.relay_segments;
     relay_retransmissions += f.relay_retransmissions;
     relay_timeouts += f.relay_timeouts;
+    relay_gso_frames += f.relay_gso_frames;
     resets += f.resets;
     for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
         const StreamCounters& c = stream.direction(d).counters();
@@ -101,6 +104,10 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     relay_retransmissions += o.relay_retransmissions;
     relay_timeouts += o.relay_timeouts;
     relay_full += o.relay_full;
+    relay_gso_frames += o.relay_gso_frames;
+    relay_device_frames += o.relay_device_frames;
+    relay_device_errors += o.relay_device_errors;
+    relay_device_queued += o.relay_device_queued;
     resets += o.resets;
     return *this;
 }
@@ -109,11 +116,12 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
 // is accounted to it.
 class QueueWorker::Loop : public PacketSink {
   public:
-    Loop(NfQueue& queue, std::shared_ptr<const Config> config)
+    Loop(NfQueue& queue, std::shared_ptr<const Config> config, WorkerRelayDevice relay_device)
         : queue_(queue),
           config_(std::move(config)),
           flows_(per_worker_cap(*config_), timeouts_of(config_->flows)),
-          classifier_(*config_) {
+          classifier_(*config_),
+          relay_device_(std::move(relay_device)) {
         flows_.set_on_remove([this](const Flow& f, bool) {
             ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
             ++removed_by_service_[size_t(f.service)];
@@ -153,6 +161,17 @@ class QueueWorker::Loop : public PacketSink {
             return;
         }
         (p.is_tcp() ? packets_tcp_ : packets_udp_)++;
+        if (qp.indev != 0 && int(qp.indev) == relay_device_.ifindex) {
+            // nfqscand's own frame: the ruleset lacks the rule that marks
+            // what comes from the relay device. Never inspect it again.
+            if (relay_device_queued_++ == 0)
+                spdlog::warn(
+                    "queue {}: frames from the relay device {} are queued: the ruleset "
+                    "must mark them (see rules/nfqscan.nft, prerouting); accepted",
+                    queue_.queue(), config_->stream.relay_device);
+            queue_.accept(qp.id);
+            return;
+        }
 
         FlowTable::Lookup l = flows_.track(p, now_ms_, config_->ports);
         Flow& flow = *l.flow;
@@ -229,7 +248,7 @@ class QueueWorker::Loop : public PacketSink {
         flow.stream.reset(
             new FlowStream({config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
                             test_replacer_.get()},
-                           stream_limits()));
+                           stream_limits(), &relay_device_.families));
         if (flow.disposition == Disposition::Deciding) {
             flow.disposition = Disposition::Claimed;
             flow.claimed_by = ClaimSource::Port;
@@ -285,7 +304,8 @@ class QueueWorker::Loop : public PacketSink {
                     queue_.verdict(v.id, kVerdictDrop, {});
                     break;
                 case PacketVerdict::Kind::Inject:
-                    injections_.push_back(std::move(v.packet));
+                case PacketVerdict::Kind::InjectFrame:
+                    injections_.push_back(std::move(v));
                     break;
             }
         }
@@ -343,18 +363,43 @@ class QueueWorker::Loop : public PacketSink {
         send_injections();
     }
 
-    // After the batch's verdicts went out: the segments that follow them.
+    // After the batch's verdicts went out: the segments that follow them, in
+    // order: runs of raw packets through the raw sockets (sendmmsg), frames
+    // through this worker's queue of the relay device.
     void send_injections() {
         if (injections_.empty()) return;
-        if (!injector_) {
-            try {
-                injector_ = std::make_unique<RawInjector>(config_->marks.inject);
-            } catch (const std::exception& e) {
-                spdlog::error("queue {}: cannot inject packets: {}", queue_.queue(), e.what());
+        for (size_t i = 0; i < injections_.size();) {
+            if (injections_[i].kind == PacketVerdict::Kind::InjectFrame) {
+                send_frame(injections_[i++].packet);
+                continue;
             }
+            raw_run_.clear();
+            for (; i < injections_.size() && injections_[i].kind == PacketVerdict::Kind::Inject;
+                 ++i)
+                raw_run_.push_back(std::move(injections_[i].packet));
+            if (!injector_) {
+                try {
+                    injector_ = std::make_unique<RawInjector>(config_->marks.inject);
+                } catch (const std::exception& e) {
+                    spdlog::error("queue {}: cannot inject packets: {}", queue_.queue(), e.what());
+                }
+            }
+            if (injector_) injector_->send_all(raw_run_);
         }
-        if (injector_) injector_->send_all(injections_);
         injections_.clear();
+        raw_run_.clear();
+    }
+
+    void send_frame(std::span<const uint8_t> frame) {
+        if (!relay_device_.queue || relay_device_.queue->send(frame)) return;
+        if (errno == ENOBUFS || errno == ENOMEM || errno == EAGAIN) return;  // lost: retransmitted
+        // The device is gone or refuses frames: the relays go on through the
+        // raw sockets (what this frame carried is retransmitted there).
+        spdlog::warn(
+            "queue {}: writing to the relay device {}: {}; relays use raw sockets from "
+            "now on",
+            queue_.queue(), config_->stream.relay_device, strerror(errno));
+        relay_device_.families = {};
     }
 
     void housekeeping() {
@@ -402,6 +447,11 @@ class QueueWorker::Loop : public PacketSink {
         s.streams.memory_limit = memory_share();
         s.streams.overflow_bypassed = streams_bypassed_;
         s.streams.overflow_dropped = streams_refused_packets_;
+        if (relay_device_.queue) {
+            s.streams.relay_device_frames = relay_device_.queue->counters().frames;
+            s.streams.relay_device_errors = relay_device_.queue->counters().failed;
+        }
+        s.streams.relay_device_queued = relay_device_queued_;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
@@ -490,15 +540,19 @@ class QueueWorker::Loop : public PacketSink {
     std::unordered_set<FlowStream*> deferred_;  // streams with output for end_batch()
     std::vector<std::unique_ptr<TokenReplacer>> retired_replacers_;
     std::vector<PacketVerdict> stream_verdicts_;
-    std::vector<std::vector<uint8_t>> injections_;
+    std::vector<PacketVerdict> injections_;      // Inject and InjectFrame, in order
+    std::vector<std::vector<uint8_t>> raw_run_;  // scratch: consecutive raw packets
+    WorkerRelayDevice relay_device_;             // this worker's queue of it, if any
+    uint64_t relay_device_queued_ = 0;
     StreamTotals ended_streams_;             // counters of flows no longer in the table
     std::unique_ptr<RawInjector> injector_;  // opened on first use
     std::unordered_map<uint32_t, uint64_t> removed_by_label_;
     uint64_t removed_by_service_[kServiceCount] = {};
 };
 
-QueueWorker::QueueWorker(uint16_t queue, std::shared_ptr<const Config> config)
-    : queue_number_(queue), config_(std::move(config)) {
+QueueWorker::QueueWorker(uint16_t queue, std::shared_ptr<const Config> config,
+                         WorkerRelayDevice relay_device)
+    : queue_number_(queue), config_(std::move(config)), relay_device_(std::move(relay_device)) {
     QueueOptions options;
     options.queue = queue;
     options.socket_buffer_bytes = config_->queue.socket_buffer_mb << 20;
@@ -548,7 +602,7 @@ std::optional<WorkerSnapshot> QueueWorker::snapshot(std::chrono::milliseconds ti
 
 void QueueWorker::run() {
     pthread_setname_np(pthread_self(), ("nfq-worker-" + std::to_string(queue_number_)).c_str());
-    Loop loop(*nfqueue_, config_);
+    Loop loop(*nfqueue_, config_, std::move(relay_device_));
     loop_ = &loop;
 
     int epoll = epoll_create1(EPOLL_CLOEXEC);

@@ -15,7 +15,9 @@ constexpr uint16_t kDefaultMss = 1220;
 constexpr size_t kGsoMaxPayload = 65535 - 120;  // room for IP and TCP headers
 }  // namespace
 
-FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits) {
+FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
+                       const GsoOutput* gso)
+    : gso_(gso) {
     for (size_t d = 0; d < 2; ++d)
         directions_[d] = std::make_unique<StreamDirection>(
             transforms[d] ? *transforms[d] : passthrough_, limits);
@@ -265,22 +267,40 @@ void FlowStream::emit(Direction d, const std::vector<RelaySegment>& segments,
     StreamDirection& mine = *directions_[di];
     const StreamDirection& other = *directions_[1 - di];
     const SegmentHeaders& from = *last_headers_[di];
-    for (const RelaySegment& s : segments) {
+    bool frames = gso_ && (from.ip_version == 4 ? gso_->ipv4 : gso_->ipv6);
+    size_t size = relays_[di] ? relays_[di]->segment_size() : segment_room(d);
+    // The IP packet's 16-bit length bounds a frame.
+    size_t cap = 65535 - from.bytes.size();
+    for (size_t i = 0; i < segments.size();) {
+        const RelaySegment& s = segments[i++];
         mine.note_sent(s.end);
         // What the receiver acknowledged meanwhile is not sent again.
         uint64_t begin = std::max(s.begin, mine.output_acked());
         if (begin >= s.end && !s.fin) continue;
-        std::span<const uint8_t> payload = mine.output_view(begin, s.end);
+        // One frame for a run of segments; the kernel cuts it where the
+        // RelaySender cut them (reset_peers relies on those boundaries).
+        size_t count = frames ? frame_run(segments, i - 1, begin, size, cap) : 1;
+        for (size_t k = 1; k < count; ++k)
+            mine.note_sent(segments[i++].end);
+        uint64_t end = segments[i - 1].end;
+        bool fin = segments[i - 1].fin;
+        std::span<const uint8_t> payload = mine.output_view(begin, end);
         SegmentRewrite r;
         r.seq = mine.output_seq(begin);
         r.payload = payload;
-        r.fin = s.fin;
+        r.fin = fin;
         if (other.started()) r.ack = other.acknowledged_seq();
         if (other.started() && other.shift() != 0)
             r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
-        out.push_back({0, PacketVerdict::Kind::Inject, build_segment(from, r)});
-        ++counters_.relay_segments;
-        if (s.retransmission) ++counters_.relay_retransmissions;
+        if (frames) {
+            out.push_back(
+                {0, PacketVerdict::Kind::InjectFrame, build_gso_frame(from, r, uint16_t(size))});
+            if (payload.size() > size) ++counters_.relay_gso_frames;
+        } else {
+            out.push_back({0, PacketVerdict::Kind::Inject, build_segment(from, r)});
+        }
+        counters_.relay_segments += count;
+        if (s.retransmission) counters_.relay_retransmissions += count;
     }
 }
 

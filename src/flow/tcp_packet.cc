@@ -12,6 +12,21 @@ namespace {
 
 using namespace wire;
 
+// struct virtio_net_hdr and its constants from <linux/virtio_net.h>, which
+// does not compile as C++ (a member named `class`).
+struct VirtioNetHdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+};
+constexpr uint8_t kVirtioNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+constexpr uint8_t kVirtioGsoNone = 0;    // VIRTIO_NET_HDR_GSO_NONE
+constexpr uint8_t kVirtioGsoTcpV4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
+constexpr uint8_t kVirtioGsoTcpV6 = 4;   // VIRTIO_NET_HDR_GSO_TCPV6
+
 // The one's complement sum of `n` bytes as big-endian 16-bit words, added to
 // `sum` (not folded). Eight bytes at a time in native order: the sum is
 // independent of byte order up to a final swap (RFC 1071), and a rewritten
@@ -179,12 +194,17 @@ std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const Con
     return out;
 }
 
-std::vector<uint8_t> build_segment(const SegmentHeaders& h, const SegmentRewrite& r) {
-    std::vector<uint8_t> out;
-    out.reserve(h.bytes.size() + r.payload.size());
-    out.assign(h.bytes.begin(), h.bytes.end());
+namespace {
+
+// Writes the template's headers with the rewrite applied into `out` from
+// `at` on (the IP packet starts there), lengths set, checksums not.
+void write_segment(const SegmentHeaders& h, const SegmentRewrite& r, std::vector<uint8_t>& out,
+                   size_t at) {
+    out.reserve(at + h.bytes.size() + r.payload.size());
+    out.insert(out.end(), h.bytes.begin(), h.bytes.end());
     out.insert(out.end(), r.payload.begin(), r.payload.end());
-    uint8_t* tcp = out.data() + h.l3_length;
+    uint8_t* ip = out.data() + at;
+    uint8_t* tcp = ip + h.l3_length;
     store32(tcp + 4, r.seq);
     if (r.ack) store32(tcp + 8, *r.ack);
     tcp[13] = r.fin ? uint8_t(tcp[13] | tcp_flag::kFin) : uint8_t(tcp[13] & ~tcp_flag::kFin);
@@ -195,12 +215,61 @@ std::vector<uint8_t> build_segment(const SegmentHeaders& h, const SegmentRewrite
                 store32(tcp + 20 + edge, r.sack_edge(load32(tcp + 20 + edge)));
         });
     }
+    size_t length = out.size() - at;
     if (h.ip_version == 4) {
-        store16(out.data() + 2, uint16_t(out.size()));
+        store16(ip + 2, uint16_t(length));
     } else {
-        store16(out.data() + 4, uint16_t(out.size() - 40));
+        store16(ip + 4, uint16_t(length - 40));
     }
+}
+
+}  // namespace
+
+std::vector<uint8_t> build_segment(const SegmentHeaders& h, const SegmentRewrite& r) {
+    std::vector<uint8_t> out;
+    write_segment(h, r, out, 0);
     fix_checksums(out, h.ip_version, h.l3_length);
+    return out;
+}
+
+std::vector<uint8_t> build_gso_frame(const SegmentHeaders& h, const SegmentRewrite& r,
+                                     uint16_t segment_size) {
+    std::vector<uint8_t> out(kVirtioNetHdrLength, 0);
+    write_segment(h, r, out, kVirtioNetHdrLength);
+    std::span<uint8_t> packet(out.data() + kVirtioNetHdrLength, out.size() - kVirtioNetHdrLength);
+    uint8_t* ip = packet.data();
+    uint8_t* tcp = ip + h.l3_length;
+    size_t tcp_length = packet.size() - h.l3_length;
+    uint32_t sum;
+    if (h.ip_version == 4) {
+        ip[8] = uint8_t(std::min(ip[8] + 1, 255));
+        ip[10] = ip[11] = 0;
+        store16(ip + 10, fold(sum_words(ip, size_t(ip[0] & 0x0f) * 4)));
+        sum = sum_words(ip + 12, 8) + IPPROTO_TCP + uint32_t(tcp_length);
+    } else {
+        ip[7] = uint8_t(std::min(ip[7] + 1, 255));
+        sum = sum_words(ip + 8, 32) + uint32_t(tcp_length >> 16) + uint32_t(tcp_length & 0xffff) +
+              IPPROTO_TCP;
+    }
+    // The pseudo-header sum, folded but not complemented: the kernel (or the
+    // NIC) adds the TCP header and payload of each segment and complements.
+    store16(tcp + 16, uint16_t(~fold(sum)));
+
+    VirtioNetHdr vh{};
+    vh.flags = kVirtioNeedsCsum;
+    vh.csum_start = h.l3_length;
+    vh.csum_offset = 16;  // offsetof(struct tcphdr, check)
+    vh.hdr_len = uint16_t(h.l3_length + h.l4_length);
+    if (r.payload.size() > segment_size) {
+        vh.gso_type = h.ip_version == 4 ? kVirtioGsoTcpV4 : kVirtioGsoTcpV6;
+        vh.gso_size = segment_size;
+    } else {
+        vh.gso_type = kVirtioGsoNone;
+    }
+    static_assert(sizeof vh == kVirtioNetHdrLength);
+    // Native byte order: a TUN device's legacy virtio header (no
+    // TUNSETVNETLE/BE) is in the host's order.
+    std::memcpy(out.data(), &vh, sizeof vh);
     return out;
 }
 

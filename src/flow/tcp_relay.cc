@@ -10,6 +10,26 @@ constexpr uint64_t kMaxRtoMs = 60'000;
 constexpr uint64_t kInitialWindowSegments = 10;  // RFC 6928
 }  // namespace
 
+size_t frame_run(std::span<const RelaySegment> send, size_t first, uint64_t begin,
+                 size_t segment_size, size_t max_bytes) {
+    const RelaySegment& head = send[first];
+    uint64_t end = head.end;
+    uint64_t last_length = end - std::min(begin, end);
+    bool fin = head.fin;
+    size_t count = 1;
+    for (size_t i = first + 1; i < send.size() && !fin && last_length == segment_size; ++i) {
+        const RelaySegment& s = send[i];
+        if (s.begin != end || s.retransmission != head.retransmission ||
+            s.end - begin > max_bytes || (s.end == s.begin && !s.fin))
+            break;
+        last_length = s.end - s.begin;
+        end = s.end;
+        fin = s.fin;
+        ++count;
+    }
+    return count;
+}
+
 RelaySender::RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms)
     : mss_(std::max<size_t>(mss, 64)),
       una_(acked),
@@ -130,9 +150,21 @@ void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool d
                 cwnd_ = cwnd_ > newly ? cwnd_ - newly + mss_ : mss_;
             }
         } else if (cwnd_ < ssthresh_) {
-            cwnd_ += std::min<uint64_t>(newly, 2 * mss_);  // slow start (RFC 3465 L=2)
+            // Slow start by the bytes acknowledged (RFC 3465), without its
+            // L = 2 segments cap per ACK: a receiver that gets GSO frames
+            // acknowledges dozens of segments at once (a stretch ACK), and
+            // the cap would grow the window by two segments per frame. Linux
+            // senders do the same. Never past ssthresh in one step.
+            cwnd_ = std::min(cwnd_ + newly, std::max(ssthresh_, cwnd_ + mss_));
         } else {
-            cwnd_ += std::max<uint64_t>(1, uint64_t(mss_) * mss_ / cwnd_);
+            // Congestion avoidance, one segment per window acknowledged, by
+            // bytes (RFC 3465 section 2.1): per ACK it would be a segment per
+            // stretch ACK, dozens of times too slow.
+            avoidance_acked_ += newly;
+            if (avoidance_acked_ >= cwnd_) {
+                avoidance_acked_ -= cwnd_;
+                cwnd_ += mss_;
+            }
         }
         dupacks_ = 0;
         deadline_.reset();
@@ -170,6 +202,7 @@ void RelaySender::on_timer(const RelayOutput& output, uint64_t now_ms,
         ++counters_.timeouts;
         ssthresh_ = std::max<uint64_t>(in_flight() / 2, 2 * mss_);
         cwnd_ = mss_;
+        avoidance_acked_ = 0;
         recovering_ = false;
         dupacks_ = 0;
         nxt_ = una_;

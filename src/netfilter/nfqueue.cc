@@ -160,6 +160,8 @@ void NfQueue::handle_datagram(const uint8_t* data, size_t length, PacketSink& si
         packet.hw_protocol = ntohs(header->hw_protocol);
         if (attr[NFQA_MARK]) packet.mark = ntohl(mnl_attr_get_u32(attr[NFQA_MARK]));
         if (attr[NFQA_SKB_INFO]) packet.skb_info = ntohl(mnl_attr_get_u32(attr[NFQA_SKB_INFO]));
+        if (attr[NFQA_IFINDEX_INDEV])
+            packet.indev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV]));
         if (attr[NFQA_PAYLOAD]) {
             packet.data = {static_cast<const uint8_t*>(mnl_attr_get_payload(attr[NFQA_PAYLOAD])),
                            mnl_attr_get_payload_len(attr[NFQA_PAYLOAD])};

@@ -11,7 +11,10 @@ a round:
 - rewrite: [test_rewrite]: every GROW grows, every SHRINKME shrinks;
 - relay: the same with relay = true: nfqscand acknowledges nginx itself,
   stores the response (up to [stream] relay_limit, 64 MiB: a full store is
-  let go and sent) and sends it to curl as its own segments.
+  let go and sent) and sends it to curl as its own segments, as GSO frames
+  through its relay device;
+- relay_raw: the same with relay_device = "": one segment per packet through
+  raw sockets (not in the default set; ask for it with --variants).
 The received file's sha256 is checked against the expected rewrite. CPU per
 packet: nfqscand's CPU time over the packets the queue handed it (in relay
 mode that includes the segments it sends and the ACKs it writes).
@@ -33,6 +36,8 @@ from tokens import REPLACE, rewrite
 S = "stream"
 SIZE = 200 * 1024 * 1024
 VARIANTS = ("plain", "kept", "pass", "rewrite", "relay")
+OPTIONAL_VARIANTS = ("relay_raw",)
+ALL_VARIANTS = VARIANTS + OPTIONAL_VARIANTS
 
 
 def token_corpus(size: int) -> bytes:
@@ -55,16 +60,19 @@ def token_corpus(size: int) -> bytes:
 
 def config(variant: str) -> dict:
     c: dict = {"protocols": {"http": {"ports": [80]}}}
-    if variant in ("pass", "rewrite", "relay"):
+    if variant in ("pass", "rewrite", "relay", "relay_raw"):
         replace = [] if variant == "pass" else [list(p) for p in REPLACE]
-        c["test_rewrite"] = {"ports": [80], "replace": replace, "relay": variant == "relay"}
+        c["test_rewrite"] = {"ports": [80], "replace": replace,
+                             "relay": variant.startswith("relay")}
+    if variant == "relay_raw":
+        c["stream"] = {"relay_device": ""}
     return c
 
 
 class StreamBench:
     def __init__(self, lab: Lab, files, report: Report, rounds: int, variants=VARIANTS):
         self.lab, self.files, self.report, self.rounds = lab, files, report, rounds
-        self.variants = tuple(v for v in VARIANTS if v in variants)
+        self.variants = tuple(v for v in ALL_VARIANTS if v in variants)
         self.runs: dict = defaultdict(list)
 
     def run(self) -> None:
@@ -74,7 +82,8 @@ class StreamBench:
         nginx.add_stream_file("tokens.txt", data)
         digests = {"plain": hashlib.sha256(data).hexdigest()}
         digests["kept"] = digests["pass"] = digests["plain"]
-        digests["rewrite"] = digests["relay"] = hashlib.sha256(rewrite(data)).hexdigest()
+        digests["rewrite"] = digests["relay"] = digests["relay_raw"] = \
+            hashlib.sha256(rewrite(data)).hexdigest()
         del data
         url = nginx.stream_url("tokens.txt")
         say(f"lab {lab.id}: {self.rounds} rounds, 200 MiB token text via curl -0")
@@ -92,7 +101,8 @@ class StreamBench:
         if variant == "plain":
             set_queue_jump(lab.router, False)
         else:
-            args = ["--allow-test-inspectors"] if variant in ("pass", "rewrite", "relay") else []
+            args = ["--allow-test-inspectors"] if variant in ("pass", "rewrite", "relay",
+                                                              "relay_raw") else []
             daemon = Nfqscand(lab, config(variant), args=args)
             daemon.start()
         try:
@@ -126,6 +136,9 @@ class StreamBench:
             extra += f", {fmt(streams['injected_packets'])} extra segments injected"
         if streams.get("relay", {}).get("segments"):
             extra += f", relay sent {fmt(streams['relay']['segments'])} segments"
+            if streams["relay"].get("device_frames"):
+                extra += (f" in {fmt(streams['relay']['device_frames'])} frames "
+                          f"({fmt(streams['relay']['gso_frames'])} GSO)")
         say(f"  {variant:<8} {result['seconds']:.2f} s, {run['mbps']:.0f} MB/s, sha256 "
             f"{'ok' if run['sha_ok'] else 'WRONG'}{extra}")
         if not run["sha_ok"]:
@@ -148,6 +161,9 @@ class StreamBench:
                     "us", 2)
         rep.ratio(S, "rewrite / plain throughput", self.paired("mbps", "rewrite", "plain"), 0.40)
         rep.ratio(S, "relay / plain throughput", self.paired("mbps", "relay", "plain"), 0.30)
+        if "relay_raw" in self.variants:
+            rep.ratio(S, "relay_raw / plain throughput",
+                      self.paired("mbps", "relay_raw", "plain"))
         rep.ratio(S, "pass / kept throughput", self.paired("mbps", "pass", "kept"))
         rep.ratio(S, "CPU/pkt rewrite / pass", self.paired("us_per_packet", "rewrite", "pass"))
         rep.ratio(S, "CPU/pkt relay / pass", self.paired("us_per_packet", "relay", "pass"))
@@ -156,7 +172,8 @@ class StreamBench:
 def run(report: Report, files, args) -> None:
     with Lab() as lab:
         variants = args.variants.split(",") if args.variants else VARIANTS
-        unknown = set(variants) - set(VARIANTS)
+        unknown = set(variants) - set(ALL_VARIANTS)
         if unknown:
-            raise LabError(f"stream: unknown variants {sorted(unknown)} (known: {', '.join(VARIANTS)})")
+            raise LabError(f"stream: unknown variants {sorted(unknown)} "
+                           f"(known: {', '.join(ALL_VARIANTS)})")
         StreamBench(lab, files, report, args.rounds, variants).run()

@@ -464,7 +464,10 @@ class Lab:
         sends the packet again. With `injected`, the second place moves to
         the receivers instead, raw PREROUTING in the client's and the
         server's namespaces: every packet leaving the router, forwarded or
-        injected (a relay's segments and ACKs), is lost there alike."""
+        injected (a relay's segments and ACKs), is lost there alike.
+        Frames from nfqscand's relay device enter the router at PREROUTING
+        like received packets, so the router's raw PREROUTING rule drops
+        them too (a whole GSO frame at a time: a burst of segments)."""
         places = [(self.router, "raw", ["-A", "PREROUTING"])]
         if injected:
             places += [(self.client, "raw", ["-A", "PREROUTING"]),

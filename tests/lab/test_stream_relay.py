@@ -1,14 +1,18 @@
 """The TCP stream engine's store and forward (relay) through the real daemon:
 nfqscand acknowledges the sender itself, stores the bytes, and delivers what
-the inspector lets go to the receiver as its own segments through a raw
-socket, retransmitting what the receiver does not acknowledge.
+the inspector lets go to the receiver as its own segments, retransmitting
+what the receiver does not acknowledge: as GSO frames through its relay
+device (a TUN device, [stream] relay_device), or with relay_device = "" one
+segment per packet through raw sockets.
 
 - A download relayed whole: the test inspector ([test_rewrite] relay = true)
   stores all of nginx's response (to its FIN), replaces the tokens in the
   store and sends the result. curl must get exactly the rewritten file
   (sha256), IPv4 and IPv6, with and without ~1% random loss: before the
   router, and at the receivers (so nfqscand's own segments and ACKs are lost
-  like forwarded ones).
+  like forwarded ones). The output went as GSO frames (status
+  streams.relay.gso_frames), none of which the ruleset queued back.
+- The same download with relay_device = "": the raw sockets alone.
 - An upload relayed (relay_requests = true): curl -T to nginx (WebDAV PUT);
   the stored file must be the one sent.
 - nfqscand stopped in the middle of a relayed transfer: both peers get a
@@ -37,11 +41,13 @@ def relay_config(**test_rewrite) -> dict:
     return config
 
 
-def relayed_download(lab, nfqscand, family: int, loss: float = 0.0) -> None:
+def relayed_download(lab, nfqscand, family: int, loss: float = 0.0, device: str = "nfqscan0"):
     nginx = Nginx(lab, ports=[80])
     original, expected = token_digests(BIG)
     assert nginx.add_stream_file("tokens.txt", token_text(BIG)) == original
-    daemon = nfqscand(relay_config(relay=True), args=ALLOW)
+    config = relay_config(relay=True)
+    config["stream"] = {"relay_device": device}
+    daemon = nfqscand(config, args=ALLOW)
     before = daemon.status()
     if loss:
         lab.add_tcp_loss(loss, injected=True)
@@ -63,6 +69,18 @@ def relayed_download(lab, nfqscand, family: int, loss: float = 0.0) -> None:
         assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
         assert relay["retransmissions"] > 0, relay
     assert idle["status"]["streams"]["resets"] == 0, idle["status"]["streams"]
+    assert relay["device"] == device, relay
+    if device:
+        # Frames of many segments through the device, each written whole,
+        # none queued back to nfqscand (the ruleset marks them).
+        assert relay["gso_frames"] > 0, relay
+        assert relay["device_frames"] >= relay["gso_frames"], relay
+        assert relay["gso_frames"] * 4 < relay["segments"], relay
+        assert relay["device_errors"] == 0, relay
+        assert relay["device_queued"] == 0, relay
+    else:
+        assert relay["gso_frames"] == relay["device_frames"] == 0, relay
+    return relay
 
 
 def test_relay_whole_response_ipv4(lab, nfqscand):
@@ -79,6 +97,10 @@ def test_relay_under_one_percent_loss_ipv4(lab, nfqscand):
 
 def test_relay_under_one_percent_loss_ipv6(lab, nfqscand):
     relayed_download(lab, nfqscand, family=6, loss=LOSS)
+
+
+def test_relay_without_device_uses_raw_sockets_ipv4(lab, nfqscand):
+    relayed_download(lab, nfqscand, family=4, device="")
 
 
 def test_upload_through_the_relay_arrives_intact(lab, nfqscand):

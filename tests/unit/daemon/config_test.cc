@@ -199,6 +199,15 @@ TEST(StreamConfig, SizesAreReadAndCheckedByKey) {
               StreamConfig::Overflow::Drop);
     expect_error("[stream]\noverflow = \"reset\"\n", 2, "stream.overflow", "bypass, drop");
     expect_error("[stream]\nmemory_limit = \"512K\"\n", 2, "stream.memory_limit", "size");
+    EXPECT_EQ(StreamConfig{}.relay_device, "nfqscan0");
+    EXPECT_EQ(parse_config("[stream]\nrelay_device = \"\"\n", "s.toml").stream.relay_device, "");
+    EXPECT_EQ(parse_config("[stream]\nrelay_device = \"relay7\"\n", "s.toml").stream.relay_device,
+              "relay7");
+    expect_error("[stream]\n\nrelay_device = \"a-name-far-too-long\"\n", 3, "stream.relay_device",
+                 "interface name");
+    expect_error("[stream]\nrelay_device = \"no/slash\"\n", 2, "stream.relay_device",
+                 "interface name");
+    expect_error("[stream]\nrelay_device = 5\n", 2, "stream.relay_device", "interface name");
 }
 
 TEST(ScanConfig, ErrorsNameFileLineAndKey) {

@@ -4,13 +4,16 @@
 // go in and out of relay mode at random, store, replace and insert bytes.
 // The receiver must end up with exactly what the inspector produced; the
 // sender must never be acknowledged more than it sent, and its FIN only once
-// the receiver has everything and the FIN.
+// the receiver has everything and the FIN. With the relay device (GSO), the
+// relay's output goes as frames the simulated kernel hands the receiver
+// whole, as veth does: the receiver acknowledges a frame at a time.
 #include <gtest/gtest.h>
 
 #include <deque>
 #include <map>
 #include <random>
 
+#include "../gso_frame.h"
 #include "../packet_builder.h"
 #include "nfqscan/flow_stream.h"
 #include "nfqscan/test_rewrite.h"
@@ -64,6 +67,13 @@ struct WireOptions {
     double loss = 0.0;
     double duplicate = 0.0;
     double reorder = 0.0;
+    bool gso = false;  // the relay sends GSO frames (the relay device)
+};
+
+// What went out as frames through the relay device.
+struct FrameLog {
+    uint64_t frames = 0, multi_segment = 0, largest = 0;
+    uint64_t fin_frames = 0;
 };
 
 // Client 198.51.100.2:40000 <-> nfqscand <-> server 203.0.113.2:80; the
@@ -75,7 +85,7 @@ class RelayedConnection {
         : input_(std::move(input)),
           wire_(wire),
           rng_(seed),
-          stream_({nullptr, &transform}, limits) {
+          stream_({nullptr, &transform}, limits, wire.gso ? &gso_ : nullptr) {
         handshake();
     }
 
@@ -123,6 +133,7 @@ class RelayedConnection {
     bool server_reset() const { return server_reset_; }
     size_t violations() const { return violations_; }
     const FlowStream& stream() const { return stream_; }
+    const FrameLog& frames() const { return frames_; }
     void keep_open() { send_fin_ = false; }
     void expect(const std::string* e) { expected_ = e; }
     std::string progress() const {
@@ -216,8 +227,32 @@ class RelayedConnection {
                 case PacketVerdict::Kind::Inject:
                     forward(v.packet);
                     break;
+                case PacketVerdict::Kind::InjectFrame:
+                    forward(receive_frame(v.packet));
+                    break;
             }
         }
+    }
+
+    // The kernel's side of a frame: checked, forwarded whole to the client.
+    Packet receive_frame(const Packet& frame) {
+        test::ReceivedFrame f = test::receive_frame(frame);
+        EXPECT_EQ(f.ttl_written, 65);  // the templates' TTL is 64
+        DecodedPacket d;
+        EXPECT_EQ(decode_packet(f.packet, d), DecodeStatus::Ok);
+        EXPECT_EQ(d.src_port, 80);  // only the relayed direction
+        ++frames_.frames;
+        if (f.gso_type) ++frames_.multi_segment;
+        frames_.largest = std::max<uint64_t>(frames_.largest, d.payload.size());
+        if (d.has(tcp_flag::kFin)) {
+            ++frames_.fin_frames;
+            // The FIN rides only on the frame that ends the output.
+            if (expected_) {
+                EXPECT_EQ(uint32_t(d.seq + d.payload.size() - (kServerIsn + 1)),
+                          uint32_t(expected_->size()));
+            }
+        }
+        return f.packet;
     }
 
     void forward(const Packet& p) {
@@ -351,7 +386,9 @@ class RelayedConnection {
     std::string input_;
     WireOptions wire_;
     std::mt19937 rng_;
+    GsoOutput gso_{true, true};
     FlowStream stream_;
+    FrameLog frames_;
     uint64_t now_ = 1;
     uint32_t next_id_ = 1;
     std::map<uint32_t, Packet> held_;  // the kernel queue's held packets
@@ -386,7 +423,7 @@ struct RelayCase {
 class RelayProperty : public ::testing::TestWithParam<RelayCase> {};
 
 TEST_P(RelayProperty, ReceiverGetsExactlyTheInspectorsOutput) {
-    uint64_t relays = 0;
+    uint64_t relays = 0, frames = 0;
     const char* env = getenv("NFQSCAN_RELAY_SEEDS");  // more for a soak run
     uint32_t seeds = env ? uint32_t(atoi(env)) : 20;
     const char* first = getenv("NFQSCAN_RELAY_FIRST_SEED");
@@ -397,20 +434,55 @@ TEST_P(RelayProperty, ReceiverGetsExactlyTheInspectorsOutput) {
         RelayedConnection c(input, transform, GetParam().wire, seed);
         c.expect(&transform.expected);
         ASSERT_TRUE(c.run()) << "seed " << seed << ": " << c.progress();
+        if (GetParam().wire.gso) {
+            frames += c.frames().multi_segment;
+            EXPECT_EQ(c.frames().frames, c.stream().counters().relay_gso_frames +
+                                             (c.frames().frames - c.frames().multi_segment));
+            EXPECT_EQ(c.frames().multi_segment, c.stream().counters().relay_gso_frames);
+        }
         EXPECT_EQ(c.violations(), 0u) << "seed " << seed;
         ASSERT_EQ(c.received().size(), transform.expected.size()) << "seed " << seed;
         EXPECT_TRUE(c.received() == transform.expected) << "seed " << seed;
         relays += c.stream().direction(Direction::ServerToClient).counters().relays;
     }
     EXPECT_GT(relays, 10u);
+    if (GetParam().wire.gso) {
+        EXPECT_GT(frames, 10u);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Wires, RelayProperty,
                          ::testing::Values(RelayCase{"clean", {}}, RelayCase{"loss", {0.05, 0, 0}},
                                            RelayCase{"reorder", {0, 0, 0.2}},
                                            RelayCase{"duplicates", {0, 0.1, 0}},
-                                           RelayCase{"everything", {0.05, 0.05, 0.1}}),
+                                           RelayCase{"everything", {0.05, 0.05, 0.1}},
+                                           RelayCase{"gso_clean", {0, 0, 0, true}},
+                                           RelayCase{"gso_loss", {0.05, 0, 0, true}},
+                                           RelayCase{"gso_everything", {0.05, 0.05, 0.1, true}}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Relay, WholeStreamGoesOutAsGsoFrames) {
+    std::mt19937 rng(42);
+    std::string input;
+    while (input.size() < 2'000'000)
+        input += random_text(rng, rng() % 200) + (rng() % 2 ? "GROW" : "SHRINKME");
+    TokenReplacer::Replacements tokens = {{"GROW", "GROWN-LONGER-TOKEN"}, {"SHRINKME", "S"}};
+    TokenReplacer replacer(tokens, true);
+    std::string expected = TokenReplacer::apply(tokens, input);
+    RelayedConnection c(input, replacer, {0, 0, 0, true}, 7);
+    c.expect(&expected);
+    ASSERT_TRUE(c.run()) << c.progress();
+    EXPECT_EQ(c.violations(), 0u);
+    EXPECT_TRUE(c.received() == expected);
+    // Frames of many segments (the client's window is 64 KiB), never more
+    // than an IP packet holds; far fewer frames than segments.
+    const FrameLog& f = c.frames();
+    EXPECT_GT(f.multi_segment, 0u);
+    EXPECT_GE(f.largest, 30'000u);
+    EXPECT_LE(f.largest, 65535u - 40);
+    EXPECT_LT(f.frames * 10, c.stream().counters().relay_segments);
+    EXPECT_EQ(f.fin_frames, 1u);
+}
 
 TEST(Relay, WholeStreamReplacedAtTheEnd) {
     std::mt19937 rng(42);
@@ -493,6 +565,64 @@ TEST(Relay, ResetReachesBothPeersAtTheirNextSequence) {
     EXPECT_FALSE(c.client_fin());
     EXPECT_TRUE(c.received().empty());
     EXPECT_FALSE(c.stream().needs_engine());
+}
+
+TEST(RelayFrames, ContiguousSegmentsOfOneKindMergeUpToTheCap) {
+    std::vector<RelaySegment> send;
+    for (uint64_t at = 0; at < 10'000; at += 1000)
+        send.push_back({at, at + 1000, false, false});
+    // All ten: contiguous, full-sized, new.
+    EXPECT_EQ(frame_run(send, 0, 0, 1000, 65000), 10u);
+    // The cap: at most 4500 bytes, so four segments.
+    EXPECT_EQ(frame_run(send, 0, 0, 1000, 4500), 4u);
+    EXPECT_EQ(frame_run(send, 4, 4000, 1000, 4500), 4u);
+    // The first segment partly acknowledged: it is short, the frame ends there.
+    EXPECT_EQ(frame_run(send, 0, 300, 1000, 65000), 1u);
+
+    // A gap splits.
+    send[5] = {5500, 6500, false, false};
+    EXPECT_EQ(frame_run(send, 0, 0, 1000, 65000), 5u);
+    send[5] = {5000, 6000, false, false};
+    // A retransmission next to new data splits.
+    send[3].retransmission = true;
+    EXPECT_EQ(frame_run(send, 0, 0, 1000, 65000), 3u);
+    EXPECT_EQ(frame_run(send, 3, 3000, 1000, 65000), 1u);
+    send[3].retransmission = false;
+    // A short segment is the last of its frame.
+    send[6].end = 6500;
+    send[7] = {6500, 7500, false, false};
+    EXPECT_EQ(frame_run(send, 0, 0, 1000, 65000), 7u);
+    // The FIN ends the frame (on its last segment, or alone after it).
+    send[6].end = 7000;
+    send[7] = {7000, 8000, false, false};
+    send[2].fin = true;
+    EXPECT_EQ(frame_run(send, 0, 0, 1000, 65000), 3u);
+    send[2].fin = false;
+    std::vector<RelaySegment> with_fin = {{0, 1000}, {1000, 2000}, {2000, 2000, true}};
+    EXPECT_EQ(frame_run(with_fin, 0, 0, 1000, 65000), 3u);
+    // An empty segment without a FIN (never sent) does not join.
+    std::vector<RelaySegment> empty = {{0, 1000}, {1000, 1000}};
+    EXPECT_EQ(frame_run(empty, 0, 0, 1000, 65000), 1u);
+}
+
+TEST(RelaySender, StretchAcksGrowTheWindowByTheBytesTheyAcknowledge) {
+    // A receiver of GSO frames acknowledges dozens of segments at once: slow
+    // start must count the bytes, not the ACKs.
+    constexpr size_t kMss = 1000;
+    RelaySender sender(0, 0, kMss, 0);
+    RelayOutput output{10'000'000, false};
+    std::vector<RelaySegment> send;
+    sender.pump(output, 0, send);
+    EXPECT_EQ(send.size(), 10u);  // the initial window
+    uint64_t acked = 0;
+    for (int round = 0; round < 4; ++round) {
+        uint64_t window = sender.congestion_window();
+        send.clear();
+        acked += window;  // the whole window in one ACK
+        sender.on_ack(acked, false, 1 << 30, false, output, 1 + round, send);
+        EXPECT_EQ(sender.congestion_window(), 2 * window) << "round " << round;
+    }
+    EXPECT_EQ(sender.congestion_window(), 160 * kMss);
 }
 
 }  // namespace

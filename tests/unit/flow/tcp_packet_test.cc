@@ -1,9 +1,12 @@
 // Segment checksums: fix_checksums() against a plain RFC 1071 reference over
-// random packets of every length parity, IPv4 and IPv6.
+// random packets of every length parity, IPv4 and IPv6. GSO frames for the
+// relay device: the virtio header, TTL / hop limit, the partial checksum,
+// and what the kernel's segmentation makes of them.
 #include <gtest/gtest.h>
 
 #include <random>
 
+#include "../gso_frame.h"
 #include "../packet_builder.h"
 #include "nfqscan/tcp_packet.h"
 
@@ -62,6 +65,87 @@ TEST(TcpPacket, ChecksumsMatchTheReference) {
             ip[10] = ip[11] = 0;
             ASSERT_EQ(ip_stored, reference_checksum({}, ip.data(), ip.size()));
         }
+    }
+}
+
+// A template as the relay has it: the server's latest segment, taken at
+// FORWARD (TTL already decremented to 63 by the router).
+SegmentHeaders server_template(bool v6, uint8_t ttl = 63) {
+    test::PacketSpec s;
+    s.v6 = v6;
+    s.src = v6 ? "2001:db8:2::2" : "203.0.113.2";
+    s.dst = v6 ? "2001:db8:1::2" : "198.51.100.2";
+    s.sport = 80;
+    s.dport = 40000;
+    s.flags = 0x18;  // PSH ACK
+    s.payload = "x";
+    std::vector<uint8_t> p = test::build_packet(s);
+    p[v6 ? 7 : 8] = ttl;
+    DecodedPacket d;
+    EXPECT_EQ(decode_packet(p, d), DecodeStatus::Ok);
+    return SegmentHeaders::of(d);
+}
+
+TEST(GsoFrame, FieldsChecksumAndSegmentsIpv4AndIpv6) {
+    std::mt19937 rng(11);
+    for (bool v6 : {false, true}) {
+        for (size_t length : {size_t(1448 * 10 + 500), size_t(1448 * 45), size_t(3000 + 1)}) {
+            std::vector<uint8_t> payload(length);
+            for (auto& b : payload)
+                b = uint8_t(rng());
+            SegmentRewrite r;
+            r.seq = 0xfffff000;  // wraps inside the frame
+            r.ack = 777;
+            r.payload = payload;
+            r.fin = true;
+            std::vector<uint8_t> frame = build_gso_frame(server_template(v6), r, 1448);
+            test::ReceivedFrame f = test::receive_frame(frame);
+            SCOPED_TRACE((v6 ? "IPv6, " : "IPv4, ") + std::to_string(length) + " bytes");
+            EXPECT_EQ(f.gso_type, v6 ? 4 : 1);
+            EXPECT_EQ(f.gso_size, 1448);
+            EXPECT_EQ(f.hdr_len, (v6 ? 40 : 20) + 20);
+            // Forwarded again: one more than the template, so the receiver
+            // sees what it would have seen from the sender.
+            EXPECT_EQ(f.ttl_written, 64);
+            ASSERT_EQ(f.segments.size(), (length + 1447) / 1448);
+            size_t offset = 0;
+            for (size_t i = 0; i < f.segments.size(); ++i) {
+                DecodedPacket d;
+                ASSERT_EQ(decode_packet(f.segments[i], d), DecodeStatus::Ok);
+                EXPECT_EQ(d.seq, uint32_t(0xfffff000 + offset));
+                EXPECT_EQ(d.ack, 777u);
+                EXPECT_EQ(d.payload.size(), std::min<size_t>(1448, length - offset));
+                EXPECT_TRUE(
+                    std::equal(d.payload.begin(), d.payload.end(), payload.begin() + long(offset)));
+                bool last = i + 1 == f.segments.size();
+                EXPECT_EQ(d.has(tcp_flag::kFin), last) << "segment " << i;
+                EXPECT_EQ(f.segments[i][v6 ? 7 : 8], 63);
+                offset += d.payload.size();
+            }
+        }
+    }
+}
+
+TEST(GsoFrame, OneSegmentIsNoGsoAndTtlNeverWraps) {
+    for (bool v6 : {false, true}) {
+        std::vector<uint8_t> payload(1448, 'a');
+        SegmentRewrite r;
+        r.seq = 5;
+        r.payload = payload;
+        test::ReceivedFrame f = test::receive_frame(build_gso_frame(server_template(v6), r, 1448));
+        EXPECT_EQ(f.gso_type, 0);
+        EXPECT_EQ(f.segments.size(), 1u);
+        EXPECT_EQ(f.ttl_written, 64);
+        // A FIN alone, and a template at the largest TTL.
+        r.payload = {};
+        r.fin = true;
+        f = test::receive_frame(build_gso_frame(server_template(v6, 255), r, 1448));
+        EXPECT_EQ(f.gso_type, 0);
+        EXPECT_EQ(f.ttl_written, 255);
+        DecodedPacket d;
+        ASSERT_EQ(decode_packet(f.segments.at(0), d), DecodeStatus::Ok);
+        EXPECT_TRUE(d.has(tcp_flag::kFin));
+        EXPECT_TRUE(d.payload.empty());
     }
 }
 
