@@ -65,8 +65,12 @@ void TokenReplacer::on_bytes(uint64_t, std::span<const uint8_t> pending, Push pu
     // While more bytes may come, the first position whose rest is a proper
     // prefix of a token must wait: a match starting there (or a longer one
     // than what completes later) would be what a whole-buffer scan finds.
+    // A full relay store (Stalled while relaying) is such a case too: the
+    // engine acknowledges the sender itself, so nothing waits on those bytes.
+    // In pass mode Stalled means the sender waits for them: all must go.
+    bool more_may_come = push == Push::More || (relay_ && push == Push::Stalled);
     size_t hold_from = text.size();
-    if (push == Push::More && longest_ > 1) {
+    if (more_may_come && longest_ > 1) {
         size_t first = text.size() > longest_ - 1 ? text.size() - (longest_ - 1) : 0;
         for (size_t q = first; q < text.size() && hold_from == text.size(); ++q) {
             std::string_view tail = text.substr(q);

@@ -502,10 +502,13 @@ TEST(Relay, WholeStreamReplacedAtTheEnd) {
 
 TEST(Relay, BufferLimitStallsTheInspectorInsteadOfGrowing) {
     // A relay buffer smaller than the stream: the whole-stream replacer is
-    // told to let bytes go when it is full; nothing is lost.
+    // told to let bytes go when it is full; nothing is lost, and a token the
+    // buffer's end cuts is still found whole (the replacer keeps its start).
     std::mt19937 rng(5);
-    std::string input = random_text(rng, 200'000);
-    TokenReplacer::Replacements tokens = {{"AB", "x"}};
+    std::string input;
+    while (input.size() < 200'000)
+        input += random_text(rng, rng() % 40) + (rng() % 2 ? "GROW" : "SHRINKME");
+    TokenReplacer::Replacements tokens = {{"GROW", "GROWN-LONGER-TOKEN"}, {"SHRINKME", "S"}};
     TokenReplacer replacer(tokens, true);
     StreamLimits limits;
     limits.max_relay = 32 << 10;
