@@ -246,6 +246,9 @@ class StreamDirection {
     }
     // The retained output in [begin, end) (clipped to what is retained),
     // valid until this direction next changes: a segment, an ACK, an insert.
+    // Acknowledged output is not retained: a view asked from before
+    // output_acked() starts there, so a caller that sends it computes the
+    // sequence number from max(begin, output_acked()).
     std::span<const uint8_t> output_view(uint64_t begin, uint64_t end) const;
     // The bytes a verdict of this direction carries, valid as long as
     // output_view()'s.

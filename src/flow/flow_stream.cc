@@ -311,7 +311,10 @@ void FlowStream::send_output(Direction d, uint64_t begin, uint64_t end, size_t r
     const StreamDirection& other = *directions_[1 - di];
     if (!last_headers_[di]) return;
     room = std::max<size_t>(room, 1);
-    for (uint64_t at = begin; at < end;) {
+    // What the receiver acknowledged meanwhile is not sent again (the view
+    // starts there: a segment from `begin` would carry bytes at the wrong
+    // sequence numbers).
+    for (uint64_t at = std::max(begin, mine.output_acked()); at < end;) {
         uint64_t to = std::min<uint64_t>(end, at + room);
         SegmentRewrite r;
         r.seq = mine.output_seq(at);

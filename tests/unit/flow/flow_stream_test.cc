@@ -130,6 +130,45 @@ TEST(FlowStream, OutputAGrownPacketCannotCarryWaitsForTheNextOne) {
     EXPECT_EQ(fin.back().kind, PacketVerdict::Kind::Inject);
 }
 
+TEST(FlowStream, DeferredOutputTheReceiverAcknowledgedMeanwhileIsNotSentAgain) {
+    // A retransmission that also brings new bytes is answered from its first
+    // byte, so what waits for the end of the batch may start before output
+    // the receiver already has. An ACK for it in the same batch must not
+    // shift what goes out: every byte is sent at its own sequence number.
+    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
+    Wire w(&grow);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    std::string words;
+    while (words.size() < 1200)
+        words += "GROW ";
+    std::string expected = TokenReplacer::apply({{"GROW", "GROWN-LONGER-TOKEN"}}, words) + "abc";
+
+    w.send(false, 0x18, 5000, 1000, words);
+    std::vector<PacketVerdict> flushed;
+    w.stream.flush_deferred(flushed);  // all 4560 bytes went out
+
+    // The sender retransmits its segment with three new bytes; the receiver
+    // meanwhile acknowledges 3000 bytes of what it got.
+    auto again = w.send(false, 0x18, 5000, 1000, words + "abc");
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_TRUE(w.stream.has_deferred());
+    w.send(true, 0x10, 1000, 5000 + 3000);
+    std::vector<PacketVerdict> rest;
+    w.stream.flush_deferred(rest);
+    ASSERT_FALSE(rest.empty());
+    for (const PacketVerdict& v : rest) {
+        uint32_t seq = 0;
+        std::string bytes = payload_of(v, &seq);
+        ASSERT_GE(seq, 5000u + 3000);
+        EXPECT_EQ(bytes, expected.substr(seq - 5000, bytes.size())) << "at " << seq;
+    }
+    uint32_t last_seq = 0;
+    std::string last = payload_of(rest.back(), &last_seq);
+    EXPECT_EQ(last_seq + last.size(), 5000u + expected.size());
+}
+
 TEST(FlowStream, NewSegmentsFitTheMssEvenBehindAGsoPacket) {
     // A GSO packet may carry up to 64 KiB (the kernel cuts it); what does
     // not fit goes out through a raw socket, which cannot: MSS-sized pieces.
