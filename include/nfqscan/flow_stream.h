@@ -160,6 +160,15 @@ class FlowStream {
     std::array<std::optional<uint8_t>, 2> window_scale_;
     // The acknowledgement number the sender of direction d was last shown.
     std::array<std::optional<uint32_t>, 2> told_ack_;
+    // The newest timestamp (TSval) each side's sender sent. A segment the
+    // engine sends later than a newer one of the same sender (a held segment
+    // released after the gap filled, deferred or relayed output) carries it:
+    // the receiver drops a segment whose TSval is older than the newest it
+    // took in order (PAWS, RFC 7323 5.3), and the sender, told by a SACK
+    // that the held data arrived, would not send it again for long.
+    std::array<std::optional<uint32_t>, 2> ts_newest_;
+    // ts_newest_ of direction d where `h` carries an older TSval.
+    std::optional<uint32_t> newer_ts(Direction d, const SegmentHeaders& h) const;
     // The window (bytes) the relay offered the sender of direction d.
     std::array<uint64_t, 2> told_window_{0, 0};
     std::array<std::unique_ptr<RelaySender>, 2> relays_;

@@ -47,6 +47,9 @@ struct SegmentRewrite {
     std::function<uint32_t(uint32_t)> sack_edge;  // translates SACK block edges when set
     std::span<const uint8_t> payload;
     bool fin = false;
+    // Replaces the timestamp option's TSval when set (see FlowStream: what
+    // nfqscand sends never carries an older TSval than the sender's newest).
+    std::optional<uint32_t> ts_value;
 };
 
 // A complete packet: `headers` with the rewrite applied.
@@ -73,9 +76,10 @@ std::vector<uint8_t> build_gso_frame(const SegmentHeaders& headers, const Segmen
 struct ControlSegment {
     uint32_t seq = 0;
     uint32_t ack = 0;
-    bool rst = false;                 // RST (no ACK) instead of an ACK
-    std::optional<uint16_t> window;   // replaces the template's window field
-    std::optional<uint32_t> ts_echo;  // replaces the timestamp option's TSecr
+    bool rst = false;                  // RST (no ACK) instead of an ACK
+    std::optional<uint16_t> window;    // replaces the template's window field
+    std::optional<uint32_t> ts_echo;   // replaces the timestamp option's TSecr
+    std::optional<uint32_t> ts_value;  // replaces the timestamp option's TSval
     std::span<const std::pair<uint32_t, uint32_t>> sack_blocks;
 };
 

@@ -55,6 +55,7 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
     r.seq = v.seq;
     r.payload = first;
     r.fin = v.fin && rest.empty();
+    r.ts_value = newer_ts(d, headers);
     uint8_t flags = headers.flags();
     if (flags & tcp_flag::kAck) {
         r.ack = ack;
@@ -66,7 +67,7 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
 
     bool unchanged =
         !must_replace && r.seq == headers.seq() && (!r.ack || *r.ack == headers.ack()) &&
-        r.fin == bool(flags & tcp_flag::kFin) && !r.sack_edge &&
+        r.fin == bool(flags & tcp_flag::kFin) && !r.sack_edge && !r.ts_value &&
         std::equal(first.begin(), first.end(), original_payload.begin(), original_payload.end());
     if (unchanged) {
         out.push_back({id, PacketVerdict::Kind::Accept, {}});
@@ -155,6 +156,8 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     if (!rst) {
         // The template for what nfqscand sends on this side's behalf.
         last_headers_[di] = headers;
+        std::optional<uint32_t> ts = headers.ts_value();
+        if (ts && (!ts_newest_[di] || seq_before(*ts_newest_[di], *ts))) ts_newest_[di] = ts;
         uint32_t end = uint32_t(p.seq + p.payload.size() + (fin ? 1 : 0));
         if (!next_seq_[di] || seq_before(*next_seq_[di], end)) next_seq_[di] = end;
     }
@@ -289,6 +292,7 @@ void FlowStream::emit(Direction d, const std::vector<RelaySegment>& segments,
         r.seq = mine.output_seq(begin);
         r.payload = payload;
         r.fin = fin;
+        r.ts_value = newer_ts(d, from);
         if (other.started()) r.ack = other.acknowledged_seq();
         if (other.started() && other.shift() != 0)
             r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
@@ -319,6 +323,7 @@ void FlowStream::send_output(Direction d, uint64_t begin, uint64_t end, size_t r
         SegmentRewrite r;
         r.seq = mine.output_seq(at);
         r.payload = mine.output_view(at, to);
+        r.ts_value = newer_ts(d, *last_headers_[di]);
         if (other.started()) r.ack = other.acknowledged_seq();
         if (other.started() && other.shift() != 0)
             r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
@@ -440,9 +445,18 @@ void FlowStream::ack_sender(Direction d, std::vector<PacketVerdict>& out) {
         c.window = relay_window_field(d);
         told_window_[di] = uint64_t(*c.window) << window_shift(Direction(oi));
     }
-    if (last_headers_[di]) c.ts_echo = last_headers_[di]->ts_value();
+    c.ts_value = newer_ts(Direction(oi), from);
+    c.ts_echo = ts_newest_[di];
     out.push_back({0, PacketVerdict::Kind::Inject, build_control_segment(from, c)});
     told_ack_[di] = c.ack;
+}
+
+std::optional<uint32_t> FlowStream::newer_ts(Direction d, const SegmentHeaders& h) const {
+    const std::optional<uint32_t>& newest = ts_newest_[size_t(d)];
+    if (!newest) return std::nullopt;
+    std::optional<uint32_t> own = h.ts_value();
+    if (!own || !seq_before(*own, *newest)) return std::nullopt;
+    return newest;
 }
 
 std::vector<uint32_t> FlowStream::held_ids() const {

@@ -164,6 +164,7 @@ std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const Con
             if (kind == 8 && len == 10) {
                 out.insert(out.end(), {1, 1});
                 out.insert(out.end(), options + at, options + at + len);
+                if (c.ts_value) store32(out.data() + out.size() - 8, *c.ts_value);
                 if (c.ts_echo) store32(out.data() + out.size() - 4, *c.ts_echo);
             }
         });
@@ -208,9 +209,10 @@ void write_segment(const SegmentHeaders& h, const SegmentRewrite& r, std::vector
     store32(tcp + 4, r.seq);
     if (r.ack) store32(tcp + 8, *r.ack);
     tcp[13] = r.fin ? uint8_t(tcp[13] | tcp_flag::kFin) : uint8_t(tcp[13] & ~tcp_flag::kFin);
-    if (r.sack_edge && h.l4_length > 20) {
+    if ((r.sack_edge || r.ts_value) && h.l4_length > 20) {
         walk_options(tcp + 20, h.l4_length - 20, [&](uint8_t kind, size_t at, uint8_t len) {
-            if (kind != 5) return;
+            if (kind == 8 && len == 10 && r.ts_value) store32(tcp + 20 + at + 2, *r.ts_value);
+            if (kind != 5 || !r.sack_edge) return;
             for (size_t edge = at + 2; edge + 4 <= size_t(at) + len; edge += 4)
                 store32(tcp + 20 + edge, r.sack_edge(load32(tcp + 20 + edge)));
         });

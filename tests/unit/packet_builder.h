@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,7 @@ struct PacketSpec {
     uint8_t flags = 0x10;  // ACK
     uint32_t seq = 1000, ack = 1;
     std::string payload;
+    std::optional<uint32_t> tsval;       // TCP: NOP NOP TIMESTAMP(tsval, echo 0)
     std::vector<uint8_t> v6_extensions;  // raw extension headers; first next-header in ext_first
     uint8_t ext_first = 0;
 };
@@ -44,6 +46,11 @@ inline std::vector<uint8_t> build_packet(const PacketSpec& s) {
         l4[12] = 5 << 4;
         l4[13] = s.flags;
         put16(l4, 14, 65535);
+        if (s.tsval) {
+            l4.insert(l4.end(), {1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0});
+            put32(l4, 24, *s.tsval);
+            l4[12] = 8 << 4;
+        }
     } else if (s.protocol == IPPROTO_UDP) {
         l4.assign(8, 0);
         put16(l4, 0, s.sport);
@@ -78,7 +85,8 @@ inline std::vector<uint8_t> build_packet(const PacketSpec& s) {
 // A TCP segment of the stream tests' one flow: client 198.51.100.2:40000,
 // server 203.0.113.2:80.
 inline std::vector<uint8_t> flow_segment(bool from_client, uint8_t flags, uint32_t seq,
-                                         uint32_t ack, const std::string& payload = "") {
+                                         uint32_t ack, const std::string& payload = "",
+                                         std::optional<uint32_t> tsval = std::nullopt) {
     PacketSpec s;
     if (!from_client) {
         s.src = "203.0.113.2";
@@ -90,6 +98,7 @@ inline std::vector<uint8_t> flow_segment(bool from_client, uint8_t flags, uint32
     s.seq = seq;
     s.ack = ack;
     s.payload = payload;
+    s.tsval = tsval;
     return build_packet(s);
 }
 

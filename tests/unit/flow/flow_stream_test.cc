@@ -16,8 +16,9 @@ struct Wire {
     uint32_t next_id = 1;
 
     std::vector<PacketVerdict> send(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
-                                    const std::string& payload = "", bool gso = false) {
-        storage.push_back(test::flow_segment(from_client, flags, seq, ack, payload));
+                                    const std::string& payload = "", bool gso = false,
+                                    std::optional<uint32_t> tsval = std::nullopt) {
+        storage.push_back(test::flow_segment(from_client, flags, seq, ack, payload, tsval));
         DecodedPacket p;
         EXPECT_EQ(decode_packet(storage.back(), p), DecodeStatus::Ok);
         std::vector<PacketVerdict> out;
@@ -69,6 +70,47 @@ TEST(FlowStream, HeldDataIsSackedToTheSender) {
     EXPECT_EQ(fill[1].kind, PacketVerdict::Kind::Replace);
     EXPECT_EQ(fill[1].id, held[0].id);
     EXPECT_TRUE(w.stream.held_ids().empty());
+}
+
+std::optional<uint32_t> tsval_of(const PacketVerdict& v) {
+    DecodedPacket p;
+    EXPECT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
+    SegmentHeaders h = SegmentHeaders::of(p);
+    return h.ts_value();
+}
+
+TEST(FlowStream, ReleasedHeldSegmentsCarryTheSendersNewestTimestamp) {
+    // The gap is filled by a retransmission, sent after the segments held
+    // behind it: the receiver takes it in order and remembers its TSval.
+    // Held segments released after it with their own, older TSvals would be
+    // dropped by the receiver (PAWS), while the sender, told by a SACK that
+    // they arrived, would not send them again for long.
+    Wire w;
+    w.send(true, 0x02, 999, 0, "", false, 10);
+    w.send(false, 0x12, 4999, 1000, "", false, 500);
+    w.send(true, 0x10, 1000, 5000, "", false, 11);
+    w.send(false, 0x18, 5000, 1000, std::string(100, 'a'), false, 501);
+    auto held = w.send(false, 0x18, 5200, 1000, std::string(100, 'c'), false, 502);
+    ASSERT_EQ(held[0].kind, PacketVerdict::Kind::Hold);
+    ASSERT_EQ(held[1].kind, PacketVerdict::Kind::Inject);  // the SACK to the server
+    EXPECT_EQ(tsval_of(held[1]), 11u);
+
+    auto fill = w.send(false, 0x18, 5100, 1000, std::string(100, 'b'), false, 540);
+    ASSERT_EQ(fill.size(), 2u);
+    EXPECT_EQ(fill[0].kind, PacketVerdict::Kind::Accept);  // newest already: unchanged
+    ASSERT_EQ(fill[1].kind, PacketVerdict::Kind::Replace);
+    EXPECT_EQ(fill[1].id, held[0].id);
+    EXPECT_EQ(tsval_of(fill[1]), 540u);
+
+    // A late duplicate of an old segment goes out with the newest TSval too;
+    // a segment with a newer one keeps its own.
+    auto late = w.send(false, 0x18, 5000, 1000, std::string(100, 'a'), false, 501);
+    ASSERT_EQ(late.size(), 1u);
+    ASSERT_EQ(late[0].kind, PacketVerdict::Kind::Replace);
+    EXPECT_EQ(tsval_of(late[0]), 540u);
+    auto next = w.send(false, 0x18, 5300, 1000, std::string(100, 'd'), false, 541);
+    ASSERT_EQ(next.size(), 1u);
+    EXPECT_EQ(next[0].kind, PacketVerdict::Kind::Accept);
 }
 
 std::string payload_of(const PacketVerdict& v, uint32_t* seq = nullptr) {
