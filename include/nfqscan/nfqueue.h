@@ -47,9 +47,10 @@ struct QueueCounters {
     uint64_t verdict_batches = 0;   // sendmsg calls
     uint64_t recv_batches = 0;      // recvmmsg calls that returned data
     uint64_t enobufs = 0;
-    uint64_t netlink_errors = 0;  // error replies from the kernel
-    uint64_t truncated = 0;       // packets longer than the copy range
-    uint64_t replaced = 0;        // verdicts carrying a rewritten packet
+    uint64_t netlink_errors = 0;         // error replies from the kernel
+    uint64_t truncated = 0;              // packets longer than the copy range
+    uint64_t replaced = 0;               // verdicts carrying a rewritten packet
+    uint64_t fail_open_suspensions = 0;  // set_fail_open(false) that changed it
 };
 
 struct QueueOptions {
@@ -91,6 +92,15 @@ class NfQueue {
 
     const QueueCounters& counters() const { return counters_; }
 
+    // Fail-open (when configured) turned off or on again, with the next
+    // flush(). A packet the kernel accepts on its own bypasses nfqscand: fine
+    // for a flow nfqscand only watches, but a flow whose sequence numbers are
+    // shifted or whose data a relay stores would get a packet the receiver
+    // misreads (bytes at the wrong offset). The owner turns fail-open off
+    // while such a flow lives on the queue.
+    void set_fail_open(bool on);
+    bool fail_open() const { return fail_open_now_; }
+
   private:
     void configure();
     void send_config(const std::function<void(nlmsghdr*)>& fill);
@@ -114,6 +124,7 @@ class NfQueue {
     uint32_t accept_run_last_ = 0;
     uint32_t accept_run_count_ = 0;
     std::unordered_set<uint32_t> held_;
+    bool fail_open_now_ = false;
 
     QueueCounters counters_;
 };

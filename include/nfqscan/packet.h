@@ -9,6 +9,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace nfqscan {
 
@@ -65,6 +66,11 @@ struct DecodedPacket {
     uint16_t l4_header_length = 0;
     std::span<const uint8_t> packet;   // the whole IP packet, as far as its length field says
     std::span<const uint8_t> payload;  // TCP/UDP payload
+    // Only a prefix of the packet was read (the queue's copy range is 65531
+    // bytes; a GRO packet can be a few bytes longer): `packet` and `payload`
+    // end there. A verdict that lets it pass must replace it with what was
+    // read (the sender retransmits the cut tail), see decode_cut_packet().
+    bool cut = false;
 
     bool is_tcp() const { return l4_protocol == 6; }
     bool is_udp() const { return l4_protocol == 17; }
@@ -73,5 +79,11 @@ struct DecodedPacket {
 
 // Decode `data` (an IP packet) into `out`. `out` is valid only for Ok.
 DecodeStatus decode_packet(std::span<const uint8_t> data, DecodedPacket& out);
+
+// Decodes the prefix `data` of a longer packet: its IP length field is set
+// to the prefix in `scratch` (a copy), and `out.cut` is set. A cut inside the
+// IP or TCP header is Truncated, as from decode_packet().
+DecodeStatus decode_cut_packet(std::span<const uint8_t> data, std::vector<uint8_t>& scratch,
+                               DecodedPacket& out);
 
 }  // namespace nfqscan

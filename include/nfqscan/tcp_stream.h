@@ -85,9 +85,10 @@ struct StreamLimits {
     // The sender is offered only what fits (the window of the ACKs nfqscand
     // sends it); at the limit the inspector is told the stream is stalled.
     size_t max_relay = 64u << 20;
-    // Set (by the owner of many streams) while their memory is over its cap:
-    // out-of-order segments are then dropped instead of held.
-    const bool* memory_pressure = nullptr;
+    // Set (by the owner of many streams) while their memory is over its cap
+    // or their held packets fill half the kernel queue: out-of-order segments
+    // are then dropped instead of held.
+    const bool* refuse_holding = nullptr;
 };
 
 struct StreamCounters {

@@ -60,6 +60,7 @@ struct StreamTotals {
 struct WorkerSnapshot {
     uint16_t queue = 0;
     QueueCounters queue_counters;
+    bool fail_open = false;  // in force now (suspended while flows are in the stream engine)
     uint64_t packets_tcp = 0, packets_udp = 0, packets_other = 0, packets_malformed = 0;
     uint64_t released_verdicts = 0;  // packets answered with the release mark
     uint64_t flows_active = 0, flows_created = 0, flows_expired = 0, flows_evicted = 0;

@@ -453,6 +453,8 @@ nlohmann::json Daemon::status() {
                             {"enobufs", c.enobufs},
                             {"netlink_errors", c.netlink_errors},
                             {"truncated", c.truncated},
+                            {"fail_open", s->fail_open},
+                            {"fail_open_suspensions", c.fail_open_suspensions},
                             {"malformed", s->packets_malformed},
                             {"released", s->released_verdicts},
                             {"replaced", c.replaced},

@@ -134,6 +134,8 @@ class QueueWorker::Loop : public PacketSink {
                 // (evicted, expired) is reset, never left to look complete.
                 if (f.stream->relay_active()) reset_peers(*f.stream);
                 ended_streams_.add_counters(*f.stream);
+                held_packets_ -= std::min<uint64_t>(held_packets_, f.stream->held_count());
+                --stream_flows_;
                 account_stream_memory(f.stream->memory_bytes(), 0);
                 relayed_.erase(f.stream.get());
                 deferred_.erase(f.stream.get());
@@ -144,7 +146,12 @@ class QueueWorker::Loop : public PacketSink {
 
     void on_packet(const QueuedPacket& qp) override {
         DecodedPacket p;
-        DecodeStatus status = decode_packet(qp.data, p);
+        // A packet longer than the copy range arrives cut: decoded as what
+        // was read, so that a stream can replace it with that (passed whole,
+        // it would carry bytes nobody inspected or translated).
+        DecodeStatus status = qp.original_length > qp.data.size()
+                                  ? decode_cut_packet(qp.data, cut_packet_, p)
+                                  : decode_packet(qp.data, p);
         if (status != DecodeStatus::Ok) {
             // Counted and passed on: the kernel and the receiver judge garbage
             // better than a dropped packet would.
@@ -187,8 +194,10 @@ class QueueWorker::Loop : public PacketSink {
         if (flow.stream) {
             stream_verdicts_.clear();
             size_t before = flow.stream->memory_bytes();
+            size_t held_before = flow.stream->held_count();
             flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, now_ms_,
                                    stream_verdicts_);
+            held_packets_ = held_packets_ + flow.stream->held_count() - held_before;
             account_stream_memory(before, flow.stream->memory_bytes());
             if (flow.stream->relay_active()) relayed_.insert(flow.stream.get());
             if (flow.stream->has_deferred()) deferred_.insert(flow.stream.get());
@@ -244,6 +253,17 @@ class QueueWorker::Loop : public PacketSink {
             return false;
         }
         flow.stream_refused = false;
+        // A packet the kernel let through on its own (fail-open) would leave
+        // a hole in what the engine inspected, or reach the receiver at
+        // unshifted offsets: while any flow is in the engine, the queue drops
+        // what it cannot take and the sender sends it again.
+        ++stream_flows_;
+        if (queue_.fail_open()) {
+            queue_.set_fail_open(false);
+            if (queue_.counters().fail_open_suspensions == 1)
+                spdlog::info("queue {}: fail-open suspended while flows are in the stream engine",
+                             queue_.queue());
+        }
         // The test inspector rewrites what the server sends.
         flow.stream.reset(
             new FlowStream({config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
@@ -263,7 +283,7 @@ class QueueWorker::Loop : public PacketSink {
         l.max_held = c.hold_limit;
         l.max_pending = c.pending_limit;
         l.max_relay = c.relay_limit;
-        l.memory_pressure = &memory_pressure_;
+        l.refuse_holding = &refuse_holding_;
         return l;
     }
 
@@ -273,18 +293,31 @@ class QueueWorker::Loop : public PacketSink {
 
     void account_stream_memory(size_t before, size_t after) {
         stream_memory_ = stream_memory_ + after >= before ? stream_memory_ + after - before : 0;
-        memory_pressure_ = stream_memory_ >= memory_share();
+        update_refuse_holding();
+    }
+
+    // Held packets wait in the kernel queue: half of it stays for packets on
+    // their way to nfqscand, or the queue fills and drops them all.
+    void update_refuse_holding() {
+        refuse_holding_ = stream_memory_ >= memory_share() ||
+                          held_packets_ >= config_->queue.max_queue_length / 2;
     }
 
     // The incremental total drifts (timers, resets change streams too): the
     // housekeeping tick sums it again.
     void recount_stream_memory() {
-        uint64_t total = 0;
+        uint64_t total = 0, held = 0, streams = 0;
         flows_.for_each([&](const Flow& f) {
-            if (f.stream) total += f.stream->memory_bytes();
+            if (!f.stream) return;
+            total += f.stream->memory_bytes();
+            held += f.stream->held_count();
+            ++streams;
         });
         stream_memory_ = total;
-        memory_pressure_ = stream_memory_ >= memory_share();
+        held_packets_ = held;
+        stream_flows_ = streams;
+        update_refuse_holding();
+        if (stream_flows_ == 0) queue_.set_fail_open(true);  // as configured
     }
 
     // The stream engine's answers: verdicts now, new packets after the batch.
@@ -427,6 +460,7 @@ class QueueWorker::Loop : public PacketSink {
         WorkerSnapshot s;
         s.queue = queue_.queue();
         s.queue_counters = queue_.counters();
+        s.fail_open = queue_.fail_open();
         s.packets_tcp = packets_tcp_;
         s.packets_udp = packets_udp_;
         s.packets_other = packets_other_;
@@ -533,7 +567,10 @@ class QueueWorker::Loop : public PacketSink {
     uint64_t flows_claimed_ = 0, flows_released_ = 0;
     std::unique_ptr<TokenReplacer> test_replacer_;
     uint64_t stream_memory_ = 0;  // all streams of this worker
-    bool memory_pressure_ = false;
+    bool refuse_holding_ = false;
+    std::vector<uint8_t> cut_packet_;  // scratch for decode_cut_packet()
+    uint64_t held_packets_ = 0;        // packets of this worker's streams in the kernel queue
+    uint64_t stream_flows_ = 0;        // flows in the stream engine (fail-open waits for none)
     uint64_t streams_bypassed_ = 0, streams_refused_packets_ = 0;
     std::unique_ptr<RelayForwarder> relay_forwarder_ = std::make_unique<RelayForwarder>();
     std::unordered_set<FlowStream*> relayed_;   // streams with a relay timer to run
@@ -684,6 +721,7 @@ void QueueWorker::run() {
                     uint64_t expirations;
                     (void)!read(timer, &expirations, sizeof expirations);
                     loop.housekeeping();
+                    nfqueue_->flush();  // e.g. fail-open restored
                     loop.send_injections();
                     break;
                 }

@@ -169,4 +169,21 @@ DecodeStatus decode_packet(std::span<const uint8_t> data, DecodedPacket& out) {
     }
 }
 
+DecodeStatus decode_cut_packet(std::span<const uint8_t> data, std::vector<uint8_t>& scratch,
+                               DecodedPacket& out) {
+    out = DecodedPacket{};
+    if (data.empty() || data.size() > 0xffff + 40) return DecodeStatus::Truncated;
+    scratch.assign(data.begin(), data.end());
+    if (data[0] >> 4 == 4 && data.size() >= 20 && data.size() <= 0xffff) {
+        store16(scratch.data() + 2, uint16_t(data.size()));
+    } else if (data[0] >> 4 == 6 && data.size() >= 40) {
+        store16(scratch.data() + 4, uint16_t(data.size() - 40));
+    } else {
+        return decode_packet(data, out);
+    }
+    DecodeStatus status = decode_packet(scratch, out);
+    out.cut = true;
+    return status;
+}
+
 }  // namespace nfqscan

@@ -134,7 +134,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         if (p.has(tcp_flag::kAck)) {
             SegmentVerdict v;
             v.seq = p.seq;
-            answer(id, d, SegmentHeaders::of(p), v, {}, 0, false, translated_ack(d, p.ack), out);
+            answer(id, d, SegmentHeaders::of(p), v, {}, 0, p.cut, translated_ack(d, p.ack), out);
         } else {
             out.push_back({id, PacketVerdict::Kind::Accept, {}});
         }
@@ -172,7 +172,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         dead_ = true;
         SegmentVerdict v;
         v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, room, false, ack, out);
+        answer(id, d, headers, v, {}, room, p.cut, ack, out);
         return;
     }
     if (other_relayed || relays_[1 - di]) relay_on_ack(od, p, now_ms, out);
@@ -187,7 +187,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         }
         SegmentVerdict v;
         v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, room, false, ack, out);
+        answer(id, d, headers, v, {}, room, p.cut, ack, out);
         return;
     }
     std::vector<SegmentVerdict> released;
@@ -201,7 +201,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     } else {
         // Held segments released by this one were answered from where it
         // ends: it may defer output only when there are none.
-        answer(id, d, headers, v, p.payload, room, false, ack, out, released.empty());
+        answer(id, d, headers, v, p.payload, room, p.cut, ack, out, released.empty());
     }
     for (const SegmentVerdict& r : released) {
         auto it = held_.find(uint32_t(r.token));

@@ -242,7 +242,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
 
     if (begin > in_next_) {
         // Out of order: hold it (no verdict) until the gap fills.
-        bool pressure = limits_.memory_pressure && *limits_.memory_pressure;
+        bool pressure = limits_.refuse_holding && *limits_.refuse_holding;
         if (pressure || held_bytes_ + payload.size() > limits_.max_held || held_.count(begin)) {
             ++counters_.held_overflow;
             SegmentVerdict v;

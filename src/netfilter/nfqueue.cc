@@ -102,6 +102,23 @@ void NfQueue::configure() {
         mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(flags));
         mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(mask));
     });
+    fail_open_now_ = options_.fail_open;
+}
+
+void NfQueue::set_fail_open(bool on) {
+    on = on && options_.fail_open;
+    if (on == fail_open_now_) return;
+    fail_open_now_ = on;
+    if (!on) ++counters_.fail_open_suspensions;
+    // Sent with the verdicts, without an acknowledgement: packets share the
+    // socket, so waiting for a reply here would read them. A refusal comes
+    // back as an error message and is counted like a refused verdict.
+    end_accept_run();
+    char* p = reserve(kMaxVerdictMessage);
+    nlmsghdr* nlh = nfq_nlmsg_put(p, NFQNL_MSG_CONFIG, options_.queue);
+    mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(on ? NFQA_CFG_F_FAIL_OPEN : 0));
+    mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN));
+    verdict_used_ += NLMSG_ALIGN(nlh->nlmsg_len);
 }
 
 size_t NfQueue::receive(PacketSink& sink) {

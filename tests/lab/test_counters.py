@@ -52,6 +52,8 @@ def test_status_counters_match_traffic(lab, nfqscand):
     for queue in after["queues"]:
         assert queue["packets"] == queue["kernel"]["id_sequence"], queue
         assert queue["verdicts"] == queue["packets"], queue
+        # No flow in the stream engine: fail-open stays as configured.
+        assert queue["fail_open"] is True and queue["fail_open_suspensions"] == 0, queue
     assert Nfqscand.queue_sum(after, "packets") == routed["c2s"] + routed["s2c"], (
         after["queues"], routed)
     assert after["flows"]["total"] == 1, after["flows"]

@@ -116,6 +116,10 @@ def rewritten_download(lab, nfqscand, family: int, loss: float = 0.0) -> None:
     streams = idle["status"]["streams"]
     assert streams["rewritten_packets"] > 0, streams
     assert streams["held_packets"] == 0, streams
+    # A packet the kernel let through on its own would reach curl at
+    # unshifted offsets: the flow's queue does not fail open while it lives.
+    queue = next(q for q in idle["status"]["queues"] if q["queue"] == flow["queue"])
+    assert queue["fail_open"] is False and queue["fail_open_suspensions"] >= 1, queue
 
 
 def test_rewrite_grows_and_shrinks_tokens_ipv4(lab, nfqscand):
@@ -196,3 +200,27 @@ def test_rewritten_connection_closes_cleanly(lab, nfqscand):
     except TimeoutError as exc:
         raise UnacknowledgedFin(f"{exc}: client sockets to port 80: "
                                 f"{lab.client.tcp_states(80)}") from None
+
+
+def test_fail_open_is_suspended_while_a_flow_is_in_the_engine(lab, nfqscand):
+    # The queue fails open as configured, except while a flow is in the
+    # stream engine: a packet the kernel let through on its own would leave a
+    # hole in what was inspected or reach the receiver at unshifted offsets.
+    nginx = Nginx(lab, ports=[80])
+    _, expected = token_digests(SMALL)
+    nginx.add_stream_file("tokens.txt", token_text(SMALL))
+    daemon = nfqscand({**rewrite_config([80]), "flows": {"tcp_closing_timeout": 1}}, args=ALLOW)
+    assert all(q["fail_open"] for q in daemon.status()["queues"])
+
+    got = curl_download(lab, nginx.stream_url("tokens.txt"), "-0", timeout=DOWNLOAD_LIMIT)
+    assert got["sha256"] == expected
+    status = daemon.status()
+    assert Nfqscand.queue_sum(status, "fail_open_suspensions") == 1, status["queues"]
+
+    # The closed flow leaves the table after tcp_closing_timeout: fail-open
+    # is back.
+    def restored():
+        status = daemon.status()
+        return status["streams"]["active"] == 0 and all(q["fail_open"] for q in status["queues"])
+
+    wait_until(restored, 10, "fail-open to be restored once no flow is in the stream engine")

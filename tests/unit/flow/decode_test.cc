@@ -30,6 +30,26 @@ TEST(Decode, Ipv4TcpWithPayload) {
     EXPECT_EQ(std::string(p.payload.begin(), p.payload.end()), s.payload);
 }
 
+TEST(Decode, APacketCutByTheCopyRangeIsWhatWasRead) {
+    for (bool v6 : {false, true}) {
+        PacketSpec s;
+        s.v6 = v6;
+        if (v6) s.src = "2001:db8:1::2", s.dst = "2001:db8:2::2";
+        s.payload = std::string(1000, 'x') + std::string(100, 'y');
+        auto bytes = build_packet(s);
+        std::span<const uint8_t> read(bytes.data(), bytes.size() - 100);
+        DecodedPacket p;
+        EXPECT_EQ(decode_packet(read, p), DecodeStatus::Truncated);
+        std::vector<uint8_t> scratch;
+        ASSERT_EQ(decode_cut_packet(read, scratch, p), DecodeStatus::Ok) << v6;
+        EXPECT_TRUE(p.cut);
+        EXPECT_EQ(std::string(p.payload.begin(), p.payload.end()), std::string(1000, 'x'));
+        EXPECT_EQ(p.packet.size(), read.size());
+        // A cut inside the headers stays truncated.
+        EXPECT_EQ(decode_cut_packet(read.first(v6 ? 50 : 30), scratch, p), DecodeStatus::Truncated);
+    }
+}
+
 TEST(Decode, TrailingBytesBeyondIpLengthAreNotPayload) {
     PacketSpec s;
     s.payload = "abc";

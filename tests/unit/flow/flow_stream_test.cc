@@ -120,6 +120,29 @@ std::string payload_of(const PacketVerdict& v, uint32_t* seq = nullptr) {
     return {p.payload.begin(), p.payload.end()};
 }
 
+TEST(FlowStream, APacketCutByTheCopyRangeIsReplacedByWhatWasRead) {
+    // Accepted, the kernel would pass the whole packet: its tail was neither
+    // inspected nor translated. Replaced by what was read, the tail is lost
+    // and sent again by the sender.
+    Wire w;
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    auto whole = test::flow_segment(false, 0x18, 5000, 1000, std::string(600, 'a'));
+    std::vector<uint8_t> scratch;
+    DecodedPacket p;
+    ASSERT_EQ(decode_cut_packet(std::span(whole).first(whole.size() - 100), scratch, p),
+              DecodeStatus::Ok);
+    std::vector<PacketVerdict> out;
+    w.stream.on_packet(w.next_id++, Direction::ServerToClient, p, false, 0, out);
+    ASSERT_EQ(out.size(), 1u);
+    ASSERT_EQ(out[0].kind, PacketVerdict::Kind::Replace);
+    EXPECT_EQ(payload_of(out[0]), std::string(500, 'a'));
+    // The sender's next segment starts where the cut tail did: a gap.
+    auto next = w.send(false, 0x18, 5600, 1000, "b");
+    EXPECT_EQ(next[0].kind, PacketVerdict::Kind::Hold);
+}
+
 TEST(FlowStream, OutputAGrownPacketCannotCarryWaitsForTheNextOne) {
     TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
     Wire w(&grow);

@@ -406,7 +406,7 @@ TEST(TcpStream, MemoryPressureDropsInsteadOfHolding) {
     Passthrough t;
     bool pressure = true;
     StreamLimits limits;
-    limits.memory_pressure = &pressure;
+    limits.refuse_holding = &pressure;
     StreamDirection d(t, limits);
     d.start(0);
     std::vector<SegmentVerdict> released;
