@@ -216,7 +216,15 @@ class StreamDirection {
     }
     // Out-of-order data held, as [begin, end) sequence ranges of the sender,
     // merged, the highest first (at most `max`): SACK blocks for the sender.
+    // Behind a gap, input the inspector keeps unmapped (a possible token
+    // start before it) comes first: the sender, never acknowledged for it,
+    // would otherwise retransmit only that after a timeout, never the lost
+    // segment after it that would let the inspector go on (a stall at
+    // exponential backoff). It is delivered once the gap fills.
     std::vector<std::pair<uint32_t, uint32_t>> held_ranges(size_t max) const;
+    // Segments are held behind a gap while the inspector keeps input unmapped
+    // before it: the sender should see held_ranges() again.
+    bool unmapped_behind_gap() const { return !held_.empty() && in_mapped_ < in_next_; }
 
     // -- Store and forward --------------------------------------------------
     // While relaying, every in-order segment of the sender is absorbed: the

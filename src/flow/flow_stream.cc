@@ -202,6 +202,13 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         // Held segments released by this one were answered from where it
         // ends: it may defer output only when there are none.
         answer(id, d, headers, v, p.payload, room, p.cut, ack, out, released.empty());
+        // A retransmission of input the inspector keeps while segments wait
+        // behind a gap: the SACK that says nfqscand has it lets the sender
+        // go on to the lost segment (see held_ranges()).
+        if (released.empty() && mine.unmapped_behind_gap()) {
+            ack_sender(d, out);
+            ++counters_.sack_acks;
+        }
     }
     for (const SegmentVerdict& r : released) {
         auto it = held_.find(uint32_t(r.token));

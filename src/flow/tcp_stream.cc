@@ -400,6 +400,8 @@ std::vector<std::pair<uint32_t, uint32_t>> StreamDirection::held_ranges(size_t m
             merged.emplace_back(begin, end);
     }
     std::vector<std::pair<uint32_t, uint32_t>> blocks;
+    if (unmapped_behind_gap() && max > 0)
+        blocks.emplace_back(uint32_t(base_ + in_mapped_), uint32_t(base_ + in_next_));
     for (auto it = merged.rbegin(); it != merged.rend() && blocks.size() < max; ++it)
         blocks.emplace_back(uint32_t(base_ + it->first), uint32_t(base_ + it->second));
     return blocks;

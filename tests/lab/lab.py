@@ -480,15 +480,16 @@ class Lab:
                         "--mode", "random", "--probability", f"{probability:g}",
                         "-m", "comment", "--comment", "lab-loss", "-j", "DROP"])
 
-    def tcp_loss_drops(self) -> int:
-        """Packets dropped so far by the rules of add_tcp_loss."""
+    def tcp_loss_drops(self, comment: str = "lab-loss") -> int:
+        """Packets dropped so far by the rules of add_tcp_loss (and by other
+        rules whose comment starts with `comment`)."""
         dropped = 0
         for ns in (self.router, self.client, self.server):
             for tool in ("iptables-save", "ip6tables-save"):
                 for table in ("raw", "filter"):
                     out = ns.run([tool, "-c", "-t", table]).stdout.decode()
                     for line in out.splitlines():
-                        m = re.match(r"^\[(\d+):\d+\].*lab-loss", line)
+                        m = re.match(rf"^\[(\d+):\d+\].*{re.escape(comment)}", line)
                         if m:
                             dropped += int(m.group(1))
         return dropped

@@ -72,6 +72,30 @@ TEST(FlowStream, HeldDataIsSackedToTheSender) {
     EXPECT_TRUE(w.stream.held_ids().empty());
 }
 
+// The SACK blocks of an ACK nfqscand sent.
+std::vector<std::pair<uint32_t, uint32_t>> sack_blocks_of(const PacketVerdict& v) {
+    DecodedPacket p;
+    EXPECT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
+    std::vector<std::pair<uint32_t, uint32_t>> blocks;
+    const uint8_t* o = p.packet.data() + p.l3_header_length + 20;
+    size_t length = p.l4_header_length - 20u;
+    auto load = [](const uint8_t* b) {
+        return uint32_t(b[0]) << 24 | uint32_t(b[1]) << 16 | uint32_t(b[2]) << 8 | b[3];
+    };
+    for (size_t i = 0; i < length;) {
+        if (o[i] == 0) break;
+        if (o[i] == 1) {
+            ++i;
+            continue;
+        }
+        if (o[i] == 5)
+            for (size_t e = i + 2; e + 8 <= i + o[i + 1]; e += 8)
+                blocks.emplace_back(load(o + e), load(o + e + 4));
+        i += o[i + 1];
+    }
+    return blocks;
+}
+
 std::optional<uint32_t> tsval_of(const PacketVerdict& v) {
     DecodedPacket p;
     EXPECT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
@@ -141,6 +165,43 @@ TEST(FlowStream, APacketCutByTheCopyRangeIsReplacedByWhatWasRead) {
     // The sender's next segment starts where the cut tail did: a gap.
     auto next = w.send(false, 0x18, 5600, 1000, "b");
     EXPECT_EQ(next[0].kind, PacketVerdict::Kind::Hold);
+}
+
+TEST(FlowStream, InputKeptBeforeAGapIsSackedSoTheSenderSendsTheLostSegment) {
+    // "GR" may start a token: the inspector keeps it. The segment after it is
+    // lost, later ones wait behind the gap. The receiver acknowledges up to
+    // "abc", so after a timeout the sender retransmits only "GR" and waits
+    // for its acknowledgement before the lost segment: nfqscand says it has
+    // "GR" (a SACK block), and the sender goes on to the gap.
+    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
+    Wire w(&grow);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    auto first = w.send(false, 0x18, 5000, 1000, "abcGR");
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(payload_of(first[0]), "abc");
+
+    auto held = w.send(false, 0x18, 5105, 1000, std::string(100, 'z'));
+    ASSERT_EQ(held.size(), 2u);
+    ASSERT_EQ(held[0].kind, PacketVerdict::Kind::Hold);
+    using Blocks = std::vector<std::pair<uint32_t, uint32_t>>;
+    EXPECT_EQ(sack_blocks_of(held[1]), (Blocks{{5003, 5005}, {5105, 5205}}));
+
+    w.send(true, 0x10, 1000, 5003);  // the receiver has "abc"
+    auto again = w.send(false, 0x18, 5003, 1000, "GR");
+    ASSERT_EQ(again.size(), 2u);
+    ASSERT_EQ(again[1].kind, PacketVerdict::Kind::Inject);
+    EXPECT_EQ(sack_blocks_of(again[1]), (Blocks{{5003, 5005}, {5105, 5205}}));
+    DecodedPacket ack;
+    ASSERT_EQ(decode_packet(again[1].packet, ack), DecodeStatus::Ok);
+    EXPECT_EQ(ack.ack, 5003u);  // a SACK, no acknowledgement
+
+    // The lost segment comes: everything goes out, the token rewritten.
+    auto fill = w.send(false, 0x18, 5005, 1000, "OW" + std::string(98, 'y'));
+    ASSERT_EQ(fill.size(), 2u);
+    EXPECT_EQ(payload_of(fill[0]), "GROWN-LONGER-TOKEN" + std::string(98, 'y'));
+    EXPECT_EQ(payload_of(fill[1]), std::string(100, 'z'));
 }
 
 TEST(FlowStream, OutputAGrownPacketCannotCarryWaitsForTheNextOne) {
