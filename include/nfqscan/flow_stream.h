@@ -98,7 +98,8 @@ class FlowStream {
     // What is still deferred goes out as new segments.
     void flush_deferred(std::vector<PacketVerdict>& out);
     // Whether the peers can no longer talk without nfqscand: sequence numbers
-    // shifted by rewriting, or data the relay holds or still owes.
+    // shifted by rewriting, data the relay holds or still owes, or input
+    // nfqscand acknowledged itself and has not delivered yet.
     bool needs_engine() const;
 
     // Ids of packets still held (to drop when the flow ends).

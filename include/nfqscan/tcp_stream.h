@@ -102,6 +102,7 @@ struct StreamCounters {
     uint64_t stalls = 0;         // the sender waited on held bytes: the inspector had to map them
     uint64_t relays = 0;         // times the direction went into store-and-forward
     uint64_t relay_full = 0;     // segments dropped: the relay buffer was full
+    uint64_t tails_acknowledged = 0;  // kept input before a gap acknowledged by nfqscand
 };
 
 // The answer for one segment of the sender.
@@ -216,15 +217,13 @@ class StreamDirection {
     }
     // Out-of-order data held, as [begin, end) sequence ranges of the sender,
     // merged, the highest first (at most `max`): SACK blocks for the sender.
-    // Behind a gap, input the inspector keeps unmapped (a possible token
-    // start before it) comes first: the sender, never acknowledged for it,
-    // would otherwise retransmit only that after a timeout, never the lost
-    // segment after it that would let the inspector go on (a stall at
-    // exponential backoff). It is delivered once the gap fills.
     std::vector<std::pair<uint32_t, uint32_t>> held_ranges(size_t max) const;
-    // Segments are held behind a gap while the inspector keeps input unmapped
-    // before it: the sender should see held_ranges() again.
-    bool unmapped_behind_gap() const { return !held_.empty() && in_mapped_ < in_next_; }
+    // The last segment took input the sender must now be acknowledged for
+    // (see on_segment(): a kept tail before a gap).
+    bool must_ack_sender() const { return must_ack_sender_; }
+    // nfqscand acknowledged input whose output the receiver has not
+    // acknowledged yet: without nfqscand, nobody would deliver it.
+    bool owes_delivery() const { return !fin_acked_ && in_absorbed_ > out_to_in(out_acked_); }
 
     // -- Store and forward --------------------------------------------------
     // While relaying, every in-order segment of the sender is absorbed: the
@@ -271,6 +270,9 @@ class StreamDirection {
     bool fin_acknowledged() const { return fin_acked_; }
     // The receiver's next expected byte that nfqscand knows of.
     uint64_t input_next() const { return in_next_; }
+    uint64_t input_mapped() const { return in_mapped_; }
+    size_t held_segments() const { return held_.size(); }
+    size_t held_bytes() const { return held_bytes_; }
 
     const StreamCounters& counters() const { return counters_; }
     size_t memory_bytes() const;
@@ -326,6 +328,7 @@ class StreamDirection {
     bool relaying_ = false;               // store and forward: the engine delivers the output
     bool relay_requested_ = false;        // the inspector wants it (relaying_ ends after)
     uint64_t in_absorbed_ = 0;            // input acknowledged to the sender by the engine
+    bool must_ack_sender_ = false;        // in_absorbed_ just moved in pass mode
 
     std::deque<Chunk> chunks_;      // contiguous mapping of unacknowledged ranges
     std::vector<uint8_t> pending_;  // input [in_mapped_, in_next_)

@@ -5,6 +5,7 @@
 // post tasks and wait for the answer (call()).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -43,8 +44,9 @@ struct StreamTotals {
     uint64_t rewritten_packets = 0, injected_packets = 0;
     uint64_t sack_acks = 0;  // ACKs with SACK blocks sent to senders for held data
     uint64_t conflicts = 0, held_overflow = 0, stalls = 0;
-    uint64_t relays = 0;      // directions that went into store-and-forward
-    uint64_t relay_acks = 0;  // ACKs sent to senders for data the relay took
+    uint64_t tails_acknowledged = 0;  // kept input before a gap nfqscand acknowledged
+    uint64_t relays = 0;              // directions that went into store-and-forward
+    uint64_t relay_acks = 0;          // ACKs sent to senders for data the relay took
     uint64_t relay_segments = 0, relay_retransmissions = 0, relay_timeouts = 0;
     uint64_t relay_full = 0;           // segments dropped: relay buffer full
     uint64_t relay_gso_frames = 0;     // frames of several segments through the relay device
@@ -72,6 +74,15 @@ struct WorkerSnapshot {
     std::map<std::string, LabelCount> services;
 };
 
+// Where one direction of a flow in the stream engine stands (offsets from
+// the start of that direction's data): for looking into a stalled transfer.
+struct StreamDirectionInfo {
+    uint64_t in_next = 0, in_mapped = 0;                 // input taken, and mapped by the inspector
+    uint64_t out_acked = 0, out_sent = 0, out_next = 0;  // output acknowledged, sent, produced
+    uint64_t held_segments = 0, held_bytes = 0;          // out of order, behind a gap
+    bool relaying = false;
+};
+
 struct FlowInfo {
     uint16_t queue = 0;
     std::string protocol;  // "tcp" / "udp"
@@ -81,6 +92,7 @@ struct FlowInfo {
     bool midstream = false;
     uint64_t packets_c2s = 0, packets_s2c = 0, bytes_c2s = 0, bytes_s2c = 0;
     double age_s = 0, idle_s = 0;
+    std::optional<std::array<StreamDirectionInfo, 2>> stream;  // c2s, s2c
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

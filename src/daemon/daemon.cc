@@ -521,6 +521,7 @@ nlohmann::json Daemon::status() {
               {"conflicts", streams.conflicts},
               {"held_overflow", streams.held_overflow},
               {"stalls", streams.stalls},
+              {"tails_acknowledged", streams.tails_acknowledged},
               {"relay",
                {{"active", streams.relaying_now},
                 {"started", streams.relays},
@@ -563,6 +564,17 @@ nlohmann::json Daemon::flows(size_t limit) {
                            {"bytes_s2c", f.bytes_s2c},
                            {"age_s", f.age_s},
                            {"idle_s", f.idle_s}});
+            if (f.stream) {
+                nlohmann::json& s = out.back()["stream"];
+                for (size_t d = 0; d < 2; ++d) {
+                    const StreamDirectionInfo& i = (*f.stream)[d];
+                    s[d == 0 ? "c2s" : "s2c"] = {
+                        {"in_next", i.in_next},       {"in_mapped", i.in_mapped},
+                        {"out_acked", i.out_acked},   {"out_sent", i.out_sent},
+                        {"out_next", i.out_next},     {"held_segments", i.held_segments},
+                        {"held_bytes", i.held_bytes}, {"relaying", i.relaying}};
+                }
+            }
         }
     }
     return out;

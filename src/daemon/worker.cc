@@ -79,6 +79,7 @@ void StreamTotals::add_counters(const FlowStream& stream) {
         conflicts += c.conflicts;
         held_overflow += c.held_overflow;
         stalls += c.stalls;
+        tails_acknowledged += c.tails_acknowledged;
         relays += c.relays;
         relay_full += c.relay_full;
     }
@@ -98,6 +99,7 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     conflicts += o.conflicts;
     held_overflow += o.held_overflow;
     stalls += o.stalls;
+    tails_acknowledged += o.tails_acknowledged;
     relays += o.relays;
     relay_acks += o.relay_acks;
     relay_segments += o.relay_segments;
@@ -542,6 +544,15 @@ class QueueWorker::Loop : public PacketSink {
             i.bytes_s2c = f.bytes[1];
             i.age_s = double(now - std::min(now, f.first_seen_ms)) / 1000.0;
             i.idle_s = double(now - std::min(now, f.last_seen_ms)) / 1000.0;
+            if (f.stream) {
+                i.stream.emplace();
+                for (size_t d = 0; d < 2; ++d) {
+                    const StreamDirection& s = f.stream->direction(Direction(d));
+                    (*i.stream)[d] = {s.input_next(),  s.input_mapped(), s.output_acked(),
+                                      s.output_sent(), s.output_end(),   s.held_segments(),
+                                      s.held_bytes(),  s.relaying()};
+                }
+            }
             out.push_back(std::move(i));
         });
         return out;

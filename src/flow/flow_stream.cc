@@ -202,10 +202,9 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         // Held segments released by this one were answered from where it
         // ends: it may defer output only when there are none.
         answer(id, d, headers, v, p.payload, room, p.cut, ack, out, released.empty());
-        // A retransmission of input the inspector keeps while segments wait
-        // behind a gap: the SACK that says nfqscand has it lets the sender
-        // go on to the lost segment (see held_ranges()).
-        if (released.empty() && mine.unmapped_behind_gap()) {
+        // Input the inspector keeps before a gap, now acknowledged by
+        // nfqscand: the sender goes on to the lost segment.
+        if (mine.must_ack_sender()) {
             ack_sender(d, out);
             ++counters_.sack_acks;
         }
@@ -392,7 +391,7 @@ void FlowStream::send_own(Direction d, std::span<const uint8_t> bytes, uint64_t 
 bool FlowStream::needs_engine() const {
     if (dead_) return false;
     for (const auto& d : directions_)
-        if (d->relaying() || d->shift() != 0) return true;
+        if (d->relaying() || d->shift() != 0 || d->owes_delivery()) return true;
     return false;
 }
 

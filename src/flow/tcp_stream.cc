@@ -194,7 +194,11 @@ std::span<const uint8_t> StreamDirection::output_view(uint64_t begin, uint64_t e
 
 SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool brought_new,
                                        bool fin) {
-    uint64_t out_begin = std::max(in_to_out_floor(in_begin), out_acked_);
+    // From input nfqscand acknowledged on the receiver's behalf on, the
+    // sender sends nothing older again: the answer starts with all output
+    // the receiver still lacks.
+    uint64_t out_begin =
+        in_begin <= in_absorbed_ ? out_acked_ : std::max(in_to_out_floor(in_begin), out_acked_);
     uint64_t out_end;
     if (brought_new || in_end >= in_mapped_) {
         // Everything produced so far and not yet sent goes with this segment,
@@ -288,6 +292,22 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     if (fin_now) fin_seen_ = true;
 
     if (new_bytes) stall_retransmissions_ = 0;
+    must_ack_sender_ = false;
+    if (!new_bytes && !relaying_ && end == in_next_ && end > in_mapped_ && !held_.empty() &&
+        out_acked_ == out_next_ && in_absorbed_ < in_next_) {
+        // The sender retransmits input the inspector keeps (a possible token
+        // start) while the segment after it, which would let the inspector
+        // go on, was lost and later ones wait behind the gap: after a timeout
+        // a sender resends only its oldest unacknowledged bytes and waits,
+        // at exponential backoff. A SACK block cannot say nfqscand has them
+        // (Linux ignores one that starts at its cumulative acknowledgement),
+        // so nfqscand acknowledges them itself and owes their delivery: they
+        // go out with the gap's bytes, and again with any retransmission the
+        // sender makes from there (see answer()).
+        in_absorbed_ = in_next_;
+        must_ack_sender_ = true;
+        ++counters_.tails_acknowledged;
+    }
     if (fin_seen_) {
         feed(StreamTransform::Push::End, fresh);
     } else if (new_bytes) {
@@ -400,8 +420,6 @@ std::vector<std::pair<uint32_t, uint32_t>> StreamDirection::held_ranges(size_t m
             merged.emplace_back(begin, end);
     }
     std::vector<std::pair<uint32_t, uint32_t>> blocks;
-    if (unmapped_behind_gap() && max > 0)
-        blocks.emplace_back(uint32_t(base_ + in_mapped_), uint32_t(base_ + in_next_));
     for (auto it = merged.rbegin(); it != merged.rend() && blocks.size() < max; ++it)
         blocks.emplace_back(uint32_t(base_ + it->first), uint32_t(base_ + it->second));
     return blocks;

@@ -112,6 +112,13 @@ def rewritten_download(lab, nfqscand, family: int, loss: float = 0.0) -> None:
     assert flow["disposition"] == "claimed", flow
     assert flow["service"] == "http", flow
     assert flow["bytes_s2c"] >= BIG, flow
+    # The engine's view: all input taken and mapped, all output acknowledged,
+    # shifted by what the body grew (the response headers stay as they are).
+    s2c = flow["stream"]["s2c"]
+    assert s2c["in_next"] == s2c["in_mapped"] > BIG, s2c
+    assert s2c["out_acked"] == s2c["out_next"], s2c
+    assert s2c["out_next"] - s2c["in_next"] == got["size_download"] - BIG, s2c
+    assert s2c["held_segments"] == 0 and not s2c["relaying"], s2c
     assert idle["status"]["flows"]["claimed"] >= 1, idle["status"]["flows"]
     streams = idle["status"]["streams"]
     assert streams["rewritten_packets"] > 0, streams

@@ -167,12 +167,13 @@ TEST(FlowStream, APacketCutByTheCopyRangeIsReplacedByWhatWasRead) {
     EXPECT_EQ(next[0].kind, PacketVerdict::Kind::Hold);
 }
 
-TEST(FlowStream, InputKeptBeforeAGapIsSackedSoTheSenderSendsTheLostSegment) {
+TEST(FlowStream, InputKeptBeforeAGapIsAcknowledgedSoTheSenderSendsTheLostSegment) {
     // "GR" may start a token: the inspector keeps it. The segment after it is
     // lost, later ones wait behind the gap. The receiver acknowledges up to
     // "abc", so after a timeout the sender retransmits only "GR" and waits
-    // for its acknowledgement before the lost segment: nfqscand says it has
-    // "GR" (a SACK block), and the sender goes on to the gap.
+    // for its acknowledgement before the lost segment (a SACK block starting
+    // at its cumulative acknowledgement does not count): nfqscand
+    // acknowledges "GR" itself, and owes the receiver its output.
     TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
     Wire w(&grow);
     w.send(true, 0x02, 999, 0);
@@ -186,22 +187,39 @@ TEST(FlowStream, InputKeptBeforeAGapIsSackedSoTheSenderSendsTheLostSegment) {
     ASSERT_EQ(held.size(), 2u);
     ASSERT_EQ(held[0].kind, PacketVerdict::Kind::Hold);
     using Blocks = std::vector<std::pair<uint32_t, uint32_t>>;
-    EXPECT_EQ(sack_blocks_of(held[1]), (Blocks{{5003, 5005}, {5105, 5205}}));
+    EXPECT_EQ(sack_blocks_of(held[1]), (Blocks{{5105, 5205}}));
 
-    w.send(true, 0x10, 1000, 5003);  // the receiver has "abc"
+    auto receiver_ack = w.send(true, 0x10, 1000, 5003);            // the receiver has "abc"
+    EXPECT_EQ(receiver_ack[0].kind, PacketVerdict::Kind::Accept);  // unchanged: 5003
+    DecodedPacket ack;
     auto again = w.send(false, 0x18, 5003, 1000, "GR");
     ASSERT_EQ(again.size(), 2u);
     ASSERT_EQ(again[1].kind, PacketVerdict::Kind::Inject);
-    EXPECT_EQ(sack_blocks_of(again[1]), (Blocks{{5003, 5005}, {5105, 5205}}));
-    DecodedPacket ack;
     ASSERT_EQ(decode_packet(again[1].packet, ack), DecodeStatus::Ok);
-    EXPECT_EQ(ack.ack, 5003u);  // a SACK, no acknowledgement
+    EXPECT_EQ(ack.ack, 5005u);
+    EXPECT_EQ(sack_blocks_of(again[1]), (Blocks{{5105, 5205}}));
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).counters().tails_acknowledged, 1u);
+    // The receiver's own acknowledgements say so from now on, too.
+    auto later_ack = w.send(true, 0x10, 1000, 5003);
+    ASSERT_EQ(later_ack[0].kind, PacketVerdict::Kind::Replace);
+    ASSERT_EQ(decode_packet(later_ack[0].packet, ack), DecodeStatus::Ok);
+    EXPECT_EQ(ack.ack, 5005u);
 
     // The lost segment comes: everything goes out, the token rewritten.
     auto fill = w.send(false, 0x18, 5005, 1000, "OW" + std::string(98, 'y'));
     ASSERT_EQ(fill.size(), 2u);
-    EXPECT_EQ(payload_of(fill[0]), "GROWN-LONGER-TOKEN" + std::string(98, 'y'));
+    std::string rewritten = "GROWN-LONGER-TOKEN" + std::string(98, 'y');
+    EXPECT_EQ(payload_of(fill[0]), rewritten);
     EXPECT_EQ(payload_of(fill[1]), std::string(100, 'z'));
+
+    // That output is lost on its way; the sender, which never sends "GR"
+    // again, retransmits the segment after it: the answer starts with all
+    // the receiver lacks.
+    auto resent = w.send(false, 0x18, 5005, 1000, "OW" + std::string(98, 'y'));
+    ASSERT_EQ(resent.size(), 1u);
+    uint32_t seq = 0;
+    EXPECT_EQ(payload_of(resent[0], &seq), rewritten);
+    EXPECT_EQ(seq, 5003u);
 }
 
 TEST(FlowStream, OutputAGrownPacketCannotCarryWaitsForTheNextOne) {
