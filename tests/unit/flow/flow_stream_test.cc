@@ -29,6 +29,29 @@ struct Wire {
     }
 };
 
+// The test inspector's growing token, and a flow through it past its
+// handshake: client data starts at 1000, server data at 5000, no MSS option
+// (segments of at most 1220 bytes).
+const TokenReplacer::Replacements kGrow = {{"GROW", "GROWN-LONGER-TOKEN"}};
+
+struct GrowWire {
+    TokenReplacer grow{kGrow};
+    Wire w{&grow};
+    GrowWire() {
+        w.send(true, 0x02, 999, 0);
+        w.send(false, 0x12, 4999, 1000);
+        w.send(true, 0x10, 1000, 5000);
+    }
+};
+
+// "GROW GROW ..." of at least `size` bytes.
+std::string grow_words(size_t size) {
+    std::string words;
+    while (words.size() < size)
+        words += "GROW ";
+    return words;
+}
+
 TEST(FlowStream, HeldDataIsSackedToTheSender) {
     Wire w;
     w.send(true, 0x02, 999, 0);       // SYN: client data starts at 1000
@@ -174,11 +197,8 @@ TEST(FlowStream, InputKeptBeforeAGapIsAcknowledgedSoTheSenderSendsTheLostSegment
     // for its acknowledgement before the lost segment (a SACK block starting
     // at its cumulative acknowledgement does not count): nfqscand
     // acknowledges "GR" itself, and owes the receiver its output.
-    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
-    Wire w(&grow);
-    w.send(true, 0x02, 999, 0);
-    w.send(false, 0x12, 4999, 1000);
-    w.send(true, 0x10, 1000, 5000);
+    GrowWire g;
+    Wire& w = g.w;
     auto first = w.send(false, 0x18, 5000, 1000, "abcGR");
     ASSERT_EQ(first.size(), 1u);
     EXPECT_EQ(payload_of(first[0]), "abc");
@@ -223,15 +243,10 @@ TEST(FlowStream, InputKeptBeforeAGapIsAcknowledgedSoTheSenderSendsTheLostSegment
 }
 
 TEST(FlowStream, OutputAGrownPacketCannotCarryWaitsForTheNextOne) {
-    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
-    Wire w(&grow);
-    w.send(true, 0x02, 999, 0);  // no MSS option: segments of at most 1220 bytes
-    w.send(false, 0x12, 4999, 1000);
-    w.send(true, 0x10, 1000, 5000);
-    std::string words;
-    while (words.size() < 1200)
-        words += "GROW ";  // 1200 bytes grow to 4560
-    std::string expected = TokenReplacer::apply({{"GROW", "GROWN-LONGER-TOKEN"}}, words);
+    GrowWire g;
+    Wire& w = g.w;
+    std::string words = grow_words(1200);  // 1200 bytes grow to 4560
+    std::string expected = TokenReplacer::apply(kGrow, words);
 
     auto first = w.send(false, 0x18, 5000, 1000, words);
     ASSERT_EQ(first.size(), 1u);  // no new segment: the rest waits
@@ -279,15 +294,10 @@ TEST(FlowStream, DeferredOutputTheReceiverAcknowledgedMeanwhileIsNotSentAgain) {
     // byte, so what waits for the end of the batch may start before output
     // the receiver already has. An ACK for it in the same batch must not
     // shift what goes out: every byte is sent at its own sequence number.
-    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
-    Wire w(&grow);
-    w.send(true, 0x02, 999, 0);
-    w.send(false, 0x12, 4999, 1000);
-    w.send(true, 0x10, 1000, 5000);
-    std::string words;
-    while (words.size() < 1200)
-        words += "GROW ";
-    std::string expected = TokenReplacer::apply({{"GROW", "GROWN-LONGER-TOKEN"}}, words) + "abc";
+    GrowWire g;
+    Wire& w = g.w;
+    std::string words = grow_words(1200);
+    std::string expected = TokenReplacer::apply(kGrow, words) + "abc";
 
     w.send(false, 0x18, 5000, 1000, words);
     std::vector<PacketVerdict> flushed;
@@ -316,14 +326,9 @@ TEST(FlowStream, DeferredOutputTheReceiverAcknowledgedMeanwhileIsNotSentAgain) {
 TEST(FlowStream, NewSegmentsFitTheMssEvenBehindAGsoPacket) {
     // A GSO packet may carry up to 64 KiB (the kernel cuts it); what does
     // not fit goes out through a raw socket, which cannot: MSS-sized pieces.
-    TokenReplacer grow(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}});
-    Wire w(&grow);
-    w.send(true, 0x02, 999, 0);
-    w.send(false, 0x12, 4999, 1000);
-    w.send(true, 0x10, 1000, 5000);
-    std::string words;
-    while (words.size() < 60000)
-        words += "GROW ";
+    GrowWire g;
+    Wire& w = g.w;
+    std::string words = grow_words(60000);
     auto out = w.send(false, 0x19, 5000, 1000, words, true);  // with FIN: nothing waits
     ASSERT_GE(out.size(), 2u);
     EXPECT_EQ(out[0].kind, PacketVerdict::Kind::Replace);
