@@ -149,18 +149,29 @@ class ByteQueue {
     void drop_front(size_t n) {
         head_ += std::min(n, size());
         if (head_ == end_) {
-            // Idle: a large buffer goes back (many idle flows must stay cheap).
-            if (capacity_ > kKeepCapacity) {
-                bytes_.reset();
-                capacity_ = 0;
-            }
             head_ = end_ = 0;
+            if (!keep_) release_if_idle();
         }
+    }
+    // Idle: a large buffer goes back (many idle flows must stay cheap).
+    void release_if_idle() {
+        if (empty() && capacity_ > kKeepCapacity) {
+            bytes_.reset();
+            capacity_ = 0;
+        }
+    }
+    // While set, an empty buffer keeps its memory: a relay store fills and
+    // empties again and again, and a large buffer given back is a fresh
+    // mapping whose every page faults in, zeroed, on the next fill.
+    void keep_capacity(bool keep) {
+        keep_ = keep;
+        if (!keep_) release_if_idle();
     }
     size_t capacity() const { return capacity_; }
 
   private:
     static constexpr size_t kKeepCapacity = 256 << 10;
+    bool keep_ = false;
     void make_room(size_t more) {
         size_t held = size();
         if (head_ > 0 && head_ >= held && capacity_ - held >= more) {

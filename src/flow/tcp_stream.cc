@@ -369,6 +369,7 @@ void StreamDirection::start_relay() {
     if (relaying_) return;
     relaying_ = true;
     ++counters_.relays;
+    out_retained_.keep_capacity(true);
     // Input the sender sent in order is acknowledged by the engine from now
     // on, also what the receiver has not acknowledged yet: the relay owns
     // every unacknowledged output byte.
@@ -383,6 +384,10 @@ void StreamDirection::maybe_end_relay() {
         return;
     relaying_ = false;
     out_sent_ = out_next_;
+    out_retained_.keep_capacity(false);
+    // The store's input buffer too: pass mode keeps little.
+    if (pending_.empty() && pending_.capacity() > (256u << 10))
+        std::vector<uint8_t>().swap(pending_);
 }
 
 void StreamDirection::insert(std::span<const uint8_t> bytes) {

@@ -255,6 +255,31 @@ struct Passthrough : StreamTransform {
     }
 };
 
+TEST(ByteQueue, AnEmptyQueueGivesALargeBufferBackUnlessToldToKeepIt) {
+    std::vector<uint8_t> bytes(1 << 20, 'x');
+    ByteQueue q;
+    q.append(bytes);
+    q.drop_front(1000);
+    EXPECT_EQ(q.size(), bytes.size() - 1000);
+    EXPECT_EQ(q.data()[0], 'x');
+    q.drop_front(q.size());
+    EXPECT_EQ(q.capacity(), 0u);  // idle flows stay cheap
+
+    // A relay store fills and empties again and again: it keeps its memory
+    // (a fresh mapping would fault in every page again) until told not to.
+    q.keep_capacity(true);
+    q.append(bytes);
+    size_t capacity = q.capacity();
+    EXPECT_GE(capacity, bytes.size());
+    q.drop_front(q.size());
+    EXPECT_EQ(q.capacity(), capacity);
+    q.append(bytes);
+    EXPECT_EQ(q.capacity(), capacity);  // no new allocation for the next fill
+    q.drop_front(q.size());
+    q.keep_capacity(false);
+    EXPECT_EQ(q.capacity(), 0u);
+}
+
 TEST(TcpStream, PassThroughCleanWireIsIdentity) {
     Passthrough t;
     std::mt19937 rng(1);
