@@ -50,6 +50,7 @@ struct SegmentRewrite {
     // Replaces the timestamp option's TSval when set (see FlowStream: what
     // nfqscand sends never carries an older TSval than the sender's newest).
     std::optional<uint32_t> ts_value;
+    std::optional<uint16_t> window;  // replaces the window field when set
 };
 
 // A complete packet: `headers` with the rewrite applied.

@@ -250,6 +250,12 @@ class StreamDirection {
     void insert(std::span<const uint8_t> bytes);
     // Bytes the sender may still send before the relay buffer is full.
     size_t relay_room() const;
+    // The sender was offered a window of `bytes` from what it has been told
+    // is acknowledged. A window is never taken back (RFC 9293 3.8.6): what
+    // the sender sends up to that edge is taken even if the store filled up
+    // meanwhile (a replacement grew the output), at most one window over
+    // max_relay; dropping it would look like loss to the sender.
+    void note_window_offered(uint64_t bytes);
     uint64_t output_acked() const { return out_acked_; }
     uint64_t output_end() const { return out_next_; }
     uint64_t output_sent() const { return out_sent_; }
@@ -340,6 +346,7 @@ class StreamDirection {
     bool relay_requested_ = false;        // the inspector wants it (relaying_ ends after)
     uint64_t in_absorbed_ = 0;            // input acknowledged to the sender by the engine
     bool must_ack_sender_ = false;        // in_absorbed_ just moved in pass mode
+    uint64_t window_edge_ = 0;            // input offset the sender may send up to (relay)
 
     std::deque<Chunk> chunks_;      // contiguous mapping of unacknowledged ranges
     std::vector<uint8_t> pending_;  // input [in_mapped_, in_next_)

@@ -62,12 +62,22 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
         if (r.ack) told_ack_[1 - size_t(d)] = *r.ack;
     }
     StreamDirection& other = *directions_[1 - size_t(d)];
+    // While the other direction is relayed, nfqscand speaks for this side
+    // to its sender: the window there is the relay store's room, never the
+    // receiver's own (which would let the sender overrun the store).
+    Direction od = Direction(1 - size_t(d));
+    if (r.ack && other.relaying()) {
+        r.window = relay_window_field(od);
+        told_window_[size_t(od)] = uint64_t(*r.window) << window_shift(d);
+        other.note_window_offered(told_window_[size_t(od)]);
+    }
     if (other.started() && other.shift() != 0)
         r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
 
     bool unchanged =
         !must_replace && r.seq == headers.seq() && (!r.ack || *r.ack == headers.ack()) &&
-        r.fin == bool(flags & tcp_flag::kFin) && !r.sack_edge && !r.ts_value &&
+        (!r.window || *r.window == headers.window()) && r.fin == bool(flags & tcp_flag::kFin) &&
+        !r.sack_edge && !r.ts_value &&
         std::equal(first.begin(), first.end(), original_payload.begin(), original_payload.end());
     if (unchanged) {
         out.push_back({id, PacketVerdict::Kind::Accept, {}});
@@ -450,6 +460,7 @@ void FlowStream::ack_sender(Direction d, std::vector<PacketVerdict>& out) {
     if (mine.relaying()) {
         c.window = relay_window_field(d);
         told_window_[di] = uint64_t(*c.window) << window_shift(Direction(oi));
+        directions_[di]->note_window_offered(told_window_[di]);
     }
     c.ts_value = newer_ts(Direction(oi), from);
     c.ts_echo = ts_newest_[di];

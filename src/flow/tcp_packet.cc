@@ -208,6 +208,7 @@ void write_segment(const SegmentHeaders& h, const SegmentRewrite& r, std::vector
     uint8_t* tcp = ip + h.l3_length;
     store32(tcp + 4, r.seq);
     if (r.ack) store32(tcp + 8, *r.ack);
+    if (r.window) store16(tcp + 14, *r.window);
     tcp[13] = r.fin ? uint8_t(tcp[13] | tcp_flag::kFin) : uint8_t(tcp[13] & ~tcp_flag::kFin);
     if ((r.sack_edge || r.ts_value) && h.l4_length > 20) {
         walk_options(tcp + 20, h.l4_length - 20, [&](uint8_t kind, size_t at, uint8_t len) {

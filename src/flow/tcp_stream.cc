@@ -272,7 +272,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     }
 
     bool new_bytes = end > in_next_;
-    if (new_bytes && relaying_ && end - in_next_ > relay_room()) {
+    if (new_bytes && relaying_ && end > std::max<uint64_t>(window_edge_, in_next_ + relay_room())) {
         // More than the window nfqscand offered: the sender sends it again.
         // The inspector must let go of what it stores, or nothing moves.
         ++counters_.relay_full;
@@ -395,6 +395,11 @@ void StreamDirection::insert(std::span<const uint8_t> bytes) {
     append_output({}, bytes, false);
     ++counters_.rewritten;
     start_relay();
+}
+
+void StreamDirection::note_window_offered(uint64_t bytes) {
+    window_edge_ =
+        std::max<uint64_t>(window_edge_, std::max(out_to_in(out_acked_), in_absorbed_) + bytes);
 }
 
 size_t StreamDirection::relay_room() const {

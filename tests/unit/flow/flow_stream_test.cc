@@ -9,8 +9,8 @@ namespace {
 
 // Client 198.51.100.2:40000 -> server 203.0.113.2:80.
 struct Wire {
-    explicit Wire(StreamTransform* server_to_client = nullptr)
-        : stream({nullptr, server_to_client}, StreamLimits{}) {}
+    explicit Wire(StreamTransform* server_to_client = nullptr, StreamLimits limits = {})
+        : stream({nullptr, server_to_client}, limits) {}
     FlowStream stream;
     std::vector<std::vector<uint8_t>> storage;
     uint32_t next_id = 1;
@@ -321,6 +321,34 @@ TEST(FlowStream, DeferredOutputTheReceiverAcknowledgedMeanwhileIsNotSentAgain) {
     uint32_t last_seq = 0;
     std::string last = payload_of(rest.back(), &last_seq);
     EXPECT_EQ(last_seq + last.size(), 5000u + expected.size());
+}
+
+TEST(FlowStream, ARelayedSenderSeesTheStoresWindowNotTheReceivers) {
+    // nfqscand speaks for the receiver while it relays: an ACK of the
+    // receiver that reaches the sender carries the room left in the store
+    // (the receiver's own, larger window would let the sender overrun it).
+    TokenReplacer store(kGrow, true);
+    StreamLimits limits;
+    limits.max_relay = 20'000;
+    Wire w(&store, limits);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    auto absorbed = w.send(false, 0x18, 5000, 1000, std::string(4000, 'a'));
+    ASSERT_EQ(absorbed[0].kind, PacketVerdict::Kind::Drop);
+    ASSERT_EQ(absorbed.back().kind, PacketVerdict::Kind::Inject);
+    DecodedPacket ack;
+    ASSERT_EQ(decode_packet(absorbed.back().packet, ack), DecodeStatus::Ok);
+    EXPECT_EQ(ack.ack, 9000u);
+    EXPECT_EQ(ack.window, 16'000);
+
+    // The receiver's ACK (window 65535) with news for the sender: a
+    // segment of the client's own.
+    auto from_client = w.send(true, 0x18, 1000, 5000, "hello");
+    ASSERT_EQ(from_client[0].kind, PacketVerdict::Kind::Replace);
+    ASSERT_EQ(decode_packet(from_client[0].packet, ack), DecodeStatus::Ok);
+    EXPECT_EQ(ack.ack, 9000u);
+    EXPECT_EQ(ack.window, 16'000);
 }
 
 TEST(FlowStream, NewSegmentsFitTheMssEvenBehindAGsoPacket) {

@@ -519,6 +519,37 @@ TEST(Relay, BufferLimitStallsTheInspectorInsteadOfGrowing) {
     EXPECT_LE(c.stream().memory_bytes(), 200u << 10);
 }
 
+TEST(Relay, AWindowOfferedIsNeverTakenBack) {
+    // The sender was offered 6000 bytes beyond what it had sent; meanwhile
+    // the store's room shrank (here: own bytes inserted; in general a
+    // replacement that grew the output). What the sender sends within the
+    // offer is taken: dropping it would look like loss and slow it down.
+    // Beyond the offer and the room, segments are still dropped.
+    TokenReplacer replacer(TokenReplacer::Replacements{{"GROW", "GROWN-LONGER-TOKEN"}}, true);
+    StreamLimits limits;
+    limits.max_relay = 10'000;
+    StreamDirection d(replacer, limits);
+    std::vector<SegmentVerdict> released;
+    std::string bytes(4000, 'a');
+    auto span = [](const std::string& s) {
+        return std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+    };
+    ASSERT_EQ(d.on_segment(1000, span(bytes), false, 1, released).kind,
+              SegmentVerdict::Kind::Absorb);
+    EXPECT_EQ(d.relay_room(), 6000u);
+    d.note_window_offered(6000);
+    d.insert(span(std::string(5000, 'x')));
+    EXPECT_EQ(d.relay_room(), 1000u);
+
+    EXPECT_EQ(d.on_segment(5000, span(std::string(5000, 'b')), false, 2, released).kind,
+              SegmentVerdict::Kind::Absorb);
+    EXPECT_EQ(d.counters().relay_full, 0u);
+    // Offsets 9000..10100 end past the offer (10000) with the store full.
+    EXPECT_EQ(d.on_segment(10000, span(std::string(1100, 'c')), false, 3, released).kind,
+              SegmentVerdict::Kind::Drop);
+    EXPECT_EQ(d.counters().relay_full, 1u);
+}
+
 // Passes everything as it comes.
 class PassAll : public StreamTransform {
   public:
