@@ -145,15 +145,17 @@ void print_status(const json& s) {
     std::printf("nfqscand %s  pid %s  up %s s  config %s\n\n", num(s["version"]).c_str(),
                 num(s["pid"]).c_str(), num(s["uptime_s"]).c_str(), num(s["config"]).c_str());
     Table queues({"queue", "packets", "bytes", "verdicts", "msgs", "batches", "released",
-                  "malformed", "enobufs", "k.waiting", "k.q_dropped", "k.user_dropped",
+                  "malformed", "enobufs", "fail-open", "k.waiting", "k.q_dropped", "k.user_dropped",
                   "k.id_seq"});
     for (const json& q : s["queues"]) {
         json k = q.value("kernel", json::object());
         queues.add({num(q["queue"]), num(q["packets"]), human_bytes(q["bytes"].get<uint64_t>()),
                     num(q["verdicts"]), num(q["verdict_messages"]), num(q["verdict_batches"]),
                     num(q["released"]), num(q["malformed"]), num(q["enobufs"]),
-                    num(k.value("queue_total", json())), num(k.value("queue_dropped", json())),
-                    num(k.value("user_dropped", json())), num(k.value("id_sequence", json()))});
+                    // Off while flows are in the stream engine (see README).
+                    q.value("fail_open", false) ? "on" : "off", num(k.value("queue_total", json())),
+                    num(k.value("queue_dropped", json())), num(k.value("user_dropped", json())),
+                    num(k.value("id_sequence", json()))});
     }
     queues.print();
     const json& f = s["flows"];
@@ -170,12 +172,13 @@ void print_status(const json& s) {
         const json& st = s["streams"];
         std::printf(
             "stream engine: %s streams, memory %s, %s packets rewritten, %s injected, "
-            "%s held now, %s SACKs for held data, %s conflicts, %s held overflow, %s stalls\n\n",
+            "%s held now, %s SACKs for held data, %s conflicts, %s held overflow, %s stalls, "
+            "%s kept tails acknowledged\n\n",
             num(st["active"]).c_str(), human_bytes(st["memory_bytes"].get<uint64_t>()).c_str(),
             num(st["rewritten_packets"]).c_str(), num(st["injected_packets"]).c_str(),
             num(st["held_packets"]).c_str(), num(st.value("sack_acks", json())).c_str(),
             num(st["conflicts"]).c_str(), num(st["held_overflow"]).c_str(),
-            num(st["stalls"]).c_str());
+            num(st["stalls"]).c_str(), num(st.value("tails_acknowledged", json())).c_str());
     }
     Table services({"service", "active", "total"});
     for (const json& e : s["services"])
