@@ -137,6 +137,9 @@ class FlowStream {
     RelayOutput relay_output(Direction d) const;
     // The relay buffer's room as a window field in the receiver's scale.
     uint16_t relay_window_field(Direction d) const;
+    // relay_window_field(d), now offered to the sender of direction d (in an
+    // ACK nfqscand sends or forwards): remembered, and never taken back.
+    uint16_t offer_relay_window(Direction d);
     size_t segment_room(Direction d) const;
     uint8_t window_shift(Direction d) const;
 

@@ -37,8 +37,12 @@ struct SegmentHeaders {
     uint32_t seq() const;
     uint16_t window() const;  // the raw field (unscaled)
     uint8_t flags() const { return bytes[l3_length + 13]; }
-    // The timestamp option's TSval, if the segment carries one.
-    std::optional<uint32_t> ts_value() const;
+    // The timestamp option's TSval, if the segment carries one (read once,
+    // by of()).
+    std::optional<uint32_t> ts_value() const { return ts_value_; }
+
+  private:
+    std::optional<uint32_t> ts_value_;
 };
 
 struct SegmentRewrite {

@@ -249,7 +249,7 @@ class StreamDirection {
     // delivered by the relay. Offsets after them shift like a rewrite's.
     void insert(std::span<const uint8_t> bytes);
     // Bytes the sender may still send before the relay buffer is full.
-    size_t relay_room() const;
+    size_t relay_room() const { return relay_room_with(pending_.size()); }
     // The sender was offered a window of `bytes` from what it has been told
     // is acknowledged. A window is never taken back (RFC 9293 3.8.6): what
     // the sender sends up to that edge is taken even if the store filled up
@@ -306,6 +306,9 @@ class StreamDirection {
         bool identity() const { return same; }
     };
     class Sink;
+    // The relay's room with `unmapped` input bytes stored (pending_, or a
+    // packet's bytes about to be).
+    size_t relay_room_with(size_t unmapped) const;
     struct Held {
         uint64_t token;
         std::vector<uint8_t> bytes;

@@ -137,7 +137,6 @@ class QueueWorker::Loop : public PacketSink {
                 if (f.stream->relay_active()) reset_peers(*f.stream);
                 ended_streams_.add_counters(*f.stream);
                 held_packets_ -= std::min<uint64_t>(held_packets_, f.stream->held_count());
-                --stream_flows_;
                 account_stream_memory(f.stream->memory_bytes(), 0);
                 relayed_.erase(f.stream.get());
                 deferred_.erase(f.stream.get());
@@ -258,8 +257,8 @@ class QueueWorker::Loop : public PacketSink {
         // A packet the kernel let through on its own (fail-open) would leave
         // a hole in what the engine inspected, or reach the receiver at
         // unshifted offsets: while any flow is in the engine, the queue drops
-        // what it cannot take and the sender sends it again.
-        ++stream_flows_;
+        // what it cannot take and the sender sends it again (the
+        // housekeeping tick restores it once none is left).
         if (queue_.fail_open()) {
             queue_.set_fail_open(false);
             if (queue_.counters().fail_open_suspensions == 1)
@@ -317,9 +316,8 @@ class QueueWorker::Loop : public PacketSink {
         });
         stream_memory_ = total;
         held_packets_ = held;
-        stream_flows_ = streams;
         update_refuse_holding();
-        if (stream_flows_ == 0) queue_.set_fail_open(true);  // as configured
+        if (streams == 0) queue_.set_fail_open(true);  // as configured
     }
 
     // The stream engine's answers: verdicts now, new packets after the batch.
@@ -581,7 +579,6 @@ class QueueWorker::Loop : public PacketSink {
     bool refuse_holding_ = false;
     std::vector<uint8_t> cut_packet_;  // scratch for decode_cut_packet()
     uint64_t held_packets_ = 0;        // packets of this worker's streams in the kernel queue
-    uint64_t stream_flows_ = 0;        // flows in the stream engine (fail-open waits for none)
     uint64_t streams_bypassed_ = 0, streams_refused_packets_ = 0;
     std::unique_ptr<RelayForwarder> relay_forwarder_ = std::make_unique<RelayForwarder>();
     std::unordered_set<FlowStream*> relayed_;   // streams with a relay timer to run

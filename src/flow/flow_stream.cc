@@ -65,12 +65,7 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
     // While the other direction is relayed, nfqscand speaks for this side
     // to its sender: the window there is the relay store's room, never the
     // receiver's own (which would let the sender overrun the store).
-    Direction od = Direction(1 - size_t(d));
-    if (r.ack && other.relaying()) {
-        r.window = relay_window_field(od);
-        told_window_[size_t(od)] = uint64_t(*r.window) << window_shift(d);
-        other.note_window_offered(told_window_[size_t(od)]);
-    }
+    if (r.ack && other.relaying()) r.window = offer_relay_window(Direction(1 - size_t(d)));
     if (other.started() && other.shift() != 0)
         r.sack_edge = [&other](uint32_t e) { return other.translate_sack_edge(e); };
 
@@ -120,6 +115,13 @@ uint16_t FlowStream::relay_window_field(Direction d) const {
     // (whose ACKs nfqscand speaks for).
     uint64_t room = directions_[size_t(d)]->relay_room() >> window_shift(Direction(1 - size_t(d)));
     return uint16_t(std::min<uint64_t>(room, 0xffff));
+}
+
+uint16_t FlowStream::offer_relay_window(Direction d) {
+    uint16_t field = relay_window_field(d);
+    told_window_[size_t(d)] = uint64_t(field) << window_shift(Direction(1 - size_t(d)));
+    directions_[size_t(d)]->note_window_offered(told_window_[size_t(d)]);
+    return field;
 }
 
 RelayOutput FlowStream::relay_output(Direction d) const {
@@ -458,9 +460,7 @@ void FlowStream::ack_sender(Direction d, std::vector<PacketVerdict>& out) {
     c.ack = mine.acknowledged_seq();
     c.sack_blocks = blocks;
     if (mine.relaying()) {
-        c.window = relay_window_field(d);
-        told_window_[di] = uint64_t(*c.window) << window_shift(Direction(oi));
-        directions_[di]->note_window_offered(told_window_[di]);
+        c.window = offer_relay_window(d);
     }
     c.ts_value = newer_ts(Direction(oi), from);
     c.ts_echo = ts_newest_[di];

@@ -117,6 +117,10 @@ SegmentHeaders SegmentHeaders::of(const DecodedPacket& p) {
     h.l3_length = p.l3_header_length;
     h.l4_length = p.l4_header_length;
     h.bytes.assign(p.packet.begin(), p.packet.begin() + p.l3_header_length + p.l4_header_length);
+    const uint8_t* options = h.bytes.data() + h.l3_length + 20;
+    walk_options(options, h.l4_length - 20u, [&](uint8_t kind, size_t at, uint8_t len) {
+        if (kind == 8 && len == 10) h.ts_value_ = load32(options + at + 2);
+    });
     return h;
 }
 
@@ -128,14 +132,6 @@ uint32_t SegmentHeaders::seq() const {
 }
 uint16_t SegmentHeaders::window() const {
     return load16(bytes.data() + l3_length + 14);
-}
-std::optional<uint32_t> SegmentHeaders::ts_value() const {
-    std::optional<uint32_t> value;
-    const uint8_t* options = bytes.data() + l3_length + 20;
-    walk_options(options, l4_length - 20u, [&](uint8_t kind, size_t at, uint8_t len) {
-        if (kind == 8 && len == 10) value = load32(options + at + 2);
-    });
-    return value;
 }
 
 void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length) {

@@ -99,10 +99,8 @@ void StreamDirection::feed(StreamTransform::Push push, std::span<const uint8_t> 
     bool from_packet = pending_.empty();
     std::span<const uint8_t> input = from_packet ? fresh : std::span<const uint8_t>(pending_);
     if (input.empty()) return;
-    size_t relay_used = input.size() + size_t(out_next_ - out_acked_);
-    size_t relay_room = relay_used >= limits_.max_relay ? 0 : limits_.max_relay - relay_used;
     if (relaying_ && push == StreamTransform::Push::More &&
-        relay_room < std::min<size_t>(kRelayLowWater, limits_.max_relay / 8)) {
+        relay_room_with(input.size()) < std::min<size_t>(kRelayLowWater, limits_.max_relay / 8)) {
         // The relay buffer is (nearly) full: a sender does not send into a
         // window smaller than a segment, so nothing would come that could
         // stall the stream later. The inspector must let something go now.
@@ -292,14 +290,18 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     if (fin_now) fin_seen_ = true;
 
     if (new_bytes) stall_retransmissions_ = 0;
+    // The receiver has all the output, yet the sender retransmits up to its
+    // newest byte, part of which the inspector keeps (a possible token
+    // start), and sends nothing new: it waits for those bytes to be
+    // acknowledged.
+    bool waits_on_kept =
+        !new_bytes && !relaying_ && end == in_next_ && end > in_mapped_ && out_acked_ == out_next_;
     must_ack_sender_ = false;
-    if (!new_bytes && !relaying_ && end == in_next_ && end > in_mapped_ && !held_.empty() &&
-        out_acked_ == out_next_ && in_absorbed_ < in_next_) {
-        // The sender retransmits input the inspector keeps (a possible token
-        // start) while the segment after it, which would let the inspector
-        // go on, was lost and later ones wait behind the gap: after a timeout
-        // a sender resends only its oldest unacknowledged bytes and waits,
-        // at exponential backoff. A SACK block cannot say nfqscand has them
+    if (waits_on_kept && !held_.empty() && in_absorbed_ < in_next_) {
+        // The segment after them, which would let the inspector go on, was
+        // lost and later ones wait behind the gap: after a timeout a sender
+        // resends only its oldest unacknowledged bytes and waits, at
+        // exponential backoff. A SACK block cannot say nfqscand has them
         // (Linux ignores one that starts at its cumulative acknowledgement),
         // so nfqscand acknowledges them itself and owes their delivery: they
         // go out with the gap's bytes, and again with any retransmission the
@@ -312,12 +314,10 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         feed(StreamTransform::Push::End, fresh);
     } else if (new_bytes) {
         feed(StreamTransform::Push::More, fresh);
-    } else if (!relaying_ && end == in_next_ && end > in_mapped_ && held_.empty() &&
-               out_acked_ == out_next_ && ++stall_retransmissions_ >= kStallRetransmissions) {
-        // The receiver has all the output, yet the sender keeps retransmitting
-        // up to its newest byte, part of which the inspector holds, and sends
-        // nothing new: it is waiting for those bytes to be acknowledged. Once
-        // is not proof (the next segment may be on its way); twice is.
+    } else if (waits_on_kept && held_.empty() &&
+               ++stall_retransmissions_ >= kStallRetransmissions) {
+        // Nothing is lost after those bytes: the inspector must let them go.
+        // Once is not proof (the next segment may be on its way); twice is.
         ++counters_.stalls;
         feed(StreamTransform::Push::Stalled);
     }
@@ -402,8 +402,8 @@ void StreamDirection::note_window_offered(uint64_t bytes) {
         std::max<uint64_t>(window_edge_, std::max(out_to_in(out_acked_), in_absorbed_) + bytes);
 }
 
-size_t StreamDirection::relay_room() const {
-    size_t used = pending_.size() + size_t(out_next_ - out_acked_);
+size_t StreamDirection::relay_room_with(size_t unmapped) const {
+    size_t used = unmapped + size_t(out_next_ - out_acked_);
     return used >= limits_.max_relay ? 0 : limits_.max_relay - used;
 }
 

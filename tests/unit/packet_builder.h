@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +26,11 @@ struct PacketSpec {
     std::vector<uint8_t> v6_extensions;  // raw extension headers; first next-header in ext_first
     uint8_t ext_first = 0;
 };
+
+// A string's bytes, as the engine's interfaces take them.
+inline std::span<const uint8_t> bytes_of(std::string_view s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
 
 inline void put16(std::vector<uint8_t>& b, size_t at, uint16_t v) {
     b[at] = uint8_t(v >> 8);

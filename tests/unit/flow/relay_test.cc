@@ -45,7 +45,7 @@ class RandomRelay : public StreamTransform {
             size_t k = std::min<size_t>(target - done, 1 + rng_() % 300);
             if (chance(0.1)) {
                 std::string bytes(rng_() % (2 * k + 1), 'a' + char(rng_() % 26));
-                sink.replace(k, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+                sink.replace(k, test::bytes_of(bytes));
                 expected += bytes;
             } else {
                 sink.pass(k);
@@ -104,8 +104,7 @@ class RelayedConnection {
     uint64_t send_own(const std::string& bytes) {
         uint64_t at = stream_.direction(Direction::ServerToClient).input_next();
         std::vector<PacketVerdict> out;
-        stream_.send_own(Direction::ServerToClient,
-                         {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, now_, out);
+        stream_.send_own(Direction::ServerToClient, test::bytes_of(bytes), now_, out);
         route(out, {});
         return at;
     }
@@ -415,6 +414,17 @@ std::string random_text(std::mt19937& rng, size_t n) {
     return s;
 }
 
+const TokenReplacer::Replacements kTokens = {{"GROW", "GROWN-LONGER-TOKEN"}, {"SHRINKME", "S"}};
+
+// At least `size` bytes of random text with a growing or shrinking token
+// after every run of up to `gap` letters.
+std::string token_text(std::mt19937& rng, size_t size, size_t gap) {
+    std::string text;
+    while (text.size() < size)
+        text += random_text(rng, rng() % gap) + (rng() % 2 ? "GROW" : "SHRINKME");
+    return text;
+}
+
 struct RelayCase {
     const char* name;
     WireOptions wire;
@@ -463,10 +473,8 @@ INSTANTIATE_TEST_SUITE_P(Wires, RelayProperty,
 
 TEST(Relay, WholeStreamGoesOutAsGsoFrames) {
     std::mt19937 rng(42);
-    std::string input;
-    while (input.size() < 2'000'000)
-        input += random_text(rng, rng() % 200) + (rng() % 2 ? "GROW" : "SHRINKME");
-    TokenReplacer::Replacements tokens = {{"GROW", "GROWN-LONGER-TOKEN"}, {"SHRINKME", "S"}};
+    std::string input = token_text(rng, 2'000'000, 200);
+    const TokenReplacer::Replacements& tokens = kTokens;
     TokenReplacer replacer(tokens, true);
     std::string expected = TokenReplacer::apply(tokens, input);
     RelayedConnection c(input, replacer, {0, 0, 0, true}, 7);
@@ -486,10 +494,8 @@ TEST(Relay, WholeStreamGoesOutAsGsoFrames) {
 
 TEST(Relay, WholeStreamReplacedAtTheEnd) {
     std::mt19937 rng(42);
-    std::string input;
-    while (input.size() < 300'000)
-        input += random_text(rng, rng() % 200) + (rng() % 2 ? "GROW" : "SHRINKME");
-    TokenReplacer::Replacements tokens = {{"GROW", "GROWN-LONGER-TOKEN"}, {"SHRINKME", "S"}};
+    std::string input = token_text(rng, 300'000, 200);
+    const TokenReplacer::Replacements& tokens = kTokens;
     TokenReplacer replacer(tokens, true);
     RelayedConnection c(input, replacer, {0.02, 0.01, 0.05}, 7);
     ASSERT_TRUE(c.run()) << c.progress();
@@ -505,10 +511,8 @@ TEST(Relay, BufferLimitStallsTheInspectorInsteadOfGrowing) {
     // told to let bytes go when it is full; nothing is lost, and a token the
     // buffer's end cuts is still found whole (the replacer keeps its start).
     std::mt19937 rng(5);
-    std::string input;
-    while (input.size() < 200'000)
-        input += random_text(rng, rng() % 40) + (rng() % 2 ? "GROW" : "SHRINKME");
-    TokenReplacer::Replacements tokens = {{"GROW", "GROWN-LONGER-TOKEN"}, {"SHRINKME", "S"}};
+    std::string input = token_text(rng, 200'000, 40);
+    const TokenReplacer::Replacements& tokens = kTokens;
     TokenReplacer replacer(tokens, true);
     StreamLimits limits;
     limits.max_relay = 32 << 10;
@@ -531,21 +535,18 @@ TEST(Relay, AWindowOfferedIsNeverTakenBack) {
     StreamDirection d(replacer, limits);
     std::vector<SegmentVerdict> released;
     std::string bytes(4000, 'a');
-    auto span = [](const std::string& s) {
-        return std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-    };
-    ASSERT_EQ(d.on_segment(1000, span(bytes), false, 1, released).kind,
+    ASSERT_EQ(d.on_segment(1000, test::bytes_of(bytes), false, 1, released).kind,
               SegmentVerdict::Kind::Absorb);
     EXPECT_EQ(d.relay_room(), 6000u);
     d.note_window_offered(6000);
-    d.insert(span(std::string(5000, 'x')));
+    d.insert(test::bytes_of(std::string(5000, 'x')));
     EXPECT_EQ(d.relay_room(), 1000u);
 
-    EXPECT_EQ(d.on_segment(5000, span(std::string(5000, 'b')), false, 2, released).kind,
+    EXPECT_EQ(d.on_segment(5000, test::bytes_of(std::string(5000, 'b')), false, 2, released).kind,
               SegmentVerdict::Kind::Absorb);
     EXPECT_EQ(d.counters().relay_full, 0u);
     // Offsets 9000..10100 end past the offer (10000) with the store full.
-    EXPECT_EQ(d.on_segment(10000, span(std::string(1100, 'c')), false, 3, released).kind,
+    EXPECT_EQ(d.on_segment(10000, test::bytes_of(std::string(1100, 'c')), false, 3, released).kind,
               SegmentVerdict::Kind::Drop);
     EXPECT_EQ(d.counters().relay_full, 1u);
 }

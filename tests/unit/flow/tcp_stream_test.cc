@@ -10,6 +10,7 @@
 #include <functional>
 #include <random>
 
+#include "../packet_builder.h"
 #include "nfqscan/tcp_stream.h"
 #include "nfqscan/test_rewrite.h"
 
@@ -19,9 +20,7 @@ namespace {
 const TokenReplacer::Replacements kIssueTokens = {{"GROW", "GROWN-LONGER-TOKEN"},
                                                   {"SHRINKME", "S"}};
 
-std::span<const uint8_t> bytes_of(const std::string& s) {
-    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
+using test::bytes_of;
 
 struct WireOptions {
     double loss = 0.0;
