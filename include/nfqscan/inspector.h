@@ -1,0 +1,127 @@
+// The inspector layer (DESIGN.md "The inspector layer"): one Inspector per
+// claimed flow and protocol, in the shape of Snort 3's service inspectors and
+// Envoy's filters. An inspector is pure byte logic: it sees the ordered bytes
+// of both directions through two StreamTransforms that share its session
+// state (a response's framing depends on its request), marks where objects
+// start and end, and answers pass / relay / replace through the StreamSink.
+// Everything else (scanning, the event log, FINs and RSTs, releasing the
+// flow) it asks of its InspectorHost, which the worker implements for a real
+// flow and unit tests fake.
+//
+// The life of an object:
+//   1. its first byte arrives: the inspector calls sink.relay(true) and maps
+//      nothing from there on (the engine acknowledges the sender itself and
+//      stores the bytes; the receiver gets none of them);
+//   2. its last byte arrives: the inspector hands the (decoded) object to
+//      host.scan() and still maps nothing;
+//   3. the verdict arrives: host calls on_verdict(), then shows both
+//      directions their pending bytes again (Envoy's continueReading()), and
+//      the inspector maps the object's bytes as the policy says: passed
+//      unchanged, replaced (a block page), or closed with resets.
+// The inspector never acknowledges an application-level completion for the
+// receiver: until the verdict, the receiver has nothing of the object.
+//
+// Adding a protocol: a folder src/proto/<name>/ with its inspector, and one
+// line in the registry (src/proto/registry.cc).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nfqscan/flow.h"
+#include "nfqscan/policy.h"
+#include "nfqscan/scan.h"
+#include "nfqscan/service.h"
+#include "nfqscan/tcp_stream.h"
+
+namespace nfqscan {
+
+// An object of one direction, as the inspector describes it.
+struct ObjectInfo {
+    Service protocol = Service::None;
+    Direction direction = Direction::ServerToClient;
+    std::string name;       // what the event log calls it: the URL, the FTP path
+    std::string file_name;  // for scan modes by extension: Content-Disposition, URL path
+    std::string mime_type;  // declared (Content-Type), may be empty
+    std::optional<uint64_t> declared_size;  // Content-Length, SIZE, ...
+};
+
+// Why a flow leaves inspection before its end.
+enum class ReleaseReason : uint8_t {
+    NotScanned,  // [protocols.<name>] scan = false
+    Tls,         // TLS on the protocol's port / after STARTTLS
+    Upgrade,     // HTTP Upgrade (WebSocket, h2c) or CONNECT
+    NotProtocol, // the bytes are not this protocol
+    Allowlisted, // every object of the flow is on an allowlist (not used for HTTP:
+                 // allowlists apply per request)
+};
+inline constexpr size_t kReleaseReasonCount = 5;
+std::string_view release_reason_name(ReleaseReason r);  // "scan-false", "tls", "upgrade", ...
+
+class InspectorHost {
+  public:
+    virtual ~InspectorHost() = default;
+
+    // Hands a complete object to the scan service. on_verdict(id, ...)
+    // follows exactly once, later (never inside this call), unless the flow
+    // ends first.
+    virtual void scan(uint64_t id, const ObjectInfo& info,
+                      std::shared_ptr<const std::vector<uint8_t>> bytes) = 0;
+    // One event log line for an object not judged clean (a detection, a
+    // fallback) or not scanned (allowlisted objects are not recorded), and the
+    // per-protocol counters. `action` is what was done: "block", "pass",
+    // "reset". Returns the event id that templates show.
+    virtual std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
+                               std::string_view action) = 0;
+    // A fallback that happened without a scan (content-size known from the
+    // headers, partial, protocol-error): the same as record(), with the
+    // category as the verdict.
+    virtual std::string record_fallback(const ObjectInfo& info, Category category,
+                                        std::string_view reason, std::string_view action) = 0;
+    // Ends the flow with a message: the receiver of direction `d` gets
+    // `bytes` after the output already mapped in `d` (e.g. a block page),
+    // then a FIN; the sender of `d` gets a RST at once. Input not mapped yet,
+    // and whatever either peer sends later, is dropped; the receiver is reset
+    // once it has acknowledged the FIN (or the relay gives up).
+    virtual void send_and_close(Direction d, std::span<const uint8_t> bytes) = 0;
+    // Both peers are reset now; nothing more is delivered.
+    virtual void reset_both() = 0;
+    // An object that is not scanned because an allowlist names it (counted,
+    // not logged).
+    virtual void note_allowlisted(const ObjectInfo& info) = 0;
+    // The flow needs no more inspection: released to the kernel's fast path
+    // as soon as nothing depends on the engine (no shifted offsets, nothing
+    // held or relayed); until then passed through unchanged. Counted by reason.
+    virtual void release(ReleaseReason reason) = 0;
+
+    virtual const ProtocolPolicy& policy() const = 0;
+    virtual const MessageTemplates& messages() const = 0;
+    virtual const ScanLimits& limits() const = 0;
+    // The fields of a message that the flow knows (client, server, time,
+    // host, protocol).
+    virtual MessageFields message_fields() const = 0;
+};
+
+class Inspector {
+  public:
+    virtual ~Inspector() = default;
+    // The transform of direction d (ClientToServer, ServerToClient).
+    virtual StreamTransform& transform(Direction d) = 0;
+    // The verdict of scan(id). The host then shows both directions their
+    // pending bytes again.
+    virtual void on_verdict(uint64_t id, const ScanVerdict& verdict) = 0;
+    // Bytes this inspector keeps outside the engine (decoded bodies awaiting
+    // their scan), for the memory budget and status.
+    virtual size_t memory_bytes() const = 0;
+};
+
+// The registry: the inspector of a service, or nullptr when the service has
+// none (yet).
+std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host);
+
+}  // namespace nfqscan

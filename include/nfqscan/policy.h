@@ -1,0 +1,128 @@
+// Policy (DESIGN.md "The inspector layer"): what happens to an object once
+// its verdict is known, per protocol. A verdict (clean, infected with a
+// category, or a scan error) and the protocol's [protocols.<name>] table give
+// an Action; the messages the peers see instead of a blocked object come from
+// the templates in rules/messages/.
+//
+// Nothing is passed unscanned silently: every reason an object was not judged
+// by the engines is a Category with a configured fallback (pass or block), a
+// counter and an event.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nfqscan/scan.h"
+
+namespace nfqscan {
+
+// Why an object was not judged clean or infected. The first eight are the
+// scan service's ScanError, in the same order; the last two come from the
+// inspectors: a partial object (HTTP Range) and bytes that break the
+// protocol's framing on a flow already being parsed.
+enum class Category : uint8_t {
+    ContentSize,
+    DecompressLayer,
+    Timeout,
+    Encrypted,
+    Corrupt,
+    EngineNotReady,
+    OutOfResource,
+    TooManyRequests,
+    Partial,
+    ProtocolError,
+};
+inline constexpr size_t kCategoryCount = 10;
+
+std::string_view category_name(Category c);  // "content-size", ..., "partial", "protocol-error"
+std::optional<Category> category_from_name(std::string_view name);
+Category category_of(ScanError e);
+
+// What the policy decides for one object.
+enum class Action : uint8_t {
+    Pass,   // deliver it (and log when it was not clean)
+    Block,  // the protocol's block action (HTTP: block page / reset)
+};
+std::string_view action_name(Action a);  // "pass" | "block"
+
+// [protocols.<name>]: the scanning policy of one protocol.
+struct ProtocolPolicy {
+    bool scan = true;     // false: the protocol's flows are released unscanned
+    std::string profile;  // scan profile ([scan.profiles]); "" = "default"
+    Action on_virus = Action::Block;
+    // YARA rules with category = "policy" are blocked like a virus unless
+    // configured otherwise; category = "spam" is logged only (mail issues).
+    Action on_policy = Action::Block;
+    // By Category. Defaults: pass, except too-many-requests and
+    // protocol-error (block): see default_fallbacks().
+    std::array<Action, kCategoryCount> fallback = default_fallbacks();
+
+    // HTTP only (accepted, and ignored, nowhere else).
+    std::vector<std::string> allow_hosts;  // exact host names, or ".example.com" suffixes
+    std::vector<std::string> allow_urls;   // URL prefixes ("http://host/path")
+    uint32_t trickle_after_s = 0;          // 0: no trickling
+
+    static std::array<Action, kCategoryCount> default_fallbacks();
+    Action fallback_for(Category c) const { return fallback[size_t(c)]; }
+    // The action for a verdict: clean -> pass; infected -> on_virus /
+    // on_policy (spam: pass); error -> the fallback of its category.
+    Action decide(const ScanVerdict& verdict) const;
+    // Whether a request for `url` on `host` is not scanned (allowlist).
+    bool allowlisted(std::string_view host, std::string_view url) const;
+};
+
+// What a message template can say ({{name}} placeholders).
+struct MessageFields {
+    std::string detection;  // signature name, or the error category
+    std::string category;   // "virus", "policy", "spam", or an error category
+    std::string object;     // URL or file name
+    std::string protocol;
+    std::string client, server;  // "address:port"
+    std::string time;            // ISO 8601, UTC
+    std::string host;            // the scanner's host name
+    std::string event_id;        // matches the event log line's "id"
+    std::string action;
+};
+
+// The message templates of a folder (rules/messages/): each file NAME.html
+// or NAME.txt is template NAME. Loaded with the configuration, so a broken
+// template (an unknown placeholder, an unclosed one, an unreadable file) is a
+// configuration error naming the file and line.
+class MessageTemplates {
+  public:
+    // Throws ConfigError (file, line, placeholder) on a broken template, or
+    // when a template the protocols need (kRequired) is missing.
+    static std::shared_ptr<const MessageTemplates> load(const std::string& dir);
+    // Built-in texts (a test or a missing folder in a unit test).
+    static std::shared_ptr<const MessageTemplates> builtin();
+
+    static constexpr std::array<std::string_view, 1> kRequired = {"http-block"};
+    static constexpr std::array<std::string_view, 10> kPlaceholders = {
+        "detection", "category", "object", "protocol", "client",
+        "server",    "time",     "host",   "event_id", "action"};
+
+    bool has(std::string_view name) const;
+    // The template filled in; values are HTML-escaped in .html templates.
+    std::string render(std::string_view name, const MessageFields& fields) const;
+
+  private:
+    struct Piece {
+        std::string text;  // literal text, or (placeholder) the field name
+        bool placeholder = false;
+    };
+    struct Template {
+        bool html = false;
+        std::vector<Piece> pieces;
+    };
+    std::map<std::string, Template, std::less<>> templates_;
+};
+
+std::string html_escape(std::string_view text);
+
+}  // namespace nfqscan
