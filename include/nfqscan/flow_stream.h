@@ -90,6 +90,19 @@ class FlowStream {
     // RSTs to both peers, with the sequence numbers each expects; the flow
     // is dead for the engine afterwards.
     void reset_peers(std::vector<PacketVerdict>& out);
+    // Shows both directions' inspectors their pending bytes again (a scan
+    // verdict arrived) and sends what they mapped: through the relay, or as
+    // new segments.
+    void redrive(uint64_t now_ms, std::vector<PacketVerdict>& out);
+    // Ends the flow with a message: the receiver of d gets `bytes` after the
+    // output mapped so far, then a FIN (relayed, retransmitted as needed);
+    // the sender of d gets a RST now. Held packets are dropped, and so is
+    // every later packet of either peer: the receiver's ACKs only drive the
+    // relay, and once it has the FIN, anything more it says is answered with
+    // a RST.
+    void close_with(Direction d, std::span<const uint8_t> bytes, uint64_t now_ms,
+                    std::vector<PacketVerdict>& out);
+    bool closed() const { return closed_.has_value(); }
     // Output a grown packet could not carry waits for the next packet of its
     // direction in the same batch (which carries it in front of its own), so
     // that a run of growing GSO packets costs one extra segment, not one per
@@ -129,6 +142,11 @@ class FlowStream {
     // An ACK to the sender of direction d as its receiver would send it
     // (SACK blocks for held data; the relay's window while relaying).
     void ack_sender(Direction d, std::vector<PacketVerdict>& out);
+    // RSTs to the receiver of direction x, at every sequence number it may expect.
+    void reset_receiver(Direction x, std::vector<PacketVerdict>& out);
+    // A packet of a flow closed by close_with() (already answered: dropped).
+    void on_closed_packet(Direction d, const DecodedPacket& p, uint64_t now_ms,
+                          std::vector<PacketVerdict>& out);
     void relay_on_ack(Direction d, const DecodedPacket& ack_packet, uint64_t now_ms,
                       std::vector<PacketVerdict>& out);
     void pump_relay(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out);
@@ -177,6 +195,7 @@ class FlowStream {
     std::array<uint64_t, 2> told_window_{0, 0};
     std::array<std::unique_ptr<RelaySender>, 2> relays_;
     bool dead_ = false;                           // reset: nothing more to deliver
+    std::optional<Direction> closed_;             // close_with(): the direction that ends
     std::array<bool, 2> deferred_{false, false};  // output waits for flush_deferred()
     FlowStreamCounters counters_;
 };

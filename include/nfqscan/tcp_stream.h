@@ -245,6 +245,17 @@ class StreamDirection {
     // offset the relay left. A FIN is acknowledged to the sender only by the
     // receiver's ACK of the FIN that follows the output.
     bool relaying() const { return relaying_; }
+    // Shows the inspector its pending bytes again (its scan verdict came
+    // after the sender's last segment: nothing else would). Push is End once
+    // the FIN was seen.
+    void redrive();
+    // The end of this direction: `bytes` follow the output mapped so far,
+    // then a FIN; input not mapped yet and all later input is dropped. The
+    // direction relays until the receiver has acknowledged it all.
+    void close_with(std::span<const uint8_t> bytes);
+    // No more input is taken, nor delivered (the peer it was for is reset).
+    void discard();
+    bool closed() const { return closed_; }
     // Own bytes (e.g. a protocol reply) at the current output position,
     // delivered by the relay. Offsets after them shift like a rewrite's.
     void insert(std::span<const uint8_t> bytes);
@@ -283,7 +294,7 @@ class StreamDirection {
     }
     // The sender's FIN was seen and all input before it is mapped: a FIN
     // follows the last output byte.
-    bool output_finished() const { return fin_seen_ && pending_.empty(); }
+    bool output_finished() const { return closed_ || (fin_seen_ && pending_.empty()); }
     bool fin_acknowledged() const { return fin_acked_; }
     // The receiver's next expected byte that nfqscand knows of.
     uint64_t input_next() const { return in_next_; }
@@ -347,6 +358,7 @@ class StreamDirection {
     bool fin_acked_ = false;              // the receiver acknowledged the output's FIN
     bool relaying_ = false;               // store and forward: the engine delivers the output
     bool relay_requested_ = false;        // the inspector wants it (relaying_ ends after)
+    bool closed_ = false;                 // close_with(): output ends, input is dropped
     uint64_t in_absorbed_ = 0;            // input acknowledged to the sender by the engine
     bool must_ack_sender_ = false;        // in_absorbed_ just moved in pass mode
     uint64_t window_edge_ = 0;            // input offset the sender may send up to (relay)

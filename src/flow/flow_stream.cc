@@ -153,6 +153,12 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         return;
     }
     if (!mine.started()) mine.start(p.seq);  // picked up mid-stream
+    if (closed_) {
+        // Closed by an inspector (close_with()): no packet reaches a peer.
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+        if (!dead_) on_closed_packet(d, p, now_ms, out);
+        return;
+    }
 
     // The MSS counts no TCP options: a segment carrying timestamps has 12
     // bytes less for data, or it exceeds the path MTU. A GSO packet is cut
@@ -409,14 +415,22 @@ bool FlowStream::needs_engine() const {
 
 void FlowStream::reset_peers(std::vector<PacketVerdict>& out) {
     if (dead_) return;
-    for (size_t x = 0; x < 2; ++x) {
+    for (Direction x : {Direction::ClientToServer, Direction::ServerToClient})
+        reset_receiver(x, out);
+    relays_ = {};
+    dead_ = true;
+}
+
+void FlowStream::reset_receiver(Direction dx, std::vector<PacketVerdict>& out) {
+    size_t x = size_t(dx);
+    {
         // To the receiver of direction x, as x's sender: the receiver
         // accepts a RST only at exactly the sequence number it expects next
         // (RFC 5961). That is its last ACK, or the end of one of the
         // segments sent since (its ACK may be on its way): one RST for each
         // such boundary, the newest first, at most kMaxResets.
         constexpr size_t kMaxResets = 128;
-        if (!last_headers_[x] || !directions_[x]->started()) continue;
+        if (!last_headers_[x] || !directions_[x]->started()) return;
         const StreamDirection& dir = *directions_[x];
         uint64_t acked = dir.output_acked();
         uint64_t sent = std::max(acked, relays_[x] ? relays_[x]->sent_end() : dir.output_sent());
@@ -437,8 +451,70 @@ void FlowStream::reset_peers(std::vector<PacketVerdict>& out) {
             ++counters_.resets;
         }
     }
-    relays_ = {};
-    dead_ = true;
+}
+
+void FlowStream::redrive(uint64_t now_ms, std::vector<PacketVerdict>& out) {
+    if (dead_) return;
+    for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
+        StreamDirection& mine = *directions_[size_t(d)];
+        if (!mine.started()) continue;
+        mine.redrive();
+        if (closed_ && *closed_ != d) continue;
+        if (mine.relaying() || relays_[size_t(d)]) {
+            pump_relay(d, now_ms, out);
+        } else if (mine.output_end() > mine.output_sent() && !deferred_[size_t(d)]) {
+            // Mapped after the sender's last segment: nobody else sends it.
+            send_output(d, mine.output_sent(), mine.output_end(), segment_room(d), out);
+        }
+    }
+}
+
+void FlowStream::close_with(Direction d, std::span<const uint8_t> bytes, uint64_t now_ms,
+                            std::vector<PacketVerdict>& out) {
+    if (dead_ || closed_) return;
+    closed_ = d;
+    // Nothing held is delivered any more, in either direction.
+    for (const auto& [id, _] : held_)
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+    held_.clear();
+    directions_[size_t(d)]->close_with(bytes);
+    directions_[1 - size_t(d)]->discard();
+    relays_[1 - size_t(d)].reset();
+    // The sender of d is the receiver of the other direction.
+    reset_receiver(Direction(1 - size_t(d)), out);
+    pump_relay(d, now_ms, out);
+}
+
+void FlowStream::on_closed_packet(Direction d, const DecodedPacket& p, uint64_t now_ms,
+                                  std::vector<PacketVerdict>& out) {
+    Direction closed = *closed_;
+    if (d == closed || p.has(tcp_flag::kRst)) {
+        // The reset side's late packets, or a peer's RST: nothing to deliver.
+        if (p.has(tcp_flag::kRst)) {
+            relays_ = {};
+            dead_ = true;
+        }
+        return;
+    }
+    // From the receiver of the closed direction: its ACKs drive the relay
+    // that delivers the message and the FIN.
+    if (p.has(tcp_flag::kAck)) translated_ack(d, p.ack);
+    relay_on_ack(closed, p, now_ms, out);
+    // It has the FIN and says more (its own FIN, data): it gets a RST, as
+    // its peer is gone.
+    if ((!p.payload.empty() || p.has(tcp_flag::kFin)) &&
+        directions_[size_t(closed)]->fin_acknowledged()) {
+        if (!last_headers_[size_t(closed)]) return;
+        ControlSegment c;
+        c.rst = true;
+        c.seq =
+            directions_[size_t(closed)]->output_seq(directions_[size_t(closed)]->output_end() + 1);
+        out.push_back({0, PacketVerdict::Kind::Inject,
+                       build_control_segment(*last_headers_[size_t(closed)], c)});
+        ++counters_.resets;
+        relays_ = {};
+        dead_ = true;
+    }
 }
 
 void FlowStream::ack_sender(Direction d, std::vector<PacketVerdict>& out) {

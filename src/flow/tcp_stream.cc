@@ -112,9 +112,15 @@ void StreamDirection::feed(StreamTransform::Push push, std::span<const uint8_t> 
     size_t consumed = sink.consumed();
     // The contract: at the end of the stream every byte is mapped; beyond the
     // pending limit the oldest bytes go on unchanged. Both are counted.
+    // An inspector that relays keeps what it must (an object awaiting its
+    // verdict) even at the end: the store is bounded by the window the sender
+    // was offered, the FIN waits behind the bytes, and redrive() shows them
+    // again once the verdict is in.
     size_t left = input.size() - consumed;
     size_t limit = relaying_ ? limits_.max_relay : limits_.max_pending;
     size_t forced = push == StreamTransform::Push::End ? left : left > limit ? left - limit : 0;
+    if (relaying_ && relay_requested_) forced = 0;
+    if (closed_) forced = 0;
     if (forced > 0) {
         ++counters_.forced_maps;
         std::span<const uint8_t> rest = input.subspan(consumed, forced);
@@ -239,6 +245,11 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
 SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t> payload, bool fin,
                                            uint64_t token, std::vector<SegmentVerdict>& released) {
     if (!started_) start(seq);
+    if (closed_) {
+        SegmentVerdict v;
+        v.kind = SegmentVerdict::Kind::Drop;
+        return v;
+    }
     uint64_t begin = unwrap(seq, in_next_);
     uint64_t end = begin + payload.size();
 
@@ -351,7 +362,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
 
 uint32_t StreamDirection::translate_ack(uint32_t ack) {
     uint64_t out = unwrap(ack, out_acked_);
-    bool fin = fin_seen_ && pending_.empty() && out == out_next_ + 1;
+    bool fin = output_finished() && out == out_next_ + 1;
     out = std::min(out, out_next_);
     if (out > out_acked_) {
         out_acked_ = out;
@@ -380,7 +391,7 @@ void StreamDirection::maybe_end_relay() {
     // Caught up: nothing buffered, nothing unacknowledged. With a FIN seen
     // the relay stays to the end (it delivers the FIN).
     if (!relaying_ || relay_requested_ || !pending_.empty() || !held_.empty() || fin_seen_ ||
-        out_acked_ != out_next_)
+        closed_ || out_acked_ != out_next_)
         return;
     relaying_ = false;
     out_sent_ = out_next_;
@@ -388,6 +399,26 @@ void StreamDirection::maybe_end_relay() {
     // The store's input buffer too: pass mode keeps little.
     if (pending_.empty() && pending_.capacity() > (256u << 10))
         std::vector<uint8_t>().swap(pending_);
+}
+
+void StreamDirection::redrive() {
+    if (closed_ || pending_.empty()) return;
+    feed(fin_seen_ ? StreamTransform::Push::End : StreamTransform::Push::More);
+}
+
+void StreamDirection::close_with(std::span<const uint8_t> bytes) {
+    if (closed_) return;
+    insert(bytes);
+    start_relay();
+    discard();
+}
+
+void StreamDirection::discard() {
+    closed_ = true;
+    relay_requested_ = false;
+    std::vector<uint8_t>().swap(pending_);
+    held_.clear();
+    held_bytes_ = 0;
 }
 
 void StreamDirection::insert(std::span<const uint8_t> bytes) {

@@ -370,5 +370,104 @@ TEST(FlowStream, NewSegmentsFitTheMssEvenBehindAGsoPacket) {
     EXPECT_EQ(total, words.size() / 5 * 19);
 }
 
+// Relays and maps nothing until its verdict is in: an inspector holding an
+// object for its scan.
+struct AwaitingVerdict : StreamTransform {
+    bool verdict = false;
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+        sink.relay(!verdict);
+        if (verdict) sink.pass(pending.size());
+    }
+};
+
+std::vector<DecodedPacket> decoded_injections(const std::vector<PacketVerdict>& out) {
+    std::vector<DecodedPacket> packets;
+    for (const PacketVerdict& v : out) {
+        if (v.kind != PacketVerdict::Kind::Inject) continue;
+        packets.emplace_back();
+        EXPECT_EQ(decode_packet(v.packet, packets.back()), DecodeStatus::Ok);
+    }
+    return packets;
+}
+
+TEST(FlowStream, AVerdictAfterTheSendersFinIsDeliveredByRedrive) {
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    // The whole object and the FIN arrive; nothing reaches the client yet.
+    auto stored = w.send(false, 0x19, 5000, 1000, std::string(300, 'x'));
+    ASSERT_EQ(stored[0].kind, PacketVerdict::Kind::Drop);
+    for (const DecodedPacket& p : decoded_injections(stored))
+        EXPECT_NE(p.dst.to_string(), "198.51.100.2") << "the client got something early";
+    EXPECT_FALSE(w.stream.direction(Direction::ServerToClient).output_finished());
+
+    // The verdict: nothing arrives from either peer, the engine sends it.
+    object.verdict = true;
+    std::vector<PacketVerdict> out;
+    w.stream.redrive(10, out);
+    std::string delivered;
+    bool fin = false;
+    for (const DecodedPacket& p : decoded_injections(out)) {
+        ASSERT_EQ(p.dst.to_string(), "198.51.100.2");
+        EXPECT_EQ(p.seq, 5000u + delivered.size());
+        delivered.append(p.payload.begin(), p.payload.end());
+        fin |= p.has(tcp_flag::kFin);
+    }
+    EXPECT_EQ(delivered, std::string(300, 'x'));
+    EXPECT_TRUE(fin);
+}
+
+TEST(FlowStream, CloseWithSendsTheMessageThenAFinAndResetsTheSender) {
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x18, 1000, 5000, "GET / HTTP/1.1\r\n\r\n");
+    w.send(false, 0x18, 5000, 1018, std::string(500, 'v'));  // stored, awaiting its verdict
+
+    std::vector<PacketVerdict> out;
+    w.stream.close_with(Direction::ServerToClient, test::bytes_of("BLOCKED"), 10, out);
+    bool server_reset = false;
+    std::string to_client;
+    bool fin = false;
+    for (const DecodedPacket& p : decoded_injections(out)) {
+        if (p.dst.to_string() == "203.0.113.2") {
+            EXPECT_TRUE(p.has(tcp_flag::kRst));
+            server_reset |= p.has(tcp_flag::kRst) && p.seq == 1018u;
+        } else {
+            EXPECT_EQ(p.seq, 5000u + to_client.size());
+            to_client.append(p.payload.begin(), p.payload.end());
+            fin |= p.has(tcp_flag::kFin);
+        }
+    }
+    EXPECT_TRUE(server_reset);
+    EXPECT_EQ(to_client, "BLOCKED");
+    EXPECT_TRUE(fin);
+    EXPECT_TRUE(w.stream.needs_engine());
+
+    // The server's late data and the client's next request reach nobody.
+    auto late = w.send(false, 0x18, 5500, 1018, "more");
+    ASSERT_EQ(late[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_TRUE(decoded_injections(late).empty());
+    auto next = w.send(true, 0x18, 1018, 5000, "GET /2 HTTP/1.1\r\n\r\n");
+    ASSERT_EQ(next[0].kind, PacketVerdict::Kind::Drop);
+
+    // The client acknowledges the page and the FIN, then closes: it gets a
+    // RST where it expects the server's next byte.
+    auto acked = w.send(true, 0x10, 1018, 5008);
+    ASSERT_EQ(acked[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_TRUE(w.stream.direction(Direction::ServerToClient).fin_acknowledged());
+    auto closing = w.send(true, 0x11, 1018, 5008);
+    ASSERT_EQ(closing[0].kind, PacketVerdict::Kind::Drop);
+    auto resets = decoded_injections(closing);
+    ASSERT_EQ(resets.size(), 1u);
+    EXPECT_EQ(resets[0].dst.to_string(), "198.51.100.2");
+    EXPECT_TRUE(resets[0].has(tcp_flag::kRst));
+    EXPECT_EQ(resets[0].seq, 5008u);
+    EXPECT_FALSE(w.stream.needs_engine());
+}
+
 }  // namespace
 }  // namespace nfqscan
