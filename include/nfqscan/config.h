@@ -6,11 +6,13 @@
 #include <array>
 #include <bitset>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "nfqscan/policy.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
 
@@ -43,6 +45,11 @@ struct DaemonConfig {
     std::string control_socket = "/run/nfqscan/control.sock";
     std::string log_level = "info";
     std::string event_log = "/var/log/nfqscan/events.jsonl";
+    // The message templates' folder, relative to the configuration file's
+    // folder; resolved by parse_config(). "" = the built-in texts. When the
+    // key is absent and the folder does not exist, the built-in texts too (a
+    // folder that is named must exist).
+    std::string messages_dir = "messages";
 };
 
 struct QueueConfig {
@@ -85,6 +92,7 @@ struct StreamConfig {
 
 struct ProtocolConfig {
     std::vector<uint16_t> ports;
+    ProtocolPolicy policy;  // the other keys of [protocols.<name>]
 };
 
 // [test_rewrite]: the stream engine's test inspector (see README). Parsed
@@ -123,6 +131,9 @@ struct Config {
     // shipped `clamav` and `yara` folders are found beside nfqscan.toml both in
     // a checkout (rules/) and installed (/usr/local/etc/nfqscan/).
     ScanConfig scan;
+    // The templates of daemon.messages_dir, loaded with the configuration (a
+    // broken template is a configuration error). Never null.
+    std::shared_ptr<const MessageTemplates> messages;
 
     // Defaults as in rules/nfqscan.toml (scan directories still relative).
     static Config defaults();

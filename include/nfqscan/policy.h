@@ -50,6 +50,7 @@ enum class Action : uint8_t {
     Block,  // the protocol's block action (HTTP: block page / reset)
 };
 std::string_view action_name(Action a);  // "pass" | "block"
+std::optional<Action> action_from_name(std::string_view name);
 
 // [protocols.<name>]: the scanning policy of one protocol.
 struct ProtocolPolicy {
@@ -64,9 +65,14 @@ struct ProtocolPolicy {
     std::array<Action, kCategoryCount> fallback = default_fallbacks();
 
     // HTTP only (accepted, and ignored, nowhere else).
-    std::vector<std::string> allow_hosts;  // exact host names, or ".example.com" suffixes
-    std::vector<std::string> allow_urls;   // URL prefixes ("http://host/path")
-    uint32_t trickle_after_s = 0;          // 0: no trickling
+    // Exact host names (case-insensitive, a port ignored), or suffixes
+    // starting with "." (".example.com": every name under example.com, not
+    // example.com itself).
+    std::vector<std::string> allow_hosts;
+    // URL prefixes ("http://host/path"): scheme and host compare without
+    // case and whole (a default port ignored), the path by prefix.
+    std::vector<std::string> allow_urls;
+    uint32_t trickle_after_s = 0;  // 0: no trickling
 
     static std::array<Action, kCategoryCount> default_fallbacks();
     Action fallback_for(Category c) const { return fallback[size_t(c)]; }
@@ -74,6 +80,8 @@ struct ProtocolPolicy {
     // on_policy (spam: pass); error -> the fallback of its category.
     Action decide(const ScanVerdict& verdict) const;
     // Whether a request for `url` on `host` is not scanned (allowlist).
+    // `host` as in a Host header ("Example.com:8080", "[::1]:80"), `url`
+    // absolute ("http://example.com:8080/path?q"); either may be empty.
     bool allowlisted(std::string_view host, std::string_view url) const;
 };
 
@@ -94,6 +102,12 @@ struct MessageFields {
 // or NAME.txt is template NAME. Loaded with the configuration, so a broken
 // template (an unknown placeholder, an unclosed one, an unreadable file) is a
 // configuration error naming the file and line.
+//
+// A placeholder is {{name}} (white space inside the braces allowed) on one
+// line; there is no escape for a literal "{{". Values are HTML-escaped
+// (& < > " ') in .html templates and inserted as they are in .txt ones; in
+// both, control characters in a value become '?' (a tab a space), so a value
+// from the traffic cannot add lines to a message.
 class MessageTemplates {
   public:
     // Throws ConfigError (file, line, placeholder) on a broken template, or
@@ -103,12 +117,16 @@ class MessageTemplates {
     static std::shared_ptr<const MessageTemplates> builtin();
 
     static constexpr std::array<std::string_view, 1> kRequired = {"http-block"};
+    static constexpr size_t kMaxTemplateSize = 64 << 10;
     static constexpr std::array<std::string_view, 10> kPlaceholders = {
         "detection", "category", "object", "protocol", "client",
         "server",    "time",     "host",   "event_id", "action"};
 
     bool has(std::string_view name) const;
+    bool is_html(std::string_view name) const;  // NAME.html (text/html), not NAME.txt
+    std::vector<std::string> names() const;     // sorted
     // The template filled in; values are HTML-escaped in .html templates.
+    // Throws std::out_of_range for a name that has() denies.
     std::string render(std::string_view name, const MessageFields& fields) const;
 
   private:
@@ -120,6 +138,9 @@ class MessageTemplates {
         bool html = false;
         std::vector<Piece> pieces;
     };
+    // Parses `text` as template `name`; `file` names it in errors.
+    void add(const std::string& name, std::string_view text, const std::string& file, bool html);
+
     std::map<std::string, Template, std::less<>> templates_;
 };
 

@@ -139,13 +139,20 @@ class TableReader {
         }
     }
 
-    void read_choice(std::string_view key, std::string& out,
+    // A string out of `choices`; returns whether the key was present.
+    bool read_choice(std::string_view key, std::string& out,
                      std::initializer_list<std::string_view> choices) {
         const toml::node* node = take(key);
-        if (!node) return;
-        read(key, out);
-        for (std::string_view choice : choices)
-            if (out == choice) return;
+        if (!node) return false;
+        if (node->is_string()) {
+            const std::string value = *node->value<std::string>();
+            for (std::string_view choice : choices) {
+                if (value == choice) {
+                    out = value;
+                    return true;
+                }
+            }
+        }
         std::string list;
         for (std::string_view choice : choices)
             list += (list.empty() ? "" : ", ") + std::string(choice);
@@ -163,8 +170,9 @@ class TableReader {
         return node->as_table();
     }
 
-    // Every key not consumed is unknown: report the first one by position.
-    void finish() const {
+    // Every key not consumed is unknown: report the first one by position,
+    // with `known` (the keys allowed here) when given.
+    void finish(std::string_view known = {}) const {
         const toml::node* first = nullptr;
         std::string first_key;
         for (auto&& [key, node] : table_) {
@@ -174,7 +182,9 @@ class TableReader {
                 first_key = std::string(key.str());
             }
         }
-        if (first) fail(*first, first_key, "unknown key");
+        if (first)
+            fail(*first, first_key,
+                 known.empty() ? std::string("unknown key") : "unknown key; " + std::string(known));
     }
 
     const std::string& file() const { return file_; }
@@ -223,6 +233,7 @@ void read_daemon(TableReader& r, DaemonConfig& c) {
     r.read("control_socket", c.control_socket);
     r.read_choice("log_level", c.log_level, {"trace", "debug", "info", "warn", "error"});
     r.read("event_log", c.event_log);
+    r.read("messages_dir", c.messages_dir, true);
 }
 
 void read_queue(TableReader& r, QueueConfig& c) {
@@ -278,14 +289,101 @@ void read_stream(TableReader& r, StreamConfig& c) {
     }
 }
 
+void read_action(TableReader& r, std::string_view key, Action& out) {
+    std::string value;
+    if (r.read_choice(key, value, {"block", "pass"})) out = *action_from_name(value);
+}
+
+// [protocols.<name>.fallback]: category = "block" | "pass"; `default` sets
+// every category not listed.
+void read_fallback(TableReader& r, std::array<Action, kCategoryCount>& fallback) {
+    Action all = Action::Pass;
+    read_action(r, "default", all);
+    if (r.table_node("default")) fallback.fill(all);
+    std::string known = "the keys are default";
+    for (size_t i = 0; i < kCategoryCount; ++i) {
+        const std::string_view name = category_name(static_cast<Category>(i));
+        read_action(r, name, fallback[i]);
+        known += ", " + std::string(name);
+    }
+    r.finish(known);
+}
+
+// The entry `index` of the array `key`, for an error at its own line.
+[[noreturn]] void fail_entry(TableReader& r, std::string_view key, size_t index,
+                             const std::string& what) {
+    const toml::node& entry = *r.table_node(key)->as_array()->get(index);
+    r.fail(entry, key, what);
+}
+
+void read_allow_hosts(TableReader& r, std::vector<std::string>& hosts) {
+    r.read_strings("allow_hosts", hosts);
+    for (size_t i = 0; i < hosts.size(); ++i) {
+        std::string& h = hosts[i];
+        if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+        std::transform(h.begin(), h.end(), h.begin(),
+                       [](char ch) { return static_cast<char>(std::tolower(ch)); });
+        const bool one_colon =
+            std::count(h.begin(), h.end(), ':') == 1;  // a port (an IPv6 address has more)
+        const bool bad_char = std::any_of(h.begin(), h.end(), [](char ch) {
+            return ch == '/' || ch == '*' || ch == '?' || ch == '@' ||
+                   std::isspace(static_cast<unsigned char>(ch));
+        });
+        if (one_colon || bad_char || h == "." || h.ends_with('.'))
+            fail_entry(r, "allow_hosts", i,
+                       "entries are host names (\"example.com\") or suffixes starting with a "
+                       "dot (\".example.com\"): no scheme, port, path or wildcard");
+    }
+}
+
+void read_allow_urls(TableReader& r, std::vector<std::string>& urls) {
+    r.read_strings("allow_urls", urls);
+    for (size_t i = 0; i < urls.size(); ++i) {
+        const std::string& u = urls[i];
+        std::string scheme = u.substr(0, std::min(u.size(), size_t(7)));
+        std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                       [](char ch) { return static_cast<char>(std::tolower(ch)); });
+        const bool ok = scheme == "http://" && u.size() > 7 && u.find_first_of("/?#", 7) != 7 &&
+                        std::none_of(u.begin(), u.end(), [](char ch) {
+                            return std::isspace(static_cast<unsigned char>(ch));
+                        });
+        if (!ok)
+            fail_entry(r, "allow_urls", i,
+                       "entries are URL prefixes such as \"http://example.com/downloads/\" "
+                       "(http:// and a host; HTTPS is not inspected)");
+    }
+}
+
+void read_protocol(TableReader& r, Service service, ProtocolConfig& c) {
+    r.read_ports("ports", c.ports);
+    ProtocolPolicy& p = c.policy;
+    r.read("scan", p.scan);
+    r.read("profile", p.profile);  // checked against [scan.profiles] in validate()
+    read_action(r, "on_virus", p.on_virus);
+    read_action(r, "on_policy", p.on_policy);
+    if (const toml::table* table = r.table("fallback")) {
+        TableReader sub(*table, r.full_key("fallback"), r.file());
+        read_fallback(sub, p.fallback);
+    }
+    if (service == Service::Http) {
+        read_allow_hosts(r, p.allow_hosts);
+        read_allow_urls(r, p.allow_urls);
+        r.read("trickle_after_s", p.trickle_after_s, 0, 3600);
+    } else {
+        for (std::string_view key : {"allow_hosts", "allow_urls", "trickle_after_s"})
+            if (const toml::node* node = r.table_node(key))
+                r.fail(*node, key, "only [protocols.http] has this key");
+    }
+    r.finish();
+}
+
 void read_protocols(TableReader& r, Config& c) {
     for (size_t i = 1; i < kServiceCount; ++i) {
         Service service = static_cast<Service>(i);
         const toml::table* table = r.table(service_name(service));
         if (!table) continue;
         TableReader sub(*table, r.full_key(service_name(service)), r.file());
-        sub.read_ports("ports", c.protocols[i].ports);
-        sub.finish();
+        read_protocol(sub, service, c.protocols[i]);
     }
 }
 
@@ -390,18 +488,24 @@ void read_scan(TableReader& r, ScanConfig& c) {
     }
 }
 
-// Relative scan directories are relative to the configuration file's folder.
+// A relative folder is relative to the configuration file's folder.
+void resolve_path(std::string& dir, const std::string& source) {
+    if (dir.empty() || std::filesystem::path(dir).is_absolute()) return;
+    dir = (std::filesystem::path(source).parent_path() / dir).lexically_normal().string();
+}
+
 void resolve_scan_paths(ScanConfig& c, const std::string& source) {
-    const std::filesystem::path base = std::filesystem::path(source).parent_path();
-    auto resolve = [&](std::string& dir) {
-        if (dir.empty() || std::filesystem::path(dir).is_absolute()) return;
-        dir = (base / dir).lexically_normal().string();
-    };
+    auto resolve = [&](std::string& dir) { resolve_path(dir, source); };
     for (std::string& dir : c.clamav_db_dirs)
         resolve(dir);
     for (std::string& dir : c.yara_rule_dirs)
         resolve(dir);
     resolve(c.temp_dir);
+}
+
+uint32_t line_of(const toml::table& root, std::string_view path) {
+    const toml::node* node = root.at_path(path).node();
+    return node ? node->source().begin.line : 0;
 }
 
 // Cross-field rules, reported at the line of the later key.
@@ -424,6 +528,48 @@ void validate(const toml::table& root, const Config& c, const std::string& file)
             seen[port] = static_cast<Service>(i);
         }
     }
+    for (size_t i = 1; i < kServiceCount; ++i) {
+        const std::string& profile = c.protocols[i].policy.profile;
+        if (profile.empty() || profile == "default" || c.scan.profiles.count(profile)) continue;
+        std::string defined = "default";
+        for (const auto& [name, _] : c.scan.profiles)
+            if (name != "default") defined += ", " + name;
+        const std::string key = fmt::format("protocols.{}.profile", kServiceNames[i]);
+        throw ConfigError(file, line_of(root, key), key,
+                          fmt::format("no scan profile \"{}\": must name a [scan.profiles] "
+                                      "table ({})",
+                                      profile, defined));
+    }
+    // A relayed object is stored whole before its verdict, with the
+    // protocol's framing (headers, chunk sizes, a mail's envelope) around it.
+    constexpr uint64_t kFraming = 1ull << 20;
+    if (c.stream.relay_limit < c.scan.limits.max_content_size + kFraming) {
+        const bool given = root.at_path("stream.relay_limit").node() != nullptr;
+        throw ConfigError(
+            file, line_of(root, given ? "stream.relay_limit" : "scan.limits.max_content_size"),
+            "stream.relay_limit",
+            fmt::format("{} bytes{} is less than scan.limits.max_content_size ({} bytes) + 1 MiB: "
+                        "an object must fit the relay store with its headers",
+                        c.stream.relay_limit, given ? "" : " (the default)",
+                        c.scan.limits.max_content_size));
+    }
+}
+
+// Loads the templates, so that a broken one fails the configuration.
+void load_messages(const toml::table& root, Config& c) {
+    resolve_path(c.daemon.messages_dir, c.source);
+    const std::string& dir = c.daemon.messages_dir;
+    const toml::node* node = root.at_path("daemon.messages_dir").node();
+    std::error_code ec;
+    if (dir.empty() || (!node && !std::filesystem::exists(dir, ec))) {
+        c.daemon.messages_dir.clear();
+        c.messages = MessageTemplates::builtin();
+        return;
+    }
+    if (!std::filesystem::is_directory(dir, ec))
+        throw ConfigError(c.source, node ? node->source().begin.line : 0, "daemon.messages_dir",
+                          fmt::format("{} is not a folder (\"\" for the built-in texts)", dir));
+    c.messages = MessageTemplates::load(dir);
 }
 
 void derive(Config& c) {
@@ -446,6 +592,7 @@ Config Config::defaults() {
     // shipped beside nfqscan.toml.
     c.scan.clamav_db_dirs = {"/var/lib/clamav", "clamav"};
     c.scan.yara_rule_dirs = {"yara"};
+    c.messages = MessageTemplates::builtin();
     derive(c);
     return c;
 }
@@ -481,6 +628,7 @@ Config parse_config(std::string_view text, const std::string& source) {
     validate(root, c, source);
     derive(c);
     resolve_scan_paths(c.scan, source);
+    load_messages(root, c);
     return c;
 }
 

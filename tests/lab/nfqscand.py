@@ -4,8 +4,9 @@ The daemon and the CLI come from the build directory named by the
 environment variable NFQSCAN_BUILD (default `build`, relative to the repo).
 Its configuration is rules/nfqscan.toml with the control socket and event log
 moved into the lab's directory, plus per-test overrides. The copy lives in the
-lab's directory, so the relative scan folders of the shipped file ("clamav",
-"yara": relative to the file) are rewritten to the checkout's rules/ folders.
+lab's directory, so the relative folders of the shipped file ("clamav",
+"yara", "messages": relative to the file) are rewritten to the checkout's
+rules/ folders.
 """
 
 from __future__ import annotations
@@ -62,8 +63,13 @@ def dump_toml(table: dict) -> str:
 
 
 def resolve_scan_paths(config: dict, base: Path) -> dict:
-    """Relative [scan] folders of a configuration read from `base`, made
-    absolute, as nfqscand resolves them against its configuration file."""
+    """Relative folders ([scan], [daemon] messages_dir) of a configuration
+    read from `base`, made absolute, as nfqscand resolves them against its
+    configuration file."""
+    daemon = dict(config.get("daemon", {}))
+    if daemon.get("messages_dir") and not Path(daemon["messages_dir"]).is_absolute():
+        config = {**config, "daemon": {**daemon,
+                                       "messages_dir": str(base / daemon["messages_dir"])}}
     scan = dict(config.get("scan", {}))
     for key in ("clamav_db_dirs", "yara_rule_dirs"):
         if key in scan:

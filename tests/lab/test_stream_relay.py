@@ -159,6 +159,7 @@ def test_stopping_nfqscand_mid_relay_resets_both_peers(lab, nfqscand):
     # sending (waiting for room) and curl still receiving.
     config = relay_config(relay=True)
     config["stream"] = {"relay_limit": "2M"}
+    config["scan"] = {"limits": {"max_content_size": "1M"}}  # relay_limit holds an object
     daemon = nfqscand(config, args=ALLOW)
     resets = {ns.role: estab_resets(ns) for ns in (lab.client, lab.server)}
     out = lab.dir / "cut.bin"
@@ -201,6 +202,7 @@ def test_killed_nfqscand_mid_relay_never_completes_a_cut_transfer(lab, nfqscand)
     nginx.add_stream_file("tokens.txt", token_text(BIG))
     config = relay_config(relay=True)
     config["stream"] = {"relay_limit": "2M"}
+    config["scan"] = {"limits": {"max_content_size": "1M"}}  # relay_limit holds an object
     daemon = nfqscand(config, args=ALLOW)
     out = lab.dir / "killed.bin"
     curl = lab.client.spawn("curl-killed", [
@@ -223,6 +225,7 @@ def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
     slow curls)."""
     config = relay_config(relay=True)
     config["stream"] = {"relay_limit": "4M", "memory_limit": "1M", "overflow": overflow}
+    config["scan"] = {"limits": {"max_content_size": "3M"}}  # relay_limit holds an object
     daemon = nfqscand(config, args=ALLOW)
     slow = []
     for i in range(8):

@@ -429,6 +429,9 @@ int main(int argc, char** argv) {
             std::printf("scan: engine %s; ClamAV databases %s; YARA rules %s\n",
                         std::string(nfqscan::backend_name(c.scan.engine)).c_str(),
                         join(c.scan.clamav_db_dirs).c_str(), join(c.scan.yara_rule_dirs).c_str());
+            std::printf("messages: %s: %s\n",
+                        c.daemon.messages_dir.empty() ? "built-in" : c.daemon.messages_dir.c_str(),
+                        join(c.messages->names()).c_str());
             return 0;
         }
         if (status->parsed()) {

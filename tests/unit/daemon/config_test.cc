@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
+#include "../scan/scan_test_support.h"
 #include "nfqscan/config.h"
 
 namespace nfqscan {
@@ -187,9 +190,12 @@ TEST(ScanConfig, SizesTakeBinarySuffixes) {
 }
 
 TEST(StreamConfig, SizesAreReadAndCheckedByKey) {
-    Config c = parse_config("[stream]\nhold_limit = \"8M\"\nrelay_limit = 1048576\n", "s.toml");
+    Config c = parse_config(
+        "[stream]\nhold_limit = \"8M\"\nrelay_limit = 2097152\n[scan.limits]\n"
+        "max_content_size = \"1M\"\n",
+        "s.toml");
     EXPECT_EQ(c.stream.hold_limit, 8u << 20);
-    EXPECT_EQ(c.stream.relay_limit, 1u << 20);
+    EXPECT_EQ(c.stream.relay_limit, 2u << 20);
     EXPECT_EQ(c.stream.pending_limit, StreamConfig{}.pending_limit);
     expect_error("[stream]\nrelay_limit = \"1K\"\n", 2, "stream.relay_limit", "size");
     expect_error("[stream]\n\nhold_limit = \"lots\"\n", 3, "stream.hold_limit", "size");
@@ -251,6 +257,187 @@ TEST(ScanConfig, ProfileErrorsNameFileLineAndKey) {
     expect_error("[scan.profiles.mail]\nmode = \"all\"\nmodes = 1\n", 3, "scan.profiles.mail.modes",
                  "unknown key");
     expect_error("[scan.profiles]\nmail = \"listed\"\n", 2, "scan.profiles.mail", "table");
+}
+
+TEST(ConfigPolicy, ShippedFileHasTheLibraryDefaults) {
+    Config c = load_config("rules/nfqscan.toml");
+    const ProtocolPolicy d;
+    for (size_t i = 1; i < kServiceCount; ++i) {
+        const ProtocolPolicy& p = c.protocols[i].policy;
+        EXPECT_TRUE(p.scan) << kServiceNames[i];
+        EXPECT_EQ(p.on_virus, Action::Block) << kServiceNames[i];
+        EXPECT_EQ(p.on_policy, Action::Block) << kServiceNames[i];
+        EXPECT_EQ(p.fallback, ProtocolPolicy::default_fallbacks()) << kServiceNames[i];
+        EXPECT_TRUE(p.allow_hosts.empty());
+        EXPECT_TRUE(p.allow_urls.empty());
+        EXPECT_EQ(p.trickle_after_s, d.trickle_after_s);
+    }
+    EXPECT_EQ(c.daemon.messages_dir, "rules/messages");
+    ASSERT_TRUE(c.messages);
+    EXPECT_TRUE(c.messages->has("http-block"));
+    EXPECT_TRUE(c.messages->has("mail-virus-notice"));
+    EXPECT_TRUE(c.messages->has("ftp-drop"));
+}
+
+TEST(ConfigPolicy, ProtocolKeysAreRead) {
+    Config c = parse_config(R"(
+[protocols.http]
+ports = [80]
+scan = true
+profile = "web"
+on_virus = "block"
+on_policy = "pass"
+allow_hosts = ["Updates.Example.com", ".cdn.example.net", "[2001:db8::1]"]
+allow_urls = ["http://example.com/pub/"]
+trickle_after_s = 20
+[protocols.http.fallback]
+default = "block"
+engine-not-ready = "pass"
+[protocols.smtp]
+scan = false
+on_virus = "pass"
+[protocols.smtp.fallback]
+encrypted = "block"
+[scan.profiles.web]
+mode = "all"
+)",
+                            "t.toml");
+    const ProtocolPolicy& http = c.protocols[size_t(Service::Http)].policy;
+    EXPECT_TRUE(http.scan);
+    EXPECT_EQ(http.profile, "web");
+    EXPECT_EQ(http.on_virus, Action::Block);
+    EXPECT_EQ(http.on_policy, Action::Pass);
+    EXPECT_EQ(http.allow_hosts,
+              (std::vector<std::string>{"updates.example.com", ".cdn.example.net", "2001:db8::1"}));
+    EXPECT_EQ(http.allow_urls, (std::vector<std::string>{"http://example.com/pub/"}));
+    EXPECT_EQ(http.trickle_after_s, 20u);
+    EXPECT_TRUE(http.allowlisted("updates.example.com:80", ""));
+    // default = block applies to every category not listed.
+    for (size_t i = 0; i < kCategoryCount; ++i) {
+        const Category cat = static_cast<Category>(i);
+        EXPECT_EQ(http.fallback_for(cat),
+                  cat == Category::EngineNotReady ? Action::Pass : Action::Block)
+            << category_name(cat);
+    }
+    const ProtocolPolicy& smtp = c.protocols[size_t(Service::Smtp)].policy;
+    EXPECT_FALSE(smtp.scan);
+    EXPECT_EQ(smtp.on_virus, Action::Pass);
+    // Without default, unlisted categories keep their defaults.
+    std::array<Action, kCategoryCount> want = ProtocolPolicy::default_fallbacks();
+    want[size_t(Category::Encrypted)] = Action::Block;
+    EXPECT_EQ(smtp.fallback, want);
+    EXPECT_EQ(c.protocols[size_t(Service::Pop3)].policy.fallback,
+              ProtocolPolicy::default_fallbacks());
+}
+
+TEST(ConfigPolicy, DefaultProfileNeedsNoTable) {
+    EXPECT_EQ(parse_config("[protocols.ftp]\nprofile = \"default\"\n", "t.toml")
+                  .protocols[size_t(Service::Ftp)]
+                  .policy.profile,
+              "default");
+}
+
+TEST(ConfigPolicy, ErrorsNameFileLineAndKey) {
+    expect_error("[protocols.http]\non_virus = \"drop\"\n", 2, "protocols.http.on_virus",
+                 "one of block, pass");
+    expect_error("[protocols.imap]\n\non_policy = true\n", 3, "protocols.imap.on_policy",
+                 "one of block, pass");
+    expect_error("[protocols.pop3]\nscan = \"yes\"\n", 2, "protocols.pop3.scan", "true or false");
+    expect_error("[protocols.smtp.fallback]\ntimeout = \"pass\"\nencrypt = \"block\"\n", 3,
+                 "protocols.smtp.fallback.encrypt",
+                 "unknown key; the keys are default, content-size, decompress-layer");
+    expect_error("[protocols.smtp.fallback]\ndefault = \"reject\"\n", 2,
+                 "protocols.smtp.fallback.default", "one of block, pass");
+    expect_error("[protocols.http.fallback]\npartial = \"drop\"\n", 2,
+                 "protocols.http.fallback.partial", "one of block, pass");
+    expect_error("[protocols.http]\nfallback = \"pass\"\n", 2, "protocols.http.fallback", "table");
+    expect_error("[protocols.http]\nscan_profile = \"web\"\n", 2, "protocols.http.scan_profile",
+                 "unknown key");
+}
+
+TEST(ConfigPolicy, ProfileMustNameAScanProfile) {
+    expect_error(
+        "[protocols.smtp]\nports = [25]\nprofile = \"mial\"\n[scan.profiles.mail]\nmode = "
+        "\"all\"\n",
+        3, "protocols.smtp.profile",
+        "no scan profile \"mial\": must name a [scan.profiles] "
+        "table (default, mail)");
+    expect_error("[protocols.http]\nprofile = \"\"\n", 2, "protocols.http.profile", "empty");
+}
+
+TEST(ConfigPolicy, HttpOnlyKeysElsewhereAreErrors) {
+    expect_error("[protocols.smtp]\nports = [25]\nallow_hosts = [\"example.com\"]\n", 3,
+                 "protocols.smtp.allow_hosts", "only [protocols.http]");
+    expect_error("[protocols.ftp]\nallow_urls = [\"http://a/\"]\n", 2, "protocols.ftp.allow_urls",
+                 "only [protocols.http]");
+    expect_error("[protocols.imap]\ntrickle_after_s = 5\n", 2, "protocols.imap.trickle_after_s",
+                 "only [protocols.http]");
+}
+
+TEST(ConfigPolicy, AllowlistEntriesAreChecked) {
+    expect_error("[protocols.http]\nallow_hosts = [\"ok.example\",\n  \"*.example.com\"]\n", 3,
+                 "protocols.http.allow_hosts", "suffixes starting with a dot");
+    expect_error("[protocols.http]\nallow_hosts = [\"example.com:80\"]\n", 2,
+                 "protocols.http.allow_hosts", "no scheme, port");
+    expect_error("[protocols.http]\nallow_hosts = [\"http://example.com\"]\n", 2,
+                 "protocols.http.allow_hosts", "no scheme");
+    expect_error("[protocols.http]\nallow_urls = [\"example.com/pub\"]\n", 2,
+                 "protocols.http.allow_urls", "http://");
+    expect_error("[protocols.http]\nallow_urls = [\"https://example.com/\"]\n", 2,
+                 "protocols.http.allow_urls", "HTTPS is not inspected");
+    expect_error("[protocols.http]\nallow_urls = [\"http:///pub\"]\n", 2,
+                 "protocols.http.allow_urls", "URL prefixes");
+    expect_error("[protocols.http]\ntrickle_after_s = -1\n", 2, "protocols.http.trickle_after_s",
+                 "0 to 3600");
+}
+
+TEST(ConfigPolicy, RelayLimitMustHoldTheLargestObject) {
+    expect_error("[stream]\nrelay_limit = \"32M\"\n", 2, "stream.relay_limit",
+                 "less than scan.limits.max_content_size (33554432 bytes) + 1 MiB");
+    // Not given: the default is named, at the line of the key that broke it.
+    expect_error("[scan.limits]\n\nmax_content_size = \"64M\"\n", 3, "stream.relay_limit",
+                 "(the default) is less than");
+    Config c = parse_config("[stream]\nrelay_limit = \"33M\"\n", "t.toml");
+    EXPECT_EQ(c.stream.relay_limit, c.scan.limits.max_content_size + (1u << 20));
+}
+
+TEST(ConfigMessages, FolderIsResolvedBesideTheFileAndLoaded) {
+    test::TempDir dir;
+    std::filesystem::create_directory(dir.file("texts"));
+    test::write_file(dir.file("texts/http-block.html"), "<p>{{ detection }}</p>");
+    Config c = parse_config("[daemon]\nmessages_dir = \"texts\"\n", dir.file("nfqscan.toml"));
+    EXPECT_EQ(c.daemon.messages_dir, dir.file("texts"));
+    MessageFields f;
+    f.detection = "<x>";
+    EXPECT_EQ(c.messages->render("http-block", f), "<p>&lt;x&gt;</p>");
+}
+
+TEST(ConfigMessages, BuiltinTextsWithoutAFolder) {
+    // Absent key, no folder beside the file: the built-in texts.
+    Config c = parse_config("", "/nonexistent/nfqscan.toml");
+    EXPECT_EQ(c.daemon.messages_dir, "");
+    ASSERT_TRUE(c.messages);
+    EXPECT_TRUE(c.messages->has("http-block"));
+    EXPECT_TRUE(
+        parse_config("[daemon]\nmessages_dir = \"\"\n", "t.toml").messages->has("ftp-drop"));
+    EXPECT_TRUE(Config::defaults().messages);
+    // A folder that is named must exist.
+    expect_error("[daemon]\nmessages_dir = \"/nonexistent/messages\"\n", 2, "daemon.messages_dir",
+                 "is not a folder");
+}
+
+TEST(ConfigMessages, BrokenTemplateIsAConfigError) {
+    test::TempDir dir;
+    std::filesystem::create_directory(dir.file("messages"));
+    test::write_file(dir.file("messages/http-block.html"), "<p>\n{{ virus }}</p>");
+    try {
+        parse_config("", dir.file("nfqscan.toml"));
+        FAIL() << "accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_EQ(e.file(), dir.file("messages/http-block.html"));
+        EXPECT_EQ(e.line(), 2u);
+        EXPECT_EQ(e.key(), "{{virus}}");
+    }
 }
 
 TEST(QueueRange, ParsesSingleAndRange) {
