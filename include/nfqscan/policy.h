@@ -64,7 +64,7 @@ struct ProtocolPolicy {
     // protocol-error (block): see default_fallbacks().
     std::array<Action, kCategoryCount> fallback = default_fallbacks();
 
-    // HTTP only (accepted, and ignored, nowhere else).
+    // HTTP only (the configuration refuses them under another protocol).
     // Exact host names (case-insensitive, a port ignored), or suffixes
     // starting with "." (".example.com": every name under example.com, not
     // example.com itself).

@@ -102,7 +102,7 @@ void MessageTemplates::add(const std::string& name, std::string_view text, const
     if (text.size() > kMaxTemplateSize)
         throw ConfigError(
             file, 0, name,
-            fmt::format("template of {} bytes; at most {} bytes", text.size(), kMaxTemplateSize));
+            fmt::format("larger than {} bytes ({} bytes)", kMaxTemplateSize, text.size()));
     if (templates_.count(name))
         throw ConfigError(file, 0, name,
                           "a template of this name exists already (NAME.html and NAME.txt "
