@@ -53,12 +53,12 @@ struct ObjectInfo {
 
 // Why a flow leaves inspection before its end.
 enum class ReleaseReason : uint8_t {
-    NotScanned,  // [protocols.<name>] scan = false
-    Tls,         // TLS on the protocol's port / after STARTTLS
-    Upgrade,     // HTTP Upgrade (WebSocket, h2c) or CONNECT
-    NotProtocol, // the bytes are not this protocol
-    Allowlisted, // every object of the flow is on an allowlist (not used for HTTP:
-                 // allowlists apply per request)
+    NotScanned,   // [protocols.<name>] scan = false
+    Tls,          // TLS on the protocol's port / after STARTTLS
+    Upgrade,      // HTTP Upgrade (WebSocket, h2c) or CONNECT
+    NotProtocol,  // the bytes are not this protocol
+    Allowlisted,  // every object of the flow is on an allowlist (not used for HTTP:
+                  // allowlists apply per request)
 };
 inline constexpr size_t kReleaseReasonCount = 5;
 std::string_view release_reason_name(ReleaseReason r);  // "scan-false", "tls", "upgrade", ...
@@ -101,6 +101,11 @@ class InspectorHost {
 
     virtual const ProtocolPolicy& policy() const = 0;
     virtual const MessageTemplates& messages() const = 0;
+    // Template `template_name` of messages() filled in with `fields`: what
+    // inspectors show the peers (a block page). A call through the host, so an
+    // inspector needs neither the templates' implementation nor its loading.
+    virtual std::string render_message(std::string_view template_name,
+                                       const MessageFields& fields) const = 0;
     virtual const ScanLimits& limits() const = 0;
     // The fields of a message that the flow knows (client, server, time,
     // host, protocol).
