@@ -53,12 +53,12 @@ struct ObjectInfo {
 
 // Why a flow leaves inspection before its end.
 enum class ReleaseReason : uint8_t {
-    NotScanned,   // [protocols.<name>] scan = false
-    Tls,          // TLS on the protocol's port / after STARTTLS
-    Upgrade,      // HTTP Upgrade (WebSocket, h2c) or CONNECT
-    NotProtocol,  // the bytes are not this protocol
-    Allowlisted,  // every object of the flow is on an allowlist (not used for HTTP:
-                  // allowlists apply per request)
+    NotScanned,  // [protocols.<name>] scan = false
+    Tls,         // TLS on the protocol's port / after STARTTLS
+    Upgrade,     // HTTP Upgrade (WebSocket, h2c) or CONNECT
+    NotProtocol, // the bytes are not this protocol
+    Allowlisted, // every object of the flow is on an allowlist (not used for HTTP:
+                 // allowlists apply per request)
 };
 inline constexpr size_t kReleaseReasonCount = 5;
 std::string_view release_reason_name(ReleaseReason r);  // "scan-false", "tls", "upgrade", ...
