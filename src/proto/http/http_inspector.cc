@@ -255,7 +255,8 @@ void HttpInspector::Side::on_bytes(uint64_t offset, std::span<const uint8_t> pen
         }
         if (passthrough_ || in_.closing_) continue;
         HttpFramer::Event e = framer_.parse(offset, pending, this);
-        if (e == HttpFramer::Event::NeedMore && push == Push::End) e = framer_.finish(this);
+        bool at_fin = e == HttpFramer::Event::NeedMore && push == Push::End;
+        if (at_fin) e = framer_.finish(this);
         if (mode_ == Mode::Holding && body_overflow_) {
             fallback(c, Category::ContentSize, "body larger than max_content_size");
             if (in_.closing_) return;
@@ -272,7 +273,7 @@ void HttpInspector::Side::on_bytes(uint64_t offset, std::span<const uint8_t> pen
                 on_message_end(c);
                 break;
             case HttpFramer::Event::Error:
-                if (push == Push::End && framer_.in_message() && framer_.parsed() == end) {
+                if (at_fin) {
                     // The sender closed inside a message: what it sent is all
                     // the receiver gets, so that is what is judged.
                     on_message_end(c);

@@ -372,6 +372,37 @@ TEST(HttpInspector, CloseDelimitedResponseEndsAtTheServersFin) {
     EXPECT_EQ(t.wire.dir(S2C).forced, 0u);
 }
 
+TEST(HttpInspector, BodyCutShortByTheFinIsScannedAsReceived) {
+    Flow t;
+    std::string resp = ok(std::string(100, 'z'));
+    std::string sent = resp.substr(0, resp.size() - 40);
+    t.client(get("/cut"));
+    t.server(sent);
+    t.wire.fin(S2C);
+    ASSERT_EQ(t.host.scans.size(), 1u);  // what the client would get is judged
+    EXPECT_EQ(t.host.scans[0].bytes, std::string(60, 'z'));
+    EXPECT_EQ(t.wire.out(S2C), "");
+    t.verdict(0, ScanVerdict::clean());
+    EXPECT_EQ(t.wire.out(S2C), sent);
+    EXPECT_EQ(t.host.resets, 0);
+}
+
+TEST(HttpInspector, FullRelayStoreWhileHoldingIsOutOfResource) {
+    Flow t;
+    std::string resp = ok(std::string(1000, 'r'));
+    t.client(get("/huge"));
+    t.server(resp.substr(0, 500));
+    EXPECT_TRUE(t.wire.dir(S2C).relay);
+    t.wire.stall(S2C);  // while relaying: the store is full
+    ASSERT_EQ(t.host.fallbacks.size(), 1u);
+    EXPECT_EQ(t.host.fallbacks[0].what, "out-of-resource");
+    EXPECT_EQ(t.wire.out(S2C), resp.substr(0, 500));
+    EXPECT_FALSE(t.wire.dir(S2C).relay);
+    t.server(resp.substr(500));
+    EXPECT_EQ(t.wire.out(S2C), resp);
+    EXPECT_TRUE(t.host.scans.empty());
+}
+
 TEST(HttpInspector, ResponseToHeadHasNoBodyAndIsNotScanned) {
     Flow t;
     // A HEAD response announces a length it does not send; the next
@@ -814,6 +845,11 @@ TEST(HttpInspector, CleanTrafficIsByteIdenticalForRandomPieceSizes) {
         for (int i = 0; i < n; ++i) {
             std::string body(pick() % 3000, char('a' + i));
             reqs += get("/" + std::to_string(i));
+            if (i == n - 1 && pick() % 4 == 0) {
+                // Close-delimited: it ends with the server's FIN.
+                resps += "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body;
+                continue;
+            }
             switch (pick() % 3) {
                 case 0:
                     resps += ok(body);
@@ -832,7 +868,8 @@ TEST(HttpInspector, CleanTrafficIsByteIdenticalForRandomPieceSizes) {
         // The server's bytes come in pieces; verdicts come as objects finish.
         size_t at = 0, judged = 0;
         while (at < resps.size()) {
-            size_t piece = std::min<size_t>(1 + t.rng() % 300, resps.size() - at);
+            size_t piece = t.rng() % 4 == 0 ? 1 : 1 + t.rng() % 300;
+            piece = std::min(piece, resps.size() - at);
             t.wire.deliver(S2C, resps.substr(at, piece));
             at += piece;
             while (judged < t.host.scans.size())
