@@ -224,9 +224,9 @@ void HttpInspector::Side::on_bytes(uint64_t offset, std::span<const uint8_t> pen
     if (in_.closing_) return;
     if (!passthrough_ && offset > framer_.parsed()) {
         // The engine let bytes through that were never parsed (its pending
-        // limit): the framing of this flow is lost.
-        passthrough_ = true;
-        in_.release(ReleaseReason::NotProtocol);
+        // limit): the framing of this flow is lost. Not a release: a peer
+        // could provoke it to get what follows unscanned.
+        on_protocol_error(c, "bytes passed unparsed at the pending limit");
     }
     for (;;) {
         if (in_.closing_) return;
@@ -565,9 +565,11 @@ void HttpInspector::Side::at_end(Cursor& c, uint64_t end, Push push) {
         fallback(c, Category::OutOfResource, "relay store full");
         return;
     }
-    // The sender waits for bytes kept unmapped (a head in pieces): the
-    // engine acknowledges them itself while they are kept.
-    set_relay(c.sink, true);
+    // The sender waits for a head that came in pieces: the engine
+    // acknowledges it while it is kept. Bytes kept for another reason (a
+    // full request queue, an upgrade's answer) stay unacknowledged: the
+    // sender's retransmissions show them again once that reason is gone.
+    if (mode_ == Mode::Idle && framer_.in_message()) set_relay(c.sink, true);
 }
 
 HttpInspector::HttpInspector(InspectorHost& host, HttpFramerLimits limits)

@@ -833,6 +833,24 @@ TEST(HttpInspector, StalledHeadInPiecesIsRelayedInsteadOfForced) {
     EXPECT_FALSE(t.wire.dir(C2S).relay);
 }
 
+TEST(HttpInspector, PipelinedRequestsBeyondTheQueueWaitForResponses) {
+    Flow t;
+    std::string reqs;
+    for (size_t i = 0; i < HttpInspector::kMaxQueuedRequests + 6; ++i)
+        reqs += get("/" + std::to_string(i));
+    t.wire.deliver(C2S, reqs);
+    std::string first;
+    for (size_t i = 0; i < HttpInspector::kMaxQueuedRequests; ++i)
+        first += get("/" + std::to_string(i));
+    EXPECT_EQ(t.wire.out(C2S), first);
+    t.wire.stall(C2S);
+    EXPECT_FALSE(t.wire.dir(C2S).relay);  // the client's retransmissions drive it on
+    for (int i = 0; i < 6; ++i)
+        t.server("HTTP/1.1 204 No Content\r\n\r\n");
+    t.wire.stall(C2S);
+    EXPECT_EQ(t.wire.out(C2S), reqs);
+}
+
 // -- Properties ---------------------------------------------------------------
 
 TEST(HttpInspector, CleanTrafficIsByteIdenticalForRandomPieceSizes) {
