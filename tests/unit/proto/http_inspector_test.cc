@@ -43,6 +43,7 @@ class FakeHost : public InspectorHost {
         std::string what;  // signature or category
         std::string action;
         std::string event_id;
+        std::string reason = {};  // fallbacks
     };
 
     Wire* wire = nullptr;
@@ -73,10 +74,8 @@ class FakeHost : public InspectorHost {
     std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,
                                 std::string_view action) override {
         std::string id = "ev-" + std::to_string(++events);
-        fallbacks.push_back({info, std::string(category_name(category)), std::string(action), id});
-        if (getenv("HTTP_DEBUG"))
-            fprintf(stderr, "fallback %s %.*s %s\n", fallbacks.back().what.c_str(),
-                    int(reason.size()), reason.data(), info.name.c_str());
+        fallbacks.push_back({info, std::string(category_name(category)), std::string(action), id,
+                             std::string(reason)});
         return id;
     }
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
@@ -809,6 +808,7 @@ TEST(HttpInspector, HeaderBombIsBoundedAndEndsAsAProtocolError) {
         bomb += "X-Bomb: aaaaaaaaaa\r\n";
     t.wire.deliver(S2C, bomb);
     EXPECT_EQ(t.host.resets, 1);
+    EXPECT_EQ(t.host.fallbacks.at(0).reason, "too many header fields");
     EXPECT_EQ(t.wire.out(S2C), "");  // nothing of it reached the client
     EXPECT_EQ(t.wire.dir(S2C).forced, 0u);
     EXPECT_LT(t.inspector.memory_bytes(), 128u << 10);
