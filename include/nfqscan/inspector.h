@@ -101,6 +101,11 @@ class InspectorHost {
 
     virtual const ProtocolPolicy& policy() const = 0;
     virtual const MessageTemplates& messages() const = 0;
+    // Template `template_name` of messages() filled in with `fields`: what
+    // inspectors show the peers (a block page). A call through the host, so an
+    // inspector needs neither the templates' implementation nor its loading.
+    virtual std::string render_message(std::string_view template_name,
+                                       const MessageFields& fields) const = 0;
     virtual const ScanLimits& limits() const = 0;
     // The fields of a message that the flow knows (client, server, time,
     // host, protocol).

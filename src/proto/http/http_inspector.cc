@@ -1,0 +1,619 @@
+#include "http_inspector.h"
+
+#include <gmime/gmime.h>
+#include <strings.h>
+
+#include <algorithm>
+#include <cctype>
+#include <mutex>
+
+namespace nfqscan {
+
+namespace {
+
+constexpr uint8_t kTlsHandshake = 0x16;
+
+std::string lowercase(std::string_view s) {
+    std::string out(s);
+    for (char& ch : out)
+        ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    return out;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+        s.remove_suffix(1);
+    return s;
+}
+
+// "text/html; charset=utf-8" -> "text/html"
+std::string media_type(std::string_view content_type) {
+    return lowercase(trim(content_type.substr(0, content_type.find(';'))));
+}
+
+// The last segment of a request target's path ("/a/b.zip?x=1" -> "b.zip").
+std::string last_segment(std::string_view path) {
+    path = path.substr(0, path.find_first_of("?#"));
+    size_t slash = path.rfind('/');
+    return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
+
+void ensure_gmime() {
+    static std::once_flag once;
+    std::call_once(once, [] { g_mime_init(); });
+}
+
+std::string http_block_response(const std::string& page) {
+    std::string out =
+        "HTTP/1.1 403 Forbidden\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n"
+        "Content-Length: " +
+        std::to_string(page.size()) +
+        "\r\n"
+        "Connection: close\r\n"
+        "Cache-Control: no-store\r\n"
+        "\r\n";
+    return out + page;
+}
+
+void collect_files(GMimeObject* object, std::vector<FormFile>& files) {
+    if (GMIME_IS_MULTIPART(object)) {
+        GMimeMultipart* multipart = GMIME_MULTIPART(object);
+        int count = g_mime_multipart_get_count(multipart);
+        for (int i = 0; i < count; ++i)
+            collect_files(g_mime_multipart_get_part(multipart, i), files);
+        return;
+    }
+    if (!GMIME_IS_PART(object)) return;
+    GMimePart* part = GMIME_PART(object);
+    const char* name = g_mime_part_get_filename(part);
+    if (!name) return;
+    FormFile file;
+    file.file_name = name;
+    if (GMimeContentType* type = g_mime_object_get_content_type(object)) {
+        char* mime = g_mime_content_type_get_mime_type(type);
+        if (mime) file.mime_type = lowercase(mime);
+        g_free(mime);
+    }
+    if (GMimeDataWrapper* content = g_mime_part_get_content(part)) {
+        GMimeStream* out = g_mime_stream_mem_new();
+        g_mime_data_wrapper_write_to_stream(content, out);
+        GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out));
+        file.bytes.assign(bytes->data, bytes->data + bytes->len);
+        g_object_unref(out);
+    }
+    files.push_back(std::move(file));
+}
+
+}  // namespace
+
+std::vector<FormFile> form_data_files(std::string_view content_type,
+                                      std::span<const uint8_t> body) {
+    std::vector<FormFile> files;
+    if (media_type(content_type) != "multipart/form-data") return files;
+    ensure_gmime();
+    // GMime parses MIME entities: the request's Content-Type becomes the
+    // entity's only header, the body its content.
+    std::string header = "Content-Type: " + std::string(content_type) + "\r\n\r\n";
+    GMimeStream* stream = g_mime_stream_mem_new();
+    g_mime_stream_write(stream, header.data(), header.size());
+    g_mime_stream_write(stream, reinterpret_cast<const char*>(body.data()), body.size());
+    g_mime_stream_seek(stream, 0, GMIME_STREAM_SEEK_SET);
+    GMimeParser* parser = g_mime_parser_new_with_stream(stream);
+    if (GMimeObject* object = g_mime_parser_construct_part(parser, nullptr)) {
+        collect_files(object, files);
+        g_object_unref(object);
+    }
+    g_object_unref(parser);
+    g_object_unref(stream);
+    return files;
+}
+
+std::string disposition_filename(std::string_view value) {
+    ensure_gmime();
+    std::string text(value);
+    GMimeContentDisposition* disposition = g_mime_content_disposition_parse(nullptr, text.c_str());
+    if (!disposition) return {};
+    const char* name = g_mime_content_disposition_get_parameter(disposition, "filename");
+    std::string out = name ? name : "";
+    g_object_unref(disposition);
+    return out;
+}
+
+// One direction: requests (client) or responses (server). Both follow one
+// message at a time through the modes below; an object is held unmapped
+// (relayed) from its first byte until its verdicts are in.
+class HttpInspector::Side final : public StreamTransform, public HttpBodyListener {
+  public:
+    Side(HttpInspector& inspector, Direction direction, HttpFramerLimits limits)
+        : in_(inspector),
+          direction_(direction),
+          framer_(direction == Direction::ClientToServer ? HttpFramer::Kind::Request
+                                                         : HttpFramer::Kind::Response,
+                  limits) {}
+
+    void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
+                  StreamSink& sink) override;
+    void on_body(uint64_t, std::span<const uint8_t> data) override;
+
+    // A verdict of one of this side's objects.
+    void on_verdict(const ObjectInfo& info, const ScanVerdict& verdict);
+    // The answer to a request that asked to switch protocols was not a switch:
+    // the client's bytes after it are HTTP again.
+    void resume_after_refused_upgrade() {
+        if (mode_ != Mode::WaitUpgrade) return;
+        framer_.restart();
+        mode_ = Mode::Idle;
+    }
+    size_t memory_bytes() const { return (body_ ? body_->capacity() : 0) + framer_.memory_bytes(); }
+
+  private:
+    enum class Mode : uint8_t {
+        Idle,         // between messages, or in a head (kept unmapped until complete)
+        Passing,      // the rest of the current message goes as it is parsed
+        Holding,      // an object accumulates, unmapped (relayed)
+        Judging,      // the object is complete; its verdicts are awaited
+        WaitUpgrade,  // requests: the last one asked to switch protocols
+    };
+    // Maps input up to an offset (the sink takes lengths).
+    struct Cursor {
+        uint64_t at;
+        StreamSink& sink;
+        void pass_to(uint64_t offset) {
+            if (offset > at) sink.pass(size_t(offset - at));
+            at = std::max(at, offset);
+        }
+    };
+
+    bool requests() const { return direction_ == Direction::ClientToServer; }
+    void set_relay(StreamSink& sink, bool on) {
+        if (on != relay_) sink.relay(on);
+        relay_ = on;
+    }
+    // What happens at a boundary between messages before parsing goes on;
+    // false: stop (nothing more can be mapped now).
+    bool before_message(Cursor& c, uint64_t offset, std::span<const uint8_t> pending);
+    void on_head(Cursor& c);
+    void on_message_end(Cursor& c);
+    void finish_message(Cursor& c);
+    void on_protocol_error(Cursor& c, const std::string& why);
+    void start_holding(Cursor& c, uint64_t from);
+    void fallback(Cursor& c, Category category, std::string reason);
+    void submit_scan();
+    ObjectInfo describe(const Request& r, const HttpHead& h) const;
+    // At the end of the input (and, while relaying, when the store is full).
+    void at_end(Cursor& c, uint64_t end, Push push);
+
+    HttpInspector& in_;
+    Direction direction_;
+    HttpFramer framer_;
+    Mode mode_ = Mode::Idle;
+    bool relay_ = false;
+    bool passthrough_ = false;  // everything passes from here on
+    // The current message.
+    ObjectInfo info_;
+    std::string content_type_;  // requests: of the body (multipart)
+    bool interim_ = false;      // responses: 1xx, the request waits for its final answer
+    bool switches_ = false;     // responses: 101, or 2xx to CONNECT
+    std::shared_ptr<std::vector<uint8_t>> body_;  // decoded, while Holding
+    bool body_overflow_ = false;
+    uint64_t message_end_ = 0;
+    size_t awaiting_ = 0;  // verdicts still to come
+    bool verdicts_in_ = false;
+    std::vector<std::pair<ObjectInfo, ScanVerdict>> results_;
+};
+
+void HttpInspector::Side::on_body(uint64_t, std::span<const uint8_t> data) {
+    if (mode_ != Mode::Holding || body_overflow_) return;
+    uint64_t max = in_.host_.limits().max_content_size;
+    if (body_->size() + data.size() > max) {
+        // Bodies of unknown length (chunked, close-delimited) learn here that
+        // they are too big: the caller falls back before anything more.
+        body_overflow_ = true;
+        return;
+    }
+    body_->insert(body_->end(), data.begin(), data.end());
+}
+
+void HttpInspector::Side::on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
+                                   StreamSink& sink) {
+    Cursor c{offset, sink};
+    uint64_t end = offset + pending.size();
+    if (in_.closing_) return;
+    if (!passthrough_ && offset > framer_.parsed()) {
+        // The engine let bytes through that were never parsed (its pending
+        // limit): the framing of this flow is lost. Not a release: a peer
+        // could provoke it to get what follows unscanned.
+        on_protocol_error(c, "bytes passed unparsed at the pending limit");
+    }
+    for (;;) {
+        if (in_.closing_) return;
+        if (passthrough_) {
+            c.pass_to(end);
+            set_relay(sink, false);
+            return;
+        }
+        if (mode_ == Mode::Judging) {
+            if (!verdicts_in_) return;  // the object and all after it stay unmapped
+            c.pass_to(message_end_);
+            finish_message(c);
+            continue;
+        }
+        if (mode_ == Mode::WaitUpgrade) {
+            if (in_.released_) {
+                passthrough_ = true;
+                continue;
+            }
+            at_end(c, end, push);
+            return;
+        }
+        if (mode_ == Mode::Idle && !framer_.in_message() && !before_message(c, offset, pending)) {
+            at_end(c, end, push);
+            return;
+        }
+        if (passthrough_ || in_.closing_) continue;
+        HttpFramer::Event e = framer_.parse(offset, pending, this);
+        bool at_fin = e == HttpFramer::Event::NeedMore && push == Push::End;
+        if (at_fin) e = framer_.finish(this);
+        if (mode_ == Mode::Holding && body_overflow_) {
+            fallback(c, Category::ContentSize, "body larger than max_content_size");
+            if (in_.closing_) return;
+        }
+        switch (e) {
+            case HttpFramer::Event::NeedMore:
+                if (mode_ == Mode::Passing) c.pass_to(framer_.parsed());
+                at_end(c, end, push);
+                return;
+            case HttpFramer::Event::HeadComplete:
+                on_head(c);
+                break;
+            case HttpFramer::Event::MessageComplete:
+                on_message_end(c);
+                break;
+            case HttpFramer::Event::Error:
+                if (at_fin) {
+                    // The sender closed inside a message: what it sent is all
+                    // the receiver gets, so that is what is judged.
+                    on_message_end(c);
+                    break;
+                }
+                on_protocol_error(c, framer_.error());
+                break;
+        }
+    }
+}
+
+bool HttpInspector::Side::before_message(Cursor& c, uint64_t offset,
+                                         std::span<const uint8_t> pending) {
+    if (in_.released_) {
+        passthrough_ = true;
+        return true;
+    }
+    if (framer_.parsed() >= offset + pending.size()) return false;  // nothing new
+    if (requests()) {
+        if (framer_.parsed() == 0 && offset == 0 && pending[0] == kTlsHandshake) {
+            in_.release(ReleaseReason::Tls);
+            passthrough_ = true;
+            return true;
+        }
+        return in_.requests_.size() < kMaxQueuedRequests;
+    }
+    if (in_.requests_.empty()) {
+        if (!in_.any_request_) {
+            // The server speaks first: not HTTP.
+            in_.release(ReleaseReason::NotProtocol);
+            passthrough_ = true;
+            return true;
+        }
+        on_protocol_error(c, "a response without a request");
+        return !in_.closing_;
+    }
+    framer_.expect_response_to(in_.requests_.front().method);
+    return true;
+}
+
+ObjectInfo HttpInspector::Side::describe(const Request& r, const HttpHead& h) const {
+    ObjectInfo info;
+    info.protocol = Service::Http;
+    info.direction = direction_;
+    info.name = r.url;
+    if (auto disposition = h.header("Content-Disposition"))
+        info.file_name = disposition_filename(*disposition);
+    if (info.file_name.empty()) info.file_name = last_segment(r.path);
+    if (auto type = h.header("Content-Type")) info.mime_type = media_type(*type);
+    info.declared_size = h.content_length;
+    return info;
+}
+
+void HttpInspector::Side::on_head(Cursor& c) {
+    const HttpHead& h = framer_.head();
+    const ProtocolPolicy& policy = in_.host_.policy();
+    uint64_t max = in_.host_.limits().max_content_size;
+    body_overflow_ = false;
+    interim_ = switches_ = false;
+    if (requests()) {
+        ++in_.counters_.requests;
+        Request r;
+        r.method = h.method;
+        r.host = std::string(trim(h.header("Host").value_or("")));
+        r.path = h.url;
+        bool absolute = h.url.starts_with("http://") || h.url.starts_with("https://");
+        r.url = absolute || h.method == HTTP_CONNECT ? h.url : "http://" + r.host + h.url;
+        r.wants_upgrade = h.method == HTTP_CONNECT;  // Upgrade: known at the message's end
+        in_.any_request_ = true;
+        in_.requests_.push_back(r);
+        // A request head goes on at once: only its body can be an object.
+        c.pass_to(framer_.head_end());
+        info_ = describe(r, h);
+        content_type_ = std::string(h.header("Content-Type").value_or(""));
+        bool has_body = h.chunked || h.content_length.value_or(0) > 0;
+        if (!has_body) {
+            mode_ = Mode::Passing;
+        } else if (policy.allowlisted(r.host, r.url)) {
+            ++in_.counters_.allowlisted;
+            in_.host_.note_allowlisted(info_);
+            mode_ = Mode::Passing;
+        } else if (h.content_length && *h.content_length > max) {
+            fallback(c, Category::ContentSize,
+                     "Content-Length " + std::to_string(*h.content_length) + " > max_content_size");
+        } else {
+            start_holding(c, framer_.head_end());
+        }
+        return;
+    }
+    const Request& r = in_.requests_.front();
+    info_ = describe(r, h);
+    interim_ = h.status / 100 == 1 && h.status != 101;
+    switches_ = h.status == 101 || (r.method == HTTP_CONNECT && h.status / 100 == 2);
+    bool no_body = r.method == HTTP_HEAD || h.status == 204 || h.status == 304 ||
+                   h.status / 100 == 1 || switches_ ||
+                   (!h.chunked && h.content_length && *h.content_length == 0);
+    if (interim_ || switches_ || no_body) {
+        mode_ = Mode::Passing;
+    } else if (policy.allowlisted(r.host, r.url)) {
+        ++in_.counters_.allowlisted;
+        in_.host_.note_allowlisted(info_);
+        mode_ = Mode::Passing;
+    } else if (h.status == 206) {
+        fallback(c, Category::Partial, "206 Partial Content");
+        return;
+    } else if (!h.chunked && h.content_length && *h.content_length > max) {
+        fallback(c, Category::ContentSize,
+                 "Content-Length " + std::to_string(*h.content_length) + " > max_content_size");
+        return;
+    } else {
+        // The whole response is the object: its head too, so a blocked
+        // response leaves nothing of itself with the client.
+        start_holding(c, framer_.message_begin());
+        return;
+    }
+    c.pass_to(framer_.parsed());
+    set_relay(c.sink, false);
+}
+
+void HttpInspector::Side::start_holding(Cursor& c, uint64_t from) {
+    (void)from;  // nothing from `from` on is mapped: c.at == from
+    body_ = std::make_shared<std::vector<uint8_t>>();
+    mode_ = Mode::Holding;
+    set_relay(c.sink, true);
+}
+
+void HttpInspector::Side::on_message_end(Cursor& c) {
+    message_end_ = framer_.parsed();
+    if (mode_ == Mode::Holding) {
+        if (body_->empty()) {
+            // A close-delimited or chunked body that turned out empty.
+            body_.reset();
+            c.pass_to(message_end_);
+            finish_message(c);
+            return;
+        }
+        mode_ = Mode::Judging;
+        submit_scan();
+        return;
+    }
+    c.pass_to(message_end_);
+    finish_message(c);
+}
+
+void HttpInspector::Side::finish_message(Cursor& c) {
+    set_relay(c.sink, false);
+    body_.reset();
+    results_.clear();
+    verdicts_in_ = false;
+    mode_ = Mode::Idle;
+    if (requests()) {
+        if (framer_.upgraded()) {
+            // CONNECT or Upgrade: the answer says whether HTTP goes on.
+            if (!in_.requests_.empty()) {
+                in_.requests_.back().wants_upgrade = true;
+                mode_ = Mode::WaitUpgrade;
+            } else if (in_.released_) {
+                passthrough_ = true;
+            } else {
+                framer_.restart();  // answered already, and not by a switch
+            }
+        }
+        return;
+    }
+    if (interim_) return;  // the request still waits for its final response
+    ++in_.counters_.responses;
+    Request r = std::move(in_.requests_.front());
+    in_.requests_.pop_front();
+    if (switches_) {
+        in_.release(ReleaseReason::Upgrade);
+        passthrough_ = true;
+        return;
+    }
+    if (r.wants_upgrade) in_.client_->resume_after_refused_upgrade();
+}
+
+void HttpInspector::Side::submit_scan() {
+    std::vector<std::pair<ObjectInfo, std::shared_ptr<const std::vector<uint8_t>>>> objects;
+    if (requests()) {
+        for (FormFile& file : form_data_files(content_type_, *body_)) {
+            ObjectInfo info = info_;
+            info.file_name = file.file_name;
+            info.mime_type = file.mime_type;
+            info.declared_size = file.bytes.size();
+            objects.emplace_back(std::move(info), std::make_shared<const std::vector<uint8_t>>(
+                                                      std::move(file.bytes)));
+        }
+    }
+    if (objects.empty()) objects.emplace_back(info_, std::move(body_));
+    body_.reset();
+    awaiting_ = objects.size();
+    verdicts_in_ = false;
+    results_.clear();
+    for (auto& [info, bytes] : objects) {
+        uint64_t id = in_.next_id_++;
+        in_.scanning_[id] = Pending{this, info};
+        ++in_.counters_.objects_scanned;
+        in_.host_.scan(id, info, std::move(bytes));
+    }
+}
+
+void HttpInspector::Side::on_verdict(const ObjectInfo& info, const ScanVerdict& verdict) {
+    results_.emplace_back(info, verdict);
+    if (awaiting_ > 0 && --awaiting_ > 0) return;
+    // All verdicts of the message are in: the worst decides.
+    const ProtocolPolicy& policy = in_.host_.policy();
+    const std::pair<ObjectInfo, ScanVerdict>* blocking = nullptr;
+    for (const auto& result : results_)
+        if (!blocking && policy.decide(result.second) == Action::Block) blocking = &result;
+    if (!blocking) {
+        for (const auto& [object, v] : results_)
+            if (!v.is_clean()) in_.host_.record(object, v, "pass");
+        verdicts_in_ = true;
+        return;
+    }
+    std::string event_id;
+    for (const auto& result : results_) {
+        if (result.second.is_clean()) continue;
+        std::string id = in_.host_.record(result.first, result.second, "block");
+        if (&result == blocking) event_id = id;
+    }
+    const ScanVerdict& v = blocking->second;
+    std::string detection, category;
+    if (v.is_infected()) {
+        detection = v.detection.signature;
+        category = std::string(threat_category_name(v.detection.category));
+    } else {
+        detection = category = std::string(category_name(category_of(v.error)));
+    }
+    ++in_.counters_.objects_blocked;
+    in_.block(blocking->first, detection, category, event_id);
+}
+
+void HttpInspector::Side::fallback(Cursor& c, Category category, std::string reason) {
+    ++in_.counters_.fallbacks;
+    body_.reset();
+    body_overflow_ = false;
+    if (in_.host_.policy().fallback_for(category) == Action::Pass) {
+        in_.host_.record_fallback(info_, category, reason, "pass");
+        // What was kept goes now, the rest of the object as it comes.
+        mode_ = Mode::Passing;
+        c.pass_to(framer_.parsed());
+        set_relay(c.sink, false);
+        return;
+    }
+    std::string event_id = in_.host_.record_fallback(info_, category, reason, "block");
+    std::string name(category_name(category));
+    ++in_.counters_.objects_blocked;
+    in_.block(info_, name, name, event_id);
+}
+
+void HttpInspector::Side::on_protocol_error(Cursor& c, const std::string& why) {
+    if (requests() && !in_.any_request_ && !framer_.saw_header()) {
+        // Not even a request line: the flow does not speak HTTP.
+        in_.release(ReleaseReason::NotProtocol);
+        passthrough_ = true;
+        return;
+    }
+    ++in_.counters_.protocol_errors;
+    ObjectInfo info;
+    info.protocol = Service::Http;
+    info.direction = direction_;
+    info.name = in_.requests_.empty() ? std::string() : in_.requests_.front().url;
+    if (requests() && !in_.requests_.empty()) info.name = in_.requests_.back().url;
+    if (in_.host_.policy().fallback_for(Category::ProtocolError) == Action::Block) {
+        in_.host_.record_fallback(info, Category::ProtocolError, why, "reset");
+        in_.closing_ = true;
+        in_.host_.reset_both();
+        return;
+    }
+    in_.host_.record_fallback(info, Category::ProtocolError, why, "pass");
+    body_.reset();
+    passthrough_ = true;
+    in_.release(ReleaseReason::NotProtocol);
+    (void)c;
+}
+
+void HttpInspector::Side::at_end(Cursor& c, uint64_t end, Push push) {
+    if (c.at >= end || in_.closing_) return;
+    if (push == Push::End && mode_ != Mode::Holding && mode_ != Mode::Judging) {
+        // The sender closed with a head (or bytes waiting for an upgrade's
+        // answer) incomplete: nothing of an object is in them.
+        c.pass_to(end);
+        set_relay(c.sink, false);
+        return;
+    }
+    if (push != Push::Stalled) return;
+    if (mode_ == Mode::Holding && relay_) {
+        fallback(c, Category::OutOfResource, "relay store full");
+        return;
+    }
+    // The sender waits for a head that came in pieces: the engine
+    // acknowledges it while it is kept. Bytes kept for another reason (a
+    // full request queue, an upgrade's answer) stay unacknowledged: the
+    // sender's retransmissions show them again once that reason is gone.
+    if (mode_ == Mode::Idle && framer_.in_message()) set_relay(c.sink, true);
+}
+
+HttpInspector::HttpInspector(InspectorHost& host, HttpFramerLimits limits)
+    : host_(host),
+      client_(std::make_unique<Side>(*this, Direction::ClientToServer, limits)),
+      server_(std::make_unique<Side>(*this, Direction::ServerToClient, limits)) {}
+
+HttpInspector::~HttpInspector() = default;
+
+StreamTransform& HttpInspector::transform(Direction d) {
+    return d == Direction::ClientToServer ? static_cast<StreamTransform&>(*client_) : *server_;
+}
+
+void HttpInspector::on_verdict(uint64_t id, const ScanVerdict& verdict) {
+    auto it = scanning_.find(id);
+    if (it == scanning_.end()) return;
+    Pending p = std::move(it->second);
+    scanning_.erase(it);
+    if (closing_) return;
+    p.side->on_verdict(p.info, verdict);
+}
+
+size_t HttpInspector::memory_bytes() const {
+    return client_->memory_bytes() + server_->memory_bytes();
+}
+
+void HttpInspector::release(ReleaseReason reason) {
+    if (released_) return;
+    released_ = true;
+    host_.release(reason);
+}
+
+void HttpInspector::block(const ObjectInfo& info, std::string detection, std::string category,
+                          const std::string& event_id) {
+    MessageFields fields = host_.message_fields();
+    fields.detection = std::move(detection);
+    fields.category = std::move(category);
+    fields.object = info.name;
+    fields.action = "block";
+    fields.event_id = event_id;
+    std::string response = http_block_response(host_.render_message("http-block", fields));
+    closing_ = true;
+    host_.send_and_close(Direction::ServerToClient,
+                         {reinterpret_cast<const uint8_t*>(response.data()), response.size()});
+}
+
+}  // namespace nfqscan

@@ -1,0 +1,25 @@
+// The registry of inspectors: one line per protocol (DESIGN.md "The
+// inspector layer": adding a protocol is a folder and a line here).
+#include <array>
+
+#include "http/http_inspector.h"
+#include "nfqscan/inspector.h"
+
+namespace nfqscan {
+
+std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) {
+    switch (service) {
+        case Service::Http:
+            return std::make_unique<HttpInspector>(host);
+        default:
+            return nullptr;
+    }
+}
+
+std::string_view release_reason_name(ReleaseReason r) {
+    static constexpr std::array<std::string_view, kReleaseReasonCount> kNames = {
+        "scan-false", "tls", "upgrade", "not-protocol", "allowlisted"};
+    return kNames[size_t(r)];
+}
+
+}  // namespace nfqscan
