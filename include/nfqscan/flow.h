@@ -61,6 +61,12 @@ struct FlowStreamDeleter {
     void operator()(FlowStream* s) const;
 };
 
+// The inspector host of a flow in the stream engine (flow_inspection.h).
+class FlowInspection;
+struct FlowInspectionDeleter {
+    void operator()(FlowInspection* i) const;
+};
+
 struct Flow {
     const FlowKey* key = nullptr;  // points into the table's node: stable
     bool client_is_lo = true;
@@ -85,6 +91,8 @@ struct Flow {
     uint32_t high_seq[2] = {0, 0};
     uint8_t high_seq_known = 0;  // bit per Direction
     std::unique_ptr<FlowClassification, FlowClassificationDeleter> classification;
+    // Declared before the stream, which holds its transforms: destroyed after it.
+    std::unique_ptr<FlowInspection, FlowInspectionDeleter> inspection;
     std::unique_ptr<FlowStream, FlowStreamDeleter> stream;
 
     // LRU links of the class list the flow is on.

@@ -16,14 +16,19 @@ namespace nfqscan {
 
 struct ScanEvent {
     std::chrono::system_clock::time_point time = std::chrono::system_clock::now();
-    std::string flow;      // "192.0.2.1:40000 -> 198.51.100.2:25"
-    std::string protocol;  // "smtp", "http", ...
-    std::string object;    // what was scanned: attachment name, URL, FTP path
+    std::string id;         // quoted by the messages users see (block page, notices)
+    std::string flow;       // "192.0.2.1:40000 -> 198.51.100.2:25"
+    std::string protocol;   // "smtp", "http", ...
+    std::string direction;  // "download" (server to client) | "upload"; empty: not a transfer
+    std::string object;     // what was scanned: attachment name, URL, FTP path
     ScanVerdict verdict;
+    // An error category the scan service does not know ("partial",
+    // "protocol-error"): replaces the verdict's own category.
+    std::string category;
     std::string action;  // what the policy did: "replace", "reject", "pass", ...
 };
 
-// {"time":"2024-05-01T12:00:00.123Z","flow":..,"protocol":..,"object":..,
+// {"time":"2024-05-01T12:00:00.123Z","id":..,"flow":..,"protocol":..,"direction":..,"object":..,
 //  "verdict":"infected","engine":..,"name":..,"layer":..,"category":..,
 //  "elapsed_ms":..,"action":..}: the verdict's own JSON fields (scan.h), inline.
 std::string format_scan_event(const ScanEvent& event);

@@ -21,6 +21,9 @@
 
 #include "nfqscan/config.h"
 #include "nfqscan/flow_stream.h"
+#include "nfqscan/inspector.h"
+#include "nfqscan/scan.h"
+#include "nfqscan/scan_event_log.h"
 #include "nfqscan/nfqueue.h"
 #include "nfqscan/relay_device.h"
 
@@ -72,6 +75,7 @@ struct WorkerSnapshot {
     StreamTotals streams;
     std::map<std::string, LabelCount> dpi_protocols;
     std::map<std::string, LabelCount> services;
+    std::array<InspectionCounters, kServiceCount> protocols;  // by Service
 };
 
 // Where one direction of a flow in the stream engine stands (offsets from
@@ -95,6 +99,13 @@ struct FlowInfo {
     std::optional<std::array<StreamDirectionInfo, 2>> stream;  // c2s, s2c
 };
 
+// The daemon's services a worker's inspectors use (borrowed: they outlive
+// the workers' threads).
+struct WorkerServices {
+    ScanService* scan = nullptr;  // nullptr: objects get engine-not-ready
+    std::function<std::shared_ptr<EventLog>()> event_log;
+};
+
 // A worker's queue of the relay device, when nfqscand has one.
 struct WorkerRelayDevice {
     std::unique_ptr<TunQueue> queue;
@@ -107,7 +118,7 @@ class QueueWorker {
     // Binds the queue now (errors surface to the caller); the thread starts
     // with start().
     QueueWorker(uint16_t queue, std::shared_ptr<const Config> config,
-                WorkerRelayDevice relay_device = {});
+                WorkerRelayDevice relay_device = {}, WorkerServices services = {});
     ~QueueWorker();
     QueueWorker(const QueueWorker&) = delete;
     QueueWorker& operator=(const QueueWorker&) = delete;
@@ -141,12 +152,15 @@ class QueueWorker {
     void apply_config(std::shared_ptr<const Config> config);
 
   private:
-    class Loop;  // the thread's state: flow table, classifier, counters
+    class Loop;      // the thread's state: flow table, classifier, counters
+    class TaskSink;  // scan completions, posted to this worker's loop
     void run();
 
     uint16_t queue_number_;
     std::shared_ptr<const Config> config_;
     WorkerRelayDevice relay_device_;  // handed to the thread's Loop
+    WorkerServices services_;
+    std::shared_ptr<TaskSink> completions_;
     std::unique_ptr<NfQueue> nfqueue_;
     int task_fd_ = -1;
     std::mutex tasks_mutex_;

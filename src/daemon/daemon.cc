@@ -125,6 +125,12 @@ std::shared_ptr<const Config> Daemon::config() const {
 
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     config_ = load();
+    // The pool starts now, its engines in start(): no engines, no verdicts
+    // but engine-not-ready.
+    scan_ = std::make_unique<ScanService>(config_->scan);
+    loader_ = std::make_unique<EngineLoader>(*scan_);
+    open_event_log(config_->daemon.event_log);
+    WorkerServices services{scan_.get(), [this] { return event_log(); }};
     const QueueRange& queues = config_->daemon.queues;
     open_relay_device(queues.count());
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
@@ -136,7 +142,7 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
         }
         try {
             workers_.push_back(
-                std::make_unique<QueueWorker>(uint16_t(q), config_, std::move(device)));
+                std::make_unique<QueueWorker>(uint16_t(q), config_, std::move(device), services));
         } catch (const std::system_error& e) {
             throw std::runtime_error(
                 fmt::format("cannot bind NFQUEUE {}: {}{}", q, e.code().message(),
@@ -145,12 +151,6 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
                                                         : ""));
         }
     }
-    // The pool starts now, its engines in start(): no engines, no verdicts
-    // but engine-not-ready.
-    scan_ = std::make_unique<ScanService>(config_->scan);
-    loader_ = std::make_unique<EngineLoader>(*scan_);
-    open_event_log(config_->daemon.event_log);
-
     control_ = std::make_unique<ControlServer>(config_->daemon.control_socket);
     control_->handle("status", [this](const nlohmann::json&) { return status(); });
     control_->handle("flows", [this](const nlohmann::json& request) {
@@ -362,7 +362,8 @@ void Daemon::scan_files(const nlohmann::json& request, PendingReply reply) {
                                  verdict.detection.signature, verdict.detection.layer_path);
                 if (batch->events)
                     batch->events->append(
-                        {std::chrono::system_clock::now(), "", "cli", path, verdict, "none"});
+                        ScanEvent{.protocol = "cli", .object = path, .verdict = verdict,
+                                  .action = "none"});
             }
             batch->done();
         });
@@ -439,6 +440,7 @@ nlohmann::json Daemon::status() {
     uint64_t max_flows = 0, memory = 0, tcp = 0, udp = 0, other = 0, malformed = 0;
     StreamTotals streams;
     std::map<std::string, LabelCount> dpi, services;
+    std::array<InspectionCounters, kServiceCount> protocols;
     for (auto& w : workers_) {
         std::optional<WorkerSnapshot> s = w->snapshot(kWorkerTimeout);
         if (!s) throw std::runtime_error(fmt::format("queue {} did not answer", w->queue()));
@@ -488,7 +490,15 @@ nlohmann::json Daemon::status() {
             services[name].active += n.active;
             services[name].total += n.total;
         }
+        for (size_t i = 0; i < kServiceCount; ++i)
+            protocols[i] += s->protocols[i];
     }
+    // Every protocol that has an inspector, scanned or not (scan = false
+    // releases are counted there too).
+    nlohmann::json inspected = nlohmann::json::object();
+    for (size_t i = 1; i < kServiceCount; ++i)
+        if (has_inspector(Service(i)))
+            inspected[std::string(service_name(Service(i)))] = protocols[i];
     double uptime =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     return {{"version", NFQSCAN_VERSION},
@@ -507,6 +517,7 @@ nlohmann::json Daemon::status() {
               {"memory_bytes", memory}}},
             {"dpi_protocols", label_counts_json(dpi)},
             {"services", label_counts_json(services)},
+            {"protocols", inspected},
             {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}},
             {"streams",
              {{"active", streams.active},

@@ -10,12 +10,14 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <random>
 #include <system_error>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "nfqscan/classifier.h"
 #include "nfqscan/flow.h"
+#include "nfqscan/flow_inspection.h"
 #include "nfqscan/flow_stream.h"
 #include "nfqscan/injector.h"
 #include "nfqscan/packet.h"
@@ -114,16 +116,38 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     return *this;
 }
 
+// Scan completions reach the worker's loop as tasks; once the worker is
+// gone they are dropped.
+class QueueWorker::TaskSink final : public CompletionSink {
+  public:
+    explicit TaskSink(QueueWorker* worker) : worker_(worker) {}
+    void post(std::function<void()> task) override {
+        std::lock_guard lock(mutex_);
+        if (worker_) worker_->post(std::move(task));
+    }
+    void detach() {
+        std::lock_guard lock(mutex_);
+        worker_ = nullptr;
+    }
+
+  private:
+    std::mutex mutex_;
+    QueueWorker* worker_;
+};
+
 // Everything the worker thread owns. Built on that thread, so nDPI's memory
 // is accounted to it.
-class QueueWorker::Loop : public PacketSink {
+class QueueWorker::Loop : public PacketSink, public InspectionContext {
   public:
-    Loop(NfQueue& queue, std::shared_ptr<const Config> config, WorkerRelayDevice relay_device)
+    Loop(NfQueue& queue, std::shared_ptr<const Config> config, WorkerRelayDevice relay_device,
+         WorkerServices services, std::shared_ptr<CompletionSink> completions)
         : queue_(queue),
           config_(std::move(config)),
           flows_(per_worker_cap(*config_), timeouts_of(config_->flows)),
           classifier_(*config_),
-          relay_device_(std::move(relay_device)) {
+          relay_device_(std::move(relay_device)),
+          services_(std::move(services)),
+          completions_(std::move(completions)) {
         flows_.set_on_remove([this](const Flow& f, bool) {
             ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
             ++removed_by_service_[size_t(f.service)];
@@ -141,6 +165,7 @@ class QueueWorker::Loop : public PacketSink {
                 relayed_.erase(f.stream.get());
                 deferred_.erase(f.stream.get());
             }
+            if (f.inspection) inspections_.erase(f.inspection->id());
         });
         build_test_inspector();
     }
@@ -189,20 +214,17 @@ class QueueWorker::Loop : public PacketSink {
         }
         if ((l.created || flow.stream_refused) && wants_stream(flow, p)) {
             if (!admit_stream(flow, qp.id)) return;  // dropped by the overflow policy
+        } else if ((l.created || flow.stream_refused) && wants_inspection(flow, p)) {
+            if (!admit_inspection(flow, qp.id)) return;
         }
         if (classifier_.observe(flow, l.direction, p, now_ms_)) on_decided(flow);
 
         if (flow.stream) {
             stream_verdicts_.clear();
-            size_t before = flow.stream->memory_bytes();
-            size_t held_before = flow.stream->held_count();
+            StreamStep step(*flow.stream);
             flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, now_ms_,
                                    stream_verdicts_);
-            held_packets_ = held_packets_ + flow.stream->held_count() - held_before;
-            account_stream_memory(before, flow.stream->memory_bytes());
-            if (flow.stream->relay_active()) relayed_.insert(flow.stream.get());
-            if (flow.stream->has_deferred()) deferred_.insert(flow.stream.get());
-            take_stream_verdicts();
+            settle(flow, step);
             return;
         }
 
@@ -227,9 +249,154 @@ class QueueWorker::Loop : public PacketSink {
                           flow.server_port());
     }
 
-    // Puts the stream engine on the flow if the streams' memory cap allows;
-    // otherwise applies the overflow policy. False: the packet was dropped.
+    // Whether the flow may be one an inspector scans: a TCP flow seen from
+    // its SYN (the handshake tells the engine the MSS, window scale and
+    // timestamps it needs), not released, and either still being classified
+    // while some protocol is scanned, or claimed for a scanned protocol.
+    bool wants_inspection(const Flow& flow, const DecodedPacket& p) const {
+        if (!p.is_tcp() || !p.has(tcp_flag::kSyn) || p.has(tcp_flag::kAck) ||
+            flow.disposition == Disposition::Released)
+            return false;
+        auto scanned = [&](Service s) {
+            return has_inspector(s) && config_->protocols[size_t(s)].policy.scan;
+        };
+        if (flow.disposition == Disposition::Claimed) return scanned(flow.service);
+        for (size_t s = 1; s < kServiceCount; ++s)
+            if (scanned(Service(s))) return true;
+        return false;
+    }
+
+    // The stream engine with the flow's inspection as its transforms.
+    bool admit_inspection(Flow& flow, uint32_t packet_id) {
+        Admission a = admit_engine(flow, packet_id);
+        if (a != Admission::Admitted) return a == Admission::Bypassed;
+        auto inspection = std::unique_ptr<FlowInspection, FlowInspectionDeleter>(
+            new FlowInspection(++inspection_ids_, flow, *this));
+        inspections_[inspection->id()] = inspection.get();
+        flow.stream.reset(new FlowStream({inspection->transform(Direction::ClientToServer),
+                                          inspection->transform(Direction::ServerToClient)},
+                                         stream_limits(), &relay_device_.families));
+        flow.inspection = std::move(inspection);
+        if (flow.disposition == Disposition::Claimed) flow.inspection->attach(flow.service);
+        return true;
+    }
+
+    // What a stream call changes, taken before it (StreamStep) and settled
+    // after it: held packets, memory, the relay and deferred sets, what the
+    // inspector asked for, the verdicts.
+    struct StreamStep {
+        explicit StreamStep(const FlowStream& s)
+            : memory(s.memory_bytes()), held(s.held_count()) {}
+        size_t memory, held;
+    };
+    void settle(Flow& flow, const StreamStep& step) {
+        FlowStream& stream = *flow.stream;
+        if (flow.inspection) {
+            FlowInspection::Requests r = flow.inspection->take_requests();
+            if (r.close) stream.close_with(*r.close, r.message, now_ms_, stream_verdicts_);
+            if (r.reset) stream.reset_peers(stream_verdicts_);
+        }
+        uint64_t held = held_packets_ + stream.held_count();
+        held_packets_ = held >= step.held ? held - step.held : 0;
+        account_stream_memory(step.memory, stream.memory_bytes());
+        if (stream.relay_active()) relayed_.insert(&stream);
+        if (stream.has_deferred()) deferred_.insert(&stream);
+        take_stream_verdicts();
+        maybe_detach(flow);
+    }
+
+    // A flow no inspector needs any more (classified as something else,
+    // released by its inspector, a protocol without one) leaves the engine
+    // once nothing depends on it; released flows go to the fast path.
+    void maybe_detach(Flow& flow) {
+        if (!flow.inspection || !flow.stream || flow.disposition == Disposition::Deciding) return;
+        if (flow.inspection->inspecting() || flow.stream->needs_engine() ||
+            flow.stream->held_count() > 0 || flow.stream->closed())
+            return;
+        bool released = flow.inspection->released();
+        account_stream_memory(flow.stream->memory_bytes(), 0);
+        relayed_.erase(flow.stream.get());
+        deferred_.erase(flow.stream.get());
+        ended_streams_.add_counters(*flow.stream);
+        flow.stream.reset();
+        inspections_.erase(flow.inspection->id());
+        flow.inspection.reset();
+        if (released && flow.disposition != Disposition::Released) {
+            flow.disposition = Disposition::Released;
+            on_decided(flow);
+        }
+    }
+
+    // A scan verdict for an object of a flow (which may be gone meanwhile).
+    void on_scan_verdict(uint64_t inspection_id, uint64_t object_id, const ScanVerdict& verdict) {
+        auto it = inspections_.find(inspection_id);
+        if (it == inspections_.end()) return;
+        FlowInspection& inspection = *it->second;
+        Flow& flow = inspection.flow();
+        now_ms_ = monotonic_ms();
+        inspection.on_verdict(object_id, verdict);
+        if (!flow.stream) return;
+        stream_verdicts_.clear();
+        StreamStep step(*flow.stream);
+        flow.stream->redrive(now_ms_, stream_verdicts_);
+        settle(flow, step);
+    }
+
+    // InspectionContext
+    const Config& config() const override { return *config_; }
+    void submit(uint64_t inspection_id, uint64_t object_id, ScanObject object) override {
+        auto done = [this, inspection_id, object_id](ScanVerdict v) {
+            on_scan_verdict(inspection_id, object_id, v);
+        };
+        if (!services_.scan) {
+            completions_->post([done] {
+                done(ScanVerdict::failed(ScanError::EngineNotReady, "no scan service"));
+            });
+            return;
+        }
+        services_.scan->submit(std::move(object), completions_, std::move(done));
+    }
+    void log(const ScanEvent& event) override {
+        if (!event.verdict.is_clean())
+            spdlog::info("{} {} {}: {} -> {}", event.protocol, event.flow, event.object,
+                         event.verdict.is_infected() ? event.verdict.detection.signature
+                         : event.category.empty()
+                             ? std::string(scan_error_name(event.verdict.error))
+                             : event.category,
+                         event.action);
+        if (!services_.event_log) return;
+        if (std::shared_ptr<EventLog> log = services_.event_log()) log->append(event);
+    }
+    InspectionCounters& counters(Service service) override {
+        return protocol_counters_[size_t(service)];
+    }
+    std::string next_event_id() override {
+        return fmt::format("{:08x}-{}-{}", event_id_base_, queue_.queue(), ++events_);
+    }
+
+    // Puts the test inspector's stream engine on the flow (see admit_engine()).
+    // False: the packet was dropped.
     bool admit_stream(Flow& flow, uint32_t packet_id) {
+        Admission a = admit_engine(flow, packet_id);
+        if (a != Admission::Admitted) return a == Admission::Bypassed;
+        // The test inspector rewrites what the server sends.
+        flow.stream.reset(
+            new FlowStream({config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
+                            test_replacer_.get()},
+                           stream_limits(), &relay_device_.families));
+        if (flow.disposition == Disposition::Deciding) {
+            flow.disposition = Disposition::Claimed;
+            flow.claimed_by = ClaimSource::Port;
+            on_decided(flow);
+        }
+        return true;
+    }
+
+    // Whether the flow may have a stream engine: the streams' memory cap
+    // allows it, or the overflow policy says what happens instead (bypass:
+    // the flow is released unseen; drop: the packet is dropped).
+    enum class Admission : uint8_t { Admitted, Bypassed, Dropped };
+    Admission admit_engine(Flow& flow, uint32_t packet_id) {
         if (stream_memory_ >= memory_share()) {
             if (config_->stream.overflow == StreamConfig::Overflow::Bypass) {
                 // Not inspected: to the fast path, like a flow nothing claims.
@@ -239,19 +406,19 @@ class QueueWorker::Loop : public PacketSink {
                     flow.disposition = Disposition::Released;
                     on_decided(flow);
                 }
-                return true;
+                return Admission::Bypassed;
             }
             // Drop: the client retries its SYN; past the handshake there is
             // no way back for it.
             ++streams_refused_packets_;
             flow.stream_refused = true;
             queue_.verdict(packet_id, kVerdictDrop, {});
-            return false;
+            return Admission::Dropped;
         }
         if (flow.stream_refused && flow.state != FlowState::Handshake) {
             ++streams_refused_packets_;
             queue_.verdict(packet_id, kVerdictDrop, {});
-            return false;
+            return Admission::Dropped;
         }
         flow.stream_refused = false;
         // A packet the kernel let through on its own (fail-open) would leave
@@ -265,17 +432,7 @@ class QueueWorker::Loop : public PacketSink {
                 spdlog::info("queue {}: fail-open suspended while flows are in the stream engine",
                              queue_.queue());
         }
-        // The test inspector rewrites what the server sends.
-        flow.stream.reset(
-            new FlowStream({config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
-                            test_replacer_.get()},
-                           stream_limits(), &relay_device_.families));
-        if (flow.disposition == Disposition::Deciding) {
-            flow.disposition = Disposition::Claimed;
-            flow.claimed_by = ClaimSource::Port;
-            on_decided(flow);
-        }
-        return true;
+        return Admission::Admitted;
     }
 
     StreamLimits stream_limits() const {
@@ -497,6 +654,12 @@ class QueueWorker::Loop : public PacketSink {
             s.streams.add_counters(*f.stream);
         });
         s.memory_bytes += s.streams.memory_bytes;
+        s.protocols = protocol_counters_;
+        flows_.for_each([&](const Flow& f) {
+            if (!f.inspection) return;
+            s.protocols[size_t(f.service)].held_bytes +=
+                f.inspection->memory_bytes() + (f.stream ? f.stream->memory_bytes() : 0);
+        });
         auto name_of = [&](uint32_t key) {
             return classifier_.dpi().name({uint16_t(key >> 16), uint16_t(key & 0xffff)});
         };
@@ -563,6 +726,9 @@ class QueueWorker::Loop : public PacketSink {
         else
             ++flows_claimed_;
         flows_.on_disposition_changed(flow);
+        // Claimed: its inspector sees the bytes from this packet on.
+        if (flow.inspection && flow.disposition == Disposition::Claimed)
+            flow.inspection->attach(flow.service);
     }
 
     NfQueue& queue_;
@@ -592,12 +758,23 @@ class QueueWorker::Loop : public PacketSink {
     StreamTotals ended_streams_;             // counters of flows no longer in the table
     std::unique_ptr<RawInjector> injector_;  // opened on first use
     std::unordered_map<uint32_t, uint64_t> removed_by_label_;
+    WorkerServices services_;
+    std::shared_ptr<CompletionSink> completions_;
+    std::unordered_map<uint64_t, FlowInspection*> inspections_;  // by FlowInspection::id()
+    uint64_t inspection_ids_ = 0;
+    std::array<InspectionCounters, kServiceCount> protocol_counters_;
+    uint32_t event_id_base_ = std::random_device{}();
+    uint64_t events_ = 0;
     uint64_t removed_by_service_[kServiceCount] = {};
 };
 
 QueueWorker::QueueWorker(uint16_t queue, std::shared_ptr<const Config> config,
-                         WorkerRelayDevice relay_device)
-    : queue_number_(queue), config_(std::move(config)), relay_device_(std::move(relay_device)) {
+                         WorkerRelayDevice relay_device, WorkerServices services)
+    : queue_number_(queue),
+      config_(std::move(config)),
+      relay_device_(std::move(relay_device)),
+      services_(std::move(services)),
+      completions_(std::make_shared<TaskSink>(this)) {
     QueueOptions options;
     options.queue = queue;
     options.socket_buffer_bytes = config_->queue.socket_buffer_mb << 20;
@@ -611,6 +788,7 @@ QueueWorker::QueueWorker(uint16_t queue, std::shared_ptr<const Config> config,
 }
 
 QueueWorker::~QueueWorker() {
+    completions_->detach();
     stop();
     if (task_fd_ >= 0) close(task_fd_);
 }
@@ -647,7 +825,7 @@ std::optional<WorkerSnapshot> QueueWorker::snapshot(std::chrono::milliseconds ti
 
 void QueueWorker::run() {
     pthread_setname_np(pthread_self(), ("nfq-worker-" + std::to_string(queue_number_)).c_str());
-    Loop loop(*nfqueue_, config_, std::move(relay_device_));
+    Loop loop(*nfqueue_, config_, std::move(relay_device_), services_, completions_);
     loop_ = &loop;
 
     int epoll = epoll_create1(EPOLL_CLOEXEC);
@@ -723,6 +901,10 @@ void QueueWorker::run() {
                     for (auto& task : tasks)
                         task();
                     tasks.clear();
+                    // Scan verdicts among them: what they released goes out.
+                    nfqueue_->flush();
+                    loop.end_batch();
+                    tick_relays(loop.relaying());
                     break;
                 }
                 case kTimer: {

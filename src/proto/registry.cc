@@ -16,6 +16,10 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
     }
 }
 
+bool has_inspector(Service service) {
+    return service == Service::Http;
+}
+
 std::string_view release_reason_name(ReleaseReason r) {
     static constexpr std::array<std::string_view, kReleaseReasonCount> kNames = {
         "scan-false", "tls", "upgrade", "not-protocol", "allowlisted"};

@@ -23,11 +23,14 @@ int open_log(const std::string& path) {
 
 std::string format_scan_event(const ScanEvent& event) {
     // The verdict's fields sit beside the event's, named as everywhere else.
-    nlohmann::json j = {{"time", iso8601_ms(event.time)},
-                        {"flow", event.flow},
-                        {"protocol", event.protocol},
-                        {"object", event.object}};
+    nlohmann::json j = {{"time", iso8601_ms(event.time)}};
+    if (!event.id.empty()) j["id"] = event.id;
+    j["flow"] = event.flow;
+    j["protocol"] = event.protocol;
+    if (!event.direction.empty()) j["direction"] = event.direction;
+    j["object"] = event.object;
     j.update(nlohmann::json(event.verdict));
+    if (!event.category.empty()) j["category"] = event.category;
     j["action"] = event.action;
     // Invalid UTF-8 from the wire (file names, subjects) must not make the
     // line unwritable.

@@ -141,6 +141,37 @@ void print_scan_status(const json& s) {
                     str(log, "error").c_str());
 }
 
+// What the inspectors did, one row per protocol; the error categories and
+// release reasons that happened, below it.
+void print_protocols(const json& protocols) {
+    Table t({"protocol", "flows", "objects", "scanned", "clean", "infected", "errors",
+             "allowlisted", "blocked", "passed", "resets", "released", "held now"});
+    std::vector<std::string> notes;
+    for (const auto& [name, c] : protocols.items()) {
+        uint64_t errors = 0, released = 0;
+        for (const auto& [category, n] : c["errors"].items()) {
+            errors += n.get<uint64_t>();
+            if (n.get<uint64_t>())
+                notes.push_back(fmt::format("{} {}: {}", name, category, num(n)));
+        }
+        for (const auto& [reason, n] : c["released"].items()) {
+            released += n.get<uint64_t>();
+            if (n.get<uint64_t>())
+                notes.push_back(fmt::format("{} released ({}): {}", name, reason, num(n)));
+        }
+        const json& a = c["actions"];
+        t.add({name, num(c["flows"]), num(c["objects"]),
+               human_bytes(c["scanned_bytes"].get<uint64_t>()), num(c["clean"]),
+               num(c["infected"]), num(json(errors)), num(c["allowlisted"]), num(a["block"]),
+               num(a["pass"]), num(a["reset"]), num(json(released)),
+               human_bytes(c["held_bytes"].get<uint64_t>())});
+    }
+    t.print();
+    for (const std::string& n : notes)
+        std::printf("  %s\n", n.c_str());
+    std::puts("");
+}
+
 void print_status(const json& s) {
     std::printf("nfqscand %s  pid %s  up %s s  config %s\n\n", num(s["version"]).c_str(),
                 num(s["pid"]).c_str(), num(s["uptime_s"]).c_str(), num(s["config"]).c_str());
@@ -185,6 +216,7 @@ void print_status(const json& s) {
         services.add({num(e["name"]), num(e["active"]), num(e["total"])});
     services.print();
     std::puts("");
+    if (s.contains("protocols") && !s["protocols"].empty()) print_protocols(s["protocols"]);
     Table dpi({"nDPI protocol", "active", "total"});
     for (const json& e : s["dpi_protocols"])
         dpi.add({num(e["name"]), num(e["active"]), num(e["total"])});

@@ -1,0 +1,120 @@
+// FlowInspection: the InspectorHost of one TCP flow in the stream engine.
+// It owns the flow's inspector (created when the flow is claimed for a
+// protocol that has one), gives the flow's FlowStream one transform per
+// direction that stays valid for the flow's life (bytes pass unchanged while
+// the flow is being classified, after it is released, or when its protocol
+// has no inspector), and turns what the inspector asks for into scan
+// requests, event log lines and counters.
+//
+// What changes the flow's packets (a close with a message, resets, a release)
+// is not done inside the inspector's call, which runs in the middle of the
+// stream engine's own work: it is collected as Requests, and the worker
+// carries it out on the flow's stream right after (take_requests()).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nfqscan/config.h"
+#include "nfqscan/flow.h"
+#include "nfqscan/inspector.h"
+#include "nfqscan/scan_event_log.h"
+
+namespace nfqscan {
+
+// What a worker offers the inspections of its flows.
+class InspectionContext {
+  public:
+    virtual ~InspectionContext() = default;
+    virtual const Config& config() const = 0;
+    // Queues `object` for the scan service; the verdict comes back to the
+    // worker, which hands it to inspection `inspection_id` (if it still
+    // exists) as FlowInspection::on_verdict(object_id, ...).
+    virtual void submit(uint64_t inspection_id, uint64_t object_id, ScanObject object) = 0;
+    virtual void log(const ScanEvent& event) = 0;
+    virtual InspectionCounters& counters(Service service) = 0;
+    // A new event id, unique across workers and restarts in practice.
+    virtual std::string next_event_id() = 0;
+};
+
+class FlowInspection final : public InspectorHost {
+  public:
+    FlowInspection(uint64_t id, Flow& flow, InspectionContext& context);
+    ~FlowInspection() override;
+    FlowInspection(const FlowInspection&) = delete;
+    FlowInspection& operator=(const FlowInspection&) = delete;
+
+    uint64_t id() const { return id_; }
+    Flow& flow() const { return flow_; }
+    // The transform of direction d for the flow's FlowStream.
+    StreamTransform* transform(Direction d) { return &dispatch_[size_t(d)]; }
+
+    // The flow was claimed for `service`: its inspector takes over, if the
+    // service has one and [protocols.<name>] scan is on (otherwise the flow
+    // is released: reason scan-false). Returns whether one inspects it now.
+    bool attach(Service service);
+    // An inspector inspects the flow (false: bytes pass unchanged).
+    bool inspecting() const { return inspector_ && !released_; }
+    // The inspector let go of the flow (release()).
+    bool released() const { return released_; }
+
+    void on_verdict(uint64_t object_id, const ScanVerdict& verdict);
+
+    struct Requests {
+        std::optional<Direction> close;  // send_and_close(): the direction that ends
+        std::vector<uint8_t> message;    // what its receiver gets before the FIN
+        bool reset = false;              // reset_both()
+        bool empty() const { return !close && !reset; }
+    };
+    Requests take_requests() { return std::exchange(requests_, {}); }
+    size_t memory_bytes() const;
+
+    // InspectorHost
+    void scan(uint64_t id, const ObjectInfo& info,
+              std::shared_ptr<const std::vector<uint8_t>> bytes) override;
+    std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
+                       std::string_view action) override;
+    std::string record_fallback(const ObjectInfo& info, Category category,
+                                std::string_view reason, std::string_view action) override;
+    void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
+    void reset_both() override;
+    void note_allowlisted(const ObjectInfo& info) override;
+    void release(ReleaseReason reason) override;
+    const ProtocolPolicy& policy() const override;
+    const MessageTemplates& messages() const override;
+    const ScanLimits& limits() const override;
+    MessageFields message_fields() const override;
+    std::string render_message(std::string_view name, const MessageFields& fields) const override;
+
+  private:
+    // Hands the bytes to the inspector of the flow, or passes them.
+    class Dispatch final : public StreamTransform {
+      public:
+        Dispatch(FlowInspection& owner, Direction d) : owner_(owner), direction_(d) {}
+        void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
+                      StreamSink& sink) override;
+
+      private:
+        FlowInspection& owner_;
+        Direction direction_;
+    };
+
+    void count_action(std::string_view action);
+    std::string flow_text() const;
+
+    uint64_t id_;
+    Flow& flow_;
+    InspectionContext& context_;
+    Service service_ = Service::None;
+    std::array<Dispatch, 2> dispatch_;
+    std::unique_ptr<Inspector> inspector_;
+    bool released_ = false;
+    Requests requests_;
+};
+
+}  // namespace nfqscan

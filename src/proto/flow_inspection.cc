@@ -1,0 +1,195 @@
+#include "nfqscan/flow_inspection.h"
+
+#include <unistd.h>
+
+#include "nfqscan/timestamp.h"
+
+namespace nfqscan {
+
+namespace {
+
+std::string endpoint(const IpAddress& address, uint16_t port) {
+    std::string a = address.to_string();
+    if (a.find(':') != std::string::npos) return "[" + a + "]:" + std::to_string(port);
+    return a + ":" + std::to_string(port);
+}
+
+const std::string& host_name() {
+    static const std::string name = [] {
+        char buf[256] = {};
+        if (gethostname(buf, sizeof buf - 1) != 0) return std::string("nfqscan");
+        return std::string(buf);
+    }();
+    return name;
+}
+
+std::string_view direction_label(Direction d) {
+    return d == Direction::ServerToClient ? "download" : "upload";
+}
+
+}  // namespace
+
+void FlowInspectionDeleter::operator()(FlowInspection* i) const {
+    delete i;
+}
+
+void FlowInspection::Dispatch::on_bytes(uint64_t offset, std::span<const uint8_t> pending,
+                                        Push push, StreamSink& sink) {
+    if (owner_.inspecting()) {
+        owner_.inspector_->transform(direction_).on_bytes(offset, pending, push, sink);
+        return;
+    }
+    // Being classified, released, or without an inspector: unchanged.
+    sink.relay(false);
+    sink.pass(pending.size());
+}
+
+FlowInspection::FlowInspection(uint64_t id, Flow& flow, InspectionContext& context)
+    : id_(id),
+      flow_(flow),
+      context_(context),
+      dispatch_{Dispatch(*this, Direction::ClientToServer),
+                Dispatch(*this, Direction::ServerToClient)} {}
+
+FlowInspection::~FlowInspection() = default;
+
+bool FlowInspection::attach(Service service) {
+    if (inspector_ || released_ || service == Service::None) return inspecting();
+    service_ = service;
+    if (!context_.config().protocols[size_t(service)].policy.scan) {
+        released_ = true;
+        ++context_.counters(service).released[size_t(ReleaseReason::NotScanned)];
+        return false;
+    }
+    inspector_ = make_inspector(service, *this);
+    if (inspector_) ++context_.counters(service).flows;
+    return inspecting();
+}
+
+void FlowInspection::on_verdict(uint64_t object_id, const ScanVerdict& verdict) {
+    if (!inspector_) return;
+    InspectionCounters& c = context_.counters(service_);
+    if (verdict.is_clean())
+        ++c.clean;
+    else if (verdict.is_infected())
+        ++c.infected;
+    else
+        ++c.errors[size_t(category_of(verdict.error))];
+    inspector_->on_verdict(object_id, verdict);
+}
+
+size_t FlowInspection::memory_bytes() const {
+    return sizeof(*this) + (inspector_ ? inspector_->memory_bytes() : 0);
+}
+
+void FlowInspection::scan(uint64_t id, const ObjectInfo& info,
+                          std::shared_ptr<const std::vector<uint8_t>> bytes) {
+    InspectionCounters& c = context_.counters(service_);
+    ++c.objects;
+    c.scanned_bytes += bytes ? bytes->size() : 0;
+    std::string name = info.file_name.empty() ? info.name : info.file_name;
+    ScanObject object = ScanObject::sharing(std::move(bytes), std::move(name));
+    object.mime_type = info.mime_type;
+    object.profile = policy().profile;
+    context_.submit(id_, id, std::move(object));
+}
+
+std::string FlowInspection::flow_text() const {
+    return endpoint(flow_.client(), flow_.client_port()) + " -> " +
+           endpoint(flow_.server(), flow_.server_port());
+}
+
+void FlowInspection::count_action(std::string_view action) {
+    InspectionCounters& c = context_.counters(service_);
+    if (action == "block")
+        ++c.blocked;
+    else if (action == "reset")
+        ++c.resets;
+    else
+        ++c.passed;
+}
+
+std::string FlowInspection::record(const ObjectInfo& info, const ScanVerdict& verdict,
+                                   std::string_view action) {
+    ScanEvent event;
+    event.id = context_.next_event_id();
+    event.flow = flow_text();
+    event.protocol = std::string(service_name(info.protocol));
+    event.direction = std::string(direction_label(info.direction));
+    event.object = info.name;
+    event.verdict = verdict;
+    event.action = std::string(action);
+    count_action(action);
+    context_.log(event);
+    return event.id;
+}
+
+std::string FlowInspection::record_fallback(const ObjectInfo& info, Category category,
+                                            std::string_view reason, std::string_view action) {
+    ++context_.counters(service_).errors[size_t(category)];
+    ScanEvent event;
+    event.id = context_.next_event_id();
+    event.flow = flow_text();
+    event.protocol = std::string(service_name(info.protocol));
+    event.direction = std::string(direction_label(info.direction));
+    event.object = info.name;
+    // The scan service's categories come first in Category, in its order.
+    ScanError error = size_t(category) < kScanErrorCount ? ScanError(category)
+                                                          : ScanError::ContentSize;
+    event.verdict = ScanVerdict::failed(error, std::string(reason));
+    event.category = std::string(category_name(category));
+    event.action = std::string(action);
+    count_action(action);
+    context_.log(event);
+    return event.id;
+}
+
+void FlowInspection::send_and_close(Direction d, std::span<const uint8_t> bytes) {
+    if (requests_.close) return;
+    requests_.close = d;
+    requests_.message.assign(bytes.begin(), bytes.end());
+}
+
+void FlowInspection::reset_both() {
+    requests_.reset = true;
+}
+
+void FlowInspection::note_allowlisted(const ObjectInfo&) {
+    ++context_.counters(service_).allowlisted;
+}
+
+void FlowInspection::release(ReleaseReason reason) {
+    if (released_) return;
+    released_ = true;
+    ++context_.counters(service_).released[size_t(reason)];
+}
+
+const ProtocolPolicy& FlowInspection::policy() const {
+    return context_.config().protocols[size_t(service_)].policy;
+}
+
+const MessageTemplates& FlowInspection::messages() const {
+    const Config& c = context_.config();
+    return c.messages ? *c.messages : *MessageTemplates::builtin();
+}
+
+const ScanLimits& FlowInspection::limits() const {
+    return context_.config().scan.limits;
+}
+
+MessageFields FlowInspection::message_fields() const {
+    MessageFields f;
+    f.protocol = std::string(service_name(service_));
+    f.client = endpoint(flow_.client(), flow_.client_port());
+    f.server = endpoint(flow_.server(), flow_.server_port());
+    f.time = iso8601(std::chrono::system_clock::now());
+    f.host = host_name();
+    return f;
+}
+
+std::string FlowInspection::render_message(std::string_view name,
+                                           const MessageFields& fields) const {
+    return messages().render(name, fields);
+}
+
+}  // namespace nfqscan
