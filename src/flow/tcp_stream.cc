@@ -145,6 +145,7 @@ bool StreamDirection::agrees_with_inspected(uint64_t begin, std::span<const uint
     for (; it != chunks_.end() && it->in_begin < end; ++it) {
         uint64_t from = std::max(begin, it->in_begin);
         uint64_t to = std::min(end, it->in_end);
+        if (from >= to) continue;  // an insertion: no input of its own
         if (it->identity()) {
             uint64_t out_from = it->out_begin + (from - it->in_begin);
             if (out_from < out_acked_) {

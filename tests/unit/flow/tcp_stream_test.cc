@@ -396,6 +396,35 @@ TEST(TcpStream, RetransmissionsAreJudgedAgainstEveryKindOfInspectedByte) {
     EXPECT_EQ(d.counters().conflicts, 4u);
 }
 
+// Found by tests/fuzz/tcp_stream_fuzz: an insertion has no input of its
+// own, and a retransmission across it compared zero bytes at a null pointer
+// (UBSan: memcmp with a null argument) when nothing had been replaced yet.
+TEST(TcpStream, RetransmissionAcrossAnInsertionAgreesWithTheInspectedBytes) {
+    class InsertAfterThree : public StreamTransform {
+      public:
+        void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push,
+                      StreamSink& sink) override {
+            size_t at = 0;
+            if (offset == 0 && pending.size() >= 3) {
+                sink.pass(3);
+                sink.replace(0, bytes_of("<ins>"));
+                at = 3;
+            }
+            sink.pass(pending.size() - at);
+        }
+    } t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto first = d.on_segment(0, bytes_of("abcdef"), false, 0, released);
+    EXPECT_EQ(text(d, first), "abc<ins>def");
+    auto again = d.on_segment(0, bytes_of("abcdef"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 0u);
+    EXPECT_EQ(text(d, again), "abc<ins>def");
+    d.on_segment(0, bytes_of("abcDEF"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 1u);
+}
+
 TEST(TcpStream, OutOfOrderSegmentIsHeldUntilTheGapFills) {
     Passthrough t;
     StreamDirection d(t, {});
