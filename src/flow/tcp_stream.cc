@@ -241,6 +241,12 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
                                            uint64_t token, std::vector<SegmentVerdict>& released) {
     if (!started_) start(seq);
     uint64_t begin = unwrap(seq, in_next_);
+    if (fin_seen_ && begin + payload.size() > in_next_) {
+        // Nothing follows a FIN: the receiver drops bytes beyond it, so the
+        // inspector must not be shown them (it was told the stream ended).
+        payload = payload.first(begin < in_next_ ? size_t(in_next_ - begin) : 0);
+        fin = false;
+    }
     uint64_t end = begin + payload.size();
 
     if (begin > in_next_) {

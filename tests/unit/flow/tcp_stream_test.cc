@@ -518,6 +518,28 @@ TEST(TcpStream, RetransmissionOfAcknowledgedOutputDrawsTheReceiversAck) {
     EXPECT_EQ(text(d, again), "d");
 }
 
+// Found by tests/fuzz/tcp_stream_fuzz: a segment held out of order that
+// reached past a FIN arriving later was taken in after it: the inspector was
+// shown bytes after End, and output grew behind the FIN already sent.
+TEST(TcpStream, BytesAfterAFinAreNotInspected) {
+    Passthrough t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto held = d.on_segment(4, bytes_of("efgh"), false, 1, released);
+    EXPECT_EQ(held.kind, SegmentVerdict::Kind::Hold);
+    auto fin = d.on_segment(0, bytes_of("abcdef"), true, 2, released);
+    EXPECT_TRUE(fin.fin);
+    EXPECT_EQ(text(d, fin), "abcdef");
+    ASSERT_EQ(released.size(), 1u);
+    EXPECT_TRUE(d.payload(released[0]).size() <= 2u);  // "ef" again at most, nothing after
+    EXPECT_EQ(d.input_next(), 6u);
+    EXPECT_EQ(d.output_end(), 6u);
+    auto after = d.on_segment(6, bytes_of("zz"), false, 3, released);
+    EXPECT_TRUE(d.payload(after).empty());
+    EXPECT_EQ(d.output_end(), 6u);
+}
+
 TEST(TcpStream, FinFollowsTheLastOutputByte) {
     TokenReplacer t(TokenReplacer::Replacements{{"SHRINKME", "S"}});
     StreamDirection d(t, {});
