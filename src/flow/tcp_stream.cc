@@ -398,7 +398,9 @@ void StreamDirection::maybe_end_relay() {
 }
 
 void StreamDirection::insert(std::span<const uint8_t> bytes) {
-    if (bytes.empty()) return;
+    // Nothing follows a FIN: the receiver may have it (and acknowledged it)
+    // already, and would drop what comes after it.
+    if (bytes.empty() || fin_seen_) return;
     append_output({}, bytes, false);
     ++counters_.rewritten;
     start_relay();

@@ -540,6 +540,23 @@ TEST(TcpStream, BytesAfterAFinAreNotInspected) {
     EXPECT_EQ(d.output_end(), 6u);
 }
 
+// Found by tests/fuzz/tcp_stream_fuzz: bytes inserted after the FIN the
+// receiver had acknowledged made its next ACK translate to an older
+// acknowledgement for the sender (inside the insertion).
+TEST(TcpStream, NothingIsInsertedAfterTheFin) {
+    Passthrough t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto fin = d.on_segment(0, bytes_of("bye"), true, 0, released);
+    EXPECT_TRUE(fin.fin);
+    EXPECT_EQ(d.translate_ack(4), 4u);  // data and FIN
+    d.insert(bytes_of("late"));
+    EXPECT_EQ(d.output_end(), 3u);
+    EXPECT_FALSE(d.relaying());
+    EXPECT_EQ(d.translate_ack(4), 4u);
+}
+
 TEST(TcpStream, FinFollowsTheLastOutputByte) {
     TokenReplacer t(TokenReplacer::Replacements{{"SHRINKME", "S"}});
     StreamDirection d(t, {});
