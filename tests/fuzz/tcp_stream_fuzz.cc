@@ -285,7 +285,9 @@ class Harness {
 
     void ack(uint16_t n) {
         uint64_t out = std::min<uint64_t>(received_, engine_.output_acked() + n);
-        bool fin = n == 0xffff && fin_received_ && out == received_;
+        // A receiver's ACKs never go back: once it acknowledged the FIN,
+        // every later ACK does.
+        bool fin = (n == 0xffff || engine_.fin_acknowledged()) && fin_received_ && out == received_;
         uint32_t sender_ack = engine_.translate_ack(uint32_t(isn_ + out + (fin ? 1 : 0)));
         // The sender's acknowledgement never goes back ...
         FUZZ_CHECK(!nfqscan::seq_before(sender_ack, last_sender_ack_));
