@@ -173,8 +173,10 @@ uint64_t StreamDirection::in_to_out_floor(uint64_t in) const {
 
 uint64_t StreamDirection::out_to_in(uint64_t out) const {
     if (out >= out_next_) return in_mapped_;
-    if (chunks_.empty() || out <= chunks_.front().out_begin)
-        return chunks_.empty() ? in_mapped_ : chunks_.front().in_begin;
+    if (chunks_.empty()) return in_mapped_;
+    // At the front's start the search below goes on past chunks without
+    // output (a deleted range): their input is delivered with nothing.
+    if (out < chunks_.front().out_begin) return chunks_.front().in_begin;
     auto it = std::upper_bound(chunks_.begin(), chunks_.end(), out,
                                [](uint64_t v, const Chunk& c) { return v < c.out_end; });
     if (it == chunks_.end()) return in_mapped_;

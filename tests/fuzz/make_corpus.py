@@ -190,6 +190,7 @@ def stream_seeds():
     # tcp_stream_fuzz's first findings (see the commits "stream: ..."):
     yield "finding-insertion-retransmit", base64.b64decode("AQACmgAACJ8CjgAAAJIA8QCxoOcBAM4=")
     yield "finding-bytes-after-fin", base64.b64decode("BAAAAAAEAAAAAAASHP8BHAGlHP+lHP+l")
+    yield "finding-deleted-front", base64.b64decode("AAPoFQAIAAEAAgICLQAAAAAALQALAC0=")
     yield "finding-insert-after-fin", base64.b64decode("AAABAPYcAKJ7opshTf///5cBkgMAcLphAAD2HACie6KbIQcAAA==")
 
 

@@ -557,6 +557,33 @@ TEST(TcpStream, NothingIsInsertedAfterTheFin) {
     EXPECT_EQ(d.translate_ack(4), 4u);
 }
 
+// Found by tests/fuzz/tcp_stream_fuzz: a range replaced by nothing at the
+// front of the unacknowledged output was counted as delivered while it was
+// all the output there was, and as undelivered once more output followed: a
+// repeated ACK of the receiver took the sender's acknowledgement back.
+TEST(TcpStream, ADeletedRangeStaysAcknowledged) {
+    class DeleteLeadingXx : public StreamTransform {
+      public:
+        void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push,
+                      StreamSink& sink) override {
+            if (offset == 0 && pending.size() >= 2) {
+                sink.replace(2, {});
+                pending = pending.subspan(2);
+            }
+            sink.pass(pending.size());
+        }
+    } t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    d.on_segment(0, bytes_of("xx"), false, 0, released);
+    EXPECT_EQ(d.translate_ack(0), 2u);
+    auto more = d.on_segment(2, bytes_of("abc"), false, 0, released);
+    EXPECT_EQ(text(d, more), "abc");
+    EXPECT_EQ(d.translate_ack(0), 2u);  // the same ACK again
+    EXPECT_EQ(d.translate_ack(3), 5u);
+}
+
 TEST(TcpStream, FinFollowsTheLastOutputByte) {
     TokenReplacer t(TokenReplacer::Replacements{{"SHRINKME", "S"}});
     StreamDirection d(t, {});
