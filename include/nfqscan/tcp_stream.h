@@ -258,6 +258,7 @@ class StreamDirection {
     bool closed() const { return closed_; }
     // Own bytes (e.g. a protocol reply) at the current output position,
     // delivered by the relay. Offsets after them shift like a rewrite's.
+    // Ignored once the sender's FIN was seen: nothing follows a FIN.
     void insert(std::span<const uint8_t> bytes);
     // Bytes the sender may still send before the relay buffer is full.
     size_t relay_room() const { return relay_room_with(pending_.size()); }

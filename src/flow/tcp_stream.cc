@@ -151,6 +151,7 @@ bool StreamDirection::agrees_with_inspected(uint64_t begin, std::span<const uint
     for (; it != chunks_.end() && it->in_begin < end; ++it) {
         uint64_t from = std::max(begin, it->in_begin);
         uint64_t to = std::min(end, it->in_end);
+        if (from >= to) continue;  // an insertion: no input of its own
         if (it->identity()) {
             uint64_t out_from = it->out_begin + (from - it->in_begin);
             if (out_from < out_acked_) {
@@ -178,8 +179,10 @@ uint64_t StreamDirection::in_to_out_floor(uint64_t in) const {
 
 uint64_t StreamDirection::out_to_in(uint64_t out) const {
     if (out >= out_next_) return in_mapped_;
-    if (chunks_.empty() || out <= chunks_.front().out_begin)
-        return chunks_.empty() ? in_mapped_ : chunks_.front().in_begin;
+    if (chunks_.empty()) return in_mapped_;
+    // At the front's start the search below goes on past chunks without
+    // output (a deleted range): their input is delivered with nothing.
+    if (out < chunks_.front().out_begin) return chunks_.front().in_begin;
     auto it = std::upper_bound(chunks_.begin(), chunks_.end(), out,
                                [](uint64_t v, const Chunk& c) { return v < c.out_end; });
     if (it == chunks_.end()) return in_mapped_;
@@ -251,6 +254,12 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         return v;
     }
     uint64_t begin = unwrap(seq, in_next_);
+    if (fin_seen_ && begin + payload.size() > in_next_) {
+        // Nothing follows a FIN: the receiver drops bytes beyond it, so the
+        // inspector must not be shown them (it was told the stream ended).
+        payload = payload.first(begin < in_next_ ? size_t(in_next_ - begin) : 0);
+        fin = false;
+    }
     uint64_t end = begin + payload.size();
 
     if (begin > in_next_) {
@@ -422,7 +431,9 @@ void StreamDirection::discard() {
 }
 
 void StreamDirection::insert(std::span<const uint8_t> bytes) {
-    if (bytes.empty()) return;
+    // Nothing follows a FIN: the receiver may have it (and acknowledged it)
+    // already, and would drop what comes after it.
+    if (bytes.empty() || fin_seen_) return;
     append_output({}, bytes, false);
     ++counters_.rewritten;
     start_relay();

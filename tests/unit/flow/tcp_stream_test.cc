@@ -396,6 +396,35 @@ TEST(TcpStream, RetransmissionsAreJudgedAgainstEveryKindOfInspectedByte) {
     EXPECT_EQ(d.counters().conflicts, 4u);
 }
 
+// Found by tests/fuzz/tcp_stream_fuzz: an insertion has no input of its
+// own, and a retransmission across it compared zero bytes at a null pointer
+// (UBSan: memcmp with a null argument) when nothing had been replaced yet.
+TEST(TcpStream, RetransmissionAcrossAnInsertionAgreesWithTheInspectedBytes) {
+    class InsertAfterThree : public StreamTransform {
+      public:
+        void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push,
+                      StreamSink& sink) override {
+            size_t at = 0;
+            if (offset == 0 && pending.size() >= 3) {
+                sink.pass(3);
+                sink.replace(0, bytes_of("<ins>"));
+                at = 3;
+            }
+            sink.pass(pending.size() - at);
+        }
+    } t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto first = d.on_segment(0, bytes_of("abcdef"), false, 0, released);
+    EXPECT_EQ(text(d, first), "abc<ins>def");
+    auto again = d.on_segment(0, bytes_of("abcdef"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 0u);
+    EXPECT_EQ(text(d, again), "abc<ins>def");
+    d.on_segment(0, bytes_of("abcDEF"), false, 0, released);
+    EXPECT_EQ(d.counters().conflicts, 1u);
+}
+
 TEST(TcpStream, OutOfOrderSegmentIsHeldUntilTheGapFills) {
     Passthrough t;
     StreamDirection d(t, {});
@@ -487,6 +516,72 @@ TEST(TcpStream, RetransmissionOfAcknowledgedOutputDrawsTheReceiversAck) {
     auto again = d.on_segment(0, bytes_of("abGROWcd"), false, 0, released);
     EXPECT_EQ(again.seq, 8u);
     EXPECT_EQ(text(d, again), "d");
+}
+
+// Found by tests/fuzz/tcp_stream_fuzz: a segment held out of order that
+// reached past a FIN arriving later was taken in after it: the inspector was
+// shown bytes after End, and output grew behind the FIN already sent.
+TEST(TcpStream, BytesAfterAFinAreNotInspected) {
+    Passthrough t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto held = d.on_segment(4, bytes_of("efgh"), false, 1, released);
+    EXPECT_EQ(held.kind, SegmentVerdict::Kind::Hold);
+    auto fin = d.on_segment(0, bytes_of("abcdef"), true, 2, released);
+    EXPECT_TRUE(fin.fin);
+    EXPECT_EQ(text(d, fin), "abcdef");
+    ASSERT_EQ(released.size(), 1u);
+    EXPECT_TRUE(d.payload(released[0]).size() <= 2u);  // "ef" again at most, nothing after
+    EXPECT_EQ(d.input_next(), 6u);
+    EXPECT_EQ(d.output_end(), 6u);
+    auto after = d.on_segment(6, bytes_of("zz"), false, 3, released);
+    EXPECT_TRUE(d.payload(after).empty());
+    EXPECT_EQ(d.output_end(), 6u);
+}
+
+// Found by tests/fuzz/tcp_stream_fuzz: bytes inserted after the FIN the
+// receiver had acknowledged made its next ACK translate to an older
+// acknowledgement for the sender (inside the insertion).
+TEST(TcpStream, NothingIsInsertedAfterTheFin) {
+    Passthrough t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    auto fin = d.on_segment(0, bytes_of("bye"), true, 0, released);
+    EXPECT_TRUE(fin.fin);
+    EXPECT_EQ(d.translate_ack(4), 4u);  // data and FIN
+    d.insert(bytes_of("late"));
+    EXPECT_EQ(d.output_end(), 3u);
+    EXPECT_FALSE(d.relaying());
+    EXPECT_EQ(d.translate_ack(4), 4u);
+}
+
+// Found by tests/fuzz/tcp_stream_fuzz: a range replaced by nothing at the
+// front of the unacknowledged output was counted as delivered while it was
+// all the output there was, and as undelivered once more output followed: a
+// repeated ACK of the receiver took the sender's acknowledgement back.
+TEST(TcpStream, ADeletedRangeStaysAcknowledged) {
+    class DeleteLeadingXx : public StreamTransform {
+      public:
+        void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push,
+                      StreamSink& sink) override {
+            if (offset == 0 && pending.size() >= 2) {
+                sink.replace(2, {});
+                pending = pending.subspan(2);
+            }
+            sink.pass(pending.size());
+        }
+    } t;
+    StreamDirection d(t, {});
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    d.on_segment(0, bytes_of("xx"), false, 0, released);
+    EXPECT_EQ(d.translate_ack(0), 2u);
+    auto more = d.on_segment(2, bytes_of("abc"), false, 0, released);
+    EXPECT_EQ(text(d, more), "abc");
+    EXPECT_EQ(d.translate_ack(0), 2u);  // the same ACK again
+    EXPECT_EQ(d.translate_ack(3), 5u);
 }
 
 TEST(TcpStream, FinFollowsTheLastOutputByte) {

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Seed corpora of the fuzz targets, written by code (no binary blobs):
+
+    make_corpus.py OUT_DIR [TARGET...]
+
+writes OUT_DIR/<target>/seed-<name> for each target (all by default). The
+layouts mirror the comments at the top of each *_fuzz.cc. Seeds named
+finding-* are inputs the fuzzers found problems with (kept so each run
+checks them again; the commit that fixed each says what it was).
+"""
+import base64
+import struct
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- decode_fuzz: IP packets ---------------------------------------------------
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def tcp(sport=40000, dport=80, seq=1000, ack=0, flags=0x18, payload=b"", options=b""):
+    offset = (20 + len(options)) // 4
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, offset << 4, flags, 65535, 0, 0) + options + payload
+
+
+def udp(payload=b""):
+    return struct.pack("!HHHH", 5353, 53, 8 + len(payload), 0) + payload
+
+
+def ipv4(proto, l4, frag=0, ihl=5, total=None):
+    options = b"\x01" * ((ihl - 5) * 4)
+    total = 20 + len(options) + len(l4) if total is None else total
+    header = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, total, 1, frag, 64, proto, 0,
+                         bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])) + options
+    header = header[:10] + struct.pack("!H", csum(header)) + header[12:]
+    return header + l4
+
+
+def ipv6(next_header, rest, payload_length=None):
+    length = len(rest) if payload_length is None else payload_length
+    return struct.pack("!IHBB16s16s", 0x60000000, length, next_header, 64,
+                       bytes(15) + b"\1", bytes(15) + b"\2") + rest
+
+
+def ext(next_header, length_units=0):  # hop-by-hop / routing / destination options
+    return bytes([next_header, length_units]) + bytes(6 + 8 * length_units)
+
+
+def decode_seeds():
+    get = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    mss = b"\x02\x04\x05\xb4\x01\x03\x03\x07"
+    yield "v4-tcp-get", ipv4(6, tcp(payload=get))
+    yield "v4-tcp-syn-options", ipv4(6, tcp(flags=0x02, options=mss))
+    yield "v4-ip-options", ipv4(6, tcp(payload=b"x"), ihl=7)
+    yield "v4-udp", ipv4(17, udp(b"\x12\x34query"))
+    yield "v4-icmp", ipv4(1, b"\x08\x00\x00\x00\x00\x01\x00\x01")
+    yield "v4-fragment-later", ipv4(6, b"tail of a fragment", frag=0x0010)
+    yield "v4-truncated", ipv4(6, tcp(payload=get))[:30]
+    yield "v4-gso-length-zero", ipv4(6, tcp(payload=b"y" * 100), total=0)
+    yield "v6-tcp", ipv6(6, tcp(dport=25, payload=b"EHLO x\r\n"))
+    yield "v6-hop-dst-tcp", ipv6(0, ext(60) + ext(6) + tcp(payload=b"z"))
+    yield "v6-routing-udp", ipv6(43, ext(17, 1) + udp(b"abc"))
+    yield "v6-fragment-first", ipv6(44, bytes([6, 0, 0, 1, 0, 0, 0, 7]) + tcp(payload=b"f"))
+    yield "v6-fragment-later", ipv6(44, bytes([6, 0, 0, 0x10, 0, 0, 0, 7]) + b"later")
+    yield "v6-ah", ipv6(51, bytes([6, 1, 0, 0]) + bytes(8) + tcp(payload=b"a"))
+    yield "v6-esp", ipv6(50, bytes(16))
+    yield "v6-long-chain", ipv6(60, b"".join(ext(60) for _ in range(9)) + ext(6) + tcp())
+    yield "not-ip", b"\x50" + bytes(40)
+
+
+# -- probe_fuzz: [split][script: (0x80 if server)|length, bytes ...] ----------
+def probe_script(*pieces):
+    out = bytearray([0])
+    for from_server, text in pieces:
+        for i in range(0, len(text), 0x7F):
+            chunk = text[i:i + 0x7F]
+            out += bytes([(0x80 if from_server else 0) | len(chunk)]) + chunk
+    return bytes(out)
+
+
+def probe_seeds():
+    greetings = {
+        "smtp": b"220 mail.example.com ESMTP Postfix\r\n",
+        "ftp": b"220 (vsFTPd 3.0.3)\r\n",
+        "pop3": b"+OK Dovecot ready.\r\n",
+        "imap": b"* OK [CAPABILITY IMAP4rev1] Dovecot ready.\r\n",
+        "220-bare": b"220-welcome\r\n220 hi\r\n",
+    }
+    replies = {"smtp": b"EHLO client\r\n", "ftp": b"USER anonymous\r\n"}
+    for name, greeting in greetings.items():
+        reply = replies.get(name, b"")
+        # The single-direction probes read the raw input: [split][greeting][reply].
+        yield f"text-{name}", bytes([1 + len(greeting)]) + greeting + reply
+        yield f"script-{name}", probe_script((True, greeting), (False, reply))
+    yield "script-220-then-ehlo", probe_script((True, b"220 "), (True, b"x\r\n"), (False, b"EHLO a\r\n"))
+    yield "script-220-then-user", probe_script((True, b"220 hello\r\n"), (False, b"USER x\r\n"))
+    for method in (b"GET", b"POST", b"PROPFIND", b"CONNECT"):
+        request = method + b" /index.html HTTP/1.1\r\nHost: a\r\n\r\n"
+        yield f"text-{method.decode().lower()}", b"\0" + request
+        yield f"script-{method.decode().lower()}", probe_script((False, request))
+    yield "script-http-response-first", probe_script((True, b"HTTP/1.1 200 OK\r\n\r\n"))
+    yield "script-long-garbage", probe_script((False, b"G" * 200), (True, b"2" * 200))
+
+
+# -- config_fuzz: TOML text ----------------------------------------------------
+def config_seeds():
+    shipped = ROOT / "rules" / "nfqscan.toml"
+    if shipped.exists():
+        yield "shipped", shipped.read_bytes()
+    yield "empty", b""
+    yield "queues", b'[daemon]\nqueues = "0-3"\nlog_level = "debug"\n'
+    yield "queues-bad", b'[daemon]\nqueues = "7-2"\n'
+    yield "stream", (b"[stream]\nhold_limit = 1048576\npending_limit = 65536\n"
+                     b'relay_limit = 67108864\nmemory_limit = 1073741824\noverflow = "drop"\n'
+                     b'relay_device = ""\n')
+    yield "protocols", (b"[protocols.http]\nports = [80, 8080, 3128]\n"
+                        b"[protocols.smtp]\nports = [25, 587]\n[protocols.ftp]\nports = [21]\n")
+    yield "ports-clash", b"[protocols.http]\nports = [25]\n[protocols.smtp]\nports = [25]\n"
+    yield "ports-range", b"[protocols.http]\nports = [0, 65536, -1]\n"
+    yield "test-rewrite", (b"[test_rewrite]\nports = [8080]\n"
+                           b'replace = [["GROW", "GROWN-LONGER"], ["SHRINKME", "S"]]\n'
+                           b"relay = true\nrelay_requests = false\n")
+    yield "marks", b"[marks]\nrelease = 0x100000\ninject = 0x100000\n"
+    yield "scan", (b'[scan]\nbackend = "clamd"\nclamav_db_dirs = ["clamav", "/var/lib/clamav"]\n'
+                   b'yara_rule_dirs = ["yara"]\nthreads = 2\n')
+    yield "unknown-key", b"[queue]\nbatch_size = 32\nbogus = true\n"
+    yield "syntax-error", b"[queue\nbatch_size = = 3\n"
+    yield "types", b'[queue]\nbatch_size = "many"\nfail_open = 1\ngso = 1.5e300\n'
+    yield "huge-integers", b"[flows]\nmax_flows = 9223372036854775807\nudp_timeout_s = -9223372036854775808\n"
+    yield "dates-and-arrays", b"[flows]\nmax_flows = 1979-05-27T07:32:00Z\n[[protocols]]\na = [[1], [\"x\"]]\n"
+
+
+# -- tcp_stream_fuzz -----------------------------------------------------------
+def seg(delta, length, fin=False, from_input=b""):
+    op = 0 | (0x10 if fin else 0) | (0x20 if from_input else 0)
+    return bytes([op]) + struct.pack("!HH", delta, length) + from_input
+
+
+def ack(n):
+    return bytes([1]) + struct.pack("!H", n)
+
+
+def deliver(n):
+    return bytes([2]) + struct.pack("!H", n)
+
+
+def insert(data):
+    return bytes([3, len(data)]) + data
+
+
+def pass_(n):
+    return bytes([0, n])
+
+
+def replace(n, data):
+    return bytes([2 | (len(data) << 3), n]) + data
+
+
+KEEP = bytes([3, 0])
+RELAY_ON = bytes([4, 0])
+RELAY_OFF = bytes([5, 0])
+PASS_ALL = bytes([6, 0])
+
+
+def stream_seeds():
+    head = lambda isn=1000, limits=0x15: struct.pack("!I", isn) + bytes([limits])
+    at = 2048  # delta for "at input_next"
+    yield "in-order-pass", head() + seg(at, 100) + PASS_ALL + ack(100) + seg(at, 100, fin=True) + PASS_ALL + ack(0xFFFF)
+    yield "rewrite-grow-shrink", (head() + seg(at, 40) + pass_(10) + replace(5, b"LONGER-REPLACEMENT") + pass_(5)
+                                  + replace(10, b"s") + KEEP + ack(20) + seg(at - 30, 60) + PASS_ALL + ack(0xFFFF))
+    yield "out-of-order-hold", (head() + seg(at + 100, 50) + seg(at, 100) + PASS_ALL + PASS_ALL
+                                + ack(0xFFFF) + seg(at, 10, fin=True) + PASS_ALL)
+    yield "retransmit-conflict", (head() + seg(at, 30) + PASS_ALL + seg(at - 30, 30, from_input=b"X" * 30)
+                                  + ack(10) + seg(at - 20, 20))
+    yield "relay", (head(limits=0x35) + seg(at, 200) + RELAY_ON + KEEP + seg(at, 300) + KEEP + seg(at, 100)
+                    + replace(200, b"REPLACED") + RELAY_OFF + PASS_ALL + deliver(0xFFFF) + ack(0xFFFF)
+                    + seg(at, 5, fin=True) + PASS_ALL + deliver(0xFFFF) + ack(0xFFFF))
+    yield "insert", head() + seg(at, 10) + PASS_ALL + insert(b"+OK inserted\r\n") + deliver(0xFFFF) + ack(0xFFFF)
+    yield "pending-limit", head(limits=0x00) + seg(at, 3000) + KEEP + seg(at, 3000) + KEEP + ack(0xFFFF)
+    yield "wrap", head(isn=0xFFFFFF00) + seg(at, 4000) + PASS_ALL + ack(0xFFFF) + seg(at, 4000) + PASS_ALL + ack(0xFFFF)
+    yield "pressure", head(limits=0x80) + seg(at + 500, 100) + seg(at, 100) + PASS_ALL
+    # tcp_stream_fuzz's first findings (see the commits "stream: ..."):
+    yield "finding-insertion-retransmit", base64.b64decode("AQACmgAACJ8CjgAAAJIA8QCxoOcBAM4=")
+    yield "finding-bytes-after-fin", base64.b64decode("BAAAAAAEAAAAAAASHP8BHAGlHP+lHP+l")
+    yield "finding-deleted-front", base64.b64decode("AAPoFQAIAAEAAgICLQAAAAAALQALAC0=")
+    yield "finding-insert-after-fin", base64.b64decode("AAABAPYcAKJ7opshTf///5cBkgMAcLphAAD2HACie6KbIQcAAA==")
+
+
+# -- http_inspector_fuzz: [setup] then ops -------------------------------------
+def client(data):
+    out = b""
+    for i in range(0, len(data), 255):
+        out += bytes([0, len(data[i:i + 255])]) + data[i:i + 255]
+    return out
+
+
+def server(data):
+    out = b""
+    for i in range(0, len(data), 255):
+        out += bytes([1, len(data[i:i + 255])]) + data[i:i + 255]
+    return out
+
+
+def verdict(kind=0):
+    return bytes([2 | (kind << 2)])
+
+
+def end(from_server, stalled=False):
+    return bytes([3 | (4 if from_server else 0) | (8 if stalled else 0)])
+
+
+def http_seeds():
+    eicar = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+    get = b"GET /file.exe HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
+    ok = lambda body, extra=b"": (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                                  + extra + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    yield "get-clean", b"\0" + client(get) + server(ok(b"hello")) + verdict(0) + end(True) + end(False)
+    yield "get-infected", b"\1" + client(get) + server(ok(eicar)) + verdict(1)
+    yield "get-error", b"\0" + client(get) + server(ok(b"x" * 600)) + verdict(2)
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: x\r\n\r\n")
+    yield "chunked", b"\0" + client(get) + server(chunked) + verdict(0)
+    yield "close-delimited", b"\0" + client(get) + server(b"HTTP/1.0 200 OK\r\n\r\nbody until close") + end(True) + verdict(0)
+    post = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 68\r\n\r\n" + eicar
+    yield "post-upload", b"\1" + client(post) + verdict(1) + server(ok(b"stored"))
+    pipelined = get + b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n" + get
+    yield "pipelined", (b"\0" + client(pipelined) + server(ok(b"one")) + server(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+                        + server(ok(b"three")) + verdict(0) + verdict(0))
+    yield "upgrade", (b"\0" + client(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                      + server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"))
+    yield "range", b"\0" + client(get) + server(b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-4/100\r\nContent-Length: 5\r\n\r\nhello")
+    yield "allowlisted", b"\0" + client(b"GET / HTTP/1.1\r\nHost: cdn.allowed.example\r\n\r\n") + server(ok(b"fine"))
+    yield "too-big", b"\0" + client(get) + server(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n") + server(b"y" * 1000)
+    yield "stalled", b"\0" + client(get) + server(ok(b"s" * 300)[:-100]) + end(True, stalled=True) + server(b"s" * 100) + verdict(0)
+    yield "not-http", b"\0" + client(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03") + server(b"\x16\x03\x03")
+
+
+SEEDS = {
+    "decode_fuzz": decode_seeds,
+    "probe_fuzz": probe_seeds,
+    "config_fuzz": config_seeds,
+    "tcp_stream_fuzz": stream_seeds,
+    "http_inspector_fuzz": http_seeds,
+}
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if len(argv) >= 2 else 2
+    out = Path(argv[1])
+    targets = argv[2:] or list(SEEDS)
+    for target in targets:
+        if target not in SEEDS:
+            print(f"make_corpus: unknown target {target}", file=sys.stderr)
+            return 2
+        folder = out / target
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in SEEDS[target]():
+            (folder / f"seed-{name}").write_bytes(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
