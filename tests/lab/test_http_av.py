@@ -489,10 +489,10 @@ def test_infected_20mb_upload_never_reaches_the_server_whole_under_loss(lab, htt
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_expect_100_continue_upload_works(lab, http_av, corpus, family):
+def test_expect_100_continue_clean_upload_is_stored(lab, http_av, corpus, family):
     server = HttpLabServer(lab, ports=[80])
     daemon = http_av()
-    clean, infected = corpus.clean("eicar.txt"), corpus.infected("eicar.txt")
+    clean = corpus.clean("eicar.txt")
 
     got = curl_fetch(lab, server.url("/store/clean.txt", family=family), "-H",
                      "Expect: 100-continue", "--data-binary", f"@{upload_file(lab, clean)}", "-v")
@@ -500,10 +500,20 @@ def test_expect_100_continue_upload_works(lab, http_av, corpus, family):
     assert "HTTP/1.1 100 Continue" in got["stderr"], "curl saw no 100 Continue"
     assert got["http_code"] == 201, got
     assert server.stored("clean.txt") == clean.data
+    assert_no_http_events(daemon)
 
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_expect_100_continue_infected_upload_is_blocked(lab, http_av, corpus, family):
+    server = HttpLabServer(lab, ports=[80])
+    daemon = http_av()
+    infected = corpus.infected("eicar.txt")
     url = server.url("/store/infected.txt", family=family)
+
     got = curl_fetch(lab, url, "-H", "Expect: 100-continue", "--data-binary",
-                     f"@{upload_file(lab, infected)}", check=False)
+                     f"@{upload_file(lab, infected)}", "-v", check=False)
+
+    assert "HTTP/1.1 100 Continue" in got["stderr"], "curl saw no 100 Continue"
     assert_upload_blocked(daemon, server, "infected.txt", infected, got["http_code"],
                           got["headers"], got["body"], url)
 
