@@ -43,14 +43,16 @@ def curl_download(lab: Lab, url: str, *extra, timeout: float = 120) -> dict:
 
 def _last_header_block(text: str) -> dict:
     """The headers of the final response in a curl --dump-header file (after
-    any 1xx interim responses), keys lowercased."""
+    any 1xx interim responses), keys lowercased, with the trailer fields of
+    a chunked body (curl writes them as a block of their own) added."""
     blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    starts = [i for i, b in enumerate(blocks) if b.startswith("HTTP/")]
     headers: dict = {}
-    if not blocks:
+    if not starts:
         return headers
-    lines = blocks[-1].splitlines()
+    lines = blocks[starts[-1]].splitlines()
     headers[":status-line"] = lines[0]
-    for line in lines[1:]:
+    for line in lines[1:] + [l for b in blocks[starts[-1] + 1:] for l in b.splitlines()]:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
     return headers

@@ -196,12 +196,23 @@ def test_infected_download_gets_the_block_page(lab, http_av, corpus, route):
     family, port = route
     nginx = nginx_with(lab, corpus, port)
     daemon = http_av()
+    before = http_counters(daemon.status())
+    samples = static_samples(corpus)
 
-    for name in static_samples(corpus):
+    events = []
+    for name in samples:
         url = nginx.url(f"/infected/{name}", family=family)
         got = curl_fetch(lab, url)
-        assert_block_page(daemon, got["http_code"], got["headers"], got["body"],
-                          corpus.infected(name), url)
+        events.append(assert_block_page(daemon, got["http_code"], got["headers"], got["body"],
+                                        corpus.infected(name), url))
+
+    delta = counter_delta(before, http_counters(daemon.status()))
+    assert delta["infected"] == len(samples), delta
+    assert delta["actions"].get("block") == len(samples), delta
+    # The human listing names every blocked URL.
+    listing = daemon.ctl("detections", "-n", "50").stdout.decode()
+    for event in events:
+        assert event["object"] in listing, (event["object"], listing)
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -645,7 +656,7 @@ def test_head_and_304_carry_no_object_and_keep_the_connection_in_step(lab, http_
     assert not_modified.status == 304
     assert clean.status == 200 and body == corpus.clean("eicar.zip").data
     got = curl_fetch(lab, nginx.url("/infected/eicar.zip", family=family), "--head")
-    assert got["http_code"] == 200 and got["body"] == b""
+    assert got["http_code"] == 200, got
     assert int(got["headers"]["content-length"]) == len(infected.data)
     assert_no_http_events(daemon)
 
