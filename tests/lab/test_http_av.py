@@ -425,7 +425,7 @@ def test_infected_form_upload_is_blocked_and_never_stored_whole(lab, http_av, co
                      "-F", f"file=@{upload_file(lab, sample)};filename={sample.name}",
                      check=False)
 
-    assert server.form_file("post", sample.name) is None
+    assert server.form_file("post", sample.name) is None, "the server stored the uploaded file"
     assert_upload_blocked(daemon, server, "post", sample, got["http_code"], got["headers"],
                           got["body"], url, file_name=sample.name)
 
