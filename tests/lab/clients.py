@@ -4,13 +4,18 @@ and Python sockets where a test needs to know every byte it sent."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import http.client
 import os
 import random
 import socket
 import struct
+import urllib.error
+import urllib.request
 
-from lab import Lab, host_in_url
+from http_server import ws_frame
+from lab import Lab, Namespace, host_in_url
 
 
 def sha256_file(path) -> str:
@@ -34,6 +39,163 @@ def curl_download(lab: Lab, url: str, *extra, timeout: float = 120) -> dict:
               "size_request": int(request), "num_connects": int(connects),
               "sha256": sha256_file(out), "path": out}
     return result
+
+
+def _last_header_block(text: str) -> dict:
+    """The headers of the final response in a curl --dump-header file (after
+    any 1xx interim responses), keys lowercased, with the trailer fields of
+    a chunked body (curl writes them as a block of their own) added."""
+    blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    starts = [i for i, b in enumerate(blocks) if b.startswith("HTTP/")]
+    headers: dict = {}
+    if not starts:
+        return headers
+    lines = blocks[starts[-1]].splitlines()
+    headers[":status-line"] = lines[0]
+    for line in lines[1:] + [l for b in blocks[starts[-1] + 1:] for l in b.splitlines()]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return headers
+
+
+def curl_fetch(lab: Lab, url: str, *extra, timeout: float = 120, check: bool = True) -> dict:
+    """One request with curl, without --fail: a block page (403) is an
+    answer like any other. `extra` adds curl options (-X, --data-binary,
+    -H, -F, --compressed, -r ...). Returns http_code, headers (the final
+    response's, keys lowercased), body, sha256 (of the body as curl saved
+    it), num_connects, exit (curl's exit status; with `check`, non-zero
+    raises)."""
+    base = lab.dir / "downloads" / os.urandom(4).hex()
+    base.parent.mkdir(exist_ok=True)
+    out, dump = base.with_suffix(".bin"), base.with_suffix(".head")
+    fmt = "%{http_code} %{num_connects} %{size_download}"
+    proc = lab.curl("--output", str(out), "--dump-header", str(dump), "--write-out", fmt,
+                    *extra, url, timeout=timeout, check=check)
+    fields = proc.stdout.decode().split()
+    body = out.read_bytes() if out.exists() else b""
+    return {"http_code": int(fields[0]) if fields else 0,
+            "num_connects": int(fields[1]) if len(fields) > 1 else 0,
+            "headers": _last_header_block(dump.read_text(errors="replace")
+                                          if dump.exists() else ""),
+            "body": body, "sha256": hashlib.sha256(body).hexdigest(),
+            "exit": proc.returncode, "stderr": proc.stderr.decode(errors="replace")}
+
+
+def curl_many(lab: Lab, urls: list[str], *extra, timeout: float = 120) -> list[dict]:
+    """Several URLs in one curl run, which reuses one keep-alive connection
+    while the server allows it. Returns per URL: http_code, num_connects
+    (0: the transfer reused a connection), body, sha256."""
+    base = lab.dir / "downloads" / os.urandom(4).hex()
+    base.parent.mkdir(exist_ok=True)
+    args, outs = [], []
+    for i, url in enumerate(urls):
+        outs.append(base.with_suffix(f".{i}"))
+        args += [url, "--output", str(outs[-1])]
+    proc = lab.curl("--write-out", "%{http_code} %{num_connects}\n", *extra, *args,
+                    timeout=timeout, check=False)
+    results = []
+    for out, line in zip(outs, proc.stdout.decode().splitlines()):
+        code, connects = line.split()
+        body = out.read_bytes() if out.exists() else b""
+        results.append({"http_code": int(code), "num_connects": int(connects), "body": body,
+                        "sha256": hashlib.sha256(body).hexdigest()})
+    if len(results) != len(urls):
+        raise AssertionError(f"curl reported {len(results)} of {len(urls)} transfers "
+                             f"(exit {proc.returncode}): {proc.stderr.decode(errors='replace')}")
+    return results
+
+
+class NamespaceHTTPConnection(http.client.HTTPConnection):
+    """http.client's connection, its socket made in a lab namespace."""
+
+    def __init__(self, host, port=None, *, namespace: Namespace, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self.namespace = namespace
+
+    def connect(self):
+        timeout = self.timeout if isinstance(self.timeout, (int, float)) else 60.0
+        self.sock = self.namespace.connect(self.host, self.port, timeout=timeout)
+
+
+def http_connection(lab: Lab, address: str, port: int, timeout: float = 60) -> NamespaceHTTPConnection:
+    """A Python http.client connection from the client namespace (keep-alive
+    across requests, as http.client does)."""
+    return NamespaceHTTPConnection(address, port, namespace=lab.client, timeout=timeout)
+
+
+class _NamespaceHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, namespace: Namespace):
+        super().__init__()
+        self.namespace = namespace
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(NamespaceHTTPConnection, namespace=self.namespace),
+                            req)
+
+
+def urllib_fetch(lab: Lab, url: str, data: bytes | None = None, method: str | None = None,
+                 headers: dict | None = None, timeout: float = 120):
+    """urllib.request from the client namespace, no proxies. Returns
+    (status, headers, body); an HTTP error status is returned, not raised."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         _NamespaceHTTPHandler(lab.client))
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, err.headers, err.read()
+
+
+def websocket_echo(lab: Lab, address: str, port: int, payloads: list[bytes],
+                   path: str = "/ws", timeout: float = 30) -> tuple[bytes, list[bytes]]:
+    """A WebSocket client: the upgrade request, then each payload as a
+    masked binary frame, reading each echo back, then a close. Returns (the
+    response head, the payloads echoed)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with lab.client.connect(address, port, timeout=timeout) as sock:
+        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host_in_url(address)}:{port}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                     .encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed during the upgrade: {buf!r}")
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            return head, []
+
+        def read(n: int) -> bytes:
+            nonlocal buf
+            while len(buf) < n:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed in a WebSocket frame")
+                buf += chunk
+            out, buf = buf[:n], buf[n:]
+            return out
+
+        def frame() -> tuple[int, bytes]:
+            b0, b1 = read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(read(2), "big")
+            elif n == 127:
+                n = int.from_bytes(read(8), "big")
+            return b0 & 0x0F, read(n)
+
+        echoed = []
+        for payload in payloads:
+            sock.sendall(ws_frame(0x2, payload, mask=os.urandom(4)))
+            opcode, data = frame()
+            echoed.append(data)
+        sock.sendall(ws_frame(0x8, b"\x03\xe8", mask=os.urandom(4)))
+        frame()
+        return head, echoed
 
 
 def curl_mail(lab: Lab, urls: list[str], user: str, password: str,
@@ -97,40 +259,73 @@ class HttpExchange:
 
     def request(self, method: str, path: str, body: bytes = b"", close: bool = False):
         """Send one request, read its whole response. Returns (status, headers, body)."""
+        self.send(method, path, body, close)
+        return self._response(method, close)
+
+    def send(self, method: str, path: str, body: bytes = b"", close: bool = False,
+             headers: dict | None = None) -> None:
+        """Send one request without reading anything: several sends in a
+        row are pipelined (read the responses with read_response)."""
+        self.sock.sendall(self.encode(method, path, body, close, headers))
+
+    def encode(self, method: str, path: str, body: bytes = b"", close: bool = False,
+               headers: dict | None = None) -> bytes:
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", "User-Agent: nfqscan-lab"]
         if body or method in ("PUT", "POST"):
             head.append(f"Content-Length: {len(body)}")
         if close:
             head.append("Connection: close")
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
-        self.sock.sendall(data)
         self.sent += len(data)
-        return self._response(method, close)
+        return data
+
+    def read_response(self, method: str = "GET"):
+        """The next response: (status, headers, body), or None when the
+        connection ended (FIN or RST) before another response began."""
+        if not self._buffer:
+            try:
+                chunk = self._recv()
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self._buffer = chunk
+        return self._response(method, close=False)
 
     def _recv(self) -> bytes:
         chunk = self.sock.recv(1 << 20)
         self.received += len(chunk)
         return chunk
 
+    def _fill(self, what: str) -> None:
+        chunk = self._recv()
+        if not chunk:
+            raise ConnectionError(f"connection closed in {what}: {self._buffer[:200]!r}")
+        self._buffer += chunk
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._buffer:
+            self._fill("a chunk header")
+        line, _, self._buffer = self._buffer.partition(b"\r\n")
+        return line
+
     def _response(self, method: str, close: bool):
         while b"\r\n\r\n" not in self._buffer:
-            chunk = self._recv()
-            if not chunk:
-                raise ConnectionError(f"connection closed in response head: {self._buffer!r}")
-            self._buffer += chunk
+            self._fill("response head")
         head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        headers = {}
+        headers = {":status-line": lines[0]}
         for line in lines[1:]:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             length = 0
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            return status, headers, self._chunked_body(headers)
         elif "content-length" in headers:
             length = int(headers["content-length"])
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            raise NotImplementedError("chunked responses are not needed by the lab yet")
         else:
             length = None  # until close
         while length is None or len(self._buffer) < length:
@@ -149,6 +344,22 @@ class HttpExchange:
             while self._recv():
                 pass
         return status, headers, body
+
+    def _chunked_body(self, headers: dict) -> bytes:
+        """De-chunks the body; trailer fields are added to `headers`."""
+        body = bytearray()
+        while True:
+            size = int(self._line().split(b";")[0], 16)
+            if size == 0:
+                break
+            while len(self._buffer) < size + 2:
+                self._fill("a chunk")
+            body += self._buffer[:size]
+            self._buffer = self._buffer[size + 2:]
+        while line := self._line():
+            key, _, value = line.decode("latin-1").partition(":")
+            headers[key.strip().lower()] = value.strip()
+        return bytes(body)
 
 
 def mail_message(subject: str, body_bytes: int, seed: int = 1) -> bytes:

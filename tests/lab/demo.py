@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from banner_server import expected_stream  # noqa: E402
-from clients import banner_session, curl_download, curl_mail, mail_message  # noqa: E402
+from clients import banner_session, curl_download, curl_fetch, curl_mail, mail_message  # noqa: E402
+from http_corpus import EICAR  # noqa: E402
 from lab import Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
 from servers import BannerServer, Dovecot, Nginx  # noqa: E402
@@ -51,6 +52,8 @@ class Demo:
         self.lab = lab
         self.nginx = Nginx(lab, ports=[80, self.REWRITE_PORT])
         self.download_digest = self.nginx.add_random_file("download.bin", 20 * 1024 * 1024)
+        self.nginx.add_file("av/eicar.com", EICAR)
+        self.clean_digest = self.nginx.add_random_file("av/clean.bin", 2 * 1024 * 1024)
         self.tokens = token_text(5 * 1024 * 1024)
         self.nginx.add_stream_file("tokens.txt", self.tokens)
         self.dovecot = Dovecot(lab, pop3_ports=[110], imap_ports=[143],
@@ -161,6 +164,29 @@ def scan(demo: Demo) -> str:
             f"{len(demo.daemon.detections(100))} events in the event log")
 
 
+@step("httpav", "HTTP antivirus: EICAR downloaded with curl gets the block page; "
+                "a clean 2 MB file arrives byte-identical")
+def http_antivirus(demo: Demo) -> str:
+    demo.daemon.wait_engines()
+    url = demo.nginx.url("/av/eicar.com")
+    got = curl_fetch(demo.lab, url)
+    page = got["body"].decode("utf-8", errors="replace")
+    print(f"   curl {url} -> HTTP {got['http_code']}, "
+          f"{got['headers'].get('content-type', '?')}, {len(got['body'])} bytes:", flush=True)
+    shown = [line.strip() for line in page.splitlines() if line.strip()][:8]
+    print("\n".join("   | " + line[:100] for line in shown), flush=True)
+    check(got["http_code"] == 403, f"HTTP {got['http_code']} instead of the block page")
+    check(EICAR not in got["body"], "the EICAR bytes reached the client")
+    events = [e for e in demo.daemon.detections(20)
+              if e.get("protocol") == "http" and e.get("object", "").endswith("/av/eicar.com")]
+    check(bool(events), "no http event for the download in nfqscanctl detections")
+    check(events[-1]["name"] in page, f"the page does not name {events[-1]['name']}")
+    clean = curl_download(demo.lab, demo.nginx.url("/av/clean.bin"))
+    check(clean["sha256"] == demo.clean_digest, "the clean file arrived altered")
+    return (f"blocked: {events[-1]['name']} (event {events[-1].get('id')}, action "
+            f"{events[-1]['action']}); clean file sha256 ok")
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -173,6 +199,7 @@ def hold(demo: Demo) -> None:
    ip netns exec {lab.client.name} curl -o /dev/null http://203.0.113.2/download.bin
    ip netns exec {lab.client.name} curl -g -o /dev/null http://[2001:db8:2::2]/download.bin
    ip netns exec {lab.client.name} curl -0 http://203.0.113.2:{demo.REWRITE_PORT}/stream/tokens.txt | head -c 400
+   ip netns exec {lab.client.name} curl -i http://203.0.113.2/av/eicar.com     (the block page)
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} pop3://203.0.113.2/1
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} 'imap://203.0.113.2/INBOX;UID=1'
    {daemon.ctl_command()} status      (or flows, --json)

@@ -62,21 +62,29 @@ def dump_toml(table: dict) -> str:
     return "\n".join(lines).lstrip() + "\n"
 
 
-def resolve_scan_paths(config: dict, base: Path) -> dict:
-    """Relative folders ([scan], [daemon] messages_dir) of a configuration
-    read from `base`, made absolute, as nfqscand resolves them against its
-    configuration file."""
-    daemon = dict(config.get("daemon", {}))
-    if daemon.get("messages_dir") and not Path(daemon["messages_dir"]).is_absolute():
-        config = {**config, "daemon": {**daemon,
-                                       "messages_dir": str(base / daemon["messages_dir"])}}
-    scan = dict(config.get("scan", {}))
-    for key in ("clamav_db_dirs", "yara_rule_dirs"):
-        if key in scan:
-            scan[key] = [d if Path(d).is_absolute() else str(base / d) for d in scan[key]]
-    if scan.get("temp_dir") and not Path(scan["temp_dir"]).is_absolute():
-        scan["temp_dir"] = str(base / scan["temp_dir"])
-    return {**config, "scan": scan} if scan else config
+def resolve_relative_dirs(config: dict, base: Path) -> dict:
+    """Relative folders of a configuration read from `base`, made absolute,
+    as nfqscand resolves them against its configuration file: every key
+    named `dir`/`dirs` or ending in `_dir`/`_dirs`, in any table ([scan]
+    clamav_db_dirs, yara_rule_dirs, temp_dir, and folders added later such
+    as the message templates'). Empty strings stay empty (the default)."""
+
+    def absolute(value):
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str(base / value)
+        return value
+
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out[key] = resolve_relative_dirs(value, base)
+        elif (key == "dirs" or key.endswith("_dirs")) and isinstance(value, list):
+            out[key] = [absolute(v) for v in value]
+        elif key == "dir" or key.endswith("_dir"):
+            out[key] = absolute(value)
+        else:
+            out[key] = value
+    return out
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -108,7 +116,7 @@ class Nfqscand:
         self.dir.mkdir(exist_ok=True)
         self.control = self.dir / "control.sock"
         with open(REPO / "rules" / "nfqscan.toml", "rb") as f:
-            config = resolve_scan_paths(tomllib.load(f), REPO / "rules")
+            config = resolve_relative_dirs(tomllib.load(f), REPO / "rules")
         config = merge(config, {"daemon": {"control_socket": str(self.control),
                                            "event_log": str(self.dir / "events.jsonl")}})
         self.config = merge(config, overrides or {})

@@ -14,7 +14,7 @@ import pwd
 import sys
 from pathlib import Path
 
-from lab import SERVER4, SERVER6, Lab, Process, host_in_url
+from lab import SERVER4, SERVER6, Lab, Process, host_in_url, wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,7 +31,10 @@ def _mkdirs(*paths: Path, owner: str | None = None, mode: int = 0o755) -> None:
 class Nginx:
     """nginx serving DIR/www on the given ports, IPv4 and IPv6, with
     `dav_methods PUT` so clients can upload (into any path under DIR/www/upload),
-    and /stream/ served without Content-Length (SSI; see stream_url)."""
+    /stream/ served without Content-Length (SSI; see stream_url), and gzip
+    for clients that accept it: /gz/ from NAME.gz files (Content-Length),
+    /dyn/ compressed on the fly (chunked). Static files answer HEAD,
+    If-Modified-Since (304) and Range (206) as nginx does by default."""
 
     def __init__(self, lab: Lab, ports=(80,), name: str = "nginx"):
         self.lab = lab
@@ -81,6 +84,17 @@ http {{
         location /stream/ {{
             ssi on;
             ssi_types text/plain;
+        }}
+        # To a client that accepts gzip: /gz/NAME is NAME.gz as it is on
+        # disk, with Content-Length and Content-Encoding: gzip; /dyn/NAME is
+        # NAME compressed on the fly, chunked (no length is known ahead).
+        location /gz/ {{
+            gzip_static on;
+        }}
+        location /dyn/ {{
+            gzip on;
+            gzip_min_length 0;
+            gzip_types text/plain application/octet-stream application/zip;
         }}
     }}
 }}
@@ -236,3 +250,77 @@ class BannerServer:
         for address in (SERVER4, SERVER6):
             lab.server.wait_port(address, port, greeting=banner.strip(), process=self.process)
 
+
+
+class HttpLabServer:
+    """tests/lab/http_server.py: the HTTP framings nginx does not produce
+    (chunked with trailers, close-delimited bodies, 100-continue, a POST/PUT
+    receiver that keeps what it got, multipart forms, WebSocket, keep-alive),
+    on the given ports, IPv4 and IPv6. Files to serve go to DIR/www, what
+    clients send to DIR/store (see http_server.py for the routes)."""
+
+    def __init__(self, lab: Lab, ports=(80,), name: str = "http-lab"):
+        self.lab = lab
+        self.ports = list(ports)
+        self.dir = lab.dir / name
+        self.www = self.dir / "www"
+        self.store = self.dir / "store"
+        _mkdirs(self.dir, self.www, self.store)
+        cmd = [sys.executable if os.path.exists(sys.executable) else "/usr/bin/python3",
+               HERE / "http_server.py", "--listen", SERVER4, "--listen", SERVER6,
+               "--root", self.www, "--store", self.store]
+        for port in self.ports:
+            cmd += ["--port", port]
+        self.process: Process = lab.server.spawn(name, cmd)
+        for port in self.ports:
+            for address in (SERVER4, SERVER6):
+                self.wait_answering(address, port)
+
+    def wait_answering(self, address: str, port: int, timeout: float = 15.0) -> None:
+        """Until GET /ready is answered 200 (from the server's own namespace,
+        so nothing of it crosses the router)."""
+        def answered():
+            if not self.process.alive():
+                raise RuntimeError(f"http_server exited with {self.process.returncode}:\n"
+                                   f"{self.process.log_tail()}")
+            try:
+                with self.lab.server.connect(address, port, timeout=2.0) as sock:
+                    sock.sendall(b"GET /ready HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while chunk := sock.recv(4096):
+                        data += chunk
+                    return data.startswith(b"HTTP/1.1 200") and data.endswith(b"ready\n")
+            except OSError:
+                return False
+
+        wait_until(answered, timeout, f"http_server on {address} port {port}")
+
+    def add_file(self, name: str, data: bytes) -> str:
+        """Serve `data` as NAME under every route (/cl/, /chunked/, /close/);
+        returns its sha256 hex digest."""
+        path = self.www / name
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+        return hashlib.sha256(data).hexdigest()
+
+    def url(self, path: str, port: int | None = None, family: int = 4) -> str:
+        port = port or self.ports[0]
+        address = SERVER4 if family == 4 else SERVER6
+        return f"http://{host_in_url(address)}:{port}{path}"
+
+    def stored(self, name: str) -> bytes | None:
+        """The body of an upload to /store/NAME or /form/NAME, when the
+        server received all of it; None otherwise."""
+        path = self.store / name
+        return path.read_bytes() if path.exists() else None
+
+    def partial(self, name: str) -> bytes | None:
+        """What the server got of an upload it never received whole (None
+        when it got nothing at all, or all of it)."""
+        path = self.store / f"{name}.part"
+        return path.read_bytes() if path.exists() else None
+
+    def form_file(self, name: str, filename: str) -> bytes | None:
+        """A file part of a complete multipart upload to /form/NAME."""
+        path = self.store / f"{name}.d" / filename
+        return path.read_bytes() if path.exists() else None
