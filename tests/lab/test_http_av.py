@@ -56,17 +56,16 @@ def http_counters(status: dict) -> dict:
     int}}. Missing keys read as 0. The daemon's key names are mapped here
     and nowhere else."""
     section = status.get("protocols", {}).get("http", {})
-    objects = section.get("objects", section)
 
     def table(value) -> dict:
         return {k: int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
-    return {"scanned": int(objects.get("scanned", 0)),
-            "clean": int(objects.get("clean", 0)),
-            "infected": int(objects.get("infected", 0)),
-            "errors": table(objects.get("errors", section.get("errors", {}))),
+    return {"scanned": int(section.get("objects", 0)),
+            "clean": int(section.get("clean", 0)),
+            "infected": int(section.get("infected", 0)),
+            "errors": table(section.get("errors", {})),
             "actions": table(section.get("actions", {})),
-            "released": table(section.get("released", section.get("flows_released", {})))}
+            "released": table(section.get("released", {}))}
 
 
 def counter_delta(before: dict, after: dict) -> dict:
