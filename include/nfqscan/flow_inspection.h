@@ -79,8 +79,8 @@ class FlowInspection final : public InspectorHost {
               std::shared_ptr<const std::vector<uint8_t>> bytes) override;
     std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
                        std::string_view action) override;
-    std::string record_fallback(const ObjectInfo& info, Category category,
-                                std::string_view reason, std::string_view action) override;
+    std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,
+                                std::string_view action) override;
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
     void reset_both() override;
     void note_allowlisted(const ObjectInfo& info) override;

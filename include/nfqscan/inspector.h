@@ -27,8 +27,8 @@
 
 #include <array>
 #include <cstdint>
-#include <nlohmann/json_fwd.hpp>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -129,15 +129,15 @@ class Inspector {
 
 // What the inspectors of one protocol did, per worker (summed for status).
 struct InspectionCounters {
-    uint64_t flows = 0;           // flows an inspector was attached to
-    uint64_t objects = 0;         // objects handed to the scan service
-    uint64_t scanned_bytes = 0;   // their bytes
+    uint64_t flows = 0;          // flows an inspector was attached to
+    uint64_t objects = 0;        // objects handed to the scan service
+    uint64_t scanned_bytes = 0;  // their bytes
     uint64_t clean = 0, infected = 0;
     std::array<uint64_t, kCategoryCount> errors{};  // by Category (scan errors and fallbacks)
-    uint64_t allowlisted = 0;     // objects not scanned: an allowlist names them
-    uint64_t blocked = 0, passed = 0, resets = 0;  // actions on objects not judged clean
+    uint64_t allowlisted = 0;                       // objects not scanned: an allowlist names them
+    uint64_t blocked = 0, passed = 0, resets = 0;   // actions on objects not judged clean
     std::array<uint64_t, kReleaseReasonCount> released{};  // flows released, by reason
-    uint64_t held_bytes = 0;      // gauge: bytes the engine and inspectors hold now
+    uint64_t held_bytes = 0;  // gauge: bytes the engine and inspectors hold now
 
     InspectionCounters& operator+=(const InspectionCounters& o);
 };

@@ -22,10 +22,10 @@
 #include "nfqscan/config.h"
 #include "nfqscan/flow_stream.h"
 #include "nfqscan/inspector.h"
-#include "nfqscan/scan.h"
-#include "nfqscan/scan_event_log.h"
 #include "nfqscan/nfqueue.h"
 #include "nfqscan/relay_device.h"
+#include "nfqscan/scan.h"
+#include "nfqscan/scan_event_log.h"
 
 namespace nfqscan {
 

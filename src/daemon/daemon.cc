@@ -361,9 +361,8 @@ void Daemon::scan_files(const nlohmann::json& request, PendingReply reply) {
                                  scan_engine_name(verdict.detection.engine),
                                  verdict.detection.signature, verdict.detection.layer_path);
                 if (batch->events)
-                    batch->events->append(
-                        ScanEvent{.protocol = "cli", .object = path, .verdict = verdict,
-                                  .action = "none"});
+                    batch->events->append(ScanEvent{
+                        .protocol = "cli", .object = path, .verdict = verdict, .action = "none"});
             }
             batch->done();
         });

@@ -285,8 +285,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // after it: held packets, memory, the relay and deferred sets, what the
     // inspector asked for, the verdicts.
     struct StreamStep {
-        explicit StreamStep(const FlowStream& s)
-            : memory(s.memory_bytes()), held(s.held_count()) {}
+        explicit StreamStep(const FlowStream& s) : memory(s.memory_bytes()), held(s.held_count()) {}
         size_t memory, held;
     };
     void settle(Flow& flow, const StreamStep& step) {

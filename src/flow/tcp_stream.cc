@@ -431,9 +431,10 @@ void StreamDirection::discard() {
 }
 
 void StreamDirection::insert(std::span<const uint8_t> bytes) {
-    // Nothing follows a FIN: the receiver may have it (and acknowledged it)
-    // already, and would drop what comes after it.
-    if (bytes.empty() || fin_seen_) return;
+    // Nothing follows a FIN once it can have been sent: the receiver may
+    // have it (and acknowledged it) already, and would drop what comes after
+    // it. A FIN behind bytes still unmapped has not been sent.
+    if (bytes.empty() || output_finished()) return;
     append_output({}, bytes, false);
     ++counters_.rewritten;
     start_relay();

@@ -134,8 +134,8 @@ std::string FlowInspection::record_fallback(const ObjectInfo& info, Category cat
     event.direction = std::string(direction_label(info.direction));
     event.object = info.name;
     // The scan service's categories come first in Category, in its order.
-    ScanError error = size_t(category) < kScanErrorCount ? ScanError(category)
-                                                          : ScanError::ContentSize;
+    ScanError error =
+        size_t(category) < kScanErrorCount ? ScanError(category) : ScanError::ContentSize;
     event.verdict = ScanVerdict::failed(error, std::string(reason));
     event.category = std::string(category_name(category));
     event.action = std::string(action);

@@ -161,10 +161,9 @@ void print_protocols(const json& protocols) {
         }
         const json& a = c["actions"];
         t.add({name, num(c["flows"]), num(c["objects"]),
-               human_bytes(c["scanned_bytes"].get<uint64_t>()), num(c["clean"]),
-               num(c["infected"]), num(json(errors)), num(c["allowlisted"]), num(a["block"]),
-               num(a["pass"]), num(a["reset"]), num(json(released)),
-               human_bytes(c["held_bytes"].get<uint64_t>())});
+               human_bytes(c["scanned_bytes"].get<uint64_t>()), num(c["clean"]), num(c["infected"]),
+               num(json(errors)), num(c["allowlisted"]), num(a["block"]), num(a["pass"]),
+               num(a["reset"]), num(json(released)), human_bytes(c["held_bytes"].get<uint64_t>())});
     }
     t.print();
     for (const std::string& n : notes)

@@ -469,5 +469,28 @@ TEST(FlowStream, CloseWithSendsTheMessageThenAFinAndResetsTheSender) {
     EXPECT_FALSE(w.stream.needs_engine());
 }
 
+TEST(FlowStream, CloseWithAfterTheSendersFinStillDeliversTheMessage) {
+    // The server sent its whole response and its FIN; the verdict blocks it:
+    // the FIN waited behind the unmapped object, so the message goes first.
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x18, 1000, 5000, "GET / HTTP/1.0\r\n\r\n");
+    w.send(false, 0x19, 5000, 1018, std::string(500, 'v'));
+
+    std::vector<PacketVerdict> out;
+    w.stream.close_with(Direction::ServerToClient, test::bytes_of("BLOCKED"), 10, out);
+    std::string to_client;
+    bool fin = false;
+    for (const DecodedPacket& p : decoded_injections(out)) {
+        if (p.dst.to_string() != "198.51.100.2") continue;
+        to_client.append(p.payload.begin(), p.payload.end());
+        fin |= p.has(tcp_flag::kFin);
+    }
+    EXPECT_EQ(to_client, "BLOCKED");
+    EXPECT_TRUE(fin);
+}
+
 }  // namespace
 }  // namespace nfqscan
