@@ -241,12 +241,14 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
     void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
 
-    // Whether an inspector wants the stream engine on this flow (for now the
-    // test inspector: its ports).
+    // Whether the test inspector ([test_rewrite]) wants the stream engine on
+    // this flow: its ports.
     bool wants_stream(const Flow& flow, const DecodedPacket& p) const {
-        return p.is_tcp() && test_replacer_ &&
-               std::count(config_->test_rewrite.ports.begin(), config_->test_rewrite.ports.end(),
-                          flow.server_port());
+        return p.is_tcp() && test_rewrites(flow);
+    }
+    bool test_rewrites(const Flow& flow) const {
+        return test_replacer_ && std::count(config_->test_rewrite.ports.begin(),
+                                            config_->test_rewrite.ports.end(), flow.server_port());
     }
 
     // Whether the flow may be one an inspector scans: a TCP flow seen from
@@ -720,6 +722,14 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
   private:
     void on_decided(Flow& flow) {
+        // A protocol that is not scanned ([protocols.<name>] scan = false)
+        // goes to the fast path like one nfqscan does not know.
+        Service service = flow.service;
+        if (flow.disposition == Disposition::Claimed && has_inspector(service) &&
+            !config_->protocols[size_t(service)].policy.scan && !test_rewrites(flow)) {
+            flow.disposition = Disposition::Released;
+            ++protocol_counters_[size_t(service)].released[size_t(ReleaseReason::NotScanned)];
+        }
         if (flow.disposition == Disposition::Released)
             ++flows_released_;
         else

@@ -164,7 +164,12 @@ def test_rewrite_leaves_other_ports_untouched(lab, nfqscand):
     nginx = Nginx(lab, ports=[80, 8080])
     original, expected = token_digests(SMALL)
     nginx.add_stream_file("tokens.txt", token_text(SMALL))
-    daemon = nfqscand(rewrite_config([80]), args=ALLOW)
+    # Port 8080 is HTTP: its inspector scans it, and passes what it allows
+    # as it comes (no relay, no rewrite).
+    config = rewrite_config([80])
+    config.setdefault("protocols", {}).setdefault("http", {})["allow_hosts"] = [
+        lab.server_address(4)]
+    daemon = nfqscand(config, args=ALLOW)
     assert 8080 in daemon.config["protocols"]["http"]["ports"]
     before = daemon.status()
 
