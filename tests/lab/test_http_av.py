@@ -796,3 +796,19 @@ def test_lab_http_server_serves_every_framing_directly(lab, corpus):
             assert status == 201 and server.stored("direct.txt") == data
     head, echoed = websocket_echo(lab, lab.server_address(6), 80, [b"a", b"b" * 200])
     assert head.startswith(b"HTTP/1.1 101") and echoed == [b"a", b"b" * 200]
+
+
+@pytest.mark.parametrize("port", [80, ODD_PORT])
+def test_scan_false_releases_http_flows_unscanned(lab, http_av, corpus, port):
+    nginx = nginx_with(lab, corpus, port)
+    daemon = http_av({"scan": False})
+    before = http_counters(daemon.status())
+
+    got = curl_fetch(lab, nginx.url("/infected/eicar.com"))
+
+    assert got["http_code"] == 200 and got["body"] == EICAR, "scan = false still scanned"
+    flow = daemon.wait_flow(server_port=port)
+    assert flow["disposition"] == "released", flow
+    delta = counter_delta(before, http_counters(daemon.status()))
+    assert delta["scanned"] == 0, delta
+    assert delta["released"] == {"scan-false": 1}, delta
