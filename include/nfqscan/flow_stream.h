@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "nfqscan/conntrack.h"
 #include "nfqscan/flow.h"
 #include "nfqscan/tcp_packet.h"
 #include "nfqscan/tcp_relay.h"
@@ -103,6 +104,13 @@ class FlowStream {
     void close_with(Direction d, std::span<const uint8_t> bytes, uint64_t now_ms,
                     std::vector<PacketVerdict>& out);
     bool closed() const { return closed_.has_value(); }
+    // The addresses nfqscand's own segments of direction d carry: those of
+    // the connection's conntrack tuple for that direction, where NAT makes
+    // them differ from the forwarded packets' (see conntrack.h).
+    void set_wire_endpoints(Direction d, const Endpoint& src, const Endpoint& dst);
+    // Whether the owner has looked the wire endpoints up (set or not).
+    bool wire_checked() const { return wire_checked_; }
+    void note_wire_checked() { wire_checked_ = true; }
     // Output a grown packet could not carry waits for the next packet of its
     // direction in the same batch (which carries it in front of its own), so
     // that a run of growing GSO packets costs one extra segment, not one per
@@ -196,6 +204,10 @@ class FlowStream {
     std::array<std::unique_ptr<RelaySender>, 2> relays_;
     bool dead_ = false;                           // reset: nothing more to deliver
     std::optional<Direction> closed_;             // close_with(): the direction that ends
+    std::array<std::optional<std::pair<Endpoint, Endpoint>>, 2> wire_;  // set_wire_endpoints()
+    bool wire_checked_ = false;
+    // last_headers_[d] := h, addressed as wire_[d] says.
+    void remember_headers(size_t d, const SegmentHeaders& h);
     std::array<bool, 2> deferred_{false, false};  // output waits for flush_deferred()
     FlowStreamCounters counters_;
 };

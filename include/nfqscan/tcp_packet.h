@@ -36,6 +36,11 @@ struct SegmentHeaders {
     uint32_t ack() const;
     uint32_t seq() const;
     uint16_t window() const;  // the raw field (unscaled)
+    // The addresses and ports become these (of the header's IP version):
+    // segments built from it are addressed as conntrack knows the
+    // connection on the far side of a NAT (see conntrack.h).
+    void set_endpoints(const IpAddress& src, uint16_t src_port, const IpAddress& dst,
+                       uint16_t dst_port);
     uint8_t flags() const { return bytes[l3_length + 13]; }
     // The timestamp option's TSval, if the segment carries one (read once,
     // by of()).

@@ -545,7 +545,8 @@ nlohmann::json Daemon::status() {
                 {"device_frames", streams.relay_device_frames},
                 {"device_errors", streams.relay_device_errors},
                 {"device_queued", streams.relay_device_queued}}},
-              {"resets", streams.resets}}},
+              {"resets", streams.resets},
+              {"nat_flows", streams.nat_flows}}},
             {"scan", scan_status()}};
 }
 

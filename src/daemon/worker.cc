@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "nfqscan/classifier.h"
+#include "nfqscan/conntrack.h"
 #include "nfqscan/flow.h"
 #include "nfqscan/flow_inspection.h"
 #include "nfqscan/flow_stream.h"
@@ -113,6 +114,7 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     relay_device_errors += o.relay_device_errors;
     relay_device_queued += o.relay_device_queued;
     resets += o.resets;
+    nat_flows += o.nat_flows;
     return *this;
 }
 
@@ -220,6 +222,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (classifier_.observe(flow, l.direction, p, now_ms_)) on_decided(flow);
 
         if (flow.stream) {
+            if (l.direction == Direction::ServerToClient && !flow.stream->wire_checked())
+                learn_wire_endpoints(flow);
             stream_verdicts_.clear();
             StreamStep step(*flow.stream);
             flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, now_ms_,
@@ -249,6 +253,38 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     bool test_rewrites(const Flow& flow) const {
         return test_replacer_ && std::count(config_->test_rewrite.ports.begin(),
                                             config_->test_rewrite.ports.end(), flow.server_port());
+    }
+
+    // Behind NAT, the segments nfqscand sends must carry the addresses of
+    // the connection's conntrack entry (see conntrack.h). Looked up at the
+    // server's first packet: by then the entry is confirmed and its NAT
+    // bindings are set.
+    void learn_wire_endpoints(Flow& flow) {
+        FlowStream& stream = *flow.stream;
+        stream.note_wire_checked();
+        if (!conntrack_ && !conntrack_failed_) {
+            try {
+                conntrack_ = std::make_unique<ConntrackLookup>();
+            } catch (const std::exception& e) {
+                conntrack_failed_ = true;
+                spdlog::warn("queue {}: cannot read conntrack ({}): behind NAT, segments "
+                             "nfqscand sends will not reach the peers",
+                             queue_.queue(), e.what());
+            }
+        }
+        if (!conntrack_) return;
+        Endpoint client{flow.client(), flow.client_port()};
+        Endpoint server{flow.server(), flow.server_port()};
+        // Masquerade leaves the original tuple as seen here, a port forward
+        // the reply tuple.
+        std::optional<ConnectionTuples> t = conntrack_->find(client, server, true);
+        if (!t) t = conntrack_->find(server, client, false);
+        if (!t || (t->orig_src == client && t->orig_dst == server && t->reply_src == server &&
+                   t->reply_dst == client))
+            return;
+        stream.set_wire_endpoints(Direction::ClientToServer, t->orig_src, t->orig_dst);
+        stream.set_wire_endpoints(Direction::ServerToClient, t->reply_src, t->reply_dst);
+        ++nat_flows_;
     }
 
     // Whether the flow may be one an inspector scans: a TCP flow seen from
@@ -644,6 +680,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             s.streams.relay_device_errors = relay_device_.queue->counters().failed;
         }
         s.streams.relay_device_queued = relay_device_queued_;
+        s.streams.nat_flows = nat_flows_;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
@@ -773,6 +810,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     uint64_t inspection_ids_ = 0;
     std::array<InspectionCounters, kServiceCount> protocol_counters_;
     uint32_t event_id_base_ = std::random_device{}();
+    std::unique_ptr<ConntrackLookup> conntrack_;  // opened at the first stream flow
+    bool conntrack_failed_ = false;
+    uint64_t nat_flows_ = 0;  // stream flows whose own segments are addressed for NAT
     uint64_t events_ = 0;
     uint64_t removed_by_service_[kServiceCount] = {};
 };

@@ -173,7 +173,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     bool rst = p.has(tcp_flag::kRst);
     if (!rst) {
         // The template for what nfqscand sends on this side's behalf.
-        last_headers_[di] = headers;
+        remember_headers(di, headers);
         std::optional<uint32_t> ts = headers.ts_value();
         if (ts && (!ts_newest_[di] || seq_before(*ts_newest_[di], *ts))) ts_newest_[di] = ts;
         uint32_t end = uint32_t(p.seq + p.payload.size() + (fin ? 1 : 0));
@@ -451,6 +451,20 @@ void FlowStream::reset_receiver(Direction dx, std::vector<PacketVerdict>& out) {
             ++counters_.resets;
         }
     }
+}
+
+void FlowStream::remember_headers(size_t d, const SegmentHeaders& h) {
+    last_headers_[d] = h;
+    if (const auto& wire = wire_[d])
+        last_headers_[d]->set_endpoints(wire->first.address, wire->first.port,
+                                        wire->second.address, wire->second.port);
+}
+
+void FlowStream::set_wire_endpoints(Direction d, const Endpoint& src, const Endpoint& dst) {
+    size_t di = size_t(d);
+    wire_[di] = std::pair{src, dst};
+    wire_checked_ = true;
+    if (last_headers_[di]) remember_headers(di, *last_headers_[di]);
 }
 
 void FlowStream::redrive(uint64_t now_ms, std::vector<PacketVerdict>& out) {

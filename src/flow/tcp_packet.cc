@@ -124,6 +124,22 @@ SegmentHeaders SegmentHeaders::of(const DecodedPacket& p) {
     return h;
 }
 
+void SegmentHeaders::set_endpoints(const IpAddress& src, uint16_t src_port, const IpAddress& dst,
+                                   uint16_t dst_port) {
+    if (ip_version == 4) {
+        std::memcpy(bytes.data() + 12, src.bytes.data() + 12, 4);
+        std::memcpy(bytes.data() + 16, dst.bytes.data() + 12, 4);
+    } else {
+        std::memcpy(bytes.data() + 8, src.bytes.data(), 16);
+        std::memcpy(bytes.data() + 24, dst.bytes.data(), 16);
+    }
+    uint8_t* tcp = bytes.data() + l3_length;
+    tcp[0] = uint8_t(src_port >> 8);
+    tcp[1] = uint8_t(src_port);
+    tcp[2] = uint8_t(dst_port >> 8);
+    tcp[3] = uint8_t(dst_port);
+}
+
 uint32_t SegmentHeaders::ack() const {
     return load32(bytes.data() + l3_length + 8);
 }

@@ -452,6 +452,29 @@ class Lab:
                                 "--max-time", str(int(timeout)), *args],
                                timeout=timeout + 10, check=check)
 
+    # -- NAT topologies (most routers that run nfqscan translate addresses) --
+    def masquerade(self) -> None:
+        """Source NAT of everything the router sends towards the server, both
+        families, as a home router's uplink does: the server sees the
+        router's server-side address and a port of its choosing."""
+        for tool in ("iptables", "ip6tables"):
+            self.router.run([tool, "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "srv0",
+                             "-j", "MASQUERADE"])
+
+    def port_forward(self, public_port: int, server_port: int) -> None:
+        """Destination NAT: the router's client-side addresses, port
+        `public_port`, forwarded to the server's `server_port`, both
+        families (a port forward to an inside server)."""
+        for tool, server in (("iptables", SERVER4), ("ip6tables", f"[{SERVER6}]")):
+            self.router.run([tool, "-w", "-t", "nat", "-A", "PREROUTING", "-i", "cli0", "-p",
+                             "tcp", "--dport", str(public_port), "-j", "DNAT",
+                             "--to-destination", f"{server}:{server_port}"])
+
+    def public_url(self, path: str, port: int, family: int = 4) -> str:
+        """A URL on the router's client-side address (see port_forward)."""
+        address = ROUTER4_CLIENT_SIDE if family == 4 else f"[{ROUTER6_CLIENT_SIDE}]"
+        return f"http://{address}:{port}{path}"
+
     def add_tcp_loss(self, probability: float, injected: bool = False) -> None:
         """Drop forwarded TCP at random on the router, both families, at two
         places: in raw PREROUTING (before conntrack and the queue: segments

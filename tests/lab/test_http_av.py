@@ -812,3 +812,56 @@ def test_scan_false_releases_http_flows_unscanned(lab, http_av, corpus, port):
     delta = counter_delta(before, http_counters(daemon.status()))
     assert delta["scanned"] == 0, delta
     assert delta["released"] == {"scan-false": 1}, delta
+
+
+# -- behind NAT -------------------------------------------------------------------
+# nfqscand's own segments (a relayed response, a block page, resets) must be
+# addressed as conntrack knows the connection on each side of the NAT; the
+# forwarded packets nfqscand sees carry the inside addresses.
+
+@pytest.mark.parametrize("loss", [0.0, LOSS], ids=["no-loss", "loss"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_http_behind_masquerade_blocks_and_delivers_byte_identical(lab, http_av, corpus, family,
+                                                                  loss):
+    lab.masquerade()
+    clean, infected = corpus.clean("eicar-big.bin"), corpus.infected("eicar-big.bin")
+    nginx = Nginx(lab, ports=[80])
+    nginx.add_file("clean.bin", clean.data)
+    nginx.add_file("infected.bin", infected.data)
+    nginx.add_file("eicar.com", corpus.infected("eicar.com").data)
+    daemon = http_av()
+    if loss:
+        lab.add_tcp_loss(loss, injected=True)
+
+    got = curl_fetch(lab, nginx.url("/clean.bin", family=family), timeout=DOWNLOAD_LIMIT)
+    assert got["http_code"] == 200
+    assert got["sha256"] == clean.sha256, f"{len(got['body'])} bytes, altered"
+    for name, sample in (("infected.bin", infected), ("eicar.com", corpus.infected("eicar.com"))):
+        url = nginx.url(f"/{name}", family=family)
+        got = curl_fetch(lab, url, timeout=DOWNLOAD_LIMIT)
+        assert_block_page(daemon, got["http_code"], got["headers"], got["body"], sample, url)
+    assert daemon.status()["streams"]["nat_flows"] >= 3
+    if loss:
+        assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_http_through_a_port_forward_blocks_and_delivers_byte_identical(lab, http_av, corpus,
+                                                                       family):
+    lab.port_forward(8088, 80)
+    clean = corpus.clean("eicar-big.bin")
+    nginx = Nginx(lab, ports=[80])
+    nginx.add_file("clean.bin", clean.data)
+    nginx.add_file("eicar.com", corpus.infected("eicar.com").data)
+    daemon = http_av()
+    lab.add_tcp_loss(LOSS, injected=True)
+
+    got = curl_fetch(lab, lab.public_url("/clean.bin", 8088, family), timeout=DOWNLOAD_LIMIT)
+    assert got["http_code"] == 200
+    assert got["sha256"] == clean.sha256, f"{len(got['body'])} bytes, altered"
+    url = lab.public_url("/eicar.com", 8088, family)
+    got = curl_fetch(lab, url, timeout=DOWNLOAD_LIMIT)
+    assert_block_page(daemon, got["http_code"], got["headers"], got["body"],
+                      corpus.infected("eicar.com"), url)
+    assert daemon.status()["streams"]["nat_flows"] >= 2
+    assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
