@@ -108,7 +108,8 @@ class Wire {
         std::string output;   // what the receiver gets
         bool relay = false;
         bool fin = false;
-        size_t forced = 0;  // bytes the engine mapped itself (limits, FIN)
+        size_t forced = 0;      // bytes the engine mapped itself (limits, FIN)
+        size_t overmapped = 0;  // pass()/replace() beyond the bytes shown (trimmed)
     };
 
     Wire(Inspector& inspector, FakeHost& host) : inspector_(inspector), host_(host) {
@@ -153,11 +154,13 @@ class Wire {
       public:
         Sink(Dir& d) : d_(d) {}
         void pass(size_t n) override {
+            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
             n = std::min(n, d_.pending.size() - consumed);
             d_.output += d_.pending.substr(consumed, n);
             consumed += n;
         }
         void replace(size_t n, std::span<const uint8_t> bytes) override {
+            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
             consumed += std::min(n, d_.pending.size() - consumed);
             d_.output += text_of(bytes);
         }
@@ -298,6 +301,24 @@ TEST(HttpFramer, FeedsEachByteOnceAcrossPieces) {
     ASSERT_EQ(events.size(), 4u);
     EXPECT_EQ(f.parsed(), wire.size());
     EXPECT_EQ(f.head().url, "/b");
+}
+
+TEST(HttpFramer, FinishInsideAHeadConsumesNothingMore) {
+    // Found by http_inspector_fuzz: libhttp-parser reports its end-of-input
+    // error with one byte consumed, and parsed() went past the input.
+    std::string wire = "HT";
+    HttpFramer f(HttpFramer::Kind::Response);
+    EXPECT_EQ(f.parse(0, bytes_of(wire), nullptr), HttpFramer::Event::NeedMore);
+    EXPECT_EQ(f.finish(nullptr), HttpFramer::Event::Error);
+    EXPECT_EQ(f.parsed(), wire.size());
+}
+
+TEST(HttpInspector, ResponseCutShortInItsStatusLineMapsOnlyWhatWasSent) {
+    Flow flow;
+    flow.client(get("/a"));
+    flow.wire.deliver(S2C, "HT", true);
+    EXPECT_EQ(flow.wire.out(S2C), "HT");
+    EXPECT_EQ(flow.wire.dir(S2C).overmapped, 0u);
 }
 
 TEST(HttpFramer, HeaderCountIsBounded) {
