@@ -821,6 +821,54 @@ TEST(HttpInspector, ProtocolErrorWithPassFallbackPassesTheRestAndReleases) {
     EXPECT_EQ(t.host.fallbacks[0].action, "pass");
 }
 
+// Found by http_inspector_fuzz: the host passes every byte from release()
+// on, so a release while an object awaits its verdict let it through
+// unscanned. A client could fetch an infected response by pipelining a
+// malformed request behind its GET (with the protocol-error fallback pass).
+TEST(HttpInspector, ProtocolErrorWhileAResponseAwaitsItsVerdictReleasesOnlyAfterIt) {
+    Flow t;
+    t.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    t.client(get("/eicar.com"));
+    t.server(ok(kEicar));
+    t.client("\x01junk\r\n\r\n");
+    EXPECT_TRUE(t.host.releases.empty());
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.verdict(0, virus());
+    EXPECT_EQ(t.wire.out(S2C).find("EICAR"), std::string::npos);
+    ASSERT_EQ(t.host.closes.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
+TEST(HttpInspector, ProtocolErrorWhileAResponseAwaitsItsVerdictPassesItWhenClean) {
+    Flow t;
+    t.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    t.client(get("/a"));
+    t.server(ok("fine"));
+    t.client("\x01junk\r\n\r\n");
+    EXPECT_TRUE(t.host.releases.empty());
+    t.verdict(0, ScanVerdict::clean());
+    EXPECT_EQ(t.wire.out(S2C), ok("fine"));
+    ASSERT_EQ(t.host.releases.size(), 1u);
+    EXPECT_EQ(t.host.releases[0], ReleaseReason::NotProtocol);
+}
+
+// The same through an upgrade: a server that switches protocols before the
+// upload's verdict does not release the upload with the flow.
+TEST(HttpInspector, SwitchingProtocolsBeforeAnUploadsVerdictKeepsTheUploadHeld) {
+    Flow t;
+    t.client(
+        "POST /ws HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nContent-Length: " +
+        std::to_string(kEicar.size()) + "\r\n\r\n" + kEicar);
+    t.server("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    EXPECT_TRUE(t.host.releases.empty());
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.verdict(0, virus());
+    EXPECT_EQ(t.wire.out(C2S).find("EICAR"), std::string::npos);
+    EXPECT_EQ(t.host.closes.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
 TEST(HttpInspector, HeaderBombIsBoundedAndEndsAsAProtocolError) {
     Flow t;
     t.client(get("/ok"));
