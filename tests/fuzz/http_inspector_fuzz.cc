@@ -19,6 +19,8 @@
 //   maps or a release) until its verdict is in;
 // - scan ids are unique, objects non-null and within max_content_size; a
 //   verdict for an id that is not outstanding changes nothing;
+// - a verdict the policy blocks ends the flow, and nothing more of its
+//   direction is mapped;
 // - nothing is asked of the host after reset_both() or send_and_close();
 // - memory_bytes() stays within what the limits allow.
 //
@@ -178,6 +180,7 @@ class FakeHost : public InspectorHost {
     std::set<uint64_t> scanned_;
     const SimulatedSink* shown_[2] = {nullptr, nullptr};
     bool closed_[2] = {false, false};
+    bool blocked_[2] = {false, false};  // a verdict the policy blocks was given
     bool reset_ = false;
     bool released_ = false;
     uint64_t events_ = 0;
@@ -188,8 +191,10 @@ class FakeHost : public InspectorHost {
 
 void SimulatedSink::mapping(size_t length) {
     FUZZ_CHECK(length <= unmapped());  // only bytes it was shown
-    // Nothing of a direction moves while one of its objects awaits its verdict.
+    // Nothing of a direction moves while one of its objects awaits its
+    // verdict, nor after a verdict that blocks (the flow ends with it).
     FUZZ_CHECK(length == 0 || !host_.awaits_verdict(direction_));
+    FUZZ_CHECK(length == 0 || !host_.blocked_[size_t(direction_)]);
 }
 
 void SimulatedSink::pass(size_t length) {
@@ -259,6 +264,8 @@ class Simulator {
             take(d);
         }
         check_memory();
+        // A verdict that blocks ends the flow (block page or resets).
+        FUZZ_CHECK(host_.ended() || !(host_.blocked_[0] || host_.blocked_[1]));
     }
 
   private:
@@ -292,6 +299,7 @@ class Simulator {
     void answer(int which, int kind, bool infected_default) {
         if (host_.ended()) return;
         uint64_t id;
+        Direction direction = C2S;
         if (which == 15) {
             // A stale id: one answered already, or one never handed out.
             id = answered_.empty() ? 1000000 : answered_[in_.u8() % answered_.size()];
@@ -303,6 +311,7 @@ class Simulator {
             auto it =
                 host_.outstanding_.begin() + ptrdiff_t(size_t(which) % host_.outstanding_.size());
             id = it->id;
+            direction = it->direction;
             host_.outstanding_.erase(it);
             answered_.push_back(id);
         }
@@ -323,6 +332,8 @@ class Simulator {
                 v = ScanVerdict::skipped_clean();
                 break;
         }
+        if (which != 15 && host_.policy_.decide(v) == Action::Block)
+            host_.blocked_[size_t(direction)] = true;
         inspector_->on_verdict(id, v);
         // continueReading(): both directions see their pending bytes again,
         // and the senders send what waited for room.

@@ -327,6 +327,14 @@ def http_seeds():
                                         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"))
     # http_inspector_fuzz's findings (see the commits "http: ...").
     yield "finding-eof-inside-status-line", b"\0" + client(get) + server(b"HT\0")
+    yield "finding-release-while-judging", base64.b64decode(
+        "AwAAAH5HRVQgL2ZpbGUuZXhlIEhUVFAvMS4xDQpIb3N0OiB3d3cuZXhhbXBsZS5jb20NCg0KSEVBRCAv"
+        "IEhUVFAvMS4xDQpIb3N0OiBhDQoNCkdFVCAvZmlsZS5leGUgSFRUUC8xLjENCkhvc3Q6IHd3dy5leGFt"
+        "cGxlLmNvbQ0KCg0BUUhUVFAvMS4xIDIwMCBPSw0KQ29udGVudC1UeXBlOiBhcHBsaWNhdGlvbi9vY3Rl"
+        "dC1zdHJlYW0NCkNvbnRlbnQtTGVuZ3RoOiAzDQoNCm9uZQEmSFRUUC8xLjEgMjAwIE9LDQpDb250ZW50"
+        "LUxlbmd0aDogOQ0KDQoBU0hUVFAvMS4xIDInMCBPSw0KQ29udGVudC1UeXABAAABAAAAAmU6IGFwcGxp"
+        "Y2F0AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAaW9uL29jdGV0LXN0cmVhbQ0KQ29udGVudC1M"
+        "ZW5ndGg6IDUNCg0KdGhyZWUCAg==")
 
 
 SEEDS = {
