@@ -209,12 +209,32 @@ def server(data):
     return out
 
 
-def verdict(kind=0):
-    return bytes([2 | (kind << 2)])
+def verdict(kind=0, which=0):
+    """kind: 0 default (clean, infected with setup bit 0), 1 infected, 2 error,
+    3 skipped; which: index of the outstanding scan, 15 a stale id."""
+    return bytes([2 | (kind << 2) | (which << 4)])
 
 
 def end(from_server, stalled=False):
     return bytes([3 | (4 if from_server else 0) | (8 if stalled else 0)])
+
+
+# Setup bits (http_inspector_fuzz.cc): fallbacks other than the defaults.
+INFECTED, PROTOCOL_ERROR_PASS, CONTENT_SIZE_BLOCK, OUT_OF_RESOURCE_BLOCK, PARTIAL_BLOCK = 1, 2, 4, 8, 16
+
+
+def http_chunked(chunks, trailers=b"", head=b"HTTP/1.1 200 OK\r\n"):
+    out = head + b"Transfer-Encoding: chunked\r\n\r\n"
+    for c in chunks:
+        out += b"%x\r\n" % len(c) + c + b"\r\n"
+    return out + b"0\r\n" + trailers + b"\r\n"
+
+
+def multipart(boundary, parts):
+    out = b""
+    for headers, body in parts:
+        out += b"--" + boundary + b"\r\n" + headers + b"\r\n" + body + b"\r\n"
+    return out + b"--" + boundary + b"--\r\n"
 
 
 def http_seeds():
@@ -222,25 +242,99 @@ def http_seeds():
     get = b"GET /file.exe HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
     ok = lambda body, extra=b"": (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                                   + extra + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    # Content-Length responses.
     yield "get-clean", b"\0" + client(get) + server(ok(b"hello")) + verdict(0) + end(True) + end(False)
-    yield "get-infected", b"\1" + client(get) + server(ok(eicar)) + verdict(1)
+    yield "get-infected", bytes([INFECTED]) + client(get) + server(ok(eicar)) + verdict(1)
     yield "get-error", b"\0" + client(get) + server(ok(b"x" * 600)) + verdict(2)
-    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: x\r\n\r\n")
+    yield "get-in-pieces", (b"\0" + client(get[:7]) + client(get[7:30]) + client(get[30:])
+                            + b"".join(server(bytes([c])) for c in ok(b"piecewise")) + verdict(0))
+    yield "get-fin-inside-body", b"\0" + client(get) + server(ok(b"z" * 100)[:-40]) + end(True) + verdict(0)
+    # Chunked, with extensions and trailers.
+    chunked = http_chunked([b"hello", b"abcdefghijklmnopqrstuvwxyz"], b"Trailer: x\r\nX-Sum: 1\r\n")
     yield "chunked", b"\0" + client(get) + server(chunked) + verdict(0)
-    yield "close-delimited", b"\0" + client(get) + server(b"HTTP/1.0 200 OK\r\n\r\nbody until close") + end(True) + verdict(0)
-    post = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 68\r\n\r\n" + eicar
-    yield "post-upload", b"\1" + client(post) + verdict(1) + server(ok(b"stored"))
+    yield "chunked-ext", (b"\0" + client(get) + server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                                      b"5;name=v\r\nhello\r\n0\r\nX-T: 1\r\n\r\n") + verdict(3))
+    yield "chunked-grows-too-big", (bytes([CONTENT_SIZE_BLOCK]) + client(get)
+                                    + server(http_chunked([b"c" * 4000] * 5)) + verdict(0))
+    yield "chunked-empty", b"\0" + client(get) + server(http_chunked([])) + client(get) + server(ok(b"after"))
+    # Close-delimited.
+    yield "close-delimited", (b"\0" + client(get) + server(b"HTTP/1.0 200 OK\r\n\r\nbody until close")
+                              + end(True) + verdict(0))
+    yield "close-delimited-infected", (b"\0" + client(b"GET / HTTP/1.0\r\n\r\n")
+                                       + server(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n" + eicar)
+                                       + end(True) + verdict(1) + end(False))
+    # Pipelining: three requests, one HEAD, answered in order, verdicts out of order.
     pipelined = get + b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n" + get
-    yield "pipelined", (b"\0" + client(pipelined) + server(ok(b"one")) + server(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+    yield "pipelined", (b"\0" + client(pipelined) + server(ok(b"one"))
+                        + server(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
                         + server(ok(b"three")) + verdict(0) + verdict(0))
+    yield "pipelined-verdicts-reordered", (b"\0" + client(get * 4) + server(ok(b"1") + ok(b"2") + ok(b"3"))
+                                           + verdict(0, 2) + verdict(1, 1) + verdict(0) + verdict(0, 15))
+    # 100-continue: the interim answer passes, the upload is scanned.
+    expect = b"PUT /up.bin HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 68\r\n\r\n"
+    yield "expect-100-continue", (b"\0" + client(expect) + server(b"HTTP/1.1 100 Continue\r\n\r\n")
+                                  + client(eicar) + verdict(0) + server(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"))
+    # Uploads: a plain body and multipart/form-data with files.
+    post = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 68\r\n\r\n" + eicar
+    yield "post-upload", bytes([INFECTED]) + client(post) + verdict(1) + server(ok(b"stored"))
+    form = multipart(b"XyZ", [
+        (b'Content-Disposition: form-data; name="a"\r\n', b"field value"),
+        (b'Content-Disposition: form-data; name="f1"; filename="one.exe"\r\n'
+         b"Content-Type: application/x-msdownload\r\n", eicar),
+        (b'Content-Disposition: form-data; name="f2"; filename="two.txt"\r\n'
+         b"Content-Transfer-Encoding: base64\r\n", base64.b64encode(b"second file")),
+    ])
+    form_head = (b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+                 b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n")
+    yield "multipart-upload", b"\0" + client(form_head + form) + verdict(0, 1) + verdict(1) + server(ok(b"ok"))
+    yield "multipart-chunked", (b"\0" + client(http_chunked([form[:50], form[50:]],
+                                                            head=b"POST /form HTTP/1.1\r\nHost: a\r\n"
+                                                            b"Content-Type: multipart/form-data; boundary=XyZ\r\n"))
+                                + verdict(0) + verdict(0))
+    # 101 and CONNECT: released after the switching head.
     yield "upgrade", (b"\0" + client(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                      + server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"))
+                      + server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello")
+                      + client(b"\x81\x85abcd\x00\x00\x00\x00\x00"))
+    yield "upgrade-refused", (b"\0" + client(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+                              + server(ok(b"no")) + verdict(0) + client(get) + server(ok(b"yes")) + verdict(0))
+    yield "upgrade-with-body", (b"\0" + client(b"POST /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                                               b"Connection: Upgrade\r\nContent-Length: 68\r\n\r\n" + eicar)
+                                + server(b"HTTP/1.1 101 Switching Protocols\r\n\r\n") + verdict(1))
+    yield "connect", (b"\0" + client(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+                      + server(b"HTTP/1.1 200 Connection established\r\n\r\n") + client(b"\x16\x03\x01") + server(b"\x16\x03\x03"))
+    # Fallbacks without a scan.
     yield "range", b"\0" + client(get) + server(b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-4/100\r\nContent-Length: 5\r\n\r\nhello")
+    yield "range-blocked", bytes([PARTIAL_BLOCK]) + client(get) + server(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\n\r\nhello")
     yield "allowlisted", b"\0" + client(b"GET / HTTP/1.1\r\nHost: cdn.allowed.example\r\n\r\n") + server(ok(b"fine"))
     yield "too-big", b"\0" + client(get) + server(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n") + server(b"y" * 1000)
     yield "stalled", b"\0" + client(get) + server(ok(b"s" * 300)[:-100]) + end(True, stalled=True) + server(b"s" * 100) + verdict(0)
+    yield "relay-full", (bytes([OUT_OF_RESOURCE_BLOCK]) + client(get)
+                         + server(b"HTTP/1.0 200 OK\r\n\r\n") + server(b"r" * 20000) + end(True, stalled=True))
+    yield "no-body-statuses", (b"\0" + client(get * 3) + server(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+                               + server(b"HTTP/1.1 304 Not Modified\r\n\r\n") + server(ok(b"last")) + verdict(0))
+    # Not HTTP, or HTTP that breaks.
     yield "not-http", b"\0" + client(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03") + server(b"\x16\x03\x03")
+    yield "server-first", b"\0" + server(b"220 smtp.example ESMTP\r\n") + client(b"EHLO x\r\n")
+    yield "garbage-request", b"\0" + client(b"\x00\xff garbage \r\n\r\n")
+    yield "garbage-after-request", bytes([PROTOCOL_ERROR_PASS]) + client(get + b"\x01junk\r\n") + server(ok(b"q")) + verdict(0)
+    yield "garbage-response", b"\0" + client(get) + server(b"HTTP/1.1 abc\r\n\r\n")
+    yield "garbage-while-judging", (bytes([PROTOCOL_ERROR_PASS]) + client(get) + server(ok(eicar))
+                                    + client(b"\x7f\x7f\r\n") + server(b"more") + verdict(1))
+    yield "response-without-request", b"\0" + client(get) + server(ok(b"1") + ok(b"2")) + verdict(0)
+    yield "header-bomb", b"\0" + client(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(200)) + b"\r\n")
+    yield "bad-content-length", b"\0" + client(get) + server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello")
+    yield "te-and-cl", (b"\0" + client(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+                                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"))
+    # http_inspector_fuzz's findings (see the commits "http: ...").
+    yield "finding-eof-inside-status-line", b"\0" + client(get) + server(b"HT\0")
+    yield "finding-release-while-judging", base64.b64decode(
+        "AwAAAH5HRVQgL2ZpbGUuZXhlIEhUVFAvMS4xDQpIb3N0OiB3d3cuZXhhbXBsZS5jb20NCg0KSEVBRCAv"
+        "IEhUVFAvMS4xDQpIb3N0OiBhDQoNCkdFVCAvZmlsZS5leGUgSFRUUC8xLjENCkhvc3Q6IHd3dy5leGFt"
+        "cGxlLmNvbQ0KCg0BUUhUVFAvMS4xIDIwMCBPSw0KQ29udGVudC1UeXBlOiBhcHBsaWNhdGlvbi9vY3Rl"
+        "dC1zdHJlYW0NCkNvbnRlbnQtTGVuZ3RoOiAzDQoNCm9uZQEmSFRUUC8xLjEgMjAwIE9LDQpDb250ZW50"
+        "LUxlbmd0aDogOQ0KDQoBU0hUVFAvMS4xIDInMCBPSw0KQ29udGVudC1UeXABAAABAAAAAmU6IGFwcGxp"
+        "Y2F0AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAaW9uL29jdGV0LXN0cmVhbQ0KQ29udGVudC1M"
+        "ZW5ndGg6IDUNCg0KdGhyZWUCAg==")
 
 
 SEEDS = {

@@ -88,7 +88,10 @@ HttpFramer::Event HttpFramer::finish(HttpBodyListener* listener) {
 HttpFramer::Event HttpFramer::run(const char* data, size_t length, uint64_t data_offset) {
     data_ = data;
     data_offset_ = data_offset;
-    size_t n = http_parser_execute(&parser_, &kSettings, data, length);
+    // At the end of the input (length 0) in the middle of a message the
+    // parser reports an error with one byte consumed: it never consumes
+    // more than it was given.
+    size_t n = std::min(http_parser_execute(&parser_, &kSettings, data, length), length);
     parsed_ = data_offset + n;
     Event event = pending_event_;
     pending_event_ = Event::NeedMore;

@@ -135,7 +135,10 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
                   limits) {}
 
     void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
-                  StreamSink& sink) override;
+                  StreamSink& sink) override {
+        map(offset, pending, push, sink);
+        in_.release_host_if_idle();
+    }
     void on_body(uint64_t, std::span<const uint8_t> data) override;
 
     // A verdict of one of this side's objects.
@@ -148,6 +151,8 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
         mode_ = Mode::Idle;
     }
     size_t memory_bytes() const { return (body_ ? body_->capacity() : 0) + framer_.memory_bytes(); }
+    // An object of this side is held or awaits its verdicts.
+    bool holds_object() const { return mode_ == Mode::Holding || mode_ == Mode::Judging; }
 
   private:
     enum class Mode : uint8_t {
@@ -174,6 +179,7 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     }
     // What happens at a boundary between messages before parsing goes on;
     // false: stop (nothing more can be mapped now).
+    void map(uint64_t offset, std::span<const uint8_t> pending, Push push, StreamSink& sink);
     bool before_message(Cursor& c, uint64_t offset, std::span<const uint8_t> pending);
     void on_head(Cursor& c);
     void on_message_end(Cursor& c);
@@ -217,8 +223,8 @@ void HttpInspector::Side::on_body(uint64_t, std::span<const uint8_t> data) {
     body_->insert(body_->end(), data.begin(), data.end());
 }
 
-void HttpInspector::Side::on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
-                                   StreamSink& sink) {
+void HttpInspector::Side::map(uint64_t offset, std::span<const uint8_t> pending, Push push,
+                              StreamSink& sink) {
     Cursor c{offset, sink};
     uint64_t end = offset + pending.size();
     if (in_.closing_) return;
@@ -546,6 +552,7 @@ void HttpInspector::Side::on_protocol_error(Cursor& c, const std::string& why) {
     }
     in_.host_.record_fallback(info, Category::ProtocolError, why, "pass");
     body_.reset();
+    if (mode_ == Mode::Holding) mode_ = Mode::Passing;  // what was held goes too
     passthrough_ = true;
     in_.release(ReleaseReason::NotProtocol);
     (void)c;
@@ -599,7 +606,15 @@ size_t HttpInspector::memory_bytes() const {
 void HttpInspector::release(ReleaseReason reason) {
     if (released_) return;
     released_ = true;
-    host_.release(reason);
+    release_reason_ = reason;
+    release_host_if_idle();
+}
+
+void HttpInspector::release_host_if_idle() {
+    if (!released_ || host_released_ || closing_) return;
+    if (client_->holds_object() || server_->holds_object()) return;
+    host_released_ = true;
+    host_.release(release_reason_);
 }
 
 void HttpInspector::block(const ObjectInfo& info, std::string detection, std::string category,

@@ -58,8 +58,12 @@ class HttpInspector final : public Inspector {
     };
 
     // The flow leaves inspection: every direction passes all it gets once
-    // its current object (if any) is done.
+    // its current object (if any) is done. The host hears of it only then
+    // (release_host_if_idle()): from host.release() on, it passes every byte
+    // without asking the inspector, so an object still held or awaiting its
+    // verdict would reach its receiver unscanned.
     void release(ReleaseReason reason);
+    void release_host_if_idle();
     // Ends the flow with a block page to the client.
     void block(const ObjectInfo& info, std::string detection, std::string category,
                const std::string& event_id);
@@ -70,6 +74,8 @@ class HttpInspector final : public Inspector {
     std::deque<Request> requests_;  // awaiting their responses, oldest first
     bool any_request_ = false;      // the client sent an HTTP head
     bool released_ = false;
+    bool host_released_ = false;
+    ReleaseReason release_reason_ = ReleaseReason::NotProtocol;
     bool closing_ = false;  // send_and_close or reset_both issued: nothing more is mapped
     uint64_t next_id_ = 1;
     std::map<uint64_t, Pending> scanning_;  // object id -> who waits for it

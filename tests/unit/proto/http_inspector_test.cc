@@ -108,7 +108,8 @@ class Wire {
         std::string output;   // what the receiver gets
         bool relay = false;
         bool fin = false;
-        size_t forced = 0;  // bytes the engine mapped itself (limits, FIN)
+        size_t forced = 0;      // bytes the engine mapped itself (limits, FIN)
+        size_t overmapped = 0;  // pass()/replace() beyond the bytes shown (trimmed)
     };
 
     Wire(Inspector& inspector, FakeHost& host) : inspector_(inspector), host_(host) {
@@ -153,11 +154,13 @@ class Wire {
       public:
         Sink(Dir& d) : d_(d) {}
         void pass(size_t n) override {
+            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
             n = std::min(n, d_.pending.size() - consumed);
             d_.output += d_.pending.substr(consumed, n);
             consumed += n;
         }
         void replace(size_t n, std::span<const uint8_t> bytes) override {
+            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
             consumed += std::min(n, d_.pending.size() - consumed);
             d_.output += text_of(bytes);
         }
@@ -298,6 +301,24 @@ TEST(HttpFramer, FeedsEachByteOnceAcrossPieces) {
     ASSERT_EQ(events.size(), 4u);
     EXPECT_EQ(f.parsed(), wire.size());
     EXPECT_EQ(f.head().url, "/b");
+}
+
+TEST(HttpFramer, FinishInsideAHeadConsumesNothingMore) {
+    // Found by http_inspector_fuzz: libhttp-parser reports its end-of-input
+    // error with one byte consumed, and parsed() went past the input.
+    std::string wire = "HT";
+    HttpFramer f(HttpFramer::Kind::Response);
+    EXPECT_EQ(f.parse(0, bytes_of(wire), nullptr), HttpFramer::Event::NeedMore);
+    EXPECT_EQ(f.finish(nullptr), HttpFramer::Event::Error);
+    EXPECT_EQ(f.parsed(), wire.size());
+}
+
+TEST(HttpInspector, ResponseCutShortInItsStatusLineMapsOnlyWhatWasSent) {
+    Flow flow;
+    flow.client(get("/a"));
+    flow.wire.deliver(S2C, "HT", true);
+    EXPECT_EQ(flow.wire.out(S2C), "HT");
+    EXPECT_EQ(flow.wire.dir(S2C).overmapped, 0u);
 }
 
 TEST(HttpFramer, HeaderCountIsBounded) {
@@ -798,6 +819,54 @@ TEST(HttpInspector, ProtocolErrorWithPassFallbackPassesTheRestAndReleases) {
     EXPECT_EQ(t.host.releases[0], ReleaseReason::NotProtocol);
     ASSERT_EQ(t.host.fallbacks.size(), 1u);
     EXPECT_EQ(t.host.fallbacks[0].action, "pass");
+}
+
+// Found by http_inspector_fuzz: the host passes every byte from release()
+// on, so a release while an object awaits its verdict let it through
+// unscanned. A client could fetch an infected response by pipelining a
+// malformed request behind its GET (with the protocol-error fallback pass).
+TEST(HttpInspector, ProtocolErrorWhileAResponseAwaitsItsVerdictReleasesOnlyAfterIt) {
+    Flow t;
+    t.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    t.client(get("/eicar.com"));
+    t.server(ok(kEicar));
+    t.client("\x01junk\r\n\r\n");
+    EXPECT_TRUE(t.host.releases.empty());
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.verdict(0, virus());
+    EXPECT_EQ(t.wire.out(S2C).find("EICAR"), std::string::npos);
+    ASSERT_EQ(t.host.closes.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
+TEST(HttpInspector, ProtocolErrorWhileAResponseAwaitsItsVerdictPassesItWhenClean) {
+    Flow t;
+    t.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    t.client(get("/a"));
+    t.server(ok("fine"));
+    t.client("\x01junk\r\n\r\n");
+    EXPECT_TRUE(t.host.releases.empty());
+    t.verdict(0, ScanVerdict::clean());
+    EXPECT_EQ(t.wire.out(S2C), ok("fine"));
+    ASSERT_EQ(t.host.releases.size(), 1u);
+    EXPECT_EQ(t.host.releases[0], ReleaseReason::NotProtocol);
+}
+
+// The same through an upgrade: a server that switches protocols before the
+// upload's verdict does not release the upload with the flow.
+TEST(HttpInspector, SwitchingProtocolsBeforeAnUploadsVerdictKeepsTheUploadHeld) {
+    Flow t;
+    t.client(
+        "POST /ws HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nContent-Length: " +
+        std::to_string(kEicar.size()) + "\r\n\r\n" + kEicar);
+    t.server("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    EXPECT_TRUE(t.host.releases.empty());
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.verdict(0, virus());
+    EXPECT_EQ(t.wire.out(C2S).find("EICAR"), std::string::npos);
+    EXPECT_EQ(t.host.closes.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
 }
 
 TEST(HttpInspector, HeaderBombIsBoundedAndEndsAsAProtocolError) {
