@@ -110,12 +110,16 @@ class FakeHost : public InspectorHost {
         f.host = "fuzz";
         return f;
     }
+    uint64_t now_ms() const override { return now_ms_; }
+    void want_ticks(bool on) override { ticks_ = on; }
 
     std::deque<uint64_t> outstanding_;
     std::set<uint64_t> scanned_;
     bool closed_[2] = {false, false};
     bool reset_ = false;
     bool released_ = false;
+    bool ticks_ = false;
+    uint64_t now_ms_ = 1'000'000;
     uint64_t events_ = 0;
     uint64_t scanned_bytes_ = 0;
     ProtocolPolicy policy_;
@@ -133,7 +137,9 @@ class Simulator {
 
     void run() {
         FUZZ_CHECK(inspector_ != nullptr);
-        bool infected_default = (in_.u8() & 1) != 0;
+        uint8_t setup = in_.u8();
+        bool infected_default = (setup & 1) != 0;
+        if (setup & 2) host_.policy_.trickle_after_s = 1;
         for (int ops = 0; ops < 2048 && !in_.exhausted(); ++ops) {
             uint8_t op = in_.u8();
             switch (op & 3) {
@@ -150,7 +156,10 @@ class Simulator {
                     break;
                 }
                 case 2:
-                    answer_oldest((op >> 2) & 3, infected_default);
+                    if (op & 0x80)
+                        tick(1000 * (1 + ((op >> 2) & 3)));
+                    else
+                        answer_oldest((op >> 2) & 3, infected_default);
                     break;
                 case 3: {
                     Direction d = (op & 4) ? Direction::ServerToClient : Direction::ClientToServer;
@@ -175,6 +184,15 @@ class Simulator {
     }
 
   private:
+    // The host's clock advances; an inspector that asked for ticks gets one,
+    // and both directions are shown their bytes again if it says so.
+    void tick(uint64_t ms) {
+        host_.now_ms_ += ms;
+        if (!host_.ticks_ || host_.reset_ || !inspector_->on_tick(host_.now_ms_)) return;
+        show(Direction::ClientToServer, StreamTransform::Push::More);
+        show(Direction::ServerToClient, StreamTransform::Push::More);
+    }
+
     void answer_oldest(int kind, bool infected_default) {
         if (host_.outstanding_.empty() || host_.reset_) return;
         uint64_t id = host_.outstanding_.front();
