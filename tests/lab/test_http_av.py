@@ -796,3 +796,57 @@ def test_lab_http_server_serves_every_framing_directly(lab, corpus):
             assert status == 201 and server.stored("direct.txt") == data
     head, echoed = websocket_echo(lab, lab.server_address(6), 80, [b"a", b"b" * 200])
     assert head.startswith(b"HTTP/1.1 101") and echoed == [b"a", b"b" * 200]
+
+
+# -- trickling ------------------------------------------------------------------
+
+TRICKLE = {"trickle_after_s": 1}
+
+
+def slow_server(lab, corpus) -> HttpLabServer:
+    """/slow/NAME sends the head at once and the body over ~4 s
+    (http_server.py); infected.txt ends with the EICAR string."""
+    server = HttpLabServer(lab, ports=[80])
+    server.add_file("infected.txt", corpus.infected("eicar-end.txt").data)
+    server.add_file("clean.txt", corpus.clean("eicar-end.txt").data)
+    return server
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trickle_slow_clean_download_starts_early_and_arrives_whole(lab, http_av, corpus,
+                                                                     family):
+    server = slow_server(lab, corpus)
+    daemon = http_av(TRICKLE)
+
+    got = curl_fetch(lab, server.url("/slow/clean.txt", family=family))
+
+    assert got["http_code"] == 200, got["headers"]
+    assert got["sha256"] == corpus.clean("eicar-end.txt").sha256, \
+        f"{len(got['body'])} bytes, altered"
+    # The head came while the body was still arriving, not with the verdict.
+    assert got["time_starttransfer"] < got["time_total"] - 1.0, \
+        (got["time_starttransfer"], got["time_total"])
+    assert_no_http_events(daemon)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trickle_slow_infected_download_ends_in_a_reset_never_whole(lab, http_av, corpus,
+                                                                    family):
+    server = slow_server(lab, corpus)
+    daemon = http_av(TRICKLE)
+    before = http_counters(daemon.status())
+    sample = corpus.infected("eicar-end.txt")
+    url = server.url("/slow/infected.txt", family=family)
+
+    got = curl_fetch(lab, url, check=False)
+
+    body = got["body"]
+    assert got["http_code"] == 200, got  # the head was trickled
+    assert got["exit"] != 0, f"curl reported success: {got['stderr']}"
+    assert 0 < len(body) < len(sample.data), f"{len(body)} of {len(sample.data)} bytes"
+    assert body == sample.data[:len(body)], "the trickled bytes are not the object's"
+    assert EICAR not in body
+    event = wait_event(daemon, url, "reset")
+    assert event["verdict"] == "infected" and event["name"] in sample.detections, event
+    delta = counter_delta(before, http_counters(daemon.status()))
+    assert delta["actions"].get("reset") == 1 and delta["infected"] == 1, delta
