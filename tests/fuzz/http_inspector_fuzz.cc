@@ -102,6 +102,9 @@ class FakeHost : public InspectorHost {
     const ProtocolPolicy& policy() const override { return policy_; }
     const MessageTemplates& messages() const override { return *templates_; }
     const ScanLimits& limits() const override { return limits_; }
+    std::string render_message(std::string_view name, const MessageFields& f) const override {
+        return templates_->render(name, f);
+    }
     MessageFields message_fields() const override {
         MessageFields f;
         f.client = "192.0.2.1:40000";
