@@ -40,6 +40,8 @@ class InspectionContext {
     virtual InspectionCounters& counters(Service service) = 0;
     // A new event id, unique across workers and restarts in practice.
     virtual std::string next_event_id() = 0;
+    // The worker's monotonic clock (milliseconds).
+    virtual uint64_t now_ms() const = 0;
 };
 
 class FlowInspection final : public InspectorHost {
@@ -64,6 +66,11 @@ class FlowInspection final : public InspectorHost {
     bool released() const { return released_; }
 
     void on_verdict(uint64_t object_id, const ScanVerdict& verdict);
+    // The inspector asked for ticks (want_ticks()) and still inspects.
+    bool wants_ticks() const { return ticks_ && inspecting(); }
+    // A tick of the worker's timer: true if the flow's stream must be shown
+    // its pending bytes again (redrive).
+    bool on_tick(uint64_t now_ms);
 
     struct Requests {
         std::optional<Direction> close;  // send_and_close(): the direction that ends
@@ -90,6 +97,8 @@ class FlowInspection final : public InspectorHost {
     const ScanLimits& limits() const override;
     MessageFields message_fields() const override;
     std::string render_message(std::string_view name, const MessageFields& fields) const override;
+    uint64_t now_ms() const override { return context_.now_ms(); }
+    void want_ticks(bool on) override { ticks_ = on; }
 
   private:
     // Hands the bytes to the inspector of the flow, or passes them.
@@ -114,6 +123,7 @@ class FlowInspection final : public InspectorHost {
     std::array<Dispatch, 2> dispatch_;
     std::unique_ptr<Inspector> inspector_;
     bool released_ = false;
+    bool ticks_ = false;
     Requests requests_;
 };
 

@@ -19,7 +19,13 @@
 //      the inspector maps the object's bytes as the policy says: passed
 //      unchanged, replaced (a block page), or closed with resets.
 // The inspector never acknowledges an application-level completion for the
-// receiver: until the verdict, the receiver has nothing of the object.
+// receiver: until the verdict, the receiver has nothing of the object, or
+// (trickling, HTTP) a bounded prefix of it that never includes its last byte.
+//
+// Timers: an inspector cannot act while no bytes arrive. One that must (to
+// trickle a held object) asks for ticks with host.want_ticks(true); the host
+// then calls on_tick() about once a second and, when it returns true, shows
+// both directions their pending bytes again, as after a verdict.
 //
 // Adding a protocol: a folder src/proto/<name>/ with its inspector, and one
 // line in the registry (src/proto/registry.cc).
@@ -112,6 +118,10 @@ class InspectorHost {
     // The fields of a message that the flow knows (client, server, time,
     // host, protocol).
     virtual MessageFields message_fields() const = 0;
+    // Monotonic milliseconds: the clock on_tick() is given.
+    virtual uint64_t now_ms() const = 0;
+    // Whether the inspector wants on_tick() calls from now on.
+    virtual void want_ticks(bool on) = 0;
 };
 
 class Inspector {
@@ -122,6 +132,13 @@ class Inspector {
     // The verdict of scan(id). The host then shows both directions their
     // pending bytes again.
     virtual void on_verdict(uint64_t id, const ScanVerdict& verdict) = 0;
+    // About once a second while the inspector wants ticks (want_ticks()):
+    // true if it now has bytes to map, and the host shows both directions
+    // their pending bytes again.
+    virtual bool on_tick(uint64_t now_ms) {
+        (void)now_ms;
+        return false;
+    }
     // Bytes this inspector keeps outside the engine (decoded bodies awaiting
     // their scan), for the memory budget and status.
     virtual size_t memory_bytes() const = 0;

@@ -338,6 +338,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         account_stream_memory(step.memory, stream.memory_bytes());
         if (stream.relay_active()) relayed_.insert(&stream);
         if (stream.has_deferred()) deferred_.insert(&stream);
+        if (flow.inspection && flow.inspection->wants_ticks())
+            ticking_.insert(flow.inspection->id());
         take_stream_verdicts();
         maybe_detach(flow);
     }
@@ -372,11 +374,31 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         Flow& flow = inspection.flow();
         now_ms_ = monotonic_ms();
         inspection.on_verdict(object_id, verdict);
+        redrive(flow);
+    }
+
+    // Shows both directions of the flow their pending bytes again (after a
+    // verdict or a tick that gave the inspector something to map).
+    void redrive(Flow& flow) {
         if (!flow.stream) return;
         stream_verdicts_.clear();
         StreamStep step(*flow.stream);
         flow.stream->redrive(now_ms_, stream_verdicts_);
         settle(flow, step);
+    }
+
+    // The inspections that asked for ticks (trickling), not every flow. A
+    // copy of the ids: a redrive may detach a flow or ask for ticks anew.
+    void tick_inspections() {
+        tick_ids_.assign(ticking_.begin(), ticking_.end());
+        for (uint64_t id : tick_ids_) {
+            auto it = inspections_.find(id);
+            if (it == inspections_.end() || !it->second->wants_ticks()) {
+                ticking_.erase(id);
+                continue;
+            }
+            if (it->second->on_tick(now_ms_)) redrive(it->second->flow());
+        }
     }
 
     // InspectionContext
@@ -407,6 +429,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     InspectionCounters& counters(Service service) override {
         return protocol_counters_[size_t(service)];
     }
+    uint64_t now_ms() const override { return now_ms_; }
     std::string next_event_id() override {
         return fmt::format("{:08x}-{}-{}", event_id_base_, queue_.queue(), ++events_);
     }
@@ -632,6 +655,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     void housekeeping() {
         now_ms_ = monotonic_ms();
         flows_.expire(now_ms_);
+        tick_inspections();
         recount_stream_memory();
     }
 
@@ -807,6 +831,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     WorkerServices services_;
     std::shared_ptr<CompletionSink> completions_;
     std::unordered_map<uint64_t, FlowInspection*> inspections_;  // by FlowInspection::id()
+    std::unordered_set<uint64_t> ticking_;  // inspections that want ticks, by id
+    std::vector<uint64_t> tick_ids_;        // scratch for tick_inspections()
     uint64_t inspection_ids_ = 0;
     std::array<InspectionCounters, kServiceCount> protocol_counters_;
     uint32_t event_id_base_ = std::random_device{}();
@@ -961,7 +987,8 @@ void QueueWorker::run() {
                     (void)!read(timer, &expirations, sizeof expirations);
                     loop.housekeeping();
                     nfqueue_->flush();  // e.g. fail-open restored
-                    loop.send_injections();
+                    loop.end_batch();   // what ticks mapped (trickling) goes out
+                    tick_relays(loop.relaying());
                     break;
                 }
             }

@@ -78,6 +78,10 @@ void FlowInspection::on_verdict(uint64_t object_id, const ScanVerdict& verdict) 
     inspector_->on_verdict(object_id, verdict);
 }
 
+bool FlowInspection::on_tick(uint64_t now_ms) {
+    return wants_ticks() && inspector_->on_tick(now_ms);
+}
+
 size_t FlowInspection::memory_bytes() const {
     return sizeof(*this) + (inspector_ ? inspector_->memory_bytes() : 0);
 }

@@ -161,6 +161,9 @@ class FakeHost : public InspectorHost {
         return templates_->render(name, fields);
     }
     const ScanLimits& limits() const override { return limits_; }
+    // Trickling is driven by its unit tests; here the clock stands still.
+    uint64_t now_ms() const override { return 1'000'000; }
+    void want_ticks(bool) override {}
     MessageFields message_fields() const override {
         MessageFields f;
         f.client = "192.0.2.1:40000";

@@ -63,18 +63,21 @@ def curl_fetch(lab: Lab, url: str, *extra, timeout: float = 120, check: bool = T
     answer like any other. `extra` adds curl options (-X, --data-binary,
     -H, -F, --compressed, -r ...). Returns http_code, headers (the final
     response's, keys lowercased), body, sha256 (of the body as curl saved
-    it), num_connects, exit (curl's exit status; with `check`, non-zero
-    raises)."""
+    it), num_connects, time_starttransfer and time_total (seconds: to the
+    first byte of the response, to the end), exit (curl's exit status; with
+    `check`, non-zero raises)."""
     base = lab.dir / "downloads" / os.urandom(4).hex()
     base.parent.mkdir(exist_ok=True)
     out, dump = base.with_suffix(".bin"), base.with_suffix(".head")
-    fmt = "%{http_code} %{num_connects} %{size_download}"
+    fmt = "%{http_code} %{num_connects} %{size_download} %{time_starttransfer} %{time_total}"
     proc = lab.curl("--output", str(out), "--dump-header", str(dump), "--write-out", fmt,
                     *extra, url, timeout=timeout, check=check)
     fields = proc.stdout.decode().split()
     body = out.read_bytes() if out.exists() else b""
     return {"http_code": int(fields[0]) if fields else 0,
             "num_connects": int(fields[1]) if len(fields) > 1 else 0,
+            "time_starttransfer": float(fields[3]) if len(fields) > 3 else 0.0,
+            "time_total": float(fields[4]) if len(fields) > 4 else 0.0,
             "headers": _last_header_block(dump.read_text(errors="replace")
                                           if dump.exists() else ""),
             "body": body, "sha256": hashlib.sha256(body).hexdigest(),

@@ -108,6 +108,9 @@ class Corpus:
         # A file served with Content-Encoding: gzip (the decoded form is scanned).
         self._add("eicar.txt.gz", gzip.compress(self.infected("eicar.txt").data, mtime=0),
                   gzip.compress(self.clean("eicar.txt").data, mtime=0), eicar_names)
+        # EICAR as the last bytes of a text: what a trickle must never give.
+        tail = clean_text(64 * 1024 - len(EICAR), 3)
+        self._add("eicar-end.txt", tail + EICAR, clean_text(64 * 1024, 4), eicar_names)
         self._add("eicar-big.bin", random_with(EICAR, big, seed=20), random_with(
             same_size, big, seed=20), eicar_names)
         clam = CLAM_TESTFILES / "clam.exe"

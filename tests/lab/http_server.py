@@ -8,6 +8,8 @@ per connection, keep-alive unless the client or the route says otherwise.
                              trailer X-Content-SHA256
     GET      /close/NAME     ROOT/NAME as HTTP/1.0 does it: no Content-Length,
                              the body ends at the close
+    GET      /slow/NAME      ROOT/NAME with Content-Length: the head at once,
+                             the body in SLOW_PIECES pieces over SLOW_SECONDS
     POST|PUT /store/NAME     the request body (Content-Length or chunked;
                              Expect: 100-continue answered) is written to
                              STORE/NAME.part as it arrives and renamed to
@@ -31,10 +33,12 @@ import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
 CHUNK_SIZES = (1, 17, 4096, 65536, 1000, 16384)  # cycled: odd boundaries on purpose
+SLOW_PIECES, SLOW_SECONDS = 16, 4.0  # /slow/: a body that takes seconds to arrive
 
 
 class Closed(Exception):
@@ -159,6 +163,12 @@ class Connection:
                 self.respond("404 Not Found", b"not found\n", close=close)
             else:
                 self.send_chunked(data, close)
+        elif route == "slow" and method == "GET":
+            data = self.file(name)
+            if data is None:
+                self.respond("404 Not Found", b"not found\n", close=close)
+            else:
+                self.send_slowly(data, close)
         elif route == "close" and method == "GET":
             data = self.file(name)
             if data is None:
@@ -177,6 +187,14 @@ class Connection:
         else:
             self.respond("404 Not Found", b"no such route\n", close=close)
         return not close
+
+    def send_slowly(self, data: bytes, close: bool) -> None:
+        self.respond("200 OK", data, ["Content-Type: application/octet-stream"], head_only=True,
+                     close=close)
+        step = -(-len(data) // SLOW_PIECES)
+        for at in range(0, len(data), step):
+            time.sleep(SLOW_SECONDS / SLOW_PIECES)
+            self.sock.sendall(data[at:at + step])
 
     def send_chunked(self, data: bytes, close: bool) -> None:
         head = ["HTTP/1.1 200 OK", "Content-Type: application/octet-stream",

@@ -865,3 +865,57 @@ def test_http_through_a_port_forward_blocks_and_delivers_byte_identical(lab, htt
                       corpus.infected("eicar.com"), url)
     assert daemon.status()["streams"]["nat_flows"] >= 2
     assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
+
+
+# -- trickling ------------------------------------------------------------------
+
+TRICKLE = {"trickle_after_s": 1}
+
+
+def slow_server(lab, corpus) -> HttpLabServer:
+    """/slow/NAME sends the head at once and the body over ~4 s
+    (http_server.py); infected.txt ends with the EICAR string."""
+    server = HttpLabServer(lab, ports=[80])
+    server.add_file("infected.txt", corpus.infected("eicar-end.txt").data)
+    server.add_file("clean.txt", corpus.clean("eicar-end.txt").data)
+    return server
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trickle_slow_clean_download_starts_early_and_arrives_whole(lab, http_av, corpus,
+                                                                     family):
+    server = slow_server(lab, corpus)
+    daemon = http_av(TRICKLE)
+
+    got = curl_fetch(lab, server.url("/slow/clean.txt", family=family))
+
+    assert got["http_code"] == 200, got["headers"]
+    assert got["sha256"] == corpus.clean("eicar-end.txt").sha256, \
+        f"{len(got['body'])} bytes, altered"
+    # The head came while the body was still arriving, not with the verdict.
+    assert got["time_starttransfer"] < got["time_total"] - 1.0, \
+        (got["time_starttransfer"], got["time_total"])
+    assert_no_http_events(daemon)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trickle_slow_infected_download_ends_in_a_reset_never_whole(lab, http_av, corpus,
+                                                                    family):
+    server = slow_server(lab, corpus)
+    daemon = http_av(TRICKLE)
+    before = http_counters(daemon.status())
+    sample = corpus.infected("eicar-end.txt")
+    url = server.url("/slow/infected.txt", family=family)
+
+    got = curl_fetch(lab, url, check=False)
+
+    body = got["body"]
+    assert got["http_code"] == 200, got  # the head was trickled
+    assert got["exit"] != 0, f"curl reported success: {got['stderr']}"
+    assert 0 < len(body) < len(sample.data), f"{len(body)} of {len(sample.data)} bytes"
+    assert body == sample.data[:len(body)], "the trickled bytes are not the object's"
+    assert EICAR not in body
+    event = wait_event(daemon, url, "reset")
+    assert event["verdict"] == "infected" and event["name"] in sample.detections, event
+    delta = counter_delta(before, http_counters(daemon.status()))
+    assert delta["actions"].get("reset") == 1 and delta["infected"] == 1, delta

@@ -153,6 +153,8 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     size_t memory_bytes() const { return (body_ ? body_->capacity() : 0) + framer_.memory_bytes(); }
     // An object of this side is held or awaits its verdicts.
     bool holds_object() const { return mode_ == Mode::Holding || mode_ == Mode::Judging; }
+    // Responses: a tick of the host's clock; true if more may be mapped now.
+    bool on_tick(uint64_t now_ms);
 
   private:
     enum class Mode : uint8_t {
@@ -191,6 +193,13 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     ObjectInfo describe(const Request& r, const HttpHead& h) const;
     // At the end of the input (and, while relaying, when the store is full).
     void at_end(Cursor& c, uint64_t end, Push push);
+    // Ends the flow for a blocked object: the block page, or resets when the
+    // client has part of the response already (trickling).
+    void block(const ObjectInfo& info, std::string detection, std::string category,
+               const std::string& event_id);
+    // The action an object not judged clean gets when it is blocked.
+    std::string_view block_action() const { return trickling_ ? "reset" : "block"; }
+    void stop_trickling();
 
     HttpInspector& in_;
     Direction direction_;
@@ -209,10 +218,66 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     size_t awaiting_ = 0;  // verdicts still to come
     bool verdicts_in_ = false;
     std::vector<std::pair<ObjectInfo, ScanVerdict>> results_;
+    // Trickling (responses, [protocols.http] trickle_after_s): while the
+    // object is held, the head and then a bounded prefix of its body are
+    // mapped up to trickle_to_. Invariant: trickle_to_ < body_end_ once the
+    // head has passed, so the object's last byte (and a chunked body's
+    // terminating chunk, which follows it) never reaches the client before
+    // the verdict.
+    bool ticking_ = false;        // ticks asked of the host for this object
+    bool trickling_ = false;      // its head has been mapped
+    uint64_t held_since_ms_ = 0;  // when its head completed
+    uint64_t trickle_since_ms_ = 0;
+    uint64_t head_end_ = 0;    // input offset of its first body byte
+    uint64_t body_end_ = 0;    // input offset after its last body byte so far
+    uint64_t trickle_to_ = 0;  // input offset up to which it may be mapped
 };
 
-void HttpInspector::Side::on_body(uint64_t, std::span<const uint8_t> data) {
+bool HttpInspector::Side::on_tick(uint64_t now_ms) {
+    if (!ticking_ || (mode_ != Mode::Holding && mode_ != Mode::Judging) || verdicts_in_)
+        return false;
+    if (!trickling_) {
+        uint64_t after_ms = uint64_t(in_.host_.policy().trickle_after_s) * 1000;
+        if (now_ms - std::min(now_ms, held_since_ms_) < after_ms) return false;
+        trickling_ = true;
+        trickle_since_ms_ = now_ms;
+        trickle_to_ = head_end_;
+        ++in_.counters_.trickled;
+        return true;
+    }
+    uint64_t received = body_end_ - std::min(body_end_, head_end_);
+    if (received < 2) return false;
+    uint64_t by_time = kTrickleBytesPerSecond * (now_ms - trickle_since_ms_) / 1000;
+    uint64_t by_share = received / kTrickleShare;
+    uint64_t to = std::min({head_end_ + std::min(by_time, by_share), body_end_ - 1});
+    if (to <= trickle_to_) return false;
+    trickle_to_ = to;
+    return true;
+}
+
+void HttpInspector::Side::stop_trickling() {
+    if (ticking_) in_.host_.want_ticks(false);
+    ticking_ = trickling_ = false;
+}
+
+void HttpInspector::Side::block(const ObjectInfo& info, std::string detection, std::string category,
+                                const std::string& event_id) {
+    ++in_.counters_.objects_blocked;
+    bool trickled = trickling_;
+    stop_trickling();
+    if (!trickled) {
+        in_.block(info, std::move(detection), std::move(category), event_id);
+        return;
+    }
+    // The client has the head: a block page cannot follow it. Resets end
+    // both sides, so the client never mistakes what it got for the file.
+    in_.closing_ = true;
+    in_.host_.reset_both();
+}
+
+void HttpInspector::Side::on_body(uint64_t offset, std::span<const uint8_t> data) {
     if (mode_ != Mode::Holding || body_overflow_) return;
+    body_end_ = offset + data.size();
     uint64_t max = in_.host_.limits().max_content_size;
     if (body_->size() + data.size() > max) {
         // Bodies of unknown length (chunked, close-delimited) learn here that
@@ -241,6 +306,8 @@ void HttpInspector::Side::map(uint64_t offset, std::span<const uint8_t> pending,
             set_relay(sink, false);
             return;
         }
+        if (trickling_ && (mode_ == Mode::Holding || mode_ == Mode::Judging))
+            c.pass_to(trickle_to_);
         if (mode_ == Mode::Judging) {
             if (!verdicts_in_) return;  // the object and all after it stay unmapped
             c.pass_to(message_end_);
@@ -404,6 +471,13 @@ void HttpInspector::Side::start_holding(Cursor& c, uint64_t from) {
     body_ = std::make_shared<std::vector<uint8_t>>();
     mode_ = Mode::Holding;
     set_relay(c.sink, true);
+    head_end_ = body_end_ = framer_.head_end();
+    trickling_ = false;
+    if (!requests() && in_.host_.policy().trickle_after_s > 0) {
+        held_since_ms_ = in_.host_.now_ms();
+        ticking_ = true;
+        in_.host_.want_ticks(true);
+    }
 }
 
 void HttpInspector::Side::on_message_end(Cursor& c) {
@@ -425,6 +499,7 @@ void HttpInspector::Side::on_message_end(Cursor& c) {
 }
 
 void HttpInspector::Side::finish_message(Cursor& c) {
+    stop_trickling();
     set_relay(c.sink, false);
     body_.reset();
     results_.clear();
@@ -498,7 +573,7 @@ void HttpInspector::Side::on_verdict(const ObjectInfo& info, const ScanVerdict& 
     std::string event_id;
     for (const auto& result : results_) {
         if (result.second.is_clean()) continue;
-        std::string id = in_.host_.record(result.first, result.second, "block");
+        std::string id = in_.host_.record(result.first, result.second, block_action());
         if (&result == blocking) event_id = id;
     }
     const ScanVerdict& v = blocking->second;
@@ -509,8 +584,7 @@ void HttpInspector::Side::on_verdict(const ObjectInfo& info, const ScanVerdict& 
     } else {
         detection = category = std::string(category_name(category_of(v.error)));
     }
-    ++in_.counters_.objects_blocked;
-    in_.block(blocking->first, detection, category, event_id);
+    block(blocking->first, detection, category, event_id);
 }
 
 void HttpInspector::Side::fallback(Cursor& c, Category category, std::string reason) {
@@ -520,15 +594,15 @@ void HttpInspector::Side::fallback(Cursor& c, Category category, std::string rea
     if (in_.host_.policy().fallback_for(category) == Action::Pass) {
         in_.host_.record_fallback(info_, category, reason, "pass");
         // What was kept goes now, the rest of the object as it comes.
+        stop_trickling();
         mode_ = Mode::Passing;
         c.pass_to(framer_.parsed());
         set_relay(c.sink, false);
         return;
     }
-    std::string event_id = in_.host_.record_fallback(info_, category, reason, "block");
+    std::string event_id = in_.host_.record_fallback(info_, category, reason, block_action());
     std::string name(category_name(category));
-    ++in_.counters_.objects_blocked;
-    in_.block(info_, name, name, event_id);
+    block(info_, name, name, event_id);
 }
 
 void HttpInspector::Side::on_protocol_error(Cursor& c, const std::string& why) {
@@ -597,6 +671,11 @@ void HttpInspector::on_verdict(uint64_t id, const ScanVerdict& verdict) {
     scanning_.erase(it);
     if (closing_) return;
     p.side->on_verdict(p.info, verdict);
+}
+
+bool HttpInspector::on_tick(uint64_t now_ms) {
+    if (closing_) return false;
+    return server_->on_tick(now_ms);
 }
 
 size_t HttpInspector::memory_bytes() const {

@@ -26,6 +26,7 @@ struct HttpCounters {
     uint64_t fallbacks = 0;        // objects not scanned for a Category
     uint64_t allowlisted = 0;
     uint64_t protocol_errors = 0;
+    uint64_t trickled = 0;  // responses whose head went before their verdict
 };
 
 class HttpInspector final : public Inspector {
@@ -33,12 +34,18 @@ class HttpInspector final : public Inspector {
     // Requests queued for their responses before the client side stops
     // parsing (pipelining is bounded; the client's bytes wait).
     static constexpr size_t kMaxQueuedRequests = 64;
+    // Trickling: body bytes a held response may give its client per second
+    // since trickling began, and at most 1/kTrickleShare of the body
+    // received so far (never its last byte).
+    static constexpr uint64_t kTrickleBytesPerSecond = 1024;
+    static constexpr uint64_t kTrickleShare = 8;
 
     explicit HttpInspector(InspectorHost& host, HttpFramerLimits limits = {});
     ~HttpInspector() override;
 
     StreamTransform& transform(Direction d) override;
     void on_verdict(uint64_t id, const ScanVerdict& verdict) override;
+    bool on_tick(uint64_t now_ms) override;
     size_t memory_bytes() const override;
 
     const HttpCounters& counters() const { return counters_; }

@@ -58,6 +58,8 @@ class FakeHost : public InspectorHost {
     std::vector<ReleaseReason> releases;
     std::vector<ObjectInfo> allowlisted;
     int events = 0;
+    uint64_t now = 1'000'000;  // the host's clock (ms)
+    bool ticks = false;        // the inspector wants on_tick()
 
     void scan(uint64_t id, const ObjectInfo& info,
               std::shared_ptr<const std::vector<uint8_t>> bytes) override {
@@ -97,6 +99,8 @@ class FakeHost : public InspectorHost {
         f.protocol = "http";
         return f;
     }
+    uint64_t now_ms() const override { return now; }
+    void want_ticks(bool on) override { ticks = on; }
 };
 
 // The engine's side of the contract, for both directions of one flow.
@@ -220,6 +224,15 @@ struct Flow {
     void verdict(size_t scan_index, const ScanVerdict& v) {
         inspector.on_verdict(host.scans.at(scan_index).id, v);
         wire.redrive();
+    }
+    // The host's clock advances by `ms` in ticks of a second, as the worker's
+    // timer does: each tick the inspector asked for, and a redrive when it
+    // has something to map.
+    void advance(uint64_t ms) {
+        for (uint64_t step = 0; step < ms; step += 1000) {
+            host.now += std::min<uint64_t>(1000, ms - step);
+            if (host.ticks && inspector.on_tick(host.now)) wire.redrive();
+        }
     }
     void client(const std::string& s) { wire.send(C2S, s, rng); }
     void server(const std::string& s) { wire.send(S2C, s, rng); }
@@ -920,6 +933,168 @@ TEST(HttpInspector, PipelinedRequestsBeyondTheQueueWaitForResponses) {
     EXPECT_EQ(t.wire.out(C2S), reqs);
 }
 
+// -- Trickling ----------------------------------------------------------------
+
+// A response held for trickling: Content-Length `size`, `sent` body bytes of
+// it delivered so far.
+struct Trickle {
+    Flow t;
+    std::string head, body, resp;
+    explicit Trickle(size_t size, uint32_t after_s = 2) {
+        t.host.policy_.trickle_after_s = after_s;
+        for (size_t i = 0; i < size; ++i)
+            body += char('a' + i % 26);
+        resp = ok(body);
+        head = resp.substr(0, resp.size() - body.size());
+        t.client(get("/big.iso"));
+    }
+    std::string got() { return t.wire.out(S2C); }
+    size_t body_got() { return got().size() > head.size() ? got().size() - head.size() : 0; }
+};
+
+TEST(HttpInspector, TrickleIsOffByDefault) {
+    Trickle k(40000, 0);
+    k.t.server(k.resp.substr(0, k.head.size() + 20000));
+    k.t.advance(600'000);
+    EXPECT_FALSE(k.t.host.ticks);  // the worker is not even asked for ticks
+    EXPECT_EQ(k.got(), "");
+    EXPECT_EQ(k.t.inspector.counters().trickled, 0u);
+}
+
+TEST(HttpInspector, TrickleStartsOnlyAfterTrickleAfterS) {
+    Trickle k(40000, 5);
+    k.t.server(k.resp.substr(0, k.head.size() + 20000));
+    EXPECT_TRUE(k.t.host.ticks);
+    k.t.advance(4000);
+    EXPECT_EQ(k.got(), "");  // 4 s: nothing yet
+    k.t.advance(1000);
+    EXPECT_EQ(k.got(), k.head);  // 5 s: the head alone
+    EXPECT_EQ(k.t.inspector.counters().trickled, 1u);
+    EXPECT_TRUE(k.t.wire.dir(S2C).relay);  // the rest is still held
+}
+
+TEST(HttpInspector, TrickleIsBoundedByTimeAndByAShareOfWhatArrived) {
+    Trickle k(400000);
+    k.t.server(k.resp.substr(0, k.head.size() + 40000));
+    k.t.advance(2000);
+    ASSERT_EQ(k.got(), k.head);
+    k.t.advance(1000);
+    EXPECT_EQ(k.body_got(), 1024u);  // 1 KiB per second
+    k.t.advance(3000);
+    EXPECT_EQ(k.body_got(), 4096u);
+    k.t.advance(60'000);
+    EXPECT_EQ(k.body_got(), 40000u / HttpInspector::kTrickleShare);  // 1/8 of what arrived
+    k.t.server(k.resp.substr(k.head.size() + 40000, 80000));
+    k.t.advance(1000);
+    EXPECT_EQ(k.body_got(), 120000u / HttpInspector::kTrickleShare);
+    EXPECT_EQ(k.got(), k.resp.substr(0, k.got().size()));  // a prefix of the original
+}
+
+TEST(HttpInspector, TrickleNeverGivesTheLastByte) {
+    for (size_t size : {1u, 2u, 9u, 100u, 5000u}) {
+        Trickle k(size, 1);
+        k.t.server(k.resp);  // complete: waiting for its verdict
+        ASSERT_EQ(k.t.host.scans.size(), 1u);
+        k.t.advance(3600'000);
+        EXPECT_EQ(k.got().substr(0, k.head.size()), k.head) << size;
+        EXPECT_LT(k.body_got(), size) << size;
+        EXPECT_LE(k.body_got(), size / HttpInspector::kTrickleShare) << size;
+    }
+}
+
+TEST(HttpInspector, TrickleOfAChunkedBodyNeverGivesItsTerminatingChunk) {
+    Flow t;
+    t.host.policy_.trickle_after_s = 1;
+    std::string resp = chunked({std::string(3000, 'x'), std::string(5, 'y')}, "X-T: 1\r\n");
+    t.client(get("/c"));
+    t.server(resp);
+    t.advance(3600'000);
+    std::string got = t.wire.out(S2C);
+    ASSERT_GT(got.size(), resp.find("\r\n\r\n") + 4);  // the head and some of the body
+    EXPECT_EQ(got, resp.substr(0, got.size()));
+    EXPECT_EQ(got.find('y'), std::string::npos);  // nothing of the last chunk
+    t.verdict(0, ScanVerdict::clean());
+    EXPECT_EQ(t.wire.out(S2C), resp);
+}
+
+TEST(HttpInspector, TrickledCleanResponseArrivesWholeAndTheNextIsHeldAgain) {
+    Trickle k(20000, 1);
+    k.t.server(k.resp.substr(0, k.head.size() + 10000));
+    k.t.advance(5000);
+    ASSERT_GT(k.body_got(), 0u);
+    k.t.server(k.resp.substr(k.head.size() + 10000));
+    ASSERT_EQ(k.t.host.scans.size(), 1u);
+    EXPECT_EQ(k.t.host.scans[0].bytes, k.body);  // scanned whole
+    k.t.verdict(0, ScanVerdict::clean());
+    EXPECT_EQ(k.got(), k.resp);  // byte-identical
+    EXPECT_FALSE(k.t.wire.dir(S2C).relay);
+    EXPECT_FALSE(k.t.host.ticks);
+    EXPECT_TRUE(k.t.host.records.empty());
+    // Keep-alive: the next response is held from its first byte again.
+    std::string second = ok("second body");
+    k.t.client(get("/next"));
+    k.t.server(second);
+    EXPECT_EQ(k.got(), k.resp);
+    k.t.verdict(1, ScanVerdict::clean());
+    EXPECT_EQ(k.got(), k.resp + second);
+}
+
+TEST(HttpInspector, TrickledInfectedResponseEndsInResetsNeverWhole) {
+    Flow t;
+    t.host.policy_.trickle_after_s = 1;
+    std::string body = std::string(20000, 'z') + kEicar;
+    std::string resp = ok(body);
+    t.client(get("/eicar.bin"));
+    t.server(resp);
+    t.advance(10'000);
+    ASSERT_GT(t.wire.out(S2C).size(), resp.size() - body.size());
+    t.verdict(0, virus());
+    EXPECT_EQ(t.host.resets, 1);
+    EXPECT_TRUE(t.host.closes.empty());  // no block page after a head
+    ASSERT_EQ(t.host.records.size(), 1u);
+    EXPECT_EQ(t.host.records[0].what, "Eicar-Test-Signature");
+    EXPECT_EQ(t.host.records[0].action, "reset");
+    std::string got = t.wire.out(S2C);
+    EXPECT_LT(got.size(), resp.size());
+    EXPECT_EQ(got, resp.substr(0, got.size()));
+    EXPECT_EQ(got.find("EICAR"), std::string::npos);
+    EXPECT_EQ(t.wire.mapped_after_close(), 0u);
+    EXPECT_EQ(t.inspector.counters().objects_blocked, 1u);
+}
+
+TEST(HttpInspector, InfectedResponseBeforeTrickleStartsStillGetsTheBlockPage) {
+    Flow t;
+    t.host.policy_.trickle_after_s = 30;
+    t.client(get("/eicar.bin"));
+    t.server(ok(kEicar));
+    t.advance(5000);
+    t.verdict(0, virus());
+    EXPECT_EQ(t.host.resets, 0);
+    ASSERT_EQ(t.host.closes.size(), 1u);
+    EXPECT_EQ(t.host.records.at(0).action, "block");
+    EXPECT_EQ(t.wire.out(S2C).rfind("HTTP/1.1 403", 0), 0u);
+}
+
+TEST(HttpInspector, ContentSizeBlockWhileTricklingResets) {
+    Flow t;
+    t.host.policy_.trickle_after_s = 1;
+    t.host.limits_.max_content_size = 10000;
+    t.host.policy_.fallback[size_t(Category::ContentSize)] = Action::Block;
+    std::string resp = chunked({std::string(6000, 'a'), std::string(6000, 'b')});
+    size_t second = resp.find('b');
+    t.client(get("/stream"));
+    t.server(resp.substr(0, second));
+    t.advance(3000);
+    ASSERT_GT(t.wire.out(S2C).size(), 0u);
+    t.server(resp.substr(second));
+    ASSERT_EQ(t.host.fallbacks.size(), 1u);
+    EXPECT_EQ(t.host.fallbacks[0].what, "content-size");
+    EXPECT_EQ(t.host.fallbacks[0].action, "reset");
+    EXPECT_EQ(t.host.resets, 1);
+    EXPECT_TRUE(t.host.closes.empty());
+    EXPECT_EQ(t.wire.out(S2C).find('b'), std::string::npos);
+}
+
 // -- Properties ---------------------------------------------------------------
 
 TEST(HttpInspector, CleanTrafficIsByteIdenticalForRandomPieceSizes) {
@@ -970,6 +1145,42 @@ TEST(HttpInspector, CleanTrafficIsByteIdenticalForRandomPieceSizes) {
         ASSERT_EQ(t.wire.dir(S2C).forced, 0u) << "seed " << seed;
         ASSERT_EQ(t.inspector.counters().responses, uint64_t(n)) << "seed " << seed;
         ASSERT_TRUE(t.host.fallbacks.empty()) << "seed " << seed;
+    }
+}
+
+TEST(HttpInspector, TrickledTrafficIsByteIdenticalAndNeverGivesAnObjectsEndEarly) {
+    for (uint32_t seed = 1; seed <= 200; ++seed) {
+        Flow t;
+        t.host.policy_.trickle_after_s = 1 + seed % 2;
+        t.rng.seed(seed);
+        std::mt19937 pick(seed);
+        std::string reqs, resps;
+        std::vector<size_t> ends;  // where each response ends in resps
+        int n = 1 + int(pick() % 3);
+        for (int i = 0; i < n; ++i) {
+            std::string body(1 + pick() % 20000, char('a' + i));
+            reqs += get("/" + std::to_string(i));
+            resps += pick() % 2
+                         ? ok(body)
+                         : chunked({body.substr(0, body.size() / 3), body.substr(body.size() / 3)});
+            ends.push_back(resps.size());
+        }
+        t.wire.send(C2S, reqs, t.rng);
+        size_t at = 0, judged = 0;
+        while (at < resps.size() || judged < t.host.scans.size()) {
+            if (at < resps.size()) {
+                size_t piece = std::min<size_t>(1 + t.rng() % 2000, resps.size() - at);
+                t.wire.deliver(S2C, resps.substr(at, piece));
+                at += piece;
+            }
+            t.advance(1000 * (t.rng() % 3));
+            // Until its verdict, no response's last byte reaches the client.
+            ASSERT_LT(t.wire.out(S2C).size(), ends[judged]) << seed;
+            if (judged < t.host.scans.size() && t.rng() % 3 == 0)
+                t.verdict(judged++, ScanVerdict::clean());
+        }
+        EXPECT_EQ(t.wire.out(S2C), resps) << seed;
+        EXPECT_EQ(t.wire.dir(S2C).forced, 0u) << seed;
     }
 }
 
