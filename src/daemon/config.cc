@@ -71,11 +71,13 @@ class TableReader {
               uint64_t max = std::numeric_limits<uint32_t>::max()) {
         const toml::node* node = take(key);
         if (!node) return;
-        auto value = node->value<int64_t>();
-        if (!node->is_integer() || !value || *value < 0 || uint64_t(*value) < min ||
-            uint64_t(*value) > max)
+        // as_integer(), not value<int64_t>(): that converts a float, out of
+        // range undefined (found by tests/fuzz/config_fuzz).
+        const toml::value<int64_t>* integer = node->as_integer();
+        if (!integer || integer->get() < 0 || uint64_t(integer->get()) < min ||
+            uint64_t(integer->get()) > max)
             fail(*node, key, fmt::format("must be an integer from {} to {}", min, max));
-        out = static_cast<uint32_t>(*value);
+        out = static_cast<uint32_t>(integer->get());
     }
 
     void read(std::string_view key, bool& out) {
@@ -132,10 +134,10 @@ class TableReader {
         if (!array) fail(*node, key, "must be an array of port numbers");
         out.clear();
         for (const toml::node& element : *array) {
-            auto value = element.value<int64_t>();
-            if (!element.is_integer() || !value || *value < 1 || *value > 65535)
+            const toml::value<int64_t>* port = element.as_integer();
+            if (!port || port->get() < 1 || port->get() > 65535)
                 fail(element, key, "ports are integers from 1 to 65535");
-            out.push_back(static_cast<uint16_t>(*value));
+            out.push_back(static_cast<uint16_t>(port->get()));
         }
     }
 

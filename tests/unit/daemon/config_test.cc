@@ -451,3 +451,17 @@ TEST(QueueRange, ParsesSingleAndRange) {
 
 }  // namespace
 }  // namespace nfqscan
+
+namespace nfqscan {
+namespace {
+
+// Found by tests/fuzz/config_fuzz: a float where an integer belongs was
+// converted (out of range: undefined) instead of refused.
+TEST(Config, AFloatWhereAnIntegerBelongsIsAnError) {
+    EXPECT_THROW(parse_config("[flows]\nmax_flows = 8445.720e36\n", "f.toml"), ConfigError);
+    EXPECT_THROW(parse_config("[flows]\nmax_flows = 1000.0\n", "f.toml"), ConfigError);
+    EXPECT_THROW(parse_config("[protocols.http]\nports = [80.0]\n", "f.toml"), ConfigError);
+}
+
+}  // namespace
+}  // namespace nfqscan
