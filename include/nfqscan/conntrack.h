@@ -18,7 +18,7 @@
 
 #include "nfqscan/packet.h"
 
-struct nfct_handle;
+struct mnl_socket;
 
 namespace nfqscan {
 
@@ -48,7 +48,8 @@ class ConntrackLookup {
     std::optional<ConnectionTuples> find(const Endpoint& src, const Endpoint& dst, bool orig);
 
   private:
-    nfct_handle* handle_ = nullptr;
+    mnl_socket* socket_ = nullptr;
+    uint32_t seq_ = 0;
 };
 
 }  // namespace nfqscan

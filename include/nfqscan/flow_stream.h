@@ -202,8 +202,8 @@ class FlowStream {
     // The window (bytes) the relay offered the sender of direction d.
     std::array<uint64_t, 2> told_window_{0, 0};
     std::array<std::unique_ptr<RelaySender>, 2> relays_;
-    bool dead_ = false;                           // reset: nothing more to deliver
-    std::optional<Direction> closed_;             // close_with(): the direction that ends
+    bool dead_ = false;                // reset: nothing more to deliver
+    std::optional<Direction> closed_;  // close_with(): the direction that ends
     std::array<std::optional<std::pair<Endpoint, Endpoint>>, 2> wire_;  // set_wire_endpoints()
     bool wire_checked_ = false;
     // last_headers_[d] := h, addressed as wire_[d] says.

@@ -267,9 +267,10 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                 conntrack_ = std::make_unique<ConntrackLookup>();
             } catch (const std::exception& e) {
                 conntrack_failed_ = true;
-                spdlog::warn("queue {}: cannot read conntrack ({}): behind NAT, segments "
-                             "nfqscand sends will not reach the peers",
-                             queue_.queue(), e.what());
+                spdlog::warn(
+                    "queue {}: cannot read conntrack ({}): behind NAT, segments "
+                    "nfqscand sends will not reach the peers",
+                    queue_.queue(), e.what());
             }
         }
         if (!conntrack_) return;

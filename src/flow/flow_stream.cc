@@ -456,8 +456,8 @@ void FlowStream::reset_receiver(Direction dx, std::vector<PacketVerdict>& out) {
 void FlowStream::remember_headers(size_t d, const SegmentHeaders& h) {
     last_headers_[d] = h;
     if (const auto& wire = wire_[d])
-        last_headers_[d]->set_endpoints(wire->first.address, wire->first.port,
-                                        wire->second.address, wire->second.port);
+        last_headers_[d]->set_endpoints(wire->first.address, wire->first.port, wire->second.address,
+                                        wire->second.port);
 }
 
 void FlowStream::set_wire_endpoints(Direction d, const Endpoint& src, const Endpoint& dst) {

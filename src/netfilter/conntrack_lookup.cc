@@ -1,6 +1,11 @@
 #include <arpa/inet.h>
+#include <libmnl/libmnl.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <cerrno>
 #include <cstring>
@@ -17,35 +22,6 @@ struct ConntrackDeleter {
     void operator()(nf_conntrack* ct) const { nfct_destroy(ct); }
 };
 
-void set_endpoints(nf_conntrack* ct, const Endpoint& src, const Endpoint& dst, bool orig) {
-    bool v4 = src.address.is_v4();
-    if (orig) {
-        nfct_set_attr_u8(ct, ATTR_ORIG_L3PROTO, v4 ? AF_INET : AF_INET6);
-        nfct_set_attr_u8(ct, ATTR_ORIG_L4PROTO, IPPROTO_TCP);
-        if (v4) {
-            nfct_set_attr(ct, ATTR_ORIG_IPV4_SRC, src.address.bytes.data() + 12);
-            nfct_set_attr(ct, ATTR_ORIG_IPV4_DST, dst.address.bytes.data() + 12);
-        } else {
-            nfct_set_attr(ct, ATTR_ORIG_IPV6_SRC, src.address.bytes.data());
-            nfct_set_attr(ct, ATTR_ORIG_IPV6_DST, dst.address.bytes.data());
-        }
-        nfct_set_attr_u16(ct, ATTR_ORIG_PORT_SRC, htons(src.port));
-        nfct_set_attr_u16(ct, ATTR_ORIG_PORT_DST, htons(dst.port));
-    } else {
-        nfct_set_attr_u8(ct, ATTR_REPL_L3PROTO, v4 ? AF_INET : AF_INET6);
-        nfct_set_attr_u8(ct, ATTR_REPL_L4PROTO, IPPROTO_TCP);
-        if (v4) {
-            nfct_set_attr(ct, ATTR_REPL_IPV4_SRC, src.address.bytes.data() + 12);
-            nfct_set_attr(ct, ATTR_REPL_IPV4_DST, dst.address.bytes.data() + 12);
-        } else {
-            nfct_set_attr(ct, ATTR_REPL_IPV6_SRC, src.address.bytes.data());
-            nfct_set_attr(ct, ATTR_REPL_IPV6_DST, dst.address.bytes.data());
-        }
-        nfct_set_attr_u16(ct, ATTR_REPL_PORT_SRC, htons(src.port));
-        nfct_set_attr_u16(ct, ATTR_REPL_PORT_DST, htons(dst.port));
-    }
-}
-
 Endpoint endpoint_of(const nf_conntrack* ct, bool v4, nf_conntrack_attr address,
                      nf_conntrack_attr port) {
     Endpoint e;
@@ -55,45 +31,92 @@ Endpoint endpoint_of(const nf_conntrack* ct, bool v4, nf_conntrack_attr address,
     return e;
 }
 
-int on_entry(enum nf_conntrack_msg_type, nf_conntrack* ct, void* data) {
-    auto* out = static_cast<std::optional<ConnectionTuples>*>(data);
+ConnectionTuples tuples_of(const nf_conntrack* ct) {
     bool v4 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET;
     ConnectionTuples t;
-    t.orig_src = endpoint_of(ct, v4, v4 ? ATTR_ORIG_IPV4_SRC : ATTR_ORIG_IPV6_SRC,
-                             ATTR_ORIG_PORT_SRC);
-    t.orig_dst = endpoint_of(ct, v4, v4 ? ATTR_ORIG_IPV4_DST : ATTR_ORIG_IPV6_DST,
-                             ATTR_ORIG_PORT_DST);
-    t.reply_src = endpoint_of(ct, v4, v4 ? ATTR_REPL_IPV4_SRC : ATTR_REPL_IPV6_SRC,
-                              ATTR_REPL_PORT_SRC);
-    t.reply_dst = endpoint_of(ct, v4, v4 ? ATTR_REPL_IPV4_DST : ATTR_REPL_IPV6_DST,
-                              ATTR_REPL_PORT_DST);
-    *out = t;
-    // Not STOP: the library must read the rest of the answer (its ACK), or
-    // the next query on this socket reads it as its own answer.
-    return NFCT_CB_CONTINUE;
+    t.orig_src =
+        endpoint_of(ct, v4, v4 ? ATTR_ORIG_IPV4_SRC : ATTR_ORIG_IPV6_SRC, ATTR_ORIG_PORT_SRC);
+    t.orig_dst =
+        endpoint_of(ct, v4, v4 ? ATTR_ORIG_IPV4_DST : ATTR_ORIG_IPV6_DST, ATTR_ORIG_PORT_DST);
+    t.reply_src =
+        endpoint_of(ct, v4, v4 ? ATTR_REPL_IPV4_SRC : ATTR_REPL_IPV6_SRC, ATTR_REPL_PORT_SRC);
+    t.reply_dst =
+        endpoint_of(ct, v4, v4 ? ATTR_REPL_IPV4_DST : ATTR_REPL_IPV6_DST, ATTR_REPL_PORT_DST);
+    return t;
+}
+
+// A ctnetlink GET of the TCP connection with `src -> dst` as its original
+// or reply tuple. Built by hand: libnetfilter_conntrack's builder takes the
+// request's family from the original tuple, and a GET by the reply tuple
+// alone came out invalid.
+void build_get(nlmsghdr* nlh, uint32_t seq, const Endpoint& src, const Endpoint& dst, bool orig) {
+    bool v4 = src.address.is_v4();
+    nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    nlh->nlmsg_seq = seq;
+    auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+    nfg->nfgen_family = v4 ? AF_INET : AF_INET6;
+    nfg->version = NFNETLINK_V0;
+    nfg->res_id = 0;
+    nlattr* tuple = mnl_attr_nest_start(nlh, orig ? CTA_TUPLE_ORIG : CTA_TUPLE_REPLY);
+    nlattr* ip = mnl_attr_nest_start(nlh, CTA_TUPLE_IP);
+    if (v4) {
+        mnl_attr_put(nlh, CTA_IP_V4_SRC, 4, src.address.bytes.data() + 12);
+        mnl_attr_put(nlh, CTA_IP_V4_DST, 4, dst.address.bytes.data() + 12);
+    } else {
+        mnl_attr_put(nlh, CTA_IP_V6_SRC, 16, src.address.bytes.data());
+        mnl_attr_put(nlh, CTA_IP_V6_DST, 16, dst.address.bytes.data());
+    }
+    mnl_attr_nest_end(nlh, ip);
+    nlattr* proto = mnl_attr_nest_start(nlh, CTA_TUPLE_PROTO);
+    mnl_attr_put_u8(nlh, CTA_PROTO_NUM, IPPROTO_TCP);
+    mnl_attr_put_u16(nlh, CTA_PROTO_SRC_PORT, htons(src.port));
+    mnl_attr_put_u16(nlh, CTA_PROTO_DST_PORT, htons(dst.port));
+    mnl_attr_nest_end(nlh, proto);
+    mnl_attr_nest_end(nlh, tuple);
+}
+
+int on_answer(const nlmsghdr* nlh, void* data) {
+    std::unique_ptr<nf_conntrack, ConntrackDeleter> ct(nfct_new());
+    if (!ct || nfct_nlmsg_parse(nlh, ct.get()) < 0) return MNL_CB_ERROR;
+    *static_cast<std::optional<ConnectionTuples>*>(data) = tuples_of(ct.get());
+    return MNL_CB_OK;
 }
 
 }  // namespace
 
-ConntrackLookup::ConntrackLookup() : handle_(nfct_open(CONNTRACK, 0)) {
-    if (!handle_) throw std::system_error(errno, std::generic_category(), "ctnetlink");
+ConntrackLookup::ConntrackLookup() : socket_(mnl_socket_open(NETLINK_NETFILTER)) {
+    if (!socket_ || mnl_socket_bind(socket_, 0, MNL_SOCKET_AUTOPID) < 0) {
+        int error = errno;
+        if (socket_) mnl_socket_close(socket_);
+        throw std::system_error(error, std::generic_category(), "ctnetlink");
+    }
+    // An answer that never comes must not stall the worker.
+    timeval timeout{0, 200'000};
+    setsockopt(mnl_socket_get_fd(socket_), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
 }
 
 ConntrackLookup::~ConntrackLookup() {
-    if (handle_) nfct_close(handle_);
+    mnl_socket_close(socket_);
 }
 
 std::optional<ConnectionTuples> ConntrackLookup::find(const Endpoint& src, const Endpoint& dst,
                                                       bool orig) {
-    std::unique_ptr<nf_conntrack, ConntrackDeleter> ct(nfct_new());
-    if (!ct) return std::nullopt;
-    set_endpoints(ct.get(), src, dst, orig);
+    alignas(nlmsghdr) char buffer[MNL_SOCKET_BUFFER_SIZE];
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buffer);
+    uint32_t seq = ++seq_;
+    build_get(nlh, seq, src, dst, orig);
+    if (mnl_socket_sendto(socket_, nlh, nlh->nlmsg_len) < 0) return std::nullopt;
     std::optional<ConnectionTuples> found;
-    nfct_callback_register(handle_, NFCT_T_ALL, on_entry, &found);
-    int rc = nfct_query(handle_, NFCT_Q_GET, ct.get());
-    nfct_callback_unregister(handle_);
-    if (rc < 0 || !found) return std::nullopt;
-    // The entry asked for, not another answer left on the socket.
+    uint32_t port = mnl_socket_get_portid(socket_);
+    for (;;) {
+        ssize_t n = mnl_socket_recvfrom(socket_, buffer, sizeof buffer);
+        if (n <= 0) return std::nullopt;
+        int rc = mnl_cb_run(buffer, size_t(n), seq, port, on_answer, &found);
+        if (rc <= MNL_CB_STOP) break;  // the ACK (or an error: no such entry)
+    }
+    if (!found) return std::nullopt;
+    // The entry asked for (the answer is matched by sequence number too).
     bool same = orig ? found->orig_src == src && found->orig_dst == dst
                      : found->reply_src == src && found->reply_dst == dst;
     if (!same) return std::nullopt;
