@@ -114,6 +114,9 @@ class FlowInspection final : public InspectorHost {
     };
 
     void count_action(std::string_view action);
+    // One event log line (and its action counted); returns its id.
+    std::string log_event(const ObjectInfo& info, const ScanVerdict& verdict,
+                          std::string_view category, std::string_view action);
     std::string flow_text() const;
 
     uint64_t id_;

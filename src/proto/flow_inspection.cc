@@ -115,6 +115,22 @@ void FlowInspection::count_action(std::string_view action) {
 
 std::string FlowInspection::record(const ObjectInfo& info, const ScanVerdict& verdict,
                                    std::string_view action) {
+    return log_event(info, verdict, {}, action);
+}
+
+std::string FlowInspection::record_fallback(const ObjectInfo& info, Category category,
+                                            std::string_view reason, std::string_view action) {
+    ++context_.counters(service_).errors[size_t(category)];
+    // The scan service's categories come first in Category, in its order;
+    // the inspectors' own (partial, protocol-error) name themselves.
+    ScanError error =
+        size_t(category) < kScanErrorCount ? ScanError(category) : ScanError::ContentSize;
+    return log_event(info, ScanVerdict::failed(error, std::string(reason)),
+                     category_name(category), action);
+}
+
+std::string FlowInspection::log_event(const ObjectInfo& info, const ScanVerdict& verdict,
+                                      std::string_view category, std::string_view action) {
     ScanEvent event;
     event.id = context_.next_event_id();
     event.flow = flow_text();
@@ -122,26 +138,7 @@ std::string FlowInspection::record(const ObjectInfo& info, const ScanVerdict& ve
     event.direction = std::string(direction_label(info.direction));
     event.object = info.name;
     event.verdict = verdict;
-    event.action = std::string(action);
-    count_action(action);
-    context_.log(event);
-    return event.id;
-}
-
-std::string FlowInspection::record_fallback(const ObjectInfo& info, Category category,
-                                            std::string_view reason, std::string_view action) {
-    ++context_.counters(service_).errors[size_t(category)];
-    ScanEvent event;
-    event.id = context_.next_event_id();
-    event.flow = flow_text();
-    event.protocol = std::string(service_name(info.protocol));
-    event.direction = std::string(direction_label(info.direction));
-    event.object = info.name;
-    // The scan service's categories come first in Category, in its order.
-    ScanError error =
-        size_t(category) < kScanErrorCount ? ScanError(category) : ScanError::ContentSize;
-    event.verdict = ScanVerdict::failed(error, std::string(reason));
-    event.category = std::string(category_name(category));
+    event.category = std::string(category);
     event.action = std::string(action);
     count_action(action);
     context_.log(event);
