@@ -36,6 +36,11 @@ struct SegmentHeaders {
     uint32_t ack() const;
     uint32_t seq() const;
     uint16_t window() const;  // the raw field (unscaled)
+    // SACK blocks go (the header shrinks): a sender's SACK is about the
+    // other direction's data at that moment, and it would take room from
+    // every segment built on this template, pushing full-sized segments
+    // past the path MTU.
+    void strip_sack();
     // The addresses and ports become these (of the header's IP version):
     // segments built from it are addressed as conntrack knows the
     // connection on the far side of a NAT (see conntrack.h).

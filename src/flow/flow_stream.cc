@@ -82,8 +82,12 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
     }
     // New segments go out through a raw socket, which cannot send a GSO
     // packet: each fits the receiver's MSS, whatever the queued packet's room.
+    // They are built from the direction's template: addressed for NAT, and
+    // without SACK blocks, so that segment_room() holds for them.
     size_t offset = first.size();
     size_t segment = std::max<size_t>(segment_room(d), 1);
+    const SegmentHeaders& extra_from =
+        last_headers_[size_t(d)] ? *last_headers_[size_t(d)] : headers;
     while (offset < payload.size()) {  // rest
         SegmentRewrite extra = r;
         extra.sack_edge = nullptr;
@@ -91,7 +95,7 @@ void FlowStream::answer(uint32_t id, Direction d, const SegmentHeaders& headers,
         extra.seq = uint32_t(v.seq + offset);
         offset += extra.payload.size();
         extra.fin = v.fin && offset == payload.size();
-        out.push_back({0, PacketVerdict::Kind::Inject, build_segment(headers, extra)});
+        out.push_back({0, PacketVerdict::Kind::Inject, build_segment(extra_from, extra)});
         ++counters_.injected_packets;
     }
 }
@@ -455,6 +459,7 @@ void FlowStream::reset_receiver(Direction dx, std::vector<PacketVerdict>& out) {
 
 void FlowStream::remember_headers(size_t d, const SegmentHeaders& h) {
     last_headers_[d] = h;
+    last_headers_[d]->strip_sack();
     if (const auto& wire = wire_[d])
         last_headers_[d]->set_endpoints(wire->first.address, wire->first.port, wire->second.address,
                                         wire->second.port);

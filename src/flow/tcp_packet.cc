@@ -140,6 +140,28 @@ void SegmentHeaders::set_endpoints(const IpAddress& src, uint16_t src_port, cons
     tcp[3] = uint8_t(dst_port);
 }
 
+void SegmentHeaders::strip_sack() {
+    const uint8_t* options = bytes.data() + l3_length + 20;
+    size_t length = l4_length - 20u;
+    std::vector<uint8_t> kept;
+    bool had_sack = false;
+    walk_options(options, length, [&](uint8_t kind, size_t at, uint8_t len) {
+        if (kind == 5) {
+            had_sack = true;
+            return;
+        }
+        kept.insert(kept.end(), options + at, options + at + len);
+    });
+    if (!had_sack) return;
+    while (kept.size() % 4)
+        kept.insert(kept.begin(), 1);  // NOPs in front, as Linux aligns
+    std::vector<uint8_t> out(bytes.begin(), bytes.begin() + l3_length + 20);
+    out.insert(out.end(), kept.begin(), kept.end());
+    l4_length = uint16_t(20 + kept.size());
+    out[l3_length + 12] = uint8_t((l4_length / 4) << 4 | (out[l3_length + 12] & 0x0f));
+    bytes = std::move(out);
+}
+
 uint32_t SegmentHeaders::ack() const {
     return load32(bytes.data() + l3_length + 8);
 }

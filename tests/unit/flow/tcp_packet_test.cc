@@ -151,3 +151,50 @@ TEST(GsoFrame, OneSegmentIsNoGsoAndTtlNeverWraps) {
 
 }  // namespace
 }  // namespace nfqscan
+
+namespace nfqscan {
+namespace {
+
+TEST(TcpPacket, ATemplateLosesItsSackBlocksAndKeepsItsTimestamp) {
+    // NOP NOP TS, then NOP NOP SACK with one block: a 44-byte TCP header.
+    test::PacketSpec spec;
+    spec.tsval = 777;
+    std::vector<uint8_t> packet = test::build_packet(spec);
+    const size_t tcp = 20;
+    const uint8_t sack[12] = {1, 1, 5, 10, 0, 0, 0, 9, 0, 0, 0, 10};
+    packet.insert(packet.begin() + tcp + 32, std::begin(sack), std::end(sack));
+    packet[tcp + 12] = uint8_t(44 / 4) << 4;
+    packet[2] = uint8_t(packet.size() >> 8);
+    packet[3] = uint8_t(packet.size());
+    DecodedPacket p;
+    ASSERT_EQ(decode_packet(packet, p), DecodeStatus::Ok);
+    SegmentHeaders h = SegmentHeaders::of(p);
+    ASSERT_EQ(h.l4_length, 44);
+
+    h.strip_sack();
+    EXPECT_EQ(h.l4_length, 32);
+    EXPECT_EQ(h.bytes.size(), 20u + 32u);
+    EXPECT_EQ(h.bytes[tcp + 12] >> 4, 8);
+    EXPECT_EQ(h.ts_value(), 777u);
+    // What remains is NOP NOP TIMESTAMP, and a segment built on it decodes
+    // with that header and its payload after it.
+    EXPECT_EQ(h.bytes[tcp + 20], 1);
+    EXPECT_EQ(h.bytes[tcp + 22], 8);
+    SegmentRewrite r;
+    r.seq = 5;
+    std::string data(100, 'x');
+    r.payload = test::bytes_of(data);
+    std::vector<uint8_t> built = build_segment(h, r);
+    DecodedPacket q;
+    ASSERT_EQ(decode_packet(built, q), DecodeStatus::Ok);
+    EXPECT_EQ(q.l4_header_length, 32);
+    EXPECT_EQ(std::string(q.payload.begin(), q.payload.end()), data);
+
+    // Without SACK blocks, nothing changes.
+    std::vector<uint8_t> before = h.bytes;
+    h.strip_sack();
+    EXPECT_EQ(h.bytes, before);
+}
+
+}  // namespace
+}  // namespace nfqscan
