@@ -1,0 +1,63 @@
+#include "nfqscan/object_buffer.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace nfqscan {
+namespace {
+
+uint64_t page_size() {
+    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    return page;
+}
+
+uint64_t round_to_page(uint64_t n) {
+    const uint64_t page = page_size();
+    return (n + page - 1) / page * page;
+}
+
+}  // namespace
+
+ObjectBuffer::~ObjectBuffer() {
+    if (data_) ::munmap(data_, capacity_);
+    if (fd_ >= 0) ::close(fd_);
+}
+
+ObjectBuffer::Append ObjectBuffer::append(std::span<const uint8_t> bytes) {
+    if (bytes.empty()) return Append::Ok;
+    if (bytes.size() > limit_ - size_) return Append::OverLimit;
+    const uint64_t needed = size_ + bytes.size();
+    if (needed > capacity_ && !grow(needed)) return Append::NoResource;
+    std::memcpy(data_ + size_, bytes.data(), bytes.size());
+    size_ = needed;
+    return Append::Ok;
+}
+
+bool ObjectBuffer::grow(uint64_t needed) {
+    auto fail = [this](const char* what) {
+        error_ = std::string(what) + ": " + std::strerror(errno);
+        return false;
+    };
+    const uint64_t ceiling = round_to_page(limit_);
+    const uint64_t target =
+        std::min(ceiling, round_to_page(std::max({needed, capacity_ * 2, kInitialCapacity})));
+    if (fd_ < 0) {
+        fd_ = ::memfd_create("nfqscan-object", MFD_CLOEXEC);
+        if (fd_ < 0) return fail("memfd_create");
+    }
+    if (::ftruncate(fd_, static_cast<off_t>(target)) != 0) return fail("ftruncate");
+    void* map = data_ ? ::mremap(data_, capacity_, target, MREMAP_MAYMOVE)
+                      : ::mmap(nullptr, target, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    // On failure the file may be longer than the mapping; the next growth
+    // sizes it again, and only the first size() bytes are the object.
+    if (map == MAP_FAILED) return fail(data_ ? "mremap" : "mmap");
+    data_ = static_cast<uint8_t*>(map);
+    capacity_ = target;
+    return true;
+}
+
+}  // namespace nfqscan
