@@ -17,9 +17,17 @@
 // bytes() is invalidated by a later append() (the mapping may move): an
 // object is appended to by one owner, then shared read-only
 // (std::shared_ptr<const ObjectBuffer>) and never written again.
+//
+// Recycling: a new memory file costs ~20 us here (memfd_create, ftruncate,
+// mmap, a first write fault on fresh pages, munmap and close), against
+// ~0.1 us for a small heap buffer. make() therefore hands out buffers
+// recycled when their last owner lets go (at most kRecycled, only those
+// still at kInitialCapacity), emptied, with their file and mapping kept.
+// Whatever a recycled file holds past size() is never part of an object.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -36,6 +44,12 @@ class ObjectBuffer {
         OverLimit,  // nothing appended: the object would exceed limit()
         NoResource  // nothing appended: no descriptor or memory (error() says why)
     };
+
+    // Buffers kept for reuse, process-wide.
+    static constexpr size_t kRecycled = 64;
+
+    // An empty buffer, recycled if one is free.
+    static std::shared_ptr<ObjectBuffer> make(uint64_t limit);
 
     explicit ObjectBuffer(uint64_t limit) : limit_(limit) {}
     ~ObjectBuffer();
@@ -58,6 +72,7 @@ class ObjectBuffer {
 
   private:
     bool grow(uint64_t needed);
+    static void recycle(ObjectBuffer* buffer);
 
     uint64_t limit_;
     uint64_t size_ = 0;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 namespace nfqscan {
 namespace {
@@ -20,7 +22,47 @@ uint64_t round_to_page(uint64_t n) {
     return (n + page - 1) / page * page;
 }
 
+std::mutex& recycled_mutex() {
+    static std::mutex mutex;
+    return mutex;
+}
+
+// Never destroyed: buffers may be let go by threads still running at exit.
+std::vector<std::unique_ptr<ObjectBuffer>>& recycled() {
+    static auto* free = new std::vector<std::unique_ptr<ObjectBuffer>>();
+    return *free;
+}
+
 }  // namespace
+
+std::shared_ptr<ObjectBuffer> ObjectBuffer::make(uint64_t limit) {
+    ObjectBuffer* buffer = nullptr;
+    {
+        std::lock_guard lock(recycled_mutex());
+        std::vector<std::unique_ptr<ObjectBuffer>>& free = recycled();
+        if (!free.empty()) {
+            buffer = free.back().release();
+            free.pop_back();
+        }
+    }
+    if (buffer) {
+        buffer->limit_ = limit;
+        buffer->size_ = 0;
+        buffer->error_.clear();
+    } else {
+        buffer = new ObjectBuffer(limit);
+    }
+    return std::shared_ptr<ObjectBuffer>(buffer, &ObjectBuffer::recycle);
+}
+
+void ObjectBuffer::recycle(ObjectBuffer* buffer) {
+    std::unique_ptr<ObjectBuffer> owned(buffer);
+    // Only small files are kept: a grown one gives its memory back.
+    if (buffer->capacity_ != kInitialCapacity) return;
+    std::lock_guard lock(recycled_mutex());
+    std::vector<std::unique_ptr<ObjectBuffer>>& free = recycled();
+    if (free.size() < kRecycled) free.push_back(std::move(owned));
+}
 
 ObjectBuffer::~ObjectBuffer() {
     if (data_) ::munmap(data_, capacity_);

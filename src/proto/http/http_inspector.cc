@@ -487,7 +487,7 @@ void HttpInspector::Side::on_head(Cursor& c) {
 
 void HttpInspector::Side::start_holding(Cursor& c, uint64_t from) {
     (void)from;  // nothing from `from` on is mapped: c.at == from
-    body_ = std::make_shared<ObjectBuffer>(in_.host_.limits().max_content_size);
+    body_ = ObjectBuffer::make(in_.host_.limits().max_content_size);
     body_failed_.clear();
     mode_ = Mode::Holding;
     set_relay(c.sink, true);
@@ -562,7 +562,7 @@ void HttpInspector::Side::submit_scan() {
             info.file_name = file.file_name;
             info.mime_type = file.mime_type;
             info.declared_size = file.bytes.size();
-            auto part = std::make_shared<ObjectBuffer>(body_->limit());
+            auto part = ObjectBuffer::make(body_->limit());
             if (part->append(file.bytes) != ObjectBuffer::Append::Ok) {
                 // A part is never longer than its body: only memory can fail
                 // here. The body is then judged as a whole.

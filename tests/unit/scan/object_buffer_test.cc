@@ -97,5 +97,35 @@ TEST(ObjectBuffer, GrowthIsBoundedByTheLimit) {
     EXPECT_EQ(text_of(small.bytes()), "0123456789");
 }
 
+TEST(ObjectBuffer, RecycledBuffersComeBackEmptyWithTheirFile) {
+    int fd = -1;
+    {
+        auto first = ObjectBuffer::make(1 << 20);
+        ASSERT_EQ(first->append(bytes_of("an earlier object")), ObjectBuffer::Append::Ok);
+        fd = first->fd();
+    }
+    // The one just let go is handed out again (the list is last in, first out).
+    auto again = ObjectBuffer::make(8);
+    EXPECT_EQ(again->fd(), fd);
+    EXPECT_EQ(again->size(), 0u);
+    EXPECT_TRUE(again->bytes().empty());
+    EXPECT_EQ(again->limit(), 8u);
+    EXPECT_EQ(again->append(bytes_of("too long now")), ObjectBuffer::Append::OverLimit);
+    ASSERT_EQ(again->append(bytes_of("new")), ObjectBuffer::Append::Ok);
+    EXPECT_EQ(text_of(again->bytes()), "new");
+    EXPECT_EQ(file_prefix(again->fd(), 3), "new");
+
+    // A grown buffer is not kept.
+    {
+        auto grown = ObjectBuffer::make(1 << 20);
+        const std::string big(2 * ObjectBuffer::kInitialCapacity, 'g');
+        ASSERT_EQ(grown->append(bytes_of(big)), ObjectBuffer::Append::Ok);
+        EXPECT_GT(grown->capacity(), ObjectBuffer::kInitialCapacity);
+    }
+    auto next = ObjectBuffer::make(1 << 20);
+    EXPECT_TRUE(next->capacity() == 0 || next->capacity() == ObjectBuffer::kInitialCapacity)
+        << next->capacity();
+}
+
 }  // namespace
 }  // namespace nfqscan

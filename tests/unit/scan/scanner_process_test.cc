@@ -138,7 +138,7 @@ TEST(ScannerProcesses, VerdictsComeFromScannerProcesses) {
 }
 
 std::shared_ptr<const ObjectBuffer> buffer_of(const std::string& bytes) {
-    auto buffer = std::make_shared<ObjectBuffer>(32u << 20);
+    auto buffer = ObjectBuffer::make(32u << 20);
     EXPECT_EQ(buffer->append({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}),
               ObjectBuffer::Append::Ok);
     return buffer;
@@ -166,6 +166,17 @@ TEST(ScannerProcesses, ObjectBufferIsScannedFromTheHandedFile) {
         const ScannerProcess::Outcome out = scanner->scan(corpus_in_buffer(name), deadline);
         ASSERT_EQ(out.status, ScannerProcess::Outcome::Status::Done) << out.what;
         EXPECT_TRUE(out.reply.verdict.is_clean()) << name << ": " << describe(out.reply.verdict);
+    }
+    // A recycled file still holds EICAR past a shorter clean object: only the
+    // object's own bytes are scanned.
+    for (int i = 0; i < 3; ++i) {
+        const ScannerProcess::Outcome infected =
+            scanner->scan(corpus_in_buffer("eicar.com"), deadline);
+        const ScannerProcess::Outcome clean =
+            scanner->scan(ScanObject::in_file(buffer_of("clean"), "c.txt"), deadline);
+        ASSERT_EQ(clean.status, ScannerProcess::Outcome::Status::Done) << clean.what;
+        EXPECT_TRUE(infected.reply.verdict.is_infected());
+        EXPECT_TRUE(clean.reply.verdict.is_clean()) << describe(clean.reply.verdict);
     }
     // An object grown well past the file's first size, EICAR at its end.
     std::string big(3 * ObjectBuffer::kInitialCapacity + 17, ' ');
