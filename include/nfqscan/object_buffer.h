@@ -61,8 +61,10 @@ class ObjectBuffer {
     uint64_t size() const { return size_; }
     uint64_t limit() const { return limit_; }
     bool empty() const { return size_ == 0; }
-    // Bytes the file takes at most (its length): for memory budgets.
+    // The file's length, which it may fill before growing again.
     uint64_t capacity() const { return capacity_; }
+    // The memory the object's bytes take (whole pages): for status.
+    uint64_t memory_bytes() const;
     std::span<const uint8_t> bytes() const { return {data_, static_cast<size_t>(size_)}; }
     // The memory file; its first size() bytes are the object. -1 while empty
     // and never grown.

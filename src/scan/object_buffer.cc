@@ -69,6 +69,10 @@ ObjectBuffer::~ObjectBuffer() {
     if (fd_ >= 0) ::close(fd_);
 }
 
+uint64_t ObjectBuffer::memory_bytes() const {
+    return round_to_page(size_);
+}
+
 ObjectBuffer::Append ObjectBuffer::append(std::span<const uint8_t> bytes) {
     if (bytes.empty()) return Append::Ok;
     if (bytes.size() > limit_ - size_) return Append::OverLimit;

@@ -151,7 +151,7 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
         mode_ = Mode::Idle;
     }
     size_t memory_bytes() const {
-        return (body_ ? static_cast<size_t>(body_->capacity()) : 0) + framer_.memory_bytes();
+        return (body_ ? static_cast<size_t>(body_->memory_bytes()) : 0) + framer_.memory_bytes();
     }
     // An object of this side is held or awaits its verdicts.
     bool holds_object() const { return mode_ == Mode::Holding || mode_ == Mode::Judging; }

@@ -90,6 +90,7 @@ TEST(ObjectBuffer, GrowthIsBoundedByTheLimit) {
     // Nothing of an append past the limit is kept.
     EXPECT_EQ(b.append(bytes_of("z")), ObjectBuffer::Append::OverLimit);
     EXPECT_EQ(b.size(), limit);
+    EXPECT_EQ(b.memory_bytes(), (limit + page - 1) / page * page);
     ObjectBuffer small(10);
     EXPECT_EQ(small.append(bytes_of("0123456789abc")), ObjectBuffer::Append::OverLimit);
     EXPECT_EQ(small.size(), 0u);
