@@ -13,7 +13,10 @@
 //     limit rounded to a page, so appends are amortised O(1) per byte and
 //     the file is never more than twice the bytes it holds (or the first
 //     allocation, kInitialCapacity);
-//   - the first size() bytes of the file (pread on fd()) are bytes().
+//   - the first size() bytes of the file (pread on fd()) are bytes();
+//   - a child forked meanwhile does not inherit the mapping (MADV_DONTFORK):
+//     a scanner forked while objects are held would otherwise keep their
+//     memory as long as it lives.
 // bytes() is invalidated by a later append() (the mapping may move): an
 // object is appended to by one owner, then shared read-only
 // (std::shared_ptr<const ObjectBuffer>) and never written again.

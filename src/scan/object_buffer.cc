@@ -101,6 +101,10 @@ bool ObjectBuffer::grow(uint64_t needed) {
     // On failure the file may be longer than the mapping; the next growth
     // sizes it again, and only the first size() bytes are the object.
     if (map == MAP_FAILED) return fail(data_ ? "mremap" : "mmap");
+    // A scanner forked while this object is held must not inherit the
+    // mapping: it would keep the object's memory until that scanner ends.
+    // (mremap keeps the flag.)
+    if (!data_) ::madvise(map, target, MADV_DONTFORK);
     data_ = static_cast<uint8_t*>(map);
     capacity_ = target;
     return true;

@@ -2,8 +2,11 @@
 #include "nfqscan/object_buffer.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -96,6 +99,24 @@ TEST(ObjectBuffer, GrowthIsBoundedByTheLimit) {
     EXPECT_EQ(small.size(), 0u);
     EXPECT_EQ(small.append(bytes_of("0123456789")), ObjectBuffer::Append::Ok);
     EXPECT_EQ(text_of(small.bytes()), "0123456789");
+}
+
+TEST(ObjectBuffer, AForkedChildDoesNotInheritTheMapping) {
+    ObjectBuffer b(8u << 20);
+    const std::string big(3 * ObjectBuffer::kInitialCapacity, 'f');
+    ASSERT_EQ(b.append(bytes_of("x")), ObjectBuffer::Append::Ok);
+    ASSERT_EQ(b.append(bytes_of(big)), ObjectBuffer::Append::Ok);  // moved by mremap
+    auto* address = const_cast<uint8_t*>(b.bytes().data());
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        unsigned char resident = 0;
+        const bool unmapped = ::mincore(address, 1, &resident) != 0 && errno == ENOMEM;
+        ::_exit(unmapped ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 TEST(ObjectBuffer, RecycledBuffersComeBackEmptyWithTheirFile) {
