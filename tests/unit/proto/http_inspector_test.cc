@@ -63,6 +63,8 @@ class FakeHost : public InspectorHost {
 
     void scan(uint64_t id, const ObjectInfo& info,
               std::shared_ptr<const ObjectBuffer> bytes) override {
+        // The decoded body is in a memory file a scanner process can map.
+        EXPECT_GE(bytes->fd(), 0);
         scans.push_back({id, info, std::string(bytes->bytes().begin(), bytes->bytes().end())});
     }
     std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
