@@ -29,8 +29,8 @@ std::mutex& recycled_mutex() {
 
 // Never destroyed: buffers may be let go by threads still running at exit.
 std::vector<std::unique_ptr<ObjectBuffer>>& recycled() {
-    static auto* free = new std::vector<std::unique_ptr<ObjectBuffer>>();
-    return *free;
+    static auto* kept = new std::vector<std::unique_ptr<ObjectBuffer>>();
+    return *kept;
 }
 
 }  // namespace
@@ -39,10 +39,10 @@ std::shared_ptr<ObjectBuffer> ObjectBuffer::make(uint64_t limit) {
     ObjectBuffer* buffer = nullptr;
     {
         std::lock_guard lock(recycled_mutex());
-        std::vector<std::unique_ptr<ObjectBuffer>>& free = recycled();
-        if (!free.empty()) {
-            buffer = free.back().release();
-            free.pop_back();
+        std::vector<std::unique_ptr<ObjectBuffer>>& kept = recycled();
+        if (!kept.empty()) {
+            buffer = kept.back().release();
+            kept.pop_back();
         }
     }
     if (buffer) {
@@ -60,8 +60,8 @@ void ObjectBuffer::recycle(ObjectBuffer* buffer) {
     // Only small files are kept: a grown one gives its memory back.
     if (buffer->capacity_ != kInitialCapacity) return;
     std::lock_guard lock(recycled_mutex());
-    std::vector<std::unique_ptr<ObjectBuffer>>& free = recycled();
-    if (free.size() < kRecycled) free.push_back(std::move(owned));
+    std::vector<std::unique_ptr<ObjectBuffer>>& kept = recycled();
+    if (kept.size() < kRecycled) kept.push_back(std::move(owned));
 }
 
 ObjectBuffer::~ObjectBuffer() {
