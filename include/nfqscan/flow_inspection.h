@@ -83,7 +83,7 @@ class FlowInspection final : public InspectorHost {
 
     // InspectorHost
     void scan(uint64_t id, const ObjectInfo& info,
-              std::shared_ptr<const std::vector<uint8_t>> bytes) override;
+              std::shared_ptr<const ObjectBuffer> bytes) override;
     std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
                        std::string_view action) override;
     std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,

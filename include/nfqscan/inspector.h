@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "nfqscan/flow.h"
+#include "nfqscan/object_buffer.h"
 #include "nfqscan/policy.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
@@ -77,9 +78,11 @@ class InspectorHost {
 
     // Hands a complete object to the scan service. on_verdict(id, ...)
     // follows exactly once, later (never inside this call), unless the flow
-    // ends first.
+    // ends first. The bytes are in a memory file, which a scanner process
+    // maps as it is: the inspector's copy out of the relay store is the
+    // only one.
     virtual void scan(uint64_t id, const ObjectInfo& info,
-                      std::shared_ptr<const std::vector<uint8_t>> bytes) = 0;
+                      std::shared_ptr<const ObjectBuffer> bytes) = 0;
     // One event log line for an object not judged clean (a detection, a
     // fallback) or not scanned (allowlisted objects are not recorded), and the
     // per-protocol counters. `action` is what was done: "block", "pass",

@@ -12,7 +12,9 @@
 // built an EngineSet, the service forks one scanner process per pool thread;
 // the compiled engines are shared with them copy-on-write. A pool thread
 // copies its object into its scanner's memfd, sends a small request on a
-// socketpair and waits for a compact verdict message. Why:
+// socketpair and waits for a compact verdict message; an object already in a
+// memory file (ObjectBuffer, what inspectors hand over) is not copied: its
+// descriptor goes with the request. Why:
 //   - scaling: libclamav extracts layers to temp files and maps them back,
 //     under a process-wide lock; in one multi-threaded process every such
 //     mapping change is a TLB shootdown to the other cores. Two threads
@@ -172,11 +174,18 @@ std::optional<ScanConfig::Isolation> isolation_from_name(std::string_view name);
 // ---------------------------------------------------------------------------
 // Objects and completions
 
+class ObjectBuffer;  // nfqscan/object_buffer.h
+
 struct ScanObject {
     // The bytes to scan; `owner` keeps them alive until the scan is done, so an
     // inspector can hand its relay buffer over without a copy.
     std::span<const uint8_t> bytes;
     std::shared_ptr<const void> owner;
+    // Set when the bytes are an ObjectBuffer's (then `bytes` is its bytes()):
+    // a scanner process maps its memory file instead of getting a copy.
+    // Without it (mapped files, copies) the bytes are copied into the
+    // scanner's own memfd.
+    std::shared_ptr<const ObjectBuffer> file;
     std::string name;       // file name if known (its base name starts layer paths)
     std::string mime_type;  // declared by the protocol (Content-Type), may be empty
     std::string profile;    // scan mode profile; empty: "default"
@@ -184,6 +193,8 @@ struct ScanObject {
     static ScanObject copy_of(std::string_view bytes, std::string name = {});
     static ScanObject sharing(std::shared_ptr<const std::vector<uint8_t>> buffer,
                               std::string name = {});
+    // The bytes of `buffer`, which the object keeps alive (owner and file).
+    static ScanObject in_file(std::shared_ptr<const ObjectBuffer> buffer, std::string name = {});
 };
 
 // The caller's event loop. Completions are posted here from pool threads (or,

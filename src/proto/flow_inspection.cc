@@ -87,12 +87,12 @@ size_t FlowInspection::memory_bytes() const {
 }
 
 void FlowInspection::scan(uint64_t id, const ObjectInfo& info,
-                          std::shared_ptr<const std::vector<uint8_t>> bytes) {
+                          std::shared_ptr<const ObjectBuffer> bytes) {
     InspectionCounters& c = context_.counters(service_);
     ++c.objects;
     c.scanned_bytes += bytes ? bytes->size() : 0;
     std::string name = info.file_name.empty() ? info.name : info.file_name;
-    ScanObject object = ScanObject::sharing(std::move(bytes), std::move(name));
+    ScanObject object = ScanObject::in_file(std::move(bytes), std::move(name));
     object.mime_type = info.mime_type;
     object.profile = policy().profile;
     context_.submit(id_, id, std::move(object));
@@ -125,8 +125,8 @@ std::string FlowInspection::record_fallback(const ObjectInfo& info, Category cat
     // the inspectors' own (partial, protocol-error) name themselves.
     ScanError error =
         size_t(category) < kScanErrorCount ? ScanError(category) : ScanError::ContentSize;
-    return log_event(info, ScanVerdict::failed(error, std::string(reason)),
-                     category_name(category), action);
+    return log_event(info, ScanVerdict::failed(error, std::string(reason)), category_name(category),
+                     action);
 }
 
 std::string FlowInspection::log_event(const ObjectInfo& info, const ScanVerdict& verdict,

@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,11 +16,13 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <system_error>
 
 #include "clamav_engine.h"
 #include "engine_set.h"
+#include "nfqscan/object_buffer.h"
 #include "scan_metrics.h"
 
 namespace nfqscan {
@@ -61,14 +65,91 @@ uint64_t window_size(const ScanConfig& config) {
     return (want + page - 1) / page * page;
 }
 
-bool send_message(int fd, const std::vector<uint8_t>& message) {
+// One message; with `passed_fd` >= 0 that descriptor goes with it (SCM_RIGHTS).
+bool send_message(int fd, const std::vector<uint8_t>& message, int passed_fd = -1) {
+    iovec iov{const_cast<uint8_t*>(message.data()), message.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    if (passed_fd >= 0) {
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(c), &passed_fd, sizeof(int));
+    }
     for (;;) {
-        const ssize_t n = ::send(fd, message.data(), message.size(), MSG_NOSIGNAL);
+        const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
         if (n == static_cast<ssize_t>(message.size())) return true;
         if (n < 0 && errno == EINTR) continue;
         return false;
     }
 }
+
+// One message, and the first descriptor that came with it (-1 if none; any
+// others are closed).
+ssize_t receive_message(int fd, std::vector<char>& buffer, int& passed_fd) {
+    passed_fd = -1;
+    iovec iov{buffer.data(), buffer.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i) {
+            int received;
+            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (passed_fd < 0)
+                passed_fd = received;
+            else
+                ::close(received);
+        }
+    }
+    return n;
+}
+
+// A passed memory file mapped read-only for one scan.
+class PassedObject {
+  public:
+    PassedObject(int fd, uint64_t size) : fd_(fd), size_(size) {}
+    ~PassedObject() {
+        if (map_ != MAP_FAILED) ::munmap(map_, size_);
+        ::close(fd_);
+    }
+    PassedObject(const PassedObject&) = delete;
+    PassedObject& operator=(const PassedObject&) = delete;
+
+    // The bytes, or nullopt with `error` (a file shorter than announced, no
+    // memory for the mapping).
+    std::optional<std::span<const uint8_t>> map(std::string& error) {
+        if (size_ == 0) return std::span<const uint8_t>{};
+        struct stat st {};
+        if (::fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) < size_) {
+            error = "the object's memory file is shorter than the object";
+            return std::nullopt;
+        }
+        map_ = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_, 0);
+        if (map_ == MAP_FAILED) {
+            error = std::string("cannot map the object: ") + std::strerror(errno);
+            return std::nullopt;
+        }
+        return std::span<const uint8_t>{static_cast<const uint8_t*>(map_), size_};
+    }
+
+  private:
+    int fd_;
+    uint64_t size_;
+    void* map_ = MAP_FAILED;
+};
 
 void close_all_but(int a, int b) {
     if (a > b) std::swap(a, b);
@@ -109,7 +190,8 @@ void close_all_but(int a, int b) {
 
     std::vector<char> buffer(kScannerWireMaxMessage);
     for (;;) {
-        const ssize_t n = ::recv(socket, buffer.data(), buffer.size(), 0);
+        int passed_fd = -1;
+        const ssize_t n = receive_message(socket, buffer, passed_fd);
         if (n == 0) ::_exit(0);  // the service let go of this scanner
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -117,7 +199,9 @@ void close_all_but(int a, int b) {
         }
         const std::optional<ScannerRequest> request =
             decode_request({buffer.data(), static_cast<size_t>(n)});
-        if (!request || request->size > window) ::_exit(5);
+        if (!request || request->in_passed_fd != (passed_fd >= 0) ||
+            (!request->in_passed_fd && request->size > window))
+            ::_exit(5);
         if (!g_misbehave_name.empty() && request->name == g_misbehave_name) {
             switch (g_misbehave_how) {
                 case ScannerProcess::Misbehaviour::Crash:
@@ -133,15 +217,26 @@ void close_all_but(int a, int b) {
             }
         }
         ScanObject object;
-        object.bytes = {bytes, request->size};
+        if (!request->in_passed_fd) object.bytes = {bytes, request->size};
         object.name = request->name;
         object.mime_type = request->mime_type;
         object.profile = request->profile;
         ScannerReply reply;
         {
+            // Unmapped and closed once the verdict is in.
+            std::optional<PassedObject> passed;
+            std::string map_error;
+            std::optional<std::span<const uint8_t>> mapped;
+            if (request->in_passed_fd) {
+                passed.emplace(passed_fd, request->size);
+                mapped = passed->map(map_error);
+                if (mapped) object.bytes = *mapped;
+            }
             ScanMetrics metrics;
             try {
-                reply.verdict = set.scan(object, metrics);
+                reply.verdict = request->in_passed_fd && !mapped
+                                    ? ScanVerdict::failed(ScanError::OutOfResource, map_error)
+                                    : set.scan(object, metrics);
             } catch (const std::bad_alloc&) {
                 reply.verdict = ScanVerdict::failed(ScanError::OutOfResource, "out of memory");
             }
@@ -237,18 +332,25 @@ bool ScannerProcess::copy_in(std::span<const uint8_t> bytes, std::string& error)
         }
         done += static_cast<uint64_t>(n);
     }
+    copied_bytes_ += size;
     return true;
 }
 
 ScannerProcess::Outcome ScannerProcess::scan(const ScanObject& object,
                                              std::chrono::milliseconds deadline) {
     Outcome out;
-    if (!copy_in(object.bytes, out.what)) {
+    // An object in a memory file is mapped by the scanner itself; anything
+    // else is copied into the scanner's memfd.
+    const ObjectBuffer* file = object.file.get();
+    const bool pass_file = file && file->fd() >= 0 && file->bytes().data() == object.bytes.data() &&
+                           file->size() == object.bytes.size();
+    if (!pass_file && !copy_in(object.bytes, out.what)) {
         out.status = Outcome::Status::CopyFailed;
         return out;
     }
-    ScannerRequest request{object.bytes.size(), object.name, object.mime_type, object.profile};
-    if (!send_message(socket_, encode(request))) {
+    ScannerRequest request{object.bytes.size(), object.name, object.mime_type, object.profile,
+                           pass_file};
+    if (!send_message(socket_, encode(request), pass_file ? file->fd() : -1)) {
         // EPIPE/ECONNRESET: it died while idle (not this object's doing).
         ::kill(pid_, SIGKILL);
         out.status = Outcome::Status::Gone;

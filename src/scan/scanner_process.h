@@ -13,11 +13,14 @@
 // A crash in a parser (attacker-controlled content) also costs one scanner
 // and one verdict instead of the daemon.
 //
-// One request at a time per scanner: the caller copies the object into the
-// scanner's memfd (mapped read-only by the child once, at its largest
-// possible size) and sends a small request on a SOCK_SEQPACKET socketpair;
-// the child scans from that mapping and answers with the verdict and its
-// engine counters (scanner_wire.h).
+// One request at a time per scanner: the caller sends a small request on a
+// SOCK_SEQPACKET socketpair; the child scans and answers with the verdict and
+// its engine counters (scanner_wire.h). The bytes: an object in an
+// ObjectBuffer (ScanObject::file, what inspectors hand over) is not copied
+// again: its memory file's descriptor goes with the request (SCM_RIGHTS) and
+// the child maps it read-only for that scan. Any other object is copied into
+// the scanner's own memfd (mapped read-only by the child once, at its largest
+// possible size).
 #pragma once
 
 #include <sys/types.h>
@@ -69,6 +72,9 @@ class ScannerProcess {
     Outcome scan(const ScanObject& object, std::chrono::milliseconds deadline);
 
     pid_t pid() const { return pid_; }
+    // Object bytes copied into this scanner's own memfd so far (objects that
+    // were not in an ObjectBuffer).
+    uint64_t copied_bytes() const { return copied_bytes_; }
 
     // Forks and builds happen under this lock: a child forked while another
     // thread is inside libclamav/libyara loading code could inherit one of
@@ -89,6 +95,7 @@ class ScannerProcess {
     int socket_ = -1;
     int memfd_ = -1;
     uint64_t memfd_size_ = 0;
+    uint64_t copied_bytes_ = 0;
     bool reaped_ = false;
 };
 

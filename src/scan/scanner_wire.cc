@@ -63,6 +63,7 @@ class Reader {
 std::vector<uint8_t> encode(const ScannerRequest& request) {
     Writer w;
     w.u64(request.size);
+    w.u8(request.in_passed_fd ? 1 : 0);
     w.str(request.name);
     w.str(request.mime_type);
     w.str(request.profile);
@@ -72,9 +73,11 @@ std::vector<uint8_t> encode(const ScannerRequest& request) {
 std::optional<ScannerRequest> decode_request(std::string_view message) {
     Reader r(message);
     ScannerRequest out;
-    if (!r.u64(out.size) || !r.str(out.name) || !r.str(out.mime_type) || !r.str(out.profile) ||
-        !r.at_end())
+    uint8_t in_passed_fd = 0;
+    if (!r.u64(out.size) || !r.u8(in_passed_fd) || in_passed_fd > 1 || !r.str(out.name) ||
+        !r.str(out.mime_type) || !r.str(out.profile) || !r.at_end())
         return std::nullopt;
+    out.in_passed_fd = in_passed_fd != 0;
     return out;
 }
 

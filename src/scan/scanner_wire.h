@@ -1,9 +1,10 @@
 // The messages between the scan service and its scanner processes, one per
 // SOCK_SEQPACKET datagram (so a message is never split or merged, and the
 // framing is the socket's). The object's bytes do not travel here: they are in
-// the scanner's memfd, and the request only says how many there are.
+// the scanner's memfd, or in the memory file whose descriptor comes with the
+// request (SCM_RIGHTS), and the request only says how many there are.
 //
-//   request  u64 size, str name, str mime_type, str profile
+//   request  u64 size, u8 in_passed_fd, str name, str mime_type, str profile
 //   reply    verdict (u8 kind, u8 skipped, u8 engine, u8 category, u8 error,
 //            str signature, str detection layer, str reason, str error layer,
 //            u64 elapsed_us), then the ClamAV and YARA counters of this scan
@@ -34,6 +35,9 @@ struct ScannerRequest {
     std::string name;
     std::string mime_type;
     std::string profile;
+    // The bytes are at the start of the file whose descriptor is attached to
+    // this request instead (an ObjectBuffer's), mapped for this scan only.
+    bool in_passed_fd = false;
 };
 
 struct ScannerReply {

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 
+#include "nfqscan/object_buffer.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/timestamp.h"
 
@@ -123,6 +124,15 @@ ScanObject ScanObject::sharing(std::shared_ptr<const std::vector<uint8_t>> buffe
     ScanObject o;
     if (buffer) o.bytes = {buffer->data(), buffer->size()};
     o.owner = std::move(buffer);
+    o.name = std::move(name);
+    return o;
+}
+
+ScanObject ScanObject::in_file(std::shared_ptr<const ObjectBuffer> buffer, std::string name) {
+    ScanObject o;
+    if (buffer) o.bytes = buffer->bytes();
+    o.owner = buffer;
+    o.file = std::move(buffer);
     o.name = std::move(name);
     return o;
 }

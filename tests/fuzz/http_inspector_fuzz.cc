@@ -107,7 +107,7 @@ class FakeHost : public InspectorHost {
     };
 
     void scan(uint64_t id, const ObjectInfo& info,
-              std::shared_ptr<const std::vector<uint8_t>> bytes) override {
+              std::shared_ptr<const ObjectBuffer> bytes) override {
         FUZZ_CHECK(!ended());
         FUZZ_CHECK(!released_);
         FUZZ_CHECK(bytes != nullptr);

@@ -150,7 +150,9 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
         framer_.restart();
         mode_ = Mode::Idle;
     }
-    size_t memory_bytes() const { return (body_ ? body_->capacity() : 0) + framer_.memory_bytes(); }
+    size_t memory_bytes() const {
+        return (body_ ? static_cast<size_t>(body_->memory_bytes()) : 0) + framer_.memory_bytes();
+    }
     // An object of this side is held or awaits its verdicts.
     bool holds_object() const { return mode_ == Mode::Holding || mode_ == Mode::Judging; }
     // Responses: a tick of the host's clock; true if more may be mapped now.
@@ -212,8 +214,11 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     std::string content_type_;  // requests: of the body (multipart)
     bool interim_ = false;      // responses: 1xx, the request waits for its final answer
     bool switches_ = false;     // responses: 101, or 2xx to CONNECT
-    std::shared_ptr<std::vector<uint8_t>> body_;  // decoded, while Holding
+    // Decoded, while Holding: written once from the relay store into a memory
+    // file that the scanner process maps (the one copy of the object).
+    std::shared_ptr<ObjectBuffer> body_;
     bool body_overflow_ = false;
+    std::string body_failed_;  // why the body could not be kept (no memory), if so
     uint64_t message_end_ = 0;
     size_t awaiting_ = 0;  // verdicts still to come
     bool verdicts_in_ = false;
@@ -279,13 +284,23 @@ void HttpInspector::Side::on_body(uint64_t offset, std::span<const uint8_t> data
     if (mode_ != Mode::Holding || body_overflow_) return;
     body_end_ = offset + data.size();
     uint64_t max = in_.host_.limits().max_content_size;
+    if (!body_failed_.empty()) return;
     if (body_->size() + data.size() > max) {
         // Bodies of unknown length (chunked, close-delimited) learn here that
         // they are too big: the caller falls back before anything more.
         body_overflow_ = true;
         return;
     }
-    body_->insert(body_->end(), data.begin(), data.end());
+    switch (body_->append(data)) {
+        case ObjectBuffer::Append::Ok:
+            break;
+        case ObjectBuffer::Append::OverLimit:
+            body_overflow_ = true;
+            break;
+        case ObjectBuffer::Append::NoResource:
+            body_failed_ = "cannot keep the body: " + body_->error();
+            break;
+    }
 }
 
 void HttpInspector::Side::map(uint64_t offset, std::span<const uint8_t> pending, Push push,
@@ -332,6 +347,10 @@ void HttpInspector::Side::map(uint64_t offset, std::span<const uint8_t> pending,
         if (at_fin) e = framer_.finish(this);
         if (mode_ == Mode::Holding && body_overflow_) {
             fallback(c, Category::ContentSize, "body larger than max_content_size");
+            if (in_.closing_) return;
+        }
+        if (mode_ == Mode::Holding && !body_failed_.empty()) {
+            fallback(c, Category::OutOfResource, body_failed_);
             if (in_.closing_) return;
         }
         switch (e) {
@@ -468,7 +487,8 @@ void HttpInspector::Side::on_head(Cursor& c) {
 
 void HttpInspector::Side::start_holding(Cursor& c, uint64_t from) {
     (void)from;  // nothing from `from` on is mapped: c.at == from
-    body_ = std::make_shared<std::vector<uint8_t>>();
+    body_ = ObjectBuffer::make(in_.host_.limits().max_content_size);
+    body_failed_.clear();
     mode_ = Mode::Holding;
     set_relay(c.sink, true);
     head_end_ = body_end_ = framer_.head_end();
@@ -532,15 +552,24 @@ void HttpInspector::Side::finish_message(Cursor& c) {
 }
 
 void HttpInspector::Side::submit_scan() {
-    std::vector<std::pair<ObjectInfo, std::shared_ptr<const std::vector<uint8_t>>>> objects;
+    std::vector<std::pair<ObjectInfo, std::shared_ptr<const ObjectBuffer>>> objects;
     if (requests()) {
-        for (FormFile& file : form_data_files(content_type_, *body_)) {
+        // Form uploads are judged by their files. GMime decodes each part into
+        // memory of its own; the part is then copied into a memory file for
+        // the scanner: one copy more than a plain body, for uploads only.
+        for (FormFile& file : form_data_files(content_type_, body_->bytes())) {
             ObjectInfo info = info_;
             info.file_name = file.file_name;
             info.mime_type = file.mime_type;
             info.declared_size = file.bytes.size();
-            objects.emplace_back(std::move(info), std::make_shared<const std::vector<uint8_t>>(
-                                                      std::move(file.bytes)));
+            auto part = ObjectBuffer::make(body_->limit());
+            if (part->append(file.bytes) != ObjectBuffer::Append::Ok) {
+                // A part is never longer than its body: only memory can fail
+                // here. The body is then judged as a whole.
+                objects.clear();
+                break;
+            }
+            objects.emplace_back(std::move(info), std::move(part));
         }
     }
     if (objects.empty()) objects.emplace_back(info_, std::move(body_));
@@ -591,6 +620,7 @@ void HttpInspector::Side::fallback(Cursor& c, Category category, std::string rea
     ++in_.counters_.fallbacks;
     body_.reset();
     body_overflow_ = false;
+    body_failed_.clear();
     if (in_.host_.policy().fallback_for(category) == Action::Pass) {
         in_.host_.record_fallback(info_, category, reason, "pass");
         // What was kept goes now, the rest of the object as it comes.

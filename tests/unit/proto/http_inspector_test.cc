@@ -62,8 +62,10 @@ class FakeHost : public InspectorHost {
     bool ticks = false;        // the inspector wants on_tick()
 
     void scan(uint64_t id, const ObjectInfo& info,
-              std::shared_ptr<const std::vector<uint8_t>> bytes) override {
-        scans.push_back({id, info, std::string(bytes->begin(), bytes->end())});
+              std::shared_ptr<const ObjectBuffer> bytes) override {
+        // The decoded body is in a memory file a scanner process can map.
+        EXPECT_GE(bytes->fd(), 0);
+        scans.push_back({id, info, std::string(bytes->bytes().begin(), bytes->bytes().end())});
     }
     std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
                        std::string_view action) override {

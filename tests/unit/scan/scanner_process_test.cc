@@ -17,6 +17,7 @@
 #include "../../../src/scan/scan_metrics.h"
 #include "../../../src/scan/scanner_process.h"
 #include "../../../src/scan/scanner_wire.h"
+#include "nfqscan/object_buffer.h"
 #include "scan_test_support.h"
 
 namespace nfqscan {
@@ -65,11 +66,12 @@ ScanService& loaded(ScanService& service, const ScanConfig& config) {
 }
 
 TEST(ScannerWire, RequestAndReplyRoundTrip) {
-    const ScannerRequest request{12345, "mail.eml", "message/rfc822", "smtp"};
+    const ScannerRequest request{12345, "mail.eml", "message/rfc822", "smtp", true};
     const std::vector<uint8_t> r = encode(request);
     const auto back = decode_request({reinterpret_cast<const char*>(r.data()), r.size()});
     ASSERT_TRUE(back);
     EXPECT_EQ(back->size, 12345u);
+    EXPECT_TRUE(back->in_passed_fd);
     EXPECT_EQ(back->name, "mail.eml");
     EXPECT_EQ(back->mime_type, "message/rfc822");
     EXPECT_EQ(back->profile, "smtp");
@@ -133,6 +135,86 @@ TEST(ScannerProcesses, VerdictsComeFromScannerProcesses) {
     EXPECT_EQ(v.detection.layer_path, "eicar.zip/eicar.com");
     EXPECT_GT(service.stats().clamav.scans, 0u);  // counted in the scanner, summed here
     EXPECT_GT(service.stats().yara.scans, 0u);
+}
+
+std::shared_ptr<const ObjectBuffer> buffer_of(const std::string& bytes) {
+    auto buffer = ObjectBuffer::make(32u << 20);
+    EXPECT_EQ(buffer->append({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}),
+              ObjectBuffer::Append::Ok);
+    return buffer;
+}
+
+ScanObject corpus_in_buffer(const std::string& name) {
+    return ScanObject::in_file(buffer_of(test::read_file(test::corpus_path(name))), name);
+}
+
+// What inspectors hand over: the scanner maps the object's memory file, and
+// nothing is copied into its own memfd.
+TEST(ScannerProcesses, ObjectBufferIsScannedFromTheHandedFile) {
+    const ScanConfig config = test::shipped_rules_config();
+    EngineSet::Built built = EngineSet::build(config, 1);
+    ASSERT_TRUE(built.set);
+    auto scanner = ScannerProcess::spawn(*built.set);
+    const auto deadline = std::chrono::seconds(60);
+
+    for (const char* name : {"eicar.com", "eicar.zip"}) {
+        const ScannerProcess::Outcome out = scanner->scan(corpus_in_buffer(name), deadline);
+        ASSERT_EQ(out.status, ScannerProcess::Outcome::Status::Done) << out.what;
+        EXPECT_TRUE(out.reply.verdict.is_infected()) << name << ": " << describe(out.reply.verdict);
+    }
+    for (const char* name : {"clean.txt", "clean.zip", "clean-random.bin"}) {
+        const ScannerProcess::Outcome out = scanner->scan(corpus_in_buffer(name), deadline);
+        ASSERT_EQ(out.status, ScannerProcess::Outcome::Status::Done) << out.what;
+        EXPECT_TRUE(out.reply.verdict.is_clean()) << name << ": " << describe(out.reply.verdict);
+    }
+    // A recycled file still holds EICAR past a shorter clean object: only the
+    // object's own bytes are scanned.
+    for (int i = 0; i < 3; ++i) {
+        const ScannerProcess::Outcome infected =
+            scanner->scan(corpus_in_buffer("eicar.com"), deadline);
+        const ScannerProcess::Outcome clean =
+            scanner->scan(ScanObject::in_file(buffer_of("clean"), "c.txt"), deadline);
+        ASSERT_EQ(clean.status, ScannerProcess::Outcome::Status::Done) << clean.what;
+        EXPECT_TRUE(infected.reply.verdict.is_infected());
+        EXPECT_TRUE(clean.reply.verdict.is_clean()) << describe(clean.reply.verdict);
+    }
+    // An object grown well past the file's first size, EICAR at its end.
+    std::string big(3 * ObjectBuffer::kInitialCapacity + 17, ' ');
+    big += test::read_file(test::corpus_path("eicar.com"));
+    const ScannerProcess::Outcome grown =
+        scanner->scan(ScanObject::in_file(buffer_of(big), "big.txt"), deadline);
+    ASSERT_EQ(grown.status, ScannerProcess::Outcome::Status::Done) << grown.what;
+    EXPECT_TRUE(grown.reply.verdict.is_infected()) << describe(grown.reply.verdict);
+    EXPECT_EQ(scanner->copied_bytes(), 0u);
+
+    // Anything else is still copied into the scanner's memfd.
+    const ScannerProcess::Outcome copied =
+        scanner->scan(test::corpus_object("eicar.com"), deadline);
+    ASSERT_EQ(copied.status, ScannerProcess::Outcome::Status::Done) << copied.what;
+    EXPECT_TRUE(copied.reply.verdict.is_infected());
+    EXPECT_GT(scanner->copied_bytes(), 0u);
+    EXPECT_TRUE(alive(scanner->pid()));
+}
+
+// Through the pool, as a queue worker submits an inspector's object; and with
+// thread isolation, which reads the buffer's bytes in place.
+TEST(ScannerProcesses, ObjectBufferThroughTheServiceInBothIsolations) {
+    for (auto isolation : {ScanConfig::Isolation::Process, ScanConfig::Isolation::Thread}) {
+        ScanConfig config = test::shipped_rules_config();
+        config.isolation = isolation;
+        config.pool_threads = 1;
+        ScanService service(config);
+        loaded(service, config);
+        auto sink = std::make_shared<test::TestSink>();
+        std::optional<ScanVerdict> infected, clean;
+        ASSERT_TRUE(service.submit(corpus_in_buffer("eicar.zip"), sink,
+                                   [&](ScanVerdict v) { infected = std::move(v); }));
+        ASSERT_TRUE(service.submit(corpus_in_buffer("clean.txt"), sink,
+                                   [&](ScanVerdict v) { clean = std::move(v); }));
+        ASSERT_TRUE(sink->run_until([&] { return infected && clean; }));
+        EXPECT_TRUE(infected->is_infected()) << describe(*infected);
+        EXPECT_TRUE(clean->is_clean()) << describe(*clean);
+    }
 }
 
 TEST(ScannerProcesses, ThreadIsolationScansInThisProcess) {

@@ -1,0 +1,90 @@
+// ObjectBuffer: an object's bytes in a memory file (memfd), written once by
+// the inspector that decodes them and read in place by whoever scans them.
+// With process isolation the scan service hands the file's descriptor to its
+// scanner process (SCM_RIGHTS), which maps it read-only: the bytes are copied
+// once between the wire (the stream engine's relay store) and the scanner,
+// as DESIGN.md ("Object ... copied at most once") asks.
+//
+// Invariants (tests/unit/scan/object_buffer_test.cc):
+//   - nothing is allocated before the first append(); fd() is -1 until then;
+//   - size() never exceeds limit(): an append that would pass it appends
+//     nothing and answers OverLimit;
+//   - growth doubles the file (and its mapping, moved by mremap) up to the
+//     limit rounded to a page, so appends are amortised O(1) per byte and
+//     the file is never more than twice the bytes it holds (or the first
+//     allocation, kInitialCapacity);
+//   - the first size() bytes of the file (pread on fd()) are bytes();
+//   - a child forked meanwhile does not inherit the mapping (MADV_DONTFORK):
+//     a scanner forked while objects are held would otherwise keep their
+//     memory as long as it lives.
+// bytes() is invalidated by a later append() (the mapping may move): an
+// object is appended to by one owner, then shared read-only
+// (std::shared_ptr<const ObjectBuffer>) and never written again.
+//
+// Recycling: a new memory file costs ~20 us here (memfd_create, ftruncate,
+// mmap, a first write fault on fresh pages, munmap and close), against
+// ~0.1 us for a small heap buffer. make() therefore hands out buffers
+// recycled when their last owner lets go (at most kRecycled, only those
+// still at kInitialCapacity), emptied, with their file and mapping kept.
+// Whatever a recycled file holds past size() is never part of an object.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace nfqscan {
+
+class ObjectBuffer {
+  public:
+    // The first size of the file; small bodies are common, and a memfd costs
+    // only the pages that are written.
+    static constexpr uint64_t kInitialCapacity = 64u << 10;
+
+    enum class Append : uint8_t {
+        Ok,
+        OverLimit,  // nothing appended: the object would exceed limit()
+        NoResource  // nothing appended: no descriptor or memory (error() says why)
+    };
+
+    // Buffers kept for reuse, process-wide.
+    static constexpr size_t kRecycled = 64;
+
+    // An empty buffer, recycled if one is free.
+    static std::shared_ptr<ObjectBuffer> make(uint64_t limit);
+
+    explicit ObjectBuffer(uint64_t limit) : limit_(limit) {}
+    ~ObjectBuffer();
+    ObjectBuffer(const ObjectBuffer&) = delete;
+    ObjectBuffer& operator=(const ObjectBuffer&) = delete;
+
+    Append append(std::span<const uint8_t> bytes);
+
+    uint64_t size() const { return size_; }
+    uint64_t limit() const { return limit_; }
+    bool empty() const { return size_ == 0; }
+    // The file's length, which it may fill before growing again.
+    uint64_t capacity() const { return capacity_; }
+    // The memory the object's bytes take (whole pages): for status.
+    uint64_t memory_bytes() const;
+    std::span<const uint8_t> bytes() const { return {data_, static_cast<size_t>(size_)}; }
+    // The memory file; its first size() bytes are the object. -1 while empty
+    // and never grown.
+    int fd() const { return fd_; }
+    // Why the last append answered NoResource.
+    const std::string& error() const { return error_; }
+
+  private:
+    bool grow(uint64_t needed);
+    static void recycle(ObjectBuffer* buffer);
+
+    uint64_t limit_;
+    uint64_t size_ = 0;
+    uint64_t capacity_ = 0;
+    uint8_t* data_ = nullptr;
+    int fd_ = -1;
+    std::string error_;
+};
+
+}  // namespace nfqscan
