@@ -22,10 +22,10 @@ and binary members, random binaries; sizes log-uniform from 4 KiB to 8 MiB,
   2 workers, ClamAV + YARA, the same files, with no daemon running.
 Ratios are paired within a round, then the median over rounds is printed.
 Then the time to first byte of small objects (4-16 KiB; --ttfb-requests,
-1000, each way): one curl on a keep-alive connection, batches of 100
-alternating plain forwarding and nfqscand; TTFB = curl's time_starttransfer
-- time_pretransfer (request sent -> first byte of the response), p50/p99 and
-the added ms. --perf: one extra scanned download under `perf record` (nfqscand
+1000, each way): GETs one after another on one keep-alive connection (a
+Python socket in the client namespace), batches of 100 alternating plain
+forwarding and nfqscand; TTFB = request sent -> first byte of the response;
+p50/p99 and the added ms. --perf: one extra scanned download under `perf record` (nfqscand
 and its scanner processes), top symbols printed.
 """
 
@@ -36,14 +36,16 @@ import json
 import math
 import os
 import random
+import socket
 import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import bench_scan
-from common import (LabError, Report, build_dir, cpu_seconds_precise, fmt, median, ratio, say,
-                    section, set_queue_jump, system_cpu)
+from common import (LabError, Report, build_dir, cpu_seconds_precise, daemon_counters, fmt,
+                    invalid_drops,
+                    median, ratio, say, section, set_queue_jump, system_cpu)
 from lab import REPO, SERVER4, Lab
 from nfqscand import Nfqscand
 from servers import Nginx
@@ -130,6 +132,7 @@ class HttpBench:
         self.perf = args.perf
         self.runs: dict = defaultdict(list)  # variant -> [run]
         self.ttfb: dict = {"plain": [], "scanned": []}
+        self.ttfb_total: dict = {"plain": [], "scanned": []}
         self.notes: list[str] = []
 
     # -- set-up -----------------------------------------------------------------------
@@ -177,7 +180,8 @@ class HttpBench:
         return d
 
     # -- downloads ----------------------------------------------------------------------
-    def download(self, variant: str, r: int, daemon: Nfqscand | None) -> dict:
+    def download(self, variant: str, r: int, daemon: Nfqscand | None,
+                 close: bool = False) -> dict:
         """Every client fetches its share at once; wall time from the first
         start to the last end. Every object's status, size and sha256 checked."""
         lab = self.lab
@@ -187,12 +191,15 @@ class HttpBench:
         pids = [int(p) for p in (scan0 or {}).get("scan", {}).get("scanner_pids", [])]
         cpu0 = {p: cpu_seconds_precise(p) for p in pids}
         dcpu0 = cpu_seconds_precise(daemon.process.pid) if daemon else 0.0
+        invalid0 = invalid_drops(lab.router)
         sys0 = system_cpu()
         procs = []
         t0 = time.monotonic()
         for c, share in enumerate(self.shares):
             cmd = ["curl", "--silent", "--show-error", "--globoff", "--noproxy", "*",
                    "--max-time", "900", "--write-out", WRITE_OUT]
+            if close:
+                cmd += ["-H", "Connection: close"]
             for i, o in enumerate(share):
                 cmd += [o["url"], "--output", str(outdir / f"{c}-{i}")]
             procs.append(subprocess.Popen(lab.client.argv(cmd), stdout=subprocess.PIPE,
@@ -207,15 +214,18 @@ class HttpBench:
                        if os.path.exists(f"/proc/{p}")}
         dcpu = (cpu_seconds_precise(daemon.process.pid) - dcpu0) if daemon else 0.0
         scan1 = daemon.status() if daemon else None
+        invalid = invalid_drops(lab.router) - invalid0
         # Check what arrived.
-        bad, got = [], 0
+        bad, got, transfers = [], 0, []
         for c, (share, (rc, out, err)) in enumerate(zip(self.shares, outs)):
             lines = out.splitlines()
             if rc != 0 or len(lines) != len(share):
                 bad.append(f"client {c}: curl exit {rc}, {len(lines)}/{len(share)} transfers: "
                            f"{err.strip()[-200:]}")
             for i, (o, line) in enumerate(zip(share, lines)):
-                code, size = line.split()[:2]
+                code, size, _pre, first, total = line.split()[:5]
+                transfers.append({"url": o["url"], "size": o["size"], "first": float(first),
+                                  "total": float(total)})
                 path = outdir / f"{c}-{i}"
                 ok = code == "200" and int(size) == o["size"] and path.exists()
                 if ok:
@@ -230,8 +240,22 @@ class HttpBench:
         busy = (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1])
         run = {"round": r, "seconds": wall, "mbps": got / wall / MB, "ok": not bad,
                "machine_busy": busy, "nfqscand_cpu": dcpu, "scanner_cpu": scanner_cpu}
+        run["transfers"] = transfers
         if scan0 and scan1:
             run.update(self.scan_delta(scan0, scan1, wall))
+            q0, q1 = daemon_counters(scan0), daemon_counters(scan1)
+            run["queued_packets"] = q1["packets"] - q0["packets"]
+            run["flows_released"] = (scan1["flows"].get("released", 0)
+                                     - scan0["flows"].get("released", 0))
+            st0, st1 = scan0.get("streams", {}), scan1.get("streams", {})
+            run["stream"] = {k: st1.get(k, 0) - st0.get(k, 0)
+                             for k in ("stalls", "resets", "held_overflow", "tails_acknowledged")
+                             if isinstance(st1.get(k, 0), int)}
+            r0, r1 = st0.get("relay", {}), st1.get("relay", {})
+            run["relay"] = {k: r1.get(k, 0) - r0.get(k, 0)
+                            for k in ("started", "segments", "retransmissions", "timeouts",
+                                      "buffer_full", "device_errors")}
+        run["invalid_drops"] = invalid
         self.runs[variant].append(run)
         extra = ""
         if scanner_cpu:
@@ -240,9 +264,21 @@ class HttpBench:
         if "objects" in run:
             extra += (f", objects scanned {run['objects']}, allowlisted {run['allowlisted']}, "
                       f"released {run['released']}")
+        if "queued_packets" in run:
+            extra += (f", {fmt(run['queued_packets'])} packets queued, "
+                      f"{run['flows_released']} flows released")
         say(f"  {variant:<11} {wall:6.2f} s {run['mbps']:7.1f} MB/s, "
             f"{'all objects right' if not bad else f'{len(bad)} WRONG'}, machine "
             f"{busy * 100:.0f}% busy{extra}")
+        if daemon and "relay" in run:
+            say(f"    relays {run['relay']}, streams {run['stream']}, router ct-invalid drops "
+                f"{invalid}")
+        slow = sorted(transfers, key=lambda t: -t["total"])
+        if slow and slow[0]["total"] > 1.0:
+            over = sum(1 for t in transfers if t["total"] > 1.0)
+            say(f"    {over} of {len(transfers)} objects took over 1 s; slowest: " + ", ".join(
+                f"{t['size'] / KIB:.0f} KiB {t['total']:.1f} s (first byte {t['first']:.1f} s)"
+                for t in slow[:4]))
         for line in bad[:5]:
             say(f"    {line}")
         if bad:
@@ -317,28 +353,52 @@ class HttpBench:
 
     # -- time to first byte -------------------------------------------------------------
     def ttfb_batch(self, variant: str, objects: list[dict]) -> None:
-        cmd = ["curl", "--silent", "--show-error", "--globoff", "--noproxy", "*",
-               "--max-time", "300", "--write-out", WRITE_OUT]
-        for o in objects:
-            cmd += [o["url"], "--output", "/dev/null"]
-        proc = self.lab.client.run(cmd, timeout=320, check=False)
-        lines = proc.stdout.decode().splitlines()
+        """GETs one after another on one keep-alive connection from the
+        client namespace; per request the time from sending it to the first
+        byte of the response, and to its last byte."""
         wrong = 0
-        for o, line in zip(objects, lines):
-            code, size, pre, start = line.split()[:4]
-            if code != "200" or int(size) != o["size"]:
-                wrong += 1
-                continue
-            self.ttfb[variant].append((float(start) - float(pre)) * 1000)
-        wrong += len(objects) - len(lines)
+        sock = self.lab.client.connect(SERVER4, PORT, timeout=30)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for o in objects:
+                path = o["url"].split(f":{PORT}", 1)[1]
+                request = f"GET {path} HTTP/1.1\r\nHost: {SERVER4}\r\n\r\n".encode()
+                t0 = time.perf_counter()
+                sock.sendall(request)
+                data = sock.recv(1 << 16)
+                t1 = time.perf_counter()
+                while b"\r\n\r\n" not in data:
+                    more = sock.recv(1 << 16)
+                    if not more:
+                        raise LabError(f"ttfb {variant}: connection closed in a response head")
+                    data += more
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(body) < length:
+                    more = sock.recv(1 << 16)
+                    if not more:
+                        break
+                    body += more
+                t2 = time.perf_counter()
+                if not head.startswith(b"HTTP/1.1 200") or len(body) != o["size"] \
+                        or hashlib.sha256(body).hexdigest() != o["sha256"]:
+                    wrong += 1
+                    continue
+                self.ttfb[variant].append((t1 - t0) * 1000)
+                self.ttfb_total[variant].append((t2 - t0) * 1000)
+        finally:
+            sock.close()
         if wrong:
-            self.notes.append(f"ttfb {variant}: {wrong} of {len(objects)} requests failed "
-                              f"(curl exit {proc.returncode})")
+            self.notes.append(f"ttfb {variant}: {wrong} of {len(objects)} responses wrong")
 
     def measure_ttfb(self, daemon: Nfqscand) -> None:
         n = len(self.small_objects)
-        say(f"time to first byte: {n} requests of 4-16 KiB each way, batches of {TTFB_BATCH} "
-            f"on one keep-alive connection, plain and through nfqscand alternating")
+        say(f"time to first byte: {n} GETs of 4-16 KiB objects each way, batches of "
+            f"{TTFB_BATCH} on one keep-alive connection, plain and through nfqscand alternating")
         before = daemon.status()
         for b, i in enumerate(range(0, n, TTFB_BATCH)):
             batch = self.small_objects[i:i + TTFB_BATCH]
@@ -354,6 +414,9 @@ class HttpBench:
                     f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
                     f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}")
         self.ttfb_scan = self.scan_delta(before, daemon.status(), 0)
+        say(f"  nfqscand: {self.ttfb_scan['objects']} small objects scanned, mean scan "
+            f"{fmt(self.ttfb_scan['scan_ms'], 3, 'ms')}, mean queue wait "
+            f"{fmt(self.ttfb_scan['queue_wait_ms'], 3, 'ms')}")
 
     # -- perf ---------------------------------------------------------------------------
     def profile(self, daemon: Nfqscand) -> None:
@@ -509,12 +572,13 @@ class HttpBench:
                         f"{runs[-1].get('objects')} / {runs[-1].get('allowlisted')} / "
                         f"{runs[-1].get('released')}")
         if self.ttfb["plain"]:
-            section("http: time to first byte, 4-16 KiB objects (request sent -> first byte)")
-            say(f"{'':<9} {'n':>5} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}")
+            section("http: time to first byte, 4-16 KiB objects (request sent -> first byte; "
+                    "total: -> last byte)")
+            say(f"{'':<15} {'n':>5} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}")
             for v in ("plain", "scanned"):
-                t = self.ttfb[v]
-                say(f"{v:<9} {len(t):>5} " + " ".join(
-                    f"{fmt(percentile(t, p), 3, 'ms'):>9}" for p in (50, 90, 99, 100)))
+                for what, t in (("first byte", self.ttfb[v]), ("total", self.ttfb_total[v])):
+                    say(f"{v + ' ' + what:<15} {len(t):>5} " + " ".join(
+                        f"{fmt(percentile(t, p), 3, 'ms'):>9}" for p in (50, 90, 99, 100)))
             for p in (50, 99):
                 a, b = percentile(self.ttfb["scanned"], p), percentile(self.ttfb["plain"], p)
                 rep.add(S, f"TTFB p{p}: plain / scanned", f"{fmt(b, 3)} / {fmt(a, 3)} ms")
