@@ -11,6 +11,10 @@ and binary members, random binaries; sizes log-uniform from 4 KiB to 8 MiB,
   YARA rules, [scan] pool_threads = 2, scanner processes): every response
   body is relayed, scanned, then delivered; sha256 of every object checked;
   the scanner processes' CPU (from /proc of scan.scanner_pids) over the run;
+  per run the relay and stream counters, the router's ct-invalid drops and
+  the slowest objects;
+- scanned-close: the same with `Connection: close` on every request (a new
+  connection per object: nginx closes right after each response);
 - ctl-scan: `nfqscanctl scan` of the same files through the same daemon's
   pool (the scan service alone, the same scanners, the files mapped, no
   network);
@@ -134,6 +138,7 @@ class HttpBench:
         self.ttfb: dict = {"plain": [], "scanned": []}
         self.ttfb_total: dict = {"plain": [], "scanned": []}
         self.notes: list[str] = []
+        self.flow_states: dict = {}
 
     # -- set-up -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -204,11 +209,24 @@ class HttpBench:
                 cmd += [o["url"], "--output", str(outdir / f"{c}-{i}")]
             procs.append(subprocess.Popen(lab.client.argv(cmd), stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE))
+        # Never minutes of silence: what has arrived, every 10 s.
+        next_note = t0 + 10
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.05)
+            now = time.monotonic()
+            if now >= next_note:
+                arrived = sum(f.stat().st_size for f in outdir.iterdir() if f.is_file())
+                say(f"    ... {variant}: {now - t0:.0f} s, {arrived / MB:.0f} of "
+                    f"{self.corpus_bytes / MB:.0f} MB arrived")
+                next_note = now + 10
+            if now - t0 > 1000:
+                for p in procs:
+                    p.kill()
+        wall = time.monotonic() - t0
         outs = []
         for p in procs:
-            out, err = p.communicate(timeout=1000)
+            out, err = p.communicate(timeout=30)
             outs.append((p.returncode, out.decode(), err.decode(errors="replace")))
-        wall = time.monotonic() - t0
         sys1 = system_cpu()
         scanner_cpu = {p: cpu_seconds_precise(p) - cpu0[p] for p in pids
                        if os.path.exists(f"/proc/{p}")}
@@ -458,11 +476,12 @@ class HttpBench:
             say(f"round {r}/{self.rounds}: nfqscand scanning (engines loading) ...")
             daemon = self.daemon()
             try:
-                order = ("plain", "scanned") if r % 2 else ("scanned", "plain")
-                for variant in order:
-                    set_queue_jump(lab.router, variant == "scanned")
+                order = ("plain", "scanned", "scanned-close")
+                for variant in (order if r % 2 else order[::-1]):
+                    set_queue_jump(lab.router, variant != "plain")
                     try:
-                        self.download(variant, r, daemon if variant == "scanned" else None)
+                        self.download(variant, r, daemon if variant != "plain" else None,
+                                      close=variant.endswith("-close"))
                     finally:
                         set_queue_jump(lab.router, True)
                 self.ctl_scan(daemon, r)
@@ -478,6 +497,13 @@ class HttpBench:
                 daemon = self.daemon(http)
                 try:
                     self.download(variant, r, daemon)
+                    if r == 1:
+                        flows = daemon.find_flows(server_port=PORT)
+                        kinds = sorted({f"{f.get('disposition')} by {f.get('claimed_by')}"
+                                        for f in flows})
+                        say(f"    flows to port {PORT} listed after it: {len(flows)}: "
+                            f"{', '.join(kinds) or '-'}")
+                        self.flow_states[variant] = ", ".join(kinds)
                 finally:
                     self.stop(daemon)
             say(f"round {r}/{self.rounds}: the bench runner on the same files (no daemon) ...")
@@ -506,7 +532,8 @@ class HttpBench:
         section("http: downloads (medians over rounds)")
         say(f"{'variant':<12} {'MB/s':>8} {'seconds':>8} {'machine busy':>13} "
             f"{'scanners busy':>14} {'nfqscand CPU':>13}")
-        for v in ("plain", "scanned", "allowlisted", "released", "ctl-scan", "scanbench"):
+        for v in ("plain", "scanned", "scanned-close", "allowlisted", "released", "ctl-scan",
+                  "scanbench"):
             runs = self.runs.get(v, [])
             if not runs:
                 continue
@@ -523,18 +550,27 @@ class HttpBench:
             "nfqscand CPU: the daemon process (its queue workers), not the scanners")
         rep.add(S, "corpus", f"{len(self.objects)} objects, {self.corpus_bytes / MB:.0f} MB, "
                 f"{self.clients} clients")
-        titles = {"plain": "plain forwarding", "scanned": "scanned through nfqscand",
+        titles = {"plain": "plain forwarding",
+                  "scanned": "scanned through nfqscand (keep-alive)",
+                  "scanned-close": "scanned through nfqscand (Connection: close)",
                   "allowlisted": "allowlisted (allow_hosts)", "released": "released (scan = false)",
                   "ctl-scan": "scan service alone: nfqscanctl scan",
                   "scanbench": "scan service alone: nfqscan-scanbench, 2 workers"}
         for v, title in titles.items():
             rep.add(S, f"{title}", self.med(v, "mbps"), "MB/s", 1,
                     note=f"median of {len(self.runs.get(v, []))}")
-        rep.ratio(S, "scanned / nfqscanctl scan (same daemon's pool)",
-                  self.paired("scanned", "ctl-scan"), 0.8)
-        rep.ratio(S, "scanned / nfqscan-scanbench (2 workers)",
-                  self.paired("scanned", "scanbench"), 0.8)
-        rep.ratio(S, "scanned / plain", self.paired("scanned", "plain"))
+        for v, how in (("scanned", "keep-alive"), ("scanned-close", "Connection: close")):
+            rep.ratio(S, f"scanned ({how}) / nfqscanctl scan (same daemon's pool)",
+                      self.paired(v, "ctl-scan"), 0.8)
+            rep.ratio(S, f"scanned ({how}) / nfqscan-scanbench (2 workers)",
+                      self.paired(v, "scanbench"), 0.8)
+        rep.ratio(S, "scanned (keep-alive) / plain", self.paired("scanned", "plain"))
+        stalled = [sum(1 for t in r["transfers"] if t["total"] > 1.0)
+                   for r in self.runs.get("scanned", [])]
+        rep.add(S, "scanned (keep-alive): objects over 1 s per run",
+                ", ".join(str(n) for n in stalled),
+                note="relay timeouts per run: " + ", ".join(
+                    str(r.get("relay", {}).get("timeouts")) for r in self.runs.get("scanned", [])))
         rep.ratio(S, "allowlisted / plain", self.paired("allowlisted", "plain"), 0.9,
                   note="the released-flow figure (net: released / plain >= 0.9)")
         rep.ratio(S, "released / plain", self.paired("released", "plain"), 0.9)
@@ -565,12 +601,14 @@ class HttpBench:
                             for r in cs]) * 100, "%", 0)
             rep.add(S, "ctl-scan: mean scan time per object", self.med("ctl-scan", "scan_ms"),
                     "ms", 2)
-        for v in ("scanned", "allowlisted", "released"):
+        for v in ("scanned", "scanned-close", "allowlisted", "released"):
             runs = self.runs.get(v, [])
             if runs:
-                rep.add(S, f"{v}: objects scanned / allowlisted / released flows per run",
+                rep.add(S, f"{v}: objects scanned / allowlisted / flows released / "
+                        f"packets queued",
                         f"{runs[-1].get('objects')} / {runs[-1].get('allowlisted')} / "
-                        f"{runs[-1].get('released')}")
+                        f"{runs[-1].get('flows_released')} / {fmt(runs[-1].get('queued_packets'))}",
+                        note=self.flow_states.get(v, ""))
         if self.ttfb["plain"]:
             section("http: time to first byte, 4-16 KiB objects (request sent -> first byte; "
                     "total: -> last byte)")
