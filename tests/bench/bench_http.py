@@ -269,6 +269,9 @@ class HttpBench:
             run["stream"] = {k: st1.get(k, 0) - st0.get(k, 0)
                              for k in ("stalls", "resets", "held_overflow", "tails_acknowledged")
                              if isinstance(st1.get(k, 0), int)}
+            o0, o1 = st0.get("overflow", {}), st1.get("overflow", {})
+            run["stream"]["overflow_bypassed"] = o1.get("bypassed", 0) - o0.get("bypassed", 0)
+            run["stream"]["memory_mb_after"] = round(st1.get("memory_bytes", 0) / MB, 1)
             r0, r1 = st0.get("relay", {}), st1.get("relay", {})
             run["relay"] = {k: r1.get(k, 0) - r0.get(k, 0)
                             for k in ("started", "segments", "retransmissions", "timeouts",
@@ -431,7 +434,16 @@ class HttpBench:
                 say(f"  {min(n, i + TTFB_BATCH)}/{n}: p50 plain "
                     f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
                     f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}")
-        self.ttfb_scan = self.scan_delta(before, daemon.status(), 0)
+        after = daemon.status()
+        self.ttfb_scan = self.scan_delta(before, after, 0)
+        o0 = before.get("streams", {}).get("overflow", {})
+        o1 = after.get("streams", {}).get("overflow", {})
+        bypassed = o1.get("bypassed", 0) - o0.get("bypassed", 0)
+        if self.ttfb_scan["objects"] < len(self.ttfb["scanned"]):
+            self.notes.append(
+                f"ttfb: only {self.ttfb_scan['objects']} of {len(self.ttfb['scanned'])} small "
+                f"objects were scanned (flows bypassed for stream memory: {bypassed}, stream "
+                f"memory {after.get('streams', {}).get('memory_bytes', 0) / MB:.0f} MB)")
         say(f"  nfqscand: {self.ttfb_scan['objects']} small objects scanned, mean scan "
             f"{fmt(self.ttfb_scan['scan_ms'], 3, 'ms')}, mean queue wait "
             f"{fmt(self.ttfb_scan['queue_wait_ms'], 3, 'ms')}")
@@ -476,6 +488,8 @@ class HttpBench:
             say(f"round {r}/{self.rounds}: nfqscand scanning (engines loading) ...")
             daemon = self.daemon()
             try:
+                if r == 1:  # on a fresh daemon
+                    self.measure_ttfb(daemon)
                 order = ("plain", "scanned", "scanned-close")
                 for variant in (order if r % 2 else order[::-1]):
                     set_queue_jump(lab.router, variant != "plain")
@@ -485,8 +499,6 @@ class HttpBench:
                     finally:
                         set_queue_jump(lab.router, True)
                 self.ctl_scan(daemon, r)
-                if r == 1:
-                    self.measure_ttfb(daemon)
                 if r == 1 and self.perf:
                     self.profile(daemon)
             finally:
