@@ -29,8 +29,8 @@ Then the time to first byte of small objects (4-16 KiB; --ttfb-requests,
 1000, each way): GETs one after another on one keep-alive connection (a
 Python socket in the client namespace), batches of 100 alternating plain
 forwarding and nfqscand; TTFB = request sent -> first byte of the response;
-p50/p99 and the added ms. --perf: one extra scanned download under `perf record` (nfqscand
-and its scanner processes), top symbols printed.
+p50/p99 and the added ms. --perf: one extra scanned download (Connection: close) under
+`perf record` (nfqscand and its scanner processes), top symbols printed.
 """
 
 from __future__ import annotations
@@ -456,13 +456,13 @@ class HttpBench:
             return
         pids = [daemon.process.pid] + [int(p) for p in daemon.status()["scan"]["scanner_pids"]]
         data = self.lab.dir / "perf-http.data"
-        say(f"perf: one extra scanned download under perf record (pids {pids}), not in the "
-            f"figures")
+        say(f"perf: one extra scanned download (Connection: close: CPU-bound, no keep-alive "
+            f"stall) under perf record (pids {pids}), not in the figures")
         rec = subprocess.Popen(["perf", "record", "-q", "-F", "999", "-o", str(data), "-p",
                                 ",".join(map(str, pids))],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            self.download("perf", 0, daemon)
+            self.download("perf", 0, daemon, close=True)
         finally:
             rec.send_signal(2)
             rec.wait(60)
