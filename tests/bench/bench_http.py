@@ -586,31 +586,32 @@ class HttpBench:
         rep.ratio(S, "allowlisted / plain", self.paired("allowlisted", "plain"), 0.9,
                   note="the released-flow figure (net: released / plain >= 0.9)")
         rep.ratio(S, "released / plain", self.paired("released", "plain"), 0.9)
-        sc = self.runs.get("scanned", [])
-        if sc:
-            per = median([min(r["scanner_cpu"].values()) / r["seconds"] for r in sc
-                          if r.get("scanner_cpu")])
+        for v in ("scanned", "scanned-close"):
+            sc = [r for r in self.runs.get(v, []) if r.get("scanner_cpu")]
+            if not sc:
+                continue
+            least = median([min(r["scanner_cpu"].values()) / r["seconds"] for r in sc])
             mean = median([sum(r["scanner_cpu"].values()) / len(r["scanner_cpu"]) / r["seconds"]
-                           for r in sc if r.get("scanner_cpu")])
-            rep.add(S, "scanned: scanner processes busy (mean of 2)",
-                    mean * 100 if mean is not None else None, "%", 0,
-                    note=f"least busy one {fmt(per * 100 if per is not None else None, 0, '%')}")
-            rep.add(S, "scanned: engines' busy time / wall / 2",
+                           for r in sc])
+            rep.add(S, f"{v}: scanner processes busy (mean of 2)", mean * 100, "%", 0,
+                    note=f"least busy one {fmt(least * 100, 0, '%')}")
+            rep.add(S, f"{v}: engines' busy time / wall / 2",
                     median([r["engine_busy_s"] / r["seconds"] / 2 for r in sc]) * 100, "%", 0,
                     note="scan stats busy_us (ClamAV + YARA)")
-            rep.add(S, "scanned: nfqscand (queue workers) CPU",
+            rep.add(S, f"{v}: nfqscand (queue workers) CPU",
                     median([r["nfqscand_cpu"] / r["seconds"] for r in sc]) * 100, "%", 0,
                     note="of one core")
-            rep.add(S, "scanned: mean scan time per object", self.med("scanned", "scan_ms"),
-                    "ms", 2)
-            rep.add(S, "scanned: mean queue wait per object", self.med("scanned", "queue_wait_ms"),
-                    "ms", 2)
-            rep.add(S, "scanned: machine busy", self.med("scanned", "machine_busy") * 100, "%", 0)
+            rep.add(S, f"{v}: mean scan time / queue wait per object",
+                    f"{fmt(self.med(v, 'scan_ms'), 2)} / {fmt(self.med(v, 'queue_wait_ms'), 2)} ms")
+            rep.add(S, f"{v}: machine busy", self.med(v, "machine_busy") * 100, "%", 0)
         cs = self.runs.get("ctl-scan", [])
         if cs:
             rep.add(S, "ctl-scan: scanner processes busy (mean of 2)",
                     median([sum(r["scanner_cpu"].values()) / len(r["scanner_cpu"]) / r["seconds"]
-                            for r in cs]) * 100, "%", 0)
+                            for r in cs]) * 100, "%", 0,
+                    note="least busy one " + fmt(median(
+                        [min(r["scanner_cpu"].values()) / r["seconds"] for r in cs]) * 100,
+                        0, "%"))
             rep.add(S, "ctl-scan: mean scan time per object", self.med("ctl-scan", "scan_ms"),
                     "ms", 2)
         for v in ("scanned", "scanned-close", "allowlisted", "released"):
