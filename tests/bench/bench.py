@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """nfqscan benchmarks: figures and ratios measured in one run, not tests.
 
-    tools/bench [all|net|stream|flows|scan] [--rounds N] [--seconds S]
+    tools/bench [all|net|stream|flows|scan|http] [--rounds N] [--seconds S]
 
 net:   TCP throughput (iperf3, 1 and 4 streams) and a 200 MiB HTTP download,
        plain forwarding vs through nfqscand (flow kept in the queue, flow
@@ -14,6 +14,10 @@ flows: memory per tracked flow at 100k idle flows; a SYN flood against a
        small flow cap while a clean download runs.
 scan:  scanning throughput: the in-process scan service (1 and 2 threads) vs
        clamscan with the same signatures, over a generated ~150 MB corpus.
+http:  HTTP antivirus end to end: concurrent curl clients downloading a
+       mixed corpus of clean objects through nfqscand (scanned) vs the scan
+       service alone on the same files; allowlisted and released flows vs
+       plain forwarding; the time to first byte added to small objects.
 
 Needs root (network namespaces, iptables). Every namespace, process and temp
 file goes away at the end, on Ctrl-C and on failure. The build directory is
@@ -44,25 +48,32 @@ def _terminate(signum, frame):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan", "http"])
     parser.add_argument("--rounds", type=int, default=3,
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
     parser.add_argument("--variants", default="",
                         help="stream: a comma-separated subset of plain,kept,pass,rewrite,relay")
     parser.add_argument("--perf", action="store_true",
-                        help="net: profile nfqscand and the reference under perf (extra runs)")
+                        help="net: profile nfqscand and the reference under perf (extra runs); "
+                             "http: nfqscand and its scanners during one extra scanned download")
     parser.add_argument("--flows", type=int, default=100_000,
                         help="flows: idle flows for the memory figure")
     parser.add_argument("--flood-seconds", type=float, default=10.0,
                         help="flows: length of the SYN flood")
+    parser.add_argument("--clients", type=int, default=4,
+                        help="http: concurrent curl clients downloading the corpus")
+    parser.add_argument("--http-mb", type=float, default=200.0,
+                        help="http: size of the generated corpus in MB")
+    parser.add_argument("--ttfb-requests", type=int, default=1000,
+                        help="http: small-object requests each way for the time to first byte")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, iptables)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)
 
-    sections = ["net", "stream", "flows", "scan"] if args.what == "all" else [args.what]
+    sections = ["net", "stream", "flows", "scan", "http"] if args.what == "all" else [args.what]
     report = Report()
     files = BenchFiles()
     failed = []
@@ -87,9 +98,12 @@ def main() -> int:
                 elif name == "flows":
                     import flows
                     flows.run(report, files, args)
-                else:
+                elif name == "scan":
                     import scan
                     scan.run(report, files, args)
+                else:
+                    import bench_http
+                    bench_http.run(report, files, args)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # report it, go on with the next section
