@@ -14,7 +14,9 @@ daemon, servers) and returns a one-line result, or raises to fail.
 from __future__ import annotations
 
 import argparse
+import html
 import io
+import re
 import signal
 import sys
 import time
@@ -173,7 +175,10 @@ def http_antivirus(demo: Demo) -> str:
     page = got["body"].decode("utf-8", errors="replace")
     print(f"   curl {url} -> HTTP {got['http_code']}, "
           f"{got['headers'].get('content-type', '?')}, {len(got['body'])} bytes:", flush=True)
-    shown = [line.strip() for line in page.splitlines() if line.strip()][:8]
+    # What a browser shows of the page: its text, without markup and style.
+    text = re.sub(r"(?s)<(style|head)\b.*?</\1>", "", page)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    shown = [" ".join(line.split()) for line in text.splitlines() if line.strip()][:12]
     print("\n".join("   | " + line[:100] for line in shown), flush=True)
     check(got["http_code"] == 403, f"HTTP {got['http_code']} instead of the block page")
     check(EICAR not in got["body"], "the EICAR bytes reached the client")
