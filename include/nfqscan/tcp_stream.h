@@ -360,6 +360,7 @@ class StreamDirection {
     bool relaying_ = false;               // store and forward: the engine delivers the output
     bool relay_requested_ = false;        // the inspector wants it (relaying_ ends after)
     bool closed_ = false;                 // close_with(): output ends, input is dropped
+    bool releasing_ = false;              // on_segment() is releasing held segments
     uint64_t in_absorbed_ = 0;            // input acknowledged to the sender by the engine
     bool must_ack_sender_ = false;        // in_absorbed_ just moved in pass mode
     uint64_t window_edge_ = 0;            // input offset the sender may send up to (relay)

@@ -353,18 +353,24 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         v = answer(begin, end, new_bytes || fin_now, fin);
     }
 
-    // The gap before held segments may be filled now.
+    // The gap before held segments may be filled now. One loop releases
+    // them all, in order: a segment released here releases no others
+    // itself, so a long run of held segments costs neither recursion depth
+    // nor copies of nested lists.
+    if (releasing_) return v;
+    releasing_ = true;
+    struct Done {
+        bool& flag;
+        ~Done() { flag = false; }
+    } done{releasing_};
     while (!held_.empty() && held_.begin()->first <= in_next_) {
         auto node = held_.extract(held_.begin());
         Held& h = node.mapped();
         held_bytes_ -= h.bytes.size();
-        std::vector<SegmentVerdict> nested;
         SegmentVerdict r =
-            on_segment(uint32_t(base_ + node.key()), h.bytes, h.fin, h.token, nested);
+            on_segment(uint32_t(base_ + node.key()), h.bytes, h.fin, h.token, released);
         r.token = h.token;
         released.push_back(std::move(r));
-        for (auto& n : nested)
-            released.push_back(std::move(n));
     }
     return v;
 }

@@ -602,3 +602,42 @@ TEST(TcpStream, FinFollowsTheLastOutputByte) {
 
 }  // namespace
 }  // namespace nfqscan
+
+namespace nfqscan {
+namespace {
+
+// A long run of held segments behind one gap is released in one loop, in
+// order (it was one recursion level per segment, with the nested lists
+// copied up each level: the stack overflowed near 30k segments).
+TEST(TcpStream, ALongRunOfHeldSegmentsIsReleasedInOrderWithoutRecursion) {
+    struct Pass : StreamTransform {
+        void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+            sink.pass(pending.size());
+        }
+    } t;
+    StreamLimits limits;
+    limits.max_held = 1u << 20;
+    StreamDirection d(t, limits);
+    d.start(0);
+    constexpr uint32_t kSegments = 200'000;
+    std::vector<SegmentVerdict> released;
+    for (uint32_t i = 1; i <= kSegments; ++i) {
+        uint8_t byte = uint8_t(i);
+        SegmentVerdict v = d.on_segment(i, {&byte, 1}, false, i, released);
+        ASSERT_EQ(v.kind, SegmentVerdict::Kind::Hold) << i;
+    }
+    EXPECT_EQ(d.held_segments(), kSegments);
+    uint8_t first = 0;
+    SegmentVerdict v = d.on_segment(0, {&first, 1}, false, 0, released);
+    EXPECT_EQ(v.kind, SegmentVerdict::Kind::Forward);
+    ASSERT_EQ(released.size(), kSegments);
+    for (uint32_t i = 0; i < kSegments; ++i) {
+        EXPECT_EQ(released[i].token, i + 1);
+        EXPECT_EQ(released[i].out_begin, i + 1);
+    }
+    EXPECT_EQ(d.held_segments(), 0u);
+    EXPECT_EQ(d.input_next(), kSegments + 1);
+}
+
+}  // namespace
+}  // namespace nfqscan
