@@ -39,6 +39,8 @@ from pathlib import Path
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
 CHUNK_SIZES = (1, 17, 4096, 65536, 1000, 16384)  # cycled: odd boundaries on purpose
 SLOW_PIECES, SLOW_SECONDS = 16, 4.0  # /slow/: a body that takes seconds to arrive
+# Routes that serve a file of the root, and the methods each answers.
+FILE_ROUTES = {"cl": ("GET", "HEAD"), "chunked": ("GET",), "slow": ("GET",), "close": ("GET",)}
 
 
 class Closed(Exception):
@@ -150,35 +152,24 @@ class Connection:
         log(f"{self.peer} {method} {target}")
         if route == "ready":
             self.respond("200 OK", b"ready\n", close=close)
-        elif route == "cl" and method in ("GET", "HEAD"):
+        elif route in FILE_ROUTES and method in FILE_ROUTES[route]:
             data = self.file(name)
             if data is None:
-                self.respond("404 Not Found", b"not found\n", close=close)
-            else:
+                self.respond("404 Not Found", b"not found\n", close=close or route == "close")
+            elif route == "cl":
                 self.respond("200 OK", data, ["Content-Type: application/octet-stream"],
                              head_only=method == "HEAD", close=close)
-        elif route == "chunked" and method == "GET":
-            data = self.file(name)
-            if data is None:
-                self.respond("404 Not Found", b"not found\n", close=close)
-            else:
+            elif route == "chunked":
                 self.send_chunked(data, close)
-        elif route == "slow" and method == "GET":
-            data = self.file(name)
-            if data is None:
-                self.respond("404 Not Found", b"not found\n", close=close)
-            else:
+            elif route == "slow":
                 self.send_slowly(data, close)
-        elif route == "close" and method == "GET":
-            data = self.file(name)
-            if data is None:
-                self.respond("404 Not Found", b"not found\n", close=True)
-            else:
+            else:  # close: HTTP/1.0, the body ends at the close
                 self.sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n"
                                   b"Connection: close\r\n\r\n" + data)
                 self.sock.shutdown(socket.SHUT_WR)
                 self.drain()
-            return False
+            if route == "close":
+                return False
         elif route in ("store", "form") and method in ("POST", "PUT") and name:
             self.receive(route, name, headers, close)
         elif route == "ws" and headers.get("upgrade", "").lower() == "websocket":
