@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab import Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
+from servers import MailServers  # noqa: E402
 
 
 def _terminate(signum, frame):
@@ -67,3 +68,12 @@ def nfqscand(lab):
         return Nfqscand(lab, overrides, args=args).start()
 
     return start
+
+
+@pytest.fixture
+def mail_servers(lab):
+    """Postfix (SMTP 25, 2525) delivering for lab.test to the Maildirs of
+    Dovecot (POP3 110, 1110; IMAP 143, 1143; users alice and bob), and an
+    SMTP sink (2526) for notifications, all in the server namespace, both
+    address families (servers.MailServers)."""
+    return MailServers(lab)

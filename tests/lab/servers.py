@@ -9,8 +9,10 @@ is ready when its port answers on both address families.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
+import re
 import sys
 from pathlib import Path
 
@@ -324,3 +326,295 @@ class HttpLabServer:
         """A file part of a complete multipart upload to /form/NAME."""
         path = self.store / f"{name}.d" / filename
         return path.read_bytes() if path.exists() else None
+
+
+class Postfix:
+    """A private Postfix 3.7 on the given SMTP ports, IPv4 and IPv6, with its
+    defaults otherwise (CHUNKING, PIPELINING, 8BITMIME, SMTPUTF8, DSN
+    advertised; no STARTTLS: no certificate), delivering mail for `domain`
+    with the virtual delivery agent into the Maildirs `dovecot` serves
+    (DOVECOT/home/USER/Maildir, as Dovecot.MAIL_USER, so Dovecot reads what
+    Postfix wrote); without `dovecot`, into DIR/mail/USER/Maildir for
+    `users`. Any other domain is refused (no relaying, no DNS).
+
+    The instance runs with `postfix -c DIR/etc start-fg`: its own main.cf and
+    master.cf, queue and data directories, no chroot, its log in
+    DIR/maillog. A delivered file is the message as Postfix writes it: LF
+    line ends, trace headers prepended (see `as_sent`)."""
+
+    MAIL_USER = Dovecot.MAIL_USER
+
+    def __init__(self, lab: Lab, ports=(25,), dovecot: Dovecot | None = None,
+                 users=("alice",), domain: str = "lab.test", name: str = "postfix",
+                 message_size_limit: int = 64 * 1024 * 1024):
+        self.lab = lab
+        self.ports = list(ports)
+        self.domain = domain
+        self.name = name
+        self.dir = d = lab.dir / name
+        self.etc = d / "etc"
+        self.spool = d / "spool"
+        self.maillog = d / "maillog"
+        _mkdirs(d, self.etc)
+        _mkdirs(d / "data", owner="postfix")
+        # The queue directory is Postfix's: `postfix check` (run by start)
+        # creates its subdirectories with the owners it wants.
+        _mkdirs(self.spool)
+        if dovecot is not None:
+            self.users = list(dovecot.users)
+            self.mail_base = dovecot.dir / "home"
+        else:
+            self.users = list(users)
+            self.mail_base = d / "mail"
+            _mkdirs(self.mail_base)
+            for user in self.users:
+                maildir = self.mail_base / user / "Maildir"
+                _mkdirs(self.mail_base / user, maildir,
+                        *(maildir / sub for sub in ("cur", "new", "tmp")),
+                        owner=self.MAIL_USER, mode=0o700)
+        pw = pwd.getpwnam(self.MAIL_USER)
+        (self.etc / "vmailbox").write_text(
+            "".join(f"{user}@{domain} {user}/Maildir/\n" for user in self.users))
+        (self.etc / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {self.spool}
+data_directory = {d}/data
+maillog_file = {self.maillog}
+maillog_file_prefixes = {d}
+myhostname = mail.{domain}
+mydomain = {domain}
+myorigin = $mydomain
+mydestination =
+inet_interfaces = {SERVER4}, [{SERVER6}]
+inet_protocols = all
+mynetworks = 127.0.0.0/8 [::1]/128
+smtpd_banner = $myhostname ESMTP Postfix (lab)
+smtpd_peername_lookup = no
+disable_dns_lookups = yes
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+lmtp_host_lookup = native
+biff = no
+# Nothing ever leaves: mail for other domains is refused at RCPT.
+default_transport = error:the lab relays nothing
+relay_transport = error:the lab relays nothing
+smtpd_relay_restrictions = reject_unauth_destination
+local_recipient_maps =
+alias_maps =
+alias_database =
+virtual_mailbox_domains = {domain}
+virtual_mailbox_base = {self.mail_base}
+virtual_mailbox_maps = texthash:{self.etc}/vmailbox
+virtual_uid_maps = static:{pw.pw_uid}
+virtual_gid_maps = static:{pw.pw_gid}
+virtual_minimum_uid = 1
+message_size_limit = {message_size_limit}
+virtual_mailbox_limit = 0
+mailbox_size_limit = 0
+# The lab's clients come and go fast; no penalties, no waiting.
+smtpd_error_sleep_time = 0
+smtpd_client_connection_rate_limit = 0
+anvil_rate_time_unit = 1s
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+""")
+        services = "".join(f"{port:<9} inet  n - n - - smtpd\n" for port in self.ports)
+        (self.etc / "master.cf").write_text(services + """\
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+virtual   unix  - n n - - virtual
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+""")
+        # Postfix ignores configuration files younger than about 2 s.
+        for path in self.etc.iterdir():
+            os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
+        lab.extra_logs.append(self.maillog)
+        self.process: Process = lab.server.spawn(
+            name, ["postfix", "-c", self.etc, "start-fg"])
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        for port in self.ports:
+            for address in (SERVER4, SERVER6):
+                self.lab.server.wait_port(address, port, greeting=b"220 ", process=self.process)
+
+    def address(self, user: str) -> str:
+        return f"{user}@{self.domain}"
+
+    def maildir(self, user: str) -> Path:
+        return self.mail_base / user / "Maildir"
+
+    def message_paths(self, user: str) -> list[Path]:
+        """The user's delivered messages (new/ and cur/), oldest first (by
+        the delivery time Postfix puts at the start of the file name)."""
+        maildir = self.maildir(user)
+        paths = [p for sub in ("new", "cur") for p in (maildir / sub).iterdir() if p.is_file()]
+
+        def delivered(path: Path):
+            seconds, _, rest = path.name.partition(".")
+            micros = re.search(r"M(\d+)", rest)
+            return (int(seconds) if seconds.isdigit() else 0,
+                    int(micros.group(1)) if micros else 0, path.name)
+
+        return sorted(paths, key=delivered)
+
+    def messages(self, user: str) -> list[bytes]:
+        """Every delivered message of `user` as Postfix wrote it, oldest first."""
+        return [p.read_bytes() for p in self.message_paths(user)]
+
+    def wait_for_delivery(self, user: str, count: int = 1, timeout: float = 30.0) -> list[bytes]:
+        """Wait until `user` has at least `count` delivered messages; returns
+        all of them, oldest first. The error on timeout has the mail log."""
+        try:
+            wait_until(lambda: len(self.message_paths(user)) >= count, timeout,
+                       f"{count} message(s) delivered to {user}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; {len(self.message_paths(user))} delivered, "
+                               f"{self.queued()} in the queue; maillog:\n"
+                               f"{self.log_tail()}") from None
+        return self.messages(user)
+
+    def queued(self) -> int:
+        """Messages in the queue (received, not yet delivered or bounced)."""
+        return sum(1 for sub in ("incoming", "active", "deferred", "hold", "maildrop")
+                   for p in (self.spool / sub).rglob("*") if p.is_file())
+
+    def reset(self, timeout: float = 10.0) -> None:
+        """Wait for the queue to drain, then empty every user's Maildir
+        (Dovecot's index files stay; it notices the removals)."""
+        wait_until(lambda: self.queued() == 0, timeout, f"{self.name}'s queue to drain")
+        for user in self.users:
+            for path in self.message_paths(user):
+                path.unlink()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.maillog.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @staticmethod
+    def as_sent(delivered: bytes) -> bytes:
+        """A delivered message as the client sent it: without the trace
+        headers Postfix put in front (Return-Path, X-Original-To,
+        Delivered-To and its own Received), with CRLF line ends. Takes
+        the Maildir file (LF) or what a POP3/IMAP client got of it (CRLF)."""
+        lines = delivered.replace(b"\r\n", b"\n").split(b"\n")
+        i = 0
+        prepended = (b"return-path:", b"x-original-to:", b"delivered-to:")
+        while i < len(lines) and lines[i].lower().startswith(prepended):
+            i += 1
+        if i < len(lines) and lines[i].lower().startswith(b"received:"):
+            i += 1
+            while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+                i += 1
+        return b"\r\n".join(lines[i:])
+
+    @staticmethod
+    def body(message: bytes) -> bytes:
+        """What follows the header block (CRLF or LF line ends)."""
+        for separator in (b"\r\n\r\n", b"\n\n"):
+            head, sep, body = message.partition(separator)
+            if sep:
+                return body
+        return b""
+
+
+class SmtpSink:
+    """tests/lab/smtp_sink.py: a minimal SMTP server (EHLO/HELO, MAIL,
+    RCPT, DATA, RSET, NOOP, QUIT; PIPELINING, 8BITMIME, SIZE) that keeps
+    every message it accepts, for notifications. Runs in `namespace` (the
+    server's by default) on `addresses`, port `port`."""
+
+    def __init__(self, lab: Lab, port: int = 2526, namespace=None,
+                 addresses=(SERVER4, SERVER6), name: str = "smtp-sink"):
+        self.lab = lab
+        self.port = port
+        self.namespace = namespace or lab.server
+        self.addresses = list(addresses)
+        self.dir = lab.dir / name
+        self.store = self.dir / "messages"
+        _mkdirs(self.dir, self.store)
+        cmd = [sys.executable if os.path.exists(sys.executable) else "/usr/bin/python3",
+               HERE / "smtp_sink.py", "--port", port, "--store", self.store]
+        for address in self.addresses:
+            cmd += ["--listen", address]
+        self.process: Process = self.namespace.spawn(name, cmd)
+        for address in self.addresses:
+            self.namespace.wait_port(address, port, greeting=b"220 ", process=self.process)
+
+    @property
+    def relay(self) -> str:
+        """host:port for [notify] relay (the first address)."""
+        return f"{host_in_url(self.addresses[0])}:{self.port}"
+
+    def received(self) -> list[dict]:
+        """Every accepted message, in arrival order: {"mail_from": str,
+        "rcpt_to": [str], "helo": str, "peer": str, "data": bytes (as
+        sent, dot-unstuffed, CRLF line ends, without the final dot line)}."""
+        out = []
+        for meta in sorted(self.store.glob("*.json"), key=lambda p: int(p.stem)):
+            entry = json.loads(meta.read_text())
+            entry["data"] = meta.with_suffix(".eml").read_bytes()
+            out.append(entry)
+        return out
+
+    def wait_for_messages(self, count: int = 1, timeout: float = 30.0) -> list[dict]:
+        wait_until(lambda: len(list(self.store.glob("*.json"))) >= count, timeout,
+                   f"{count} message(s) at {self.relay}")
+        return self.received()
+
+    def reset(self) -> None:
+        for path in self.store.iterdir():
+            path.unlink()
+
+
+class MailServers:
+    """The mail lab of the server namespace: Postfix on SMTP_PORTS
+    delivering for DOMAIN into the Maildirs of Dovecot (POP3_PORTS,
+    IMAP_PORTS), and an SmtpSink on SINK_PORT for notifications. The first
+    port of each list is the protocol's standard one, the second one that
+    rules/nfqscan.toml does not list (found by the probes, or not at all)."""
+
+    SMTP_PORTS = (25, 2525)
+    POP3_PORTS = (110, 1110)
+    IMAP_PORTS = (143, 1143)
+    SINK_PORT = 2526
+    DOMAIN = "lab.test"
+    USERS = {"alice": "wonderland", "bob": "builder"}
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.dovecot = Dovecot(lab, pop3_ports=self.POP3_PORTS, imap_ports=self.IMAP_PORTS,
+                               users=dict(self.USERS))
+        self.postfix = Postfix(lab, ports=self.SMTP_PORTS, dovecot=self.dovecot,
+                               domain=self.DOMAIN)
+        self.sink = SmtpSink(lab, port=self.SINK_PORT)
+
+    def address(self, user: str) -> str:
+        return self.postfix.address(user)
+
+    def password(self, user: str) -> str:
+        return self.USERS[user]
+
+    def reset(self) -> None:
+        """Empty mailboxes and the sink (between parts of a test)."""
+        self.postfix.reset()
+        self.sink.reset()
