@@ -76,7 +76,12 @@ class FlowInspection final : public InspectorHost {
         std::optional<Direction> close;  // send_and_close(): the direction that ends
         std::vector<uint8_t> message;    // what its receiver gets before the FIN
         bool reset = false;              // reset_both()
-        bool empty() const { return !close && !reset; }
+        // send(): own bytes for the receiver of each direction, in order.
+        std::array<std::vector<uint8_t>, 2> own;
+        bool redrive = false;  // redrive()
+        bool empty() const {
+            return !close && !reset && own[0].empty() && own[1].empty() && !redrive;
+        }
     };
     Requests take_requests() { return std::exchange(requests_, {}); }
     size_t memory_bytes() const;
@@ -90,6 +95,8 @@ class FlowInspection final : public InspectorHost {
                                 std::string_view action) override;
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
     void reset_both() override;
+    void send(Direction d, std::span<const uint8_t> bytes) override;
+    void redrive() override { requests_.redrive = true; }
     void note_allowlisted(const ObjectInfo& info) override;
     void release(ReleaseReason reason) override;
     const ProtocolPolicy& policy() const override;

@@ -102,6 +102,16 @@ class InspectorHost {
     virtual void send_and_close(Direction d, std::span<const uint8_t> bytes) = 0;
     // Both peers are reset now; nothing more is delivered.
     virtual void reset_both() = 0;
+    // Bytes of the inspector's own for the receiver of direction `d` (an SMTP
+    // reply given on the server's behalf), after the output mapped in `d` so
+    // far. The engine delivers them itself (relay), right after the current
+    // call. Inside on_bytes() of `d` itself, sink.replace(0, bytes) does the
+    // same in place.
+    virtual void send(Direction d, std::span<const uint8_t> bytes) = 0;
+    // Shows both directions their pending bytes again right after the
+    // current call: what one direction just learnt (a reply) lets the other
+    // go on (the command it held back).
+    virtual void redrive() = 0;
     // An object that is not scanned because an allowlist names it (counted,
     // not logged).
     virtual void note_allowlisted(const ObjectInfo& info) = 0;

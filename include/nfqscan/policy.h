@@ -52,6 +52,24 @@ enum class Action : uint8_t {
 std::string_view action_name(Action a);  // "pass" | "block"
 std::optional<Action> action_from_name(std::string_view name);
 
+// What "block" means for a mail message (SMTP, POP3, IMAP): the value of
+// on_virus / on_policy other than "pass". A fallback that blocks acts as
+// on_virus does, with the error in the notice.
+enum class MailBlock : uint8_t {
+    Replace,  // original headers + X-Nfqscan-*; the body becomes the notice
+    Strip,    // only the infected MIME parts become a short text part
+    Reject,   // SMTP only: 550 5.7.1 to the client, the server gets nothing
+    Drop,     // SMTP only: 250 to the client, the server gets nothing
+};
+std::string_view mail_block_name(MailBlock b);  // "replace", "strip", "reject", "drop"
+
+// STARTTLS (SMTP), STLS (POP3), STARTTLS (IMAP).
+enum class StartTls : uint8_t {
+    Allow,  // the flow is released once TLS starts (counted: tls)
+    Strip,  // not offered to the client; asked anyway: refused (454 / -ERR / NO)
+    Block,  // as strip, and a policy event when a client asks
+};
+
 // [protocols.<name>]: the scanning policy of one protocol.
 struct ProtocolPolicy {
     bool scan = true;     // false: the protocol's flows are released unscanned
@@ -73,6 +91,16 @@ struct ProtocolPolicy {
     // case and whole (a default port ignored), the path by prefix.
     std::vector<std::string> allow_urls;
     uint32_t trickle_after_s = 0;  // 0: no trickling
+
+    // Mail protocols only (smtp, pop3, imap).
+    MailBlock mail_on_virus = MailBlock::Replace;
+    MailBlock mail_on_policy = MailBlock::Replace;
+    StartTls starttls = StartTls::Allow;
+    bool notify_sender_on_virus = false;
+    bool notify_sender_on_error_drop = false;
+    bool notify_recipient_on_error_pass = false;  // Subject tag ([notify] error_pass_tag)
+    // How the mail protocol blocks the object of `verdict` (decide() said Block).
+    MailBlock mail_block_for(const ScanVerdict& verdict) const;
 
     static std::array<Action, kCategoryCount> default_fallbacks();
     Action fallback_for(Category c) const { return fallback[size_t(c)]; }
@@ -96,6 +124,8 @@ struct MessageFields {
     std::string host;            // the scanner's host name
     std::string event_id;        // matches the event log line's "id"
     std::string action;
+    std::string sender;      // mail: the envelope sender (MAIL FROM), or the From header
+    std::string recipients;  // mail: the envelope recipients (RCPT TO), comma separated
 };
 
 // The message templates of a folder (rules/messages/): each file NAME.html
@@ -116,11 +146,12 @@ class MessageTemplates {
     // Built-in texts (a test or a missing folder in a unit test).
     static std::shared_ptr<const MessageTemplates> builtin();
 
-    static constexpr std::array<std::string_view, 1> kRequired = {"http-block"};
+    static constexpr std::array<std::string_view, 2> kRequired = {"http-block",
+                                                                  "mail-virus-notice"};
     static constexpr size_t kMaxTemplateSize = 64 << 10;
-    static constexpr std::array<std::string_view, 10> kPlaceholders = {
-        "detection", "category", "object", "protocol", "client",
-        "server",    "time",     "host",   "event_id", "action"};
+    static constexpr std::array<std::string_view, 12> kPlaceholders = {
+        "detection", "category", "object",   "protocol", "client", "server",
+        "time",      "host",     "event_id", "action",   "sender", "recipients"};
 
     bool has(std::string_view name) const;
     bool is_html(std::string_view name) const;  // NAME.html (text/html), not NAME.txt

@@ -356,13 +356,60 @@ void read_allow_urls(TableReader& r, std::vector<std::string>& urls) {
     }
 }
 
+bool is_mail(Service s) {
+    return s == Service::Smtp || s == Service::Pop3 || s == Service::Imap;
+}
+
+// on_virus / on_policy of a mail protocol: "pass", or how it blocks. Only SMTP
+// can reject or drop: POP3 and IMAP clients already know which messages they
+// fetch.
+void read_mail_action(TableReader& r, Service service, std::string_view key, Action& action,
+                      MailBlock& block) {
+    std::string value;
+    bool present = service == Service::Smtp
+                       ? r.read_choice(key, value, {"replace", "strip", "reject", "drop", "pass"})
+                       : r.read_choice(key, value, {"replace", "strip", "pass"});
+    if (!present) return;
+    action = value == "pass" ? Action::Pass : Action::Block;
+    for (MailBlock b : {MailBlock::Replace, MailBlock::Strip, MailBlock::Reject, MailBlock::Drop})
+        if (mail_block_name(b) == value) block = b;
+}
+
+void read_mail_keys(TableReader& r, Service service, ProtocolPolicy& p) {
+    read_mail_action(r, service, "on_virus", p.on_virus, p.mail_on_virus);
+    read_mail_action(r, service, "on_policy", p.on_policy, p.mail_on_policy);
+    std::string starttls;
+    if (r.read_choice("starttls", starttls, {"allow", "strip", "block"}))
+        p.starttls = starttls == "allow"   ? StartTls::Allow
+                     : starttls == "strip" ? StartTls::Strip
+                                           : StartTls::Block;
+    if (service == Service::Smtp) {
+        r.read("notify_sender_on_virus", p.notify_sender_on_virus);
+        r.read("notify_sender_on_error_drop", p.notify_sender_on_error_drop);
+    } else {
+        for (std::string_view key : {"notify_sender_on_virus", "notify_sender_on_error_drop"})
+            if (const toml::node* node = r.table_node(key))
+                r.fail(*node, key, "only [protocols.smtp] has this key");
+    }
+    r.read("notify_recipient_on_error_pass", p.notify_recipient_on_error_pass);
+}
+
 void read_protocol(TableReader& r, Service service, ProtocolConfig& c) {
     r.read_ports("ports", c.ports);
     ProtocolPolicy& p = c.policy;
     r.read("scan", p.scan);
     r.read("profile", p.profile);  // checked against [scan.profiles] in validate()
-    read_action(r, "on_virus", p.on_virus);
-    read_action(r, "on_policy", p.on_policy);
+    if (is_mail(service)) {
+        read_mail_keys(r, service, p);
+    } else {
+        read_action(r, "on_virus", p.on_virus);
+        read_action(r, "on_policy", p.on_policy);
+        for (std::string_view key :
+             {"starttls", "notify_sender_on_virus", "notify_sender_on_error_drop",
+              "notify_recipient_on_error_pass"})
+            if (const toml::node* node = r.table_node(key))
+                r.fail(*node, key, "only the mail protocols (smtp, pop3, imap) have this key");
+    }
     if (const toml::table* table = r.table("fallback")) {
         TableReader sub(*table, r.full_key("fallback"), r.file());
         read_fallback(sub, p.fallback);

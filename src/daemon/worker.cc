@@ -327,12 +327,21 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         explicit StreamStep(const FlowStream& s) : memory(s.memory_bytes()), held(s.held_count()) {}
         size_t memory, held;
     };
+    static constexpr int kRequestRounds = 8;
     void settle(Flow& flow, const StreamStep& step) {
         FlowStream& stream = *flow.stream;
-        if (flow.inspection) {
+        // A redrive can ask for more (an SMTP reply lets the held command
+        // go, whose answer is then sent): a few rounds at most, since each
+        // one needs bytes the previous one mapped.
+        for (int round = 0; flow.inspection && round < kRequestRounds; ++round) {
             FlowInspection::Requests r = flow.inspection->take_requests();
+            if (r.empty()) break;
+            for (Direction d : {Direction::ClientToServer, Direction::ServerToClient})
+                if (!r.own[size_t(d)].empty() && !r.reset && !stream.closed())
+                    stream.send_own(d, r.own[size_t(d)], now_ms_, stream_verdicts_);
             if (r.close) stream.close_with(*r.close, r.message, now_ms_, stream_verdicts_);
             if (r.reset) stream.reset_peers(stream_verdicts_);
+            if (r.redrive && !r.close && !r.reset) stream.redrive(now_ms_, stream_verdicts_);
         }
         uint64_t held = held_packets_ + stream.held_count();
         held_packets_ = held >= step.held ? held - step.held : 0;

@@ -47,6 +47,8 @@ const std::string* field(const MessageFields& f, std::string_view name) {
     if (name == "host") return &f.host;
     if (name == "event_id") return &f.event_id;
     if (name == "action") return &f.action;
+    if (name == "sender") return &f.sender;
+    if (name == "recipients") return &f.recipients;
     return nullptr;
 }
 

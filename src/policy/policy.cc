@@ -125,6 +125,18 @@ Action ProtocolPolicy::decide(const ScanVerdict& verdict) const {
     return Action::Block;
 }
 
+MailBlock ProtocolPolicy::mail_block_for(const ScanVerdict& verdict) const {
+    if (verdict.is_infected() && verdict.detection.category == ThreatCategory::Policy)
+        return mail_on_policy;
+    return mail_on_virus;  // viruses, and fallbacks that block
+}
+
+std::string_view mail_block_name(MailBlock b) {
+    static constexpr std::array<std::string_view, 4> kNames = {"replace", "strip", "reject",
+                                                               "drop"};
+    return kNames[size_t(b)];
+}
+
 bool ProtocolPolicy::allowlisted(std::string_view host, std::string_view url) const {
     const std::string_view name = host_only(host);
     if (!name.empty()) {

@@ -155,6 +155,11 @@ void FlowInspection::reset_both() {
     requests_.reset = true;
 }
 
+void FlowInspection::send(Direction d, std::span<const uint8_t> bytes) {
+    std::vector<uint8_t>& own = requests_.own[size_t(d)];
+    own.insert(own.end(), bytes.begin(), bytes.end());
+}
+
 void FlowInspection::note_allowlisted(const ObjectInfo&) {
     ++context_.counters(service_).allowlisted;
 }

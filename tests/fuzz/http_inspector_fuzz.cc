@@ -140,6 +140,9 @@ class FakeHost : public InspectorHost {
         FUZZ_CHECK(!bytes.empty());
         closed_[size_t(d)] = true;
     }
+    // HTTP never speaks for a peer.
+    void send(Direction, std::span<const uint8_t>) override { FUZZ_CHECK(false); }
+    void redrive() override { FUZZ_CHECK(false); }
     void reset_both() override {
         FUZZ_CHECK(!ended());
         reset_ = true;

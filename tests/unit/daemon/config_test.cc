@@ -341,7 +341,17 @@ TEST(ConfigPolicy, ErrorsNameFileLineAndKey) {
     expect_error("[protocols.http]\non_virus = \"drop\"\n", 2, "protocols.http.on_virus",
                  "one of block, pass");
     expect_error("[protocols.imap]\n\non_policy = true\n", 3, "protocols.imap.on_policy",
-                 "one of block, pass");
+                 "one of replace, strip, pass");
+    expect_error("[protocols.pop3]\non_virus = \"reject\"\n", 2, "protocols.pop3.on_virus",
+                 "one of replace, strip, pass");
+    expect_error("[protocols.smtp]\non_virus = \"block\"\n", 2, "protocols.smtp.on_virus",
+                 "one of replace, strip, reject, drop, pass");
+    expect_error("[protocols.http]\nstarttls = \"strip\"\n", 2, "protocols.http.starttls",
+                 "only the mail protocols");
+    expect_error("[protocols.imap]\nnotify_sender_on_virus = true\n", 2,
+                 "protocols.imap.notify_sender_on_virus", "only [protocols.smtp]");
+    expect_error("[protocols.smtp]\nstarttls = \"off\"\n", 2, "protocols.smtp.starttls",
+                 "one of allow, strip, block");
     expect_error("[protocols.pop3]\nscan = \"yes\"\n", 2, "protocols.pop3.scan", "true or false");
     expect_error("[protocols.smtp.fallback]\ntimeout = \"pass\"\nencrypt = \"block\"\n", 3,
                  "protocols.smtp.fallback.encrypt",
@@ -401,10 +411,35 @@ TEST(ConfigPolicy, RelayLimitMustHoldTheLargestObject) {
     EXPECT_EQ(c.stream.relay_limit, c.scan.limits.max_content_size + (1u << 20));
 }
 
+TEST(ConfigPolicy, MailKeys) {
+    Config c = parse_config(
+        "[protocols.smtp]\non_virus = \"reject\"\non_policy = \"drop\"\nstarttls = \"strip\"\n"
+        "notify_sender_on_virus = true\nnotify_recipient_on_error_pass = true\n"
+        "[protocols.pop3]\non_virus = \"strip\"\nstarttls = \"block\"\n"
+        "[protocols.imap]\non_virus = \"pass\"\n",
+        "t.toml");
+    const ProtocolPolicy& smtp = c.protocols[size_t(Service::Smtp)].policy;
+    EXPECT_EQ(smtp.on_virus, Action::Block);
+    EXPECT_EQ(smtp.mail_on_virus, MailBlock::Reject);
+    EXPECT_EQ(smtp.mail_on_policy, MailBlock::Drop);
+    EXPECT_EQ(smtp.starttls, StartTls::Strip);
+    EXPECT_TRUE(smtp.notify_sender_on_virus);
+    EXPECT_FALSE(smtp.notify_sender_on_error_drop);
+    EXPECT_TRUE(smtp.notify_recipient_on_error_pass);
+    const ProtocolPolicy& pop3 = c.protocols[size_t(Service::Pop3)].policy;
+    EXPECT_EQ(pop3.mail_on_virus, MailBlock::Strip);
+    EXPECT_EQ(pop3.starttls, StartTls::Block);
+    const ProtocolPolicy& imap = c.protocols[size_t(Service::Imap)].policy;
+    EXPECT_EQ(imap.on_virus, Action::Pass);
+    EXPECT_EQ(imap.mail_on_virus, MailBlock::Replace);
+    EXPECT_EQ(imap.starttls, StartTls::Allow);
+}
+
 TEST(ConfigMessages, FolderIsResolvedBesideTheFileAndLoaded) {
     test::TempDir dir;
     std::filesystem::create_directory(dir.file("texts"));
     test::write_file(dir.file("texts/http-block.html"), "<p>{{ detection }}</p>");
+    test::write_file(dir.file("texts/mail-virus-notice.txt"), "{{ detection }}");
     Config c = parse_config("[daemon]\nmessages_dir = \"texts\"\n", dir.file("nfqscan.toml"));
     EXPECT_EQ(c.daemon.messages_dir, dir.file("texts"));
     MessageFields f;

@@ -135,7 +135,10 @@ class MessageTemplatesTest : public ::testing::Test {
         test::write_file(dir_.file(name), text);
     }
     // Adds the required template, so a test can focus on another one.
-    void write_required() { write("http-block.html", "<p>{{object}}</p>"); }
+    void write_required() {
+        write("http-block.html", "<p>{{object}}</p>");
+        write("mail-virus-notice.txt", "{{detection}} {{sender}} {{recipients}}");
+    }
 
     void expect_error(uint32_t line, const std::string& file, const std::string& key,
                       const std::string& fragment) {
@@ -154,11 +157,12 @@ class MessageTemplatesTest : public ::testing::Test {
 };
 
 TEST_F(MessageTemplatesTest, RenderEscapesValuesInHtmlOnly) {
+    write_required();
     write("http-block.html", "<b>{{detection}}</b> {{ object }}|{{\tcategory }}");
     write("note.txt", "object: {{object}}\nid {{event_id}}{{event_id}}\n");
     write("README", "not a template {{nope");
     auto t = MessageTemplates::load(dir_.path());
-    EXPECT_EQ(t->names(), (std::vector<std::string>{"http-block", "note"}));
+    EXPECT_EQ(t->names(), (std::vector<std::string>{"http-block", "mail-virus-notice", "note"}));
     EXPECT_TRUE(t->is_html("http-block"));
     EXPECT_FALSE(t->is_html("note"));
     EXPECT_FALSE(t->has("README"));
@@ -188,6 +192,7 @@ TEST_F(MessageTemplatesTest, UnknownPlaceholderNamesFileLineAndPlaceholder) {
 }
 
 TEST_F(MessageTemplatesTest, UnclosedPlaceholderNamesItsLine) {
+    write_required();
     write("http-block.html", "<html>\n<p>{{detection}}</p>\n<p>{{ object </p>\n}}\n");
     expect_error(3, "http-block.html", "{{ object </p>", "unclosed placeholder");
 }

@@ -84,6 +84,9 @@ class FakeHost : public InspectorHost {
     }
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
     void reset_both() override;
+    // HTTP never speaks for a peer.
+    void send(Direction, std::span<const uint8_t>) override { ADD_FAILURE() << "send()"; }
+    void redrive() override { ADD_FAILURE() << "redrive()"; }
     void note_allowlisted(const ObjectInfo& info) override { allowlisted.push_back(info); }
     void release(ReleaseReason reason) override { releases.push_back(reason); }
     const ProtocolPolicy& policy() const override { return policy_; }
