@@ -1,0 +1,219 @@
+// MessageJudge: verdicts -> what a mail message becomes (message_judge.h).
+#include "message_judge.h"
+
+namespace nfqscan::mail {
+
+namespace {
+
+std::string detection_of(const ScanVerdict& v) {
+    return v.is_infected() ? v.detection.signature
+                           : std::string(category_name(category_of(v.error)));
+}
+
+std::string category_of_verdict(const ScanVerdict& v) {
+    return v.is_infected() ? std::string(threat_category_name(v.detection.category))
+                           : std::string(category_name(category_of(v.error)));
+}
+
+}  // namespace
+
+MessageJudge::MessageJudge(InspectorHost& host, Service protocol, Direction direction)
+    : host_(host), protocol_(protocol), direction_(direction) {}
+
+void MessageJudge::submit(uint64_t& next_id, ObjectInfo info,
+                          std::shared_ptr<ObjectBuffer> message, Envelope envelope) {
+    info_ = std::move(info);
+    envelope_ = std::move(envelope);
+    message_ = message;
+    scans_.clear();
+    whole_.reset();
+    parts_.clear();
+    infected_parts_.clear();
+    part_detections_.clear();
+    outcome_ = {};
+    uint64_t id = next_id++;
+    scans_[id] = std::nullopt;
+    host_.scan(id, info_, std::move(message));
+}
+
+bool MessageJudge::on_verdict(uint64_t scan_id, const ScanVerdict& verdict, uint64_t& next_id) {
+    auto it = scans_.find(scan_id);
+    if (it == scans_.end()) return false;
+    std::optional<size_t> part = it->second;
+    scans_.erase(it);
+    if (!part) {
+        whole_ = verdict;
+    } else if (verdict.is_infected()) {
+        infected_parts_.insert(*part);
+        part_detections_.push_back(verdict.detection.signature);
+    }
+    if (!scans_.empty()) return false;
+    decide(next_id);
+    return scans_.empty();
+}
+
+void MessageJudge::decide(uint64_t& next_id) {
+    const ProtocolPolicy& policy = host_.policy();
+    const ScanVerdict& v = *whole_;
+    std::span<const uint8_t> message = message_->bytes();
+    if (policy.decide(v) == Action::Pass) {
+        outcome_ = {};
+        if (v.is_clean()) {
+            message_.reset();
+            return;
+        }
+        outcome_.action = "pass";
+        outcome_.error = v.is_error();
+        event_id_ = host_.record(info_, v, "pass");
+        if (v.is_error() && policy.notify_recipient_on_error_pass) {
+            outcome_.kind = Outcome::Kind::Rewrite;
+            outcome_.message = tag_subject(
+                message, kErrorPassTag, extra_headers(detection_of(v), true, "pass", event_id_));
+        }
+        message_.reset();
+        return;
+    }
+    MailBlock how = policy.mail_block_for(v);
+    bool want_parts = v.is_infected() && (how == MailBlock::Replace || how == MailBlock::Strip);
+    if (want_parts && parts_.empty() && infected_parts_.empty()) {
+        // Which parts are infected: each leaf part scanned on its own (only
+        // for messages already found infected, so clean mail pays nothing).
+        parts_ = parts(message);
+        if (parts_.size() > 1) {
+            for (const Part& p : parts_) {
+                auto buffer = ObjectBuffer::make(host_.limits().max_content_size);
+                if (buffer->append(p.content) != ObjectBuffer::Append::Ok) continue;
+                ObjectInfo part_info = info_;
+                part_info.file_name = p.file_name;
+                part_info.mime_type = p.mime_type;
+                part_info.declared_size = p.content.size();
+                uint64_t id = next_id++;
+                scans_[id] = p.index;
+                host_.scan(id, part_info, std::move(buffer));
+            }
+            if (!scans_.empty()) return;  // decide() again once they are in
+        }
+    }
+    std::string action(mail_block_name(how));
+    if (how == MailBlock::Strip && infected_parts_.empty()) action = "replace";
+    event_id_ = host_.record(info_, v, action);
+    finish_blocked(how, v, event_id_, message);
+    message_.reset();
+}
+
+void MessageJudge::finish_blocked(MailBlock how, const ScanVerdict& v, const std::string& event_id,
+                                  std::span<const uint8_t> message) {
+    outcome_ = {};
+    outcome_.blocked = true;
+    outcome_.error = v.is_error();
+    const std::string detection = detection_of(v);
+    const std::string category = category_of_verdict(v);
+    outcome_.reply_text = detection + " found (event " + event_id + ")";
+    if (v.is_error()) outcome_.reply_text = "not checked: " + detection + " (event " + event_id + ")";
+    switch (how) {
+        case MailBlock::Reject:
+            outcome_.kind = Outcome::Kind::Reject;
+            outcome_.action = "reject";
+            return;
+        case MailBlock::Drop:
+            outcome_.kind = Outcome::Kind::Drop;
+            outcome_.action = "drop";
+            return;
+        case MailBlock::Strip:
+            if (!infected_parts_.empty()) {
+                outcome_.kind = Outcome::Kind::Rewrite;
+                outcome_.action = "strip";
+                outcome_.message = strip(
+                    message, infected_parts_,
+                    [&](const Part& p) {
+                        std::string name = p.file_name.empty() ? info_.name : p.file_name;
+                        return notice(detection, category, name, "strip", event_id);
+                    },
+                    extra_headers(detection, v.is_error(), "strip", event_id));
+                return;
+            }
+            [[fallthrough]];  // nothing to strip on its own: the whole body goes
+        case MailBlock::Replace: {
+            std::string object = info_.name;
+            std::string names;
+            for (size_t i : infected_parts_)
+                if (i < parts_.size() && !parts_[i].file_name.empty())
+                    names += (names.empty() ? "" : ", ") + parts_[i].file_name;
+            if (!names.empty()) object = names;
+            outcome_.kind = Outcome::Kind::Rewrite;
+            outcome_.action = "replace";
+            outcome_.message =
+                replace_body(message, notice(detection, category, object, "replace", event_id),
+                             extra_headers(detection, v.is_error(), "replace", event_id));
+            return;
+        }
+    }
+}
+
+Outcome MessageJudge::fallback(ObjectInfo info, Category category, std::string_view reason,
+                               std::span<const uint8_t> head, Envelope envelope) {
+    info_ = std::move(info);
+    envelope_ = std::move(envelope);
+    const ProtocolPolicy& policy = host_.policy();
+    if (policy.fallback_for(category) == Action::Pass) {
+        outcome_ = {};
+        outcome_.action = "pass";
+        outcome_.error = true;
+        event_id_ = host_.record_fallback(info_, category, reason, "pass");
+        if (policy.notify_recipient_on_error_pass && !head.empty()) {
+            outcome_.kind = Outcome::Kind::Rewrite;
+            outcome_.message = tag_subject(
+                head, kErrorPassTag,
+                extra_headers(std::string(category_name(category)), true, "pass", event_id_));
+        }
+        return outcome_;
+    }
+    MailBlock how = policy.mail_on_virus;
+    if (how == MailBlock::Strip) how = MailBlock::Replace;  // no part to name
+    event_id_ = host_.record_fallback(info_, category, reason, mail_block_name(how));
+    // The notice names the category: a verdict that carries it.
+    outcome_ = {};
+    outcome_.blocked = outcome_.error = true;
+    const std::string name(category_name(category));
+    outcome_.reply_text = "not checked: " + name + " (event " + event_id_ + ")";
+    switch (how) {
+        case MailBlock::Reject:
+            outcome_.kind = Outcome::Kind::Reject;
+            outcome_.action = "reject";
+            break;
+        case MailBlock::Drop:
+            outcome_.kind = Outcome::Kind::Drop;
+            outcome_.action = "drop";
+            break;
+        default:
+            outcome_.kind = Outcome::Kind::Rewrite;
+            outcome_.action = "replace";
+            outcome_.message =
+                replace_body(head, notice(name, name, info_.name, "replace", event_id_),
+                             extra_headers(name, true, "replace", event_id_));
+    }
+    return outcome_;
+}
+
+std::string MessageJudge::notice(const std::string& detection, const std::string& category,
+                                 const std::string& object, const std::string& action,
+                                 const std::string& event_id) const {
+    MessageFields f = host_.message_fields();
+    f.detection = detection;
+    f.category = category;
+    f.object = object;
+    f.action = action;
+    f.event_id = event_id;
+    f.sender = envelope_.sender;
+    f.recipients = envelope_.recipients;
+    return host_.render_message("mail-virus-notice", f);
+}
+
+Headers MessageJudge::extra_headers(const std::string& detection, bool error,
+                                    const std::string& action, const std::string& event_id) const {
+    return {{error ? "X-Nfqscan-Error" : "X-Nfqscan-Virus", detection},
+            {"X-Nfqscan-Action", action},
+            {"X-Nfqscan-Event", event_id}};
+}
+
+}  // namespace nfqscan::mail
