@@ -20,8 +20,8 @@ std::string category_of_verdict(const ScanVerdict& v) {
 MessageJudge::MessageJudge(InspectorHost& host, Service protocol, Direction direction)
     : host_(host), protocol_(protocol), direction_(direction) {}
 
-void MessageJudge::submit(uint64_t& next_id, ObjectInfo info,
-                          std::shared_ptr<ObjectBuffer> message, Envelope envelope) {
+void MessageJudge::submit(uint64_t& next_id, ObjectInfo info, std::shared_ptr<ObjectBuffer> message,
+                          Envelope envelope) {
     info_ = std::move(info);
     envelope_ = std::move(envelope);
     message_ = message;
@@ -67,8 +67,8 @@ void MessageJudge::decide(uint64_t& next_id) {
         event_id_ = host_.record(info_, v, "pass");
         if (v.is_error() && policy.notify_recipient_on_error_pass) {
             outcome_.kind = Outcome::Kind::Rewrite;
-            outcome_.message = tag_subject(
-                message, kErrorPassTag, extra_headers(detection_of(v), true, "pass", event_id_));
+            outcome_.message = tag_subject(message, kErrorPassTag,
+                                           extra_headers(detection_of(v), true, "pass", event_id_));
         }
         message_.reset();
         return;
@@ -109,7 +109,8 @@ void MessageJudge::finish_blocked(MailBlock how, const ScanVerdict& v, const std
     const std::string detection = detection_of(v);
     const std::string category = category_of_verdict(v);
     outcome_.reply_text = detection + " found (event " + event_id + ")";
-    if (v.is_error()) outcome_.reply_text = "not checked: " + detection + " (event " + event_id + ")";
+    if (v.is_error())
+        outcome_.reply_text = "not checked: " + detection + " (event " + event_id + ")";
     switch (how) {
         case MailBlock::Reject:
             outcome_.kind = Outcome::Kind::Reject;

@@ -45,7 +45,7 @@ struct Outcome {
         Drop,     // SMTP: accept it (250) and deliver nothing
     };
     Kind kind = Kind::Deliver;
-    std::string message;  // Rewrite: the new message (not dot-stuffed), CRLF line ends
+    std::string message;     // Rewrite: the new message (not dot-stuffed), CRLF line ends
     std::string reply_text;  // Reject/Drop: "<detection> found (event <id>)" for a reply line
     std::string action;      // what the event log said: "pass", "replace", "strip", ...
     bool blocked = false;    // the message did not reach its receiver as sent
@@ -96,7 +96,7 @@ class MessageJudge {
     Envelope envelope_;
     std::shared_ptr<const ObjectBuffer> message_;
     std::map<uint64_t, std::optional<size_t>> scans_;  // id -> part index (nullopt: whole)
-    std::optional<ScanVerdict> whole_;                  // the whole message's verdict
+    std::optional<ScanVerdict> whole_;                 // the whole message's verdict
     std::string event_id_;
     std::vector<Part> parts_;
     std::set<size_t> infected_parts_;
