@@ -304,7 +304,8 @@ def test_infected_with_loss_over_ipv6_is_replaced(lab, smtp_av, mail_servers):
 
 
 def test_message_over_max_content_size_falls_back(lab, smtp_av, mail_servers):
-    # pass (default): delivered unscanned as it streams in, and logged.
+    # pass (default): delivered unscanned as it streams in, logged, and with
+    # notify_recipient_on_error_pass its Subject tagged.
     daemon = smtp_av({"notify_recipient_on_error_pass": True},
                      scan={"limits": {"max_content_size": "1M"}})
     message = clean_message("too big", 2 * 1024 * 1024)
@@ -312,5 +313,8 @@ def test_message_over_max_content_size_falls_back(lab, smtp_av, mail_servers):
         assert send(smtp, mail_servers.address("alice"), message)[0] == 250
     got, = mail_servers.postfix.wait_for_delivery("alice", 1)
     assert Postfix.body(got) == Postfix.body(message).replace(b"\r\n", b"\n")
+    parsed = email.message_from_bytes(got)
+    assert parsed["Subject"] == "***UNCHECKED*** too big", parsed["Subject"]
+    assert parsed["X-Nfqscan-Error"] == "content-size"
     events = smtp_events(daemon)
     assert [e.get("category") for e in events] == ["content-size"], events

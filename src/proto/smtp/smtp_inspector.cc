@@ -121,7 +121,8 @@ class SmtpInspector::Client final : public StreamTransform {
     // Feeds the message bytes in [parsed_, end) to the decoder.
     void decode(std::span<const uint8_t> pending, uint64_t offset);
     // The message cannot be held whole: the fallback decides, at once.
-    void cannot_hold(Cursor& c, Category category, const std::string& reason);
+    void cannot_hold(Cursor& c, Category category, const std::string& reason,
+                     std::span<const uint8_t> pending, uint64_t offset);
     // Carries out outcome_ once the whole message is in (Judging -> ...).
     void act(Cursor& c);
     void queue_own(std::string text);
@@ -148,6 +149,10 @@ class SmtpInspector::Client final : public StreamTransform {
     // The message was dropped as it came (Discard): nothing of it is pending,
     // so no call of on_bytes() follows the server's 354 to map it.
     bool discarded_ = false;
+    // A message streamed unscanned with its Subject tagged: the new header
+    // block (dot-stuffed) for the input up to header_end_.
+    std::string tagged_header_;
+    uint64_t header_end_ = 0;
 };
 
 void SmtpInspector::Client::go(bool accepted) {
@@ -233,11 +238,12 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                     continue;
                 }
                 if (!no_resource_.empty()) {
-                    cannot_hold(c, Category::OutOfResource, no_resource_);
+                    cannot_hold(c, Category::OutOfResource, no_resource_, pending, offset);
                     continue;
                 }
                 if (overflow_) {
-                    cannot_hold(c, Category::ContentSize, "message larger than max_content_size");
+                    cannot_hold(c, Category::ContentSize, "message larger than max_content_size",
+                                pending, offset);
                     continue;
                 }
                 if (decoder_.done()) {
@@ -259,7 +265,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                     return;
                 }
                 if (push == Push::Stalled && relay_) {
-                    cannot_hold(c, Category::OutOfResource, "relay store full");
+                    cannot_hold(c, Category::OutOfResource, "relay store full", pending, offset);
                     continue;
                 }
                 return;
@@ -283,6 +289,10 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                 }
                 if (message_end_ == 0) {
                     mode_ = Mode::Stream;
+                    if (!tagged_header_.empty()) {
+                        c.replace_to(header_end_, tagged_header_);
+                        tagged_header_.clear();
+                    }
                     continue;
                 }
                 if (outcome_->kind == mail::Outcome::Kind::Rewrite) {
@@ -439,14 +449,35 @@ void SmtpInspector::Client::decode(std::span<const uint8_t> pending, uint64_t of
     });
 }
 
-void SmtpInspector::Client::cannot_hold(Cursor& c, Category category, const std::string& reason) {
+void SmtpInspector::Client::cannot_hold(Cursor& c, Category category, const std::string& reason,
+                                        std::span<const uint8_t> pending, uint64_t offset) {
     body_.reset();
     outcome_ = in_.judge_.fallback(info(), category, reason, bytes_of(head_), envelope());
     head_.clear();
     head_.shrink_to_fit();
+    tagged_header_.clear();
     if (outcome_->kind == mail::Outcome::Kind::Deliver ||
         (outcome_->kind == mail::Outcome::Kind::Rewrite && !outcome_->blocked)) {
-        // Passed unscanned (logged): DATA goes now, the message follows as it comes.
+        // Passed unscanned (logged): DATA goes now, the message follows as it
+        // comes. Tagged (notify_recipient_on_error_pass): the header block,
+        // still unmapped, goes tagged; the rest as it is.
+        if (outcome_->kind == mail::Outcome::Kind::Rewrite) {
+            std::string_view raw = text_of(pending.subspan(size_t(body_begin_ - offset)));
+            size_t blank = raw.find("\r\n\r\n");
+            // Within the message (the decoder has been past it), and no stuffed
+            // line in it: the raw header is the header.
+            if (blank != std::string_view::npos && body_begin_ + blank + 4 <= parsed_ &&
+                !raw.starts_with(".") && raw.substr(0, blank + 4).find("\n.") == raw.npos) {
+                std::string_view header = raw.substr(0, blank + 4);
+                std::string tagged =
+                    mail::tag_subject(bytes_of(header), mail::MessageJudge::kErrorPassTag,
+                                      {{"X-Nfqscan-Error", std::string(category_name(category))}});
+                std::string stuffed = mail::dot_stuff(tagged);
+                stuffed.resize(stuffed.size() - 3);  // not the end of the data: no ".\r\n"
+                tagged_header_ = stuffed;
+                header_end_ = body_begin_ + header.size();
+            }
+        }
         outcome_->kind = mail::Outcome::Kind::Deliver;
         c.pass_to(body_begin_);
         in_.expects_.push_back({Expect::Kind::DataGo, {}});

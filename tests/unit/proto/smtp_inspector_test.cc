@@ -420,6 +420,22 @@ TEST(SmtpInspector, MessageOverTheLimitFallsBack) {
     }
 }
 
+TEST(SmtpInspector, MessageOverTheLimitPassedIsTaggedWhenAsked) {
+    Session s;
+    s.host.limits_.max_content_size = 1000;
+    s.host.policy_.notify_recipient_on_error_pass = true;
+    std::string body;
+    while (body.size() < 5000)
+        body += "line of text " + std::to_string(body.size()) + "\r\n";
+    s.client(kHello + kEnvelope);
+    s.client("Subject: =?utf-8?q?gro=C3=9F?=\r\nFrom: a@lab.test\r\n\r\n" + body + ".\r\n");
+    ASSERT_EQ(s.server.messages.size(), 1u);
+    const std::string& m = s.server.messages[0];
+    EXPECT_EQ(mail::summarize(bytes_of(m)).subject, "***UNCHECKED*** groß");
+    EXPECT_NE(m.find("X-Nfqscan-Error: content-size"), std::string::npos);
+    EXPECT_TRUE(m.ends_with("\r\n\r\n" + body)) << "the body streams on unchanged";
+}
+
 TEST(SmtpInspector, NoValidRecipientLetsTheServerRefuseData) {
     Session s;
     s.client(kHello + "MAIL FROM:<a@lab.test>\r\nRCPT TO:<nobody@lab.test>\r\nDATA\r\n");
