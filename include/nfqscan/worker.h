@@ -105,6 +105,7 @@ struct FlowInfo {
 struct WorkerServices {
     ScanService* scan = nullptr;  // nullptr: objects get engine-not-ready
     std::function<std::shared_ptr<EventLog>()> event_log;
+    Notifier* notifier = nullptr;  // nullptr: notifications are dropped
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

@@ -700,6 +700,8 @@ Config parse_config(std::string_view text, const std::string& source) {
     top.finish();
     validate(root, c, source);
     derive(c);
+    for (Service s : {Service::Smtp, Service::Pop3, Service::Imap})
+        c.protocols[size_t(s)].policy.error_pass_tag = c.notify.error_pass_tag;
     resolve_scan_paths(c.scan, source);
     load_messages(root, c);
     return c;

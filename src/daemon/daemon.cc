@@ -130,7 +130,8 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     scan_ = std::make_unique<ScanService>(config_->scan);
     loader_ = std::make_unique<EngineLoader>(*scan_);
     open_event_log(config_->daemon.event_log);
-    WorkerServices services{scan_.get(), [this] { return event_log(); }};
+    notifier_ = std::make_unique<Notifier>(config_->notify);
+    WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get()};
     const QueueRange& queues = config_->daemon.queues;
     open_relay_device(queues.count());
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
@@ -251,6 +252,15 @@ ReloadStarted Daemon::reload() {
         fresh->scan.pool_threads = old.scan.pool_threads;
         fresh->scan.queue_length = old.scan.queue_length;
         fresh->scan.isolation = old.scan.isolation;
+    }
+    if (fresh->notify.relay != old.notify.relay || fresh->notify.from != old.notify.from ||
+        fresh->notify.per_sender_per_minute != old.notify.per_sender_per_minute) {
+        spdlog::warn(
+            "reload: notify.relay, notify.from and notify.per_sender_per_minute apply "
+            "at restart");
+        fresh->notify.relay = old.notify.relay;
+        fresh->notify.from = old.notify.from;
+        fresh->notify.per_sender_per_minute = old.notify.per_sender_per_minute;
     }
     spdlog::set_level(spdlog::level::from_str(fresh->daemon.log_level));
     open_event_log(fresh->daemon.event_log);
@@ -547,7 +557,15 @@ nlohmann::json Daemon::status() {
                 {"device_queued", streams.relay_device_queued}}},
               {"resets", streams.resets},
               {"nat_flows", streams.nat_flows}}},
-            {"scan", scan_status()}};
+            {"scan", scan_status()},
+            {"notify", notify_status()}};
+}
+
+nlohmann::json Daemon::notify_status() const {
+    nlohmann::json j = notifier_->counters();
+    j["relay"] = config()->notify.relay;
+    j["queued_now"] = notifier_->queued();
+    return j;
 }
 
 nlohmann::json Daemon::flows(size_t limit) {

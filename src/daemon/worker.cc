@@ -436,6 +436,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (!services_.event_log) return;
         if (std::shared_ptr<EventLog> log = services_.event_log()) log->append(event);
     }
+    void notify(Notification notification) override {
+        if (services_.notifier) services_.notifier->notify(std::move(notification));
+    }
     InspectionCounters& counters(Service service) override {
         return protocol_counters_[size_t(service)];
     }

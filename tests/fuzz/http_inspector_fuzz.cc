@@ -143,6 +143,7 @@ class FakeHost : public InspectorHost {
     // HTTP never speaks for a peer.
     void send(Direction, std::span<const uint8_t>) override { FUZZ_CHECK(false); }
     void redrive() override { FUZZ_CHECK(false); }
+    void notify(Notification) override { FUZZ_CHECK(false); }
     void reset_both() override {
         FUZZ_CHECK(!ended());
         reset_ = true;

@@ -153,10 +153,12 @@ def send(smtp: NamespaceSMTP, rcpt: str, message: bytes):
 
 @pytest.fixture
 def smtp_av(lab, nfqscand, mail_servers):
-    def start(smtp: dict | None = None, scan: dict | None = None):
+    def start(smtp: dict | None = None, scan: dict | None = None, notify: dict | None = None):
         overrides = {"scan": {**SCAN, **(scan or {})}}
         if smtp:
             overrides["protocols"] = {"smtp": smtp}
+        if notify:
+            overrides["notify"] = notify
         daemon = nfqscand(overrides)
         daemon.wait_engines()
         return daemon
@@ -318,3 +320,27 @@ def test_message_over_max_content_size_falls_back(lab, smtp_av, mail_servers):
     assert parsed["X-Nfqscan-Error"] == "content-size"
     events = smtp_events(daemon)
     assert [e.get("category") for e in events] == ["content-size"], events
+
+
+def test_sender_is_notified_through_the_relay(lab, smtp_av, mail_servers):
+    daemon = smtp_av({"on_virus": "reject", "notify_sender_on_virus": True},
+                     notify={"relay": mail_servers.sink.relay, "from": "scanner@lab.test"})
+    message = infected_messages()["base64"]
+    with session(lab, 4, 25) as smtp:
+        code, _ = send(smtp, mail_servers.address("alice"), message)
+        assert code == 550
+        smtp.mail("<>")  # a bounce is never answered
+        smtp.rcpt(mail_servers.address("alice"))
+        try:
+            smtp.data(message)
+        except smtplib.SMTPDataError as e:
+            assert e.smtp_code == 550
+    got, = mail_servers.sink.wait_for_messages(1)
+    assert got["mail_from"] == "scanner@lab.test", got
+    assert got["rcpt_to"] == [SENDER], got
+    data = got["data"]
+    assert b"Subject: base64 attachment" in data, "the original headers are not attached"
+    assert EICAR not in data
+    status = daemon.status()["notify"]
+    assert status["sent"] == 1 and status["null_sender"] == 1, status
+    assert mail_servers.postfix.messages("alice") == []

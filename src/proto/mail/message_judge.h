@@ -76,11 +76,12 @@ class MessageJudge {
     const Outcome& outcome() const { return outcome_; }
     size_t memory_bytes() const { return message_ ? size_t(message_->memory_bytes()) : 0; }
 
-    // The subject tag of an error that passes (notify_recipient_on_error_pass).
-    static constexpr std::string_view kErrorPassTag = "***UNCHECKED***";
-
   private:
     void decide(uint64_t& next_id);
+    // A mail to the envelope sender ([protocols.smtp] notify_sender_on_*).
+    void notify_sender(const std::string& detection, const std::string& category,
+                       std::span<const uint8_t> message);
+    static constexpr size_t kNotifiedHeaderMax = 64 << 10;
     void finish_blocked(MailBlock how, const ScanVerdict& verdict, const std::string& event_id,
                         std::span<const uint8_t> message);
     std::string notice(const std::string& detection, const std::string& category,

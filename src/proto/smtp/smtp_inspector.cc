@@ -470,7 +470,7 @@ void SmtpInspector::Client::cannot_hold(Cursor& c, Category category, const std:
                 !raw.starts_with(".") && raw.substr(0, blank + 4).find("\n.") == raw.npos) {
                 std::string_view header = raw.substr(0, blank + 4);
                 std::string tagged =
-                    mail::tag_subject(bytes_of(header), mail::MessageJudge::kErrorPassTag,
+                    mail::tag_subject(bytes_of(header), in_.host_.policy().error_pass_tag,
                                       {{"X-Nfqscan-Error", std::string(category_name(category))}});
                 std::string stuffed = mail::dot_stuff(tagged);
                 stuffed.resize(stuffed.size() - 3);  // not the end of the data: no ".\r\n"

@@ -65,6 +65,8 @@ class FakeHost : public InspectorHost {
     void reset_both() override;
     void send(Direction d, std::span<const uint8_t> bytes) override;
     void redrive() override { redrive_asked = true; }
+    std::vector<Notification> notifications;
+    void notify(Notification n) override { notifications.push_back(std::move(n)); }
     void note_allowlisted(const ObjectInfo&) override { ADD_FAILURE(); }
     void release(ReleaseReason reason) override { releases.push_back(reason); }
     const ProtocolPolicy& policy() const override { return policy_; }
@@ -372,6 +374,26 @@ TEST(SmtpInspector, RejectLeavesNothingAtTheServerAndTheSessionGoesOn) {
               "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
               "250 2.0.0 Ok: queued as X\r\n")
         << "the swallowed RSET reply never reached the client";
+}
+
+TEST(SmtpInspector, SenderIsNotifiedWhenAsked) {
+    Session s;
+    s.host.policy_.mail_on_virus = MailBlock::Reject;
+    s.host.policy_.notify_sender_on_virus = true;
+    s.client(kHello + kEnvelope + "Subject: x\r\nX-Trace: 1\r\n\r\n" + kEicar + "\r\n.\r\n");
+    s.verdict(0, virus());
+    ASSERT_EQ(s.host.notifications.size(), 1u);
+    const Notification& n = s.host.notifications[0];
+    EXPECT_EQ(n.recipient, "alice@lab.test");
+    EXPECT_EQ(n.original_headers, "Subject: x\r\nX-Trace: 1\r\n");
+    EXPECT_NE(n.text.find("<bob@lab.test>"), std::string::npos) << n.text;
+    EXPECT_NE(n.subject.find("Eicar-Test-Signature"), std::string::npos);
+    // Not asked: nobody is told.
+    Session quiet;
+    quiet.host.policy_.mail_on_virus = MailBlock::Reject;
+    quiet.client(kHello + kEnvelope + "Subject: x\r\n\r\n" + kEicar + "\r\n.\r\n");
+    quiet.verdict(0, virus());
+    EXPECT_TRUE(quiet.host.notifications.empty());
 }
 
 TEST(SmtpInspector, DropAnswers250AndDeliversNothing) {
