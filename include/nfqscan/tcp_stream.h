@@ -202,8 +202,19 @@ class StreamDirection {
 
     // The sender's SYN (or the first segment of a flow picked up mid-stream):
     // input offset 0 is the byte at `first_data_seq`.
-    void start(uint32_t first_data_seq);
+    void start(uint32_t first_data_seq, bool from_syn = false);
     bool started() const { return started_; }
+    // Started at the SYN: the engine has seen every byte of the direction,
+    // so it knows what the receiver can have been sent.
+    bool from_syn() const { return from_syn_; }
+
+    // Where an acknowledgement number from the receiver lies (RFC 5961 5.2):
+    // within what was sent to it and at most `max_window` (the largest
+    // window it offered) behind what it acknowledged already, or not. Only
+    // a direction started at its SYN can tell: picked up mid-stream, the
+    // receiver may have bytes the engine never saw (always Acceptable).
+    enum class AckRange : uint8_t { Acceptable, Ahead, Behind };
+    AckRange classify_ack(uint32_t ack, uint64_t max_window) const;
 
     // A data (or FIN) segment from the sender. `token` identifies it if it has
     // to be held. Segments released from the hold by this call are appended
@@ -272,7 +283,10 @@ class StreamDirection {
     uint64_t output_end() const { return out_next_; }
     uint64_t output_sent() const { return out_sent_; }
     // The relay handed output up to `end` to the receiver.
-    void note_sent(uint64_t end) { out_sent_ = std::max(out_sent_, std::min(end, out_next_)); }
+    void note_sent(uint64_t end) {
+        out_sent_ = std::max(out_sent_, std::min(end, out_next_));
+        out_sent_max_ = std::max(out_sent_max_, out_sent_);
+    }
     // A verdict's output from `offset` on was not sent after all (it waits
     // for the next segment, which starts with it).
     void unsend(uint64_t offset) { out_sent_ = std::max(out_acked_, std::min(offset, out_sent_)); }
@@ -353,6 +367,8 @@ class StreamDirection {
     uint64_t out_next_ = 0;               // next output byte
     uint64_t out_acked_ = 0;              // output the receiver acknowledged
     uint64_t out_sent_ = 0;               // output handed to the receiver at least once
+    uint64_t out_sent_max_ = 0;           // the highest out_sent_ ever (unsend() lowers out_sent_)
+    bool from_syn_ = false;               // start() at the SYN
     uint8_t last_acked_byte_ = 0;         // to draw a repeated ACK from the receiver
     bool fin_seen_ = false;               // FIN consumed in order (one sequence number)
     uint32_t stall_retransmissions_ = 0;  // retransmissions of the newest bytes, none new since

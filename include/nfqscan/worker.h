@@ -58,6 +58,7 @@ struct StreamTotals {
     uint64_t relay_device_queued = 0;  // its frames the ruleset queued (mark rule missing)
     uint64_t resets = 0;               // RSTs sent to peers
     uint64_t nat_flows = 0;            // flows whose own segments carry NAT addresses (conntrack)
+    PeerCheckCounters peer_checks;     // packets of the peers refused (flow_stream.h)
     // The counters (not the gauges) of one flow's stream.
     void add_counters(const FlowStream& stream);
     StreamTotals& operator+=(const StreamTotals& o);

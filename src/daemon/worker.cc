@@ -77,6 +77,7 @@ void StreamTotals::add_counters(const FlowStream& stream) {
     relay_timeouts += f.relay_timeouts;
     relay_gso_frames += f.relay_gso_frames;
     resets += f.resets;
+    peer_checks += f.peer_checks;
     for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
         const StreamCounters& c = stream.direction(d).counters();
         conflicts += c.conflicts;
@@ -115,6 +116,7 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     relay_device_queued += o.relay_device_queued;
     resets += o.resets;
     nat_flows += o.nat_flows;
+    peer_checks += o.peer_checks;
     return *this;
 }
 

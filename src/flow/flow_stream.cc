@@ -13,6 +13,11 @@ namespace {
 // are safe on every path.
 constexpr uint16_t kDefaultMss = 1220;
 constexpr size_t kGsoMaxPayload = 65535 - 120;  // room for IP and TCP headers
+// Challenge ACKs to one peer: at most one per this interval (Linux limits
+// its own out-of-window answers per socket to one per 500 ms).
+constexpr uint64_t kChallengeIntervalMs = 500;
+// An ACK may lie this far behind at least, whatever windows were seen.
+constexpr uint64_t kMinMaxWindow = 65535;
 }  // namespace
 
 FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
@@ -142,8 +147,9 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     if (p.has(tcp_flag::kSyn)) {
         // The SYN takes one sequence number; data starts after it. Its MSS
         // limits what the other direction may send to this host.
-        if (!mine.started()) mine.start(p.seq + 1);
+        if (!mine.started()) mine.start(p.seq + 1, true);
         next_seq_[di] = p.seq + 1;
+        max_window_[di] = std::max<uint64_t>(max_window_[di], p.window);  // never scaled
         TcpOptions o = parse_tcp_options(p);
         if (o.mss) mss_[1 - di] = o.mss;
         if (o.has_window_scale) window_scale_[di] = o.window_scale;
@@ -157,6 +163,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         return;
     }
     if (!mine.started()) mine.start(p.seq);  // picked up mid-stream
+    if (!admissible(id, d, p, now_ms, out)) return;
     if (closed_) {
         // Closed by an inspector (close_with()): no packet reaches a peer.
         out.push_back({id, PacketVerdict::Kind::Drop, {}});
@@ -248,6 +255,45 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         ++counters_.relay_acks;
     }
     if (mine.relaying() || relays_[di]) pump_relay(d, now_ms, out);
+}
+
+bool FlowStream::admissible(uint32_t id, Direction d, const DecodedPacket& p, uint64_t now_ms,
+                            std::vector<PacketVerdict>& out) {
+    size_t di = size_t(d);
+    PeerCheckCounters& c = counters_.peer_checks;
+    const StreamDirection& other = *directions_[1 - di];
+    auto refuse = [&](uint64_t& counter) {
+        ++counter;
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+        challenge(d, now_ms, out);
+        return false;
+    };
+    if (!p.has(tcp_flag::kRst) && p.has(tcp_flag::kAck) && other.started()) {
+        // An ACK beyond what the receiver was sent would free output that
+        // may still need repair (it is no longer retained once acknowledged).
+        uint64_t max_window = std::max(max_window_[di], kMinMaxWindow);
+        switch (other.classify_ack(p.ack, max_window)) {
+            case StreamDirection::AckRange::Ahead:
+                return refuse(c.acks_ahead);
+            case StreamDirection::AckRange::Behind:
+                return refuse(c.acks_behind);
+            case StreamDirection::AckRange::Acceptable:
+                break;
+        }
+    }
+    // Only windows of packets that passed count: a spoofed one could
+    // otherwise widen what the next spoofed packet may claim.
+    max_window_[di] = std::max(max_window_[di], uint64_t(p.window) << window_shift(d));
+    return true;
+}
+
+void FlowStream::challenge(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out) {
+    std::optional<uint64_t>& last = challenged_at_[size_t(d)];
+    if (last && now_ms < *last + kChallengeIntervalMs) return;
+    if (!last_headers_[1 - size_t(d)] || !directions_[size_t(d)]->started()) return;
+    last = now_ms;
+    ack_sender(d, out);
+    ++counters_.peer_checks.challenge_acks;
 }
 
 void FlowStream::relay_on_ack(Direction d, const DecodedPacket& p, uint64_t now_ms,

@@ -57,9 +57,24 @@ class StreamDirection::Sink : public StreamSink {
 StreamDirection::StreamDirection(StreamTransform& transform, StreamLimits limits)
     : transform_(transform), limits_(limits) {}
 
-void StreamDirection::start(uint32_t first_data_seq) {
+void StreamDirection::start(uint32_t first_data_seq, bool from_syn) {
     started_ = true;
+    from_syn_ = from_syn;
     base_ = first_data_seq;
+}
+
+StreamDirection::AckRange StreamDirection::classify_ack(uint32_t ack, uint64_t max_window) const {
+    if (!from_syn_) return AckRange::Acceptable;
+    // Relative to what the receiver acknowledged (SND.UNA), in serial
+    // arithmetic: far behind and far ahead both wrap to the other side, so
+    // an offset is never computed from an unwrapped guess.
+    int64_t diff = int32_t(ack - out_seq(out_acked_));
+    // The FIN takes a sequence number once it can have been sent.
+    bool fin_sent = output_finished() && out_sent_max_ == out_next_;
+    uint64_t sent = out_sent_max_ - out_acked_ + (fin_sent ? 1 : 0);
+    if (diff > 0 && uint64_t(diff) > sent) return AckRange::Ahead;
+    if (diff < 0 && uint64_t(-diff) > max_window) return AckRange::Behind;
+    return AckRange::Acceptable;
 }
 
 uint64_t StreamDirection::unwrap(uint32_t seq, uint64_t near) const {
@@ -239,6 +254,7 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
     }
     v.out_end = std::max(v.out_end, v.out_begin);
     out_sent_ = std::max(out_sent_, v.out_end);
+    out_sent_max_ = std::max(out_sent_max_, out_sent_);
     // The FIN follows the last output byte, so it travels only on a segment
     // whose payload ends there.
     v.fin = fin && fin_seen_ && v.out_end == out_next_;
@@ -378,7 +394,11 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
 uint32_t StreamDirection::translate_ack(uint32_t ack) {
     uint64_t out = unwrap(ack, out_acked_);
     bool fin = output_finished() && out == out_next_ + 1;
-    out = std::min(out, out_next_);
+    // Never more than was sent (classify_ack() keeps such ACKs away; this
+    // holds for every caller): output taken as acknowledged is no longer
+    // retained, so it could never be repaired.
+    out = std::min(out, from_syn_ ? out_sent_max_ : out_next_);
+    if (fin && out != out_next_) fin = false;
     if (out > out_acked_) {
         out_acked_ = out;
         trim_acknowledged();

@@ -492,5 +492,98 @@ TEST(FlowStream, CloseWithAfterTheSendersFinStillDeliversTheMessage) {
     EXPECT_TRUE(fin);
 }
 
+// -- Hostile peers (issue 13) ------------------------------------------------
+
+// A flow past its handshake without an inspector: client data starts at
+// 1000, server data at 5000; every window 65535 bytes (no scaling).
+struct PlainWire {
+    Wire w;
+    PlainWire() {
+        w.send(true, 0x02, 999, 0);
+        w.send(false, 0x12, 4999, 1000);
+        w.send(true, 0x10, 1000, 5000);
+    }
+};
+
+TEST(FlowStreamPeers, AnAckOfOutputNeverSentIsDroppedAndLossRepairStillWorks) {
+    // A third party that knows the addresses acknowledges far more than the
+    // server sent. Counted as acknowledged, the server's next retransmission
+    // of a lost segment would be answered with a repeat of the "last
+    // acknowledged byte" instead of its bytes: the client never gets them.
+    PlainWire g;
+    Wire& w = g.w;
+    auto data = w.send(false, 0x18, 5000, 1000, std::string(100, 'a'));
+    ASSERT_EQ(data[0].kind, PacketVerdict::Kind::Accept);  // lost on its way to the client
+
+    auto spoofed = w.send(true, 0x10, 1000, 5000 + 100'000);
+    ASSERT_FALSE(spoofed.empty());
+    EXPECT_EQ(spoofed[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 0u);
+    EXPECT_EQ(w.stream.counters().peer_checks.acks_ahead, 1u);
+    // A challenge ACK goes to the host the ACK claims to come from: a real
+    // client that is out of step learns where the server stands.
+    auto challenge = decoded_injections(spoofed);
+    ASSERT_EQ(challenge.size(), 1u);
+    EXPECT_EQ(challenge[0].dst.to_string(), "198.51.100.2");
+    EXPECT_EQ(challenge[0].ack, 1000u);
+    EXPECT_EQ(challenge[0].seq, 5100u);  // the server's next byte
+    EXPECT_EQ(w.stream.counters().peer_checks.challenge_acks, 1u);
+
+    // Just past what was sent is ahead too (the 100 bytes end at 5100).
+    EXPECT_EQ(w.send(true, 0x10, 1000, 5101)[0].kind, PacketVerdict::Kind::Drop);
+
+    // The server retransmits: the segment goes out with its bytes.
+    auto again = w.send(false, 0x18, 5000, 1000, std::string(100, 'a'));
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].kind, PacketVerdict::Kind::Accept);
+
+    // The client's real ACK counts.
+    auto real = w.send(true, 0x10, 1000, 5100);
+    EXPECT_EQ(real[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 100u);
+}
+
+TEST(FlowStreamPeers, AnAckFarBehindIsDroppedOneWithinTheWindowPasses) {
+    PlainWire g;
+    Wire& w = g.w;
+    for (uint32_t at = 0; at < 100'000; at += 1000)
+        w.send(false, 0x18, 5000 + at, 1000, std::string(1000, 'a'));
+    EXPECT_EQ(w.send(true, 0x10, 1000, 5000 + 100'000)[0].kind, PacketVerdict::Kind::Accept);
+    // 70,000 bytes behind: more than the largest window (65,535) the client
+    // ever offered, so no ACK of the client's can be that old.
+    auto old = w.send(true, 0x10, 1000, 5000 + 30'000);
+    EXPECT_EQ(old[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().peer_checks.acks_behind, 1u);
+    // A late ACK within the window passes.
+    EXPECT_NE(w.send(true, 0x10, 1000, 5000 + 90'000)[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 100'000u);
+}
+
+TEST(FlowStreamPeers, ASpoofedAckDoesNotEndARelaysDelivery) {
+    // Relayed: the engine delivers the stored bytes itself. An ACK claiming
+    // all of them would end the relay's retransmissions.
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    w.send(false, 0x18, 5000, 1000, std::string(300, 'x'));
+    object.verdict = true;
+    std::vector<PacketVerdict> out;
+    w.stream.redrive(10, out);
+    ASSERT_EQ(w.stream.direction(Direction::ServerToClient).output_sent(), 300u);
+    auto spoofed = w.send(true, 0x10, 1000, 5000 + 4000);
+    EXPECT_EQ(spoofed[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 0u);
+    ASSERT_NE(w.stream.relay(Direction::ServerToClient), nullptr);
+    // The relay still retransmits on its timer.
+    out.clear();
+    w.stream.on_timer(5000, out);
+    bool resent = false;
+    for (const DecodedPacket& p : decoded_injections(out))
+        resent |= p.dst.to_string() == "198.51.100.2" && p.seq == 5000 && !p.payload.empty();
+    EXPECT_TRUE(resent);
+}
+
 }  // namespace
 }  // namespace nfqscan
