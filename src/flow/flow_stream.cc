@@ -196,7 +196,10 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     std::optional<uint32_t> ack =
         p.has(tcp_flag::kAck) ? translated_ack(d, p.ack) : std::optional<uint32_t>{};
     if (rst) {
-        // The connection is over: nothing left to relay.
+        // The connection is over: nothing left to relay. A receiver still
+        // owed bytes nfqscand acknowledged, or at shifted numbers, may not
+        // take the RST translated: it gets one at each number it may expect.
+        if (needs_engine()) reset_receiver(d, out);
         relays_ = {};
         dead_ = true;
         SegmentVerdict v;
@@ -268,6 +271,23 @@ bool FlowStream::admissible(uint32_t id, Direction d, const DecodedPacket& p, ui
         challenge(d, now_ms, out);
         return false;
     };
+    const StreamDirection& mine = *directions_[di];
+    if (p.has(tcp_flag::kRst) && mine.from_syn()) {
+        // RFC 5961 3.2: a RST counts only at the number the receiver expects
+        // next. The engine knows it as the sender's next number, or as the
+        // acknowledgement the sender was last told (where a sender that
+        // really reset answers a challenge ACK).
+        uint32_t expected = mine.acknowledged_seq();
+        bool exact = p.seq == expected || (next_seq_[di] && p.seq == *next_seq_[di]) ||
+                     (told_ack_[di] && p.seq == *told_ack_[di]);
+        if (!exact) {
+            uint64_t window = std::max({max_window_[1 - di], kMinMaxWindow, told_window_[di]});
+            if (uint64_t(uint32_t(p.seq - expected)) < window) return refuse(c.rsts_challenged);
+            ++c.rsts_out_of_window;  // no answer: it would only help a blind attacker
+            out.push_back({id, PacketVerdict::Kind::Drop, {}});
+            return false;
+        }
+    }
     if (!p.has(tcp_flag::kRst) && p.has(tcp_flag::kAck) && other.started()) {
         // An ACK beyond what the receiver was sent would free output that
         // may still need repair (it is no longer retained once acknowledged).

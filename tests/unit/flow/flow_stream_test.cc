@@ -585,5 +585,77 @@ TEST(FlowStreamPeers, ASpoofedAckDoesNotEndARelaysDelivery) {
     EXPECT_TRUE(resent);
 }
 
+TEST(FlowStreamPeers, ARstAwayFromTheExpectedNumberDoesNotEndARelay) {
+    // Today's black hole: any RST ended the relay, whose stored bytes the
+    // server was told had arrived. Only one at the exact number counts.
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x18, 1000, 5000, "GET / HTTP/1.1\r\n\r\n");  // the client's next is 1018
+    w.send(false, 0x18, 5000, 1018, std::string(300, 'x'));    // stored, awaiting its verdict
+    ASSERT_TRUE(w.stream.relay_active());
+
+    // Far outside any window: dropped silently.
+    auto far = w.send(true, 0x04, 1018 + 5'000'000, 0);
+    EXPECT_EQ(far[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_TRUE(decoded_injections(far).empty());
+    EXPECT_EQ(w.stream.counters().peer_checks.rsts_out_of_window, 1u);
+    EXPECT_TRUE(w.stream.relay_active());
+
+    // In the window, not exact: dropped, and the claimed sender gets a
+    // challenge ACK (a real client that did reset answers it with a RST at
+    // the number it carries).
+    auto near = w.send(true, 0x04, 1018 + 1000, 0);
+    EXPECT_EQ(near[0].kind, PacketVerdict::Kind::Drop);
+    auto challenge = decoded_injections(near);
+    ASSERT_EQ(challenge.size(), 1u);
+    EXPECT_EQ(challenge[0].dst.to_string(), "198.51.100.2");
+    EXPECT_EQ(challenge[0].tcp_flags, tcp_flag::kAck);
+    EXPECT_EQ(challenge[0].ack, 1018u);
+    EXPECT_EQ(w.stream.counters().peer_checks.rsts_challenged, 1u);
+    EXPECT_TRUE(w.stream.relay_active());
+
+    // The verdict comes: the relay delivers.
+    object.verdict = true;
+    std::vector<PacketVerdict> out;
+    w.stream.redrive(10, out);
+    std::string delivered;
+    for (const DecodedPacket& p : decoded_injections(out))
+        if (p.dst.to_string() == "198.51.100.2")
+            delivered.append(p.payload.begin(), p.payload.end());
+    EXPECT_EQ(delivered, std::string(300, 'x'));
+}
+
+TEST(FlowStreamPeers, ARstAtTheExpectedNumberEndsTheFlowAndResetsTheOtherPeer) {
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x18, 1000, 5000, "GET / HTTP/1.1\r\n\r\n");
+    w.send(false, 0x18, 5000, 1018, std::string(300, 'x'));  // stored, acknowledged by nfqscand
+    ASSERT_TRUE(w.stream.relay_active());
+    // The server resets at its next number: the client must not wait for
+    // the 300 bytes the relay will never deliver now.
+    auto rst = w.send(false, 0x04, 5300, 0);
+    EXPECT_NE(rst[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_FALSE(w.stream.relay_active());
+    bool client_reset = false;
+    for (const DecodedPacket& p : decoded_injections(rst))
+        client_reset |=
+            p.dst.to_string() == "198.51.100.2" && p.has(tcp_flag::kRst) && p.seq == 5000;
+    EXPECT_TRUE(client_reset);
+}
+
+TEST(FlowStreamPeers, AClientRstAtTheExpectedNumberPassesInPassMode) {
+    PlainWire g;
+    Wire& w = g.w;
+    w.send(true, 0x18, 1000, 5000, "hello");
+    auto rst = w.send(true, 0x14, 1005, 5000);
+    ASSERT_EQ(rst.size(), 1u);
+    EXPECT_EQ(rst[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(w.stream.counters().peer_checks.rsts_challenged, 0u);
+}
+
 }  // namespace
 }  // namespace nfqscan
