@@ -215,6 +215,14 @@ class StreamDirection {
     // receiver may have bytes the engine never saw (always Acceptable).
     enum class AckRange : uint8_t { Acceptable, Ahead, Behind };
     AckRange classify_ack(uint32_t ack, uint64_t max_window) const;
+    // Whether `length` bytes at `seq` of the sender lie within what the
+    // receiver offered (RFC 9293 3.10.7.4): no further than `window` (the
+    // largest window it offered) plus `slack` past what the sender was told
+    // is acknowledged, nor more than that behind it. Bytes outside are not
+    // the receiver's to take, so they are not the inspector's to see, and
+    // they would be kept without bound. While relaying, the relay's own
+    // window rules (note_window_offered()).
+    bool within_window(uint32_t seq, size_t length, uint64_t window, uint64_t slack) const;
 
     // A data (or FIN) segment from the sender. `token` identifies it if it has
     // to be held. Segments released from the hold by this call are appended

@@ -18,6 +18,10 @@ constexpr size_t kGsoMaxPayload = 65535 - 120;  // room for IP and TCP headers
 constexpr uint64_t kChallengeIntervalMs = 500;
 // An ACK may lie this far behind at least, whatever windows were seen.
 constexpr uint64_t kMinMaxWindow = 65535;
+// Data may reach this far past the receiver's window: a zero-window probe,
+// a window edge rounded by scaling, a GSO packet cut from a window that an
+// ACK nfqscand forwarded moved meanwhile.
+constexpr uint64_t kWindowSlack = 64 << 10;
 }  // namespace
 
 FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
@@ -301,6 +305,11 @@ bool FlowStream::admissible(uint32_t id, Direction d, const DecodedPacket& p, ui
                 break;
         }
     }
+    bool data = !p.payload.empty() || p.has(tcp_flag::kFin);
+    if (data && !p.has(tcp_flag::kRst) && other.from_syn() &&
+        !mine.within_window(p.seq, p.payload.size(), std::max(max_window_[1 - di], kMinMaxWindow),
+                            kWindowSlack))
+        return refuse(c.data_out_of_window);
     // Only windows of packets that passed count: a spoofed one could
     // otherwise widen what the next spoofed packet may claim.
     max_window_[di] = std::max(max_window_[di], uint64_t(p.window) << window_shift(d));

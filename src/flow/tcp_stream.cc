@@ -84,6 +84,20 @@ uint64_t StreamDirection::unwrap(uint32_t seq, uint64_t near) const {
     return offset < 0 ? 0 : uint64_t(offset);
 }
 
+bool StreamDirection::within_window(uint32_t seq, size_t length, uint64_t window,
+                                    uint64_t slack) const {
+    if (!from_syn_ || relaying_ || closed_) return true;
+    // Serial arithmetic from the next expected byte, not unwrap(): that
+    // clamps at offset 0, and far behind would look like the start.
+    int64_t begin = int64_t(in_next_) + int32_t(seq - uint32_t(base_ + in_next_));
+    int64_t end = begin + int64_t(length);
+    // What the sender was told is acknowledged, and the edge of the largest
+    // window it may have been offered from there (or by the relay before).
+    int64_t acked = int64_t(std::max(out_to_in(out_acked_), in_absorbed_));
+    int64_t right = std::max(acked + int64_t(window), int64_t(window_edge_)) + int64_t(slack);
+    return end <= right && end + int64_t(window + slack) >= acked;
+}
+
 void StreamDirection::append_output(std::span<const uint8_t> input, std::span<const uint8_t> output,
                                     bool same) {
     Chunk c{in_mapped_, in_mapped_ + input.size(), out_next_, out_next_ + output.size(),

@@ -657,5 +657,48 @@ TEST(FlowStreamPeers, AClientRstAtTheExpectedNumberPassesInPassMode) {
     EXPECT_EQ(w.stream.counters().peer_checks.rsts_challenged, 0u);
 }
 
+TEST(FlowStreamPeers, DataOutsideTheReceiversWindowIsDroppedNotInspected) {
+    // Inspected and held, bytes far past the window would cost memory
+    // without bound and show the inspector what the receiver never takes.
+    struct Seen : StreamTransform {
+        std::string bytes;
+        void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+            bytes.append(pending.begin(), pending.end());
+            sink.pass(pending.size());
+        }
+    } seen;
+    Wire w(&seen);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);  // window 65535, unscaled
+
+    auto ahead = w.send(false, 0x18, 5000 + 200'000, 1000, "far");
+    EXPECT_EQ(ahead[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.held_count(), 0u);
+    EXPECT_EQ(w.stream.counters().peer_checks.data_out_of_window, 1u);
+    // Just within the window plus slack: held for the gap before it.
+    EXPECT_EQ(w.send(false, 0x18, 5000 + 100'000, 1000, "near")[0].kind, PacketVerdict::Kind::Hold);
+    // Far behind (wrapped): dropped too, never shown to the inspector.
+    auto behind = w.send(false, 0x18, 5000 - 300'000, 1000, "old");
+    EXPECT_EQ(behind[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().peer_checks.data_out_of_window, 2u);
+    EXPECT_EQ(seen.bytes, "");
+    // In order, in the window: inspected and passed.
+    EXPECT_EQ(w.send(false, 0x18, 5000, 1000, "ok")[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(seen.bytes, "ok");
+}
+
+TEST(FlowStreamPeers, TheWindowMovesWithTheReceiversAcks) {
+    PlainWire g;
+    Wire& w = g.w;
+    std::string block(10'000, 'a');
+    for (uint32_t at = 0; at < 120'000; at += 10'000) {
+        auto v = w.send(false, 0x18, 5000 + at, 1000, block);
+        ASSERT_NE(v[0].kind, PacketVerdict::Kind::Drop) << "at " << at;
+        w.send(true, 0x10, 1000, 5000 + at + 10'000);
+    }
+    EXPECT_EQ(w.stream.counters().peer_checks.data_out_of_window, 0u);
+}
+
 }  // namespace
 }  // namespace nfqscan
