@@ -125,6 +125,10 @@ class FlowStream {
     // RSTs to both peers, with the sequence numbers each expects; the flow
     // is dead for the engine afterwards.
     void reset_peers(std::vector<PacketVerdict>& out);
+    // The streams' memory cap holds and this flow cannot progress: its peers
+    // are reset, its held packets dropped, its memory given back, and every
+    // later packet of it dropped (never passed raw).
+    void shed(std::vector<PacketVerdict>& out);
     // Shows both directions' inspectors their pending bytes again (a scan
     // verdict arrived) and sends what they mapped: through the relay, or as
     // new segments.

@@ -89,6 +89,11 @@ struct StreamLimits {
     // or their held packets fill half the kernel queue: out-of-order segments
     // are then dropped instead of held.
     const bool* refuse_holding = nullptr;
+    // Set by the same owner: the bytes all its streams may still grow by
+    // under their hard memory cap ([stream] memory_limit). New input that
+    // does not fit is dropped, neither inspected nor acknowledged: the
+    // sender sends it again once acknowledgements have freed memory.
+    const uint64_t* memory_room = nullptr;
 };
 
 struct StreamCounters {
@@ -103,6 +108,7 @@ struct StreamCounters {
     uint64_t relays = 0;         // times the direction went into store-and-forward
     uint64_t relay_full = 0;     // segments dropped: the relay buffer was full
     uint64_t tails_acknowledged = 0;  // kept input before a gap acknowledged by nfqscand
+    uint64_t memory_refused = 0;      // segments dropped: the streams' memory cap was reached
 };
 
 // The answer for one segment of the sender.
@@ -152,6 +158,11 @@ class ByteQueue {
             head_ = end_ = 0;
             if (!keep_) release_if_idle();
         }
+    }
+    // Everything goes, the memory too.
+    void release() {
+        bytes_.reset();
+        capacity_ = head_ = end_ = 0;
     }
     // Idle: a large buffer goes back (many idle flows must stay cheap).
     void release_if_idle() {
@@ -274,6 +285,9 @@ class StreamDirection {
     void close_with(std::span<const uint8_t> bytes);
     // No more input is taken, nor delivered (the peer it was for is reset).
     void discard();
+    // discard(), and the output not delivered yet goes too: the peers were
+    // reset, nothing of this direction is sent any more.
+    void release_memory();
     bool closed() const { return closed_; }
     // Own bytes (e.g. a protocol reply) at the current output position,
     // delivered by the relay. Offsets after them shift like a rewrite's.

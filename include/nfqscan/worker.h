@@ -42,6 +42,8 @@ struct StreamTotals {
     uint64_t memory_limit = 0;       // [stream] memory_limit, this worker's share
     uint64_t overflow_bypassed = 0;  // flows not inspected: the memory cap was reached
     uint64_t overflow_dropped = 0;   // packets dropped by overflow = "drop"
+    uint64_t memory_refused = 0;     // segments of admitted flows dropped at the memory cap
+    uint64_t memory_resets = 0;      // flows reset: over the cap and not progressing
     uint64_t held_now = 0;           // packets held for a gap right now
     uint64_t relaying_now = 0;
     uint64_t rewritten_packets = 0, injected_packets = 0;

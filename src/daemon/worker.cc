@@ -84,6 +84,7 @@ void StreamTotals::add_counters(const FlowStream& stream) {
         held_overflow += c.held_overflow;
         stalls += c.stalls;
         tails_acknowledged += c.tails_acknowledged;
+        memory_refused += c.memory_refused;
         relays += c.relays;
         relay_full += c.relay_full;
     }
@@ -95,6 +96,8 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     memory_limit += o.memory_limit;
     overflow_bypassed += o.overflow_bypassed;
     overflow_dropped += o.overflow_dropped;
+    memory_refused += o.memory_refused;
+    memory_resets += o.memory_resets;
     held_now += o.held_now;
     relaying_now += o.relaying_now;
     rewritten_packets += o.rewritten_packets;
@@ -505,6 +508,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         l.max_pending = c.pending_limit;
         l.max_relay = c.relay_limit;
         l.refuse_holding = &refuse_holding_;
+        l.memory_room = &memory_room_;
         return l;
     }
 
@@ -520,8 +524,10 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // Held packets wait in the kernel queue: half of it stays for packets on
     // their way to nfqscand, or the queue fills and drops them all.
     void update_refuse_holding() {
-        refuse_holding_ = stream_memory_ >= memory_share() ||
-                          held_packets_ >= config_->queue.max_queue_length / 2;
+        uint64_t share = memory_share();
+        memory_room_ = stream_memory_ < share ? share - stream_memory_ : 0;
+        refuse_holding_ =
+            stream_memory_ >= share || held_packets_ >= config_->queue.max_queue_length / 2;
     }
 
     // The incremental total drifts (timers, resets change streams too): the
@@ -660,6 +666,43 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         flows_.expire(now_ms_);
         tick_inspections();
         recount_stream_memory();
+        shed_if_stuck_at_cap();
+    }
+
+    // At the memory cap new input is refused; flows whose receivers
+    // acknowledge free memory and go on. Still at the cap after
+    // kStuckAtCapTicks housekeeping ticks, the flow holding the most memory
+    // cannot progress (an inspector waiting for bytes that cannot come, a
+    // receiver that never acknowledges): it is reset, never passed raw.
+    void shed_if_stuck_at_cap() {
+        constexpr uint32_t kStuckAtCapTicks = 2;
+        if (stream_memory_ < memory_share()) {
+            ticks_at_cap_ = 0;
+            return;
+        }
+        if (++ticks_at_cap_ < kStuckAtCapTicks) return;
+        ticks_at_cap_ = 0;
+        FlowStream* largest = nullptr;
+        size_t most = 0;
+        flows_.for_each([&](const Flow& f) {
+            if (f.stream && !f.stream->closed() && f.stream->memory_bytes() > most) {
+                most = f.stream->memory_bytes();
+                largest = f.stream.get();
+            }
+        });
+        if (!largest) return;
+        spdlog::warn(
+            "queue {}: stream memory at its cap ({} bytes) and not going down: "
+            "resetting the flow holding {} bytes",
+            queue_.queue(), memory_share(), most);
+        stream_verdicts_.clear();
+        largest->shed(stream_verdicts_);
+        take_stream_verdicts();
+        send_injections();
+        relayed_.erase(largest);
+        deferred_.erase(largest);
+        ++memory_resets_;
+        recount_stream_memory();
     }
 
     void build_test_inspector() {
@@ -700,6 +743,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         uint64_t active_services[kServiceCount] = {};
         s.streams = ended_streams_;
         s.streams.memory_limit = memory_share();
+        s.streams.memory_resets = memory_resets_;
         s.streams.overflow_bypassed = streams_bypassed_;
         s.streams.overflow_dropped = streams_refused_packets_;
         if (relay_device_.queue) {
@@ -816,6 +860,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     std::unique_ptr<TokenReplacer> test_replacer_;
     uint64_t stream_memory_ = 0;  // all streams of this worker
     bool refuse_holding_ = false;
+    uint64_t memory_room_ = UINT64_MAX;  // memory_share() - stream_memory_ (StreamLimits)
+    uint32_t ticks_at_cap_ = 0;          // housekeeping ticks in a row at the memory cap
+    uint64_t memory_resets_ = 0;
     std::vector<uint8_t> cut_packet_;  // scratch for decode_cut_packet()
     uint64_t held_packets_ = 0;        // packets of this worker's streams in the kernel queue
     uint64_t streams_bypassed_ = 0, streams_refused_packets_ = 0;

@@ -266,6 +266,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
 
 bool FlowStream::admissible(uint32_t id, Direction d, const DecodedPacket& p, uint64_t now_ms,
                             std::vector<PacketVerdict>& out) {
+    if (dead_) return true;  // nothing of the engine's left to protect
     size_t di = size_t(d);
     PeerCheckCounters& c = counters_.peer_checks;
     const StreamDirection& other = *directions_[1 - di];
@@ -498,6 +499,17 @@ void FlowStream::reset_peers(std::vector<PacketVerdict>& out) {
         reset_receiver(x, out);
     relays_ = {};
     dead_ = true;
+}
+
+void FlowStream::shed(std::vector<PacketVerdict>& out) {
+    reset_peers(out);
+    for (const auto& [id, _] : held_)
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+    held_.clear();
+    for (auto& d : directions_)
+        d->release_memory();
+    closed_ = Direction::ServerToClient;  // with dead_: every packet is dropped
+    deferred_ = {false, false};
 }
 
 void FlowStream::reset_receiver(Direction dx, std::vector<PacketVerdict>& out) {

@@ -295,7 +295,10 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     if (begin > in_next_) {
         // Out of order: hold it (no verdict) until the gap fills.
         bool pressure = limits_.refuse_holding && *limits_.refuse_holding;
-        if (pressure || held_bytes_ + payload.size() > limits_.max_held || held_.count(begin)) {
+        bool full = limits_.memory_room && payload.size() > *limits_.memory_room;
+        if (full) ++counters_.memory_refused;
+        if (pressure || full || held_bytes_ + payload.size() > limits_.max_held ||
+            held_.count(begin)) {
             ++counters_.held_overflow;
             SegmentVerdict v;
             v.kind = SegmentVerdict::Kind::Drop;
@@ -320,6 +323,12 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     }
 
     bool new_bytes = end > in_next_;
+    if (new_bytes && limits_.memory_room && end - in_next_ > *limits_.memory_room) {
+        ++counters_.memory_refused;
+        SegmentVerdict v;
+        v.kind = SegmentVerdict::Kind::Drop;
+        return v;
+    }
     if (new_bytes && relaying_ && end > std::max<uint64_t>(window_edge_, in_next_ + relay_room())) {
         // More than the window nfqscand offered: the sender sends it again.
         // The inspector must let go of what it stores, or nothing moves.
@@ -468,6 +477,16 @@ void StreamDirection::discard() {
     std::vector<uint8_t>().swap(pending_);
     held_.clear();
     held_bytes_ = 0;
+}
+
+void StreamDirection::release_memory() {
+    discard();
+    relaying_ = false;
+    out_retained_.release();
+    replaced_input_.release();
+    replaced_input_begin_ = replaced_input_end_;
+    std::deque<Chunk>().swap(chunks_);
+    out_acked_ = out_sent_ = out_next_;
 }
 
 void StreamDirection::insert(std::span<const uint8_t> bytes) {

@@ -700,5 +700,67 @@ TEST(FlowStreamPeers, TheWindowMovesWithTheReceiversAcks) {
     EXPECT_EQ(w.stream.counters().peer_checks.data_out_of_window, 0u);
 }
 
+TEST(FlowStreamPeers, ASenderIgnoringTheWindowCannotMakeTheEngineKeepItAll) {
+    // 1 MiB in order, never acknowledged: what the receiver's window does
+    // not cover is dropped, so the retained output stays near one window.
+    PlainWire g;
+    Wire& w = g.w;
+    std::string block(8000, 'a');
+    for (uint32_t at = 0; at < (1u << 20); at += 8000)
+        w.send(false, 0x18, 5000 + at, 1000, block);
+    const StreamDirection& s2c = w.stream.direction(Direction::ServerToClient);
+    EXPECT_LE(s2c.output_end(), 65535u + (64u << 10));
+    EXPECT_LT(w.stream.memory_bytes(), 400u << 10);
+    EXPECT_GT(w.stream.counters().peer_checks.data_out_of_window, 100u);
+}
+
+TEST(FlowStreamPeers, AtTheMemoryCapNewInputIsDroppedUntilThereIsRoom) {
+    uint64_t room = 500;
+    StreamLimits limits;
+    limits.memory_room = &room;
+    Wire w(nullptr, limits);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    auto refused = w.send(false, 0x18, 5000, 1000, std::string(600, 'a'));
+    EXPECT_EQ(refused[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).counters().memory_refused, 1u);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).input_next(), 0u);
+    // Out of order: not held either.
+    EXPECT_EQ(w.send(false, 0x18, 6000, 1000, std::string(600, 'b'))[0].kind,
+              PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.held_count(), 0u);
+    room = 10'000;  // acknowledgements elsewhere freed memory
+    EXPECT_EQ(w.send(false, 0x18, 5000, 1000, std::string(600, 'a'))[0].kind,
+              PacketVerdict::Kind::Accept);
+}
+
+TEST(FlowStreamPeers, AShedFlowResetsItsPeersFreesItsMemoryAndPassesNothing) {
+    PlainWire g;
+    Wire& w = g.w;
+    w.send(false, 0x18, 5000, 1000, std::string(20'000, 'a'));
+    auto held = w.send(false, 0x18, 5000 + 30'000, 1000, std::string(20'000, 'c'));
+    ASSERT_EQ(held[0].kind, PacketVerdict::Kind::Hold);
+    size_t before = w.stream.memory_bytes();
+    std::vector<PacketVerdict> out;
+    w.stream.shed(out);
+    bool held_dropped = false, client_reset = false, server_reset = false;
+    for (const PacketVerdict& v : out) {
+        if (v.id == held[0].id) held_dropped = v.kind == PacketVerdict::Kind::Drop;
+        if (v.kind != PacketVerdict::Kind::Inject) continue;
+        DecodedPacket p;
+        ASSERT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
+        ASSERT_TRUE(p.has(tcp_flag::kRst));
+        (p.dst.to_string() == "198.51.100.2" ? client_reset : server_reset) = true;
+    }
+    EXPECT_TRUE(held_dropped);
+    EXPECT_TRUE(client_reset);
+    EXPECT_TRUE(server_reset);
+    EXPECT_TRUE(w.stream.held_ids().empty());
+    EXPECT_LT(w.stream.memory_bytes() + 30'000, before);
+    EXPECT_EQ(w.send(false, 0x18, 5000 + 20'000, 1000, "late")[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.send(true, 0x10, 1000, 5000 + 20'000)[0].kind, PacketVerdict::Kind::Drop);
+}
+
 }  // namespace
 }  // namespace nfqscan
