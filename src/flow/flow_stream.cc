@@ -157,10 +157,23 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         TcpOptions o = parse_tcp_options(p);
         if (o.mss) mss_[1 - di] = o.mss;
         if (o.has_window_scale) window_scale_[di] = o.window_scale;
+        // Data on a SYN (TCP Fast Open) would reach the receiver before any
+        // inspector saw it, and the engine, which starts the direction after
+        // the SYN, would then wait for those bytes forever. It is cut: not
+        // acknowledged, the sender sends it again after the handshake.
+        bool syn_data = !p.payload.empty();
+        if (syn_data) ++counters_.peer_checks.syn_data_dropped;
         if (p.has(tcp_flag::kAck)) {
             SegmentVerdict v;
             v.seq = p.seq;
-            answer(id, d, SegmentHeaders::of(p), v, {}, 0, p.cut, translated_ack(d, p.ack), out);
+            answer(id, d, SegmentHeaders::of(p), v, {}, 0, p.cut || syn_data,
+                   translated_ack(d, p.ack), out);
+        } else if (syn_data) {
+            SegmentRewrite r;
+            r.seq = p.seq;
+            r.fin = p.has(tcp_flag::kFin);
+            out.push_back(
+                {id, PacketVerdict::Kind::Replace, build_segment(SegmentHeaders::of(p), r)});
         } else {
             out.push_back({id, PacketVerdict::Kind::Accept, {}});
         }
@@ -184,6 +197,13 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     size_t room = gso ? kGsoMaxPayload : std::max(segment_room, p.payload.size());
 
     SegmentHeaders headers = SegmentHeaders::of(p);
+    // Urgent data is treated inline, as the inspector sees it: the flag goes.
+    bool must_replace = p.cut;
+    if (p.has(tcp_flag::kUrg)) {
+        headers.clear_urgent();
+        must_replace = true;
+        ++counters_.peer_checks.urgent_cleared;
+    }
     bool fin = p.has(tcp_flag::kFin);
     bool rst = p.has(tcp_flag::kRst);
     if (!rst) {
@@ -208,7 +228,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         dead_ = true;
         SegmentVerdict v;
         v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, room, p.cut, ack, out);
+        answer(id, d, headers, v, {}, room, must_replace, ack, out);
         return;
     }
     if (other_relayed || relays_[1 - di]) relay_on_ack(od, p, now_ms, out);
@@ -223,7 +243,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         }
         SegmentVerdict v;
         v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, room, p.cut, ack, out);
+        answer(id, d, headers, v, {}, room, must_replace, ack, out);
         return;
     }
     std::vector<SegmentVerdict> released;
@@ -237,7 +257,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     } else {
         // Held segments released by this one were answered from where it
         // ends: it may defer output only when there are none.
-        answer(id, d, headers, v, p.payload, room, p.cut, ack, out, released.empty());
+        answer(id, d, headers, v, p.payload, room, must_replace, ack, out, released.empty());
         // Input the inspector keeps before a gap, now acknowledged by
         // nfqscand: the sender goes on to the lost segment.
         if (mine.must_ack_sender()) {

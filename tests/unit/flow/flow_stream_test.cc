@@ -762,5 +762,49 @@ TEST(FlowStreamPeers, AShedFlowResetsItsPeersFreesItsMemoryAndPassesNothing) {
     EXPECT_EQ(w.send(true, 0x10, 1000, 5000 + 20'000)[0].kind, PacketVerdict::Kind::Drop);
 }
 
+TEST(FlowStreamPeers, ASynsDataIsCutAndComesAgainInOrderAfterTheHandshake) {
+    // Accepted, the server would get "early" uninspected and the engine,
+    // whose input starts after the SYN, would hold every later segment
+    // behind a gap that never fills.
+    Wire w;
+    auto syn = w.send(true, 0x02, 999, 0, "early");
+    ASSERT_EQ(syn.size(), 1u);
+    ASSERT_EQ(syn[0].kind, PacketVerdict::Kind::Replace);
+    DecodedPacket p;
+    ASSERT_EQ(decode_packet(syn[0].packet, p), DecodeStatus::Ok);
+    EXPECT_TRUE(p.payload.empty());
+    EXPECT_EQ(p.tcp_flags, tcp_flag::kSyn);
+    EXPECT_EQ(p.seq, 999u);
+    EXPECT_EQ(w.stream.counters().peer_checks.syn_data_dropped, 1u);
+    // The server acknowledges only the SYN; the client sends its data again.
+    auto synack = w.send(false, 0x12, 4999, 1000, "hi");
+    ASSERT_EQ(synack[0].kind, PacketVerdict::Kind::Replace);
+    ASSERT_EQ(decode_packet(synack[0].packet, p), DecodeStatus::Ok);
+    EXPECT_TRUE(p.payload.empty());
+    auto again = w.send(true, 0x18, 1000, 5000, "early");
+    EXPECT_EQ(again[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(w.stream.held_count(), 0u);
+}
+
+TEST(FlowStreamPeers, UrgentDataIsDeliveredInline) {
+    PlainWire g;
+    Wire& w = g.w;
+    auto storage = test::flow_segment(false, 0x38, 5000, 1000, "abc!");  // URG PSH ACK
+    test::put16(storage, 20 + 18, 4);                                    // the urgent pointer: '!'
+    DecodedPacket in;
+    ASSERT_EQ(decode_packet(storage, in), DecodeStatus::Ok);
+    std::vector<PacketVerdict> out;
+    w.stream.on_packet(w.next_id++, Direction::ServerToClient, in, false, 0, out);
+    ASSERT_EQ(out.size(), 1u);
+    ASSERT_EQ(out[0].kind, PacketVerdict::Kind::Replace);
+    DecodedPacket p;
+    ASSERT_EQ(decode_packet(out[0].packet, p), DecodeStatus::Ok);
+    EXPECT_EQ(p.tcp_flags, 0x18);
+    EXPECT_EQ(p.packet[p.l3_header_length + 18], 0);
+    EXPECT_EQ(p.packet[p.l3_header_length + 19], 0);
+    EXPECT_EQ(std::string(p.payload.begin(), p.payload.end()), "abc!");
+    EXPECT_EQ(w.stream.counters().peer_checks.urgent_cleared, 1u);
+}
+
 }  // namespace
 }  // namespace nfqscan
