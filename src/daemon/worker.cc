@@ -463,7 +463,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // the flow is released unseen; drop: the packet is dropped).
     enum class Admission : uint8_t { Admitted, Bypassed, Dropped };
     Admission admit_engine(Flow& flow, uint32_t packet_id) {
-        if (stream_memory_ >= memory_share()) {
+        if (at_memory_cap()) {
             if (config_->stream.overflow == StreamConfig::Overflow::Bypass) {
                 // Not inspected: to the fast path, like a flow nothing claims.
                 ++streams_bypassed_;
@@ -515,6 +515,11 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     uint64_t memory_share() const {
         return config_->stream.memory_limit / config_->daemon.queues.count();
     }
+
+    // The cap is reached once the room left would not take one more full
+    // packet (a GSO packet of 64 KiB): new input is refused from there on,
+    // so the memory itself stays just below the cap.
+    bool at_memory_cap() const { return memory_room_ < (64u << 10); }
 
     void account_stream_memory(size_t before, size_t after) {
         stream_memory_ = stream_memory_ + after >= before ? stream_memory_ + after - before : 0;
@@ -670,26 +675,33 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     // At the memory cap new input is refused; flows whose receivers
-    // acknowledge free memory and go on. Still at the cap after
-    // kStuckAtCapTicks housekeeping ticks, the flow holding the most memory
-    // cannot progress (an inspector waiting for bytes that cannot come, a
-    // receiver that never acknowledges): it is reset, never passed raw.
+    // acknowledge free memory and go on. A flow that made no progress at all
+    // (nothing acknowledged, nothing new taken) over a housekeeping tick at
+    // the cap cannot progress (an inspector waiting for bytes that cannot
+    // come, a receiver that never acknowledges): the largest such flow is
+    // reset, never passed raw.
     void shed_if_stuck_at_cap() {
-        constexpr uint32_t kStuckAtCapTicks = 2;
-        if (stream_memory_ < memory_share()) {
-            ticks_at_cap_ = 0;
+        if (!at_memory_cap()) {
+            progress_at_cap_.clear();
             return;
         }
-        if (++ticks_at_cap_ < kStuckAtCapTicks) return;
-        ticks_at_cap_ = 0;
+        std::unordered_map<const FlowStream*, uint64_t> progress;
         FlowStream* largest = nullptr;
         size_t most = 0;
         flows_.for_each([&](const Flow& f) {
-            if (f.stream && !f.stream->closed() && f.stream->memory_bytes() > most) {
+            if (!f.stream || f.stream->closed()) return;
+            uint64_t now = 0;
+            for (Direction d : {Direction::ClientToServer, Direction::ServerToClient})
+                now += f.stream->direction(d).output_acked() + f.stream->direction(d).input_next();
+            progress[f.stream.get()] = now;
+            auto before = progress_at_cap_.find(f.stream.get());
+            bool stuck = before != progress_at_cap_.end() && before->second == now;
+            if (stuck && f.stream->memory_bytes() > most) {
                 most = f.stream->memory_bytes();
                 largest = f.stream.get();
             }
         });
+        progress_at_cap_ = std::move(progress);
         if (!largest) return;
         spdlog::warn(
             "queue {}: stream memory at its cap ({} bytes) and not going down: "
@@ -861,7 +873,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     uint64_t stream_memory_ = 0;  // all streams of this worker
     bool refuse_holding_ = false;
     uint64_t memory_room_ = UINT64_MAX;  // memory_share() - stream_memory_ (StreamLimits)
-    uint32_t ticks_at_cap_ = 0;          // housekeeping ticks in a row at the memory cap
+    // Each stream's progress at the last housekeeping tick at the cap.
+    std::unordered_map<const FlowStream*, uint64_t> progress_at_cap_;
     uint64_t memory_resets_ = 0;
     std::vector<uint8_t> cut_packet_;  // scratch for decode_cut_packet()
     uint64_t held_packets_ = 0;        // packets of this worker's streams in the kernel queue
