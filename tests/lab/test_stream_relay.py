@@ -219,12 +219,13 @@ def test_killed_nfqscand_mid_relay_never_completes_a_cut_transfer(lab, nfqscand)
 
 
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
-    """nfqscand with a 1 MiB stream memory cap (512 KiB per worker) and slow
-    relayed downloads holding their stores until every worker is over its
-    share (flows spread over both queues by hash). Returns (daemon, the
+    """nfqscand with a 12 MiB stream memory cap (6 MiB per worker) and slow
+    relayed downloads whose stores (up to relay_limit, 4 MiB each) fill it
+    until every worker is at its share (flows spread over both queues by
+    hash): the cap is hard, so each worker needs two. Returns (daemon, the
     slow curls)."""
     config = relay_config(relay=True)
-    config["stream"] = {"relay_limit": "4M", "memory_limit": "1M", "overflow": overflow}
+    config["stream"] = {"relay_limit": "4M", "memory_limit": "12M", "overflow": overflow}
     config["scan"] = {"limits": {"max_content_size": "3M"}}  # relay_limit holds an object
     daemon = nfqscand(config, args=ALLOW)
     slow = []
@@ -234,11 +235,15 @@ def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
             "curl", "-0", "--silent", "--noproxy", "*", "--limit-rate", "200K", "--max-time",
             "60", "--output", str(out), nginx.stream_url("tokens.txt")]))
         wait_until(lambda: len(daemon.flows()) >= i + 1, 10, "the slow download's flow")
-        queues = {f["queue"] for f in daemon.flows() if f["state"] == "established"}
-        if len(queues) == len(daemon.queues()):
-            break
-    wait_until(lambda: daemon.status()["streams"]["memory_bytes"]
-               >= daemon.status()["streams"]["memory_limit"], 20, "the streams to fill the cap")
+    # At the cap a worker has less room than one 64 KiB packet left (the
+    # hard cap refuses input from there on, so memory stays just below it).
+    room = len(daemon.queues()) * 64 * 1024
+
+    def at_cap():
+        streams = daemon.status()["streams"]
+        return streams["memory_bytes"] + room > streams["memory_limit"]
+
+    wait_until(at_cap, 20, "the streams to fill the cap")
     return daemon, slow
 
 
