@@ -469,7 +469,9 @@ nlohmann::json Daemon::status() {
                             {"malformed", s->packets_malformed},
                             {"released", s->released_verdicts},
                             {"replaced", c.replaced},
-                            {"flows", s->flows_active}};
+                            {"flows", s->flows_active},
+                            {"stream_memory_bytes", s->streams.memory_bytes},
+                            {"stream_memory_limit", s->streams.memory_limit}};
         for (const KernelQueueStats& k : kernel) {
             if (k.queue != s->queue) continue;
             q["kernel"] = {{"queue_total", k.queue_total},   {"queue_dropped", k.queue_dropped},

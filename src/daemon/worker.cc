@@ -688,8 +688,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
     // At the memory cap new input is refused; flows whose receivers
     // acknowledge free memory and go on. A flow that made no progress at all
-    // (nothing acknowledged, nothing new taken) over a housekeeping tick at
-    // the cap cannot progress (an inspector waiting for bytes that cannot
+    // (nothing acknowledged, nothing new taken) for kStuckAtCapMs at the cap
+    // cannot progress (an inspector waiting for bytes that cannot
     // come, a receiver that never acknowledges): the largest such flow is
     // reset, never passed raw.
     void shed_if_stuck_at_cap() {
@@ -697,7 +697,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             progress_at_cap_.clear();
             return;
         }
-        std::unordered_map<const FlowStream*, uint64_t> progress;
+        std::unordered_map<const FlowStream*, Progress> progress;
         FlowStream* largest = nullptr;
         size_t most = 0;
         flows_.for_each([&](const Flow& f) {
@@ -705,9 +705,15 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             uint64_t now = 0;
             for (Direction d : {Direction::ClientToServer, Direction::ServerToClient})
                 now += f.stream->direction(d).output_acked() + f.stream->direction(d).input_next();
-            progress[f.stream.get()] = now;
             auto before = progress_at_cap_.find(f.stream.get());
-            bool stuck = before != progress_at_cap_.end() && before->second == now;
+            Progress p{now, now_ms_};
+            if (before != progress_at_cap_.end() && before->second.value == now)
+                p.since_ms = before->second.since_ms;
+            progress[f.stream.get()] = p;
+            // A receiver may pause for a while (a rate-limited reader, a
+            // zero window): only a flow that did nothing for kStuckAtCapMs
+            // at the cap is taken for one that cannot progress.
+            bool stuck = now_ms_ - p.since_ms >= kStuckAtCapMs;
             if (stuck && f.stream->memory_bytes() > most) {
                 most = f.stream->memory_bytes();
                 largest = f.stream.get();
@@ -886,7 +892,12 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     bool refuse_holding_ = false;
     uint64_t memory_room_ = UINT64_MAX;  // memory_share() - stream_memory_ (StreamLimits)
     // Each stream's progress at the last housekeeping tick at the cap.
-    std::unordered_map<const FlowStream*, uint64_t> progress_at_cap_;
+    struct Progress {
+        uint64_t value = 0;     // bytes acknowledged and taken in, both directions
+        uint64_t since_ms = 0;  // unchanged since
+    };
+    static constexpr uint64_t kStuckAtCapMs = 10'000;
+    std::unordered_map<const FlowStream*, Progress> progress_at_cap_;
     uint64_t memory_resets_ = 0;
     std::vector<uint8_t> cut_packet_;  // scratch for decode_cut_packet()
     uint64_t held_packets_ = 0;        // packets of this worker's streams in the kernel queue

@@ -219,31 +219,48 @@ def test_killed_nfqscand_mid_relay_never_completes_a_cut_transfer(lab, nfqscand)
 
 
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
-    """nfqscand with a 12 MiB stream memory cap (6 MiB per worker) and slow
-    relayed downloads whose stores (up to relay_limit, 4 MiB each) fill it
-    until every worker is at its share (flows spread over both queues by
-    hash): the cap is hard, so each worker needs two. Returns (daemon, the
-    slow curls)."""
-    config = relay_config(relay=True)
-    config["stream"] = {"relay_limit": "4M", "memory_limit": "12M", "overflow": overflow}
-    config["scan"] = {"limits": {"max_content_size": "3M"}}  # relay_limit holds an object
+    """nfqscand with an 8 MiB stream memory cap (4 MiB per worker) and slow
+    rewritten downloads whose unacknowledged output fills it until every
+    worker that has flows is at its share: downloads are added until then.
+    Returns (daemon, the slow curls)."""
+    # Rewriting, not relaying: each flow's memory is the output its slow
+    # receiver has not acknowledged yet (up to its window), and it goes on
+    # at the cap (the receiver keeps acknowledging), so no flow is shed as
+    # stuck. A relay that holds a whole response cannot progress at the cap.
+    config = relay_config(relay=False)
+    config["stream"] = {"relay_limit": "4M", "memory_limit": "8M", "overflow": overflow}
+    config["scan"] = {"limits": {"max_content_size": "3M"}}
     daemon = nfqscand(config, args=ALLOW)
     slow = []
-    for i in range(8):
+
+    def start_one():
+        i = len(slow)
         out = lab.dir / f"slow{i}.bin"
         slow.append(lab.client.spawn(f"curl-slow{i}", [
             "curl", "-0", "--silent", "--noproxy", "*", "--limit-rate", "200K", "--max-time",
             "60", "--output", str(out), nginx.stream_url("tokens.txt")]))
         wait_until(lambda: len(daemon.flows()) >= i + 1, 10, "the slow download's flow")
+
+    for _ in range(4):
+        start_one()
+
     # At the cap a worker has less room than one 64 KiB packet left (the
     # hard cap refuses input from there on, so memory stays just below it).
-    room = len(daemon.queues()) * 64 * 1024
+    def full(q) -> bool:
+        return q["stream_memory_bytes"] + 64 * 1024 > q["stream_memory_limit"]
 
-    def at_cap():
-        streams = daemon.status()["streams"]
-        return streams["memory_bytes"] + room > streams["memory_limit"]
+    def every_worker_at_cap():
+        # The kernel spreads flows over the queues by a hash of the
+        # addresses: from one client to one server they all meet in one
+        # worker, and so will the next flow. Every worker with flows full.
+        queues = [q for q in daemon.status()["queues"] if q["flows"] > 0]
+        if queues and all(full(q) for q in queues):
+            return True
+        if len(slow) < 24:
+            start_one()
+        return False
 
-    wait_until(at_cap, 20, "the streams to fill the cap")
+    wait_until(every_worker_at_cap, 30, "every worker's streams to fill its cap", interval=1.0)
     return daemon, slow
 
 
