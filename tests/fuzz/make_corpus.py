@@ -430,6 +430,10 @@ def smtp_seeds():
     yield "not-smtp", setup() + server(b"HTTP/1.1 200 OK\r\n\r\n") + client(b"GET / HTTP/1.1\r\n\r\n")
     yield "multiline-and-malformed-reply", (setup() + greeting + client(ehlo)
                                             + server(b"250-a\r\n250-b\r\n251 c\r\n") + client(b"QUIT\r\n"))
+    # smtp_inspector_fuzz's findings (see the commits "smtp: ...").
+    yield "finding-fin-before-replies", (setup(REJECT, SMTP_INFECTED) + greeting
+                                         + client(ehlo + envelope + b"DATA\r\n" + infected + b"QUIT\r\n")
+                                         + end(False) + serve() + serve())
 
 
 SEEDS = {

@@ -116,6 +116,15 @@ class SmtpInspector::Client final : public StreamTransform {
         if (on != relay_) sink.relay(on);
         relay_ = on;
     }
+    // The client's bytes from here on wait for replies (redrive() once
+    // they are in). The engine keeps them (relay): in pass mode it would
+    // pass them on unparsed at the client's FIN, or beyond its pending
+    // limit, and they may hold a DATA and its message, which only the
+    // replies can frame.
+    void wait_for_replies(StreamSink& sink) {
+        set_relay(sink, true);
+        waiting_ = true;
+    }
     // false: stop (the line waits for replies).
     bool command(Cursor& c, std::string_view line);
     // Feeds the message bytes in [parsed_, end) to the decoder.
@@ -203,9 +212,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                 }
                 if ((wait_for_replies_ && in_.replies_outstanding()) ||
                     in_.expects_.size() >= kMaxOutstanding) {
-                    // Even at the client's FIN: these may hold a DATA and
-                    // its message, which only the replies can frame.
-                    waiting_ = true;
+                    wait_for_replies(sink);
                     return;
                 }
                 wait_for_replies_ = false;
@@ -343,7 +350,7 @@ bool SmtpInspector::Client::command(Cursor& c, std::string_view line) {
     if (verb == "DATA") {
         if (in_.replies_outstanding()) {
             // The transaction is known only once MAIL's and RCPT's replies are in.
-            waiting_ = true;
+            wait_for_replies(c.sink);
             return false;
         }
         if (!in_.mail_accepted_ || in_.recipients_.empty()) {

@@ -95,6 +95,7 @@ class Wire {
     }
     Dir& dir(Direction d) { return dirs_[size_t(d)]; }
     bool closed = false;
+    size_t max_pending = 1u << 20;  // StreamLimits::max_pending
 
     void deliver(Direction d, const std::string& bytes, bool fin = false) {
         Dir& s = dir(d);
@@ -141,6 +142,12 @@ class Wire {
         if (s.pending.empty() || closed) return;
         Sink sink(s);
         inspector_.transform(d).on_bytes(s.offset, bytes_of(s.pending), push, sink);
+        // The engine's forced maps (StreamDirection::feed): at the End every
+        // byte not mapped, beyond the pending limit the oldest, unless the
+        // inspector relays.
+        size_t left = s.pending.size() - sink.consumed;
+        size_t forced = push == Push::End ? left : left > max_pending ? left - max_pending : 0;
+        if (!s.relay && !closed) sink.pass(forced);
         s.pending.erase(0, sink.consumed);
         s.offset += sink.consumed;
     }
@@ -467,6 +474,43 @@ TEST(SmtpInspector, ClientLeavingInsideTheMessageDeliversNothing) {
     EXPECT_TRUE(s.server.messages.empty());
     EXPECT_EQ(s.to_server().find("DATA"), std::string::npos);
     EXPECT_EQ(s.inspector.counters().aborted, 1u);
+}
+
+TEST(SmtpInspector, MessageSentAheadOfTheRepliesWaitsEvenAtTheClientsFin) {
+    // The client sends its whole session at once and half-closes before the
+    // server said a word: the DATA (and the message after it) can only be
+    // framed once MAIL's and RCPT's replies are in, and the FIN must not
+    // make the engine pass them on unparsed.
+    Session s;
+    s.host.policy_.mail_on_virus = MailBlock::Reject;
+    s.wire.deliver(C2S, kHello + kEnvelope + "Subject: x\r\n\r\n" + kEicar + "\r\n.\r\nQUIT\r\n",
+                   true);
+    EXPECT_EQ(s.to_server().find("DATA"), std::string::npos) << s.to_server();
+    s.pump();
+    ASSERT_EQ(s.host.scans.size(), 1u) << s.to_server();
+    s.verdict(0, virus());
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos) << s.to_server();
+    EXPECT_NE(s.to_client().find("550 5.7.1"), std::string::npos) << s.to_client();
+    EXPECT_NE(s.to_client().find("221 2.0.0 Bye"), std::string::npos) << s.to_client();
+}
+
+TEST(SmtpInspector, CommandsBeyondThePendingLimitWaitForTheirReplies) {
+    // The same without the FIN: the engine passes the oldest bytes beyond
+    // its pending limit, unless the inspector relays them.
+    Session s;
+    s.wire.max_pending = 256;
+    s.host.policy_.mail_on_virus = MailBlock::Reject;
+    std::string body = "Subject: x\r\n\r\n" + kEicar + "\r\n";
+    while (body.size() < 2000)
+        body += "filler line\r\n";
+    s.wire.deliver(C2S, kHello + kEnvelope + body + ".\r\n");
+    EXPECT_EQ(s.to_server().find("DATA"), std::string::npos) << s.to_server();
+    s.pump();
+    ASSERT_EQ(s.host.scans.size(), 1u);
+    s.verdict(0, virus());
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos);
 }
 
 TEST(SmtpInspector, TwoMessagesInOneSession) {
