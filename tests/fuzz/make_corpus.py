@@ -434,6 +434,9 @@ def smtp_seeds():
     yield "finding-fin-before-replies", (setup(REJECT, SMTP_INFECTED) + greeting
                                          + client(ehlo + envelope + b"DATA\r\n" + infected + b"QUIT\r\n")
                                          + end(False) + serve() + serve())
+    yield "finding-data-tab", (setup(REJECT, SMTP_INFECTED) + greeting + client(ehlo) + serve()
+                               + client(envelope) + serve() + client(b"DATA\t\r\n") + serve()
+                               + client(infected) + serve() + verdict(1))
 
 
 SEEDS = {

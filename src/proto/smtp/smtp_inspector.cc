@@ -33,10 +33,17 @@ std::string_view without_line_end(std::string_view line) {
     return line;
 }
 
-// The command's verb ("mail from:<a>" -> "MAIL").
+// The command's verb ("mail from:<a>" -> "MAIL"), read as servers read it:
+// the first word, after any leading white space, up to white space of any
+// kind (Postfix's smtpd_token() splits at isspace()) or a NUL (a C string
+// ends there). Otherwise "DATA\t" or " BDAT 9" would pass as an unknown
+// command that the server takes as DATA or BDAT, and its message unscanned.
 std::string verb_of(std::string_view line) {
-    line = without_line_end(line);
-    return upper(line.substr(0, line.find(' ')));
+    constexpr std::string_view kBreak{" \t\r\n\v\f\0", 7};
+    size_t first = line.find_first_not_of(kBreak);
+    if (first == std::string_view::npos) return "";
+    line.remove_prefix(first);
+    return upper(line.substr(0, line.find_first_of(kBreak)));
 }
 
 // The address of MAIL FROM / RCPT TO ("FROM:<a@b> SIZE=1" -> "<a@b>").

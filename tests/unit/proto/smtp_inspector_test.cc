@@ -206,7 +206,13 @@ class Server {
             std::string line = input.substr(seen, lf - seen);
             seen = lf + 2;
             commands.push_back(line);
-            std::string verb = line.substr(0, 4);
+            // As Postfix reads a command: leading white space skipped, the
+            // verb ends at white space of any kind.
+            size_t first = line.find_first_not_of(" \t");
+            std::string verb = first == std::string::npos ? "" : line.substr(first, 4);
+            if (verb.size() == 4 && line.size() > first + 4 &&
+                line.find_first_of(" \t", first) != first + 4)
+                verb.clear();  // a longer word ("DATAX")
             if (verb == "EHLO")
                 out += std::string("250-mx.lab.test\r\n250-PIPELINING\r\n") +
                        (chunking ? "250-CHUNKING\r\n" : "") +
@@ -511,6 +517,26 @@ TEST(SmtpInspector, CommandsBeyondThePendingLimitWaitForTheirReplies) {
     s.verdict(0, virus());
     EXPECT_TRUE(s.server.messages.empty());
     EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos);
+}
+
+TEST(SmtpInspector, CommandVerbsAreReadAsTheServerReadsThem) {
+    // White space the server skips or splits at must not hide a DATA (its
+    // message would pass unscanned) or a BDAT from the inspector.
+    for (std::string data : {"DATA\t\r\n", " DATA\r\n", "\tdata \r\n"}) {
+        Session s;
+        s.host.policy_.mail_on_virus = MailBlock::Reject;
+        s.client(kHello + "MAIL FROM:<a@lab.test>\r\nRCPT TO:<b@lab.test>\r\n" + data);
+        s.client("Subject: x\r\n\r\n" + kEicar + "\r\n.\r\n");
+        ASSERT_EQ(s.host.scans.size(), 1u) << data;
+        s.verdict(0, virus());
+        EXPECT_TRUE(s.server.messages.empty()) << data;
+        EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos) << data;
+    }
+    for (std::string bdat : {"BDAT\t10 LAST\r\n0123456789", " BDAT 10 LAST\r\n0123456789"}) {
+        Session s;
+        s.client(kHello + "MAIL FROM:<a@lab.test>\r\nRCPT TO:<b@lab.test>\r\n" + bdat);
+        EXPECT_EQ(s.host.resets, 1) << bdat;
+    }
 }
 
 TEST(SmtpInspector, TwoMessagesInOneSession) {
