@@ -437,6 +437,10 @@ def smtp_seeds():
     yield "finding-data-tab", (setup(REJECT, SMTP_INFECTED) + greeting + client(ehlo) + serve()
                                + client(envelope) + serve() + client(b"DATA\t\r\n") + serve()
                                + client(infected) + serve() + verdict(1))
+    yield "finding-reply-breaks-while-held", (setup(REJECT | SMTP_PROTOCOL_ERROR_PASS, SMTP_INFECTED)
+                                              + greeting + client(ehlo + envelope) + serve()
+                                              + client(b"DATA\r\n" + infected) + server(b"garbage\r\n")
+                                              + verdict(1))
 
 
 SEEDS = {

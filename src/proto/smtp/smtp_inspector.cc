@@ -103,6 +103,10 @@ class SmtpInspector::Client final : public StreamTransform {
     void judged() { outcome_ = in_.judge_.outcome(); }
     // The client's bytes wait for replies; redrive() once they are in.
     bool waiting() const { return waiting_; }
+    // A message is held, judged, or waits for the server's 354 to go.
+    bool holds_message() const {
+        return mode_ == Mode::Message || mode_ == Mode::Judging || mode_ == Mode::AwaitGo;
+    }
     void stop_waiting() { waiting_ = false; }
     size_t memory_bytes() const {
         return (body_ ? size_t(body_->memory_bytes()) : 0) + head_.capacity();
@@ -564,8 +568,8 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
             size_t lf = rest.find('\n', at);
             if (lf == std::string_view::npos) {
                 if (rest.size() - at >= kMaxLine) {
-                    in_.protocol_error("a reply line longer than " + std::to_string(kMaxLine) +
-                                       " bytes");
+                    in_.server_error("a reply line longer than " + std::to_string(kMaxLine) +
+                                     " bytes");
                     break;
                 }
                 if (push == Push::End) c.pass_to(end);
@@ -582,7 +586,7 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
                     // The server's first words are not SMTP.
                     in_.release(ReleaseReason::NotProtocol);
                 } else {
-                    in_.protocol_error("a malformed reply");
+                    in_.server_error("a malformed reply");
                 }
                 break;
             }
@@ -633,7 +637,7 @@ void SmtpInspector::Server::reply(Cursor& c, uint64_t end, int code, std::string
         case Expect::Kind::DataDirect:
             if (code == 354) {
                 // The server takes a message nfqscand cannot account for.
-                in_.protocol_error("354 to a DATA without an accepted sender and recipient");
+                in_.server_error("354 to a DATA without an accepted sender and recipient");
                 return;
             }
             break;
@@ -726,12 +730,26 @@ void SmtpInspector::release(ReleaseReason reason) {
 }
 
 void SmtpInspector::protocol_error(const std::string& why) {
+    protocol_error(why, host_.policy().fallback_for(Category::ProtocolError));
+}
+
+void SmtpInspector::server_error(const std::string& why) {
+    // A message nfqscand answered the DATA of is in its hands until its
+    // outcome is carried out, which takes the server's framed replies:
+    // released now, the server would get it unjudged (FlowInspection
+    // passes every byte from release() on). The session ends instead.
+    protocol_error(why, client_->holds_message()
+                            ? Action::Block
+                            : host_.policy().fallback_for(Category::ProtocolError));
+}
+
+void SmtpInspector::protocol_error(const std::string& why, Action action) {
     ++counters_.protocol_errors;
     ObjectInfo info;
     info.protocol = Service::Smtp;
     info.direction = Direction::ClientToServer;
     info.name = "smtp session";
-    if (host_.policy().fallback_for(Category::ProtocolError) == Action::Block) {
+    if (action == Action::Block) {
         host_.record_fallback(info, Category::ProtocolError, why, "reset");
         closing_ = true;
         host_.reset_both();

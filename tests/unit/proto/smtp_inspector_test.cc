@@ -539,6 +539,30 @@ TEST(SmtpInspector, CommandVerbsAreReadAsTheServerReadsThem) {
     }
 }
 
+TEST(SmtpInspector, MalformedReplyWhileAMessageIsHeldEndsTheSession) {
+    // With the fallback pass, a protocol error releases the flow: every
+    // byte passes from then on. A message held for its verdict would go to
+    // the server unjudged, so a server breaking the framing then ends the
+    // session instead.
+    Session s;
+    s.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    s.client(kHello + kEnvelope + "Subject: x\r\n\r\n" + kEicar + "\r\n.\r\n");
+    ASSERT_EQ(s.host.scans.size(), 1u);
+    s.from_server("garbage\r\n");
+    EXPECT_EQ(s.host.resets, 1);
+    EXPECT_TRUE(s.host.releases.empty());
+    EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"protocol-error reset"});
+
+    // With no message held, the fallback applies as configured.
+    Session idle;
+    idle.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    idle.client(kHello + "NOOP\r\n");
+    idle.from_server("garbage\r\n");
+    EXPECT_EQ(idle.host.resets, 0);
+    EXPECT_EQ(idle.host.releases, std::vector<ReleaseReason>{ReleaseReason::NotProtocol});
+}
+
 TEST(SmtpInspector, TwoMessagesInOneSession) {
     Session s;
     s.client(kHello + kEnvelope + "Subject: one\r\n\r\n1\r\n.\r\n");
