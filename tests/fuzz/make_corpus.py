@@ -441,6 +441,8 @@ def smtp_seeds():
                                               + greeting + client(ehlo + envelope) + serve()
                                               + client(b"DATA\r\n" + infected) + server(b"garbage\r\n")
                                               + verdict(1))
+    yield "finding-redrive-after-reset", (setup() + greeting + client(ehlo) + serve()
+                                          + client(b"DATA\r\nNOOP\r\n") + server(b"354 go ahead\r\n"))
 
 
 SEEDS = {

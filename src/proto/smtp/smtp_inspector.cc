@@ -596,6 +596,7 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
         }
         if (!complete) continue;  // released or failed
         reply(c, c.at + at, code, rest.substr(0, at));
+        if (in_.closing_) return;  // the reply broke the session: nothing more is asked
         if (in_.client_->waiting() && in_.expects_.size() < kMaxOutstanding) {
             in_.client_->stop_waiting();
             in_.host_.redrive();

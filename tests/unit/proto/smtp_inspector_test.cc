@@ -64,7 +64,10 @@ class FakeHost : public InspectorHost {
     void send_and_close(Direction, std::span<const uint8_t>) override { ADD_FAILURE(); }
     void reset_both() override;
     void send(Direction d, std::span<const uint8_t> bytes) override;
-    void redrive() override { redrive_asked = true; }
+    void redrive() override {
+        if (resets > 0) ADD_FAILURE() << "redrive() after reset_both()";
+        redrive_asked = true;
+    }
     void note_allowlisted(const ObjectInfo&) override { ADD_FAILURE(); }
     void release(ReleaseReason reason) override { releases.push_back(reason); }
     const ProtocolPolicy& policy() const override { return policy_; }
@@ -517,6 +520,17 @@ TEST(SmtpInspector, CommandsBeyondThePendingLimitWaitForTheirReplies) {
     s.verdict(0, virus());
     EXPECT_TRUE(s.server.messages.empty());
     EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos);
+}
+
+TEST(SmtpInspector, NothingIsAskedOfTheHostAfterAReplyResetsTheSession) {
+    Session s;
+    s.client(kHello);
+    // DATA without a transaction goes to the server; the line after it
+    // waits for its reply, which is a 354 nfqscand cannot account for.
+    s.wire.send(C2S, "DATA\r\nNOOP\r\n", s.rng);
+    s.from_server("354 End data with <CR><LF>.<CR><LF>\r\n");
+    EXPECT_EQ(s.host.resets, 1);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"protocol-error reset"});
 }
 
 TEST(SmtpInspector, CommandVerbsAreReadAsTheServerReadsThem) {
