@@ -35,7 +35,9 @@
 // - nothing is asked of the host after reset_both();
 // - memory_bytes() stays within what the limits allow, and endless
 //   pipelined commands without replies do not all go to the server
-//   (at most SmtpInspector::kMaxOutstanding lines without a reply).
+//   (at most SmtpInspector::kMaxOutstanding lines without a reply);
+// - with the small server alone answering (its greeting too), every
+//   message it takes was scanned or logged as a fallback.
 //
 // Input layout (make_corpus.py): u8 setup, u8 setup2, then operations,
 // each an op byte (low 2 bits: kind):
@@ -43,8 +45,9 @@
 //   2 a verdict: op bits 2-3: clean (or infected, setup2 bit 0), infected,
 //     error, skipped; op bits 4-7: which outstanding scan (index modulo
 //     their number, 0 the oldest), 15: a stale id
-//   3 op bit 4: the small server answers what reached it (op bits 5-7: its
-//     variant: 5 RCPT refused, 6 DATA refused, 7 message refused);
+//   3 op bit 4: the small server answers what reached it, and greets first
+//     (op bits 5-7: its variant: 5 RCPT refused, 6 DATA refused, 7 message
+//     refused);
 //     else the end of a direction (op bit 2: server): a FIN, or (op bit 3)
 //     a Stalled push
 // Setup: bits 0-2 on_virus: replace, strip, reject, drop, pass (5-7:
@@ -282,6 +285,8 @@ class Simulator : public InspectorHost {
     bool serving_data_ = false;
     int serving_rcpts_ = 0;
     size_t messages_taken_ = 0;
+    bool greeted_ = false;       // the server said something
+    bool honest_server_ = true;  // and only the small server spoke
     // Messages scanned, and fallbacks logged: what the server may take.
     size_t messages_let_go_ = 0;
 };
@@ -476,6 +481,10 @@ void Simulator::run() {
             case 0:
             case 1: {
                 Direction d = (op & 3) == 0 ? C2S : S2C;
+                if (d == S2C) {
+                    honest_server_ = false;
+                    greeted_ = true;
+                }
                 std::span<const uint8_t> bytes = in_.bytes(in_.u8());
                 SimulatedDirection& s = dirs_[size_t(d)];
                 if (s.fin_at_sender) break;
@@ -665,6 +674,8 @@ void Simulator::answer(int which, int kind) {
 void Simulator::serve(int variant) {
     const std::string& input = dirs_[size_t(C2S)].output;
     std::string out;
+    if (!greeted_) out = "220 mx.fuzz ESMTP\r\n";
+    greeted_ = true;
     while (served_ < input.size() && out.size() < 4096) {
         if (serving_data_) {
             size_t end = input.find("\r\n.\r\n", served_ - std::min<size_t>(served_, 2));
@@ -672,8 +683,11 @@ void Simulator::serve(int variant) {
             served_ = end + 5;
             serving_data_ = false;
             // A message the server takes was judged (scanned, or a logged
-            // fallback), unless the session was released.
-            FUZZ_CHECK(released_ || ++messages_taken_ <= messages_let_go_);
+            // fallback), unless the session was released. Only a server
+            // whose every reply is its own: fuzzed replies in between
+            // answer commands the small server answers again.
+            ++messages_taken_;
+            FUZZ_CHECK(released_ || !honest_server_ || messages_taken_ <= messages_let_go_);
             serving_rcpts_ = 0;
             out += variant == 7 ? "451 4.3.0 Error: queue file write error\r\n"
                                 : "250 2.0.0 Ok: queued as FUZZ\r\n";
