@@ -444,6 +444,8 @@ def smtp_seeds():
                                               + greeting + client(ehlo + envelope) + serve()
                                               + client(b"DATA\r\n" + infected) + server(b"garbage\r\n")
                                               + verdict(1))
+    yield "finding-ehlo-reply-of-just-the-code", (setup() + manual_greeting + client(ehlo)
+                                                  + server(b"250-mx.example.com\r\n250-CHUNKING\r\n250\r\n"))
     yield "finding-redrive-after-reset", (setup() + manual_greeting + client(ehlo) + serve()
                                           + client(b"DATA\r\nNOOP\r\n") + server(b"354 go ahead\r\n"))
 

@@ -682,8 +682,10 @@ std::string SmtpInspector::Server::filter_ehlo(std::string_view text) const {
         size_t lf = text.find('\n', at);
         std::string_view line = text.substr(at, lf == std::string_view::npos ? lf : lf + 1 - at);
         at = lf == std::string_view::npos ? text.size() : lf + 1;
-        std::string keyword =
-            verb_of(without_line_end(line).substr(std::min<size_t>(4, line.size())));
+        // "250" alone is a reply line too: the keyword after the code is
+        // read within the line without its end.
+        std::string_view bare = without_line_end(line);
+        std::string keyword = verb_of(bare.substr(std::min<size_t>(4, bare.size())));
         bool drop =
             !first && (keyword == "CHUNKING" || keyword == "BINARYMIME" ||
                        (keyword == "STARTTLS" && in_.host_.policy().starttls != StartTls::Allow));
@@ -693,7 +695,9 @@ std::string SmtpInspector::Server::filter_ehlo(std::string_view text) const {
     std::string out;
     for (size_t i = 0; i < kept.size(); ++i) {
         std::string line(kept[i]);
-        if (line.size() > 3) line[3] = i + 1 == kept.size() ? ' ' : '-';
+        // The separator after the code ("250" alone has none: it ends the reply).
+        if (line.size() > 3 && (line[3] == '-' || line[3] == ' '))
+            line[3] = i + 1 == kept.size() ? ' ' : '-';
         out += line;
     }
     return out;

@@ -577,6 +577,18 @@ TEST(SmtpInspector, MalformedReplyWhileAMessageIsHeldEndsTheSession) {
     EXPECT_EQ(idle.host.releases, std::vector<ReleaseReason>{ReleaseReason::NotProtocol});
 }
 
+TEST(SmtpInspector, EhloReplyLinesOfJustTheCode) {
+    // "250" alone is a valid (last) reply line: the EHLO filter read past
+    // its end and threw std::out_of_range out of the packet path.
+    for (std::string reply : {"250\r\n", "250-mx.lab.test\r\n250-CHUNKING\r\n250\r\n"}) {
+        Session s;
+        s.wire.send(C2S, kHello, s.rng);
+        s.from_server(reply);
+        std::string expected = reply == "250\r\n" ? reply : "250-mx.lab.test\r\n250\r\n";
+        EXPECT_EQ(s.to_client(), "220 mx.lab.test ESMTP\r\n" + expected);
+    }
+}
+
 TEST(SmtpInspector, TwoMessagesInOneSession) {
     Session s;
     s.client(kHello + kEnvelope + "Subject: one\r\n\r\n1\r\n.\r\n");
