@@ -33,10 +33,17 @@ std::string_view without_line_end(std::string_view line) {
     return line;
 }
 
-// The command's verb ("mail from:<a>" -> "MAIL").
+// The command's verb ("mail from:<a>" -> "MAIL"), read as servers read it:
+// the first word, after any leading white space, up to white space of any
+// kind (Postfix's smtpd_token() splits at isspace()) or a NUL (a C string
+// ends there). Otherwise "DATA\t" or " BDAT 9" would pass as an unknown
+// command that the server takes as DATA or BDAT, and its message unscanned.
 std::string verb_of(std::string_view line) {
-    line = without_line_end(line);
-    return upper(line.substr(0, line.find(' ')));
+    constexpr std::string_view kBreak{" \t\r\n\v\f\0", 7};
+    size_t first = line.find_first_not_of(kBreak);
+    if (first == std::string_view::npos) return "";
+    line.remove_prefix(first);
+    return upper(line.substr(0, line.find_first_of(kBreak)));
 }
 
 // The address of MAIL FROM / RCPT TO ("FROM:<a@b> SIZE=1" -> "<a@b>").
@@ -96,6 +103,10 @@ class SmtpInspector::Client final : public StreamTransform {
     void judged() { outcome_ = in_.judge_.outcome(); }
     // The client's bytes wait for replies; redrive() once they are in.
     bool waiting() const { return waiting_; }
+    // A message is held, judged, or waits for the server's 354 to go.
+    bool holds_message() const {
+        return mode_ == Mode::Message || mode_ == Mode::Judging || mode_ == Mode::AwaitGo;
+    }
     void stop_waiting() { waiting_ = false; }
     size_t memory_bytes() const {
         return (body_ ? size_t(body_->memory_bytes()) : 0) + head_.capacity();
@@ -115,6 +126,15 @@ class SmtpInspector::Client final : public StreamTransform {
     void set_relay(StreamSink& sink, bool on) {
         if (on != relay_) sink.relay(on);
         relay_ = on;
+    }
+    // The client's bytes from here on wait for replies (redrive() once
+    // they are in). The engine keeps them (relay): in pass mode it would
+    // pass them on unparsed at the client's FIN, or beyond its pending
+    // limit, and they may hold a DATA and its message, which only the
+    // replies can frame.
+    void wait_for_replies(StreamSink& sink) {
+        set_relay(sink, true);
+        waiting_ = true;
     }
     // false: stop (the line waits for replies).
     bool command(Cursor& c, std::string_view line);
@@ -208,9 +228,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                 }
                 if ((wait_for_replies_ && in_.replies_outstanding()) ||
                     in_.expects_.size() >= kMaxOutstanding) {
-                    // Even at the client's FIN: these may hold a DATA and
-                    // its message, which only the replies can frame.
-                    waiting_ = true;
+                    wait_for_replies(sink);
                     return;
                 }
                 wait_for_replies_ = false;
@@ -353,7 +371,7 @@ bool SmtpInspector::Client::command(Cursor& c, std::string_view line) {
     if (verb == "DATA") {
         if (in_.replies_outstanding()) {
             // The transaction is known only once MAIL's and RCPT's replies are in.
-            waiting_ = true;
+            wait_for_replies(c.sink);
             return false;
         }
         if (!in_.mail_accepted_ || in_.recipients_.empty()) {
@@ -581,8 +599,8 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
             size_t lf = rest.find('\n', at);
             if (lf == std::string_view::npos) {
                 if (rest.size() - at >= kMaxLine) {
-                    in_.protocol_error("a reply line longer than " + std::to_string(kMaxLine) +
-                                       " bytes");
+                    in_.server_error("a reply line longer than " + std::to_string(kMaxLine) +
+                                     " bytes");
                     break;
                 }
                 if (push == Push::End) c.pass_to(end);
@@ -599,7 +617,7 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
                     // The server's first words are not SMTP.
                     in_.release(ReleaseReason::NotProtocol);
                 } else {
-                    in_.protocol_error("a malformed reply");
+                    in_.server_error("a malformed reply");
                 }
                 break;
             }
@@ -609,6 +627,7 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
         }
         if (!complete) continue;  // released or failed
         reply(c, c.at + at, code, rest.substr(0, at));
+        if (in_.closing_) return;  // the reply broke the session: nothing more is asked
         if (in_.client_->waiting() && in_.expects_.size() < kMaxOutstanding) {
             in_.client_->stop_waiting();
             in_.host_.redrive();
@@ -650,7 +669,7 @@ void SmtpInspector::Server::reply(Cursor& c, uint64_t end, int code, std::string
         case Expect::Kind::DataDirect:
             if (code == 354) {
                 // The server takes a message nfqscand cannot account for.
-                in_.protocol_error("354 to a DATA without an accepted sender and recipient");
+                in_.server_error("354 to a DATA without an accepted sender and recipient");
                 return;
             }
             break;
@@ -694,8 +713,10 @@ std::string SmtpInspector::Server::filter_ehlo(std::string_view text) const {
         size_t lf = text.find('\n', at);
         std::string_view line = text.substr(at, lf == std::string_view::npos ? lf : lf + 1 - at);
         at = lf == std::string_view::npos ? text.size() : lf + 1;
-        std::string keyword =
-            verb_of(without_line_end(line).substr(std::min<size_t>(4, line.size())));
+        // "250" alone is a reply line too: the keyword after the code is
+        // read within the line without its end.
+        std::string_view bare = without_line_end(line);
+        std::string keyword = verb_of(bare.substr(std::min<size_t>(4, bare.size())));
         bool drop =
             !first && (keyword == "CHUNKING" || keyword == "BINARYMIME" ||
                        (keyword == "STARTTLS" && in_.host_.policy().starttls != StartTls::Allow));
@@ -705,7 +726,9 @@ std::string SmtpInspector::Server::filter_ehlo(std::string_view text) const {
     std::string out;
     for (size_t i = 0; i < kept.size(); ++i) {
         std::string line(kept[i]);
-        if (line.size() > 3) line[3] = i + 1 == kept.size() ? ' ' : '-';
+        // The separator after the code ("250" alone has none: it ends the reply).
+        if (line.size() > 3 && (line[3] == '-' || line[3] == ' '))
+            line[3] = i + 1 == kept.size() ? ' ' : '-';
         out += line;
     }
     return out;
@@ -743,12 +766,26 @@ void SmtpInspector::release(ReleaseReason reason) {
 }
 
 void SmtpInspector::protocol_error(const std::string& why) {
+    protocol_error(why, host_.policy().fallback_for(Category::ProtocolError));
+}
+
+void SmtpInspector::server_error(const std::string& why) {
+    // A message nfqscand answered the DATA of is in its hands until its
+    // outcome is carried out, which takes the server's framed replies:
+    // released now, the server would get it unjudged (FlowInspection
+    // passes every byte from release() on). The session ends instead.
+    protocol_error(why, client_->holds_message()
+                            ? Action::Block
+                            : host_.policy().fallback_for(Category::ProtocolError));
+}
+
+void SmtpInspector::protocol_error(const std::string& why, Action action) {
     ++counters_.protocol_errors;
     ObjectInfo info;
     info.protocol = Service::Smtp;
     info.direction = Direction::ClientToServer;
     info.name = "smtp session";
-    if (host_.policy().fallback_for(Category::ProtocolError) == Action::Block) {
+    if (action == Action::Block) {
         host_.record_fallback(info, Category::ProtocolError, why, "reset");
         closing_ = true;
         host_.reset_both();

@@ -97,6 +97,10 @@ class SmtpInspector final : public Inspector {
     void release(ReleaseReason reason);
     // Bytes that break the framing: the protocol-error fallback.
     void protocol_error(const std::string& why);
+    void protocol_error(const std::string& why, Action action);
+    // Server bytes that break the framing: the fallback, unless a message
+    // is held (then the session ends).
+    void server_error(const std::string& why);
     void reset_transaction();
     bool replies_outstanding() const;
     std::string envelope_recipients() const;

@@ -64,7 +64,10 @@ class FakeHost : public InspectorHost {
     void send_and_close(Direction, std::span<const uint8_t>) override { ADD_FAILURE(); }
     void reset_both() override;
     void send(Direction d, std::span<const uint8_t> bytes) override;
-    void redrive() override { redrive_asked = true; }
+    void redrive() override {
+        if (resets > 0) ADD_FAILURE() << "redrive() after reset_both()";
+        redrive_asked = true;
+    }
     std::vector<Notification> notifications;
     void notify(Notification n) override { notifications.push_back(std::move(n)); }
     void note_allowlisted(const ObjectInfo&) override { ADD_FAILURE(); }
@@ -97,6 +100,7 @@ class Wire {
     }
     Dir& dir(Direction d) { return dirs_[size_t(d)]; }
     bool closed = false;
+    size_t max_pending = 1u << 20;  // StreamLimits::max_pending
 
     void deliver(Direction d, const std::string& bytes, bool fin = false) {
         Dir& s = dir(d);
@@ -143,6 +147,12 @@ class Wire {
         if (s.pending.empty() || closed) return;
         Sink sink(s);
         inspector_.transform(d).on_bytes(s.offset, bytes_of(s.pending), push, sink);
+        // The engine's forced maps (StreamDirection::feed): at the End every
+        // byte not mapped, beyond the pending limit the oldest, unless the
+        // inspector relays.
+        size_t left = s.pending.size() - sink.consumed;
+        size_t forced = push == Push::End ? left : left > max_pending ? left - max_pending : 0;
+        if (!s.relay && !closed) sink.pass(forced);
         s.pending.erase(0, sink.consumed);
         s.offset += sink.consumed;
     }
@@ -201,7 +211,13 @@ class Server {
             std::string line = input.substr(seen, lf - seen);
             seen = lf + 2;
             commands.push_back(line);
-            std::string verb = line.substr(0, 4);
+            // As Postfix reads a command: leading white space skipped, the
+            // verb ends at white space of any kind.
+            size_t first = line.find_first_not_of(" \t");
+            std::string verb = first == std::string::npos ? "" : line.substr(first, 4);
+            if (verb.size() == 4 && line.size() > first + 4 &&
+                line.find_first_of(" \t", first) != first + 4)
+                verb.clear();  // a longer word ("DATAX")
             if (verb == "EHLO")
                 out += std::string("250-mx.lab.test\r\n250-PIPELINING\r\n") +
                        (chunking ? "250-CHUNKING\r\n" : "") +
@@ -505,6 +521,110 @@ TEST(SmtpInspector, ClientLeavingInsideTheMessageDeliversNothing) {
     EXPECT_TRUE(s.server.messages.empty());
     EXPECT_EQ(s.to_server().find("DATA"), std::string::npos);
     EXPECT_EQ(s.inspector.counters().aborted, 1u);
+}
+
+TEST(SmtpInspector, MessageSentAheadOfTheRepliesWaitsEvenAtTheClientsFin) {
+    // The client sends its whole session at once and half-closes before the
+    // server said a word: the DATA (and the message after it) can only be
+    // framed once MAIL's and RCPT's replies are in, and the FIN must not
+    // make the engine pass them on unparsed.
+    Session s;
+    s.host.policy_.mail_on_virus = MailBlock::Reject;
+    s.wire.deliver(C2S, kHello + kEnvelope + "Subject: x\r\n\r\n" + kEicar + "\r\n.\r\nQUIT\r\n",
+                   true);
+    EXPECT_EQ(s.to_server().find("DATA"), std::string::npos) << s.to_server();
+    s.pump();
+    ASSERT_EQ(s.host.scans.size(), 1u) << s.to_server();
+    s.verdict(0, virus());
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos) << s.to_server();
+    EXPECT_NE(s.to_client().find("550 5.7.1"), std::string::npos) << s.to_client();
+    EXPECT_NE(s.to_client().find("221 2.0.0 Bye"), std::string::npos) << s.to_client();
+}
+
+TEST(SmtpInspector, CommandsBeyondThePendingLimitWaitForTheirReplies) {
+    // The same without the FIN: the engine passes the oldest bytes beyond
+    // its pending limit, unless the inspector relays them.
+    Session s;
+    s.wire.max_pending = 256;
+    s.host.policy_.mail_on_virus = MailBlock::Reject;
+    std::string body = "Subject: x\r\n\r\n" + kEicar + "\r\n";
+    while (body.size() < 2000)
+        body += "filler line\r\n";
+    s.wire.deliver(C2S, kHello + kEnvelope + body + ".\r\n");
+    EXPECT_EQ(s.to_server().find("DATA"), std::string::npos) << s.to_server();
+    s.pump();
+    ASSERT_EQ(s.host.scans.size(), 1u);
+    s.verdict(0, virus());
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos);
+}
+
+TEST(SmtpInspector, NothingIsAskedOfTheHostAfterAReplyResetsTheSession) {
+    Session s;
+    s.client(kHello);
+    // DATA without a transaction goes to the server; the line after it
+    // waits for its reply, which is a 354 nfqscand cannot account for.
+    s.wire.send(C2S, "DATA\r\nNOOP\r\n", s.rng);
+    s.from_server("354 End data with <CR><LF>.<CR><LF>\r\n");
+    EXPECT_EQ(s.host.resets, 1);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"protocol-error reset"});
+}
+
+TEST(SmtpInspector, CommandVerbsAreReadAsTheServerReadsThem) {
+    // White space the server skips or splits at must not hide a DATA (its
+    // message would pass unscanned) or a BDAT from the inspector.
+    for (std::string data : {"DATA\t\r\n", " DATA\r\n", "\tdata \r\n"}) {
+        Session s;
+        s.host.policy_.mail_on_virus = MailBlock::Reject;
+        s.client(kHello + "MAIL FROM:<a@lab.test>\r\nRCPT TO:<b@lab.test>\r\n" + data);
+        s.client("Subject: x\r\n\r\n" + kEicar + "\r\n.\r\n");
+        ASSERT_EQ(s.host.scans.size(), 1u) << data;
+        s.verdict(0, virus());
+        EXPECT_TRUE(s.server.messages.empty()) << data;
+        EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos) << data;
+    }
+    for (std::string bdat : {"BDAT\t10 LAST\r\n0123456789", " BDAT 10 LAST\r\n0123456789"}) {
+        Session s;
+        s.client(kHello + "MAIL FROM:<a@lab.test>\r\nRCPT TO:<b@lab.test>\r\n" + bdat);
+        EXPECT_EQ(s.host.resets, 1) << bdat;
+    }
+}
+
+TEST(SmtpInspector, MalformedReplyWhileAMessageIsHeldEndsTheSession) {
+    // With the fallback pass, a protocol error releases the flow: every
+    // byte passes from then on. A message held for its verdict would go to
+    // the server unjudged, so a server breaking the framing then ends the
+    // session instead.
+    Session s;
+    s.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    s.client(kHello + kEnvelope + "Subject: x\r\n\r\n" + kEicar + "\r\n.\r\n");
+    ASSERT_EQ(s.host.scans.size(), 1u);
+    s.from_server("garbage\r\n");
+    EXPECT_EQ(s.host.resets, 1);
+    EXPECT_TRUE(s.host.releases.empty());
+    EXPECT_EQ(s.to_server().find("EICAR"), std::string::npos);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"protocol-error reset"});
+
+    // With no message held, the fallback applies as configured.
+    Session idle;
+    idle.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    idle.client(kHello + "NOOP\r\n");
+    idle.from_server("garbage\r\n");
+    EXPECT_EQ(idle.host.resets, 0);
+    EXPECT_EQ(idle.host.releases, std::vector<ReleaseReason>{ReleaseReason::NotProtocol});
+}
+
+TEST(SmtpInspector, EhloReplyLinesOfJustTheCode) {
+    // "250" alone is a valid (last) reply line: the EHLO filter read past
+    // its end and threw std::out_of_range out of the packet path.
+    for (std::string reply : {"250\r\n", "250-mx.lab.test\r\n250-CHUNKING\r\n250\r\n"}) {
+        Session s;
+        s.wire.send(C2S, kHello, s.rng);
+        s.from_server(reply);
+        std::string expected = reply == "250\r\n" ? reply : "250-mx.lab.test\r\n250\r\n";
+        EXPECT_EQ(s.to_client(), "220 mx.lab.test ESMTP\r\n" + expected);
+    }
 }
 
 TEST(SmtpInspector, TwoMessagesInOneSession) {
