@@ -219,17 +219,17 @@ def test_killed_nfqscand_mid_relay_never_completes_a_cut_transfer(lab, nfqscand)
 
 
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
-    """nfqscand with an 8 MiB stream memory cap (4 MiB per worker) and slow
-    rewritten downloads whose unacknowledged output fills it until every
-    worker that has flows is at its share: downloads are added until then.
-    Returns (daemon, the slow curls)."""
-    # Rewriting, not relaying: each flow's memory is the output its slow
-    # receiver has not acknowledged yet (up to its window), and it goes on
-    # at the cap (the receiver keeps acknowledging), so no flow is shed as
-    # stuck. A relay that holds a whole response cannot progress at the cap.
-    config = relay_config(relay=False)
-    config["stream"] = {"relay_limit": "4M", "memory_limit": "8M", "overflow": overflow}
-    config["scan"] = {"limits": {"max_content_size": "3M"}}
+    """nfqscand with a 12 MiB stream memory cap (6 MiB per worker) and slow
+    relayed downloads whose stores (up to relay_limit, 4 MiB each) fill it
+    until every worker that has flows is at its share: downloads are added
+    until then. Returns (daemon, the slow curls)."""
+    # Relays that hold whole responses: at the cap they cannot progress, so
+    # the memory stays there (steady, unlike rewritten flows whose receivers
+    # free some of it with every ACK) until the worker sheds one as stuck,
+    # 10 s later: the window the test's new flow meets the cap in.
+    config = relay_config(relay=True)
+    config["stream"] = {"relay_limit": "4M", "memory_limit": "12M", "overflow": overflow}
+    config["scan"] = {"limits": {"max_content_size": "3M"}}  # relay_limit holds an object
     daemon = nfqscand(config, args=ALLOW)
     slow = []
 
@@ -241,7 +241,7 @@ def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
             "60", "--output", str(out), nginx.stream_url("tokens.txt")]))
         wait_until(lambda: len(daemon.flows()) >= i + 1, 10, "the slow download's flow")
 
-    for _ in range(4):
+    for _ in range(2):
         start_one()
 
     # At the cap a worker has less room than one 64 KiB packet left (the
@@ -256,11 +256,11 @@ def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
         queues = [q for q in daemon.status()["queues"] if q["flows"] > 0]
         if queues and all(full(q) for q in queues):
             return True
-        if len(slow) < 24:
+        if len(slow) < 8:
             start_one()
         return False
 
-    wait_until(every_worker_at_cap, 30, "every worker's streams to fill its cap", interval=1.0)
+    wait_until(every_worker_at_cap, 30, "every worker's streams to fill its cap", interval=0.2)
     return daemon, slow
 
 

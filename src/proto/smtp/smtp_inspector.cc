@@ -252,7 +252,9 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
             case Mode::Message: {
                 decode(pending, offset);
                 if (decoder_.failed()) {
-                    in_.protocol_error(std::string("message: ") + decoder_.error());
+                    // SMTP smuggling: whatever the fallback, never passed
+                    // (a second message would reach the server unjudged).
+                    in_.protocol_error(std::string("message: ") + decoder_.error(), Action::Block);
                     continue;
                 }
                 if (!no_resource_.empty()) {
@@ -325,7 +327,9 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
             case Mode::Discard: {
                 decode(pending, offset);
                 if (decoder_.failed()) {
-                    in_.protocol_error(std::string("message: ") + decoder_.error());
+                    // SMTP smuggling: whatever the fallback, never passed
+                    // (a second message would reach the server unjudged).
+                    in_.protocol_error(std::string("message: ") + decoder_.error(), Action::Block);
                     continue;
                 }
                 if (mode_ == Mode::Stream) {

@@ -495,6 +495,16 @@ TEST(SmtpInspector, BdatAndSmugglingAreProtocolErrors) {
     }
 }
 
+TEST(SmtpInspector, SmugglingIsResetEvenWhenProtocolErrorsPass) {
+    Session s;
+    s.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    s.client(kHello + kEnvelope);
+    s.client("Subject: a\r\n\r\nx\n.\nMAIL FROM:<e@x>\r\n");
+    EXPECT_EQ(s.host.resets, 1);
+    EXPECT_TRUE(s.host.releases.empty());
+    EXPECT_TRUE(s.server.messages.empty());
+}
+
 TEST(SmtpInspector, StarttlsStrippedAndRefused) {
     Session s;
     s.host.policy_.starttls = StartTls::Strip;
