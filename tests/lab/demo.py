@@ -33,7 +33,7 @@ from clients import banner_session, curl_download, curl_fetch, curl_mail, mail_m
 from http_corpus import EICAR  # noqa: E402
 from lab import Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
-from mail_clients import NamespaceSMTP, pop3_retrieve  # noqa: E402
+from mail_clients import NamespaceSMTP, imap_fetch, pop3_retrieve  # noqa: E402
 from servers import BannerServer, Dovecot, Nginx, Postfix  # noqa: E402
 from tokens import rewrite, rewrite_config, token_text  # noqa: E402
 
@@ -197,7 +197,8 @@ def http_antivirus(demo: Demo) -> str:
 
 
 @step("mailav", "Mail antivirus: an EICAR attachment sent to Postfix with smtplib arrives "
-                "as the notice; a clean message arrives byte-identical; POP3 shows the notice")
+                "as the notice; a clean message arrives byte-identical; POP3 and IMAP show "
+                "the notice")
 def mail_antivirus(demo: Demo) -> str:
     demo.daemon.wait_engines()
     attachment = base64.encodebytes(EICAR).decode().replace("\n", "\r\n")
@@ -228,10 +229,14 @@ def mail_antivirus(demo: Demo) -> str:
     read = [m for m in retrieved if b"Subject: invoice" in m]
     check(len(read) == 1 and b"X-Nfqscan-Virus" in read[0] and EICAR not in read[0],
           "POP3 did not return the notice")
+    fetched = imap_fetch(demo.lab, demo.lab.server_address(6), 143, demo.USER, demo.PASSWORD)
+    read = [m for m in fetched if b"Subject: invoice" in m]
+    check(len(read) == 1 and b"X-Nfqscan-Virus" in read[0] and EICAR not in read[0],
+          "IMAP did not return the notice")
     events = [e for e in demo.daemon.detections(20) if e.get("protocol") == "smtp"]
     check(bool(events), "no smtp event in nfqscanctl detections")
     return (f"replaced: {events[-1]['name']} (event {events[-1].get('id')}); clean message "
-            "byte-identical; POP3 (poplib) shows the notice")
+            "byte-identical; POP3 (poplib) and IMAP over IPv6 (imaplib) show the notice")
 
 
 def clean_subject(message: bytes) -> str:
