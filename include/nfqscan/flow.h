@@ -137,6 +137,10 @@ class FlowTable {
     // guess the client of a flow picked up mid-stream.
     Lookup track(const DecodedPacket& p, uint64_t now_ms, const PortMap& service_ports);
 
+    // The flow of `p` (by addresses and ports), if the table has it; nothing
+    // changes.
+    Flow* find(const DecodedPacket& p);
+
     // The flow's verdict changed: it moves to the list that times it out.
     void on_disposition_changed(Flow& flow);
 
@@ -177,6 +181,7 @@ class FlowTable {
     void remove(Flow& f, bool evicted);
     bool evict_one();
     void advance_tcp_state(Flow& f, Direction d, const DecodedPacket& p);
+
     void count_tcp_bytes(Flow& f, Direction d, const DecodedPacket& p);
 
     std::unordered_map<FlowKey, Flow, FlowKeyHash> flows_;

@@ -288,6 +288,12 @@ FlowTable::Lookup FlowTable::track(const DecodedPacket& p, uint64_t now_ms,
     return {&f, d, created};
 }
 
+Flow* FlowTable::find(const DecodedPacket& p) {
+    bool src_is_lo;
+    auto it = flows_.find(FlowKey::of(p, src_is_lo));
+    return it == flows_.end() ? nullptr : &it->second;
+}
+
 size_t FlowTable::memory_bytes() const {
     // An unordered_map node holds the next pointer, the value and the cached
     // hash; plus the bucket array.
