@@ -74,6 +74,9 @@ struct PacketCounters {
     // Of those, dropped: they named a flow in the stream engine, which never
     // saw their bytes (an evasion, or a desync of its sequence numbers).
     uint64_t malformed_dropped = 0;
+    // Queued again with the release mark (the ruleset lacks the rule that
+    // saves it): accepted, since NF_REPEAT would loop forever.
+    uint64_t repeat_marked = 0;
 
     // Every counter with its name, for sums and status output.
     static constexpr std::pair<const char*, uint64_t PacketCounters::*> kFields[] = {
@@ -82,6 +85,7 @@ struct PacketCounters {
         {"other", &PacketCounters::other},
         {"malformed", &PacketCounters::malformed},
         {"malformed_dropped", &PacketCounters::malformed_dropped},
+        {"repeat_marked", &PacketCounters::repeat_marked},
     };
     PacketCounters& operator+=(const PacketCounters& o) {
         for (const auto& [name, field] : kFields)

@@ -178,6 +178,20 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     void on_packet(const QueuedPacket& qp) override {
+        uint32_t release = config_->marks.release;
+        if (release && (qp.mark & release) == release) {
+            // Only nfqscand's NF_REPEAT sets this mark, and the ruleset must
+            // let such a packet skip the queue: it came back, so the rule is
+            // missing and answering NF_REPEAT again would loop forever.
+            if (packets_.repeat_marked++ == 0)
+                spdlog::warn(
+                    "queue {}: packets carrying the release mark {:#x} are queued again: "
+                    "the ruleset lacks the rule that saves it (see rules/nfqscan.nft); "
+                    "accepted, released flows keep coming through the queue",
+                    queue_.queue(), release);
+            queue_.accept(qp.id);
+            return;
+        }
         DecodedPacket p;
         // A packet longer than the copy range arrives cut: decoded as what
         // was read, so that a stream can replace it with that (passed whole,
@@ -248,7 +262,6 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (flow.disposition == Disposition::Released) {
             // NF_REPEAT runs the hook again with the mark set; the ruleset
             // saves it to the conntrack mark and the flow skips the queue.
-            uint32_t release = config_->marks.release;
             queue_.verdict(qp.id, kVerdictRepeat, (qp.mark & ~release) | release);
             ++released_verdicts_;
         } else {
