@@ -118,6 +118,7 @@ struct FlowTableCounters {
     uint64_t created = 0;
     uint64_t expired = 0;
     uint64_t evicted = 0;
+    uint64_t restarted = 0;  // replaced by a new connection on the same tuple (a new SYN)
 };
 
 class FlowTable {
@@ -181,7 +182,8 @@ class FlowTable {
     void remove(Flow& f, bool evicted);
     bool evict_one();
     void advance_tcp_state(Flow& f, Direction d, const DecodedPacket& p);
-
+    // Whether the SYN `p` begins a new connection on `f`'s tuple.
+    bool starts_anew(const Flow& f, const DecodedPacket& p, bool src_is_lo) const;
     void count_tcp_bytes(Flow& f, Direction d, const DecodedPacket& p);
 
     std::unordered_map<FlowKey, Flow, FlowKeyHash> flows_;
