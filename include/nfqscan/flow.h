@@ -118,6 +118,7 @@ struct FlowTableCounters {
     uint64_t created = 0;
     uint64_t expired = 0;
     uint64_t evicted = 0;
+    uint64_t restarted = 0;  // replaced by a new connection on the same tuple (a new SYN)
 };
 
 class FlowTable {
@@ -136,6 +137,10 @@ class FlowTable {
     // advances its TCP state, counters and idle time. `service_ports` helps
     // guess the client of a flow picked up mid-stream.
     Lookup track(const DecodedPacket& p, uint64_t now_ms, const PortMap& service_ports);
+
+    // The flow of `p` (by addresses and ports), if the table has it; nothing
+    // changes.
+    Flow* find(const DecodedPacket& p);
 
     // The flow's verdict changed: it moves to the list that times it out.
     void on_disposition_changed(Flow& flow);
@@ -177,6 +182,8 @@ class FlowTable {
     void remove(Flow& f, bool evicted);
     bool evict_one();
     void advance_tcp_state(Flow& f, Direction d, const DecodedPacket& p);
+    // Whether the SYN `p` begins a new connection on `f`'s tuple.
+    bool starts_anew(const Flow& f, const DecodedPacket& p, bool src_is_lo) const;
     void count_tcp_bytes(Flow& f, Direction d, const DecodedPacket& p);
 
     std::unordered_map<FlowKey, Flow, FlowKeyHash> flows_;

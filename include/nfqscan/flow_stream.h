@@ -65,6 +65,7 @@ struct PeerCheckCounters {
     uint64_t data_out_of_window = 0;  // segments outside the receiver's window (plus slack)
     uint64_t urgent_cleared = 0;      // segments whose URG flag was cleared (data inline)
     uint64_t syn_data_dropped = 0;    // SYNs whose payload was cut (sent again after the handshake)
+    uint64_t syns_refused = 0;        // SYNs at another number on a flow in the engine
 
     // Every counter with its name, for sums and status output.
     static constexpr std::pair<const char*, uint64_t PeerCheckCounters::*> kFields[] = {
@@ -76,6 +77,7 @@ struct PeerCheckCounters {
         {"data_out_of_window", &PeerCheckCounters::data_out_of_window},
         {"urgent_cleared", &PeerCheckCounters::urgent_cleared},
         {"syn_data_dropped", &PeerCheckCounters::syn_data_dropped},
+        {"syns_refused", &PeerCheckCounters::syns_refused},
     };
     PeerCheckCounters& operator+=(const PeerCheckCounters& o) {
         for (const auto& [name, field] : kFields)

@@ -1,7 +1,10 @@
 // Packet decode: an IPv4 or IPv6 packet as the kernel queues it (starting at
 // the IP header) into addresses, ports, TCP header fields and payload. Never
 // reads past the buffer; a packet it cannot decode gets a DecodeStatus that
-// says why, and is counted and accepted by the caller, never dropped.
+// says why (with its addresses, and its ports when the TCP or UDP header
+// could be reached), and the caller counts it and accepts it, unless it
+// belongs to a flow whose bytes the stream engine inspects: that one is
+// dropped, since the engine never saw it.
 #pragma once
 
 #include <array>
@@ -43,7 +46,7 @@ enum class DecodeStatus : uint8_t {
     BadVersion,        // neither IPv4 nor IPv6
     BadHeader,         // header length / data offset out of range
     Fragment,          // a non-first fragment: no transport header to read
-    UnsupportedChain,  // IPv6 extension chain too long or ending in ESP/none
+    UnsupportedChain,  // IPv6 extension chain ending in ESP or no next header
 };
 
 std::string_view decode_status_name(DecodeStatus s);

@@ -218,6 +218,8 @@ class StreamDirection {
     // Started at the SYN: the engine has seen every byte of the direction,
     // so it knows what the receiver can have been sent.
     bool from_syn() const { return from_syn_; }
+    // The sequence number of input offset 0 (the SYN's plus one, from_syn()).
+    uint32_t first_seq() const { return base_; }
 
     // Where an acknowledgement number from the receiver lies (RFC 5961 5.2):
     // within what was sent to it and at most `max_window` (the largest

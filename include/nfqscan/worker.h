@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "nfqscan/config.h"
@@ -66,11 +67,38 @@ struct StreamTotals {
     StreamTotals& operator+=(const StreamTotals& o);
 };
 
+// What a worker made of the packets it read, beyond the flows they belong to.
+struct PacketCounters {
+    uint64_t tcp = 0, udp = 0, other = 0;
+    uint64_t malformed = 0;  // the decoder refused them (packet.h)
+    // Of those, dropped: they named a flow in the stream engine, which never
+    // saw their bytes (an evasion, or a desync of its sequence numbers).
+    uint64_t malformed_dropped = 0;
+    // Queued again with the release mark (the ruleset lacks the rule that
+    // saves it): accepted, since NF_REPEAT would loop forever.
+    uint64_t repeat_marked = 0;
+
+    // Every counter with its name, for sums and status output.
+    static constexpr std::pair<const char*, uint64_t PacketCounters::*> kFields[] = {
+        {"tcp", &PacketCounters::tcp},
+        {"udp", &PacketCounters::udp},
+        {"other", &PacketCounters::other},
+        {"malformed", &PacketCounters::malformed},
+        {"malformed_dropped", &PacketCounters::malformed_dropped},
+        {"repeat_marked", &PacketCounters::repeat_marked},
+    };
+    PacketCounters& operator+=(const PacketCounters& o) {
+        for (const auto& [name, field] : kFields)
+            this->*field += o.*field;
+        return *this;
+    }
+};
+
 struct WorkerSnapshot {
     uint16_t queue = 0;
     QueueCounters queue_counters;
     bool fail_open = false;  // in force now (suspended while flows are in the stream engine)
-    uint64_t packets_tcp = 0, packets_udp = 0, packets_other = 0, packets_malformed = 0;
+    PacketCounters packets;
     uint64_t released_verdicts = 0;  // packets answered with the release mark
     uint64_t flows_active = 0, flows_created = 0, flows_expired = 0, flows_evicted = 0;
     uint64_t flows_claimed = 0, flows_released = 0;  // decisions taken so far

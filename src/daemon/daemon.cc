@@ -446,7 +446,8 @@ nlohmann::json Daemon::status() {
     std::vector<KernelQueueStats> kernel = read_kernel_queue_stats();
     nlohmann::json queues = nlohmann::json::array();
     uint64_t active = 0, total = 0, evicted = 0, expired = 0, released = 0, claimed = 0;
-    uint64_t max_flows = 0, memory = 0, tcp = 0, udp = 0, other = 0, malformed = 0;
+    uint64_t max_flows = 0, memory = 0;
+    PacketCounters packets;
     StreamTotals streams;
     std::map<std::string, LabelCount> dpi, services;
     std::array<InspectionCounters, kServiceCount> protocols;
@@ -466,7 +467,7 @@ nlohmann::json Daemon::status() {
                             {"truncated", c.truncated},
                             {"fail_open", s->fail_open},
                             {"fail_open_suspensions", c.fail_open_suspensions},
-                            {"malformed", s->packets_malformed},
+                            {"malformed", s->packets.malformed},
                             {"released", s->released_verdicts},
                             {"replaced", c.replaced},
                             {"flows", s->flows_active},
@@ -489,10 +490,7 @@ nlohmann::json Daemon::status() {
         max_flows += s->max_flows;
         memory += s->memory_bytes;
         streams += s->streams;
-        tcp += s->packets_tcp;
-        udp += s->packets_udp;
-        other += s->packets_other;
-        malformed += s->packets_malformed;
+        packets += s->packets;
         for (const auto& [name, n] : s->dpi_protocols) {
             dpi[name].active += n.active;
             dpi[name].total += n.total;
@@ -530,7 +528,7 @@ nlohmann::json Daemon::status() {
         {"dpi_protocols", label_counts_json(dpi)},
         {"services", label_counts_json(services)},
         {"protocols", inspected},
-        {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}},
+        {"packets", {{"tcp", packets.tcp}, {"udp", packets.udp}, {"other", packets.other}}},
         {"streams",
          {{"active", streams.active},
           {"memory_bytes", streams.memory_bytes},
@@ -565,6 +563,8 @@ nlohmann::json Daemon::status() {
           {"nat_flows", streams.nat_flows}}},
         {"scan", scan_status()},
         {"notify", notify_status()}};
+    for (const auto& [name, field] : PacketCounters::kFields)
+        status["packets"][name] = packets.*field;
     nlohmann::json& peers = status["streams"]["peer_checks"];
     for (const auto& [name, field] : PeerCheckCounters::kFields)
         peers[name] = streams.peer_checks.*field;

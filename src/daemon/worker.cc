@@ -178,6 +178,20 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     void on_packet(const QueuedPacket& qp) override {
+        uint32_t release = config_->marks.release;
+        if (release && (qp.mark & release) == release) {
+            // Only nfqscand's NF_REPEAT sets this mark, and the ruleset must
+            // let such a packet skip the queue: it came back, so the rule is
+            // missing and answering NF_REPEAT again would loop forever.
+            if (packets_.repeat_marked++ == 0)
+                spdlog::warn(
+                    "queue {}: packets carrying the release mark {:#x} are queued again: "
+                    "the ruleset lacks the rule that saves it (see rules/nfqscan.nft); "
+                    "accepted, released flows keep coming through the queue",
+                    queue_.queue(), release);
+            queue_.accept(qp.id);
+            return;
+        }
         DecodedPacket p;
         // A packet longer than the copy range arrives cut: decoded as what
         // was read, so that a stream can replace it with that (passed whole,
@@ -186,21 +200,29 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                                   ? decode_cut_packet(qp.data, cut_packet_, p)
                                   : decode_packet(qp.data, p);
         if (status != DecodeStatus::Ok) {
-            // Counted and passed on: the kernel and the receiver judge garbage
-            // better than a dropped packet would.
             if (status == DecodeStatus::Fragment)
-                ++packets_other_;
+                ++packets_.other;
             else
-                ++packets_malformed_;
+                ++packets_.malformed;
+            // A packet of a flow in the stream engine that the engine cannot
+            // read would reach the receiver uninspected and at untranslated
+            // numbers: dropped (the receiver would discard what is truly
+            // malformed anyway). Others are passed: the kernel and the
+            // receiver judge garbage better than a dropped packet would.
+            if (const Flow* flow = p.is_tcp() ? flows_.find(p) : nullptr; flow && flow->stream) {
+                ++packets_.malformed_dropped;
+                queue_.verdict(qp.id, kVerdictDrop, {});
+                return;
+            }
             queue_.accept(qp.id);
             return;
         }
         if (!p.is_tcp() && !p.is_udp()) {
-            ++packets_other_;
+            ++packets_.other;
             queue_.accept(qp.id);
             return;
         }
-        (p.is_tcp() ? packets_tcp_ : packets_udp_)++;
+        (p.is_tcp() ? packets_.tcp : packets_.udp)++;
         if (qp.indev != 0 && int(qp.indev) == relay_device_.ifindex) {
             // nfqscand's own frame: the ruleset lacks the rule that marks
             // what comes from the relay device. Never inspect it again.
@@ -240,7 +262,6 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (flow.disposition == Disposition::Released) {
             // NF_REPEAT runs the hook again with the mark set; the ruleset
             // saves it to the conntrack mark and the flow skips the queue.
-            uint32_t release = config_->marks.release;
             queue_.verdict(qp.id, kVerdictRepeat, (qp.mark & ~release) | release);
             ++released_verdicts_;
         } else {
@@ -755,10 +776,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         s.queue = queue_.queue();
         s.queue_counters = queue_.counters();
         s.fail_open = queue_.fail_open();
-        s.packets_tcp = packets_tcp_;
-        s.packets_udp = packets_udp_;
-        s.packets_other = packets_other_;
-        s.packets_malformed = packets_malformed_;
+        s.packets = packets_;
         s.released_verdicts = released_verdicts_;
         s.flows_active = flows_.size();
         s.flows_created = flows_.counters().created;
@@ -884,7 +902,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     FlowClassifier classifier_;
     uint64_t now_ms_ = monotonic_ms();
 
-    uint64_t packets_tcp_ = 0, packets_udp_ = 0, packets_other_ = 0, packets_malformed_ = 0;
+    PacketCounters packets_;
     uint64_t released_verdicts_ = 0;
     uint64_t flows_claimed_ = 0, flows_released_ = 0;
     std::unique_ptr<TokenReplacer> test_replacer_;

@@ -10,23 +10,24 @@ namespace {
 
 using namespace wire;
 
-// Bound on IPv6 extension headers walked: real traffic uses one or two; a long
-// chain is an evasion attempt or garbage, and walking it is work we bound.
-constexpr int kMaxExtensionHeaders = 8;
-
 DecodeStatus decode_transport(std::span<const uint8_t> pkt, size_t offset, uint8_t proto,
                               DecodedPacket& out) {
     out.l4_protocol = proto;
+    if (offset > UINT16_MAX) return DecodeStatus::BadHeader;  // headers beyond any real packet
     out.l3_header_length = static_cast<uint16_t>(offset);
     const uint8_t* l4 = pkt.data() + offset;
     size_t remaining = pkt.size() - offset;
     if (proto == IPPROTO_TCP) {
+        // The ports come first, so that a TCP header the decoder refuses
+        // still names its flow (the caller drops it if the engine owns that flow).
+        if (remaining >= 4) {
+            out.src_port = load16(l4);
+            out.dst_port = load16(l4 + 2);
+        }
         if (remaining < 20) return DecodeStatus::Truncated;
         size_t header = size_t(l4[12] >> 4) * 4;
         if (header < 20) return DecodeStatus::BadHeader;
         if (header > remaining) return DecodeStatus::Truncated;
-        out.src_port = load16(l4);
-        out.dst_port = load16(l4 + 2);
         out.seq = load32(l4 + 4);
         out.ack = load32(l4 + 8);
         out.tcp_flags = l4[13];
@@ -82,9 +83,13 @@ DecodeStatus decode_v6(std::span<const uint8_t> data, DecodedPacket& out) {
     out.src = IpAddress::from_v6(ip + 8);
     out.dst = IpAddress::from_v6(ip + 24);
 
+    // The chain is walked to its end, however long: a receiver does so too,
+    // and a segment the decoder gave up on would pass uninspected. Each
+    // header takes at least 8 bytes and must fit the packet, so the walk is
+    // bounded by the packet's length.
     uint8_t next = ip[6];
     size_t offset = 40;
-    for (int walked = 0;; ++walked) {
+    for (;;) {
         switch (next) {
             case IPPROTO_HOPOPTS:
             case IPPROTO_ROUTING:
@@ -92,21 +97,18 @@ DecodeStatus decode_v6(std::span<const uint8_t> data, DecodedPacket& out) {
             case 135:  // mobility
             case 139:  // HIP
             case 140:  // shim6
-                if (walked == kMaxExtensionHeaders) return DecodeStatus::UnsupportedChain;
                 if (pkt.size() < offset + 8) return DecodeStatus::Truncated;
                 next = pkt[offset];
                 offset += (size_t(pkt[offset + 1]) + 1) * 8;
                 if (offset > pkt.size()) return DecodeStatus::Truncated;
                 continue;
             case IPPROTO_AH:
-                if (walked == kMaxExtensionHeaders) return DecodeStatus::UnsupportedChain;
                 if (pkt.size() < offset + 8) return DecodeStatus::Truncated;
                 next = pkt[offset];
                 offset += (size_t(pkt[offset + 1]) + 2) * 4;
                 if (offset > pkt.size()) return DecodeStatus::Truncated;
                 continue;
             case IPPROTO_FRAGMENT: {
-                if (walked == kMaxExtensionHeaders) return DecodeStatus::UnsupportedChain;
                 if (pkt.size() < offset + 8) return DecodeStatus::Truncated;
                 uint16_t fragment_offset = load16(pkt.data() + offset + 2) & 0xfff8;
                 next = pkt[offset];

@@ -148,11 +148,26 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     Direction od = Direction(1 - di);
     StreamDirection& mine = *directions_[di];
     StreamDirection& other = *directions_[1 - di];
+    if (p.has(tcp_flag::kSyn) && mine.started() &&
+        (!mine.from_syn() || p.seq + 1 != mine.first_seq())) {
+        // A SYN at another number than the one this flow started from, on a
+        // flow the engine carries: either a third party's or a new
+        // connection's whose client lost the old one (RFC 5961 4: the
+        // receiver answers it with a challenge ACK, and a real client
+        // answers that with a RST at the exact number, which ends this flow
+        // so its next SYN starts a new one). Taken, it would move the numbers
+        // the engine checks and translates.
+        ++counters_.peer_checks.syns_refused;
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+        if (!dead_) challenge(d, now_ms, out);
+        return;
+    }
     if (p.has(tcp_flag::kSyn)) {
         // The SYN takes one sequence number; data starts after it. Its MSS
         // limits what the other direction may send to this host.
         if (!mine.started()) mine.start(p.seq + 1, true);
-        next_seq_[di] = p.seq + 1;
+        // A late copy of the SYN never takes the sender's numbers back.
+        if (!next_seq_[di] || seq_before(*next_seq_[di], p.seq + 1)) next_seq_[di] = p.seq + 1;
         max_window_[di] = std::max<uint64_t>(max_window_[di], p.window);  // never scaled
         TcpOptions o = parse_tcp_options(p);
         if (o.mss) mss_[1 - di] = o.mss;

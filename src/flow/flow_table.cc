@@ -236,12 +236,30 @@ void FlowTable::advance_tcp_state(Flow& f, Direction d, const DecodedPacket& p) 
     }
 }
 
+bool FlowTable::starts_anew(const Flow& f, const DecodedPacket& p, bool src_is_lo) const {
+    if (!p.has(tcp_flag::kSyn) || p.has(tcp_flag::kAck) || src_is_lo != f.client_is_lo)
+        return false;
+    // The client's SYN on a tuple whose connection ended (both FINs, or a
+    // RST), or whose flow was released (its end skipped the queue), is a new
+    // connection: it gets a new flow, classification and engine state. In a
+    // handshake, a SYN at another number is a new attempt; at the same one,
+    // a retransmission. An established flow keeps its state: a SYN there is
+    // the stream engine's to refuse (RFC 5961 4).
+    if (f.state == FlowState::Closed || f.disposition == Disposition::Released) return true;
+    return f.state == FlowState::Handshake && (f.high_seq_known & 1u) && f.high_seq[0] != p.seq + 1;
+}
+
 FlowTable::Lookup FlowTable::track(const DecodedPacket& p, uint64_t now_ms,
                                    const PortMap& service_ports) {
     bool src_is_lo;
     FlowKey key = FlowKey::of(p, src_is_lo);
     auto it = flows_.find(key);
     bool created = false;
+    if (it != flows_.end() && p.is_tcp() && starts_anew(it->second, p, src_is_lo)) {
+        ++counters_.restarted;
+        remove(it->second, false);
+        it = flows_.end();
+    }
     if (it == flows_.end()) {
         if (flows_.size() >= max_flows_) evict_one();
         it = flows_.try_emplace(key).first;
@@ -286,6 +304,12 @@ FlowTable::Lookup FlowTable::track(const DecodedPacket& p, uint64_t now_ms,
     }
     touch(f);
     return {&f, d, created};
+}
+
+Flow* FlowTable::find(const DecodedPacket& p) {
+    bool src_is_lo;
+    auto it = flows_.find(FlowKey::of(p, src_is_lo));
+    return it == flows_.end() ? nullptr : &it->second;
 }
 
 size_t FlowTable::memory_bytes() const {

@@ -60,3 +60,27 @@ def test_unscanned_flow_is_released(lab, nfqscand):
     assert queued < 20, (f"the kernel queued {queued} of the {routed} forwarded packets: "
                          "the released flow kept going through the queue")
     assert seen < 20, f"nfqscand read {seen} packets of a released flow"
+
+
+def test_release_without_the_mark_rule_in_the_ruleset_does_not_loop(lab, nfqscand):
+    """A ruleset that lacks the rules saving the release mark queues the
+    packets nfqscand answered with NF_REPEAT again, mark and all: answering
+    them with NF_REPEAT once more would loop forever in the kernel. They are
+    accepted, warned about and counted; the flow keeps working."""
+    for tool in ("iptables", "ip6tables"):
+        for rule in (["-j", "CONNMARK", "--or-mark", "0x00100000"], ["-j", "RETURN"]):
+            lab.router.run([tool, "-w", "-t", "mangle", "-D", "NFQSCAN", "-m", "mark",
+                            "--mark", "0x00100000/0x00100000", *rule])
+    size = 1024 * 1024
+    BannerServer(lab, port=2222, banner=b"SSH-2.0-OpenSSH_9.2p1", stream_bytes=size)
+    daemon = nfqscand()
+
+    banner, data = banner_session(lab, lab.server_address(4), 2222,
+                                  b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", timeout=20)
+
+    assert banner == b"SSH-2.0-OpenSSH_9.2p1\r\n"
+    assert len(data) == size and data == expected_stream(size), "the stream arrived altered"
+    after = daemon.wait_queues_idle()
+    assert daemon.wait_flow(server_port=2222)["disposition"] == "released"
+    assert after["packets"]["repeat_marked"] >= 1, after["packets"]
+    assert "lacks the rule that saves it" in daemon.log_text()

@@ -136,17 +136,46 @@ TEST(Decode, Ipv6FirstFragmentDecodesLaterFragmentsDoNot) {
     EXPECT_EQ(decode_packet(later, p), DecodeStatus::Fragment);
 }
 
-TEST(Decode, Ipv6ExtensionChainIsBounded) {
+TEST(Decode, Ipv6ExtensionChainIsWalkedToItsEnd) {
+    // A receiver walks any number of extension headers: so must the decoder,
+    // or the segment behind them passes uninspected.
     PacketSpec s;
     s.v6 = true;
     s.src = "2001:db8:1::2";
     s.dst = "2001:db8:2::2";
+    s.payload = "behind";
     s.ext_first = IPPROTO_DSTOPTS;
-    for (int i = 0; i < 20; ++i)
+    for (int i = 0; i < 19; ++i)
         s.v6_extensions.insert(s.v6_extensions.end(), {IPPROTO_DSTOPTS, 0, 1, 4, 0, 0, 0, 0});
+    s.v6_extensions.insert(s.v6_extensions.end(), {IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0});
     auto bytes = build_packet(s);
     DecodedPacket p;
-    EXPECT_EQ(decode_packet(bytes, p), DecodeStatus::UnsupportedChain);
+    ASSERT_EQ(decode_packet(bytes, p), DecodeStatus::Ok);
+    EXPECT_TRUE(p.is_tcp());
+    EXPECT_EQ(p.l3_header_length, 40 + 20 * 8);
+    EXPECT_EQ(p.dst_port, 80);
+    EXPECT_EQ(std::string(p.payload.begin(), p.payload.end()), "behind");
+
+    // A chain that runs past the packet is truncated, not read beyond it:
+    // the last header names another one, and the TCP header read as that
+    // one claims (0x40 + 1) * 8 bytes.
+    s.v6_extensions[s.v6_extensions.size() - 8] = IPPROTO_DSTOPTS;
+    auto open_chain = build_packet(s);
+    EXPECT_EQ(decode_packet(open_chain, p), DecodeStatus::Truncated);
+}
+
+TEST(Decode, ARefusedTcpHeaderStillNamesItsPorts) {
+    // The caller drops it when it belongs to a flow in the stream engine.
+    PacketSpec s;
+    s.payload = "payload";
+    auto bytes = build_packet(s);
+    bytes[20 + 12] = 0x20;  // TCP data offset 8 bytes
+    DecodedPacket p;
+    ASSERT_EQ(decode_packet(bytes, p), DecodeStatus::BadHeader);
+    EXPECT_TRUE(p.is_tcp());
+    EXPECT_EQ(p.src_port, 40000);
+    EXPECT_EQ(p.dst_port, 80);
+    EXPECT_EQ(p.src.to_string(), "198.51.100.2");
 }
 
 TEST(Decode, Ipv4NonFirstFragmentHasNoTransportHeader) {

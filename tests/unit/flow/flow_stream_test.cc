@@ -806,5 +806,26 @@ TEST(FlowStreamPeers, UrgentDataIsDeliveredInline) {
     EXPECT_EQ(w.stream.counters().peer_checks.urgent_cleared, 1u);
 }
 
+TEST(FlowStreamPeers, ASynAtAnotherNumberOnAnEstablishedFlowIsRefusedWithAChallengeAck) {
+    // Taken, it would move the numbers the engine checks and translates;
+    // the client gets the ACK its server would send (RFC 5961 4).
+    PlainWire g;
+    Wire& w = g.w;
+    w.send(false, 0x18, 5000, 1000, "hello");  // the server's headers: the challenge's template
+    auto syn = w.send(true, 0x02, 424242, 0);
+    ASSERT_FALSE(syn.empty());
+    EXPECT_EQ(syn[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().peer_checks.syns_refused, 1u);
+    auto challenge = decoded_injections(syn);
+    ASSERT_EQ(challenge.size(), 1u);
+    EXPECT_EQ(challenge[0].dst.to_string(), "198.51.100.2");
+    EXPECT_EQ(challenge[0].ack, 1000u);
+    EXPECT_EQ(challenge[0].seq, 5005u);
+    // The flow goes on at its own numbers; a retransmitted SYN at the old
+    // number is still the handshake's.
+    EXPECT_EQ(w.send(true, 0x18, 1000, 5005, "data")[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_NE(w.send(true, 0x02, 999, 0)[0].kind, PacketVerdict::Kind::Drop);
+}
+
 }  // namespace
 }  // namespace nfqscan

@@ -232,5 +232,61 @@ TEST(FlowTable, MemoryIsAccountedAndSmallPerFlow) {
     EXPECT_GT(per_flow, sizeof(Flow));
 }
 
+TEST(FlowTable, ANewSynOnAnEndedOrReleasedTupleStartsANewFlow) {
+    // Kept, the old entry would hand the new connection its state: released
+    // (never inspected), or an engine's numbers from another connection.
+    Fixture fx;
+    FlowTable table(100, {});
+    std::vector<const Flow*> removed;
+    table.set_on_remove([&](const Flow& f, bool) { removed.push_back(&f); });
+    auto syn = fx.c2s(kSyn);
+    syn.seq = 999;
+    auto first = table.track(fx.packet(syn), 0, fx.ports);
+    table.track(fx.packet(fx.s2c(kSyn | kAck)), 1, fx.ports);
+    table.track(fx.packet(fx.c2s(kAck)), 2, fx.ports);
+    table.track(fx.packet(fx.c2s(kRst)), 3, fx.ports);
+    ASSERT_EQ(first.flow->state, FlowState::Closed);
+
+    syn.seq = 77777;
+    auto again = table.track(fx.packet(syn), 4, fx.ports);
+    EXPECT_TRUE(again.created);
+    EXPECT_EQ(removed.size(), 1u);
+    EXPECT_EQ(again.flow->state, FlowState::Handshake);
+    EXPECT_EQ(again.flow->first_seen_ms, 4u);
+    EXPECT_EQ(table.size(), 1u);
+    EXPECT_EQ(table.counters().restarted, 1u);
+
+    // Released while established: its end never reached the queue.
+    table.track(fx.packet(fx.s2c(kSyn | kAck)), 5, fx.ports);
+    table.track(fx.packet(fx.c2s(kAck)), 6, fx.ports);
+    again.flow->disposition = Disposition::Released;
+    table.on_disposition_changed(*again.flow);
+    auto third = table.track(fx.packet(syn), 7, fx.ports);
+    EXPECT_TRUE(third.created);
+    EXPECT_EQ(third.flow->disposition, Disposition::Deciding);
+    EXPECT_EQ(table.counters().restarted, 2u);
+}
+
+TEST(FlowTable, ARetransmittedSynKeepsTheFlowASynAtAnotherNumberDoesNot) {
+    Fixture fx;
+    FlowTable table(100, {});
+    auto syn = fx.c2s(kSyn);
+    syn.seq = 999;
+    auto first = table.track(fx.packet(syn), 0, fx.ports);
+    EXPECT_FALSE(table.track(fx.packet(syn), 1, fx.ports).created);
+    syn.seq = 5;
+    EXPECT_TRUE(table.track(fx.packet(syn), 2, fx.ports).created);
+
+    // Established: the flow stays (the stream engine refuses the SYN), and
+    // a SYN from the server's side never restarts a flow.
+    table.track(fx.packet(fx.s2c(kSyn | kAck)), 3, fx.ports);
+    table.track(fx.packet(fx.c2s(kAck)), 4, fx.ports);
+    syn.seq = 123456;
+    EXPECT_FALSE(table.track(fx.packet(syn), 5, fx.ports).created);
+    EXPECT_FALSE(table.track(fx.packet(fx.s2c(kSyn)), 6, fx.ports).created);
+    EXPECT_EQ(table.counters().restarted, 1u);
+    (void)first;
+}
+
 }  // namespace
 }  // namespace nfqscan
