@@ -4,6 +4,7 @@
 
 #include "http/http_inspector.h"
 #include "nfqscan/inspector.h"
+#include "pop3/pop3_inspector.h"
 
 namespace nfqscan {
 
@@ -11,13 +12,15 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
     switch (service) {
         case Service::Http:
             return std::make_unique<HttpInspector>(host);
+        case Service::Pop3:
+            return std::make_unique<Pop3Inspector>(host);
         default:
             return nullptr;
     }
 }
 
 bool has_inspector(Service service) {
-    return service == Service::Http;
+    return service == Service::Http || service == Service::Pop3;
 }
 
 std::string_view release_reason_name(ReleaseReason r) {
