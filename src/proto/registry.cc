@@ -3,6 +3,7 @@
 #include <array>
 
 #include "http/http_inspector.h"
+#include "imap/imap_inspector.h"
 #include "nfqscan/inspector.h"
 #include "pop3/pop3_inspector.h"
 
@@ -14,13 +15,15 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
             return std::make_unique<HttpInspector>(host);
         case Service::Pop3:
             return std::make_unique<Pop3Inspector>(host);
+        case Service::Imap:
+            return std::make_unique<ImapInspector>(host);
         default:
             return nullptr;
     }
 }
 
 bool has_inspector(Service service) {
-    return service == Service::Http || service == Service::Pop3;
+    return service == Service::Http || service == Service::Pop3 || service == Service::Imap;
 }
 
 std::string_view release_reason_name(ReleaseReason r) {
