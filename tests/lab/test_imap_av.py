@@ -12,6 +12,7 @@ messages are those of test_pop3_av."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -179,3 +180,40 @@ def test_imap_too_big_message_passes_tagged(lab, dovecot, imap_av):
 
     assert re.search(rb"Subject: \*\*\*UNCHECKED\*\*\* too big\r\n", got), got[:800]
     assert got.endswith(big.split(b"\r\n\r\n", 1)[1])
+
+
+def stored_messages(dovecot: Dovecot) -> list[bytes]:
+    """The messages in the user's Maildir, line ends as CRLF."""
+    maildir = dovecot.dir / "home" / USER / "Maildir"
+    files = [p for sub in ("new", "cur") for p in (maildir / sub).iterdir()]
+    return [p.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for p in files]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_imap_append_of_an_infected_message_is_stored_replaced(lab, dovecot, imap_av, family):
+    bad = infected_messages()["base64"]
+    good = mail_message("clean upload", 20_000, seed=21)
+    daemon = imap_av()
+    client = NamespaceIMAP4(lab.client, lab.server_address(family), ODD_PORT)
+    try:
+        client.login(USER, PASSWORD)
+        typ, data = client.append("INBOX", None, None, bad)
+        assert typ == "OK", data
+        typ, data = client.append("INBOX", None, None, good)
+        assert typ == "OK", data
+    finally:
+        client.logout()
+
+    stored = stored_messages(dovecot)
+    assert len(stored) == 2, stored
+    replaced = [m for m in stored if b"Subject: base64 eicar" in m]
+    assert len(replaced) == 1, stored
+    assert EICAR not in replaced[0] and b64_eicar() not in replaced[0]
+    assert NOTICE in replaced[0], replaced[0][:1500]
+    assert good in stored, "a clean upload was stored changed"
+    events = [e for e in imap_events(daemon) if e.get("action") == "replace"]
+    assert len(events) == 1 and events[0]["object"].startswith("APPEND"), imap_events(daemon)
+
+
+def b64_eicar() -> bytes:
+    return base64.b64encode(EICAR)

@@ -28,6 +28,7 @@ struct Literal {
     uint64_t size = 0;
     size_t marker = 0;    // where "~{" or "{" starts in the line
     bool binary = false;  // "~{"
+    bool sync = true;     // "{N}": the sender waits for "+" (not "{N+}", "{N-}")
 };
 
 // The literal a line (without its CRLF) announces, if any. A malformed one
@@ -37,14 +38,26 @@ std::optional<Literal> literal_of(std::string_view line) {
     size_t open = line.rfind('{');
     if (open == std::string_view::npos) return std::nullopt;
     std::string_view digits = line.substr(open + 1, line.size() - open - 2);
-    if (digits.ends_with('+') || digits.ends_with('-')) digits.remove_suffix(1);
+    bool sync = !(digits.ends_with('+') || digits.ends_with('-'));
+    if (!sync) digits.remove_suffix(1);
     if (digits.empty() || digits.size() > kMaxLiteralDigits) return std::nullopt;
     Literal l;
+    l.sync = sync;
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), l.size);
     if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
     l.binary = open > 0 && line[open - 1] == '~';
     l.marker = l.binary ? open - 1 : open;
     return l;
+}
+
+// `message` in exactly `size` bytes, for a server that waits for that many:
+// padded with empty lines, or cut (a notice longer than the message it
+// replaces: what remains is still no part of the original).
+std::string fit_to(std::string message, uint64_t size) {
+    while (message.size() + 2 <= size)
+        message += "\r\n";
+    message.resize(size_t(size), ' ');
+    return message;
 }
 
 // What the literal of a FETCH data item carries.
@@ -169,23 +182,47 @@ std::optional<uint64_t> partial_length(std::string_view line) {
 // Client -> server: commands, their literals passed as they come.
 class ImapInspector::Client final : public StreamTransform {
   public:
-    explicit Client(ImapInspector& in) : in_(in), lines_(kMaxLine) {}
+    explicit Client(ImapInspector& in)
+        : in_(in), lines_(kMaxLine), judge_(in.host_, Service::Imap, C2S) {}
     void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                   StreamSink& sink) override;
+    bool on_verdict(uint64_t id, const ScanVerdict& verdict);
     // The STARTTLS the client waits on was refused by the server.
     void resume() { waiting_tls_ = false; }
     bool waiting() const { return waiting_; }
+    bool holds_message() const { return upload_ == Upload::Holding || upload_ == Upload::Judging; }
+    size_t memory_bytes() const {
+        return (message_ ? size_t(message_->memory_bytes()) : 0) + judge_.memory_bytes();
+    }
 
   private:
+    // An APPEND's message literal.
+    enum class Upload : uint8_t {
+        None,
+        Holding,    // accumulating, unmapped (relayed)
+        Judging,    // complete; its outcome is awaited
+        Unscanned,  // too big, passing as it comes
+        Draining,   // too big and replaced: dropped as it comes
+    };
     void set_relay(StreamSink& sink, bool on) {
         if (on != relay_) sink.relay(on);
         relay_ = on;
     }
     // A whole line (segment) of a command, [c.at, end).
     void on_line(MapCursor& c, uint64_t end);
+    // One step of an upload; false: nothing more can be done now.
+    bool upload_step(MapCursor& c, Push push);
+    void start_upload(MapCursor& c, uint64_t end, const Literal& literal);
+    void finish_upload(MapCursor& c, const mail::Outcome& outcome);
+    // The literal's marker as the server gets it: non-synchronising, since
+    // the client had its "+" from nfqscand already.
+    std::string marker_for(uint64_t size) const {
+        return std::string(binary_ ? "~{" : "{") + std::to_string(size) + "+}\r\n";
+    }
 
     ImapInspector& in_;
     LineReader lines_;
+    mail::MessageJudge judge_;
     bool passthrough_ = false;
     bool relay_ = false;
     bool command_start_ = true;  // the next line starts a command
@@ -193,6 +230,20 @@ class ImapInspector::Client final : public StreamTransform {
     uint64_t literal_left_ = 0;
     bool waiting_tls_ = false;  // STARTTLS sent: what follows is TLS, once answered OK
     bool waiting_ = false;
+    // The current command is an APPEND: its literals are messages.
+    bool append_ = false;
+    std::string mailbox_;
+    Upload upload_ = Upload::None;
+    ObjectInfo info_;
+    bool binary_ = false;
+    // The server waits for exactly the announced size ("{N}" passed to a
+    // server without LITERAL+): a replacement is fitted to it.
+    bool fixed_size_ = false;
+    uint64_t size_ = 0;    // announced
+    uint64_t body_ = 0;    // input offset of its first byte
+    uint64_t parsed_ = 0;  // taken up to
+    std::shared_ptr<ObjectBuffer> message_;
+    bool outcome_ready_ = false;
 };
 
 // Server -> client: responses; whole-message FETCH literals are objects.
@@ -285,6 +336,10 @@ void ImapInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
             in_.release(ReleaseReason::Tls);  // IMAPS on a port claimed for IMAP
             continue;
         }
+        if (upload_ != Upload::None) {
+            if (upload_step(c, push)) continue;
+            break;
+        }
         if (literal_left_ > 0) {
             uint64_t n = std::min(literal_left_, c.end() - c.at);
             c.pass_to(c.at + n);
@@ -311,7 +366,7 @@ void ImapInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
         on_line(c, line_end);
         set_relay(sink, false);
     }
-    if (in_.closing_ || passthrough_ || c.at == c.end()) {
+    if (in_.closing_ || passthrough_ || c.at == c.end() || upload_ != Upload::None) {
         in_.release_host_if_idle();
         return;
     }
@@ -351,6 +406,10 @@ void ImapInspector::Client::on_line(MapCursor& c, uint64_t end) {
                 in_.queue_reply(tag + " NO STARTTLS is not available through this network\r\n");
                 return;
             }
+        } else if (command == "APPEND") {
+            append_ = true;
+            std::string_view rest = chomp(line).substr(std::min(line.size(), tag.size() + 8));
+            mailbox_ = std::string(rest.substr(0, std::min<size_t>(rest.find(' '), 64)));
         } else if (command == "FETCH" || command == "UID FETCH") {
             if (auto length = partial_length(line)) {
                 if (in_.partial_lengths_.size() >= kMaxRememberedTags)
@@ -361,10 +420,150 @@ void ImapInspector::Client::on_line(MapCursor& c, uint64_t end) {
     }
     if (end == c.at) return;
     std::optional<Literal> literal = literal_of(chomp(line));
-    c.pass_to(end);
     long_line_ = false;
-    literal_left_ = literal ? literal->size : 0;
     command_start_ = !literal;
+    if (literal && append_ && literal->size > 0) {
+        start_upload(c, end, *literal);
+        return;
+    }
+    c.pass_to(end);
+    literal_left_ = literal ? literal->size : 0;
+    if (!literal) append_ = false;  // the command ends here
+}
+
+void ImapInspector::Client::start_upload(MapCursor& c, uint64_t end, const Literal& literal) {
+    info_ = {};
+    info_.protocol = Service::Imap;
+    info_.direction = C2S;
+    info_.name = "APPEND " + mailbox_;
+    info_.mime_type = "message/rfc822";
+    info_.declared_size = literal.size;
+    binary_ = literal.binary;
+    size_ = literal.size;
+    body_ = parsed_ = end;
+    outcome_ready_ = false;
+    // The command's words go on; the literal waits for its verdict.
+    c.pass_to(c.at + literal.marker);
+    fixed_size_ = literal.sync && !in_.literal_plus_;
+    if (fixed_size_) {
+        // The server must see "{N}" to say "+": it then waits for N bytes,
+        // so a replacement has that size.
+        c.pass_to(end);
+    } else if (literal.sync) {
+        // The client waits for "+": nfqscand says it, and the server gets
+        // the literal as non-synchronising (LITERAL+) once it is judged.
+        in_.queue_reply("+ Ready for literal data\r\n");
+    }
+    set_relay(c.sink, true);
+    if (size_ > in_.host_.limits().max_content_size) {
+        ++in_.counters_.fallbacks;
+        mail::Outcome outcome = judge_.fallback(
+            info_, Category::ContentSize, "APPEND literal larger than max_content_size", {}, {});
+        if (outcome.kind == mail::Outcome::Kind::Deliver) {
+            if (!fixed_size_) c.replace_to(end, marker_for(size_));
+            upload_ = Upload::Unscanned;
+        } else {
+            ++in_.counters_.messages_blocked;
+            std::string message = outcome.kind == mail::Outcome::Kind::Rewrite
+                                      ? outcome.message
+                                      : mail::replace_body({}, outcome.reply_text, {});
+            c.replace_to(
+                end, fixed_size_ ? fit_to(message, size_) : marker_for(message.size()) + message);
+            upload_ = Upload::Draining;
+        }
+        return;
+    }
+    message_ = ObjectBuffer::make(in_.host_.limits().max_content_size);
+    upload_ = Upload::Holding;
+}
+
+bool ImapInspector::Client::upload_step(MapCursor& c, Push push) {
+    uint64_t left = size_ - (parsed_ - body_);
+    switch (upload_) {
+        case Upload::None:
+            return false;
+        case Upload::Unscanned:
+        case Upload::Draining: {
+            uint64_t n = std::min(left, c.end() - c.at);
+            if (upload_ == Upload::Draining)
+                c.replace_to(c.at + n, {});
+            else
+                c.pass_to(c.at + n);
+            parsed_ += n;
+            if (n < left) return false;
+            upload_ = Upload::None;
+            set_relay(c.sink, false);
+            return true;
+        }
+        case Upload::Judging:
+            if (!outcome_ready_) return false;
+            finish_upload(c, judge_.outcome());
+            return true;
+        case Upload::Holding:
+            break;
+    }
+    uint64_t n = std::min(left, c.end() - parsed_);
+    if (n > 0 && message_->append(c.range(parsed_, parsed_ + n)) != ObjectBuffer::Append::Ok) {
+        // The size was checked against the limit: only memory can fail.
+        std::string why = "cannot keep the message: " + message_->error();
+        message_.reset();
+        ++in_.counters_.fallbacks;
+        mail::Outcome outcome = judge_.fallback(info_, Category::OutOfResource, why, {}, {});
+        // What is held goes as judged; the rest follows in the same way.
+        if (outcome.kind == mail::Outcome::Kind::Deliver) {
+            if (!fixed_size_) c.replace_to(body_, marker_for(size_));
+            c.pass_to(parsed_);
+            upload_ = Upload::Unscanned;
+        } else {
+            std::string message = outcome.kind == mail::Outcome::Kind::Rewrite
+                                      ? outcome.message
+                                      : mail::replace_body({}, outcome.reply_text, {});
+            c.replace_to(parsed_, fixed_size_ ? fit_to(message, size_)
+                                              : marker_for(message.size()) + message);
+            upload_ = Upload::Draining;
+        }
+        return true;
+    }
+    parsed_ += n;
+    if (parsed_ - body_ == size_ || push == Push::End) {
+        // At the End the client closed inside the literal: the server gets
+        // no more than this either.
+        upload_ = Upload::Judging;
+        ++in_.counters_.messages_scanned;
+        size_t header = text::header_length(text::of(message_->bytes()));
+        mail::Summary s = mail::summarize(
+            message_->bytes().first(std::min<size_t>(header, message_->bytes().size())));
+        judge_.submit(in_.next_id_, info_, std::move(message_), {s.from, s.to});
+        message_.reset();
+        return true;
+    }
+    return false;
+}
+
+bool ImapInspector::Client::on_verdict(uint64_t id, const ScanVerdict& verdict) {
+    if (!judge_.owns(id)) return false;
+    if (judge_.on_verdict(id, verdict, in_.next_id_)) outcome_ready_ = true;
+    return true;
+}
+
+void ImapInspector::Client::finish_upload(MapCursor& c, const mail::Outcome& outcome) {
+    if (outcome.kind == mail::Outcome::Kind::Deliver) {
+        if (!fixed_size_) c.replace_to(body_, marker_for(size_));
+        c.pass_to(parsed_);
+    } else {
+        if (outcome.blocked) ++in_.counters_.messages_blocked;
+        // Stored replaced: what the server keeps is the judge's message.
+        std::string message = outcome.kind == mail::Outcome::Kind::Rewrite
+                                  ? outcome.message
+                                  : mail::replace_body({}, outcome.reply_text, {});
+        c.replace_to(parsed_,
+                     fixed_size_ ? fit_to(message, size_) : marker_for(message.size()) + message);
+    }
+    outcome_ready_ = false;
+    // A literal the client cut short (FIN) leaves nothing more of it.
+    size_ = parsed_ - body_;
+    upload_ = Upload::None;
+    set_relay(c.sink, false);
 }
 
 // -- server ------------------------------------------------------------------
@@ -468,6 +667,9 @@ bool ImapInspector::Server::on_line(MapCursor& c, uint64_t end) {
         // A tagged completion: a partial fetch's length is no longer needed.
         in_.partial_lengths_.erase(tag_and_command(line).first);
     }
+    if (response_start_ && whole && mentions_capabilities(line) &&
+        upper(line).find(" LITERAL+") != std::string::npos)
+        in_.literal_plus_ = true;
     std::optional<Literal> literal = literal_of(chomp(line));
     if (!literal) {
         if (response_start_ && whole && in_.host_.policy().starttls != StartTls::Allow &&
@@ -702,11 +904,11 @@ StreamTransform& ImapInspector::transform(Direction d) {
 
 void ImapInspector::on_verdict(uint64_t id, const ScanVerdict& verdict) {
     if (closing_) return;
-    server_->on_verdict(id, verdict);
+    if (!server_->on_verdict(id, verdict)) client_->on_verdict(id, verdict);
 }
 
 size_t ImapInspector::memory_bytes() const {
-    return server_->memory_bytes();
+    return server_->memory_bytes() + client_->memory_bytes();
 }
 
 void ImapInspector::queue_reply(std::string reply) {
@@ -732,7 +934,9 @@ void ImapInspector::release(ReleaseReason reason) {
 }
 
 void ImapInspector::release_host_if_idle() {
-    if (!released_ || host_released_ || closing_ || server_->holds_message()) return;
+    if (!released_ || host_released_ || closing_ || server_->holds_message() ||
+        client_->holds_message())
+        return;
     host_released_ = true;
     host_.release(release_reason_);
 }

@@ -4,7 +4,8 @@
 // held from its "{" until its verdict and given to the client as it was or
 // as the message the judge (mail::MessageJudge) made of it, with the
 // literal's length rewritten. Partial fetches get the `partial` category.
-// See dev_notes.txt.
+// APPEND uploads are judged the same way and stored replaced. See
+// dev_notes.txt.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +20,7 @@ namespace nfqscan {
 
 struct ImapCounters {
     uint64_t commands = 0;
-    uint64_t messages_scanned = 0;  // whole-message literals judged
+    uint64_t messages_scanned = 0;  // whole-message literals judged (FETCH and APPEND)
     uint64_t messages_blocked = 0;  // replaced or stripped (a verdict or a fallback)
     uint64_t fallbacks = 0;         // literals not scanned, for a Category (partial included)
     uint64_t partial = 0;           // partial fetches (a part, a range)
@@ -67,6 +68,7 @@ class ImapInspector final : public Inspector {
     std::deque<std::string> replies_;
     std::string starttls_tag_;                         // an allowed STARTTLS awaiting its answer
     std::map<std::string, uint64_t> partial_lengths_;  // tag -> L of "[]<0.L>"
+    bool literal_plus_ = false;                        // the server said LITERAL+ (RFC 7888)
     bool released_ = false;
     bool host_released_ = false;
     ReleaseReason release_reason_ = ReleaseReason::NotProtocol;

@@ -266,5 +266,78 @@ TEST(ImapInspector, LiteralCutByTheServersFinIsJudged) {
     EXPECT_EQ(f.wire.out(S2C).find("EICAR"), std::string::npos);
 }
 
+TEST(ImapInspector, AppendIsScannedAndStoredReplacedThroughLiteralPlus) {
+    for (unsigned seed = 1; seed <= 10; ++seed) {
+        Flow f;
+        f.rng.seed(seed);
+        login(f);  // the greeting says LITERAL+
+        std::string bad = message("upload", kEicar + "\r\n"), good = message("fine upload");
+        f.client("a3 APPEND INBOX (\\Seen) {" + std::to_string(bad.size()) + "}\r\n");
+        // The client's "+" comes from nfqscand; the server has only the words.
+        EXPECT_TRUE(f.wire.out(S2C).ends_with("+ Ready for literal data\r\n"));
+        EXPECT_TRUE(f.wire.out(C2S).ends_with("a3 APPEND INBOX (\\Seen) "));
+        f.client(bad + "\r\n");
+        ASSERT_EQ(f.host.scans.size(), 1u);
+        EXPECT_EQ(f.host.scans[0].bytes, bad);
+        EXPECT_EQ(f.host.scans[0].info.direction, C2S);
+        EXPECT_EQ(f.host.scans[0].info.name, "APPEND INBOX");
+        f.answer_all();
+        std::string to_server = f.wire.out(C2S);
+        EXPECT_EQ(to_server.find("EICAR"), std::string::npos);
+        size_t open = to_server.find("a3 APPEND INBOX (\\Seen) {");
+        ASSERT_NE(open, std::string::npos) << to_server;
+        size_t close = to_server.find("+}\r\n", open);
+        ASSERT_NE(close, std::string::npos) << to_server;
+        size_t size = std::stoul(to_server.substr(open + 25, close - open - 25));
+        std::string stored = to_server.substr(close + 4, size);
+        EXPECT_NE(stored.find("Subject: upload"), std::string::npos) << stored;
+        EXPECT_NE(stored.find("mail-virus-notice"), std::string::npos) << stored;
+        EXPECT_TRUE(to_server.ends_with(stored + "\r\n"));
+        f.server("a3 OK Append completed.\r\n");
+        // A clean one goes as sent, its literal made non-synchronising.
+        f.client("a4 APPEND INBOX {" + std::to_string(good.size()) + "}\r\n");
+        f.client(good + "\r\n");
+        f.answer_all();
+        EXPECT_TRUE(f.wire.out(C2S).ends_with("a4 APPEND INBOX {" + std::to_string(good.size()) +
+                                              "+}\r\n" + good + "\r\n"));
+        ASSERT_EQ(f.host.records.size(), 1u);
+        EXPECT_EQ(f.host.records[0].action, "replace");
+    }
+}
+
+TEST(ImapInspector, AppendToAServerWithoutLiteralPlusKeepsTheAnnouncedSize) {
+    Flow f;
+    f.server("* OK IMAP4rev1 ready\r\n");
+    f.client("a1 LOGIN bob secret\r\n");
+    f.server("a1 OK\r\n");
+    std::string bad = message("upload", std::string(2000, 'z') + "\r\n" + kEicar + "\r\n");
+    std::string marker = "{" + std::to_string(bad.size()) + "}\r\n";
+    f.client("a2 APPEND INBOX " + marker);
+    EXPECT_TRUE(f.wire.out(C2S).ends_with("a2 APPEND INBOX " + marker));
+    f.server("+ OK\r\n");
+    f.client(bad + "\r\n");
+    ASSERT_EQ(f.host.scans.size(), 1u);
+    f.answer_all();
+    std::string to_server = f.wire.out(C2S);
+    size_t at = to_server.find(marker) + marker.size();
+    std::string stored = to_server.substr(at, bad.size());
+    EXPECT_EQ(to_server.size(), at + bad.size() + 2);
+    EXPECT_EQ(stored.find("EICAR"), std::string::npos);
+    EXPECT_NE(stored.find("mail-virus-notice"), std::string::npos);
+    EXPECT_TRUE(to_server.ends_with("\r\n"));
+}
+
+TEST(ImapInspector, AppendWithClientLiteralPlusGetsNoLocalContinuation) {
+    Flow f;
+    login(f);
+    std::string good = message("plus");
+    size_t before = f.wire.out(S2C).size();
+    f.client("a3 APPEND INBOX {" + std::to_string(good.size()) + "+}\r\n" + good + "\r\n");
+    EXPECT_EQ(f.wire.out(S2C).size(), before);
+    f.answer_all();
+    EXPECT_TRUE(f.wire.out(C2S).ends_with("a3 APPEND INBOX {" + std::to_string(good.size()) +
+                                          "+}\r\n" + good + "\r\n"));
+}
+
 }  // namespace
 }  // namespace nfqscan
