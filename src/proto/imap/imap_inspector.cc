@@ -364,7 +364,7 @@ void ImapInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
             continue;
         }
         on_line(c, line_end);
-        set_relay(sink, false);
+        if (upload_ == Upload::None) set_relay(sink, false);  // an upload stays relayed
     }
     if (in_.closing_ || passthrough_ || c.at == c.end() || upload_ != Upload::None) {
         in_.release_host_if_idle();
@@ -408,7 +408,8 @@ void ImapInspector::Client::on_line(MapCursor& c, uint64_t end) {
             }
         } else if (command == "APPEND") {
             append_ = true;
-            std::string_view rest = chomp(line).substr(std::min(line.size(), tag.size() + 8));
+            std::string_view words = chomp(line);
+            std::string_view rest = words.substr(std::min(words.size(), tag.size() + 8));
             mailbox_ = std::string(rest.substr(0, std::min<size_t>(rest.find(' '), 64)));
         } else if (command == "FETCH" || command == "UID FETCH") {
             if (auto length = partial_length(line)) {

@@ -339,5 +339,20 @@ TEST(ImapInspector, AppendWithClientLiteralPlusGetsNoLocalContinuation) {
                                           "+}\r\n" + good + "\r\n"));
 }
 
+TEST(ImapInspector, AppendCutByTheClientsFinIsJudgedBeforeTheServerGetsIt) {
+    Flow f;
+    login(f);
+    std::string bad = message("cut upload", kEicar + "\r\n" + std::string(500, 'q'));
+    f.client("a3 APPEND INBOX {" + std::to_string(bad.size()) + "}\r\n");
+    f.client(bad.substr(0, 200));
+    f.wire.fin(C2S);
+    EXPECT_EQ(f.wire.out(C2S).find("EICAR"), std::string::npos) << "passed at the FIN";
+    ASSERT_EQ(f.host.scans.size(), 1u);
+    EXPECT_EQ(f.host.scans[0].bytes, bad.substr(0, 200));
+    f.answer_all();
+    EXPECT_EQ(f.wire.out(C2S).find("EICAR"), std::string::npos);
+    EXPECT_NE(f.wire.out(C2S).find("mail-virus-notice"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace nfqscan
