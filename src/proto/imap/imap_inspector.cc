@@ -190,7 +190,13 @@ class ImapInspector::Client final : public StreamTransform {
     // The STARTTLS the client waits on was refused by the server.
     void resume() { waiting_tls_ = false; }
     bool waiting() const { return waiting_; }
-    bool holds_message() const { return upload_ == Upload::Holding || upload_ == Upload::Judging; }
+    // A message is held, judged or being dropped: the flow is not released
+    // before it is done (what passes unchanged from a release would include
+    // it).
+    bool holds_message() const {
+        return upload_ == Upload::Holding || upload_ == Upload::Judging ||
+               upload_ == Upload::Draining;
+    }
     size_t memory_bytes() const {
         return (message_ ? size_t(message_->memory_bytes()) : 0) + judge_.memory_bytes();
     }
@@ -255,7 +261,8 @@ class ImapInspector::Server final : public StreamTransform {
                   StreamSink& sink) override;
     bool on_verdict(uint64_t id, const ScanVerdict& verdict);
     bool holds_message() const {
-        return mode_ == Mode::Holding || mode_ == Mode::Judging || mode_ == Mode::HeadHold;
+        return mode_ == Mode::Holding || mode_ == Mode::Judging || mode_ == Mode::HeadHold ||
+               mode_ == Mode::Draining;
     }
     // At a response boundary: own replies may go to the client now.
     bool at_boundary() const { return mode_ == Mode::Line && response_start_ && !long_line_; }
@@ -325,7 +332,7 @@ void ImapInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
     MapCursor c{offset, pending, sink, offset};
     waiting_ = false;
     while (!in_.closing_) {
-        if (in_.released_) passthrough_ = true;
+        if (in_.released_ && !holds_message()) passthrough_ = true;
         if (passthrough_) {
             c.pass_to(c.end());
             set_relay(sink, false);

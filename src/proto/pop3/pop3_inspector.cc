@@ -98,6 +98,9 @@ class Pop3Inspector::Server final : public StreamTransform {
     }
     // The flow is released for a protocol error (fallback pass): a message
     // being held goes as it is (logged as that error), the rest passes.
+    // The rest of a blocked message is being dropped: its end must be found
+    // (what follows it is the next response).
+    bool drops_message() const { return mode_ == Mode::Draining; }
     void abandon_message() {
         if (mode_ != Mode::Holding) return;
         message_.reset();
@@ -612,19 +615,26 @@ void Pop3Inspector::release_host_if_idle() {
 }
 
 void Pop3Inspector::protocol_error(Direction d, const std::string& why) {
-    ++counters_.protocol_errors;
+    if (closing_) return;
     ObjectInfo info;
     info.protocol = Service::Pop3;
     info.direction = d;
     info.name = commands_.empty() ? std::string() : commands_.front().name;
-    if (host_.policy().fallback_for(Category::ProtocolError) == Action::Block) {
+    // Inside a blocked message the rest of it cannot be told from what
+    // follows: passing it would pass the message. Both peers are reset
+    // whatever the fallback says.
+    if (host_.policy().fallback_for(Category::ProtocolError) == Action::Block ||
+        server_->drops_message()) {
+        ++counters_.protocol_errors;
         host_.record_fallback(info, Category::ProtocolError, why, "reset");
         closing_ = true;
         host_.reset_both();
         return;
     }
-    host_.record_fallback(info, Category::ProtocolError, why, "pass");
     server_->abandon_message();
+    if (released_) return;  // logged once
+    ++counters_.protocol_errors;
+    host_.record_fallback(info, Category::ProtocolError, why, "pass");
     release(ReleaseReason::NotProtocol);
 }
 

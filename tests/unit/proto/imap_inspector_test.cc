@@ -354,5 +354,19 @@ TEST(ImapInspector, AppendCutByTheClientsFinIsJudgedBeforeTheServerGetsIt) {
     EXPECT_NE(f.wire.out(C2S).find("mail-virus-notice"), std::string::npos);
 }
 
+TEST(ImapInspector, AReleaseWaitsForTheUploadBeingJudged) {
+    Flow f;
+    std::string bad = message("early upload", kEicar + "\r\n");
+    f.client("a1 APPEND INBOX {" + std::to_string(bad.size()) + "+}\r\n" + bad.substr(0, 20));
+    f.server("SSH-2.0-OpenSSH_9.2\r\n");  // not IMAP: the flow is released...
+    EXPECT_TRUE(f.host.releases.empty()) << "...once the upload is done";
+    f.client(bad.substr(20) + "\r\n");
+    EXPECT_EQ(f.wire.out(C2S).find("EICAR"), std::string::npos);
+    f.answer_all();
+    ASSERT_EQ(f.host.releases.size(), 1u);
+    EXPECT_EQ(f.wire.out(C2S).find("EICAR"), std::string::npos);
+    EXPECT_NE(f.wire.out(C2S).find("mail-virus-notice"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace nfqscan

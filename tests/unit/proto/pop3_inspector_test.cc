@@ -379,5 +379,19 @@ TEST(Pop3Inspector, RelayStoreFullIsOutOfResource) {
     EXPECT_FALSE(f.wire.dir(S2C).relay);
 }
 
+TEST(Pop3Inspector, LostFramingWhileDroppingABlockedMessageResetsWhateverTheFallback) {
+    Flow f;
+    f.host.limits_.max_content_size = 200;
+    f.host.policy_.fallback[size_t(Category::ContentSize)] = Action::Block;
+    f.host.policy_.fallback[size_t(Category::ProtocolError)] = Action::Pass;
+    login(f);
+    f.client("RETR 1\r\n");
+    std::string big = clean_message("big one", 40);
+    f.server("+OK\r\n" + big + "after the limit\n.\r\n" + kEicar + "\r\n.\r\n");
+    EXPECT_EQ(f.host.resets, 1);
+    EXPECT_EQ(f.wire.out(S2C).find("EICAR"), std::string::npos);
+    EXPECT_EQ(f.wire.out(S2C).find("after the limit"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace nfqscan
