@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "nfqscan/notifier.h"
 #include "nfqscan/policy.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
@@ -131,6 +132,8 @@ struct Config {
     // shipped `clamav` and `yara` folders are found beside nfqscan.toml both in
     // a checkout (rules/) and installed (/usr/local/etc/nfqscan/).
     ScanConfig scan;
+    // [notify]: the relay and sender of mail notifications.
+    NotifyConfig notify;
     // The templates of daemon.messages_dir, loaded with the configuration (a
     // broken template is a configuration error). Never null.
     std::shared_ptr<const MessageTemplates> messages;

@@ -79,6 +79,7 @@ class Daemon {
     void open_event_log(const std::string& path);
     std::shared_ptr<EventLog> event_log() const;
     nlohmann::json scan_status() const;
+    nlohmann::json notify_status() const;
     // Opens [stream] relay_device with a queue per worker; on failure one
     // warning, and the relays use raw sockets.
     void open_relay_device(size_t queues);
@@ -91,6 +92,8 @@ class Daemon {
     std::vector<std::unique_ptr<QueueWorker>> workers_;
 
     std::unique_ptr<ScanService> scan_;
+    // Sender notifications of the mail inspectors ([notify]; applies at restart).
+    std::unique_ptr<Notifier> notifier_;
     std::unique_ptr<EngineLoader> loader_;
     mutable std::mutex event_log_mutex_;
     std::shared_ptr<EventLog> event_log_;

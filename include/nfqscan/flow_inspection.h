@@ -37,6 +37,8 @@ class InspectionContext {
     // exists) as FlowInspection::on_verdict(object_id, ...).
     virtual void submit(uint64_t inspection_id, uint64_t object_id, ScanObject object) = 0;
     virtual void log(const ScanEvent& event) = 0;
+    // Hands a sender notification to the daemon's Notifier (if any).
+    virtual void notify(Notification notification) = 0;
     virtual InspectionCounters& counters(Service service) = 0;
     // A new event id, unique across workers and restarts in practice.
     virtual std::string next_event_id() = 0;
@@ -97,6 +99,7 @@ class FlowInspection final : public InspectorHost {
     void reset_both() override;
     void send(Direction d, std::span<const uint8_t> bytes) override;
     void redrive() override { requests_.redrive = true; }
+    void notify(Notification n) override { context_.notify(std::move(n)); }
     void note_allowlisted(const ObjectInfo& info) override;
     void release(ReleaseReason reason) override;
     const ProtocolPolicy& policy() const override;

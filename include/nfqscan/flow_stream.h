@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "nfqscan/conntrack.h"
@@ -51,6 +52,38 @@ struct GsoOutput {
     bool ipv6 = false;
 };
 
+// What the engine refused of the peers' packets. With conntrack's liberal
+// window tracking on (rules/nfqscan-sysctl.conf) these checks are the only
+// ones between a host that knows a flow's addresses and the engine's state
+// (RFC 5961, RFC 9293 3.10.7.4). Each refused packet is dropped.
+struct PeerCheckCounters {
+    uint64_t acks_ahead = 0;          // ACKs of output never sent to the receiver
+    uint64_t acks_behind = 0;         // ACKs more than the largest window behind
+    uint64_t rsts_challenged = 0;     // RSTs in the window, not at the expected number
+    uint64_t rsts_out_of_window = 0;  // RSTs outside the window
+    uint64_t challenge_acks = 0;      // ACKs sent to the claimed sender of a refused packet
+    uint64_t data_out_of_window = 0;  // segments outside the receiver's window (plus slack)
+    uint64_t urgent_cleared = 0;      // segments whose URG flag was cleared (data inline)
+    uint64_t syn_data_dropped = 0;    // SYNs whose payload was cut (sent again after the handshake)
+
+    // Every counter with its name, for sums and status output.
+    static constexpr std::pair<const char*, uint64_t PeerCheckCounters::*> kFields[] = {
+        {"acks_ahead", &PeerCheckCounters::acks_ahead},
+        {"acks_behind", &PeerCheckCounters::acks_behind},
+        {"rsts_challenged", &PeerCheckCounters::rsts_challenged},
+        {"rsts_out_of_window", &PeerCheckCounters::rsts_out_of_window},
+        {"challenge_acks", &PeerCheckCounters::challenge_acks},
+        {"data_out_of_window", &PeerCheckCounters::data_out_of_window},
+        {"urgent_cleared", &PeerCheckCounters::urgent_cleared},
+        {"syn_data_dropped", &PeerCheckCounters::syn_data_dropped},
+    };
+    PeerCheckCounters& operator+=(const PeerCheckCounters& o) {
+        for (const auto& [name, field] : kFields)
+            this->*field += o.*field;
+        return *this;
+    }
+};
+
 struct FlowStreamCounters {
     uint64_t rewritten_packets = 0;
     uint64_t injected_packets = 0;
@@ -61,6 +94,7 @@ struct FlowStreamCounters {
     uint64_t relay_timeouts = 0;
     uint64_t relay_gso_frames = 0;  // frames of several segments sent to the relay device
     uint64_t resets = 0;            // RSTs sent to peers (relay failed, daemon stopping)
+    PeerCheckCounters peer_checks;
 };
 
 class FlowStream {
@@ -91,6 +125,10 @@ class FlowStream {
     // RSTs to both peers, with the sequence numbers each expects; the flow
     // is dead for the engine afterwards.
     void reset_peers(std::vector<PacketVerdict>& out);
+    // The streams' memory cap holds and this flow cannot progress: its peers
+    // are reset, its held packets dropped, its memory given back, and every
+    // later packet of it dropped (never passed raw).
+    void shed(std::vector<PacketVerdict>& out);
     // Shows both directions' inspectors their pending bytes again (a scan
     // verdict arrived) and sends what they mapped: through the relay, or as
     // new segments.
@@ -147,6 +185,17 @@ class FlowStream {
     void send_output(Direction d, uint64_t begin, uint64_t end, size_t room,
                      std::vector<PacketVerdict>& out);
     std::optional<uint32_t> translated_ack(Direction d, uint32_t ack);
+    // Whether a packet of the sender of d (past the SYN) may touch the
+    // engine's state: its ACK within what was sent, a RST at the expected
+    // number, data within the receiver's window. What fails is dropped
+    // (`out`), counted, and answered with a challenge ACK where RFC 5961
+    // asks for one.
+    bool admissible(uint32_t id, Direction d, const DecodedPacket& p, uint64_t now_ms,
+                    std::vector<PacketVerdict>& out);
+    // An ACK to the claimed sender of a refused packet (RFC 5961 7: at most
+    // one per direction per kChallengeIntervalMs, so that a flood of
+    // spoofed packets cannot make nfqscand flood a peer).
+    void challenge(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out);
     // An ACK to the sender of direction d as its receiver would send it
     // (SACK blocks for held data; the relay's window while relaying).
     void ack_sender(Direction d, std::vector<PacketVerdict>& out);
@@ -199,6 +248,11 @@ class FlowStream {
     std::array<std::optional<uint32_t>, 2> ts_newest_;
     // ts_newest_ of direction d where `h` carries an older TSval.
     std::optional<uint32_t> newer_ts(Direction d, const SegmentHeaders& h) const;
+    // The largest window (bytes) the sender of direction d has offered the
+    // other side: how far behind an ACK of its may be (RFC 5961 5.2).
+    std::array<uint64_t, 2> max_window_{0, 0};
+    // When the last challenge ACK went to the sender of direction d.
+    std::array<std::optional<uint64_t>, 2> challenged_at_;
     // The window (bytes) the relay offered the sender of direction d.
     std::array<uint64_t, 2> told_window_{0, 0};
     std::array<std::unique_ptr<RelaySender>, 2> relays_;

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "nfqscan/flow.h"
+#include "nfqscan/notifier.h"
 #include "nfqscan/object_buffer.h"
 #include "nfqscan/policy.h"
 #include "nfqscan/scan.h"
@@ -108,6 +109,9 @@ class InspectorHost {
     // call. Inside on_bytes() of `d` itself, sink.replace(0, bytes) does the
     // same in place.
     virtual void send(Direction d, std::span<const uint8_t> bytes) = 0;
+    // A mail to a sender about its message ([notify]): queued, never
+    // blocking; counted and dropped when there is no relay.
+    virtual void notify(Notification notification) = 0;
     // Shows both directions their pending bytes again right after the
     // current call: what one direction just learnt (a reply) lets the other
     // go on (the command it held back).

@@ -98,7 +98,8 @@ struct ProtocolPolicy {
     StartTls starttls = StartTls::Allow;
     bool notify_sender_on_virus = false;
     bool notify_sender_on_error_drop = false;
-    bool notify_recipient_on_error_pass = false;  // Subject tag ([notify] error_pass_tag)
+    bool notify_recipient_on_error_pass = false;     // Subject tag ([notify] error_pass_tag)
+    std::string error_pass_tag = "***UNCHECKED***";  // [notify] error_pass_tag, copied here
     // How the mail protocol blocks the object of `verdict` (decide() said Block).
     MailBlock mail_block_for(const ScanVerdict& verdict) const;
 

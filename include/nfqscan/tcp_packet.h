@@ -41,6 +41,10 @@ struct SegmentHeaders {
     // every segment built on this template, pushing full-sized segments
     // past the path MTU.
     void strip_sack();
+    // No URG flag and no urgent pointer: the receiver reads every byte
+    // inline, as the inspector saw it (with SO_OOBINLINE off it would take
+    // the urgent byte out of the stream the inspector judged).
+    void clear_urgent();
     // The addresses and ports become these (of the header's IP version):
     // segments built from it are addressed as conntrack knows the
     // connection on the far side of a NAT (see conntrack.h).

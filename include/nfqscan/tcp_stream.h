@@ -89,6 +89,11 @@ struct StreamLimits {
     // or their held packets fill half the kernel queue: out-of-order segments
     // are then dropped instead of held.
     const bool* refuse_holding = nullptr;
+    // Set by the same owner: the bytes all its streams may still grow by
+    // under their hard memory cap ([stream] memory_limit). New input that
+    // does not fit is dropped, neither inspected nor acknowledged: the
+    // sender sends it again once acknowledgements have freed memory.
+    const uint64_t* memory_room = nullptr;
 };
 
 struct StreamCounters {
@@ -103,6 +108,7 @@ struct StreamCounters {
     uint64_t relays = 0;         // times the direction went into store-and-forward
     uint64_t relay_full = 0;     // segments dropped: the relay buffer was full
     uint64_t tails_acknowledged = 0;  // kept input before a gap acknowledged by nfqscand
+    uint64_t memory_refused = 0;      // segments dropped: the streams' memory cap was reached
 };
 
 // The answer for one segment of the sender.
@@ -153,6 +159,11 @@ class ByteQueue {
             if (!keep_) release_if_idle();
         }
     }
+    // Everything goes, the memory too.
+    void release() {
+        bytes_.reset();
+        capacity_ = head_ = end_ = 0;
+    }
     // Idle: a large buffer goes back (many idle flows must stay cheap).
     void release_if_idle() {
         if (empty() && capacity_ > kKeepCapacity) {
@@ -202,8 +213,27 @@ class StreamDirection {
 
     // The sender's SYN (or the first segment of a flow picked up mid-stream):
     // input offset 0 is the byte at `first_data_seq`.
-    void start(uint32_t first_data_seq);
+    void start(uint32_t first_data_seq, bool from_syn = false);
     bool started() const { return started_; }
+    // Started at the SYN: the engine has seen every byte of the direction,
+    // so it knows what the receiver can have been sent.
+    bool from_syn() const { return from_syn_; }
+
+    // Where an acknowledgement number from the receiver lies (RFC 5961 5.2):
+    // within what was sent to it and at most `max_window` (the largest
+    // window it offered) behind what it acknowledged already, or not. Only
+    // a direction started at its SYN can tell: picked up mid-stream, the
+    // receiver may have bytes the engine never saw (always Acceptable).
+    enum class AckRange : uint8_t { Acceptable, Ahead, Behind };
+    AckRange classify_ack(uint32_t ack, uint64_t max_window) const;
+    // Whether `length` bytes at `seq` of the sender lie within what the
+    // receiver offered (RFC 9293 3.10.7.4): no further than `window` (the
+    // largest window it offered) plus `slack` past what the sender was told
+    // is acknowledged, nor more than that behind it. Bytes outside are not
+    // the receiver's to take, so they are not the inspector's to see, and
+    // they would be kept without bound. While relaying, the relay's own
+    // window rules (note_window_offered()).
+    bool within_window(uint32_t seq, size_t length, uint64_t window, uint64_t slack) const;
 
     // A data (or FIN) segment from the sender. `token` identifies it if it has
     // to be held. Segments released from the hold by this call are appended
@@ -255,6 +285,9 @@ class StreamDirection {
     void close_with(std::span<const uint8_t> bytes);
     // No more input is taken, nor delivered (the peer it was for is reset).
     void discard();
+    // discard(), and the output not delivered yet goes too: the peers were
+    // reset, nothing of this direction is sent any more.
+    void release_memory();
     bool closed() const { return closed_; }
     // Own bytes (e.g. a protocol reply) at the current output position,
     // delivered by the relay. Offsets after them shift like a rewrite's.
@@ -272,7 +305,10 @@ class StreamDirection {
     uint64_t output_end() const { return out_next_; }
     uint64_t output_sent() const { return out_sent_; }
     // The relay handed output up to `end` to the receiver.
-    void note_sent(uint64_t end) { out_sent_ = std::max(out_sent_, std::min(end, out_next_)); }
+    void note_sent(uint64_t end) {
+        out_sent_ = std::max(out_sent_, std::min(end, out_next_));
+        out_sent_max_ = std::max(out_sent_max_, out_sent_);
+    }
     // A verdict's output from `offset` on was not sent after all (it waits
     // for the next segment, which starts with it).
     void unsend(uint64_t offset) { out_sent_ = std::max(out_acked_, std::min(offset, out_sent_)); }
@@ -353,6 +389,8 @@ class StreamDirection {
     uint64_t out_next_ = 0;               // next output byte
     uint64_t out_acked_ = 0;              // output the receiver acknowledged
     uint64_t out_sent_ = 0;               // output handed to the receiver at least once
+    uint64_t out_sent_max_ = 0;           // the highest out_sent_ ever (unsend() lowers out_sent_)
+    bool from_syn_ = false;               // start() at the SYN
     uint8_t last_acked_byte_ = 0;         // to draw a repeated ACK from the receiver
     bool fin_seen_ = false;               // FIN consumed in order (one sequence number)
     uint32_t stall_retransmissions_ = 0;  // retransmissions of the newest bytes, none new since

@@ -42,6 +42,8 @@ struct StreamTotals {
     uint64_t memory_limit = 0;       // [stream] memory_limit, this worker's share
     uint64_t overflow_bypassed = 0;  // flows not inspected: the memory cap was reached
     uint64_t overflow_dropped = 0;   // packets dropped by overflow = "drop"
+    uint64_t memory_refused = 0;     // segments of admitted flows dropped at the memory cap
+    uint64_t memory_resets = 0;      // flows reset: over the cap and not progressing
     uint64_t held_now = 0;           // packets held for a gap right now
     uint64_t relaying_now = 0;
     uint64_t rewritten_packets = 0, injected_packets = 0;
@@ -58,6 +60,7 @@ struct StreamTotals {
     uint64_t relay_device_queued = 0;  // its frames the ruleset queued (mark rule missing)
     uint64_t resets = 0;               // RSTs sent to peers
     uint64_t nat_flows = 0;            // flows whose own segments carry NAT addresses (conntrack)
+    PeerCheckCounters peer_checks;     // packets of the peers refused (flow_stream.h)
     // The counters (not the gauges) of one flow's stream.
     void add_counters(const FlowStream& stream);
     StreamTotals& operator+=(const StreamTotals& o);
@@ -105,6 +108,7 @@ struct FlowInfo {
 struct WorkerServices {
     ScanService* scan = nullptr;  // nullptr: objects get engine-not-ready
     std::function<std::shared_ptr<EventLog>()> event_log;
+    Notifier* notifier = nullptr;  // nullptr: notifications are dropped
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

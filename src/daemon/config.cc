@@ -291,6 +291,29 @@ void read_stream(TableReader& r, StreamConfig& c) {
     }
 }
 
+// [notify]: sender notifications of the mail inspectors (notifier.h).
+void read_notify(TableReader& r, NotifyConfig& c) {
+    if (const toml::node* node = r.take("relay")) {
+        if (!node->is_string()) r.fail(*node, "relay", "must be a string \"host:port\"");
+        try {
+            RelayAddress::parse(*node->value<std::string>());
+        } catch (const std::invalid_argument& e) {
+            r.fail(*node, "relay", e.what());
+        }
+        c.relay = *node->value<std::string>();
+    }
+    r.read("from", c.from);
+    if (!valid_mail_address(c.from))
+        r.fail(*r.table_node("from"), "from",
+               "must be a plain address local@domain (no name, brackets or spaces)");
+    r.read("error_pass_tag", c.error_pass_tag);
+    if (std::any_of(c.error_pass_tag.begin(), c.error_pass_tag.end(),
+                    [](unsigned char ch) { return ch < 0x20 || ch == 0x7f; }))
+        r.fail(*r.table_node("error_pass_tag"), "error_pass_tag",
+               "must be one line without control characters (it goes into the Subject)");
+    r.read("per_sender_per_minute", c.per_sender_per_minute, 1, 1000);
+}
+
 void read_action(TableReader& r, std::string_view key, Action& out) {
     std::string value;
     if (r.read_choice(key, value, {"block", "pass"})) out = *action_from_name(value);
@@ -673,9 +696,12 @@ Config parse_config(std::string_view text, const std::string& source) {
         c.test_rewrite.line = node->source().begin.line;
     section("test_rewrite", [&](TableReader& r) { read_test_rewrite(r, c.test_rewrite); });
     section("scan", [&](TableReader& r) { read_scan(r, c.scan); });
+    section("notify", [&](TableReader& r) { read_notify(r, c.notify); });
     top.finish();
     validate(root, c, source);
     derive(c);
+    for (Service s : {Service::Smtp, Service::Pop3, Service::Imap})
+        c.protocols[size_t(s)].policy.error_pass_tag = c.notify.error_pass_tag;
     resolve_scan_paths(c.scan, source);
     load_messages(root, c);
     return c;

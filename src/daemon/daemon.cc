@@ -130,7 +130,8 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     scan_ = std::make_unique<ScanService>(config_->scan);
     loader_ = std::make_unique<EngineLoader>(*scan_);
     open_event_log(config_->daemon.event_log);
-    WorkerServices services{scan_.get(), [this] { return event_log(); }};
+    notifier_ = std::make_unique<Notifier>(config_->notify);
+    WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get()};
     const QueueRange& queues = config_->daemon.queues;
     open_relay_device(queues.count());
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
@@ -251,6 +252,15 @@ ReloadStarted Daemon::reload() {
         fresh->scan.pool_threads = old.scan.pool_threads;
         fresh->scan.queue_length = old.scan.queue_length;
         fresh->scan.isolation = old.scan.isolation;
+    }
+    if (fresh->notify.relay != old.notify.relay || fresh->notify.from != old.notify.from ||
+        fresh->notify.per_sender_per_minute != old.notify.per_sender_per_minute) {
+        spdlog::warn(
+            "reload: notify.relay, notify.from and notify.per_sender_per_minute apply "
+            "at restart");
+        fresh->notify.relay = old.notify.relay;
+        fresh->notify.from = old.notify.from;
+        fresh->notify.per_sender_per_minute = old.notify.per_sender_per_minute;
     }
     spdlog::set_level(spdlog::level::from_str(fresh->daemon.log_level));
     open_event_log(fresh->daemon.event_log);
@@ -459,7 +469,9 @@ nlohmann::json Daemon::status() {
                             {"malformed", s->packets_malformed},
                             {"released", s->released_verdicts},
                             {"replaced", c.replaced},
-                            {"flows", s->flows_active}};
+                            {"flows", s->flows_active},
+                            {"stream_memory_bytes", s->streams.memory_bytes},
+                            {"stream_memory_limit", s->streams.memory_limit}};
         for (const KernelQueueStats& k : kernel) {
             if (k.queue != s->queue) continue;
             q["kernel"] = {{"queue_total", k.queue_total},   {"queue_dropped", k.queue_dropped},
@@ -500,54 +512,70 @@ nlohmann::json Daemon::status() {
             inspected[std::string(service_name(Service(i)))] = protocols[i];
     double uptime =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    return {{"version", NFQSCAN_VERSION},
-            {"pid", getpid()},
-            {"uptime_s", uptime},
-            {"config", config()->source},
-            {"queues", queues},
-            {"flows",
-             {{"active", active},
-              {"total", total},
-              {"evicted", evicted},
-              {"expired", expired},
-              {"released", released},
-              {"claimed", claimed},
-              {"max", max_flows},
-              {"memory_bytes", memory}}},
-            {"dpi_protocols", label_counts_json(dpi)},
-            {"services", label_counts_json(services)},
-            {"protocols", inspected},
-            {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}},
-            {"streams",
-             {{"active", streams.active},
-              {"memory_bytes", streams.memory_bytes},
-              {"memory_limit", streams.memory_limit},
-              {"overflow",
-               {{"bypassed", streams.overflow_bypassed}, {"dropped", streams.overflow_dropped}}},
-              {"rewritten_packets", streams.rewritten_packets},
-              {"injected_packets", streams.injected_packets},
-              {"sack_acks", streams.sack_acks},
-              {"held_packets", streams.held_now},
-              {"conflicts", streams.conflicts},
-              {"held_overflow", streams.held_overflow},
-              {"stalls", streams.stalls},
-              {"tails_acknowledged", streams.tails_acknowledged},
-              {"relay",
-               {{"active", streams.relaying_now},
-                {"started", streams.relays},
-                {"acks", streams.relay_acks},
-                {"segments", streams.relay_segments},
-                {"retransmissions", streams.relay_retransmissions},
-                {"timeouts", streams.relay_timeouts},
-                {"buffer_full", streams.relay_full},
-                {"device", relay_device_ ? relay_device_->name : std::string()},
-                {"gso_frames", streams.relay_gso_frames},
-                {"device_frames", streams.relay_device_frames},
-                {"device_errors", streams.relay_device_errors},
-                {"device_queued", streams.relay_device_queued}}},
-              {"resets", streams.resets},
-              {"nat_flows", streams.nat_flows}}},
-            {"scan", scan_status()}};
+    nlohmann::json status = {
+        {"version", NFQSCAN_VERSION},
+        {"pid", getpid()},
+        {"uptime_s", uptime},
+        {"config", config()->source},
+        {"queues", queues},
+        {"flows",
+         {{"active", active},
+          {"total", total},
+          {"evicted", evicted},
+          {"expired", expired},
+          {"released", released},
+          {"claimed", claimed},
+          {"max", max_flows},
+          {"memory_bytes", memory}}},
+        {"dpi_protocols", label_counts_json(dpi)},
+        {"services", label_counts_json(services)},
+        {"protocols", inspected},
+        {"packets", {{"tcp", tcp}, {"udp", udp}, {"other", other}, {"malformed", malformed}}},
+        {"streams",
+         {{"active", streams.active},
+          {"memory_bytes", streams.memory_bytes},
+          {"memory_limit", streams.memory_limit},
+          {"overflow",
+           {{"bypassed", streams.overflow_bypassed},
+            {"dropped", streams.overflow_dropped},
+            {"refused_segments", streams.memory_refused},
+            {"resets", streams.memory_resets}}},
+          {"rewritten_packets", streams.rewritten_packets},
+          {"injected_packets", streams.injected_packets},
+          {"sack_acks", streams.sack_acks},
+          {"held_packets", streams.held_now},
+          {"conflicts", streams.conflicts},
+          {"held_overflow", streams.held_overflow},
+          {"stalls", streams.stalls},
+          {"tails_acknowledged", streams.tails_acknowledged},
+          {"relay",
+           {{"active", streams.relaying_now},
+            {"started", streams.relays},
+            {"acks", streams.relay_acks},
+            {"segments", streams.relay_segments},
+            {"retransmissions", streams.relay_retransmissions},
+            {"timeouts", streams.relay_timeouts},
+            {"buffer_full", streams.relay_full},
+            {"device", relay_device_ ? relay_device_->name : std::string()},
+            {"gso_frames", streams.relay_gso_frames},
+            {"device_frames", streams.relay_device_frames},
+            {"device_errors", streams.relay_device_errors},
+            {"device_queued", streams.relay_device_queued}}},
+          {"resets", streams.resets},
+          {"nat_flows", streams.nat_flows}}},
+        {"scan", scan_status()},
+        {"notify", notify_status()}};
+    nlohmann::json& peers = status["streams"]["peer_checks"];
+    for (const auto& [name, field] : PeerCheckCounters::kFields)
+        peers[name] = streams.peer_checks.*field;
+    return status;
+}
+
+nlohmann::json Daemon::notify_status() const {
+    nlohmann::json j = notifier_->counters();
+    j["relay"] = config()->notify.relay;
+    j["queued_now"] = notifier_->queued();
+    return j;
 }
 
 nlohmann::json Daemon::flows(size_t limit) {

@@ -77,12 +77,14 @@ void StreamTotals::add_counters(const FlowStream& stream) {
     relay_timeouts += f.relay_timeouts;
     relay_gso_frames += f.relay_gso_frames;
     resets += f.resets;
+    peer_checks += f.peer_checks;
     for (Direction d : {Direction::ClientToServer, Direction::ServerToClient}) {
         const StreamCounters& c = stream.direction(d).counters();
         conflicts += c.conflicts;
         held_overflow += c.held_overflow;
         stalls += c.stalls;
         tails_acknowledged += c.tails_acknowledged;
+        memory_refused += c.memory_refused;
         relays += c.relays;
         relay_full += c.relay_full;
     }
@@ -94,6 +96,8 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     memory_limit += o.memory_limit;
     overflow_bypassed += o.overflow_bypassed;
     overflow_dropped += o.overflow_dropped;
+    memory_refused += o.memory_refused;
+    memory_resets += o.memory_resets;
     held_now += o.held_now;
     relaying_now += o.relaying_now;
     rewritten_packets += o.rewritten_packets;
@@ -115,6 +119,7 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     relay_device_queued += o.relay_device_queued;
     resets += o.resets;
     nat_flows += o.nat_flows;
+    peer_checks += o.peer_checks;
     return *this;
 }
 
@@ -436,6 +441,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (!services_.event_log) return;
         if (std::shared_ptr<EventLog> log = services_.event_log()) log->append(event);
     }
+    void notify(Notification notification) override {
+        if (services_.notifier) services_.notifier->notify(std::move(notification));
+    }
     InspectionCounters& counters(Service service) override {
         return protocol_counters_[size_t(service)];
     }
@@ -467,7 +475,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // the flow is released unseen; drop: the packet is dropped).
     enum class Admission : uint8_t { Admitted, Bypassed, Dropped };
     Admission admit_engine(Flow& flow, uint32_t packet_id) {
-        if (stream_memory_ >= memory_share()) {
+        if (at_memory_cap()) {
             if (config_->stream.overflow == StreamConfig::Overflow::Bypass) {
                 // Not inspected: to the fast path, like a flow nothing claims.
                 ++streams_bypassed_;
@@ -512,12 +520,18 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         l.max_pending = c.pending_limit;
         l.max_relay = c.relay_limit;
         l.refuse_holding = &refuse_holding_;
+        l.memory_room = &memory_room_;
         return l;
     }
 
     uint64_t memory_share() const {
         return config_->stream.memory_limit / config_->daemon.queues.count();
     }
+
+    // The cap is reached once the room left would not take one more full
+    // packet (a GSO packet of 64 KiB): new input is refused from there on,
+    // so the memory itself stays just below the cap.
+    bool at_memory_cap() const { return memory_room_ < (64u << 10); }
 
     void account_stream_memory(size_t before, size_t after) {
         stream_memory_ = stream_memory_ + after >= before ? stream_memory_ + after - before : 0;
@@ -527,8 +541,10 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // Held packets wait in the kernel queue: half of it stays for packets on
     // their way to nfqscand, or the queue fills and drops them all.
     void update_refuse_holding() {
-        refuse_holding_ = stream_memory_ >= memory_share() ||
-                          held_packets_ >= config_->queue.max_queue_length / 2;
+        uint64_t share = memory_share();
+        memory_room_ = stream_memory_ < share ? share - stream_memory_ : 0;
+        refuse_holding_ =
+            stream_memory_ >= share || held_packets_ >= config_->queue.max_queue_length / 2;
     }
 
     // The incremental total drifts (timers, resets change streams too): the
@@ -667,6 +683,56 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         flows_.expire(now_ms_);
         tick_inspections();
         recount_stream_memory();
+        shed_if_stuck_at_cap();
+    }
+
+    // At the memory cap new input is refused; flows whose receivers
+    // acknowledge free memory and go on. A flow that made no progress at all
+    // (nothing acknowledged, nothing new taken) for kStuckAtCapMs at the cap
+    // cannot progress (an inspector waiting for bytes that cannot
+    // come, a receiver that never acknowledges): the largest such flow is
+    // reset, never passed raw.
+    void shed_if_stuck_at_cap() {
+        if (!at_memory_cap()) {
+            progress_at_cap_.clear();
+            return;
+        }
+        std::unordered_map<const FlowStream*, Progress> progress;
+        FlowStream* largest = nullptr;
+        size_t most = 0;
+        flows_.for_each([&](const Flow& f) {
+            if (!f.stream || f.stream->closed()) return;
+            uint64_t now = 0;
+            for (Direction d : {Direction::ClientToServer, Direction::ServerToClient})
+                now += f.stream->direction(d).output_acked() + f.stream->direction(d).input_next();
+            auto before = progress_at_cap_.find(f.stream.get());
+            Progress p{now, now_ms_};
+            if (before != progress_at_cap_.end() && before->second.value == now)
+                p.since_ms = before->second.since_ms;
+            progress[f.stream.get()] = p;
+            // A receiver may pause for a while (a rate-limited reader, a
+            // zero window): only a flow that did nothing for kStuckAtCapMs
+            // at the cap is taken for one that cannot progress.
+            bool stuck = now_ms_ - p.since_ms >= kStuckAtCapMs;
+            if (stuck && f.stream->memory_bytes() > most) {
+                most = f.stream->memory_bytes();
+                largest = f.stream.get();
+            }
+        });
+        progress_at_cap_ = std::move(progress);
+        if (!largest) return;
+        spdlog::warn(
+            "queue {}: stream memory at its cap ({} bytes) and not going down: "
+            "resetting the flow holding {} bytes",
+            queue_.queue(), memory_share(), most);
+        stream_verdicts_.clear();
+        largest->shed(stream_verdicts_);
+        take_stream_verdicts();
+        send_injections();
+        relayed_.erase(largest);
+        deferred_.erase(largest);
+        ++memory_resets_;
+        recount_stream_memory();
     }
 
     void build_test_inspector() {
@@ -707,6 +773,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         uint64_t active_services[kServiceCount] = {};
         s.streams = ended_streams_;
         s.streams.memory_limit = memory_share();
+        s.streams.memory_resets = memory_resets_;
         s.streams.overflow_bypassed = streams_bypassed_;
         s.streams.overflow_dropped = streams_refused_packets_;
         if (relay_device_.queue) {
@@ -823,6 +890,15 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     std::unique_ptr<TokenReplacer> test_replacer_;
     uint64_t stream_memory_ = 0;  // all streams of this worker
     bool refuse_holding_ = false;
+    uint64_t memory_room_ = UINT64_MAX;  // memory_share() - stream_memory_ (StreamLimits)
+    // Each stream's progress at the last housekeeping tick at the cap.
+    struct Progress {
+        uint64_t value = 0;     // bytes acknowledged and taken in, both directions
+        uint64_t since_ms = 0;  // unchanged since
+    };
+    static constexpr uint64_t kStuckAtCapMs = 10'000;
+    std::unordered_map<const FlowStream*, Progress> progress_at_cap_;
+    uint64_t memory_resets_ = 0;
     std::vector<uint8_t> cut_packet_;  // scratch for decode_cut_packet()
     uint64_t held_packets_ = 0;        // packets of this worker's streams in the kernel queue
     uint64_t streams_bypassed_ = 0, streams_refused_packets_ = 0;

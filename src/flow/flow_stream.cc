@@ -13,6 +13,15 @@ namespace {
 // are safe on every path.
 constexpr uint16_t kDefaultMss = 1220;
 constexpr size_t kGsoMaxPayload = 65535 - 120;  // room for IP and TCP headers
+// Challenge ACKs to one peer: at most one per this interval (Linux limits
+// its own out-of-window answers per socket to one per 500 ms).
+constexpr uint64_t kChallengeIntervalMs = 500;
+// An ACK may lie this far behind at least, whatever windows were seen.
+constexpr uint64_t kMinMaxWindow = 65535;
+// Data may reach this far past the receiver's window: a zero-window probe,
+// a window edge rounded by scaling, a GSO packet cut from a window that an
+// ACK nfqscand forwarded moved meanwhile.
+constexpr uint64_t kWindowSlack = 64 << 10;
 }  // namespace
 
 FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
@@ -142,21 +151,36 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     if (p.has(tcp_flag::kSyn)) {
         // The SYN takes one sequence number; data starts after it. Its MSS
         // limits what the other direction may send to this host.
-        if (!mine.started()) mine.start(p.seq + 1);
+        if (!mine.started()) mine.start(p.seq + 1, true);
         next_seq_[di] = p.seq + 1;
+        max_window_[di] = std::max<uint64_t>(max_window_[di], p.window);  // never scaled
         TcpOptions o = parse_tcp_options(p);
         if (o.mss) mss_[1 - di] = o.mss;
         if (o.has_window_scale) window_scale_[di] = o.window_scale;
+        // Data on a SYN (TCP Fast Open) would reach the receiver before any
+        // inspector saw it, and the engine, which starts the direction after
+        // the SYN, would then wait for those bytes forever. It is cut: not
+        // acknowledged, the sender sends it again after the handshake.
+        bool syn_data = !p.payload.empty();
+        if (syn_data) ++counters_.peer_checks.syn_data_dropped;
         if (p.has(tcp_flag::kAck)) {
             SegmentVerdict v;
             v.seq = p.seq;
-            answer(id, d, SegmentHeaders::of(p), v, {}, 0, p.cut, translated_ack(d, p.ack), out);
+            answer(id, d, SegmentHeaders::of(p), v, {}, 0, p.cut || syn_data,
+                   translated_ack(d, p.ack), out);
+        } else if (syn_data) {
+            SegmentRewrite r;
+            r.seq = p.seq;
+            r.fin = p.has(tcp_flag::kFin);
+            out.push_back(
+                {id, PacketVerdict::Kind::Replace, build_segment(SegmentHeaders::of(p), r)});
         } else {
             out.push_back({id, PacketVerdict::Kind::Accept, {}});
         }
         return;
     }
     if (!mine.started()) mine.start(p.seq);  // picked up mid-stream
+    if (!admissible(id, d, p, now_ms, out)) return;
     if (closed_) {
         // Closed by an inspector (close_with()): no packet reaches a peer.
         out.push_back({id, PacketVerdict::Kind::Drop, {}});
@@ -173,6 +197,13 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     size_t room = gso ? kGsoMaxPayload : std::max(segment_room, p.payload.size());
 
     SegmentHeaders headers = SegmentHeaders::of(p);
+    // Urgent data is treated inline, as the inspector sees it: the flag goes.
+    bool must_replace = p.cut;
+    if (p.has(tcp_flag::kUrg)) {
+        headers.clear_urgent();
+        must_replace = true;
+        ++counters_.peer_checks.urgent_cleared;
+    }
     bool fin = p.has(tcp_flag::kFin);
     bool rst = p.has(tcp_flag::kRst);
     if (!rst) {
@@ -189,12 +220,15 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     std::optional<uint32_t> ack =
         p.has(tcp_flag::kAck) ? translated_ack(d, p.ack) : std::optional<uint32_t>{};
     if (rst) {
-        // The connection is over: nothing left to relay.
+        // The connection is over: nothing left to relay. A receiver still
+        // owed bytes nfqscand acknowledged, or at shifted numbers, may not
+        // take the RST translated: it gets one at each number it may expect.
+        if (needs_engine()) reset_receiver(d, out);
         relays_ = {};
         dead_ = true;
         SegmentVerdict v;
         v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, room, p.cut, ack, out);
+        answer(id, d, headers, v, {}, room, must_replace, ack, out);
         return;
     }
     if (other_relayed || relays_[1 - di]) relay_on_ack(od, p, now_ms, out);
@@ -209,7 +243,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         }
         SegmentVerdict v;
         v.seq = mine.translate_seq(p.seq);
-        answer(id, d, headers, v, {}, room, p.cut, ack, out);
+        answer(id, d, headers, v, {}, room, must_replace, ack, out);
         return;
     }
     std::vector<SegmentVerdict> released;
@@ -223,7 +257,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     } else {
         // Held segments released by this one were answered from where it
         // ends: it may defer output only when there are none.
-        answer(id, d, headers, v, p.payload, room, p.cut, ack, out, released.empty());
+        answer(id, d, headers, v, p.payload, room, must_replace, ack, out, released.empty());
         // Input the inspector keeps before a gap, now acknowledged by
         // nfqscand: the sender goes on to the lost segment.
         if (mine.must_ack_sender()) {
@@ -248,6 +282,68 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         ++counters_.relay_acks;
     }
     if (mine.relaying() || relays_[di]) pump_relay(d, now_ms, out);
+}
+
+bool FlowStream::admissible(uint32_t id, Direction d, const DecodedPacket& p, uint64_t now_ms,
+                            std::vector<PacketVerdict>& out) {
+    if (dead_) return true;  // nothing of the engine's left to protect
+    size_t di = size_t(d);
+    PeerCheckCounters& c = counters_.peer_checks;
+    const StreamDirection& other = *directions_[1 - di];
+    auto refuse = [&](uint64_t& counter) {
+        ++counter;
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+        challenge(d, now_ms, out);
+        return false;
+    };
+    const StreamDirection& mine = *directions_[di];
+    if (p.has(tcp_flag::kRst) && mine.from_syn()) {
+        // RFC 5961 3.2: a RST counts only at the number the receiver expects
+        // next. The engine knows it as the sender's next number, or as the
+        // acknowledgement the sender was last told (where a sender that
+        // really reset answers a challenge ACK).
+        uint32_t expected = mine.acknowledged_seq();
+        bool exact = p.seq == expected || (next_seq_[di] && p.seq == *next_seq_[di]) ||
+                     (told_ack_[di] && p.seq == *told_ack_[di]);
+        if (!exact) {
+            uint64_t window = std::max({max_window_[1 - di], kMinMaxWindow, told_window_[di]});
+            if (uint64_t(uint32_t(p.seq - expected)) < window) return refuse(c.rsts_challenged);
+            ++c.rsts_out_of_window;  // no answer: it would only help a blind attacker
+            out.push_back({id, PacketVerdict::Kind::Drop, {}});
+            return false;
+        }
+    }
+    if (!p.has(tcp_flag::kRst) && p.has(tcp_flag::kAck) && other.started()) {
+        // An ACK beyond what the receiver was sent would free output that
+        // may still need repair (it is no longer retained once acknowledged).
+        uint64_t max_window = std::max(max_window_[di], kMinMaxWindow);
+        switch (other.classify_ack(p.ack, max_window)) {
+            case StreamDirection::AckRange::Ahead:
+                return refuse(c.acks_ahead);
+            case StreamDirection::AckRange::Behind:
+                return refuse(c.acks_behind);
+            case StreamDirection::AckRange::Acceptable:
+                break;
+        }
+    }
+    bool data = !p.payload.empty() || p.has(tcp_flag::kFin);
+    if (data && !p.has(tcp_flag::kRst) && other.from_syn() &&
+        !mine.within_window(p.seq, p.payload.size(), std::max(max_window_[1 - di], kMinMaxWindow),
+                            kWindowSlack))
+        return refuse(c.data_out_of_window);
+    // Only windows of packets that passed count: a spoofed one could
+    // otherwise widen what the next spoofed packet may claim.
+    max_window_[di] = std::max(max_window_[di], uint64_t(p.window) << window_shift(d));
+    return true;
+}
+
+void FlowStream::challenge(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out) {
+    std::optional<uint64_t>& last = challenged_at_[size_t(d)];
+    if (last && now_ms < *last + kChallengeIntervalMs) return;
+    if (!last_headers_[1 - size_t(d)] || !directions_[size_t(d)]->started()) return;
+    last = now_ms;
+    ack_sender(d, out);
+    ++counters_.peer_checks.challenge_acks;
 }
 
 void FlowStream::relay_on_ack(Direction d, const DecodedPacket& p, uint64_t now_ms,
@@ -423,6 +519,17 @@ void FlowStream::reset_peers(std::vector<PacketVerdict>& out) {
         reset_receiver(x, out);
     relays_ = {};
     dead_ = true;
+}
+
+void FlowStream::shed(std::vector<PacketVerdict>& out) {
+    reset_peers(out);
+    for (const auto& [id, _] : held_)
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+    held_.clear();
+    for (auto& d : directions_)
+        d->release_memory();
+    closed_ = Direction::ServerToClient;  // with dead_: every packet is dropped
+    deferred_ = {false, false};
 }
 
 void FlowStream::reset_receiver(Direction dx, std::vector<PacketVerdict>& out) {

@@ -140,6 +140,12 @@ void SegmentHeaders::set_endpoints(const IpAddress& src, uint16_t src_port, cons
     tcp[3] = uint8_t(dst_port);
 }
 
+void SegmentHeaders::clear_urgent() {
+    uint8_t* tcp = bytes.data() + l3_length;
+    tcp[13] &= uint8_t(~tcp_flag::kUrg);
+    tcp[18] = tcp[19] = 0;
+}
+
 void SegmentHeaders::strip_sack() {
     const uint8_t* options = bytes.data() + l3_length + 20;
     size_t length = l4_length - 20u;

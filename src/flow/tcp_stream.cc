@@ -57,9 +57,24 @@ class StreamDirection::Sink : public StreamSink {
 StreamDirection::StreamDirection(StreamTransform& transform, StreamLimits limits)
     : transform_(transform), limits_(limits) {}
 
-void StreamDirection::start(uint32_t first_data_seq) {
+void StreamDirection::start(uint32_t first_data_seq, bool from_syn) {
     started_ = true;
+    from_syn_ = from_syn;
     base_ = first_data_seq;
+}
+
+StreamDirection::AckRange StreamDirection::classify_ack(uint32_t ack, uint64_t max_window) const {
+    if (!from_syn_) return AckRange::Acceptable;
+    // Relative to what the receiver acknowledged (SND.UNA), in serial
+    // arithmetic: far behind and far ahead both wrap to the other side, so
+    // an offset is never computed from an unwrapped guess.
+    int64_t diff = int32_t(ack - out_seq(out_acked_));
+    // The FIN takes a sequence number once it can have been sent.
+    bool fin_sent = output_finished() && out_sent_max_ == out_next_;
+    uint64_t sent = out_sent_max_ - out_acked_ + (fin_sent ? 1 : 0);
+    if (diff > 0 && uint64_t(diff) > sent) return AckRange::Ahead;
+    if (diff < 0 && uint64_t(-diff) > max_window) return AckRange::Behind;
+    return AckRange::Acceptable;
 }
 
 uint64_t StreamDirection::unwrap(uint32_t seq, uint64_t near) const {
@@ -67,6 +82,20 @@ uint64_t StreamDirection::unwrap(uint32_t seq, uint64_t near) const {
     int32_t diff = int32_t(seq - uint32_t(base_ + near));
     int64_t offset = int64_t(near) + diff;
     return offset < 0 ? 0 : uint64_t(offset);
+}
+
+bool StreamDirection::within_window(uint32_t seq, size_t length, uint64_t window,
+                                    uint64_t slack) const {
+    if (!from_syn_ || relaying_ || closed_) return true;
+    // Serial arithmetic from the next expected byte, not unwrap(): that
+    // clamps at offset 0, and far behind would look like the start.
+    int64_t begin = int64_t(in_next_) + int32_t(seq - uint32_t(base_ + in_next_));
+    int64_t end = begin + int64_t(length);
+    // What the sender was told is acknowledged, and the edge of the largest
+    // window it may have been offered from there (or by the relay before).
+    int64_t acked = int64_t(std::max(out_to_in(out_acked_), in_absorbed_));
+    int64_t right = std::max(acked + int64_t(window), int64_t(window_edge_)) + int64_t(slack);
+    return end <= right && end + int64_t(window + slack) >= acked;
 }
 
 void StreamDirection::append_output(std::span<const uint8_t> input, std::span<const uint8_t> output,
@@ -239,6 +268,7 @@ SegmentVerdict StreamDirection::answer(uint64_t in_begin, uint64_t in_end, bool 
     }
     v.out_end = std::max(v.out_end, v.out_begin);
     out_sent_ = std::max(out_sent_, v.out_end);
+    out_sent_max_ = std::max(out_sent_max_, out_sent_);
     // The FIN follows the last output byte, so it travels only on a segment
     // whose payload ends there.
     v.fin = fin && fin_seen_ && v.out_end == out_next_;
@@ -265,7 +295,10 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     if (begin > in_next_) {
         // Out of order: hold it (no verdict) until the gap fills.
         bool pressure = limits_.refuse_holding && *limits_.refuse_holding;
-        if (pressure || held_bytes_ + payload.size() > limits_.max_held || held_.count(begin)) {
+        bool full = limits_.memory_room && payload.size() > *limits_.memory_room;
+        if (full) ++counters_.memory_refused;
+        if (pressure || full || held_bytes_ + payload.size() > limits_.max_held ||
+            held_.count(begin)) {
             ++counters_.held_overflow;
             SegmentVerdict v;
             v.kind = SegmentVerdict::Kind::Drop;
@@ -290,6 +323,12 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     }
 
     bool new_bytes = end > in_next_;
+    if (new_bytes && limits_.memory_room && end - in_next_ > *limits_.memory_room) {
+        ++counters_.memory_refused;
+        SegmentVerdict v;
+        v.kind = SegmentVerdict::Kind::Drop;
+        return v;
+    }
     if (new_bytes && relaying_ && end > std::max<uint64_t>(window_edge_, in_next_ + relay_room())) {
         // More than the window nfqscand offered: the sender sends it again.
         // The inspector must let go of what it stores, or nothing moves.
@@ -378,7 +417,11 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
 uint32_t StreamDirection::translate_ack(uint32_t ack) {
     uint64_t out = unwrap(ack, out_acked_);
     bool fin = output_finished() && out == out_next_ + 1;
-    out = std::min(out, out_next_);
+    // Never more than was sent (classify_ack() keeps such ACKs away; this
+    // holds for every caller): output taken as acknowledged is no longer
+    // retained, so it could never be repaired.
+    out = std::min(out, from_syn_ ? out_sent_max_ : out_next_);
+    if (fin && out != out_next_) fin = false;
     if (out > out_acked_) {
         out_acked_ = out;
         trim_acknowledged();
@@ -434,6 +477,16 @@ void StreamDirection::discard() {
     std::vector<uint8_t>().swap(pending_);
     held_.clear();
     held_bytes_ = 0;
+}
+
+void StreamDirection::release_memory() {
+    discard();
+    relaying_ = false;
+    out_retained_.release();
+    replaced_input_.release();
+    replaced_input_begin_ = replaced_input_end_;
+    std::deque<Chunk>().swap(chunks_);
+    out_acked_ = out_sent_ = out_next_;
 }
 
 void StreamDirection::insert(std::span<const uint8_t> bytes) {

@@ -104,13 +104,15 @@ std::string FlowInspection::flow_text() const {
 }
 
 void FlowInspection::count_action(std::string_view action) {
+    // Mail blocks in several ways (replace, strip, reject, drop): all of them
+    // kept the object from its receiver as it was sent.
     InspectionCounters& c = context_.counters(service_);
-    if (action == "block")
-        ++c.blocked;
+    if (action == "pass")
+        ++c.passed;
     else if (action == "reset")
         ++c.resets;
     else
-        ++c.passed;
+        ++c.blocked;
 }
 
 std::string FlowInspection::record(const ObjectInfo& info, const ScanVerdict& verdict,

@@ -6,6 +6,7 @@
 #include "imap/imap_inspector.h"
 #include "nfqscan/inspector.h"
 #include "pop3/pop3_inspector.h"
+#include "smtp/smtp_inspector.h"
 
 namespace nfqscan {
 
@@ -13,6 +14,8 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
     switch (service) {
         case Service::Http:
             return std::make_unique<HttpInspector>(host);
+        case Service::Smtp:
+            return std::make_unique<SmtpInspector>(host);
         case Service::Pop3:
             return std::make_unique<Pop3Inspector>(host);
         case Service::Imap:
@@ -23,7 +26,8 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
 }
 
 bool has_inspector(Service service) {
-    return service == Service::Http || service == Service::Pop3 || service == Service::Imap;
+    return service == Service::Http || service == Service::Smtp || service == Service::Pop3 ||
+           service == Service::Imap;
 }
 
 std::string_view release_reason_name(ReleaseReason r) {

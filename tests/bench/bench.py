@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """nfqscan benchmarks: figures and ratios measured in one run, not tests.
 
-    tools/bench [all|net|stream|flows|scan|http] [--rounds N] [--seconds S]
+    tools/bench [all|net|stream|flows|scan|http|mail] [--rounds N] [--seconds S]
 
 net:   TCP throughput (iperf3, 1 and 4 streams) and a 200 MiB HTTP download,
        plain forwarding vs through nfqscand (flow kept in the queue, flow
@@ -18,6 +18,10 @@ http:  HTTP antivirus end to end: concurrent curl clients downloading a
        mixed corpus of clean objects through nfqscand (scanned) vs the scan
        service alone on the same files; allowlisted and released flows vs
        plain forwarding; the time to first byte added to small objects.
+mail:  SMTP antivirus end to end: concurrent smtplib senders submitting a
+       corpus of clean mail to Postfix through nfqscand (scanned) vs plain
+       forwarding vs the scan service alone on the same messages; the
+       delivery latency added to small messages.
 
 Needs root (network namespaces, iptables). Every namespace, process and temp
 file goes away at the end, on Ctrl-C and on failure. The build directory is
@@ -48,7 +52,7 @@ def _terminate(signum, frame):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan", "http"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan", "http", "mail"])
     parser.add_argument("--rounds", type=int, default=3,
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
@@ -62,18 +66,23 @@ def main() -> int:
     parser.add_argument("--flood-seconds", type=float, default=10.0,
                         help="flows: length of the SYN flood")
     parser.add_argument("--clients", type=int, default=4,
-                        help="http: concurrent curl clients downloading the corpus")
+                        help="http: concurrent curl clients downloading the corpus; "
+                             "mail: concurrent SMTP senders")
     parser.add_argument("--http-mb", type=float, default=200.0,
                         help="http: size of the generated corpus in MB")
     parser.add_argument("--ttfb-requests", type=int, default=1000,
                         help="http: small-object requests each way for the time to first byte")
+    parser.add_argument("--mail-mb", type=float, default=100.0,
+                        help="mail: size of the generated mail corpus in MB")
+    parser.add_argument("--latency-messages", type=int, default=300,
+                        help="mail: small messages each way for the delivery latency")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, iptables)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)
 
-    sections = ["net", "stream", "flows", "scan", "http"] if args.what == "all" else [args.what]
+    sections = ["net", "stream", "flows", "scan", "http", "mail"] if args.what == "all" else [args.what]
     report = Report()
     files = BenchFiles()
     failed = []
@@ -101,9 +110,12 @@ def main() -> int:
                 elif name == "scan":
                     import scan
                     scan.run(report, files, args)
-                else:
+                elif name == "http":
                     import bench_http
                     bench_http.run(report, files, args)
+                else:
+                    import bench_mail
+                    bench_mail.run(report, files, args)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # report it, go on with the next section

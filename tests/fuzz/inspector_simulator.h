@@ -172,6 +172,8 @@ class FakeHost : public InspectorHost {
         FUZZ_CHECK(protocol_.speaks_for_peers);
         redrive_ = true;
     }
+    // Only SMTP notifies senders (smtp_inspector_fuzz has its own host).
+    void notify(Notification) override { FUZZ_CHECK(false); }
     void reset_both() override {
         FUZZ_CHECK(!ended());
         reset_ = true;

@@ -337,9 +337,120 @@ def http_seeds():
         "ZW5ndGg6IDUNCg0KdGhyZWUCAg==")
 
 
+# -- smtp_inspector_fuzz: [setup][setup2] then ops (client/server/verdict/end as above)
+def serve(variant=0):
+    """The small SMTP server answers what reached it (variant 5: RCPT refused,
+    6: DATA refused, 7: the message refused)."""
+    return bytes([3 | 16 | (variant << 5)])
+
+
+# Setup bits (smtp_inspector_fuzz.cc).
+REPLACE, STRIP, REJECT, DROP, VIRUS_PASS = 0, 1, 2, 3, 4
+STARTTLS_STRIP, STARTTLS_BLOCK = 8, 16
+SMTP_PROTOCOL_ERROR_PASS, SMTP_CONTENT_SIZE_BLOCK, SMALL_CONTENT = 32, 64, 128
+# setup2
+SMTP_INFECTED, SMTP_OUT_OF_RESOURCE_BLOCK, TAG_ERROR_PASS, POLICY_DETECTIONS = 1, 2, 4, 8
+
+
+def smtp_seeds():
+    eicar = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+    # The small server greets (and answers) alone: the seeds that check
+    # what it takes. Seeds with replies of their own greet by hand.
+    greeting = serve()
+    manual_greeting = server(b"220 mx.example.com ESMTP\r\n")
+    ehlo = b"EHLO client.example.com\r\n"
+    envelope = b"MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\n"
+    message = b"From: alice@example.com\r\nSubject: hi\r\n\r\nhello\r\n..stuffed\r\n.\r\n"
+    infected = (b"From: alice@example.com\r\nSubject: files\r\nMIME-Version: 1.0\r\n"
+                b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+                b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+                b"--b\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Disposition: attachment; filename=\"eicar.com\"\r\n\r\n" + eicar
+                + b"\r\n--b--\r\n.\r\n")
+
+    def setup(a=0, b=0):
+        return bytes([a, b])
+
+    # A clean session, one step at a time, the server's replies fuzzed bytes.
+    yield "clean", (setup() + manual_greeting + client(ehlo)
+                    + server(b"250-mx.example.com\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n")
+                    + client(b"MAIL FROM:<a@example.com>\r\n") + server(b"250 2.1.0 Ok\r\n")
+                    + client(b"RCPT TO:<b@example.com>\r\n") + server(b"250 2.1.5 Ok\r\n")
+                    + client(b"DATA\r\n") + client(message) + verdict(0)
+                    + server(b"354 go ahead\r\n") + server(b"250 2.0.0 Ok: queued\r\n")
+                    + client(b"QUIT\r\n") + server(b"221 2.0.0 Bye\r\n") + end(False) + end(True))
+    # The same with the small server answering, pipelined.
+    yield "pipelined", (setup() + greeting + client(ehlo + envelope + b"DATA\r\n") + serve()
+                        + client(message) + verdict(0) + serve() + client(b"QUIT\r\n") + serve())
+    for name, how in (("replace", REPLACE), ("strip", STRIP), ("reject", REJECT), ("drop", DROP),
+                      ("pass", VIRUS_PASS)):
+        yield f"infected-{name}", (setup(how, SMTP_INFECTED) + greeting + client(ehlo) + serve()
+                                   + client(envelope + b"DATA\r\n") + serve() + client(infected)
+                                   + verdict(1) + verdict(0, 1) + verdict(1) + serve()
+                                   + client(envelope + b"DATA\r\n" + message) + serve() + verdict(0)
+                                   + serve() + client(b"QUIT\r\n") + serve())
+    yield "infected-parts-reordered", (setup(REPLACE) + greeting + client(ehlo + envelope + b"DATA\r\n")
+                                       + serve() + client(infected) + verdict(1) + verdict(0, 2)
+                                       + verdict(1, 1) + verdict(2) + serve())
+    yield "scan-error-tagged", (setup(REPLACE, TAG_ERROR_PASS) + greeting + client(ehlo + envelope + b"DATA\r\n")
+                                + serve() + client(message) + verdict(2) + serve())
+    yield "two-messages-server-refuses", (setup(REJECT) + greeting + client(ehlo + envelope + b"DATA\r\n")
+                                          + serve() + client(message) + verdict(0) + serve(6)
+                                          + client(envelope + b"DATA\r\n") + serve(7) + client(message)
+                                          + verdict(0) + serve(7))
+    yield "rcpt-refused", (setup() + greeting + client(ehlo + envelope + b"DATA\r\n") + serve(5)
+                           + client(message) + serve())
+    big = b"Subject: big\r\n\r\n" + b"".join(b"line %d of a long message\r\n" % i for i in range(40)) + b".\r\n"
+    yield "too-big-pass", (setup(SMALL_CONTENT) + greeting + client(ehlo + envelope + b"DATA\r\n") + serve()
+                           + client(big) + serve())
+    yield "too-big-block", (setup(SMALL_CONTENT | SMTP_CONTENT_SIZE_BLOCK | DROP) + greeting
+                            + client(ehlo + envelope + b"DATA\r\n") + serve() + client(big) + serve())
+    yield "fin-inside-message", (setup() + greeting + client(ehlo + envelope + b"DATA\r\n") + serve()
+                                 + client(message[:20]) + end(False) + serve())
+    yield "stalled-relay", (setup() + greeting + client(ehlo + envelope + b"DATA\r\n") + serve()
+                            + client(b"Subject: s\r\n\r\n" + b"x" * 200) + end(False, stalled=True))
+    yield "bdat", (setup() + greeting + client(ehlo) + serve() + client(envelope) + serve()
+                   + client(b"BDAT 10 LAST\r\n0123456789") + serve())
+    yield "bdat-pass", (setup(SMTP_PROTOCOL_ERROR_PASS) + greeting + client(ehlo + envelope) + serve()
+                        + client(b"BDAT 68 LAST\r\n" + eicar) + serve())
+    for name, how in (("allow", 0), ("strip", STARTTLS_STRIP), ("block", STARTTLS_BLOCK)):
+        yield f"starttls-{name}", (setup(how) + greeting + client(ehlo) + serve() + client(b"STARTTLS\r\n")
+                                   + serve() + client(b"\x16\x03\x01\x00\x05hello") + serve())
+    yield "smtps", setup() + client(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03") + server(b"\x16\x03\x03")
+    yield "auth-334", (setup() + manual_greeting + client(ehlo) + serve() + client(b"AUTH LOGIN\r\n")
+                       + server(b"334 VXNlcm5hbWU6\r\n") + client(b"YWxpY2U=\r\n")
+                       + server(b"334 UGFzc3dvcmQ6\r\n") + client(b"c2VjcmV0\r\n")
+                       + server(b"235 2.7.0 Authentication successful\r\n")
+                       + client(envelope + b"DATA\r\n") + server(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")
+                       + client(message) + verdict(0) + server(b"354 go ahead\r\n250 2.0.0 Ok\r\n"))
+    yield "bare-lf-dot", (setup() + greeting + client(ehlo + envelope + b"DATA\r\n") + serve()
+                          + client(b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<e@example.com>\r\n") + serve())
+    yield "bare-lf-dot-pass", (setup(SMTP_PROTOCOL_ERROR_PASS) + greeting + client(ehlo + envelope + b"DATA\r\n")
+                               + serve() + client(b"Subject: a\r\n\r\n" + eicar + b"\r\n.\nRSET\r\n") + serve())
+    yield "endless-pipelining", (setup() + greeting + client(b"NOOP\r\n" * 300) + serve())
+    yield "data-without-transaction", (setup() + manual_greeting + client(ehlo + b"DATA\r\n") + serve()
+                                       + server(b"354 go\r\n") + client(message))
+    yield "not-smtp", setup() + server(b"HTTP/1.1 200 OK\r\n\r\n") + client(b"GET / HTTP/1.1\r\n\r\n")
+    yield "multiline-and-malformed-reply", (setup() + manual_greeting + client(ehlo)
+                                            + server(b"250-a\r\n250-b\r\n251 c\r\n") + client(b"QUIT\r\n"))
+    # smtp_inspector_fuzz's findings (see the commits "smtp: ...").
+    yield "finding-fin-before-replies", (setup(REJECT, SMTP_INFECTED) + greeting
+                                         + client(ehlo + envelope + b"DATA\r\n" + infected + b"QUIT\r\n")
+                                         + end(False) + serve() + serve())
+    yield "finding-data-tab", (setup(REJECT, SMTP_INFECTED) + greeting + client(ehlo) + serve()
+                               + client(envelope) + serve() + client(b"DATA\t\r\n") + serve()
+                               + client(infected) + serve() + verdict(1))
+    yield "finding-reply-breaks-while-held", (setup(REJECT | SMTP_PROTOCOL_ERROR_PASS, SMTP_INFECTED)
+                                              + greeting + client(ehlo + envelope) + serve()
+                                              + client(b"DATA\r\n" + infected) + server(b"garbage\r\n")
+                                              + verdict(1))
+    yield "finding-ehlo-reply-of-just-the-code", (setup() + manual_greeting + client(ehlo)
+                                                  + server(b"250-mx.example.com\r\n250-CHUNKING\r\n250\r\n"))
+    yield "finding-redrive-after-reset", (setup() + manual_greeting + client(ehlo) + serve()
+                                          + client(b"DATA\r\nNOOP\r\n") + server(b"354 go ahead\r\n"))
 # -- pop3_inspector_fuzz, imap_inspector_fuzz: [setup] then ops ---------------
 # Setup bits (pop3/imap_inspector_fuzz.cc): 5-6 starttls, 7 strip and tag.
-STARTTLS_STRIP, STARTTLS_BLOCK, STRIP_AND_TAG = 32, 64, 128
+TLS_STRIP, TLS_BLOCK, STRIP_AND_TAG = 32, 64, 128
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
@@ -372,7 +483,7 @@ def pop3_seeds():
     yield "auth", (b"\0" + server(b"+OK\r\n") + client(b"AUTH PLAIN\r\n") + server(b"+ \r\n")
                    + client(b"AGEAYg==\r\n") + server(b"+OK\r\n") + client(b"CAPA\r\n")
                    + server(b"+OK\r\nSTLS\r\nTOP\r\n.\r\n"))
-    yield "stls-strip", (bytes([STARTTLS_STRIP]) + server(b"+OK\r\n") + client(b"CAPA\r\nNOOP\r\nSTLS\r\nNOOP\r\n")
+    yield "stls-strip", (bytes([TLS_STRIP]) + server(b"+OK\r\n") + client(b"CAPA\r\nNOOP\r\nSTLS\r\nNOOP\r\n")
                          + server(b"+OK\r\nSTLS\r\n.\r\n+OK\r\n+OK\r\n"))
     yield "stls-allow", (b"\0" + server(b"+OK\r\n") + client(b"STLS\r\n\x16\x03\x01") + server(b"+OK go\r\n\x16\x03\x03"))
     yield "bare-lf-dot", b"\0" + login + client(b"RETR 1\r\n") + server(b"+OK\r\nSubject: a\r\n\r\nx\n.\r\n")
@@ -418,7 +529,7 @@ def imap_seeds():
                           + server(b"+ go\r\n") + client(bad + b"\r\n") + verdict(1) + verdict(1) + verdict(0))
     yield "idle", (b"\0" + login + client(b"a2 IDLE\r\n") + server(b"+ idling\r\n* 1 EXISTS\r\n") + client(b"DONE\r\n")
                    + server(b"a2 OK\r\n"))
-    yield "starttls-block", (bytes([STARTTLS_BLOCK]) + server(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] x\r\n")
+    yield "starttls-block", (bytes([TLS_BLOCK]) + server(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] x\r\n")
                              + client(b"a1 CAPABILITY\r\na2 STARTTLS\r\n") + server(b"* CAPABILITY STARTTLS\r\na1 OK\r\n"))
     yield "starttls-allow", (b"\0" + server(b"* OK x\r\n") + client(b"a1 STARTTLS\r\n\x16\x03") + server(b"a1 OK\r\n\x16\x03"))
     yield "long-line", b"\0" + login + client(b"a2 SEARCH ALL\r\n") + server(b"* SEARCH" + b" 1" * 40000 + b"\r\na2 OK\r\n")
@@ -456,6 +567,7 @@ SEEDS = {
     "config_fuzz": config_seeds,
     "tcp_stream_fuzz": stream_seeds,
     "http_inspector_fuzz": http_seeds,
+    "smtp_inspector_fuzz": smtp_seeds,
     "pop3_inspector_fuzz": pop3_seeds,
     "imap_inspector_fuzz": imap_seeds,
 }

@@ -14,6 +14,8 @@ daemon, servers) and returns a one-line result, or raises to fail.
 from __future__ import annotations
 
 import argparse
+import base64
+import email
 import html
 import io
 import re
@@ -31,7 +33,8 @@ from clients import banner_session, curl_download, curl_fetch, curl_mail, mail_m
 from http_corpus import EICAR  # noqa: E402
 from lab import Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
-from servers import BannerServer, Dovecot, Nginx  # noqa: E402
+from mail_clients import NamespaceSMTP, imap_fetch, pop3_retrieve  # noqa: E402
+from servers import BannerServer, Dovecot, Nginx, Postfix  # noqa: E402
 from tokens import rewrite, rewrite_config, token_text  # noqa: E402
 
 STEPS: list[tuple[str, str, object]] = []
@@ -62,6 +65,7 @@ class Demo:
                                users={self.USER: self.PASSWORD})
         self.message = mail_message("nfqscan demo", 50_000)
         self.dovecot.deliver(self.USER, self.message)
+        self.postfix = Postfix(lab, ports=[25], dovecot=self.dovecot, users=(self.USER,))
         self.ssh_bytes = 10 * 1024 * 1024
         self.ssh = BannerServer(lab, port=2222, banner=b"SSH-2.0-OpenSSH_9.2p1",
                                 stream_bytes=self.ssh_bytes)
@@ -190,6 +194,53 @@ def http_antivirus(demo: Demo) -> str:
     check(clean["sha256"] == demo.clean_digest, "the clean file arrived altered")
     return (f"blocked: {events[-1]['name']} (event {events[-1].get('id')}, action "
             f"{events[-1]['action']}); clean file sha256 ok")
+
+
+@step("mailav", "Mail antivirus: an EICAR attachment sent to Postfix with smtplib arrives "
+                "as the notice; a clean message arrives byte-identical; POP3 and IMAP show "
+                "the notice")
+def mail_antivirus(demo: Demo) -> str:
+    demo.daemon.wait_engines()
+    attachment = base64.encodebytes(EICAR).decode().replace("\n", "\r\n")
+    head = "From: Demo <demo@example.org>\r\nTo: alice@lab.test\r\nMIME-Version: 1.0\r\n"
+    infected = (head + "Subject: invoice\r\n"
+                'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+                "--b\r\nContent-Type: text/plain\r\n\r\nPlease pay the attached invoice.\r\n"
+                '--b\r\nContent-Type: application/octet-stream; name="invoice.com"\r\n'
+                'Content-Disposition: attachment; filename="invoice.com"\r\n'
+                "Content-Transfer-Encoding: base64\r\n\r\n" + attachment + "--b--\r\n").encode()
+    clean = mail_message("clean report", 200_000, seed=5)
+    before = len(demo.postfix.messages(demo.USER))
+    with NamespaceSMTP(demo.lab.client, demo.lab.server_address(4), 25) as smtp:
+        for message in (infected, clean):
+            smtp.sendmail("demo@example.org", [demo.postfix.address(demo.USER)], message)
+    delivered = demo.postfix.wait_for_delivery(demo.USER, before + 2)[before:]
+    by_subject = {email.message_from_bytes(d)["Subject"]: d for d in delivered}
+    notice = by_subject.get("invoice", b"")
+    check(bool(notice), f"the infected message was not delivered: {list(by_subject)}")
+    check(EICAR not in notice and b"invoice.com" in notice, "the attachment was not replaced")
+    check(Postfix.as_sent(by_subject.get(clean_subject(clean), b"")) == clean,
+          "the clean message arrived altered")
+    body = Postfix.body(notice).decode(errors="replace")
+    print("   what alice's mailbox holds instead of the attachment:", flush=True)
+    print("\n".join("   | " + line for line in body.splitlines()[:14]), flush=True)
+    retrieved = pop3_retrieve(demo.lab, demo.lab.server_address(4), 110, demo.USER,
+                              demo.PASSWORD)
+    read = [m for m in retrieved if b"Subject: invoice" in m]
+    check(len(read) == 1 and b"X-Nfqscan-Virus" in read[0] and EICAR not in read[0],
+          "POP3 did not return the notice")
+    fetched = imap_fetch(demo.lab, demo.lab.server_address(6), 143, demo.USER, demo.PASSWORD)
+    read = [m for m in fetched if b"Subject: invoice" in m]
+    check(len(read) == 1 and b"X-Nfqscan-Virus" in read[0] and EICAR not in read[0],
+          "IMAP did not return the notice")
+    events = [e for e in demo.daemon.detections(20) if e.get("protocol") == "smtp"]
+    check(bool(events), "no smtp event in nfqscanctl detections")
+    return (f"replaced: {events[-1]['name']} (event {events[-1].get('id')}); clean message "
+            "byte-identical; POP3 (poplib) and IMAP over IPv6 (imaplib) show the notice")
+
+
+def clean_subject(message: bytes) -> str:
+    return email.message_from_bytes(message)["Subject"]
 
 
 def _terminate(signum, frame):

@@ -219,26 +219,48 @@ def test_killed_nfqscand_mid_relay_never_completes_a_cut_transfer(lab, nfqscand)
 
 
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
-    """nfqscand with a 1 MiB stream memory cap (512 KiB per worker) and slow
-    relayed downloads holding their stores until every worker is over its
-    share (flows spread over both queues by hash). Returns (daemon, the
-    slow curls)."""
+    """nfqscand with a 12 MiB stream memory cap (6 MiB per worker) and slow
+    relayed downloads whose stores (up to relay_limit, 4 MiB each) fill it
+    until every worker that has flows is at its share: downloads are added
+    until then. Returns (daemon, the slow curls)."""
+    # Relays that hold whole responses: at the cap they cannot progress, so
+    # the memory stays there (steady, unlike rewritten flows whose receivers
+    # free some of it with every ACK) until the worker sheds one as stuck,
+    # 10 s later: the window the test's new flow meets the cap in.
     config = relay_config(relay=True)
-    config["stream"] = {"relay_limit": "4M", "memory_limit": "1M", "overflow": overflow}
+    config["stream"] = {"relay_limit": "4M", "memory_limit": "12M", "overflow": overflow}
     config["scan"] = {"limits": {"max_content_size": "3M"}}  # relay_limit holds an object
     daemon = nfqscand(config, args=ALLOW)
     slow = []
-    for i in range(8):
+
+    def start_one():
+        i = len(slow)
         out = lab.dir / f"slow{i}.bin"
         slow.append(lab.client.spawn(f"curl-slow{i}", [
             "curl", "-0", "--silent", "--noproxy", "*", "--limit-rate", "200K", "--max-time",
             "60", "--output", str(out), nginx.stream_url("tokens.txt")]))
         wait_until(lambda: len(daemon.flows()) >= i + 1, 10, "the slow download's flow")
-        queues = {f["queue"] for f in daemon.flows() if f["state"] == "established"}
-        if len(queues) == len(daemon.queues()):
-            break
-    wait_until(lambda: daemon.status()["streams"]["memory_bytes"]
-               >= daemon.status()["streams"]["memory_limit"], 20, "the streams to fill the cap")
+
+    for _ in range(2):
+        start_one()
+
+    # At the cap a worker has less room than one 64 KiB packet left (the
+    # hard cap refuses input from there on, so memory stays just below it).
+    def full(q) -> bool:
+        return q["stream_memory_bytes"] + 64 * 1024 > q["stream_memory_limit"]
+
+    def every_worker_at_cap():
+        # The kernel spreads flows over the queues by a hash of the
+        # addresses: from one client to one server they all meet in one
+        # worker, and so will the next flow. Every worker with flows full.
+        queues = [q for q in daemon.status()["queues"] if q["flows"] > 0]
+        if queues and all(full(q) for q in queues):
+            return True
+        if len(slow) < 8:
+            start_one()
+        return False
+
+    wait_until(every_worker_at_cap, 30, "every worker's streams to fill its cap", interval=0.2)
     return daemon, slow
 
 

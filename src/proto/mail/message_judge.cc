@@ -20,8 +20,8 @@ std::string category_of_verdict(const ScanVerdict& v) {
 MessageJudge::MessageJudge(InspectorHost& host, Service protocol, Direction direction)
     : host_(host), protocol_(protocol), direction_(direction) {}
 
-void MessageJudge::submit(uint64_t& next_id, ObjectInfo info,
-                          std::shared_ptr<ObjectBuffer> message, Envelope envelope) {
+void MessageJudge::submit(uint64_t& next_id, ObjectInfo info, std::shared_ptr<ObjectBuffer> message,
+                          Envelope envelope) {
     info_ = std::move(info);
     envelope_ = std::move(envelope);
     message_ = message;
@@ -67,8 +67,8 @@ void MessageJudge::decide(uint64_t& next_id) {
         event_id_ = host_.record(info_, v, "pass");
         if (v.is_error() && policy.notify_recipient_on_error_pass) {
             outcome_.kind = Outcome::Kind::Rewrite;
-            outcome_.message = tag_subject(
-                message, kErrorPassTag, extra_headers(detection_of(v), true, "pass", event_id_));
+            outcome_.message = tag_subject(message, policy.error_pass_tag,
+                                           extra_headers(detection_of(v), true, "pass", event_id_));
         }
         message_.reset();
         return;
@@ -98,6 +98,8 @@ void MessageJudge::decide(uint64_t& next_id) {
     if (how == MailBlock::Strip && infected_parts_.empty()) action = "replace";
     event_id_ = host_.record(info_, v, action);
     finish_blocked(how, v, event_id_, message);
+    if (v.is_infected() ? policy.notify_sender_on_virus : policy.notify_sender_on_error_drop)
+        notify_sender(detection_of(v), category_of_verdict(v), message);
     message_.reset();
 }
 
@@ -109,7 +111,8 @@ void MessageJudge::finish_blocked(MailBlock how, const ScanVerdict& v, const std
     const std::string detection = detection_of(v);
     const std::string category = category_of_verdict(v);
     outcome_.reply_text = detection + " found (event " + event_id + ")";
-    if (v.is_error()) outcome_.reply_text = "not checked: " + detection + " (event " + event_id + ")";
+    if (v.is_error())
+        outcome_.reply_text = "not checked: " + detection + " (event " + event_id + ")";
     switch (how) {
         case MailBlock::Reject:
             outcome_.kind = Outcome::Kind::Reject;
@@ -163,7 +166,7 @@ Outcome MessageJudge::fallback(ObjectInfo info, Category category, std::string_v
         if (policy.notify_recipient_on_error_pass && !head.empty()) {
             outcome_.kind = Outcome::Kind::Rewrite;
             outcome_.message = tag_subject(
-                head, kErrorPassTag,
+                head, policy.error_pass_tag,
                 extra_headers(std::string(category_name(category)), true, "pass", event_id_));
         }
         return outcome_;
@@ -192,7 +195,29 @@ Outcome MessageJudge::fallback(ObjectInfo info, Category category, std::string_v
                 replace_body(head, notice(name, name, info_.name, "replace", event_id_),
                              extra_headers(name, true, "replace", event_id_));
     }
+    if (policy.notify_sender_on_error_drop) notify_sender(name, name, head);
     return outcome_;
+}
+
+void MessageJudge::notify_sender(const std::string& detection, const std::string& category,
+                                 std::span<const uint8_t> message) {
+    // The header block as received (up to the blank line), bounded.
+    std::string_view text(reinterpret_cast<const char*>(message.data()),
+                          std::min<size_t>(message.size(), kNotifiedHeaderMax));
+    size_t blank = text.find("\r\n\r\n");
+    if (blank == std::string_view::npos) blank = text.find("\n\n");
+    Notification n;
+    // "<a@b>" as MAIL FROM gave it; "<>" stays: the notifier never answers it.
+    n.recipient = envelope_.sender;
+    if (n.recipient.size() > 2 && n.recipient.front() == '<' && n.recipient.back() == '>')
+        n.recipient = n.recipient.substr(1, n.recipient.size() - 2);
+    n.subject = "Your message was not delivered as sent: " + detection;
+    n.text = "Your message to " + envelope_.recipients +
+             " was not delivered as you sent it.\r\n\r\n" +
+             notice(detection, category, info_.name, outcome_.action, event_id_);
+    n.original_headers =
+        std::string(text.substr(0, blank == std::string_view::npos ? text.size() : blank + 2));
+    host_.notify(std::move(n));
 }
 
 std::string MessageJudge::notice(const std::string& detection, const std::string& category,

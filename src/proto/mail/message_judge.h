@@ -45,7 +45,7 @@ struct Outcome {
         Drop,     // SMTP: accept it (250) and deliver nothing
     };
     Kind kind = Kind::Deliver;
-    std::string message;  // Rewrite: the new message (not dot-stuffed), CRLF line ends
+    std::string message;     // Rewrite: the new message (not dot-stuffed), CRLF line ends
     std::string reply_text;  // Reject/Drop: "<detection> found (event <id>)" for a reply line
     std::string action;      // what the event log said: "pass", "replace", "strip", ...
     bool blocked = false;    // the message did not reach its receiver as sent
@@ -76,11 +76,12 @@ class MessageJudge {
     const Outcome& outcome() const { return outcome_; }
     size_t memory_bytes() const { return message_ ? size_t(message_->memory_bytes()) : 0; }
 
-    // The subject tag of an error that passes (notify_recipient_on_error_pass).
-    static constexpr std::string_view kErrorPassTag = "***UNCHECKED***";
-
   private:
     void decide(uint64_t& next_id);
+    // A mail to the envelope sender ([protocols.smtp] notify_sender_on_*).
+    void notify_sender(const std::string& detection, const std::string& category,
+                       std::span<const uint8_t> message);
+    static constexpr size_t kNotifiedHeaderMax = 64 << 10;
     void finish_blocked(MailBlock how, const ScanVerdict& verdict, const std::string& event_id,
                         std::span<const uint8_t> message);
     std::string notice(const std::string& detection, const std::string& category,
@@ -96,7 +97,7 @@ class MessageJudge {
     Envelope envelope_;
     std::shared_ptr<const ObjectBuffer> message_;
     std::map<uint64_t, std::optional<size_t>> scans_;  // id -> part index (nullopt: whole)
-    std::optional<ScanVerdict> whole_;                  // the whole message's verdict
+    std::optional<ScanVerdict> whole_;                 // the whole message's verdict
     std::string event_id_;
     std::vector<Part> parts_;
     std::set<size_t> infected_parts_;

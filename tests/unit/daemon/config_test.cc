@@ -475,6 +475,55 @@ TEST(ConfigMessages, BrokenTemplateIsAConfigError) {
     }
 }
 
+TEST(NotifyConfig, ShippedFileAndEmptyFileHaveTheDefaults) {
+    const NotifyConfig d;
+    for (const Config& c : {load_config("rules/nfqscan.toml"), parse_config("", "empty.toml")}) {
+        EXPECT_EQ(c.notify.relay, "");
+        EXPECT_EQ(c.notify.from, "nfqscan@localhost");
+        EXPECT_EQ(c.notify.error_pass_tag, "***UNCHECKED***");
+        EXPECT_EQ(c.notify.per_sender_per_minute, 10u);
+        EXPECT_EQ(c.notify.relay, d.relay);
+        EXPECT_EQ(c.notify.from, d.from);
+        EXPECT_EQ(c.notify.error_pass_tag, d.error_pass_tag);
+        EXPECT_EQ(c.notify.per_sender_per_minute, d.per_sender_per_minute);
+    }
+}
+
+TEST(NotifyConfig, KeysAreRead) {
+    Config c = parse_config(R"(
+[notify]
+relay = "[2001:db8:2::2]:2526"
+from = "postmaster@gw.example.net"
+error_pass_tag = "[not scanned]"
+per_sender_per_minute = 3
+)",
+                            "t.toml");
+    EXPECT_EQ(c.notify.relay, "[2001:db8:2::2]:2526");
+    EXPECT_EQ(c.notify.from, "postmaster@gw.example.net");
+    EXPECT_EQ(c.notify.error_pass_tag, "[not scanned]");
+    EXPECT_EQ(c.notify.per_sender_per_minute, 3u);
+    EXPECT_EQ(parse_config("[notify]\nrelay = \"mail.example.net:25\"\n", "t.toml").notify.relay,
+              "mail.example.net:25");
+}
+
+TEST(NotifyConfig, ErrorsNameFileLineAndKey) {
+    expect_error("[notify]\nfrom = \"a@b.c\"\nrelay = \"mail.example.net\"\n", 3, "notify.relay",
+                 "host:port");
+    expect_error("[notify]\nrelay = \"mail.example.net:0\"\n", 2, "notify.relay", "port");
+    expect_error("[notify]\nrelay = \"[mail]:25\"\n", 2, "notify.relay", "IPv6");
+    expect_error("[notify]\nrelay = 25\n", 2, "notify.relay", "string");
+    expect_error("[notify]\n\nfrom = \"Scanner <scanner@example.net>\"\n", 3, "notify.from",
+                 "plain address");
+    expect_error("[notify]\nfrom = \"\"\n", 2, "notify.from", "empty");
+    expect_error("[notify]\nerror_pass_tag = \"a\\r\\nBcc: x@y\"\n", 2, "notify.error_pass_tag",
+                 "one line");
+    expect_error("[notify]\nper_sender_per_minute = 0\n", 2, "notify.per_sender_per_minute",
+                 "integer from 1 to 1000");
+    expect_error("[notify]\nper_sender_per_minute = 1001\n", 2, "notify.per_sender_per_minute",
+                 "integer");
+    expect_error("[notify]\nrelay = \"\"\nrate = 5\n", 3, "notify.rate", "unknown key");
+}
+
 TEST(QueueRange, ParsesSingleAndRange) {
     EXPECT_EQ(QueueRange::parse("3").count(), 1u);
     EXPECT_EQ(QueueRange::parse("0-3").last, 3);

@@ -492,5 +492,319 @@ TEST(FlowStream, CloseWithAfterTheSendersFinStillDeliversTheMessage) {
     EXPECT_TRUE(fin);
 }
 
+// -- Hostile peers (issue 13) ------------------------------------------------
+
+// A flow past its handshake without an inspector: client data starts at
+// 1000, server data at 5000; every window 65535 bytes (no scaling).
+struct PlainWire {
+    Wire w;
+    PlainWire() {
+        w.send(true, 0x02, 999, 0);
+        w.send(false, 0x12, 4999, 1000);
+        w.send(true, 0x10, 1000, 5000);
+    }
+};
+
+TEST(FlowStreamPeers, AnAckOfOutputNeverSentIsDroppedAndLossRepairStillWorks) {
+    // A third party that knows the addresses acknowledges far more than the
+    // server sent. Counted as acknowledged, the server's next retransmission
+    // of a lost segment would be answered with a repeat of the "last
+    // acknowledged byte" instead of its bytes: the client never gets them.
+    PlainWire g;
+    Wire& w = g.w;
+    auto data = w.send(false, 0x18, 5000, 1000, std::string(100, 'a'));
+    ASSERT_EQ(data[0].kind, PacketVerdict::Kind::Accept);  // lost on its way to the client
+
+    auto spoofed = w.send(true, 0x10, 1000, 5000 + 100'000);
+    ASSERT_FALSE(spoofed.empty());
+    EXPECT_EQ(spoofed[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 0u);
+    EXPECT_EQ(w.stream.counters().peer_checks.acks_ahead, 1u);
+    // A challenge ACK goes to the host the ACK claims to come from: a real
+    // client that is out of step learns where the server stands.
+    auto challenge = decoded_injections(spoofed);
+    ASSERT_EQ(challenge.size(), 1u);
+    EXPECT_EQ(challenge[0].dst.to_string(), "198.51.100.2");
+    EXPECT_EQ(challenge[0].ack, 1000u);
+    EXPECT_EQ(challenge[0].seq, 5100u);  // the server's next byte
+    EXPECT_EQ(w.stream.counters().peer_checks.challenge_acks, 1u);
+
+    // Just past what was sent is ahead too (the 100 bytes end at 5100).
+    EXPECT_EQ(w.send(true, 0x10, 1000, 5101)[0].kind, PacketVerdict::Kind::Drop);
+
+    // The server retransmits: the segment goes out with its bytes.
+    auto again = w.send(false, 0x18, 5000, 1000, std::string(100, 'a'));
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].kind, PacketVerdict::Kind::Accept);
+
+    // The client's real ACK counts.
+    auto real = w.send(true, 0x10, 1000, 5100);
+    EXPECT_EQ(real[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 100u);
+}
+
+TEST(FlowStreamPeers, AnAckFarBehindIsDroppedOneWithinTheWindowPasses) {
+    PlainWire g;
+    Wire& w = g.w;
+    for (uint32_t at = 0; at < 100'000; at += 1000)
+        w.send(false, 0x18, 5000 + at, 1000, std::string(1000, 'a'));
+    EXPECT_EQ(w.send(true, 0x10, 1000, 5000 + 100'000)[0].kind, PacketVerdict::Kind::Accept);
+    // 70,000 bytes behind: more than the largest window (65,535) the client
+    // ever offered, so no ACK of the client's can be that old.
+    auto old = w.send(true, 0x10, 1000, 5000 + 30'000);
+    EXPECT_EQ(old[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().peer_checks.acks_behind, 1u);
+    // A late ACK within the window passes.
+    EXPECT_NE(w.send(true, 0x10, 1000, 5000 + 90'000)[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 100'000u);
+}
+
+TEST(FlowStreamPeers, ASpoofedAckDoesNotEndARelaysDelivery) {
+    // Relayed: the engine delivers the stored bytes itself. An ACK claiming
+    // all of them would end the relay's retransmissions.
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    w.send(false, 0x18, 5000, 1000, std::string(300, 'x'));
+    object.verdict = true;
+    std::vector<PacketVerdict> out;
+    w.stream.redrive(10, out);
+    ASSERT_EQ(w.stream.direction(Direction::ServerToClient).output_sent(), 300u);
+    auto spoofed = w.send(true, 0x10, 1000, 5000 + 4000);
+    EXPECT_EQ(spoofed[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).output_acked(), 0u);
+    ASSERT_NE(w.stream.relay(Direction::ServerToClient), nullptr);
+    // The relay still retransmits on its timer.
+    out.clear();
+    w.stream.on_timer(5000, out);
+    bool resent = false;
+    for (const DecodedPacket& p : decoded_injections(out))
+        resent |= p.dst.to_string() == "198.51.100.2" && p.seq == 5000 && !p.payload.empty();
+    EXPECT_TRUE(resent);
+}
+
+TEST(FlowStreamPeers, ARstAwayFromTheExpectedNumberDoesNotEndARelay) {
+    // Today's black hole: any RST ended the relay, whose stored bytes the
+    // server was told had arrived. Only one at the exact number counts.
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x18, 1000, 5000, "GET / HTTP/1.1\r\n\r\n");  // the client's next is 1018
+    w.send(false, 0x18, 5000, 1018, std::string(300, 'x'));    // stored, awaiting its verdict
+    ASSERT_TRUE(w.stream.relay_active());
+
+    // Far outside any window: dropped silently.
+    auto far = w.send(true, 0x04, 1018 + 5'000'000, 0);
+    EXPECT_EQ(far[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_TRUE(decoded_injections(far).empty());
+    EXPECT_EQ(w.stream.counters().peer_checks.rsts_out_of_window, 1u);
+    EXPECT_TRUE(w.stream.relay_active());
+
+    // In the window, not exact: dropped, and the claimed sender gets a
+    // challenge ACK (a real client that did reset answers it with a RST at
+    // the number it carries).
+    auto near = w.send(true, 0x04, 1018 + 1000, 0);
+    EXPECT_EQ(near[0].kind, PacketVerdict::Kind::Drop);
+    auto challenge = decoded_injections(near);
+    ASSERT_EQ(challenge.size(), 1u);
+    EXPECT_EQ(challenge[0].dst.to_string(), "198.51.100.2");
+    EXPECT_EQ(challenge[0].tcp_flags, tcp_flag::kAck);
+    EXPECT_EQ(challenge[0].ack, 1018u);
+    EXPECT_EQ(w.stream.counters().peer_checks.rsts_challenged, 1u);
+    EXPECT_TRUE(w.stream.relay_active());
+
+    // The verdict comes: the relay delivers.
+    object.verdict = true;
+    std::vector<PacketVerdict> out;
+    w.stream.redrive(10, out);
+    std::string delivered;
+    for (const DecodedPacket& p : decoded_injections(out))
+        if (p.dst.to_string() == "198.51.100.2")
+            delivered.append(p.payload.begin(), p.payload.end());
+    EXPECT_EQ(delivered, std::string(300, 'x'));
+}
+
+TEST(FlowStreamPeers, ARstAtTheExpectedNumberEndsTheFlowAndResetsTheOtherPeer) {
+    AwaitingVerdict object;
+    Wire w(&object);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x18, 1000, 5000, "GET / HTTP/1.1\r\n\r\n");
+    w.send(false, 0x18, 5000, 1018, std::string(300, 'x'));  // stored, acknowledged by nfqscand
+    ASSERT_TRUE(w.stream.relay_active());
+    // The server resets at its next number: the client must not wait for
+    // the 300 bytes the relay will never deliver now.
+    auto rst = w.send(false, 0x04, 5300, 0);
+    EXPECT_NE(rst[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_FALSE(w.stream.relay_active());
+    bool client_reset = false;
+    for (const DecodedPacket& p : decoded_injections(rst))
+        client_reset |=
+            p.dst.to_string() == "198.51.100.2" && p.has(tcp_flag::kRst) && p.seq == 5000;
+    EXPECT_TRUE(client_reset);
+}
+
+TEST(FlowStreamPeers, AClientRstAtTheExpectedNumberPassesInPassMode) {
+    PlainWire g;
+    Wire& w = g.w;
+    w.send(true, 0x18, 1000, 5000, "hello");
+    auto rst = w.send(true, 0x14, 1005, 5000);
+    ASSERT_EQ(rst.size(), 1u);
+    EXPECT_EQ(rst[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(w.stream.counters().peer_checks.rsts_challenged, 0u);
+}
+
+TEST(FlowStreamPeers, DataOutsideTheReceiversWindowIsDroppedNotInspected) {
+    // Inspected and held, bytes far past the window would cost memory
+    // without bound and show the inspector what the receiver never takes.
+    struct Seen : StreamTransform {
+        std::string bytes;
+        void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+            bytes.append(pending.begin(), pending.end());
+            sink.pass(pending.size());
+        }
+    } seen;
+    Wire w(&seen);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);  // window 65535, unscaled
+
+    auto ahead = w.send(false, 0x18, 5000 + 200'000, 1000, "far");
+    EXPECT_EQ(ahead[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.held_count(), 0u);
+    EXPECT_EQ(w.stream.counters().peer_checks.data_out_of_window, 1u);
+    // Just within the window plus slack: held for the gap before it.
+    EXPECT_EQ(w.send(false, 0x18, 5000 + 100'000, 1000, "near")[0].kind, PacketVerdict::Kind::Hold);
+    // Far behind (wrapped): dropped too, never shown to the inspector.
+    auto behind = w.send(false, 0x18, 5000 - 300'000, 1000, "old");
+    EXPECT_EQ(behind[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().peer_checks.data_out_of_window, 2u);
+    EXPECT_EQ(seen.bytes, "");
+    // In order, in the window: inspected and passed.
+    EXPECT_EQ(w.send(false, 0x18, 5000, 1000, "ok")[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(seen.bytes, "ok");
+}
+
+TEST(FlowStreamPeers, TheWindowMovesWithTheReceiversAcks) {
+    PlainWire g;
+    Wire& w = g.w;
+    std::string block(10'000, 'a');
+    for (uint32_t at = 0; at < 120'000; at += 10'000) {
+        auto v = w.send(false, 0x18, 5000 + at, 1000, block);
+        ASSERT_NE(v[0].kind, PacketVerdict::Kind::Drop) << "at " << at;
+        w.send(true, 0x10, 1000, 5000 + at + 10'000);
+    }
+    EXPECT_EQ(w.stream.counters().peer_checks.data_out_of_window, 0u);
+}
+
+TEST(FlowStreamPeers, ASenderIgnoringTheWindowCannotMakeTheEngineKeepItAll) {
+    // 1 MiB in order, never acknowledged: what the receiver's window does
+    // not cover is dropped, so the retained output stays near one window.
+    PlainWire g;
+    Wire& w = g.w;
+    std::string block(8000, 'a');
+    for (uint32_t at = 0; at < (1u << 20); at += 8000)
+        w.send(false, 0x18, 5000 + at, 1000, block);
+    const StreamDirection& s2c = w.stream.direction(Direction::ServerToClient);
+    EXPECT_LE(s2c.output_end(), 65535u + (64u << 10));
+    EXPECT_LT(w.stream.memory_bytes(), 400u << 10);
+    EXPECT_GT(w.stream.counters().peer_checks.data_out_of_window, 100u);
+}
+
+TEST(FlowStreamPeers, AtTheMemoryCapNewInputIsDroppedUntilThereIsRoom) {
+    uint64_t room = 500;
+    StreamLimits limits;
+    limits.memory_room = &room;
+    Wire w(nullptr, limits);
+    w.send(true, 0x02, 999, 0);
+    w.send(false, 0x12, 4999, 1000);
+    w.send(true, 0x10, 1000, 5000);
+    auto refused = w.send(false, 0x18, 5000, 1000, std::string(600, 'a'));
+    EXPECT_EQ(refused[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).counters().memory_refused, 1u);
+    EXPECT_EQ(w.stream.direction(Direction::ServerToClient).input_next(), 0u);
+    // Out of order: not held either.
+    EXPECT_EQ(w.send(false, 0x18, 6000, 1000, std::string(600, 'b'))[0].kind,
+              PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.held_count(), 0u);
+    room = 10'000;  // acknowledgements elsewhere freed memory
+    EXPECT_EQ(w.send(false, 0x18, 5000, 1000, std::string(600, 'a'))[0].kind,
+              PacketVerdict::Kind::Accept);
+}
+
+TEST(FlowStreamPeers, AShedFlowResetsItsPeersFreesItsMemoryAndPassesNothing) {
+    PlainWire g;
+    Wire& w = g.w;
+    w.send(false, 0x18, 5000, 1000, std::string(20'000, 'a'));
+    auto held = w.send(false, 0x18, 5000 + 30'000, 1000, std::string(20'000, 'c'));
+    ASSERT_EQ(held[0].kind, PacketVerdict::Kind::Hold);
+    size_t before = w.stream.memory_bytes();
+    std::vector<PacketVerdict> out;
+    w.stream.shed(out);
+    bool held_dropped = false, client_reset = false, server_reset = false;
+    for (const PacketVerdict& v : out) {
+        if (v.id == held[0].id) held_dropped = v.kind == PacketVerdict::Kind::Drop;
+        if (v.kind != PacketVerdict::Kind::Inject) continue;
+        DecodedPacket p;
+        ASSERT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
+        ASSERT_TRUE(p.has(tcp_flag::kRst));
+        (p.dst.to_string() == "198.51.100.2" ? client_reset : server_reset) = true;
+    }
+    EXPECT_TRUE(held_dropped);
+    EXPECT_TRUE(client_reset);
+    EXPECT_TRUE(server_reset);
+    EXPECT_TRUE(w.stream.held_ids().empty());
+    EXPECT_LT(w.stream.memory_bytes() + 30'000, before);
+    EXPECT_EQ(w.send(false, 0x18, 5000 + 20'000, 1000, "late")[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.send(true, 0x10, 1000, 5000 + 20'000)[0].kind, PacketVerdict::Kind::Drop);
+}
+
+TEST(FlowStreamPeers, ASynsDataIsCutAndComesAgainInOrderAfterTheHandshake) {
+    // Accepted, the server would get "early" uninspected and the engine,
+    // whose input starts after the SYN, would hold every later segment
+    // behind a gap that never fills.
+    Wire w;
+    auto syn = w.send(true, 0x02, 999, 0, "early");
+    ASSERT_EQ(syn.size(), 1u);
+    ASSERT_EQ(syn[0].kind, PacketVerdict::Kind::Replace);
+    DecodedPacket p;
+    ASSERT_EQ(decode_packet(syn[0].packet, p), DecodeStatus::Ok);
+    EXPECT_TRUE(p.payload.empty());
+    EXPECT_EQ(p.tcp_flags, tcp_flag::kSyn);
+    EXPECT_EQ(p.seq, 999u);
+    EXPECT_EQ(w.stream.counters().peer_checks.syn_data_dropped, 1u);
+    // The server acknowledges only the SYN; the client sends its data again.
+    auto synack = w.send(false, 0x12, 4999, 1000, "hi");
+    ASSERT_EQ(synack[0].kind, PacketVerdict::Kind::Replace);
+    ASSERT_EQ(decode_packet(synack[0].packet, p), DecodeStatus::Ok);
+    EXPECT_TRUE(p.payload.empty());
+    auto again = w.send(true, 0x18, 1000, 5000, "early");
+    EXPECT_EQ(again[0].kind, PacketVerdict::Kind::Accept);
+    EXPECT_EQ(w.stream.held_count(), 0u);
+}
+
+TEST(FlowStreamPeers, UrgentDataIsDeliveredInline) {
+    PlainWire g;
+    Wire& w = g.w;
+    auto storage = test::flow_segment(false, 0x38, 5000, 1000, "abc!");  // URG PSH ACK
+    test::put16(storage, 20 + 18, 4);                                    // the urgent pointer: '!'
+    DecodedPacket in;
+    ASSERT_EQ(decode_packet(storage, in), DecodeStatus::Ok);
+    std::vector<PacketVerdict> out;
+    w.stream.on_packet(w.next_id++, Direction::ServerToClient, in, false, 0, out);
+    ASSERT_EQ(out.size(), 1u);
+    ASSERT_EQ(out[0].kind, PacketVerdict::Kind::Replace);
+    DecodedPacket p;
+    ASSERT_EQ(decode_packet(out[0].packet, p), DecodeStatus::Ok);
+    EXPECT_EQ(p.tcp_flags, 0x18);
+    EXPECT_EQ(p.packet[p.l3_header_length + 18], 0);
+    EXPECT_EQ(p.packet[p.l3_header_length + 19], 0);
+    EXPECT_EQ(std::string(p.payload.begin(), p.payload.end()), "abc!");
+    EXPECT_EQ(w.stream.counters().peer_checks.urgent_cleared, 1u);
+}
+
 }  // namespace
 }  // namespace nfqscan

@@ -87,6 +87,7 @@ class FakeHost : public InspectorHost {
     // HTTP never speaks for a peer.
     void send(Direction, std::span<const uint8_t>) override { ADD_FAILURE() << "send()"; }
     void redrive() override { ADD_FAILURE() << "redrive()"; }
+    void notify(Notification) override { ADD_FAILURE() << "notify()"; }
     void note_allowlisted(const ObjectInfo& info) override { allowlisted.push_back(info); }
     void release(ReleaseReason reason) override { releases.push_back(reason); }
     const ProtocolPolicy& policy() const override { return policy_; }

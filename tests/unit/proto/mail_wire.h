@@ -95,6 +95,8 @@ class FakeHost : public InspectorHost {
     }
     void reset_both() override;
     void send(Direction d, std::span<const uint8_t> bytes) override;
+    // POP3 and IMAP have no envelope sender to tell.
+    void notify(Notification) override { ADD_FAILURE() << "notify()"; }
     void redrive() override;
     void note_allowlisted(const ObjectInfo&) override {}
     void release(ReleaseReason reason) override;
