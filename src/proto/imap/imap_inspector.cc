@@ -406,7 +406,7 @@ void ImapInspector::Client::on_line(MapCursor& c, uint64_t end) {
                     info.direction = C2S;
                     info.name = "STARTTLS";
                     Detection d;
-                    d.signature = "STARTTLS";
+                    d.signature = "STARTTLS refused";  // as SMTP logs it
                     d.category = ThreatCategory::Policy;
                     in_.host_.record(info, ScanVerdict::infected(d), "block");
                 }

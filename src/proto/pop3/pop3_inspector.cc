@@ -259,7 +259,7 @@ void Pop3Inspector::Client::on_line(std::string_view line, StreamSink& sink) {
         info.direction = C2S;
         info.name = "STLS";
         Detection d;
-        d.signature = "STARTTLS";
+        d.signature = "STARTTLS refused";  // as SMTP logs it
         d.category = ThreatCategory::Policy;
         in_.host_.record(info, ScanVerdict::infected(d), "block");
     }

@@ -219,7 +219,7 @@ TEST(ImapInspector, StartTlsStrippedAndRefused) {
         "a2 OK\r\n"))
         << f.wire.out(S2C);
     ASSERT_EQ(f.host.records.size(), 1u);
-    EXPECT_EQ(f.host.records[0].what, "STARTTLS");
+    EXPECT_EQ(f.host.records[0].what, "STARTTLS refused");
 }
 
 TEST(ImapInspector, StartTlsAllowedReleasesAfterOk) {

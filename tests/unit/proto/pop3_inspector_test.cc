@@ -207,7 +207,7 @@ TEST(Pop3Inspector, StlsBlockedIsAPolicyEventAndAnsweredAtOnceWhenNothingIsOutst
     EXPECT_EQ(f.wire.out(C2S), "");
     EXPECT_EQ(f.wire.out(S2C), kGreeting + "-ERR STLS is not available through this network\r\n");
     ASSERT_EQ(f.host.records.size(), 1u);
-    EXPECT_EQ(f.host.records[0].what, "STARTTLS");
+    EXPECT_EQ(f.host.records[0].what, "STARTTLS refused");
     EXPECT_EQ(f.host.records[0].action, "block");
     f.client("USER bob\r\n");
     f.server("+OK\r\n");
