@@ -3,7 +3,9 @@
 #include <array>
 
 #include "http/http_inspector.h"
+#include "imap/imap_inspector.h"
 #include "nfqscan/inspector.h"
+#include "pop3/pop3_inspector.h"
 #include "smtp/smtp_inspector.h"
 
 namespace nfqscan {
@@ -14,13 +16,18 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
             return std::make_unique<HttpInspector>(host);
         case Service::Smtp:
             return std::make_unique<SmtpInspector>(host);
+        case Service::Pop3:
+            return std::make_unique<Pop3Inspector>(host);
+        case Service::Imap:
+            return std::make_unique<ImapInspector>(host);
         default:
             return nullptr;
     }
 }
 
 bool has_inspector(Service service) {
-    return service == Service::Http || service == Service::Smtp;
+    return service == Service::Http || service == Service::Smtp || service == Service::Pop3 ||
+           service == Service::Imap;
 }
 
 std::string_view release_reason_name(ReleaseReason r) {

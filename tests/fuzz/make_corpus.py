@@ -448,6 +448,117 @@ def smtp_seeds():
                                                   + server(b"250-mx.example.com\r\n250-CHUNKING\r\n250\r\n"))
     yield "finding-redrive-after-reset", (setup() + manual_greeting + client(ehlo) + serve()
                                           + client(b"DATA\r\nNOOP\r\n") + server(b"354 go ahead\r\n"))
+# -- pop3_inspector_fuzz, imap_inspector_fuzz: [setup] then ops ---------------
+# Setup bits (pop3/imap_inspector_fuzz.cc): 5-6 starttls, 7 strip and tag.
+TLS_STRIP, TLS_BLOCK, STRIP_AND_TAG = 32, 64, 128
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def mail(subject, body):
+    return (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: " + subject
+            + b"\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.b64encode(body) + b"\r\n--b--\r\n")
+
+
+def stuffed(message):
+    lines = message.split(b"\r\n")
+    return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in lines) + b".\r\n"
+
+
+def pop3_seeds():
+    login = server(b"+OK ready\r\n") + client(b"USER a\r\n") + server(b"+OK\r\n") + client(b"PASS b\r\n") + server(b"+OK\r\n")
+    bad, good = mail(b"bad", EICAR), mail(b"good", b"clean")
+    yield "retr", b"\0" + login + client(b"RETR 1\r\n") + server(b"+OK\r\n" + stuffed(good)) + verdict(0)
+    yield "retr-infected", (bytes([INFECTED]) + login + client(b"RETR 1\r\nRETR 2\r\nLIST\r\n")
+                            + server(b"+OK\r\n" + stuffed(bad)) + server(b"+OK\r\n" + stuffed(good))
+                            + server(b"+OK\r\n1 10\r\n.\r\n") + verdict(1) + verdict(0) + verdict(0) + verdict(0))
+    yield "retr-strip", (bytes([INFECTED | STRIP_AND_TAG]) + login + client(b"RETR 1\r\n")
+                         + server(b"+OK\r\n" + stuffed(bad)) + verdict(1) + verdict(1) + verdict(0))
+    yield "too-big", (bytes([CONTENT_SIZE_BLOCK]) + login + client(b"RETR 1\r\n")
+                      + server(b"+OK\r\n" + stuffed(mail(b"big", b"x" * 20000))))
+    yield "too-big-tagged", (bytes([STRIP_AND_TAG]) + login + client(b"TOP 1 10\r\n")
+                             + server(b"+OK\r\n" + stuffed(mail(b"big", b"x" * 20000))))
+    yield "auth", (b"\0" + server(b"+OK\r\n") + client(b"AUTH PLAIN\r\n") + server(b"+ \r\n")
+                   + client(b"AGEAYg==\r\n") + server(b"+OK\r\n") + client(b"CAPA\r\n")
+                   + server(b"+OK\r\nSTLS\r\nTOP\r\n.\r\n"))
+    yield "stls-strip", (bytes([TLS_STRIP]) + server(b"+OK\r\n") + client(b"CAPA\r\nNOOP\r\nSTLS\r\nNOOP\r\n")
+                         + server(b"+OK\r\nSTLS\r\n.\r\n+OK\r\n+OK\r\n"))
+    yield "stls-allow", (b"\0" + server(b"+OK\r\n") + client(b"STLS\r\n\x16\x03\x01") + server(b"+OK go\r\n\x16\x03\x03"))
+    yield "bare-lf-dot", b"\0" + login + client(b"RETR 1\r\n") + server(b"+OK\r\nSubject: a\r\n\r\nx\n.\r\n")
+    yield "fin-inside", b"\0" + login + client(b"RETR 1\r\n") + server(b"+OK\r\nSubject: a\r\n\r\n" + EICAR) + end(True) + verdict(1)
+    yield "not-pop3", b"\0" + server(b"SSH-2.0-x\r\n") + client(b"SSH-2.0-y\r\n")
+    # pop3_inspector_fuzz's first finding (see the commit "pop3: ... fuzz"): a
+    # bare-LF "." line inside a message being dropped, protocol-error pass.
+    yield "finding-lost-framing-while-dropping", base64.b64decode(
+        "/wELK09LIHJlYWR5DQoACFVTRVIgYQ0KAQUrT0sNCgAIUEFTUyBiDQoBBStPSw0KAAhSRVRSIDEN"
+        "CgH/K09LDQpGcm9tOiBhQGV44W1wbGUub3JnDQpUbzogYkBleAAAAAAAAB9qYW1wbGUub3JnDQpT"
+        "AAhSRVRSIDENCgH/K09LDQpGcm9tOiBhQGV4YW1wbGUub3JnDQpUbzogYkBleGFtcGxlLm9yZw0K"
+        "U3ViamVjdDogYmFkDQpNSU1FLVZlcnNpb246IDEuMA0KQ29udGVudC1UeXBlOiBtdWx0aXBhcnQv"
+        "bWmImpvE352QgJlkYXJ5PWINCg0KLS1iDQpDb250ZW50LVR5cGU6IMbGAAEFK09LDQoACSBUTFMN"
+        "ChYDxsbGxsbGxsbGxsbGAAEFK09LDQoACSBUTFMNChYDAQELK09LIGdvDQrGxsbGxsbGxsbGxsbG"
+        "xsbGxsbGxsbGxsbGxsbGbg0KDQpoZWxsbw0KLS1iDQpDb250ZW50LVR5L3BsYWluDQoNCmhlbGxv"
+        "DQotLWINCkNvbnRlbnQtVHlwZTogYXBwbGljYXQkb24vb2N0ZXQtAQELc3RyZWFtDQpDb250ZW50"
+        "LVRyYW5zZmVyLUVuY29kaW5naDRlSGg0ZUhoNGVIaDRlSGg0ZUhoNGVIaDRlSGg0ZUZwWU5UUW9V"
+        "RjRwTjBOREtUZDlKRVZKUTBGU0xWTlVRVTVFUVZKRUxVRk9WRWxXU1ZKVlV5MVVSVk5VTFVaSlRF"
+        "VWhKRWdyU0NvPQ0KLStPSyBnby0NYi0tDQoWAwouDQoGAwYC")
+
+
+def imap_seeds():
+    login = (server(b"* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS] ready\r\n") + client(b"a1 LOGIN a {1}\r\n")
+             + server(b"+ go\r\n") + client(b"b\r\n") + server(b"a1 OK\r\n"))
+    bad, good = mail(b"bad", EICAR), mail(b"good", b"clean")
+    lit = lambda m: b"{%d}\r\n" % len(m) + m
+    yield "fetch", (b"\0" + login + client(b"a2 FETCH 1:2 (UID BODY.PEEK[])\r\n")
+                    + server(b"* 1 FETCH (UID 1 BODY[] " + lit(good) + b")\r\n* 2 FETCH (UID 2 RFC822 " + lit(bad)
+                             + b" FLAGS (\\Seen))\r\na2 OK\r\n") + verdict(0) + verdict(1) + verdict(0) + verdict(1))
+    yield "fetch-binary-strip", (bytes([INFECTED | STRIP_AND_TAG]) + login + client(b"a2 FETCH 1 BINARY[]\r\n")
+                                 + server(b"* 1 FETCH (BINARY[] ~" + lit(bad) + b")\r\na2 OK\r\n") + verdict(1) + verdict(1) + verdict(0))
+    yield "partial", (bytes([PARTIAL_BLOCK]) + login + client(b"a2 FETCH 1 (BODY[2] BODY[]<0.10> BODY[HEADER])\r\n")
+                      + server(b"* 1 FETCH (BODY[2] {3}\r\nabc BODY[]<0> {4}\r\nabcd BODY[HEADER] {2}\r\n\r\n)\r\na2 OK\r\n"))
+    yield "partial-whole", (b"\0" + login + client(b"a2 FETCH 1 BODY.PEEK[]<0.99999>\r\n")
+                            + server(b"* 1 FETCH (BODY[]<0> " + lit(good) + b")\r\na2 OK\r\n") + verdict(0))
+    yield "too-big", (bytes([CONTENT_SIZE_BLOCK]) + login + client(b"a2 FETCH 1 BODY[]\r\n")
+                      + server(b"* 1 FETCH (BODY[] " + lit(mail(b"big", b"y" * 20000)) + b")\r\n"))
+    yield "too-big-tagged", (bytes([STRIP_AND_TAG]) + login + client(b"a2 FETCH 1 BODY[]\r\n")
+                             + server(b"* 1 FETCH (BODY[] " + lit(mail(b"big", b"y" * 20000)) + b")\r\n"))
+    yield "append", (bytes([INFECTED]) + login + client(b"a2 APPEND INBOX (\\Seen) {%d}\r\n" % len(bad)) + client(bad + b"\r\n")
+                     + verdict(1) + verdict(1) + verdict(0) + server(b"a2 OK\r\n"))
+    yield "append-sync", (bytes([INFECTED]) + server(b"* OK ready\r\n") + client(b"a2 APPEND INBOX {%d}\r\n" % len(bad))
+                          + server(b"+ go\r\n") + client(bad + b"\r\n") + verdict(1) + verdict(1) + verdict(0))
+    yield "idle", (b"\0" + login + client(b"a2 IDLE\r\n") + server(b"+ idling\r\n* 1 EXISTS\r\n") + client(b"DONE\r\n")
+                   + server(b"a2 OK\r\n"))
+    yield "starttls-block", (bytes([TLS_BLOCK]) + server(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] x\r\n")
+                             + client(b"a1 CAPABILITY\r\na2 STARTTLS\r\n") + server(b"* CAPABILITY STARTTLS\r\na1 OK\r\n"))
+    yield "starttls-allow", (b"\0" + server(b"* OK x\r\n") + client(b"a1 STARTTLS\r\n\x16\x03") + server(b"a1 OK\r\n\x16\x03"))
+    yield "long-line", b"\0" + login + client(b"a2 SEARCH ALL\r\n") + server(b"* SEARCH" + b" 1" * 40000 + b"\r\na2 OK\r\n")
+    yield "not-imap", b"\0" + server(b"220 smtp\r\n") + client(b"EHLO x\r\n")
+    # Findings of a first run (see the commit "imap: ... fuzz"): the client's
+    # FIN inside an APPEND literal (the relay was turned off after its line),
+    # an APPEND line ended by a bare LF.
+    yield "finding-fin-inside-append", base64.b64decode(
+        "AQE1KiBPSyBbQ0FQQUJJTElUWSBJTUFQNHJldjEgTElURVJBTCsgU1RBUlRUTFNdIHJlYWR5DQoA"
+        "EGExIExPR0lOIGEgezF9DQoBBisgZ28NCgADYg0KAQdhMSBPSw0KAB9hMiBBUFBFTkQgSU5CT1gg"
+        "KFxTZWVuKSB7MzQxfQ0KAP9Gcm9tOiBhQGV4YW1wbGUub3JnDQpUbzogYkBleGFtcGxlLm9yZw0K"
+        "U3ViamVjdDogYmFkDQpNSU1FLVZlcnNpb246IDEuMA0KQ29udGVudC1UeXBlOiBtdWx0aXBhcnQv"
+        "bWl4ZWQ7IGJvdW5kYXJ5PWINCg0KLS1iDQpDb250ZW50LVR5cGU6IHRleHQvcGxhaW4NCg0KaGVs"
+        "bG8NCi0tYg0KQ29udGVudC1UeXBlOiBhcHBsaWNhdGlvbi8gMSBFWElTVFMNCgAGRE9ORQ0KAQdh"
+        "MiBPSw0Kb2N0ZXQtc3RyZWFtDQpDb250ZW50LVRyYW5zZmVyLUVuY29kaW5nOiBiYXNlNjQNCg0K"
+        "V0RWUElWQWxRRUZRV3pSAFhjVUZwWU5UUW9VRjRwTjBOREtUZDlKRVZKUTBGU0xWTlVRVTVFUVZK"
+        "RUxVRk9WRWxXU1ZKVlV5MVVSVk5VTFVaSlRFVWhKRWdyU0NvNQ0KLS1iLS0NCg0KBgYCAQdhMiBP"
+        "Sw0K")
+    yield "finding-append-bare-lf", base64.b64decode(
+        "AQE1KiBPSyBbQ0FQQUJJTElUWSBJTUFQNHJldjEgTElURVJBTCsgXVRBUlRUTFNdIHJlYWR5DQoA"
+        "EGExIExPR0lOIGEgezF9DQoBBisgZ28NCgADYg0KAQdhMSBPSw0KAB9hMiBBUFBFTkQKIElOQk9Y"
+        "IChcU2VlbikgezM0MX0NClZQSVZBbFFFRlFXelIAWGNVRnBZTlQA/0Zyb206IGFAZXhhbXBsZS5v"
+        "cmcNClRvOiBiQGV4YW1wbGUub3JnDQpTdWJqZWN0OiBiYWQNCk1JTUUtVmVyc2lvbjogMS4wDQpD"
+        "b250ZW50LVR5cGVXU1ZKVlV5MVpSOiBtdWx0aXBhcnQvbWl4ZWQ7IGJvdW5kYXJ5PWINCg0KLS1i"
+        "DQpDb250ZW50LVR5cGU6IHRleHQacGxhaW4NCgwKaGVsbG8NCi0tYg0KQ29udGVudC1UeXBlOiBh"
+        "cHBsaWNhdGlvbi9vY3RldC1zdHJlYW0NCkNvbnRlbnQtVHJhbnNmZXItRW5jb2Rpbmc6IGJhc2U2"
+        "NA0KDQpXRFZQSVZBbFFFRlFXelIAWGNVRnBZTlRRb1VGNHBOME5ES1QzNDF9DQpWUElWQWxRRUZR"
+        "ZDlKRVZKUTBGU0xWTlVRVTVFUVZKRUxVRk9WRWxXU1ZKVlV5MVVSVk5VTFVaSlRFVWhKRWdyU0Nv"
+        "PQ0KLS1iLS0NCg0KBgYCAQdhMiBPSw0K")
 
 
 SEEDS = {
@@ -457,6 +568,8 @@ SEEDS = {
     "tcp_stream_fuzz": stream_seeds,
     "http_inspector_fuzz": http_seeds,
     "smtp_inspector_fuzz": smtp_seeds,
+    "pop3_inspector_fuzz": pop3_seeds,
+    "imap_inspector_fuzz": imap_seeds,
 }
 
 

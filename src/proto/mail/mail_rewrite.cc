@@ -32,6 +32,9 @@ struct FormatOptionsFree {
 
 Ref<GMimeMessage> parse(std::span<const uint8_t> message) {
     ensure_gmime();
+    // An empty span may have no buffer at all, which GMime's stream refuses
+    // (g_critical); there is no message in it either way.
+    if (message.empty()) return {};
     Ref<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(
         reinterpret_cast<const char*>(message.data()), message.size()));
     Ref<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
