@@ -27,7 +27,7 @@ import zipfile
 
 import pytest
 
-from http_corpus import EICAR
+from http_corpus import CLAM_TESTFILES, EICAR
 from lab import REPO, SERVER4
 from mail_clients import NamespaceSMTP, smtp_ehlo, swaks_send
 from servers import MailServers, Postfix
@@ -344,3 +344,28 @@ def test_sender_is_notified_through_the_relay(lab, smtp_av, mail_servers):
     status = daemon.status()["notify"]
     assert status["sent"] == 1 and status["null_sender"] == 1, status
     assert mail_servers.postfix.messages("alice") == []
+
+
+@pytest.mark.parametrize("name", ["clam.exe", "clam.zip"])
+def test_clamav_test_file_attachment_is_replaced(lab, smtp_av, mail_servers, name):
+    """clamav-testfiles' samples (the project's signature knows clam.exe,
+    ClamAV unpacks the zip) as base64 attachments."""
+    path = CLAM_TESTFILES / name
+    if not path.exists():
+        pytest.skip("clamav-testfiles is not installed (tools/setup installs it)")
+    data = path.read_bytes()
+    message = _multipart(f"sample {name}", [TEXT_PART, _base64_part(name, data)])
+    daemon = smtp_av()
+    with session(lab, 6, 25) as smtp:
+        assert send(smtp, mail_servers.address("alice"), message)[0] == 250
+    got, = mail_servers.postfix.wait_for_delivery("alice", 1)
+    assert b"X-Nfqscan-Virus: " in got.split(b"\n\n", 1)[0], got[:2000]
+    inner = _zip_members(data) if name.endswith(".zip") else [data]
+    for payload in inner:
+        assert payload not in decoded_text(got), "the sample reached the mailbox"
+    assert [e["action"] for e in smtp_events(daemon)] == ["replace"]
+
+
+def _zip_members(data: bytes) -> list[bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return [z.read(n) for n in z.namelist()] + [data]
