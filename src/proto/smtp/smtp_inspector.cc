@@ -4,6 +4,8 @@
 #include <cctype>
 
 #include "../mail/mail.h"
+#include "../map_cursor.h"
+#include "../text.h"
 
 namespace nfqscan {
 
@@ -11,21 +13,6 @@ namespace {
 
 constexpr uint8_t kTlsHandshake = 0x16;
 constexpr std::string_view kOwn354 = "354 End data with <CR><LF>.<CR><LF>\r\n";
-
-std::span<const uint8_t> bytes_of(std::string_view s) {
-    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
-std::string_view text_of(std::span<const uint8_t> b) {
-    return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-std::string upper(std::string_view s) {
-    std::string out(s);
-    for (char& ch : out)
-        ch = char(std::toupper(static_cast<unsigned char>(ch)));
-    return out;
-}
 
 std::string_view without_line_end(std::string_view line) {
     while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
@@ -43,7 +30,7 @@ std::string verb_of(std::string_view line) {
     size_t first = line.find_first_not_of(kBreak);
     if (first == std::string_view::npos) return "";
     line.remove_prefix(first);
-    return upper(line.substr(0, line.find_first_of(kBreak)));
+    return text::upper(line.substr(0, line.find_first_of(kBreak)));
 }
 
 // The address of MAIL FROM / RCPT TO ("FROM:<a@b> SIZE=1" -> "<a@b>").
@@ -69,22 +56,6 @@ std::string reply_safe(std::string_view s) {
         out += std::isprint(static_cast<unsigned char>(ch)) ? ch : '?';
     return out.substr(0, 400);
 }
-
-// Maps input up to an offset (the sink takes lengths).
-struct Cursor {
-    uint64_t at;
-    StreamSink& sink;
-    void pass_to(uint64_t offset) {
-        if (offset > at) sink.pass(size_t(offset - at));
-        at = std::max(at, offset);
-    }
-    void replace_to(uint64_t offset, std::string_view bytes) {
-        size_t length = offset > at ? size_t(offset - at) : 0;
-        if (length == 0 && bytes.empty()) return;
-        sink.replace(length, bytes_of(bytes));
-        at += length;
-    }
-};
 
 }  // namespace
 
@@ -137,16 +108,16 @@ class SmtpInspector::Client final : public StreamTransform {
         waiting_ = true;
     }
     // false: stop (the line waits for replies).
-    bool command(Cursor& c, std::string_view line);
+    bool command(MapCursor& c, std::string_view line);
     // Feeds the message bytes in [parsed_, end) to the decoder.
     void decode(std::span<const uint8_t> pending, uint64_t offset);
     // The message cannot be held whole: the fallback decides, at once.
-    void cannot_hold(Cursor& c, Category category, const std::string& reason,
+    void cannot_hold(MapCursor& c, Category category, const std::string& reason,
                      std::span<const uint8_t> pending, uint64_t offset);
     // Carries out outcome_ once the whole message is in (Judging -> ...).
-    void act(Cursor& c);
+    void act(MapCursor& c);
     void queue_own(std::string text);
-    void finish(Cursor& c);
+    void finish(MapCursor& c);
     ObjectInfo info() const;
     mail::Envelope envelope() const { return {in_.sender_, in_.envelope_recipients()}; }
 
@@ -179,7 +150,7 @@ void SmtpInspector::Client::go(bool accepted) {
     go_ = accepted ? Go::Yes : Go::No;
     if (mode_ != Mode::AwaitGo || !discarded_ || message_end_ == 0) return;
     if (accepted && outcome_->kind == mail::Outcome::Kind::Rewrite) {
-        in_.host_.send(Direction::ClientToServer, bytes_of(mail::dot_stuff(outcome_->message)));
+        in_.host_.send(Direction::ClientToServer, text::bytes(mail::dot_stuff(outcome_->message)));
         in_.expects_.push_back({Expect::Kind::DataEnd, {}});
     }
     // The relay is turned off with the next bytes the client sends.
@@ -202,7 +173,7 @@ ObjectInfo SmtpInspector::Client::info() const {
 
 void SmtpInspector::Client::queue_own(std::string text) {
     if (in_.expects_.empty()) {
-        in_.host_.send(Direction::ServerToClient, bytes_of(text));
+        in_.host_.send(Direction::ServerToClient, text::bytes(text));
         return;
     }
     in_.expects_.push_back({Expect::Kind::Own, std::move(text)});
@@ -210,7 +181,7 @@ void SmtpInspector::Client::queue_own(std::string text) {
 
 void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                                      StreamSink& sink) {
-    Cursor c{offset, sink};
+    MapCursor c{offset, pending, sink, offset};
     const uint64_t end = offset + pending.size();
     for (;;) {
         if (in_.closing_) return;
@@ -234,7 +205,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                 wait_for_replies_ = false;
                 set_relay(sink, false);
                 std::span<const uint8_t> rest = pending.subspan(size_t(c.at - offset));
-                std::string_view text = text_of(rest.first(std::min(rest.size(), kMaxLine)));
+                std::string_view text = text::of(rest.first(std::min(rest.size(), kMaxLine)));
                 size_t lf = text.find('\n');
                 if (lf == std::string_view::npos) {
                     if (rest.size() >= kMaxLine) {
@@ -360,7 +331,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
     }
 }
 
-bool SmtpInspector::Client::command(Cursor& c, std::string_view line) {
+bool SmtpInspector::Client::command(MapCursor& c, std::string_view line) {
     ++in_.counters_.commands;
     const uint64_t line_end = c.at + line.size();
     if (in_.sasl_next_) {
@@ -397,7 +368,7 @@ bool SmtpInspector::Client::command(Cursor& c, std::string_view line) {
         go_ = Go::Waiting;
         discarded_ = false;
         set_relay(c.sink, true);
-        in_.host_.send(Direction::ServerToClient, bytes_of(kOwn354));
+        in_.host_.send(Direction::ServerToClient, text::bytes(kOwn354));
         mode_ = Mode::Message;
         return true;
     }
@@ -471,10 +442,10 @@ void SmtpInspector::Client::decode(std::span<const uint8_t> pending, uint64_t of
     });
 }
 
-void SmtpInspector::Client::cannot_hold(Cursor& c, Category category, const std::string& reason,
+void SmtpInspector::Client::cannot_hold(MapCursor& c, Category category, const std::string& reason,
                                         std::span<const uint8_t> pending, uint64_t offset) {
     body_.reset();
-    outcome_ = in_.judge_.fallback(info(), category, reason, bytes_of(head_), envelope());
+    outcome_ = in_.judge_.fallback(info(), category, reason, text::bytes(head_), envelope());
     head_.clear();
     head_.shrink_to_fit();
     tagged_header_.clear();
@@ -484,7 +455,7 @@ void SmtpInspector::Client::cannot_hold(Cursor& c, Category category, const std:
         // comes. Tagged (notify_recipient_on_error_pass): the header block,
         // still unmapped, goes tagged; the rest as it is.
         if (outcome_->kind == mail::Outcome::Kind::Rewrite) {
-            std::string_view raw = text_of(pending.subspan(size_t(body_begin_ - offset)));
+            std::string_view raw = text::of(pending.subspan(size_t(body_begin_ - offset)));
             size_t blank = raw.find("\r\n\r\n");
             // Within the message (the decoder has been past it), and no stuffed
             // line in it: the raw header is the header.
@@ -492,7 +463,7 @@ void SmtpInspector::Client::cannot_hold(Cursor& c, Category category, const std:
                 !raw.starts_with(".") && raw.substr(0, blank + 4).find("\n.") == raw.npos) {
                 std::string_view header = raw.substr(0, blank + 4);
                 std::string tagged =
-                    mail::tag_subject(bytes_of(header), in_.host_.policy().error_pass_tag,
+                    mail::tag_subject(text::bytes(header), in_.host_.policy().error_pass_tag,
                                       {{"X-Nfqscan-Error", std::string(category_name(category))}});
                 std::string stuffed = mail::dot_stuff(tagged);
                 stuffed.resize(stuffed.size() - 3);  // not the end of the data: no ".\r\n"
@@ -512,7 +483,7 @@ void SmtpInspector::Client::cannot_hold(Cursor& c, Category category, const std:
     mode_ = Mode::Discard;
 }
 
-void SmtpInspector::Client::act(Cursor& c) {
+void SmtpInspector::Client::act(MapCursor& c) {
     const mail::Outcome& o = *outcome_;
     const bool held = c.at == data_begin_;  // the DATA line and the message still unmapped
     switch (o.kind) {
@@ -549,7 +520,7 @@ void SmtpInspector::Client::act(Cursor& c) {
     }
 }
 
-void SmtpInspector::Client::finish(Cursor& c) {
+void SmtpInspector::Client::finish(MapCursor& c) {
     set_relay(c.sink, false);
     body_.reset();
     head_.clear();
@@ -568,24 +539,24 @@ class SmtpInspector::Server final : public StreamTransform {
 
   private:
     // One reply: [begin, end) with its code.
-    void reply(Cursor& c, uint64_t end, int code, std::string_view text);
-    void send_own(Cursor& c);
+    void reply(MapCursor& c, uint64_t end, int code, std::string_view text);
+    void send_own(MapCursor& c);
     // The EHLO reply without the extensions the client must not use.
     std::string filter_ehlo(std::string_view text) const;
 
     SmtpInspector& in_;
 };
 
-void SmtpInspector::Server::send_own(Cursor& c) {
+void SmtpInspector::Server::send_own(MapCursor& c) {
     while (!in_.expects_.empty() && in_.expects_.front().kind == Expect::Kind::Own) {
-        c.sink.replace(0, bytes_of(in_.expects_.front().text));
+        c.sink.replace(0, text::bytes(in_.expects_.front().text));
         in_.expects_.pop_front();
     }
 }
 
 void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                                      StreamSink& sink) {
-    Cursor c{offset, sink};
+    MapCursor c{offset, pending, sink, offset};
     const uint64_t end = offset + pending.size();
     for (;;) {
         if (in_.closing_) return;
@@ -595,7 +566,7 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
         }
         send_own(c);
         // One whole reply: lines "ddd-..." up to "ddd ..." (or "ddd").
-        std::string_view rest = text_of(pending.subspan(size_t(c.at - offset)));
+        std::string_view rest = text::of(pending.subspan(size_t(c.at - offset)));
         size_t at = 0, lines = 0;
         int code = -1;
         bool complete = false;
@@ -639,7 +610,7 @@ void SmtpInspector::Server::on_bytes(uint64_t offset, std::span<const uint8_t> p
     }
 }
 
-void SmtpInspector::Server::reply(Cursor& c, uint64_t end, int code, std::string_view text) {
+void SmtpInspector::Server::reply(MapCursor& c, uint64_t end, int code, std::string_view text) {
     Expect e;  // a reply nobody asked for (a 421 shutdown) passes
     if (!in_.expects_.empty()) {
         e = std::move(in_.expects_.front());
