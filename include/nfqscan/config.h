@@ -44,6 +44,9 @@ struct QueueRange {
 struct DaemonConfig {
     QueueRange queues;
     std::string control_socket = "/run/nfqscan/control.sock";
+    // Members of this group may query (status, flows, engines, detections)
+    // through the control socket; "" = only root. Reload and scan stay root's.
+    std::string control_group;
     std::string log_level = "info";
     std::string event_log = "/var/log/nfqscan/events.jsonl";
     // The message templates' folder, relative to the configuration file's

@@ -4,6 +4,16 @@
 // {"ok": false, "error": "..."}. Handlers run on the control thread; they
 // reach the workers only through QueueWorker::call().
 //
+// Who may ask what: the peer's credentials (SO_PEERCRED, SO_PEERGROUPS) are
+// checked on every request. Admin commands (reload, scan) are for root and
+// the daemon's own user; query commands also for members of a configured
+// group. Files to scan come as descriptors the client opened (SCM_RIGHTS):
+// the daemon never opens a path on a client's behalf.
+//
+// One thread serves every connection without blocking on any of them: each
+// is read and written as poll() allows, with a deadline, so a slow or stuck
+// client costs a slot, not the control thread.
+//
 // A request that takes long (a scan) has an asynchronous handler: it starts
 // the work and returns at once with the connection held open; the answer is
 // sent when the work calls PendingReply::ok() or fail(). Meanwhile the control
@@ -11,6 +21,7 @@
 // threads gets back onto the control thread with post().
 #pragma once
 
+#include <sys/types.h>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -18,9 +29,12 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "nfqscan/unique_fd.h"
 
 namespace nfqscan {
 
@@ -41,20 +55,50 @@ class PendingReply {
     std::shared_ptr<State> state_;
 };
 
+// Who is on the other end of a connection, from the kernel (SO_PEERCRED).
+struct ControlPeer {
+    pid_t pid = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;  // supplementary groups (SO_PEERGROUPS)
+};
+
+// What a command needs from its caller.
+enum class ControlAccess {
+    Query,  // read-only: root, the daemon's user, members of the query group
+    Admin,  // changes or costs something: root and the daemon's user only
+};
+
+struct ControlPermissions {
+    // Members of this group may run query commands; the socket file gets this
+    // group and mode 0660. Unset: only admins (mode 0600).
+    std::optional<gid_t> query_group;
+    std::string query_group_name;  // for error messages
+};
+
+// One request: its JSON, the descriptors that came with it, its sender.
+struct ControlRequest {
+    nlohmann::json body;
+    std::vector<UniqueFd> files;
+    ControlPeer peer;
+};
+
 class ControlServer {
   public:
     using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
     // Throwing before the reply is handed on answers with the error.
-    using AsyncHandler = std::function<void(const nlohmann::json& request, PendingReply reply)>;
+    using AsyncHandler = std::function<void(ControlRequest& request, PendingReply reply)>;
 
-    // Creates the socket (and its directory), mode 0660. Throws on failure.
-    explicit ControlServer(std::string path);
+    // Creates the socket (and its directory). Throws on failure.
+    explicit ControlServer(std::string path, ControlPermissions permissions = {});
     ~ControlServer();
     ControlServer(const ControlServer&) = delete;
     ControlServer& operator=(const ControlServer&) = delete;
 
-    void handle(const std::string& command, Handler handler);
-    void handle_async(const std::string& command, AsyncHandler handler);
+    void handle(const std::string& command, Handler handler,
+                ControlAccess access = ControlAccess::Query);
+    void handle_async(const std::string& command, AsyncHandler handler,
+                      ControlAccess access = ControlAccess::Admin);
     void start();
     // Held requests still unanswered are dropped (their clients see no reply).
     void stop();
@@ -66,37 +110,59 @@ class ControlServer {
     // (it then drops the task): for completions of work that may outlive it.
     std::function<void(std::function<void()>)> poster() const;
 
-    // For tests: handle one request text as a connection would.
-    std::string dispatch(const std::string& request_line);
+    // For tests: handle one request text as a connection of `peer` would
+    // (synchronous commands only); by default as root.
+    std::string dispatch(const std::string& request_line, const ControlPeer& peer = {});
 
     // Requests held for an asynchronous answer at most at a time; beyond,
     // a request gets an error at once.
     static constexpr size_t kMaxHeld = 64;
+    // Open connections at most (reading, held or writing); beyond, new ones
+    // are closed at once.
+    static constexpr size_t kMaxConnections = 128;
+    // A client has this long to send its request, and again to read the reply.
+    static constexpr std::chrono::milliseconds kClientTimeout{5000};
+    // Descriptors one request may carry (the kernel's SCM_MAX_FD).
+    static constexpr size_t kMaxFiles = 253;
 
   private:
     friend class PendingReply;
     struct Inbox;
+    struct Connection;
+    struct Command {
+        Handler sync;
+        AsyncHandler async;
+        ControlAccess access;
+    };
 
     void run();
-    void serve(int client, const std::string& line);
+    void accept_clients();
+    // Reads what `c` has sent; a complete request is served.
+    void read_from(uint64_t id, Connection& c);
+    void serve(uint64_t id, Connection& c, const std::string& line);
+    // Why `peer` may not run `command`, or "" when it may.
+    std::string refusal(const ControlPeer& peer, const std::string& command,
+                        ControlAccess access) const;
     void answer(uint64_t id, const std::string& reply_line);
 
     std::string path_;
+    ControlPermissions permissions_;
     int listen_fd_ = -1;
     int stop_fd_ = -1;
-    std::map<std::string, Handler> handlers_;
-    std::map<std::string, AsyncHandler> async_handlers_;
+    std::map<std::string, Command> commands_;
     std::shared_ptr<Inbox> inbox_;
-    // Control thread only: connections waiting for their answer.
-    std::map<uint64_t, int> held_;
+    // Control thread only: open connections by id.
+    std::map<uint64_t, std::unique_ptr<Connection>> connections_;
+    size_t held_ = 0;
     uint64_t next_id_ = 1;
     std::thread thread_;
 };
 
-// Client: sends `request` to the daemon at `path`, returns the reply's
-// "result". Throws std::runtime_error with the daemon's error or the socket
-// error.
+// Client: sends `request` (and `files`, descriptors passed with SCM_RIGHTS)
+// to the daemon at `path`, returns the reply's "result". Throws
+// std::runtime_error with the daemon's error or the socket error.
 nlohmann::json control_request(const std::string& path, const nlohmann::json& request,
-                               std::chrono::milliseconds timeout = std::chrono::seconds(30));
+                               std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                               const std::vector<int>& files = {});
 
 }  // namespace nfqscan

@@ -65,7 +65,8 @@ class Daemon {
     // Control commands of the scan service (see README, nfqscanctl). A scan
     // goes through the scan pool and answers `reply` when its last file is
     // judged; the control thread does not wait for it.
-    void scan_files(const nlohmann::json& request, PendingReply reply);
+    void scan_files(ControlRequest& request, PendingReply reply);
+    static ControlPermissions control_permissions(const DaemonConfig& daemon);
     nlohmann::json engines() const;
     nlohmann::json detections(size_t count) const;
 

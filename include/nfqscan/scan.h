@@ -321,6 +321,10 @@ class ScanService {
     // yet; an object over the content-size limit is answered without reading
     // it), named after its base name. Throws std::system_error as scan_file().
     static ScanObject map_file(const std::string& path, const std::string& profile = {});
+    // The same for a file the caller opened (a descriptor it passed over the
+    // control socket): `name` is what events show. The descriptor stays the
+    // caller's.
+    static ScanObject map_fd(int fd, const std::string& name, const std::string& profile = {});
 
     bool ready() const;
     std::optional<EnginesInfo> engines_info() const;

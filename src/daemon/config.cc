@@ -2,6 +2,8 @@
 // which keys it consumed, so anything left over is an unknown key and an error.
 #include "nfqscan/config.h"
 
+#include <grp.h>
+
 #include <fmt/format.h>
 
 #include <toml++/toml.h>
@@ -233,6 +235,17 @@ void read_daemon(TableReader& r, DaemonConfig& c) {
         }
     }
     r.read("control_socket", c.control_socket);
+    if (const toml::node* node = r.take("control_group")) {
+        if (!node->is_string()) r.fail(*node, "control_group", "must be a group name");
+        c.control_group = *node->value<std::string>();
+        // Checked here so a typo is a config error, not a daemon that starts
+        // with nobody but root able to query.
+        if (!c.control_group.empty() && getgrnam(c.control_group.c_str()) == nullptr)
+            r.fail(*node, "control_group",
+                   "no group named \"" + c.control_group +
+                       "\" on this machine (create it with "
+                       "groupadd, or remove the key)");
+    }
     r.read_choice("log_level", c.log_level, {"trace", "debug", "info", "warn", "error"});
     r.read("event_log", c.event_log);
     r.read("messages_dir", c.messages_dir, true);

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -19,7 +20,6 @@ namespace {
 
 // Requests are small; a bound keeps a hostile client from growing memory.
 constexpr size_t kMaxRequest = 64 * 1024;
-constexpr int kClientTimeoutMs = 5000;
 
 [[noreturn]] void throw_errno(const std::string& what) {
     throw std::system_error(errno, std::generic_category(), what);
@@ -32,59 +32,6 @@ sockaddr_un address_of(const std::string& path) {
         throw std::runtime_error("control socket path too long: " + path);
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     return addr;
-}
-
-class FileDescriptor {
-  public:
-    explicit FileDescriptor(int fd) : fd_(fd) {}
-    ~FileDescriptor() {
-        if (fd_ >= 0) close(fd_);
-    }
-    FileDescriptor(const FileDescriptor&) = delete;
-    FileDescriptor& operator=(const FileDescriptor&) = delete;
-    int get() const { return fd_; }
-
-  private:
-    int fd_;
-};
-
-bool write_all(int fd, const std::string& data) {
-    size_t done = 0;
-    while (done < data.size()) {
-        ssize_t n = send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) {
-                pollfd p{fd, POLLOUT, 0};
-                if (poll(&p, 1, kClientTimeoutMs) <= 0) return false;
-                continue;
-            }
-            return false;
-        }
-        done += size_t(n);
-    }
-    return true;
-}
-
-// Reads one line (without the newline), bounded in size and time.
-std::optional<std::string> read_line(int fd, size_t limit, int timeout_ms) {
-    std::string data;
-    char buffer[4096];
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    for (;;) {
-        auto pos = data.find('\n');
-        if (pos != std::string::npos) return data.substr(0, pos);
-        if (data.size() > limit) return std::nullopt;
-        int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(
-                           deadline - std::chrono::steady_clock::now())
-                           .count());
-        pollfd p{fd, POLLIN, 0};
-        if (left <= 0 || poll(&p, 1, left) <= 0) return std::nullopt;
-        ssize_t n = recv(fd, buffer, sizeof buffer, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return data.empty() ? std::nullopt : std::optional(data);
-        data.append(buffer, size_t(n));
-    }
 }
 
 nlohmann::json parse_request(const std::string& line) {
@@ -102,7 +49,113 @@ std::string error_line(const std::string& error) {
     return reply_line({{"ok", false}, {"error", error}});
 }
 
+ControlPeer peer_of(int fd) {
+    ControlPeer peer;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        // Unknown callers get nothing: an impossible uid is no one's.
+        peer.uid = peer.gid = static_cast<uid_t>(-1);
+        return peer;
+    }
+    peer.pid = cred.pid;
+    peer.uid = cred.uid;
+    peer.gid = cred.gid;
+    std::vector<gid_t> groups(64);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+            groups.resize(len / sizeof(gid_t));
+            peer.groups = std::move(groups);
+            break;
+        }
+        if (errno != ERANGE) break;
+        groups.resize(len / sizeof(gid_t) + 1);  // len holds the size it needs
+    }
+    return peer;
+}
+
+// Every byte of `data` with `files` attached to the first send.
+bool send_all(int fd, const std::string& data, const std::vector<int>& files, int timeout_ms) {
+    size_t done = 0;
+    bool files_sent = files.empty();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (done < data.size()) {
+        iovec iov{const_cast<char*>(data.data() + done), data.size() - done};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        std::vector<char> control;
+        if (!files_sent) {
+            control.resize(CMSG_SPACE(files.size() * sizeof(int)));
+            msg.msg_control = control.data();
+            msg.msg_controllen = control.size();
+            cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+            cmsg->cmsg_level = SOL_SOCKET;
+            cmsg->cmsg_type = SCM_RIGHTS;
+            cmsg->cmsg_len = CMSG_LEN(files.size() * sizeof(int));
+            std::memcpy(CMSG_DATA(cmsg), files.data(), files.size() * sizeof(int));
+        }
+        const ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) return false;
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            pollfd p{fd, POLLOUT, 0};
+            if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+            continue;
+        }
+        files_sent = true;
+        done += static_cast<size_t>(n);
+    }
+    return true;
+}
+
+// The client's side: one line (without the newline), bounded in size and time.
+std::optional<std::string> read_reply(int fd, size_t limit, int timeout_ms) {
+    std::string data;
+    char buffer[4096];
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+        const auto pos = data.find('\n');
+        if (pos != std::string::npos) return data.substr(0, pos);
+        if (data.size() > limit) return std::nullopt;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        pollfd p{fd, POLLIN, 0};
+        if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0)
+            return std::nullopt;
+        const ssize_t n = recv(fd, buffer, sizeof buffer, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return data.empty() ? std::nullopt : std::optional(data);
+        data.append(buffer, static_cast<size_t>(n));
+    }
+}
+
 }  // namespace
+
+// One client connection, from accept to the last byte of its reply.
+struct ControlServer::Connection {
+    enum class State { Reading, Held, Writing };
+
+    UniqueFd fd;
+    ControlPeer peer;
+    State state = State::Reading;
+    std::string input;
+    std::vector<UniqueFd> files;
+    std::string output;
+    size_t written = 0;
+    // Reading and Writing end by this time; Held waits for its handler.
+    std::chrono::steady_clock::time_point deadline;
+
+    void reply(std::string line) {
+        output = std::move(line);
+        written = 0;
+        state = State::Writing;
+        deadline = std::chrono::steady_clock::now() + kClientTimeout;
+    }
+};
 
 // Tasks for the control thread, from any thread; an eventfd wakes its poll.
 struct ControlServer::Inbox {
@@ -158,8 +211,10 @@ void PendingReply::fail(const std::string& error) const {
     state_->send(error_line(error));
 }
 
-ControlServer::ControlServer(std::string path)
-    : path_(std::move(path)), inbox_(std::make_shared<Inbox>()) {
+ControlServer::ControlServer(std::string path, ControlPermissions permissions)
+    : path_(std::move(path)),
+      permissions_(std::move(permissions)),
+      inbox_(std::make_shared<Inbox>()) {
     std::filesystem::path dir = std::filesystem::path(path_).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir);
     sockaddr_un addr = address_of(path_);
@@ -178,14 +233,25 @@ ControlServer::ControlServer(std::string path)
         }
     }
     unlink(path_.c_str());
-    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
-        listen(listen_fd_, 16) < 0) {
+    // Nobody but the owner may connect until the mode below is set.
+    const mode_t old_mask = umask(0077);
+    const bool bound = bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    umask(old_mask);
+    if (!bound || listen(listen_fd_, 64) < 0) {
         int saved = errno;
         close(listen_fd_);
         errno = saved;
         throw_errno("control socket " + path_);
     }
-    chmod(path_.c_str(), 0660);
+    const bool group_set = !permissions_.query_group || chown(path_.c_str(), static_cast<uid_t>(-1),
+                                                              *permissions_.query_group) == 0;
+    if (!group_set || chmod(path_.c_str(), permissions_.query_group ? 0660 : 0600) != 0) {
+        int saved = errno;
+        close(listen_fd_);
+        errno = saved;
+        throw_errno("control socket " + path_ +
+                    (permissions_.query_group ? ": group " + permissions_.query_group_name : ""));
+    }
     stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
@@ -198,12 +264,13 @@ ControlServer::~ControlServer() {
     if (stop_fd_ >= 0) close(stop_fd_);
 }
 
-void ControlServer::handle(const std::string& command, Handler handler) {
-    handlers_[command] = std::move(handler);
+void ControlServer::handle(const std::string& command, Handler handler, ControlAccess access) {
+    commands_[command] = Command{std::move(handler), nullptr, access};
 }
 
-void ControlServer::handle_async(const std::string& command, AsyncHandler handler) {
-    async_handlers_[command] = std::move(handler);
+void ControlServer::handle_async(const std::string& command, AsyncHandler handler,
+                                 ControlAccess access) {
+    commands_[command] = Command{nullptr, std::move(handler), access};
 }
 
 void ControlServer::post(std::function<void()> task) {
@@ -236,63 +303,191 @@ void ControlServer::stop() {
     thread_.join();
 }
 
-std::string ControlServer::dispatch(const std::string& line) {
+std::string ControlServer::refusal(const ControlPeer& peer, const std::string& command,
+                                   ControlAccess access) const {
+    const bool admin = peer.uid == 0 || peer.uid == geteuid();
+    if (admin) return "";
+    if (access == ControlAccess::Query && permissions_.query_group) {
+        const gid_t group = *permissions_.query_group;
+        if (peer.gid == group) return "";
+        for (gid_t g : peer.groups)
+            if (g == group) return "";
+    }
+    std::string why =
+        "permission denied: uid " + std::to_string(peer.uid) + " may not run \"" + command + "\" (";
+    if (access == ControlAccess::Admin)
+        why += "only root may";
+    else if (permissions_.query_group)
+        why += "only root and members of group " + permissions_.query_group_name + " may";
+    else
+        why += "only root may; [daemon] control_group lets a group query";
+    return why + ")";
+}
+
+std::string ControlServer::dispatch(const std::string& line, const ControlPeer& peer) {
     try {
         const nlohmann::json request = parse_request(line);
         const std::string command = request["command"];
-        auto it = handlers_.find(command);
-        if (it == handlers_.end()) throw std::runtime_error("unknown command: " + command);
-        return reply_line({{"ok", true}, {"result", it->second(request)}});
+        auto it = commands_.find(command);
+        if (it == commands_.end() || !it->second.sync)
+            throw std::runtime_error("unknown command: " + command);
+        if (std::string why = refusal(peer, command, it->second.access); !why.empty())
+            throw std::runtime_error(why);
+        return reply_line({{"ok", true}, {"result", it->second.sync(request)}});
     } catch (const std::exception& e) {
         return error_line(e.what());
     }
 }
 
 // Answers now, or holds the connection for an asynchronous handler.
-void ControlServer::serve(int client, const std::string& line) {
-    nlohmann::json request;
-    AsyncHandler* async = nullptr;
+void ControlServer::serve(uint64_t id, Connection& c, const std::string& line) {
+    ControlRequest request;
+    const Command* command = nullptr;
     try {
-        request = parse_request(line);
-        auto it = async_handlers_.find(request["command"].get<std::string>());
-        if (it != async_handlers_.end()) async = &it->second;
+        request.body = parse_request(line);
+        auto it = commands_.find(request.body["command"].get<std::string>());
+        if (it != commands_.end() && it->second.async) command = &it->second;
     } catch (const std::exception&) {
         // dispatch() answers with the error
     }
-    if (async == nullptr) {
-        write_all(client, dispatch(line));
-        close(client);
+    if (command == nullptr) {
+        c.files.clear();  // only asynchronous commands take files
+        c.reply(dispatch(line, c.peer));
         return;
     }
-    if (held_.size() >= kMaxHeld) {
-        write_all(client, error_line("too many control requests in progress"));
-        close(client);
+    const std::string name = request.body["command"];
+    if (std::string why = refusal(c.peer, name, command->access); !why.empty()) {
+        c.files.clear();
+        c.reply(error_line(why));
         return;
     }
-    const uint64_t id = next_id_++;
-    held_[id] = client;
+    if (held_ >= kMaxHeld) {
+        c.files.clear();
+        c.reply(error_line("too many control requests in progress"));
+        return;
+    }
+    request.files = std::move(c.files);
+    request.peer = c.peer;
+    c.state = Connection::State::Held;
+    ++held_;
     auto state = std::make_shared<PendingReply::State>(inbox_, this, id);
     try {
-        (*async)(request, PendingReply(state));
+        command->async(request, PendingReply(state));
     } catch (const std::exception& e) {
         PendingReply(state).fail(e.what());
     }
 }
 
 void ControlServer::answer(uint64_t id, const std::string& reply_line) {
-    auto it = held_.find(id);
-    if (it == held_.end()) return;
-    write_all(it->second, reply_line);
-    close(it->second);
-    held_.erase(it);
+    auto it = connections_.find(id);
+    if (it == connections_.end() || it->second->state != Connection::State::Held) return;
+    --held_;
+    it->second->reply(reply_line);
+}
+
+void ControlServer::accept_clients() {
+    for (;;) {
+        UniqueFd client(accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!client) return;  // EAGAIN: no more waiting, or a transient error
+        if (connections_.size() >= kMaxConnections) {
+            // Said without waiting; a client that does not read it loses it.
+            const std::string line = error_line("too many control connections");
+            (void)!send(client.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            continue;
+        }
+        auto c = std::make_unique<Connection>();
+        c->peer = peer_of(client.get());
+        c->fd = std::move(client);
+        c->deadline = std::chrono::steady_clock::now() + kClientTimeout;
+        connections_.emplace(next_id_++, std::move(c));
+    }
+}
+
+void ControlServer::read_from(uint64_t id, Connection& c) {
+    char buffer[4096];
+    alignas(cmsghdr) char control[CMSG_SPACE(kMaxFiles * sizeof(int))];
+    for (;;) {
+        iovec iov{buffer, sizeof buffer};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        const ssize_t n = recvmsg(c.fd.get(), &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        // Descriptors are owned as soon as they arrive, so every path closes them.
+        for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+            if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+            const size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; ++i) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
+                c.files.emplace_back(fd);
+            }
+        }
+        if (n <= 0) {
+            // The client closed (or failed) before a whole request.
+            connections_.erase(id);
+            return;
+        }
+        if ((msg.msg_flags & MSG_CTRUNC) != 0 || c.files.size() > kMaxFiles) {
+            c.files.clear();
+            c.reply(error_line("too many files in one request (at most " +
+                               std::to_string(kMaxFiles) + ")"));
+            return;
+        }
+        c.input.append(buffer, static_cast<size_t>(n));
+        const auto newline = c.input.find('\n');
+        if (newline != std::string::npos) {
+            const std::string line = c.input.substr(0, newline);
+            c.input.clear();
+            serve(id, c, line);
+            return;
+        }
+        if (c.input.size() > kMaxRequest) {
+            c.files.clear();
+            c.reply(error_line("request too large"));
+            return;
+        }
+    }
 }
 
 void ControlServer::run() {
     pthread_setname_np(pthread_self(), "nfq-control");
+    std::vector<pollfd> fds;
+    std::vector<uint64_t> ids;
     for (;;) {
-        pollfd fds[3] = {
-            {listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_->wake_fd, POLLIN, 0}};
-        if (poll(fds, 3, -1) < 0) {
+        // Connections past their deadline are closed; the nearest one left
+        // bounds the wait.
+        const auto now = std::chrono::steady_clock::now();
+        int timeout_ms = -1;
+        for (auto it = connections_.begin(); it != connections_.end();) {
+            Connection& c = *it->second;
+            if (c.state != Connection::State::Held && c.deadline <= now) {
+                if (c.state == Connection::State::Reading)
+                    spdlog::debug("control: client pid {} sent no request in time; closed",
+                                  c.peer.pid);
+                it = connections_.erase(it);
+                continue;
+            }
+            if (c.state != Connection::State::Held) {
+                const auto left =
+                    std::chrono::duration_cast<std::chrono::milliseconds>(c.deadline - now);
+                const int ms = static_cast<int>(left.count()) + 1;
+                timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+            }
+            ++it;
+        }
+        fds.assign({{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_->wake_fd, POLLIN, 0}});
+        ids.clear();
+        for (const auto& [id, c] : connections_) {
+            if (c->state == Connection::State::Held) continue;
+            fds.push_back(
+                {c->fd.get(), short(c->state == Connection::State::Reading ? POLLIN : POLLOUT), 0});
+            ids.push_back(id);
+        }
+        if (poll(fds.data(), fds.size(), timeout_ms) < 0) {
             if (errno == EINTR) continue;
             spdlog::error("control socket: poll: {}", strerror(errno));
             break;
@@ -307,33 +502,39 @@ void ControlServer::run() {
                 }
             }
         }
-        if (!fds[0].revents) continue;
-        int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (client < 0) continue;
-        std::optional<std::string> line = read_line(client, kMaxRequest, kClientTimeoutMs);
-        if (!line) {
-            write_all(client, error_line("request too large or incomplete"));
-            close(client);
-            continue;
+        for (size_t i = 0; i < ids.size(); ++i) {
+            if (fds[3 + i].revents == 0) continue;
+            auto it = connections_.find(ids[i]);
+            if (it == connections_.end()) continue;
+            Connection& c = *it->second;
+            if (c.state == Connection::State::Reading) {
+                read_from(ids[i], c);
+            } else if (c.state == Connection::State::Writing) {
+                const ssize_t n = send(c.fd.get(), c.output.data() + c.written,
+                                       c.output.size() - c.written, MSG_NOSIGNAL);
+                if (n > 0) c.written += static_cast<size_t>(n);
+                if ((n < 0 && errno != EAGAIN && errno != EINTR) || c.written == c.output.size())
+                    connections_.erase(it);
+            }
         }
-        serve(client, *line);
+        if (fds[0].revents) accept_clients();
     }
-    for (const auto& [id, fd] : held_)
-        close(fd);
-    held_.clear();
+    connections_.clear();
+    held_ = 0;
 }
 
 nlohmann::json control_request(const std::string& path, const nlohmann::json& request,
-                               std::chrono::milliseconds timeout) {
+                               std::chrono::milliseconds timeout, const std::vector<int>& files) {
     sockaddr_un addr = address_of(path);
-    FileDescriptor fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0) throw_errno("socket");
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) throw_errno("socket");
     if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
         throw std::runtime_error("cannot reach nfqscand at " + path + ": " + strerror(errno));
-    if (!write_all(fd.get(), request.dump() + "\n"))
+    if (!send_all(fd.get(), request.dump() + "\n", files,
+                  static_cast<int>(ControlServer::kClientTimeout.count())))
         throw std::runtime_error("cannot send to nfqscand: " + std::string(strerror(errno)));
     std::optional<std::string> line =
-        read_line(fd.get(), 256u << 20, static_cast<int>(timeout.count()));
+        read_reply(fd.get(), 256u << 20, static_cast<int>(timeout.count()));
     if (!line) throw std::runtime_error("no reply from nfqscand at " + path);
     nlohmann::json reply = nlohmann::json::parse(*line);
     if (!reply.value("ok", false)) throw std::runtime_error(reply.value("error", "failed"));

@@ -1,6 +1,7 @@
 #include "nfqscan/daemon.h"
 #include "nfqscan/timestamp.h"
 
+#include <grp.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -22,7 +23,6 @@ namespace {
 constexpr auto kWorkerTimeout = std::chrono::seconds(2);
 // `detections` reads at most this many lines, `scan` this many paths per request.
 constexpr size_t kMaxDetections = 10000;
-constexpr size_t kMaxScanPaths = 1000;
 
 nlohmann::json label_counts_json(const std::map<std::string, LabelCount>& counts) {
     nlohmann::json out = nlohmann::json::array();
@@ -152,23 +152,42 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
                                                         : ""));
         }
     }
-    control_ = std::make_unique<ControlServer>(config_->daemon.control_socket);
+    control_ = std::make_unique<ControlServer>(config_->daemon.control_socket,
+                                               control_permissions(config_->daemon));
     control_->handle("status", [this](const nlohmann::json&) { return status(); });
     control_->handle("flows", [this](const nlohmann::json& request) {
         return flows(request.value("limit", size_t(100000)));
     });
-    control_->handle("reload", [this](const nlohmann::json&) {
-        ReloadStarted r = reload();
-        if (!r.error.empty()) throw std::runtime_error(r.error);
-        return nlohmann::json{{"reloaded", config()->source}, {"engine_reload", r.engine_reload}};
-    });
-    control_->handle_async("scan", [this](const nlohmann::json& request, PendingReply reply) {
-        scan_files(request, std::move(reply));
-    });
+    control_->handle(
+        "reload",
+        [this](const nlohmann::json&) {
+            ReloadStarted r = reload();
+            if (!r.error.empty()) throw std::runtime_error(r.error);
+            return nlohmann::json{{"reloaded", config()->source},
+                                  {"engine_reload", r.engine_reload}};
+        },
+        ControlAccess::Admin);
+    control_->handle_async(
+        "scan",
+        [this](ControlRequest& request, PendingReply reply) {
+            scan_files(request, std::move(reply));
+        },
+        ControlAccess::Admin);
     control_->handle("engines", [this](const nlohmann::json&) { return engines(); });
     control_->handle("detections", [this](const nlohmann::json& request) {
         return detections(request.value("count", size_t(20)));
     });
+}
+
+ControlPermissions Daemon::control_permissions(const DaemonConfig& daemon) {
+    ControlPermissions permissions;
+    if (daemon.control_group.empty()) return permissions;
+    const group* g = getgrnam(daemon.control_group.c_str());
+    if (g == nullptr)
+        throw std::runtime_error("[daemon] control_group: no group named " + daemon.control_group);
+    permissions.query_group = g->gr_gid;
+    permissions.query_group_name = daemon.control_group;
+    return permissions;
 }
 
 void Daemon::open_relay_device(size_t queues) {
@@ -319,16 +338,22 @@ class ControlSink : public CompletionSink {
 
 }  // namespace
 
-void Daemon::scan_files(const nlohmann::json& request, PendingReply reply) {
-    const nlohmann::json paths = request.value("paths", nlohmann::json());
+void Daemon::scan_files(ControlRequest& request, PendingReply reply) {
+    // The caller opened the files and passed their descriptors: the daemon
+    // never opens a path for a client (it could read what the client cannot).
+    // "paths" only names them in the results and events.
+    const nlohmann::json paths = request.body.value("paths", nlohmann::json());
     if (!paths.is_array() || paths.empty())
-        throw std::runtime_error("scan: \"paths\" must be a non-empty array of file paths");
-    if (paths.size() > kMaxScanPaths)
-        throw std::runtime_error(fmt::format("scan: at most {} paths per request", kMaxScanPaths));
+        throw std::runtime_error("scan: \"paths\" must be a non-empty array of file names");
     for (const nlohmann::json& p : paths)
         if (!p.is_string()) throw std::runtime_error("scan: paths must be strings");
-    const std::string profile = request.value("profile", std::string());
-    const bool log = request.value("log", true);
+    if (request.files.size() != paths.size())
+        throw std::runtime_error(
+            fmt::format("scan: {} paths but {} file descriptors: the files must be passed open "
+                        "(SCM_RIGHTS), as nfqscanctl scan does",
+                        paths.size(), request.files.size()));
+    const std::string profile = request.body.value("profile", std::string());
+    const bool log = request.body.value("log", true);
 
     // The request's results, filled in as verdicts arrive (on the control
     // thread, so without a lock); answered when the last one is in.
@@ -349,10 +374,7 @@ void Daemon::scan_files(const nlohmann::json& request, PendingReply reply) {
         batch->results.push_back({{"path", path}});
         ScanObject object;
         try {
-            // The daemon's working directory is not the caller's.
-            if (!std::filesystem::path(path).is_absolute())
-                throw std::runtime_error(path + ": not an absolute path");
-            object = ScanService::map_file(path, profile);
+            object = ScanService::map_fd(request.files[i].get(), path, profile);
         } catch (const std::exception& e) {
             // Not a verdict about the content: the file could not be read.
             batch->results[i] = {{"verdict", "error"}, {"reason", e.what()}, {"path", path}};

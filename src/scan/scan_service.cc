@@ -14,6 +14,7 @@
 
 #include "engine_set.h"
 #include "nfqscan/scan.h"
+#include "nfqscan/unique_fd.h"
 #include "scan_metrics.h"
 #include "scan_pool.h"
 #include "scanner_process.h"
@@ -275,33 +276,29 @@ ScanVerdict ScanService::scan(const ScanObject& object) {
 
 ScanObject ScanService::map_file(const std::string& path, const std::string& profile) {
     // A file the operator cannot read is not a verdict about its content.
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+    const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw std::system_error(errno, std::generic_category(), "open " + path);
+    return map_fd(fd.get(), path, profile);
+}
+
+ScanObject ScanService::map_fd(int fd, const std::string& name, const std::string& profile) {
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        const int err = errno;
-        ::close(fd);
-        if (!S_ISREG(st.st_mode))
-            throw std::system_error(EINVAL, std::generic_category(),
-                                    path + " is not a regular file");
-        throw std::system_error(err, std::generic_category(), "stat " + path);
-    }
+    if (::fstat(fd, &st) != 0)
+        throw std::system_error(errno, std::generic_category(), "stat " + name);
+    if (!S_ISREG(st.st_mode))
+        throw std::system_error(EINVAL, std::generic_category(), name + " is not a regular file");
     ScanObject object;
-    object.name = std::filesystem::path(path).filename().string();
+    object.name = std::filesystem::path(name).filename().string();
     object.profile = profile;
     const auto size = static_cast<uint64_t>(st.st_size);
     if (size > 0) {
         void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            const int err = errno;
-            ::close(fd);
-            throw std::system_error(err, std::generic_category(), "mmap " + path);
-        }
+        if (map == MAP_FAILED)
+            throw std::system_error(errno, std::generic_category(), "mmap " + name);
         object.bytes = {static_cast<const uint8_t*>(map), size};
         object.owner = std::shared_ptr<const void>(
             map, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
     }
-    ::close(fd);
     return object;
 }
 

@@ -10,6 +10,7 @@ two halves so that this file is not itself an EICAR carrier)."""
 
 from __future__ import annotations
 
+import grp
 import gzip
 import io
 import json
@@ -19,6 +20,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import zipfile
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,6 +29,7 @@ import pytest
 
 from clients import curl_download
 from lab import REPO, wait_until
+from nfqscand import ctl_binary
 from servers import Nginx
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -376,9 +379,10 @@ def test_status_is_answered_while_a_scan_is_running(scanlab):
     daemon = scanlab.daemon
     big = scanlab.file("big.bin", random.Random(7).randbytes(24 << 20))
     request = {"command": "scan", "paths": [big] * 8, "log": False}
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as scan:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as scan, open(big, "rb") as file:
         scan.connect(str(daemon.control))
-        scan.sendall(json.dumps(request).encode() + b"\n")
+        # The files go as open descriptors (the daemon opens no paths).
+        socket.send_fds(scan, [json.dumps(request).encode() + b"\n"], [file.fileno()] * 8)
         wait_until(lambda: daemon.status()["scan"]["completed"] >= 1 or None, 30,
                    "the first file of the scan")
         status = daemon.status()
@@ -499,3 +503,75 @@ def test_clamd_backend_gives_the_same_verdicts_and_clamd_down_is_engine_not_read
     assert v["clam.zip"]["verdict"] == "error", v
     assert v["clam.zip"]["category"] == "engine-not-ready", v
     assert v["eicar.zip"]["verdict"] == "infected", "a virus outranks the missing clamd"
+
+
+def control_reply(path, request: dict, fds=()) -> dict:
+    """One raw control request (with `fds` passed as SCM_RIGHTS); the reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], list(fds))
+        sock.settimeout(30)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    return json.loads(data)
+
+
+def test_control_socket_lets_the_group_query_and_only_root_reload_or_scan(lab, nfqscand):
+    """[daemon] control_group = "nogroup": the socket file is 0660 with that
+    group; `nobody` (in it) gets status but is refused reload and scan by its
+    kernel-reported uid; scan takes descriptors the caller opened, so a file
+    nobody cannot read is never read for it; a request with bare paths is
+    refused."""
+    daemon = nfqscand({"daemon": {"control_group": "nogroup"}})
+    daemon.wait_engines()
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    st = os.stat(daemon.control)
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == nogroup, oct(st.st_mode)
+    # The lab's folders are root's (0700): let nobody walk to the socket.
+    for folder in (lab.dir, daemon.dir):
+        os.chmod(folder, 0o711)
+    secret = daemon.dir / "secret.com"
+    secret.write_bytes(EICAR)
+    os.chmod(secret, 0o600)
+    readable = daemon.dir / "readable.com"
+    readable.write_bytes(EICAR)
+    os.chmod(readable, 0o644)
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                 ctl_binary(), "--control", daemon.control]
+
+    status = lab.router.run([*as_nobody, "status", "--json"], check=False, timeout=20)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["pid"] == daemon.process.popen.pid
+    reload = lab.router.run([*as_nobody, "reload", "--no-wait"], check=False, timeout=20)
+    assert reload.returncode == 1
+    assert b"permission denied: uid 65534" in reload.stderr, reload.stderr
+    scan = lab.router.run([*as_nobody, "scan", "--json", readable], check=False, timeout=20)
+    assert scan.returncode == 2 and b"permission denied" in scan.stderr, scan.stderr
+    hidden = lab.router.run([*as_nobody, "scan", "--json", secret], check=False, timeout=20)
+    assert hidden.returncode == 2, hidden
+    [entry] = json.loads(hidden.stdout)
+    assert entry["verdict"] == "error" and "Permission denied" in entry["reason"], entry
+
+    # Root opens it and hands it over; the daemon judges it.
+    rc, verdicts = daemon.scan(str(secret))
+    assert rc == 1 and verdicts[0]["verdict"] == "infected", verdicts
+    bare = control_reply(daemon.control, {"command": "scan", "paths": [str(secret)]})
+    assert bare["ok"] is False and "file descriptors" in bare["error"], bare
+    with open(secret, "rb") as file:
+        passed = control_reply(daemon.control, {"command": "scan", "paths": ["x.com"]},
+                               [file.fileno()])
+    assert passed["ok"] is True and passed["result"][0]["verdict"] == "infected", passed
+
+
+def test_control_socket_without_a_group_is_roots_alone(lab, nfqscand):
+    daemon = nfqscand()
+    assert stat.S_IMODE(os.stat(daemon.control).st_mode) == 0o600
+    for folder in (lab.dir, daemon.dir):
+        os.chmod(folder, 0o711)
+    status = lab.router.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                             ctl_binary(), "--control", daemon.control, "status"],
+                            check=False, timeout=20)
+    assert status.returncode == 1 and b"cannot reach nfqscand" in status.stderr, status.stderr

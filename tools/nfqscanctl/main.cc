@@ -1,9 +1,13 @@
 // nfqscanctl: inspect and steer a running nfqscand through its control
 // socket. Human tables by default, --json for tools.
+#include <fcntl.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -491,12 +495,23 @@ int main(int argc, char** argv) {
                 // One request per file: the daemon stays responsive between
                 // them, and no request outgrows the control socket's bound.
                 for (const std::string& path : expand_paths(scan_paths)) {
+                    // Opened here, as the caller: the daemon scans what it is
+                    // handed and never opens a path itself. O_NONBLOCK: a FIFO
+                    // must not hang the open (the daemon refuses non-files).
+                    nfqscan::UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+                    if (!file) {
+                        results.push_back(
+                            {{"path", path},
+                             {"verdict", "error"},
+                             {"reason", "open " + path + ": " + std::strerror(errno)}});
+                        continue;
+                    }
                     json r = nfqscan::control_request(control,
                                                       {{"command", "scan"},
                                                        {"paths", {path}},
                                                        {"profile", profile},
                                                        {"log", !no_log}},
-                                                      timeout);
+                                                      timeout, {file.get()});
                     for (json& entry : r)
                         results.push_back(std::move(entry));
                 }

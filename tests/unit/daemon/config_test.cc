@@ -67,6 +67,13 @@ TEST(Config, UnknownKeyNamesFileLineAndKey) {
                  "unknown key");
 }
 
+TEST(Config, ControlGroupMustExist) {
+    expect_error("[daemon]\ncontrol_group = \"no-such-group-nfq\"\n", 2, "daemon.control_group",
+                 "no group named");
+    EXPECT_EQ(parse_config("[daemon]\ncontrol_group = \"root\"\n", "t.toml").daemon.control_group,
+              "root");
+}
+
 TEST(Config, UnknownSectionIsAnError) {
     expect_error("[daemon]\n[deamon]\nqueues = \"1\"\n", 2, "deamon", "unknown key");
 }

@@ -1,5 +1,13 @@
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <condition_variable>
 #include <mutex>
@@ -46,7 +54,7 @@ TEST(ControlServer, HeldRequestDoesNotBlockOtherRequests) {
     std::condition_variable cv;
     std::optional<PendingReply> held;
     std::thread::id handler_thread, completion_thread;
-    server.handle_async("slow", [&](const nlohmann::json&, PendingReply reply) {
+    server.handle_async("slow", [&](ControlRequest&, PendingReply reply) {
         std::lock_guard lock(mutex);
         handler_thread = std::this_thread::get_id();
         held = std::move(reply);
@@ -80,10 +88,9 @@ TEST(ControlServer, HeldRequestDoesNotBlockOtherRequests) {
 
 TEST(ControlServer, HeldRequestDroppedWithoutAnAnswerGetsAnError) {
     ControlServer server(socket_path());
-    server.handle_async("lost", [](const nlohmann::json&, PendingReply) {});
-    server.handle_async("throws", [](const nlohmann::json&, PendingReply) {
-        throw std::runtime_error("bad arguments");
-    });
+    server.handle_async("lost", [](ControlRequest&, PendingReply) {});
+    server.handle_async(
+        "throws", [](ControlRequest&, PendingReply) { throw std::runtime_error("bad arguments"); });
     server.start();
     try {
         control_request(socket_path(), {{"command", "lost"}});
@@ -97,6 +104,141 @@ TEST(ControlServer, HeldRequestDroppedWithoutAnAnswerGetsAnError) {
     } catch (const std::runtime_error& e) {
         EXPECT_NE(std::string(e.what()).find("bad arguments"), std::string::npos) << e.what();
     }
+}
+
+TEST(ControlServer, AdminCommandsAreRootsAndQueriesTheGroupsToo) {
+    ControlServer server(socket_path(), {.query_group = 4242, .query_group_name = "nfqview"});
+    server.handle("status", [](const nlohmann::json&) { return 1; });
+    server.handle(
+        "reload", [](const nlohmann::json&) { return 2; }, ControlAccess::Admin);
+    const std::string status = R"({"command":"status"})";
+    const std::string reload = R"({"command":"reload"})";
+
+    EXPECT_NE(server.dispatch(reload, {.uid = 0}).find("\"ok\":true"), std::string::npos);
+    ControlPeer member{.uid = 1000, .gid = 4242};
+    EXPECT_NE(server.dispatch(status, member).find("\"ok\":true"), std::string::npos);
+    const std::string refused = server.dispatch(reload, member);
+    EXPECT_NE(refused.find("permission denied: uid 1000"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("only root"), std::string::npos) << refused;
+    ControlPeer supplementary{.uid = 1000, .gid = 100, .groups = {27, 4242}};
+    EXPECT_NE(server.dispatch(status, supplementary).find("\"ok\":true"), std::string::npos);
+    ControlPeer stranger{.uid = 1000, .gid = 100, .groups = {27}};
+    const std::string denied = server.dispatch(status, stranger);
+    EXPECT_NE(denied.find("members of group nfqview"), std::string::npos) << denied;
+
+    ControlServer closed(socket_path() + ".2");
+    closed.handle("status", [](const nlohmann::json&) { return 1; });
+    const std::string nobody = closed.dispatch(status, stranger);
+    EXPECT_NE(nobody.find("[daemon] control_group"), std::string::npos) << nobody;
+}
+
+// The credentials the kernel reports for a real connection (SO_PEERCRED,
+// SO_PEERGROUPS) are what is checked: a child process drops to another user.
+TEST(ControlServer, ChecksTheKernelsCredentialsOfTheCaller) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+    const gid_t group = 4242;
+    ControlServer server(socket_path(), {.query_group = group, .query_group_name = "nfqview"});
+    server.handle("status", [](const nlohmann::json&) { return "fine"; });
+    server.handle(
+        "reload", [](const nlohmann::json&) { return 2; }, ControlAccess::Admin);
+    server.start();
+    struct stat st {};
+    ASSERT_EQ(stat(socket_path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0660u);
+    EXPECT_EQ(st.st_gid, group);
+
+    // Runs `command` as uid 65534 with the given groups; returns what it got.
+    const std::string path = socket_path();  // the child's pid is another
+    auto ask_as = [&](gid_t gid, std::vector<gid_t> groups, const std::string& command) {
+        int out[2];
+        EXPECT_EQ(pipe(out), 0);
+        pid_t child = fork();
+        if (child == 0) {
+            close(out[0]);
+            std::string answer;
+            if (setgroups(groups.size(), groups.data()) != 0 || setgid(gid) != 0 ||
+                setuid(65534) != 0) {
+                answer = "cannot switch user";
+            } else {
+                try {
+                    answer = control_request(path, {{"command", command}}).dump();
+                } catch (const std::exception& e) {
+                    answer = e.what();
+                }
+            }
+            (void)!write(out[1], answer.data(), answer.size());
+            _exit(0);
+        }
+        close(out[1]);
+        std::string got;
+        char buffer[512];
+        for (ssize_t n; (n = read(out[0], buffer, sizeof buffer)) > 0;)
+            got.append(buffer, size_t(n));
+        close(out[0]);
+        waitpid(child, nullptr, 0);
+        return got;
+    };
+    EXPECT_EQ(ask_as(group, {}, "status"), "\"fine\"");
+    EXPECT_EQ(ask_as(100, {group}, "status"), "\"fine\"");  // a supplementary group
+    EXPECT_NE(ask_as(group, {}, "reload").find("permission denied: uid 65534"), std::string::npos);
+    // Outside the group the socket file's mode already keeps it out.
+    EXPECT_NE(ask_as(100, {}, "status").find("cannot reach"), std::string::npos);
+}
+
+TEST(ControlServer, StuckClientsDoNotHoldUpOthers) {
+    ControlServer server(socket_path());
+    server.handle("echo", [](const nlohmann::json& r) { return r["value"]; });
+    server.handle("big", [](const nlohmann::json&) { return std::string(8u << 20, 'x'); });
+    server.start();
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, socket_path().c_str());
+    auto connect_raw = [&] {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+        return fd;
+    };
+    std::vector<int> stuck;
+    // Silent clients, one with half a request, one that never reads its
+    // 8 MiB answer: served one after another with a 5 s bound each, the echo
+    // below would wait over a minute.
+    for (int i = 0; i < 12; ++i)
+        stuck.push_back(connect_raw());
+    int half = connect_raw();
+    ASSERT_EQ(write(half, "{\"comm", 6), 6);
+    int greedy = connect_raw();
+    const std::string big = "{\"command\":\"big\"}\n";
+    ASSERT_EQ(write(greedy, big.data(), big.size()), ssize_t(big.size()));
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(control_request(socket_path(), {{"command", "echo"}, {"value", 5}},
+                              std::chrono::seconds(4)),
+              5);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+    for (int fd : stuck)
+        close(fd);
+    close(half);
+    close(greedy);
+}
+
+TEST(ControlServer, FilesComeAsDescriptorsWithTheRequest) {
+    ControlServer server(socket_path());
+    server.handle_async("sizes", [](ControlRequest& request, PendingReply reply) {
+        nlohmann::json sizes = nlohmann::json::array();
+        for (const UniqueFd& fd : request.files) {
+            struct stat st {};
+            fstat(fd.get(), &st);
+            sizes.push_back(st.st_size);
+        }
+        reply.ok({{"sizes", sizes}, {"uid", request.peer.uid}});
+    });
+    server.start();
+    UniqueFd a(memfd_create("a", MFD_CLOEXEC)), b(memfd_create("b", MFD_CLOEXEC));
+    ASSERT_EQ(ftruncate(a.get(), 1234), 0);
+    ASSERT_EQ(ftruncate(b.get(), 99), 0);
+    nlohmann::json reply = control_request(socket_path(), {{"command", "sizes"}},
+                                           std::chrono::seconds(10), {a.get(), b.get()});
+    EXPECT_EQ(reply["sizes"], nlohmann::json({1234, 99}));
+    EXPECT_EQ(reply["uid"], geteuid());
 }
 
 TEST(ControlServer, RefusesToTakeOverALiveSocket) {
