@@ -21,17 +21,22 @@ def scan_counters(daemon) -> dict:
             "objects": scan["scan_latency"]["count"], "cache": scan["cache"]}
 
 
+def serve_one(lab, http_av, path: str, data: bytes):
+    """nginx serving `data` at /PATH and nfqscand with its engines loaded:
+    (daemon, url, scan counters before any download)."""
+    nginx = Nginx(lab, ports=[80])
+    nginx.add_file(path, data)
+    daemon = http_av()
+    return daemon, nginx.url(f"/{path}"), scan_counters(daemon)
+
+
 def url_events(daemon, url: str) -> list[dict]:
     return [e for e in http_events(daemon) if same_url(e.get("object", ""), url)]
 
 
 def test_infected_download_twice_second_blocked_from_the_cache(lab, http_av, corpus):
     sample = corpus.infected("eicar.zip")
-    nginx = Nginx(lab, ports=[80])
-    nginx.add_file("files/eicar.zip", sample.data)
-    daemon = http_av()
-    url = nginx.url("/files/eicar.zip")
-    before = scan_counters(daemon)
+    daemon, url, before = serve_one(lab, http_av, "files/eicar.zip", sample.data)
 
     for i in range(2):
         got = curl_fetch(lab, url)
@@ -73,11 +78,7 @@ def test_infected_download_twice_second_blocked_from_the_cache(lab, http_av, cor
 def test_clean_20mb_download_ten_times_is_scanned_once(lab, http_av, corpus):
     sample = corpus.clean("eicar-big.bin")
     assert len(sample.data) >= 20 << 20
-    nginx = Nginx(lab, ports=[80])
-    nginx.add_file("big.bin", sample.data)
-    daemon = http_av()
-    url = nginx.url("/big.bin")
-    before = scan_counters(daemon)
+    daemon, url, before = serve_one(lab, http_av, "big.bin", sample.data)
 
     for i in range(10):
         got = curl_fetch(lab, url, timeout=DOWNLOAD_LIMIT)
