@@ -275,7 +275,8 @@ bool ScanService::submit(ScanObject object, std::shared_ptr<CompletionSink> sink
     if (object.file && cache_applies(state_->cache, *generation, object)) {
         digest = object.file->sha256();
         if (digest) {
-            if (auto hit = state_->cache.find(cache_key(*generation, *digest, object), false)) {
+            if (auto hit = state_->cache.find(cache_key(*generation, *digest, object),
+                                              VerdictCache::Tally::HitOnly)) {
                 answer_now(std::move(*hit));
                 return true;
             }
@@ -305,7 +306,7 @@ ScanVerdict ScanService::judge(const ScanObject& object, std::optional<Sha256Dig
     // than at submission; the key is that of the engines that scan it.
     if (!digest) digest = Sha256::of(object.bytes);
     const VerdictCacheKey key = cache_key(*generation, *digest, object);
-    if (auto hit = state_->cache.find(key, true)) {
+    if (auto hit = state_->cache.find(key, VerdictCache::Tally::HitOrMiss)) {
         state_->metrics.record_verdict(*hit, object.bytes.size(), false);
         return std::move(*hit);
     }

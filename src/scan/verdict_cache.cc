@@ -86,12 +86,12 @@ size_t VerdictCache::KeyHash::operator()(const VerdictCacheKey& k) const {
     return h;
 }
 
-std::optional<ScanVerdict> VerdictCache::find(const VerdictCacheKey& key, bool last_try) {
+std::optional<ScanVerdict> VerdictCache::find(const VerdictCacheKey& key, Tally tally) {
     std::lock_guard lock(mutex_);
     if (capacity_ == 0) return std::nullopt;
     auto it = index_.find(key);
     if (it == index_.end()) {
-        if (last_try) ++misses_;
+        if (tally == Tally::HitOrMiss) ++misses_;
         return std::nullopt;
     }
     ++hits_;
@@ -116,6 +116,7 @@ void VerdictCache::insert(const VerdictCacheKey& key, const ScanVerdict& verdict
     entry.verdict.cached = false;
     entry.verdict.elapsed = std::chrono::microseconds(0);
     entry.memory = entry_memory(entry.verdict);
+    if (entry.memory > kMaxEntryMemory) return;
     lru_.push_front(std::move(entry));
     index_.emplace(key, lru_.begin());
     memory_ += lru_.front().memory;

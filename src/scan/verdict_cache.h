@@ -19,7 +19,10 @@
 // bytes and are never cached.
 //
 // Bounded by an entry count with least-recently-used eviction; the memory
-// the entries take is accounted (an estimate of the nodes and strings).
+// the entries take is accounted (an estimate of the nodes and strings). A
+// verdict whose entry would exceed kMaxEntryMemory (a detection with a very
+// long layer path, which hostile nesting can make) is not kept, so the
+// memory stays below capacity x kMaxEntryMemory.
 // Thread-safe: one mutex, held for a hash lookup and a list splice.
 #pragma once
 
@@ -48,16 +51,22 @@ bool verdict_cacheable(const ScanVerdict& verdict);
 
 class VerdictCache {
   public:
+    static constexpr size_t kMaxEntryMemory = 2048;
+
     explicit VerdictCache(size_t capacity) : capacity_(capacity) {}
 
+    // What a lookup counts. An object may be looked up at submission and
+    // again when its scan starts (an identical one may have been judged
+    // meanwhile): only the last lookup counts a miss, so that each object
+    // counts one hit or one miss.
+    enum class Tally : uint8_t { HitOnly, HitOrMiss };
     // The cached verdict (marked cached, elapsed zero), and the entry becomes
-    // the most recently used. A hit is always counted, a miss only when
-    // `last_try` (an object may be looked up at submission and again when
-    // its scan starts, in case an identical one was judged meanwhile).
-    std::optional<ScanVerdict> find(const VerdictCacheKey& key, bool last_try);
+    // the most recently used.
+    std::optional<ScanVerdict> find(const VerdictCacheKey& key, Tally tally);
     // Keeps a cacheable verdict of `generation`; ignored if that is no longer
-    // the cache's generation (a scan that started before a reload) or the
-    // verdict is not cacheable. Evicts the least recently used beyond capacity.
+    // the cache's generation (a scan that started before a reload), the
+    // verdict is not cacheable or its entry would be over kMaxEntryMemory.
+    // Evicts the least recently used beyond capacity.
     void insert(const VerdictCacheKey& key, const ScanVerdict& verdict, uint64_t generation);
     // New engines: every entry is dropped (none could be hit again) and
     // the capacity may change. 0 turns the cache off.

@@ -37,6 +37,8 @@ std::string hex(const Sha256Digest& d) {
     return out;
 }
 
+constexpr auto kCount = VerdictCache::Tally::HitOrMiss;
+
 Detection eicar_detection() {
     return {ScanEngineKind::ClamAV, "Eicar-Signature", "a.com", ThreatCategory::Virus};
 }
@@ -152,14 +154,14 @@ TEST(VerdictCache, KeepsOnlyDefiniteVerdicts) {
     const VerdictCacheKey k1 = Sha256::of(bytes_of("1")), k2 = Sha256::of(bytes_of("2"));
     cache.insert(k1, ScanVerdict::failed(ScanError::Timeout, "slow"), 1);
     cache.insert(k2, ScanVerdict::failed(ScanError::TooManyRequests, "full"), 1);
-    EXPECT_FALSE(cache.find(k1, true));
-    EXPECT_FALSE(cache.find(k2, true));
+    EXPECT_FALSE(cache.find(k1, kCount));
+    EXPECT_FALSE(cache.find(k2, kCount));
     EXPECT_EQ(cache.stats().entries, 0u);
 
     ScanVerdict infected = ScanVerdict::infected(eicar_detection());
     infected.elapsed = std::chrono::microseconds(1234);
     cache.insert(k1, infected, 1);
-    const std::optional<ScanVerdict> hit = cache.find(k1, true);
+    const std::optional<ScanVerdict> hit = cache.find(k1, kCount);
     ASSERT_TRUE(hit);
     EXPECT_TRUE(hit->is_infected());
     EXPECT_TRUE(hit->cached);
@@ -184,28 +186,34 @@ TEST(VerdictCache, LeastRecentlyUsedGoesBeyondCapacityAndMemoryFollows) {
     for (int i = 0; i < 3; ++i)
         cache.insert(keys[i], ScanVerdict::clean(), 1);
     const uint64_t three = cache.stats().memory_bytes;
-    ASSERT_TRUE(cache.find(keys[0], true));          // 0 is now the most recent
+    ASSERT_TRUE(cache.find(keys[0], kCount));        // 0 is now the most recent
     cache.insert(keys[3], ScanVerdict::clean(), 1);  // evicts 1
-    EXPECT_TRUE(cache.find(keys[0], true));
-    EXPECT_FALSE(cache.find(keys[1], true));
-    EXPECT_TRUE(cache.find(keys[2], true));
-    EXPECT_TRUE(cache.find(keys[3], true));
+    EXPECT_TRUE(cache.find(keys[0], kCount));
+    EXPECT_FALSE(cache.find(keys[1], kCount));
+    EXPECT_TRUE(cache.find(keys[2], kCount));
+    EXPECT_TRUE(cache.find(keys[3], kCount));
     VerdictCacheStats s = cache.stats();
     EXPECT_EQ(s.entries, 3u);
     EXPECT_EQ(s.evictions, 1u);
     EXPECT_EQ(s.memory_bytes, three) << "same kind of entries, same memory";
 
-    // A long detection costs its strings.
+    // A long detection costs its strings; one too long is not kept at all.
     Detection d = eicar_detection();
-    d.layer_path = std::string(3000, 'p');
+    d.layer_path = std::string(1000, 'p');
     cache.insert(keys[4], ScanVerdict::infected(d), 1);
-    EXPECT_GT(cache.stats().memory_bytes, three + 3000);
+    EXPECT_GT(cache.stats().memory_bytes, three + 1000 - three / 3);
     EXPECT_EQ(cache.stats().entries, 3u);
+    d.layer_path = std::string(VerdictCache::kMaxEntryMemory, 'p');
+    const VerdictCacheKey long_key = Sha256::of(bytes_of("long"));
+    cache.insert(long_key, ScanVerdict::infected(d), 1);
+    EXPECT_FALSE(cache.find(long_key, kCount));
+    EXPECT_TRUE(cache.find(keys[4], kCount)) << "nothing was evicted for it";
+    EXPECT_LE(cache.stats().memory_bytes, 3 * VerdictCache::kMaxEntryMemory);
 
     // Capacity 0: off, nothing kept or found.
     cache.start_generation(2, 0);
     cache.insert(keys[0], ScanVerdict::clean(), 2);
-    EXPECT_FALSE(cache.find(keys[0], true));
+    EXPECT_FALSE(cache.find(keys[0], kCount));
     s = cache.stats();
     EXPECT_EQ(s.entries, 0u);
     EXPECT_EQ(s.memory_bytes, 0u);
@@ -218,10 +226,10 @@ TEST(VerdictCache, ANewGenerationDropsEverythingAndRefusesLateVerdicts) {
     const VerdictCacheKey k = Sha256::of(bytes_of("k"));
     cache.insert(k, ScanVerdict::clean(), 1);
     cache.start_generation(2, 10);
-    EXPECT_FALSE(cache.find(k, true));
+    EXPECT_FALSE(cache.find(k, kCount));
     // A scan that started on generation 1 finishes after the reload.
     cache.insert(k, ScanVerdict::clean(), 1);
-    EXPECT_FALSE(cache.find(k, true));
+    EXPECT_FALSE(cache.find(k, kCount));
     EXPECT_EQ(cache.stats().invalidated, 1u);
 }
 
