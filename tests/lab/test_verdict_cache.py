@@ -1,8 +1,9 @@
 """The verdict cache (issue 16) through the real daemon: an object already
 judged by the same engines is answered from the cache, without a scan, and
 the event log says so (`cached: true`); a reload makes the next identical
-object be scanned again. Real nginx and curl; the scan counters are
-nfqscanctl status's (`scan.engines.clamav.scans`, `scan.cache`)."""
+object be scanned again; scan errors are never cached. Real nginx, curl and
+nfqscanctl; the scan counters are nfqscanctl status's
+(`scan.engines.*.scans`, `scan.scan_latency.count`, `scan.cache`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from clients import curl_fetch
 from lab import wait_until
 from servers import Nginx
 from test_http_av import assert_block_page, corpus, http_av, http_events, same_url  # noqa: F401
+from test_scan import EICAR, ScanLab, zip_bytes
 from test_stream_rewrite import DOWNLOAD_LIMIT
 
 
@@ -95,3 +97,37 @@ def test_clean_20mb_download_ten_times_is_scanned_once(lab, http_av, corpus):
     assert after["cache"]["hits"] - before["cache"]["hits"] == 9, (before, after)
     assert after["cache"]["misses"] - before["cache"]["misses"] == 1, (before, after)
     assert not url_events(daemon, url), "a clean download was logged"
+
+
+def test_nfqscanctl_scan_hits_the_cache_and_errors_are_scanned_every_time(lab, nfqscand):
+    """Files from `nfqscanctl scan` carry no digest: the pool thread hashes
+    them, and the second identical file is answered from the cache. A scan
+    error (a truncated zip: corrupt) is never cached."""
+    scanlab = ScanLab(lab, nfqscand)
+    scanlab.daemon.wait_engines()
+    packed = zip_bytes([("a.txt", b"hello world\n" * 500), ("b.txt", b"more text\n" * 500)])
+    infected = scanlab.file("eicar.zip", zip_bytes([("eicar.com", EICAR)]))
+    clean = scanlab.file("clean.zip", packed)
+    broken = scanlab.file("truncated.zip", packed[: len(packed) // 2])
+    before = scan_counters(scanlab.daemon)
+
+    rounds = [scanlab.by_path(scanlab.daemon.scan(infected, clean, broken)[1]) for _ in range(2)]
+
+    first, second = rounds
+    assert first["eicar.zip"]["verdict"] == second["eicar.zip"]["verdict"] == "infected", rounds
+    assert second["eicar.zip"]["name"] == first["eicar.zip"]["name"], rounds
+    assert first["clean.zip"]["verdict"] == second["clean.zip"]["verdict"] == "clean", rounds
+    assert not first["eicar.zip"]["cached"] and not first["clean.zip"]["cached"], first
+    assert second["eicar.zip"]["cached"] and second["clean.zip"]["cached"], second
+    for v in (first, second):
+        assert v["truncated.zip"]["category"] == "corrupt", v
+        assert "cached" not in v["truncated.zip"], v
+    after = scan_counters(scanlab.daemon)
+    # Scanned: eicar.zip and clean.zip once, truncated.zip twice.
+    assert after["objects"] - before["objects"] == 4, (before, after)
+    assert after["cache"]["hits"] - before["cache"]["hits"] == 2, (before, after)
+    assert after["cache"]["misses"] - before["cache"]["misses"] == 4, (before, after)
+    assert after["cache"]["entries"] == 2, after
+    # The human table says which verdicts came from the cache.
+    out = scanlab.daemon.ctl("scan", infected, clean, check=False).stdout.decode()
+    assert "infected (cached)" in out and "clean (cached)" in out, out
