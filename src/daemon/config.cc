@@ -552,6 +552,7 @@ void read_scan(TableReader& r, ScanConfig& c) {
     r.read("temp_dir", c.temp_dir, true);
     r.read("pool_threads", c.pool_threads, 0, 256);
     r.read("queue_length", c.queue_length, 1, 1u << 20);
+    r.read("cache_entries", c.cache_entries, 0, 10'000'000);
     std::string isolation(isolation_name(c.isolation));
     r.read_choice("isolation", isolation, {"process", "thread"});
     c.isolation = *isolation_from_name(isolation);

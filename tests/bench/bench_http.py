@@ -62,7 +62,7 @@ MIB = 1 << 20
 TTFB_BATCH = 100
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
         "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2,
-        "isolation": "process"}
+        "isolation": "process", "cache_entries": 0}  # every object scanned, but in the cache runs
 WRITE_OUT = ("%{http_code} %{size_download} %{time_pretransfer} %{time_starttransfer} "
              "%{time_total} %{num_connects}\\n")
 
@@ -177,8 +177,9 @@ class HttpBench:
         say(f"clients: {self.clients} concurrent curl processes ({described}), "
             f"one keep-alive connection each")
 
-    def daemon(self, http: dict | None = None) -> Nfqscand:
-        overrides = {"scan": dict(SCAN), "protocols": {"http": {"ports": [PORT], **(http or {})}}}
+    def daemon(self, http: dict | None = None, scan: dict | None = None) -> Nfqscand:
+        overrides = {"scan": {**SCAN, **(scan or {})},
+                     "protocols": {"http": {"ports": [PORT], **(http or {})}}}
         d = Nfqscand(self.lab, overrides, name="nfqscand")
         d.start()
         d.wait_engines()
@@ -285,6 +286,9 @@ class HttpBench:
         if "objects" in run:
             extra += (f", objects scanned {run['objects']}, allowlisted {run['allowlisted']}, "
                       f"released {run['released']}")
+        if run.get("cache_hits") or run.get("cache_misses"):
+            extra += (f", verdict cache {run['cache_hits']} hits / {run['cache_misses']} misses, "
+                      f"{run['scans']} scans")
         if "queued_packets" in run:
             extra += (f", {fmt(run['queued_packets'])} packets queued, "
                       f"{run['flows_released']} flows released")
@@ -332,7 +336,10 @@ class HttpBench:
                 "released": released(hb) - released(ha),
                 "scan_errors": {k: v - sa["errors"].get(k, 0) for k, v in sb["errors"].items()
                                 if v - sa["errors"].get(k, 0)},
-                "infected": sb["infected"] - sa["infected"]}
+                "infected": sb["infected"] - sa["infected"],
+                "cache_hits": sb.get("cache", {}).get("hits", 0) - sa.get("cache", {}).get("hits", 0),
+                "cache_misses": (sb.get("cache", {}).get("misses", 0)
+                                 - sa.get("cache", {}).get("misses", 0))}
 
     def ctl_scan(self, daemon: Nfqscand, r: int) -> dict:
         """`nfqscanctl scan` of the corpus files through the daemon's pool
@@ -518,6 +525,16 @@ class HttpBench:
                         self.flow_states[variant] = ", ".join(kinds)
                 finally:
                     self.stop(daemon)
+            # Repeated objects: the first download fills the verdict cache,
+            # the second is answered from it (each object still relayed whole
+            # and held for its verdict).
+            say(f"round {r}/{self.rounds}: nfqscand with the verdict cache: the corpus twice ...")
+            daemon = self.daemon(scan={"cache_entries": 100000})
+            try:
+                self.download("cache-fill", r, daemon)
+                self.download("cache-hit", r, daemon)
+            finally:
+                self.stop(daemon)
             say(f"round {r}/{self.rounds}: the bench runner on the same files (no daemon) ...")
             self.scanbench(r)
         self.summarise()
@@ -544,8 +561,8 @@ class HttpBench:
         section("http: downloads (medians over rounds)")
         say(f"{'variant':<12} {'MB/s':>8} {'seconds':>8} {'machine busy':>13} "
             f"{'scanners busy':>14} {'nfqscand CPU':>13}")
-        for v in ("plain", "scanned", "scanned-close", "allowlisted", "released", "ctl-scan",
-                  "scanbench"):
+        for v in ("plain", "scanned", "scanned-close", "allowlisted", "released", "cache-fill",
+                  "cache-hit", "ctl-scan", "scanbench"):
             runs = self.runs.get(v, [])
             if not runs:
                 continue
@@ -566,6 +583,8 @@ class HttpBench:
                   "scanned": "scanned through nfqscand (keep-alive)",
                   "scanned-close": "scanned through nfqscand (Connection: close)",
                   "allowlisted": "allowlisted (allow_hosts)", "released": "released (scan = false)",
+                  "cache-fill": "verdict cache on, first download (all misses)",
+                  "cache-hit": "verdict cache on, the same objects again (all hits)",
                   "ctl-scan": "scan service alone: nfqscanctl scan",
                   "scanbench": "scan service alone: nfqscan-scanbench, 2 workers"}
         for v, title in titles.items():
@@ -586,6 +605,17 @@ class HttpBench:
         rep.ratio(S, "allowlisted / plain", self.paired("allowlisted", "plain"), 0.9,
                   note="the released-flow figure (net: released / plain >= 0.9)")
         rep.ratio(S, "released / plain", self.paired("released", "plain"), 0.9)
+        # Repeated objects: what a cache hit costs against a scan, against the
+        # stream engine alone (allowlisted: passing, no relay) and the wire.
+        rep.ratio(S, "cache hits / scanned (no cache)", self.paired("cache-hit", "scanned"))
+        rep.ratio(S, "cache hits / allowlisted", self.paired("cache-hit", "allowlisted"))
+        rep.ratio(S, "cache hits / plain", self.paired("cache-hit", "plain"))
+        hits = self.runs.get("cache-hit", [])
+        if hits:
+            rep.add(S, "cache-hit: hits / misses / scans (last run)",
+                    f"{hits[-1].get('cache_hits')} / {hits[-1].get('cache_misses')} / "
+                    f"{hits[-1].get('scans')}",
+                    note=f"nfqscand CPU {fmt(self.med('cache-hit', 'nfqscand_cpu'), 2)} s")
         for v in ("scanned", "scanned-close"):
             sc = [r for r in self.runs.get(v, []) if r.get("scanner_cpu")]
             if not sc:

@@ -67,7 +67,7 @@ SAMPLE = 20  # messages per run compared byte for byte (the largest among them)
 SENDER = "bench@example.org"
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
         "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2,
-        "isolation": "process"}
+        "isolation": "process", "cache_entries": 0}  # every message scanned
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>\r\n]+>)", re.M | re.I)
 
 

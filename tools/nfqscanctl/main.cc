@@ -131,6 +131,19 @@ void print_scan_status(const json& s) {
         "objects and layers\n",
         s.value("throughput_mb_per_s", 0.0), human_bytes(s.value("bytes", uint64_t(0))).c_str(),
         num(e["clamav"]["scans"]).c_str(), num(e["yara"]["scans"]).c_str());
+    if (s.contains("cache")) {
+        const json& c = s["cache"];
+        if (c.value("capacity", uint64_t(0)) == 0)
+            std::printf("  verdict cache: off\n");
+        else
+            std::printf(
+                "  verdict cache: %s hits, %s misses; %s/%s entries, %s; %s evicted, %s "
+                "dropped by reloads\n",
+                num(c["hits"]).c_str(), num(c["misses"]).c_str(), num(c["entries"]).c_str(),
+                num(c["capacity"]).c_str(),
+                human_bytes(c.value("memory_bytes", uint64_t(0))).c_str(),
+                num(c["evictions"]).c_str(), num(c["invalidated"]).c_str());
+    }
     std::printf("  scan latency (%s, mean %s us):%s\n", num(s["scan_latency"]["count"]).c_str(),
                 num(s["scan_latency"]["mean_us"]).c_str(),
                 histogram_line(s["scan_latency"]).c_str());
@@ -285,6 +298,7 @@ int print_scan(const json& results, bool as_json) {
         for (const json& r : results) {
             std::string verdict = str(r, "verdict");
             if (verdict == "clean" && r.value("skipped", false)) verdict = "clean (skipped)";
+            if (r.value("cached", false)) verdict += " (cached)";
             std::string name = str(r, "name");
             if (name.empty()) name = str(r, "reason");
             t.add({str(r, "path"), verdict, str(r, "category"), str(r, "engine"), name,
@@ -351,9 +365,10 @@ void print_detections(const json& events) {
             continue;
         }
         // The verdict's fields are the event's own (as in `scan --json`).
-        const std::string verdict = str(ev, "verdict");
+        std::string verdict = str(ev, "verdict");
+        if (ev.value("cached", false)) verdict += " (cached)";
         std::string detail;
-        if (verdict == "infected")
+        if (verdict.starts_with("infected"))
             detail = fmt::format("{} {} ({}) in {}", str(ev, "engine"), str(ev, "name"),
                                  str(ev, "category"), str(ev, "layer"));
         else if (verdict == "error")
