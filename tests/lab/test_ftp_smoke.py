@@ -61,3 +61,30 @@ def test_ftp_smoke_infected_retr_is_dropped_and_the_session_goes_on(lab, nfqscan
     assert ftp_counters["replies_replaced"] >= 2, ftp_counters
     events = [e for e in daemon.detections(50) if e.get("protocol") == "ftp"]
     assert any(e.get("object") == "/pub/eicar.com" for e in events), events
+
+
+@pytest.mark.parametrize("extended", [pytest.param(False, id="pasv"),
+                                      pytest.param(True, id="epsv")])
+def test_ftp_smoke_behind_masquerade_on_an_odd_control_port(lab, nfqscand, extended):
+    """The control connection on 2121 (no configured port: the probe finds
+    it) through a masquerading router: the expectations are keyed on the
+    addresses the queue sees, before the source NAT. (Active mode behind
+    masquerade needs the kernel's FTP NAT helper to rewrite PORT: vsftpd
+    refuses a PORT naming another address than the control connection's.)"""
+    vsftpd = Vsftpd(lab, ports=(2121,))
+    lab.masquerade()
+    daemon = nfqscand({"scan": SCAN})
+    daemon.wait_engines()
+    clean = os.urandom(1 << 20)
+    vsftpd.add_file("pub/eicar.com", EICAR)
+    vsftpd.add_file("pub/clean.bin", clean)
+    ftp = ftp_session(lab, 4, port=2121, extended=extended)
+    try:
+        got, reply = retr(ftp, "/pub/eicar.com")
+        assert EICAR not in got and b"was blocked" in got, got[:400]
+        assert reply.startswith("550 "), reply
+        got, reply = retr(ftp, "/pub/clean.bin")
+        assert reply.startswith("226") and got == clean, (reply, len(got))
+    finally:
+        ftp.close()
+    assert daemon.status()["ftp"]["claimed"] >= 2, daemon.status()["ftp"]
