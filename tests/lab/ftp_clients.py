@@ -87,9 +87,11 @@ class NamespaceFTP(ftplib.FTP):
 
 def ftp_session(lab: Lab, family: int, port: int = 21, user: str = "alice",
                 password: str = "wonderland", passive: bool = True, extended: bool = False,
-                timeout: float = 120, namespace: Namespace | None = None) -> NamespaceFTP:
-    """A logged-in ftplib session from the client namespace, binary mode."""
-    ftp = NamespaceFTP(namespace or lab.client, lab.server_address(family), port,
+                timeout: float = 120, namespace: Namespace | None = None,
+                address: str | None = None) -> NamespaceFTP:
+    """A logged-in ftplib session from the client namespace, binary mode,
+    to the server (or to `address`, e.g. a port forward on the router)."""
+    ftp = NamespaceFTP(namespace or lab.client, address or lab.server_address(family), port,
                        timeout=timeout, passive=passive, extended=extended)
     try:
         ftp.login(user, password)
@@ -124,10 +126,12 @@ def retr(ftp: NamespaceFTP, path: str, rest: int | None = None) -> tuple[bytes, 
     return b"".join(chunks), reply
 
 
-def stor(ftp: NamespaceFTP, path: str, data: bytes, command: str = "STOR") -> str:
-    """STOR (or APPE) `data` as `path`: the final control reply."""
+def stor(ftp: NamespaceFTP, path: str, data: bytes, command: str = "STOR",
+         rest: int | None = None) -> str:
+    """STOR (or APPE) `data` as `path` (after REST `rest`): the final
+    control reply."""
     try:
-        return ftp.storbinary(f"{command} {path}", io.BytesIO(data))
+        return ftp.storbinary(f"{command} {path}", io.BytesIO(data), rest=rest)
     except ftplib.Error as exc:
         return str(exc)
     except OSError as exc:
@@ -140,7 +144,8 @@ def curl_ftp(lab: Lab, url: str, *extra, upload: bytes | None = None,
     into a file (or, with `upload`, sends those bytes with -T). Returns exit
     (curl's status: 0, or e.g. 18 when the server did not report 226),
     body, sha256, replies (the server's reply lines curl logged, "226 ...",
-    "550 ...") and stderr."""
+    "550 ..."), transfer_reply (the reply that ended the last transfer:
+    the first after its 1xx; None without one) and stderr."""
     base = lab.dir / "ftp-curl" / os.urandom(4).hex()
     base.parent.mkdir(exist_ok=True)
     out = base.with_suffix(".out")
@@ -154,6 +159,8 @@ def curl_ftp(lab: Lab, url: str, *extra, upload: bytes | None = None,
     proc = lab.curl(*args, url, timeout=timeout, check=False)
     stderr = proc.stderr.decode(errors="replace")
     body = out.read_bytes() if out.exists() else b""
+    replies = [line[2:] for line in stderr.splitlines() if line.startswith("< ")]
+    starts = [i for i, r in enumerate(replies) if r[:1] == "1"]
+    final = replies[starts[-1] + 1] if starts and starts[-1] + 1 < len(replies) else None
     return {"exit": proc.returncode, "body": body, "sha256": hashlib.sha256(body).hexdigest(),
-            "replies": [line[2:] for line in stderr.splitlines() if line.startswith("< ")],
-            "stderr": stderr}
+            "replies": replies, "transfer_reply": final, "stderr": stderr}
