@@ -88,3 +88,37 @@ def test_ftp_smoke_behind_masquerade_on_an_odd_control_port(lab, nfqscand, exten
     finally:
         ftp.close()
     assert daemon.status()["ftp"]["claimed"] >= 2, daemon.status()["ftp"]
+
+
+def test_ftp_smoke_control_and_data_on_different_worker_queues(lab, nfqscand, vsftpd):
+    """The control connection on queue 0, its data connections on queue 1
+    (rules inserted before the shipped queue-balance rule, as fanout or NAT
+    can split them): the expectation claims the data flow on the other
+    worker, and the verdict reaches the control worker, whose 226 becomes
+    550 (infected) or goes (clean)."""
+    for tool in ("iptables", "ip6tables"):
+        for n, match in enumerate((["--dport", "21"], ["--sport", "21"])):
+            lab.router.run([tool, "-w", "-t", "mangle", "-I", "NFQSCAN", str(5 + n), "-p", "tcp",
+                            *match, "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"])
+        lab.router.run([tool, "-w", "-t", "mangle", "-I", "NFQSCAN", "7", "-p", "tcp", "-j",
+                        "NFQUEUE", "--queue-num", "1", "--queue-bypass"])
+    daemon = nfqscand({"scan": SCAN})
+    daemon.wait_engines()
+    clean = os.urandom(2 << 20)
+    vsftpd.add_file("pub/eicar.com", EICAR)
+    vsftpd.add_file("pub/clean.bin", clean)
+    ftp = ftp_session(lab, 4)
+    try:
+        queues = {}
+        got, reply = retr(ftp, "/pub/eicar.com")
+        for f in daemon.flows():
+            queues[(f.get("claimed_by"), f.get("server_port"))] = f.get("queue")
+        assert EICAR not in got and b"was blocked" in got, got[:300]
+        assert reply.startswith("550 "), reply
+        got, reply = retr(ftp, "/pub/clean.bin")
+        assert reply.startswith("226") and got == clean, (reply, len(got))
+    finally:
+        ftp.close()
+    control = [q for (by, port), q in queues.items() if port == 21]
+    data = [q for (by, port), q in queues.items() if by == "expectation"]
+    assert control == [0] and data and set(data) == {1}, queues
