@@ -33,6 +33,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
@@ -42,6 +43,7 @@
 #include <vector>
 
 #include "nfqscan/flow.h"
+#include "nfqscan/ftp_expectations.h"
 #include "nfqscan/notifier.h"
 #include "nfqscan/object_buffer.h"
 #include "nfqscan/policy.h"
@@ -72,6 +74,13 @@ enum class ReleaseReason : uint8_t {
 };
 inline constexpr size_t kReleaseReasonCount = 5;
 std::string_view release_reason_name(ReleaseReason r);  // "scan-false", "tls", "upgrade", ...
+
+// The addresses of the flow as the worker sees them (the FTP inspector
+// predicts data connections from them).
+struct FlowAddresses {
+    IpAddress client, server;
+    uint16_t client_port = 0, server_port = 0;
+};
 
 class InspectorHost {
   public:
@@ -139,6 +148,19 @@ class InspectorHost {
     virtual uint64_t now_ms() const = 0;
     // Whether the inspector wants on_tick() calls from now on.
     virtual void want_ticks(bool on) = 0;
+
+    // -- FTP (src/proto/ftp): the seams between a control connection and its
+    // data connections, which may be on another worker.
+    virtual FlowAddresses addresses() const { return {}; }
+    // The daemon's expected data connections (nullptr: none are predicted).
+    virtual FtpExpectations* ftp_expectations() { return nullptr; }
+    // The control session this flow was claimed for as a data connection
+    // (nullptr: not an FTP data flow).
+    virtual std::shared_ptr<FtpSession> ftp_data() const { return nullptr; }
+    // A callable that any thread may call, as long as it likes: the flow's
+    // worker then shows both directions their pending bytes again (nothing
+    // happens once the flow is gone).
+    virtual std::function<void()> waker() { return {}; }
 };
 
 class Inspector {

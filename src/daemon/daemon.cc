@@ -131,7 +131,8 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     loader_ = std::make_unique<EngineLoader>(*scan_);
     open_event_log(config_->daemon.event_log);
     notifier_ = std::make_unique<Notifier>(config_->notify);
-    WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get()};
+    WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get(),
+                            &ftp_expectations_};
     const QueueRange& queues = config_->daemon.queues;
     open_relay_device(queues.count());
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
@@ -585,6 +586,9 @@ nlohmann::json Daemon::status() {
           {"nat_flows", streams.nat_flows}}},
         {"scan", scan_status()},
         {"notify", notify_status()}};
+    nlohmann::json& ftp = status["ftp"];
+    ftp = ftp_expectations_.counters();
+    ftp["expected_now"] = ftp_expectations_.size();
     for (const auto& [name, field] : PacketCounters::kFields)
         status["packets"][name] = packets.*field;
     nlohmann::json& peers = status["streams"]["peer_checks"];

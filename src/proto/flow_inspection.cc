@@ -185,6 +185,10 @@ const ScanLimits& FlowInspection::limits() const {
     return context_.config().scan.limits;
 }
 
+FlowAddresses FlowInspection::addresses() const {
+    return {flow_.client(), flow_.server(), flow_.client_port(), flow_.server_port()};
+}
+
 MessageFields FlowInspection::message_fields() const {
     MessageFields f;
     f.protocol = std::string(service_name(service_));

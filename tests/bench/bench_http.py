@@ -115,6 +115,21 @@ def file_table(root: Path, url_prefix: str) -> list[dict]:
     return out
 
 
+def split_shares(objects: list[dict], clients: int, seed: int = 3) -> list[list[dict]]:
+    """Each client gets an equal share of bytes (largest first, to the least
+    loaded client), in a shuffled order."""
+    shares: list[list[dict]] = [[] for _ in range(clients)]
+    loads = [0] * clients
+    for o in sorted(objects, key=lambda o: -o["size"]):
+        i = loads.index(min(loads))
+        shares[i].append(o)
+        loads[i] += o["size"]
+    rng = random.Random(seed)
+    for share in shares:
+        rng.shuffle(share)
+    return shares
+
+
 def percentile(values: list[float], p: float):
     if not values:
         return None
@@ -147,7 +162,8 @@ class HttpBench:
         t0 = time.monotonic()
         say(f"corpus: generating ~{self.budget_mb:.0f} MB of clean objects (4 KiB - 8 MiB) "
             f"and {self.ttfb_requests} small ones (4-16 KiB) into nginx's root")
-        big = HttpCorpus(self.nginx.www / "c", seed=9).generate_http(self.budget_mb)
+        self.corpus_root = self.nginx.www / "c"
+        big = HttpCorpus(self.corpus_root, seed=9).generate_http(self.budget_mb)
         small = HttpCorpus(self.nginx.www / "s", seed=10)
         small.small(self.ttfb_requests)
         base = f"http://{SERVER4}:{PORT}"
@@ -160,18 +176,7 @@ class HttpBench:
             f" in {time.monotonic() - t0:.0f} s")
         for kind, (n, size) in big.kinds.items():
             say(f"  {kind:<7} {n:>4} objects {size / MB:>7.1f} MB")
-        # Each client gets an equal share of bytes (largest first, to the
-        # least loaded client), in a shuffled order.
-        shares: list[list[dict]] = [[] for _ in range(self.clients)]
-        loads = [0] * self.clients
-        for o in sorted(self.objects, key=lambda o: -o["size"]):
-            i = loads.index(min(loads))
-            shares[i].append(o)
-            loads[i] += o["size"]
-        rng = random.Random(3)
-        for s in shares:
-            rng.shuffle(s)
-        self.shares = shares
+        self.shares = shares = split_shares(self.objects, self.clients)
         described = ", ".join(f"{len(s)} objects/{sum(o['size'] for o in s) / MB:.0f} MB"
                               for s in shares)
         say(f"clients: {self.clients} concurrent curl processes ({described}), "
@@ -310,11 +315,12 @@ class HttpBench:
             self.notes.append(f"{variant} round {r}: {len(bad)} objects wrong, e.g. {bad[0]}")
         return run
 
-    @staticmethod
-    def scan_delta(a: dict, b: dict, wall: float) -> dict:
+    protocol = "http"  # whose status section counts the objects
+
+    def scan_delta(self, a: dict, b: dict, wall: float) -> dict:
         sa, sb = a["scan"], b["scan"]
-        ha = a.get("protocols", {}).get("http", {})
-        hb = b.get("protocols", {}).get("http", {})
+        ha = a.get("protocols", {}).get(self.protocol, {})
+        hb = b.get("protocols", {}).get(self.protocol, {})
 
         def hist(name):
             n = sb[name]["count"] - sa[name]["count"]
@@ -369,7 +375,7 @@ class HttpBench:
         return run
 
     def scanbench(self, r: int) -> dict:
-        res = bench_scan.run_inprocess(self.nginx.www / "c", 2, yara=True)
+        res = bench_scan.run_inprocess(self.corpus_root, 2, yara=True)
         run = {"round": r, "seconds": res["seconds"], "mbps": res["mb_per_s"],
                "ok": not res["infected"] and not res["errors"],
                "cpu": res["cpu_seconds"]}
