@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -63,6 +64,8 @@ class FakeHost : public InspectorHost {
     std::vector<Scan> scans;
     std::vector<Record> records;
     std::vector<Record> fallbacks;
+    std::vector<Notification> notifications;
+    std::map<std::string, uint64_t> counted;  // count(): the inspector's own counters
     int resets = 0;
     int redrives = 0;
     std::vector<ReleaseReason> releases;
@@ -95,8 +98,9 @@ class FakeHost : public InspectorHost {
     }
     void reset_both() override;
     void send(Direction d, std::span<const uint8_t> bytes) override;
-    // POP3 and IMAP have no envelope sender to tell.
-    void notify(Notification) override { ADD_FAILURE() << "notify()"; }
+    // notify_sender_on_*: the header's Return-Path or From is told.
+    void notify(Notification n) override { notifications.push_back(std::move(n)); }
+    void count(std::string_view name, uint64_t n) override { counted[std::string(name)] += n; }
     void redrive() override;
     void note_allowlisted(const ObjectInfo&) override {}
     void release(ReleaseReason reason) override;
