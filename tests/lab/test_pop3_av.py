@@ -22,7 +22,8 @@ from clients import mail_message
 from http_corpus import EICAR, EICAR_NAMES, zip_bytes
 from lab import REPO
 from mail_clients import NamespacePOP3, pop3_retrieve
-from servers import Dovecot
+from servers import Dovecot, SmtpSink
+from test_smtp_av import assert_read_as_judged, deliver_samples
 from test_stream_rewrite import LOSS
 
 USER, PASSWORD = "alice", "wonderland"
@@ -114,13 +115,15 @@ def pop3_av(lab, nfqscand):
     """Factory: nfqscand with the project's signatures and [protocols.pop3]
     `pop3` merged in, once its engines are loaded."""
 
-    def start(pop3: dict | None = None, limits: dict | None = None):
+    def start(pop3: dict | None = None, limits: dict | None = None, notify: dict | None = None):
         scan = dict(SCAN)
         if limits:
             scan["limits"] = limits
         overrides = {"scan": scan}
         if pop3:
             overrides["protocols"] = {"pop3": pop3}
+        if notify:
+            overrides["notify"] = notify
         daemon = nfqscand(overrides)
         daemon.wait_engines()
         return daemon
@@ -166,8 +169,15 @@ def test_pop3_infected_messages_are_replaced_and_the_next_clean_one_is_intact(
     assert len(blocked) == len(samples), events
     for e in blocked:
         assert e["verdict"] == "infected" and e["name"] in EICAR_NAMES, e
-    counters = pop3_counters(daemon.status())
+    status = daemon.status()
+    counters = pop3_counters(status)
     assert counters["flows"] >= 1 and counters["infected"] >= len(samples), counters
+    # The inspector's own counters (Pop3Counters), summed over flows.
+    own = status["protocols"]["pop3"]["inspector"]
+    assert own["messages_scanned"] == len(order) and own["messages_blocked"] == len(samples), own
+    assert own["commands"] >= len(order) + 3 and own["protocol_errors"] == 0, own
+    text = daemon.ctl("status").stdout.decode()
+    assert f"pop3: commands {own['commands']}," in text, text
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -278,3 +288,48 @@ def test_pop3_top_is_scanned_and_list_sizes_stay(lab, dovecot, pop3_av):
         assert again == listing, "LIST changed within the session"
     finally:
         client.quit()
+
+
+@pytest.mark.parametrize("action,family", [("replace", 4), ("strip", 6), ("pass", 4)])
+def test_pop3_every_encoding_of_eicar_and_clam_exe_under_each_action(lab, dovecot, pop3_av,
+                                                                     action, family):
+    """EICAR and clam.exe as base64, quoted-printable and uuencoded
+    attachments, zipped, and in a forwarded message/rfc822 (the samples of
+    test_smtp_av), each followed by a clean message, RETRieved in one
+    session: each judged per on_virus, each clean one byte-identical."""
+    clean = mail_message("clean between", 30_000, seed=6)
+    samples, order = deliver_samples(lambda m: dovecot.deliver(USER, m), clean)
+    daemon = pop3_av({"on_virus": action})
+
+    got = pop3_retrieve(lab, lab.server_address(family), STANDARD_PORT, USER, PASSWORD)
+
+    assert_read_as_judged(got, samples, order, clean, action, pop3_events(daemon))
+
+
+def test_pop3_sender_is_notified_at_the_return_path_else_from(lab, dovecot, pop3_av):
+    """notify_sender_on_virus: POP3 has no envelope, so the Return-Path the
+    delivering MTA recorded is told, else the From address; a bounce
+    (Return-Path: <>) is never answered. The notifications arrive at a
+    second SMTP server (the sink)."""
+    sink = SmtpSink(lab)
+    samples = infected_messages()
+    dovecot.deliver(USER, b"Return-Path: <owner@lists.example.org>\r\n" + samples["base64"])
+    dovecot.deliver(USER, b"Return-Path: <>\r\n" + samples["zip"])
+    dovecot.deliver(USER, samples["quoted-printable"])  # From: Mallory <mallory@example.org>
+    daemon = pop3_av({"notify_sender_on_virus": True},
+                     notify={"relay": sink.relay, "from": "scanner@lab.test"})
+
+    got = pop3_retrieve(lab, lab.server_address(4), STANDARD_PORT, USER, PASSWORD)
+
+    for message in got:
+        assert EICAR not in message and NOTICE in message
+    notes = sink.wait_for_messages(2)
+    by_rcpt = {tuple(n["rcpt_to"]): n for n in notes}
+    assert set(by_rcpt) == {("owner@lists.example.org",), ("mallory@example.org",)}, notes
+    for rcpt, subject in ((("owner@lists.example.org",), b"Subject: base64 eicar"),
+                          (("mallory@example.org",), b"Subject: qp eicar")):
+        assert by_rcpt[rcpt]["mail_from"] == "scanner@lab.test"
+        assert subject in by_rcpt[rcpt]["data"], "the original headers are not attached"
+        assert EICAR not in by_rcpt[rcpt]["data"]
+    status = daemon.status()["notify"]
+    assert status["sent"] == 2 and status["null_sender"] == 1, status
