@@ -95,7 +95,7 @@ def test_smtp_behind_nat_with_loss(lab, mail_av, mail_servers, nat, family, acti
 def test_pop3_and_imap_behind_nat_with_loss(lab, mail_av, mail_servers, nat, family):
     setup_nat(lab, nat)
     samples = infected_messages(label=f"{nat} ")
-    clean = clean_message(f"clean {nat}", 500_000)
+    clean = clean_message(f"clean {nat}", 4_000_000)
     for message in samples.values():
         mail_servers.dovecot.deliver("alice", message)
     mail_servers.dovecot.deliver("alice", clean)
