@@ -21,7 +21,7 @@ from clients import mail_message
 from http_corpus import EICAR, EICAR_NAMES
 from mail_clients import NamespaceIMAP4, imap_fetch
 from servers import Dovecot, SmtpSink
-from test_pop3_av import (NOTICE, PASSWORD, SCAN, USER, assert_replaced, infected_messages,
+from test_pop3_av import (NOTICE, PASSWORD, USER, assert_replaced, infected_messages,
                           served)
 from test_smtp_av import assert_read_as_judged, deliver_samples
 from test_stream_rewrite import LOSS
@@ -50,19 +50,11 @@ def dovecot(lab):
 
 
 @pytest.fixture
-def imap_av(lab, nfqscand):
+def imap_av(mail_av):
+    """Factory: nfqscand (conftest's mail_av) with [protocols.imap] `imap`."""
+
     def start(imap: dict | None = None, limits: dict | None = None, notify: dict | None = None):
-        scan = dict(SCAN)
-        if limits:
-            scan["limits"] = limits
-        overrides = {"scan": scan}
-        if imap:
-            overrides["protocols"] = {"imap": imap}
-        if notify:
-            overrides["notify"] = notify
-        daemon = nfqscand(overrides)
-        daemon.wait_engines()
-        return daemon
+        return mail_av({"imap": imap} if imap else None, limits, notify)
 
     return start
 
@@ -234,8 +226,7 @@ def test_imap_every_encoding_of_eicar_and_clam_exe_under_each_action(lab, doveco
     """The samples of test_smtp_av (EICAR and clam.exe in every encoding,
     zipped, forwarded), each followed by a clean message, in one FETCH 1:*
     BODY.PEEK[]: each judged per on_virus, each clean one byte-identical."""
-    clean = mail_message("clean between", 30_000, seed=6)
-    samples, order = deliver_samples(lambda m: dovecot.deliver(USER, m), clean)
+    samples, order, clean = deliver_samples(lambda m: dovecot.deliver(USER, m))
     daemon = imap_av({"on_virus": action})
 
     got = imap_fetch(lab, lab.server_address(family), ODD_PORT, USER, PASSWORD)

@@ -19,7 +19,7 @@ from lab import ROUTER4_CLIENT_SIDE, ROUTER6_CLIENT_SIDE
 from mail_clients import imap_fetch, pop3_retrieve
 from servers import Postfix
 from test_pop3_av import NOTICE
-from test_smtp_av import (SCAN, assert_notice, clean_message, infected_messages, send,
+from test_smtp_av import (assert_notice, clean_message, infected_messages, send,
                           session_to, smtp_events)
 from test_stream_rewrite import LOSS
 
@@ -44,22 +44,10 @@ def setup_nat(lab, nat: str) -> None:
             lab.port_forward(public, server_port)
 
 
-@pytest.fixture
-def mail_av(lab, nfqscand, mail_servers):
-    def start(protocols: dict | None = None):
-        overrides = {"scan": SCAN}
-        if protocols:
-            overrides["protocols"] = protocols
-        daemon = nfqscand(overrides)
-        daemon.wait_engines()
-        return daemon
-    return start
-
-
 @pytest.mark.parametrize("action", ["reject", "replace"])
 @pytest.mark.parametrize("family", [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")])
 @pytest.mark.parametrize("nat", NATS)
-def test_smtp_behind_nat_with_loss(lab, mail_av, mail_servers, nat, family, action):
+def test_smtp_behind_nat_with_loss(lab, mail_servers, mail_av, nat, family, action):
     setup_nat(lab, nat)
     daemon = mail_av({"smtp": {"on_virus": action}})
     lab.add_tcp_loss(LOSS, injected=True)

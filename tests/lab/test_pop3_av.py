@@ -20,7 +20,6 @@ import pytest
 
 from clients import mail_message
 from http_corpus import EICAR, EICAR_NAMES, zip_bytes
-from lab import REPO
 from mail_clients import NamespacePOP3, pop3_retrieve
 from servers import Dovecot, SmtpSink
 from test_smtp_av import assert_read_as_judged, deliver_samples
@@ -32,8 +31,6 @@ ROUTES = [pytest.param((4, STANDARD_PORT), id="ipv4"), pytest.param((6, STANDARD
           pytest.param((4, ODD_PORT), id=f"ipv4-port{ODD_PORT}"),
           pytest.param((6, ODD_PORT), id=f"ipv6-port{ODD_PORT}")]
 FAMILIES = [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")]
-SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
-        "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2}
 NOTICE = b"This message was changed by nfqscan"
 
 
@@ -111,22 +108,11 @@ def dovecot(lab):
 
 
 @pytest.fixture
-def pop3_av(lab, nfqscand):
-    """Factory: nfqscand with the project's signatures and [protocols.pop3]
-    `pop3` merged in, once its engines are loaded."""
+def pop3_av(mail_av):
+    """Factory: nfqscand (conftest's mail_av) with [protocols.pop3] `pop3`."""
 
     def start(pop3: dict | None = None, limits: dict | None = None, notify: dict | None = None):
-        scan = dict(SCAN)
-        if limits:
-            scan["limits"] = limits
-        overrides = {"scan": scan}
-        if pop3:
-            overrides["protocols"] = {"pop3": pop3}
-        if notify:
-            overrides["notify"] = notify
-        daemon = nfqscand(overrides)
-        daemon.wait_engines()
-        return daemon
+        return mail_av({"pop3": pop3} if pop3 else None, limits, notify)
 
     return start
 
@@ -297,8 +283,7 @@ def test_pop3_every_encoding_of_eicar_and_clam_exe_under_each_action(lab, doveco
     attachments, zipped, and in a forwarded message/rfc822 (the samples of
     test_smtp_av), each followed by a clean message, RETRieved in one
     session: each judged per on_virus, each clean one byte-identical."""
-    clean = mail_message("clean between", 30_000, seed=6)
-    samples, order = deliver_samples(lambda m: dovecot.deliver(USER, m), clean)
+    samples, order, clean = deliver_samples(lambda m: dovecot.deliver(USER, m))
     daemon = pop3_av({"on_virus": action})
 
     got = pop3_retrieve(lab, lab.server_address(family), STANDARD_PORT, USER, PASSWORD)

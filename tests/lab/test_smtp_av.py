@@ -19,6 +19,7 @@ Postfix's Maildir is what is checked, never what the client believes."""
 from __future__ import annotations
 
 import base64
+import binascii
 import email
 import email.policy
 import io
@@ -27,14 +28,13 @@ import zipfile
 
 import pytest
 
+from clients import mail_message
 from http_corpus import CLAM_TESTFILES, EICAR
-from lab import REPO, SERVER4
+from lab import SERVER4
 from mail_clients import NamespaceSMTP, smtp_ehlo, swaks_send
 from servers import MailServers, Postfix
 from test_stream_rewrite import LOSS
 
-SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
-        "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2}
 SENDER = "sender@example.org"
 ROUTES = [pytest.param((4, 25), id="ipv4"), pytest.param((6, 25), id="ipv6"),
           pytest.param((4, 2525), id="ipv4-port2525"),
@@ -75,12 +75,10 @@ def _zip(name: str, data: bytes) -> bytes:
 
 def _quoted_printable(data: bytes) -> str:
     """Binary-safe: line ends in `data` are encoded (=0D=0A), not lines."""
-    import binascii
     return binascii.b2a_qp(data, istext=False).decode().replace("\n", "\r\n")
 
 
 def _uuencode(name: str, data: bytes) -> str:
-    import binascii
     lines = [f"begin 644 {name}"]
     for i in range(0, len(data), 45):
         lines.append(binascii.b2a_uu(data[i:i + 45]).decode().rstrip("\n"))
@@ -180,16 +178,9 @@ def send(smtp: NamespaceSMTP, rcpt: str, message: bytes):
 
 
 @pytest.fixture
-def smtp_av(lab, nfqscand, mail_servers):
+def smtp_av(mail_av, mail_servers):
     def start(smtp: dict | None = None, scan: dict | None = None, notify: dict | None = None):
-        overrides = {"scan": {**SCAN, **(scan or {})}}
-        if smtp:
-            overrides["protocols"] = {"smtp": smtp}
-        if notify:
-            overrides["notify"] = notify
-        daemon = nfqscand(overrides)
-        daemon.wait_engines()
-        return daemon
+        return mail_av({"smtp": smtp} if smtp else None, notify=notify, scan=scan)
     return start
 
 
@@ -423,17 +414,19 @@ def assert_judged(got: bytes, message: bytes, payload: bytes, action: str, name:
             f"{name}: the clean attachment changed"
 
 
-def deliver_samples(deliver, clean: bytes) -> tuple[dict, list]:
+def deliver_samples(deliver) -> tuple[dict, list, bytes]:
     """Every sample of all_samples() put in a mailbox with `deliver`
-    (Dovecot.deliver for one user), each followed by `clean`. Returns the
-    samples and the order of the mailbox (a sample's name, None for clean)."""
+    (Dovecot.deliver for one user), each followed by a clean message.
+    Returns the samples, the order of the mailbox (a sample's name, None for
+    the clean one) and the clean message."""
+    clean = mail_message("clean between", 30_000, seed=6)
     samples = all_samples()
     order = []
     for name, (message, _) in samples.items():
         deliver(message)
         deliver(clean)
         order += [name, None]
-    return samples, order
+    return samples, order, clean
 
 
 def assert_read_as_judged(got: list[bytes], samples: dict, order: list, clean: bytes,

@@ -1,10 +1,6 @@
-// The mail inspectors (POP3, IMAP) against a simulated engine: a wire that
-// plays the StreamTransform contract of tcp_stream.h (pending bytes per
-// direction, relay, More / Stalled / End) and the worker's handling of the
-// host's requests (send(): own bytes after the output mapped so far, right
-// after the current call; redrive(): both directions shown their pending
-// bytes again), delivering the peers' bytes in random pieces; and a fake
-// host that records what the inspector asks of it.
+// The mail inspectors (POP3, IMAP) against a simulated engine (wire.h: the
+// engine's and the worker's side of the StreamTransform contract), with a
+// fake host that records what the inspector asks of it.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,30 +12,18 @@
 #include <vector>
 
 #include "nfqscan/inspector.h"
+#include "wire.h"
 
 namespace nfqscan::mailtest {
 
-using Push = StreamTransform::Push;
-inline constexpr auto C2S = Direction::ClientToServer;
-inline constexpr auto S2C = Direction::ServerToClient;
-
-inline std::span<const uint8_t> bytes_of(const std::string& s) {
-    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-inline std::string text_of(std::span<const uint8_t> b) {
-    return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-inline const std::string kEicar =
-    "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
-
-inline ScanVerdict virus(std::string name = "Eicar-Test-Signature") {
-    Detection d;
-    d.signature = std::move(name);
-    return ScanVerdict::infected(d);
-}
-
-class Wire;
+using wiretest::bytes_of;
+using wiretest::C2S;
+using wiretest::kEicar;
+using wiretest::Push;
+using wiretest::S2C;
+using wiretest::text_of;
+using wiretest::virus;
+using wiretest::Wire;
 
 class FakeHost : public InspectorHost {
   public:
@@ -121,130 +105,6 @@ class FakeHost : public InspectorHost {
     }
     uint64_t now_ms() const override { return 1'000'000; }
     void want_ticks(bool) override {}
-};
-
-// The engine's side of the contract, for both directions of one flow.
-class Wire {
-  public:
-    struct Dir {
-        std::string pending;  // input not mapped yet
-        uint64_t offset = 0;  // input offset of pending[0]
-        std::string output;   // what the receiver gets
-        bool relay = false;
-        bool fin = false;
-        size_t overmapped = 0;  // pass()/replace() beyond the bytes shown
-    };
-
-    Wire(Inspector& inspector, FakeHost& host) : inspector_(inspector) { host.wire = this; }
-
-    Dir& dir(Direction d) { return dirs_[size_t(d)]; }
-    const std::string& out(Direction d) { return dir(d).output; }
-    bool closed() const { return closed_; }
-    bool released() const { return released_; }
-    void release() { released_ = true; }
-
-    void deliver(Direction d, const std::string& bytes, bool fin = false) {
-        Dir& s = dir(d);
-        s.pending += bytes;
-        if (fin) s.fin = true;
-        feed(d, fin ? Push::End : Push::More);
-    }
-    // `bytes` in random pieces of 1..max_piece bytes, some of them 1 byte.
-    void send(Direction d, const std::string& bytes, std::mt19937& rng, size_t max_piece = 64) {
-        size_t at = 0;
-        while (at < bytes.size()) {
-            size_t n = rng() % 4 == 0 ? 1 : 1 + rng() % max_piece;
-            n = std::min(n, bytes.size() - at);
-            deliver(d, bytes.substr(at, n));
-            at += n;
-        }
-    }
-    void fin(Direction d) { deliver(d, "", true); }
-    void stall(Direction d) { feed(d, Push::Stalled); }
-    // After a verdict: both directions are shown their pending bytes again.
-    void redrive() {
-        ++depth_;
-        feed(C2S, dir(C2S).fin ? Push::End : Push::More);
-        feed(S2C, dir(S2C).fin ? Push::End : Push::More);
-        --depth_;
-        settle();
-    }
-    void close() { closed_ = true; }
-    void own(Direction d, const std::string& bytes) { own_[size_t(d)] += bytes; }
-    void want_redrive() { redrive_ = true; }
-
-  private:
-    class Sink : public StreamSink {
-      public:
-        Sink(Dir& d) : d_(d) {}
-        void pass(size_t n) override {
-            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
-            n = std::min(n, d_.pending.size() - consumed);
-            d_.output += d_.pending.substr(consumed, n);
-            consumed += n;
-        }
-        void replace(size_t n, std::span<const uint8_t> bytes) override {
-            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
-            consumed += std::min(n, d_.pending.size() - consumed);
-            d_.output += text_of(bytes);
-        }
-        void relay(bool on) override { d_.relay = on; }
-        size_t consumed = 0;
-
-      private:
-        Dir& d_;
-    };
-
-    void feed(Direction d, Push push) {
-        Dir& s = dir(d);
-        if (closed_) return;
-        if (released_) {
-            // Released: the host passes every byte without the inspector.
-            s.output += s.pending;
-            s.offset += s.pending.size();
-            s.pending.clear();
-            return;
-        }
-        if (!s.pending.empty()) {
-            ++depth_;
-            Sink sink(s);
-            inspector_.transform(d).on_bytes(s.offset, bytes_of(s.pending), push, sink);
-            --depth_;
-            size_t left = s.pending.size() - sink.consumed;
-            size_t forced = 0;
-            if (closed_) {
-                // Input not mapped by then is dropped with the flow.
-            } else if (push == Push::End && !s.relay) {
-                forced = left;
-            }
-            s.output += s.pending.substr(sink.consumed, forced);
-            size_t done = sink.consumed + forced;
-            s.pending.erase(0, done);
-            s.offset += done;
-        }
-        settle();
-    }
-    // The worker's settle(): own bytes, then a redrive (a few rounds at most).
-    void settle() {
-        if (depth_ > 0) return;
-        for (int round = 0; round < 8; ++round) {
-            for (Direction d : {C2S, S2C}) {
-                dir(d).output += own_[size_t(d)];
-                own_[size_t(d)].clear();
-            }
-            if (!redrive_ || closed_) return;
-            redrive_ = false;
-            redrive();
-        }
-    }
-
-    Inspector& inspector_;
-    Dir dirs_[2];
-    std::string own_[2];
-    bool redrive_ = false;
-    bool closed_ = false;
-    bool released_ = false;
-    int depth_ = 0;
 };
 
 inline void FakeHost::reset_both() {
