@@ -107,10 +107,9 @@ def test_imap_curl_gets_the_notice(lab, dovecot, imap_av, family):
     message = infected_messages()["quoted-printable"]
     dovecot.deliver(USER, message)
     imap_av()
-    host = lab.server_address(family)
-    host = f"[{host}]" if family == 6 else host
 
-    proc = lab.curl(f"imap://{host}:{ODD_PORT}/INBOX;UID=1", "--user", f"{USER}:{PASSWORD}")
+    proc = lab.curl(lab.url("imap", ODD_PORT, "/INBOX;UID=1", family), "--user",
+                    f"{USER}:{PASSWORD}")
 
     assert_replaced(proc.stdout, message, "curl FETCH")
 

@@ -186,10 +186,8 @@ def test_pop3_curl_gets_the_notice(lab, dovecot, pop3_av, family):
     message = infected_messages()["zip"]
     dovecot.deliver(USER, message)
     pop3_av()
-    host = lab.server_address(family)
-    host = f"[{host}]" if family == 6 else host
 
-    proc = lab.curl(f"pop3://{host}:{ODD_PORT}/1", "--user", f"{USER}:{PASSWORD}")
+    proc = lab.curl(lab.url("pop3", ODD_PORT, "/1", family), "--user", f"{USER}:{PASSWORD}")
 
     assert_replaced(proc.stdout, message, "curl RETR")
 

@@ -503,14 +503,12 @@ def test_curl_smtp_upload_clean_intact_infected_replaced(lab, smtp_av, mail_serv
     """curl's SMTP client (smtp://, --upload-file): a clean message arrives
     byte-identical, an infected one replaced."""
     smtp_av()
-    host = lab.server_address(family)
-    host = f"[{host}]" if family == 6 else host
     clean = clean_message(f"curl clean {family}")
     infected = infected_messages(label="curl ")["zipped"]
     for message in (clean, infected):
         path = lab.dir / f"curl-{abs(hash(message)):x}.eml"
         path.write_bytes(message)
-        lab.curl(f"smtp://{host}:2525", "--mail-from", SENDER, "--mail-rcpt",
+        lab.curl(lab.url("smtp", 2525, "", family), "--mail-from", SENDER, "--mail-rcpt",
                  mail_servers.address("bob"), "--upload-file", str(path))
     got = {email.message_from_bytes(d)["Subject"]: d
            for d in mail_servers.postfix.wait_for_delivery("bob", 2)}
