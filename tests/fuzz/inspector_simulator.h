@@ -172,8 +172,13 @@ class FakeHost : public InspectorHost {
         FUZZ_CHECK(protocol_.speaks_for_peers);
         redrive_ = true;
     }
-    // Only SMTP notifies senders (smtp_inspector_fuzz has its own host).
-    void notify(Notification) override { FUZZ_CHECK(false); }
+    // Senders are told only when the policy asks (notify_sender_on_*, the
+    // mail protocols), never by a flow that ended. (Which recipients are
+    // refused is the Notifier's to check.)
+    void notify(Notification) override {
+        FUZZ_CHECK(!ended());
+        FUZZ_CHECK(policy_.notify_sender_on_virus || policy_.notify_sender_on_error_drop);
+    }
     void reset_both() override {
         FUZZ_CHECK(!ended());
         reset_ = true;
