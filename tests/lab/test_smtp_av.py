@@ -31,7 +31,7 @@ import pytest
 from clients import mail_message
 from http_corpus import CLAM_TESTFILES, EICAR
 from lab import SERVER4
-from mail_clients import NamespaceSMTP, smtp_ehlo, swaks_send
+from mail_clients import NamespaceSMTP, imap_fetch, pop3_retrieve, smtp_ehlo, swaks_send
 from servers import MailServers, Postfix
 from test_stream_rewrite import LOSS
 
@@ -514,3 +514,42 @@ def test_curl_smtp_upload_clean_intact_infected_replaced(lab, smtp_av, mail_serv
            for d in mail_servers.postfix.wait_for_delivery("bob", 2)}
     assert Postfix.as_sent(got[f"curl clean {family}"]) == clean
     assert_notice(got["curl zip attachment"], infected, "replace")
+
+
+def test_mail_passed_by_smtp_is_replaced_when_read_and_its_sender_told(lab, mail_av,
+                                                                       mail_servers):
+    """End to end: SMTP passes (on_virus = "pass", logged), Postfix delivers
+    the infected messages as sent; POP3 and IMAP readers get them replaced
+    and the clean one byte-identical; POP3's notify_sender_on_virus tells the
+    Return-Path Postfix wrote (the envelope sender) through the sink."""
+    samples = {"base64": infected_messages()["base64"],
+               "zipped": infected_messages(label="e2e ")["zipped"]}
+    clean = clean_message("e2e clean")
+    daemon = mail_av({"smtp": {"on_virus": "pass"}, "pop3": {"notify_sender_on_virus": True}},
+                     notify={"relay": mail_servers.sink.relay, "from": "scanner@lab.test"})
+    with session(lab, 4, 25) as smtp:
+        for message in (*samples.values(), clean):
+            assert send(smtp, mail_servers.address("alice"), message)[0] == 250
+    delivered = mail_servers.postfix.wait_for_delivery("alice", 3)
+    assert sorted(Postfix.as_sent(d) for d in delivered) == sorted([*samples.values(), clean])
+    assert all(d.startswith(f"Return-Path: <{SENDER}>".encode()) for d in delivered)
+    password = mail_servers.password("alice")
+
+    retrieved = pop3_retrieve(lab, SERVER4, 110, "alice", password)
+    fetched = imap_fetch(lab, lab.server_address(6), 1143, "alice", password)
+
+    for protocol, got in (("pop3", retrieved), ("imap", fetched)):
+        assert len(got) == 3, protocol
+        for read, stored in zip(got, delivered):
+            if Postfix.as_sent(stored) == clean:
+                assert read == stored.replace(b"\n", b"\r\n"), f"{protocol}: clean changed"
+            else:
+                assert_notice(read, Postfix.as_sent(stored), "replace")
+    by_protocol = {}
+    for e in daemon.detections(200):
+        by_protocol.setdefault(e.get("protocol"), []).append(e["action"])
+    assert by_protocol == {"smtp": ["pass", "pass"], "pop3": ["replace", "replace"],
+                           "imap": ["replace", "replace"]}, by_protocol
+    notes = mail_servers.sink.wait_for_messages(2)
+    assert [n["rcpt_to"] for n in notes] == [[SENDER], [SENDER]], notes
+    assert daemon.status()["notify"]["sent"] == 2
