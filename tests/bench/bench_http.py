@@ -45,9 +45,9 @@ import time
 from pathlib import Path
 
 import bench_scan
-from common import (LabError, Report, Rounds, build_dir, cpu_seconds_precise, ctl_scan_files,
-                    daemon_counters, fmt, invalid_drops, median, percentile, say,
-                    scan_delta, section, set_queue_jump, system_cpu)
+from common import (LabError, Report, Rounds, alternate_batches, build_dir, cpu_seconds_precise,
+                    ctl_scan_files, daemon_counters, fmt, invalid_drops, median, percentile,
+                    say, scan_delta, section, set_queue_jump, system_cpu)
 from lab import REPO, SERVER4, Lab
 from nfqscand import Nfqscand
 from servers import Nginx
@@ -372,19 +372,11 @@ class HttpBench(Rounds):
         say(f"time to first byte: {n} GETs of 4-16 KiB objects each way, batches of "
             f"{TTFB_BATCH} on one keep-alive connection, plain and through nfqscand alternating")
         before = daemon.status()
-        for b, i in enumerate(range(0, n, TTFB_BATCH)):
-            batch = self.small_objects[i:i + TTFB_BATCH]
-            order = ("plain", "scanned") if b % 2 == 0 else ("scanned", "plain")
-            for variant in order:
-                set_queue_jump(self.lab.router, variant == "scanned")
-                try:
-                    self.ttfb_batch(variant, batch)
-                finally:
-                    set_queue_jump(self.lab.router, True)
-            if (b + 1) % 3 == 0 or i + TTFB_BATCH >= n:
-                say(f"  {min(n, i + TTFB_BATCH)}/{n}: p50 plain "
-                    f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
-                    f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}")
+        alternate_batches(
+            self.lab.router, self.small_objects, TTFB_BATCH, self.ttfb_batch,
+            lambda done: say(f"  {done}/{n}: p50 plain "
+                             f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
+                             f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}"), 3)
         after = daemon.status()
         self.ttfb_scan = scan_delta(before, after, "http")
         o0 = before.get("streams", {}).get("overflow", {})

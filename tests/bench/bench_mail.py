@@ -46,9 +46,9 @@ import zipfile
 from pathlib import Path
 
 import bench_scan
-from common import (LabError, Report, Rounds, build_dir, cpu_seconds_precise, ctl_scan_files,
-                    fmt, median, percentile, say, scan_delta, section, set_queue_jump,
-                    system_cpu)
+from common import (LabError, Report, Rounds, alternate_batches, build_dir, cpu_seconds_precise,
+                    ctl_scan_files, fmt, median, percentile, say, scan_delta, section,
+                    set_queue_jump, system_cpu)
 from lab import REPO, SERVER4, Lab
 from mail_clients import NamespaceSMTP
 from nfqscand import Nfqscand
@@ -545,19 +545,12 @@ class MailBench(Rounds):
         say(f"delivery latency: {n} messages of 2-16 KiB each way, batches of "
             f"{LATENCY_BATCH} on one session, plain and through nfqscand alternating")
         before = daemon.status()
-        for b, i in enumerate(range(0, n, LATENCY_BATCH)):
-            batch = self.small_messages[i:i + LATENCY_BATCH]
-            order = ("plain", "scanned") if b % 2 == 0 else ("scanned", "plain")
-            for variant in order:
-                set_queue_jump(self.lab.router, variant == "scanned")
-                try:
-                    self.latency_batch(variant, batch)
-                finally:
-                    set_queue_jump(self.lab.router, True)
-            if (b + 1) % 2 == 0 or i + LATENCY_BATCH >= n:
-                say(f"  {min(n, i + LATENCY_BATCH)}/{n}: data() -> 250 p50 plain "
-                    f"{fmt(percentile(self.latency['plain']['data'], 50), 2, 'ms')}, scanned "
-                    f"{fmt(percentile(self.latency['scanned']['data'], 50), 2, 'ms')}")
+        alternate_batches(
+            self.lab.router, self.small_messages, LATENCY_BATCH, self.latency_batch,
+            lambda done: say(
+                f"  {done}/{n}: data() -> 250 p50 plain "
+                f"{fmt(percentile(self.latency['plain']['data'], 50), 2, 'ms')}, scanned "
+                f"{fmt(percentile(self.latency['scanned']['data'], 50), 2, 'ms')}"), 2)
         after = daemon.status()
         self.latency_scan = scan_delta(before, after, "smtp")
         sent = len(self.latency["plain"]["data"]) + len(self.latency["scanned"]["data"])

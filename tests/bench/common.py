@@ -538,6 +538,25 @@ def ctl_scan_files(daemon, paths: list[str], protocol: str) -> dict:
             "scanner_cpu": {p: cpu_seconds_precise(p) - cpu0[p] for p in pids}}
 
 
+def alternate_batches(router: Namespace, items: list, size: int, measure, progress,
+                      every: int) -> None:
+    """`measure(variant, batch)` over `items` in batches of `size`, each
+    batch plain (queue rules jumped over) and "scanned" (through nfqscand),
+    which goes first alternating; `progress(done)` after every `every`
+    batches and after the last."""
+    n = len(items)
+    for b, i in enumerate(range(0, n, size)):
+        batch = items[i:i + size]
+        for variant in (("plain", "scanned") if b % 2 == 0 else ("scanned", "plain")):
+            set_queue_jump(router, variant == "scanned")
+            try:
+                measure(variant, batch)
+            finally:
+                set_queue_jump(router, True)
+        if (b + 1) % every == 0 or i + size >= n:
+            progress(min(n, i + size))
+
+
 class Rounds:
     """Runs by variant ("plain", "scanned", "ctl-scan", ...), each with its
     "round", and medians over the rounds."""

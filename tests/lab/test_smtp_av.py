@@ -108,8 +108,8 @@ def infected_messages(payload: bytes = EICAR, name: str = "eicar.com",
                       + "\r\nsee below\r\n\r\n" + _uuencode(name, payload)).encode(),
         "zipped": _multipart(f"{label}zip attachment",
                              [TEXT_PART, _base64_part(f"{stem}.zip", _zip(name, payload)), good]),
-        "forwarded": _multipart(f"{label}forwarded", [TEXT_PART, "Content-Type: message/rfc822\r\n\r\n"
-                                                      + inner, good]),
+        "forwarded": _multipart(f"{label}forwarded",
+                                [TEXT_PART, "Content-Type: message/rfc822\r\n\r\n" + inner, good]),
     }
 
 
@@ -412,7 +412,8 @@ def assert_judged(got: bytes, message: bytes, payload: bytes, action: str, name:
     if stripped:
         leaves = [p for p in email.message_from_bytes(got).walk() if not p.is_multipart()]
         figures = [p for p in leaves if p.get_filename() == "figures.bin"]
-        assert len(figures) == 1, (name, [p.get_content_type() for p in leaves], got.decode(errors="replace"))
+        assert len(figures) == 1, (name, [p.get_content_type() for p in leaves],
+                                   got.decode(errors="replace"))
         assert figures[0].get_payload(decode=True) == b"quarterly figures " * 40, \
             f"{name}: the clean attachment changed"
 
