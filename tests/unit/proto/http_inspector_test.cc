@@ -18,57 +18,19 @@ namespace {
 
 using namespace wiretest;
 
-class FakeHost : public InspectorHost {
+class FakeHost : public RecordingHost {
   public:
-    struct Scan {
-        uint64_t id;
-        ObjectInfo info;
-        std::string bytes;
-    };
-    struct Record {
-        ObjectInfo info;
-        std::string what;  // signature or category
-        std::string action;
-        std::string event_id;
-        std::string reason = {};  // fallbacks
-    };
-
     Wire* wire = nullptr;
     ProtocolPolicy policy_;
     MessageTemplates templates_;
     ScanLimits limits_;
-    std::vector<Scan> scans;
-    std::vector<Record> records;
-    std::vector<Record> fallbacks;
     std::vector<std::pair<Direction, std::string>> closes;
     int resets = 0;
     std::vector<ReleaseReason> releases;
     std::vector<ObjectInfo> allowlisted;
-    int events = 0;
     uint64_t now = 1'000'000;  // the host's clock (ms)
     bool ticks = false;        // the inspector wants on_tick()
 
-    void scan(uint64_t id, const ObjectInfo& info,
-              std::shared_ptr<const ObjectBuffer> bytes) override {
-        // The decoded body is in a memory file a scanner process can map.
-        EXPECT_GE(bytes->fd(), 0);
-        scans.push_back({id, info, std::string(bytes->bytes().begin(), bytes->bytes().end())});
-    }
-    std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
-                       std::string_view action) override {
-        std::string id = "ev-" + std::to_string(++events);
-        std::string what = verdict.is_infected() ? verdict.detection.signature
-                                                 : std::string(scan_error_name(verdict.error));
-        records.push_back({info, what, std::string(action), id});
-        return id;
-    }
-    std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,
-                                std::string_view action) override {
-        std::string id = "ev-" + std::to_string(++events);
-        fallbacks.push_back({info, std::string(category_name(category)), std::string(action), id,
-                             std::string(reason)});
-        return id;
-    }
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
     void reset_both() override;
     // HTTP never speaks for a peer.

@@ -25,58 +25,18 @@ using wiretest::text_of;
 using wiretest::virus;
 using wiretest::Wire;
 
-class FakeHost : public InspectorHost {
+class FakeHost : public wiretest::RecordingHost {
   public:
-    struct Scan {
-        uint64_t id;
-        ObjectInfo info;
-        std::string bytes;
-        bool answered = false;
-    };
-    struct Record {
-        ObjectInfo info;
-        std::string what;  // signature or category
-        std::string action;
-        std::string event_id;
-        std::string reason = {};  // fallbacks
-    };
-
     Wire* wire = nullptr;
     ProtocolPolicy policy_;
     MessageTemplates templates_;
     ScanLimits limits_;
-    std::vector<Scan> scans;
-    std::vector<Record> records;
-    std::vector<Record> fallbacks;
     std::vector<Notification> notifications;
     std::map<std::string, uint64_t> counted;  // count(): the inspector's own counters
     int resets = 0;
     int redrives = 0;
     std::vector<ReleaseReason> releases;
-    int events = 0;
 
-    void scan(uint64_t id, const ObjectInfo& info,
-              std::shared_ptr<const ObjectBuffer> bytes) override {
-        EXPECT_GE(bytes->fd(), 0);
-        for (const Scan& s : scans)
-            EXPECT_NE(s.id, id) << "scan id used twice";
-        scans.push_back({id, info, std::string(bytes->bytes().begin(), bytes->bytes().end())});
-    }
-    std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
-                       std::string_view action) override {
-        std::string id = "ev-" + std::to_string(++events);
-        std::string what = verdict.is_infected() ? verdict.detection.signature
-                                                 : std::string(scan_error_name(verdict.error));
-        records.push_back({info, what, std::string(action), id});
-        return id;
-    }
-    std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,
-                                std::string_view action) override {
-        std::string id = "ev-" + std::to_string(++events);
-        fallbacks.push_back({info, std::string(category_name(category)), std::string(action), id,
-                             std::string(reason)});
-        return id;
-    }
     void send_and_close(Direction, std::span<const uint8_t>) override {
         ADD_FAILURE() << "send_and_close()";
     }

@@ -16,8 +16,6 @@
 namespace nfqscan {
 namespace {
 
-constexpr Direction C2S = Direction::ClientToServer;
-constexpr Direction S2C = Direction::ServerToClient;
 using namespace wiretest;
 
 class FakeHost : public InspectorHost {

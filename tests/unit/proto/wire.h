@@ -11,9 +11,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "nfqscan/inspector.h"
 
@@ -38,6 +41,54 @@ inline ScanVerdict virus(std::string name = "Eicar-Test-Signature") {
     d.signature = std::move(name);
     return ScanVerdict::infected(d);
 }
+
+// What the inspectors' fake hosts share: the scans asked for (each id
+// once, the object in a memory file a scanner process can map) and the
+// event log (verdicts and fallbacks), with event ids the templates show.
+class RecordingHost : public InspectorHost {
+  public:
+    struct Scan {
+        uint64_t id;
+        ObjectInfo info;
+        std::string bytes;
+        bool answered = false;
+    };
+    struct Record {
+        ObjectInfo info;
+        std::string what;  // signature or category
+        std::string action;
+        std::string event_id;
+        std::string reason = {};  // fallbacks
+    };
+
+    std::vector<Scan> scans;
+    std::vector<Record> records;
+    std::vector<Record> fallbacks;
+    int events = 0;
+
+    void scan(uint64_t id, const ObjectInfo& info,
+              std::shared_ptr<const ObjectBuffer> bytes) override {
+        EXPECT_GE(bytes->fd(), 0);
+        for (const Scan& s : scans)
+            EXPECT_NE(s.id, id) << "scan id used twice";
+        scans.push_back({id, info, std::string(bytes->bytes().begin(), bytes->bytes().end())});
+    }
+    std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
+                       std::string_view action) override {
+        std::string id = "ev-" + std::to_string(++events);
+        std::string what = verdict.is_infected() ? verdict.detection.signature
+                                                 : std::string(scan_error_name(verdict.error));
+        records.push_back({info, what, std::string(action), id});
+        return id;
+    }
+    std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,
+                                std::string_view action) override {
+        std::string id = "ev-" + std::to_string(++events);
+        fallbacks.push_back({info, std::string(category_name(category)), std::string(action), id,
+                             std::string(reason)});
+        return id;
+    }
+};
 
 class Wire {
   public:
