@@ -109,6 +109,7 @@ class FlowInspection final : public InspectorHost {
     void send(Direction d, std::span<const uint8_t> bytes) override;
     void redrive() override { requests_.redrive = true; }
     void notify(Notification n) override { context_.notify(std::move(n)); }
+    void count(std::string_view name, uint64_t n) override;
     void note_allowlisted(const ObjectInfo& info) override;
     void release(ReleaseReason reason) override;
     const ProtocolPolicy& policy() const override;

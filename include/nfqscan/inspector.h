@@ -34,6 +34,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
@@ -121,6 +122,14 @@ class InspectorHost {
     // A mail to a sender about its message ([notify]): queued, never
     // blocking; counted and dropped when there is no relay.
     virtual void notify(Notification notification) = 0;
+    // Adds `n` to the inspector's own counter `name` (SmtpCounters,
+    // Pop3Counters, ImapCounters: their kFields), summed over flows and
+    // workers into InspectionCounters::inspector (status
+    // protocols.<protocol>.inspector). n = 0 makes the counter known.
+    virtual void count(std::string_view name, uint64_t n) {
+        (void)name;
+        (void)n;
+    }
     // Shows both directions their pending bytes again right after the
     // current call: what one direction just learnt (a reply) lets the other
     // go on (the command it held back).
@@ -194,6 +203,8 @@ struct InspectionCounters {
     uint64_t blocked = 0, passed = 0, resets = 0;   // actions on objects not judged clean
     std::array<uint64_t, kReleaseReasonCount> released{};  // flows released, by reason
     uint64_t held_bytes = 0;  // gauge: bytes the engine and inspectors hold now
+    // The inspector's own counters by name (InspectorHost::count()).
+    std::map<std::string, uint64_t, std::less<>> inspector;
 
     InspectionCounters& operator+=(const InspectionCounters& o);
 };

@@ -419,14 +419,10 @@ void read_mail_keys(TableReader& r, Service service, ProtocolPolicy& p) {
         p.starttls = starttls == "allow"   ? StartTls::Allow
                      : starttls == "strip" ? StartTls::Strip
                                            : StartTls::Block;
-    if (service == Service::Smtp) {
-        r.read("notify_sender_on_virus", p.notify_sender_on_virus);
-        r.read("notify_sender_on_error_drop", p.notify_sender_on_error_drop);
-    } else {
-        for (std::string_view key : {"notify_sender_on_virus", "notify_sender_on_error_drop"})
-            if (const toml::node* node = r.table_node(key))
-                r.fail(*node, key, "only [protocols.smtp] has this key");
-    }
+    // SMTP tells the envelope sender (MAIL FROM); POP3 and IMAP the message's
+    // Return-Path, else its From (mail::envelope_from_header).
+    r.read("notify_sender_on_virus", p.notify_sender_on_virus);
+    r.read("notify_sender_on_error_drop", p.notify_sender_on_error_drop);
     r.read("notify_recipient_on_error_pass", p.notify_recipient_on_error_pass);
 }
 

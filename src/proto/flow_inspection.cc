@@ -66,6 +66,13 @@ bool FlowInspection::attach(Service service) {
     return inspecting();
 }
 
+void FlowInspection::count(std::string_view name, uint64_t n) {
+    auto& own = context_.counters(service_).inspector;
+    auto it = own.find(name);
+    if (it == own.end()) it = own.emplace(std::string(name), 0).first;
+    it->second += n;
+}
+
 void FlowInspection::on_verdict(uint64_t object_id, const ScanVerdict& verdict) {
     if (!inspector_) return;
     InspectionCounters& c = context_.counters(service_);

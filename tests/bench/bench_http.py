@@ -37,19 +37,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import socket
 import subprocess
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import bench_scan
-from common import (LabError, Report, build_dir, cpu_seconds_precise, daemon_counters, fmt,
-                    invalid_drops,
-                    median, ratio, say, section, set_queue_jump, system_cpu)
+from common import (LabError, Report, Rounds, alternate_batches, build_dir, cpu_seconds_precise,
+                    ctl_scan_files, daemon_counters, fmt, invalid_drops, median, percentile,
+                    say, scan_delta, section, set_queue_jump, system_cpu)
 from lab import REPO, SERVER4, Lab
 from nfqscand import Nfqscand
 from servers import Nginx
@@ -130,26 +128,17 @@ def split_shares(objects: list[dict], clients: int, seed: int = 3) -> list[list[
     return shares
 
 
-def percentile(values: list[float], p: float):
-    if not values:
-        return None
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
 # -- the bench ----------------------------------------------------------------------
 
-class HttpBench:
+class HttpBench(Rounds):
     def __init__(self, lab: Lab, files, report: Report, args):
+        super().__init__()
         self.lab, self.files, self.report = lab, files, report
         self.rounds = max(1, args.rounds)
         self.clients = max(1, args.clients)
         self.budget_mb = args.http_mb
         self.ttfb_requests = args.ttfb_requests
         self.perf = args.perf
-        self.runs: dict = defaultdict(list)  # variant -> [run]
         self.ttfb: dict = {"plain": [], "scanned": []}
         self.ttfb_total: dict = {"plain": [], "scanned": []}
         self.notes: list[str] = []
@@ -266,7 +255,7 @@ class HttpBench:
                "machine_busy": busy, "nfqscand_cpu": dcpu, "scanner_cpu": scanner_cpu}
         run["transfers"] = transfers
         if scan0 and scan1:
-            run.update(self.scan_delta(scan0, scan1, wall))
+            run.update(scan_delta(scan0, scan1, "http"))
             q0, q1 = daemon_counters(scan0), daemon_counters(scan1)
             run["queued_packets"] = q1["packets"] - q0["packets"]
             run["flows_released"] = (scan1["flows"].get("released", 0)
@@ -318,55 +307,19 @@ class HttpBench:
     protocol = "http"  # whose status section counts the objects
 
     def scan_delta(self, a: dict, b: dict, wall: float) -> dict:
-        sa, sb = a["scan"], b["scan"]
-        ha = a.get("protocols", {}).get(self.protocol, {})
-        hb = b.get("protocols", {}).get(self.protocol, {})
-
-        def hist(name):
-            n = sb[name]["count"] - sa[name]["count"]
-            t = sb[name]["total_us"] - sa[name]["total_us"]
-            return (t / n / 1000 if n else None), n
-
-        latency, scans = hist("scan_latency")
-        wait, _ = hist("queue_wait")
-        busy = sum(sb["engines"][e]["busy_us"] - sa["engines"][e]["busy_us"]
-                   for e in ("clamav", "yara")) / 1e6
-
-        def released(h):
-            return sum(h.get("released", {}).values())
-
-        return {"scans": scans, "scan_ms": latency, "queue_wait_ms": wait,
-                "engine_busy_s": busy, "queue_depth_max": sb["queue"]["depth_max"],
-                "objects": hb.get("objects", 0) - ha.get("objects", 0),
-                "allowlisted": hb.get("allowlisted", 0) - ha.get("allowlisted", 0),
-                "released": released(hb) - released(ha),
-                "scan_errors": {k: v - sa["errors"].get(k, 0) for k, v in sb["errors"].items()
-                                if v - sa["errors"].get(k, 0)},
-                "infected": sb["infected"] - sa["infected"],
-                "cache_hits": sb.get("cache", {}).get("hits", 0) - sa.get("cache", {}).get("hits", 0),
-                "cache_misses": (sb.get("cache", {}).get("misses", 0)
-                                 - sa.get("cache", {}).get("misses", 0))}
+        """common.scan_delta for this bench's protocol (FtpBench sets its own)."""
+        return scan_delta(a, b, self.protocol)
 
     def ctl_scan(self, daemon: Nfqscand, r: int) -> dict:
-        """`nfqscanctl scan` of the corpus files through the daemon's pool
-        (at most 200 paths per request: the pool's queue holds 256)."""
+        """`nfqscanctl scan` of the corpus files through the daemon's pool."""
         paths = [str(o["path"]) for o in self.objects]
-        status0 = daemon.status()
-        pids = [int(p) for p in status0["scan"]["scanner_pids"]]
-        cpu0 = {p: cpu_seconds_precise(p) for p in pids}
-        t0 = time.monotonic()
-        verdicts = []
-        for i in range(0, len(paths), 200):
-            proc = daemon.ctl("scan", "--json", *paths[i:i + 200], check=False, timeout=600)
-            verdicts += json.loads(proc.stdout or b"[]")
-        wall = time.monotonic() - t0
-        scanner_cpu = {p: cpu_seconds_precise(p) - cpu0[p] for p in pids}
-        delta = self.scan_delta(status0, daemon.status(), wall)
-        clean = sum(1 for v in verdicts if v.get("verdict") == "clean")
-        run = {"round": r, "seconds": wall, "mbps": self.corpus_bytes / wall / MB,
-               "ok": clean == len(paths), "scanner_cpu": scanner_cpu, **delta}
+        scanned = ctl_scan_files(daemon, paths, "http")
+        verdicts, wall = scanned.pop("verdicts"), scanned["seconds"]
+        clean = scanned["clean_verdicts"]
+        run = {"round": r, "mbps": self.corpus_bytes / wall / MB, "ok": clean == len(paths),
+               **scanned}
         self.runs["ctl-scan"].append(run)
-        shares = "/".join(f"{v / wall * 100:.0f}%" for v in scanner_cpu.values())
+        shares = "/".join(f"{v / wall * 100:.0f}%" for v in run["scanner_cpu"].values())
         say(f"  {'ctl-scan':<11} {wall:6.2f} s {run['mbps']:7.1f} MB/s, {clean}/{len(paths)} "
             f"clean, scanners busy {shares}")
         if not run["ok"]:
@@ -434,21 +387,13 @@ class HttpBench:
         say(f"time to first byte: {n} GETs of 4-16 KiB objects each way, batches of "
             f"{TTFB_BATCH} on one keep-alive connection, plain and through nfqscand alternating")
         before = daemon.status()
-        for b, i in enumerate(range(0, n, TTFB_BATCH)):
-            batch = self.small_objects[i:i + TTFB_BATCH]
-            order = ("plain", "scanned") if b % 2 == 0 else ("scanned", "plain")
-            for variant in order:
-                set_queue_jump(self.lab.router, variant == "scanned")
-                try:
-                    self.ttfb_batch(variant, batch)
-                finally:
-                    set_queue_jump(self.lab.router, True)
-            if (b + 1) % 3 == 0 or i + TTFB_BATCH >= n:
-                say(f"  {min(n, i + TTFB_BATCH)}/{n}: p50 plain "
-                    f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
-                    f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}")
+        alternate_batches(
+            self.lab.router, self.small_objects, TTFB_BATCH, self.ttfb_batch,
+            lambda done: say(f"  {done}/{n}: p50 plain "
+                             f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
+                             f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}"), 3)
         after = daemon.status()
-        self.ttfb_scan = self.scan_delta(before, after, 0)
+        self.ttfb_scan = scan_delta(before, after, "http")
         o0 = before.get("streams", {}).get("overflow", {})
         o1 = after.get("streams", {}).get("overflow", {})
         bypassed = o1.get("bypassed", 0) - o0.get("bypassed", 0)
@@ -552,16 +497,6 @@ class HttpBench:
             raise LabError(f"nfqscand exited with {rc}:\n{daemon.process.log_tail()}")
 
     # -- figures ------------------------------------------------------------------------
-    def med(self, variant: str, key: str):
-        return median([r.get(key) for r in self.runs.get(variant, [])])
-
-    def paired(self, num: str, den: str, key: str = "mbps"):
-        by_round: dict = defaultdict(dict)
-        for v in (num, den):
-            for run in self.runs.get(v, []):
-                by_round[run["round"]][v] = run.get(key)
-        return median([ratio(p.get(num), p.get(den)) for p in by_round.values()])
-
     def summarise(self) -> None:
         rep = self.report
         section("http: downloads (medians over rounds)")

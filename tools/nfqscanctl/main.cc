@@ -176,6 +176,13 @@ void print_protocols(const json& protocols) {
             if (n.get<uint64_t>())
                 notes.push_back(fmt::format("{} released ({}): {}", name, reason, num(n)));
         }
+        if (c.contains("inspector")) {
+            // The inspector's own counters (SmtpCounters, ...), one line.
+            std::string own;
+            for (const auto& [counter, n] : c["inspector"].items())
+                own += fmt::format("{}{} {}", own.empty() ? "" : ", ", counter, num(n));
+            notes.push_back(fmt::format("{}: {}", name, own));
+        }
         const json& a = c["actions"];
         t.add({name, num(c["flows"]), num(c["objects"]),
                human_bytes(c["scanned_bytes"].get<uint64_t>()), num(c["clean"]), num(c["infected"]),

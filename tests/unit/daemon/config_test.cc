@@ -361,8 +361,10 @@ TEST(ConfigPolicy, ErrorsNameFileLineAndKey) {
                  "one of replace, strip, reject, drop, pass");
     expect_error("[protocols.http]\nstarttls = \"strip\"\n", 2, "protocols.http.starttls",
                  "only the mail protocols");
-    expect_error("[protocols.imap]\nnotify_sender_on_virus = true\n", 2,
-                 "protocols.imap.notify_sender_on_virus", "only [protocols.smtp]");
+    expect_error("[protocols.http]\nnotify_sender_on_virus = true\n", 2,
+                 "protocols.http.notify_sender_on_virus", "only the mail protocols");
+    expect_error("[protocols.imap]\nnotify_sender_on_virus = \"yes\"\n", 2,
+                 "protocols.imap.notify_sender_on_virus", "true or false");
     expect_error("[protocols.smtp]\nstarttls = \"off\"\n", 2, "protocols.smtp.starttls",
                  "one of allow, strip, block");
     expect_error("[protocols.pop3]\nscan = \"yes\"\n", 2, "protocols.pop3.scan", "true or false");
@@ -429,7 +431,8 @@ TEST(ConfigPolicy, MailKeys) {
         "[protocols.smtp]\non_virus = \"reject\"\non_policy = \"drop\"\nstarttls = \"strip\"\n"
         "notify_sender_on_virus = true\nnotify_recipient_on_error_pass = true\n"
         "[protocols.pop3]\non_virus = \"strip\"\nstarttls = \"block\"\n"
-        "[protocols.imap]\non_virus = \"pass\"\n",
+        "notify_sender_on_virus = true\n"
+        "[protocols.imap]\non_virus = \"pass\"\nnotify_sender_on_error_drop = true\n",
         "t.toml");
     const ProtocolPolicy& smtp = c.protocols[size_t(Service::Smtp)].policy;
     EXPECT_EQ(smtp.on_virus, Action::Block);
@@ -442,10 +445,14 @@ TEST(ConfigPolicy, MailKeys) {
     const ProtocolPolicy& pop3 = c.protocols[size_t(Service::Pop3)].policy;
     EXPECT_EQ(pop3.mail_on_virus, MailBlock::Strip);
     EXPECT_EQ(pop3.starttls, StartTls::Block);
+    EXPECT_TRUE(pop3.notify_sender_on_virus);
+    EXPECT_FALSE(pop3.notify_sender_on_error_drop);
     const ProtocolPolicy& imap = c.protocols[size_t(Service::Imap)].policy;
     EXPECT_EQ(imap.on_virus, Action::Pass);
     EXPECT_EQ(imap.mail_on_virus, MailBlock::Replace);
     EXPECT_EQ(imap.starttls, StartTls::Allow);
+    EXPECT_FALSE(imap.notify_sender_on_virus);
+    EXPECT_TRUE(imap.notify_sender_on_error_drop);
 }
 
 TEST(ConfigMessages, FolderIsResolvedBesideTheFileAndLoaded) {
