@@ -178,6 +178,9 @@ struct ScanConfig {
     // on the pool threads themselves, in this process.
     enum class Isolation : uint8_t { Process, Thread };
     Isolation isolation = Isolation::Process;
+    // The user scanner processes switch to when the daemon runs as root
+    // ("" = keep the daemon's uid; capabilities are dropped either way).
+    std::string scanner_user = "nobody";
 };
 
 std::string_view backend_name(ScanConfig::Backend b);  // "inprocess" | "clamd"

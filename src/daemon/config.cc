@@ -3,6 +3,7 @@
 #include "nfqscan/config.h"
 
 #include <grp.h>
+#include <pwd.h>
 
 #include <fmt/format.h>
 
@@ -552,6 +553,21 @@ void read_scan(TableReader& r, ScanConfig& c) {
     std::string isolation(isolation_name(c.isolation));
     r.read_choice("isolation", isolation, {"process", "thread"});
     c.isolation = *isolation_from_name(isolation);
+    if (const toml::node* node = r.take("scanner_user")) {
+        if (!node->is_string()) r.fail(*node, "scanner_user", "must be a user name");
+        c.scanner_user = *node->value<std::string>();
+        // A typo would leave every scanner unable to start.
+        if (!c.scanner_user.empty()) {
+            const passwd* user = getpwnam(c.scanner_user.c_str());
+            if (user == nullptr)
+                r.fail(*node, "scanner_user",
+                       "no user named \"" + c.scanner_user + "\" on this machine");
+            if (user->pw_uid == 0)
+                r.fail(*node, "scanner_user",
+                       "must not be root: scanners parse hostile files (\"\" keeps the "
+                       "daemon's user)");
+        }
+    }
     if (const toml::table* table = r.table("limits")) {
         TableReader sub(*table, r.full_key("limits"), r.file());
         read_scan_limits(sub, c.limits);
