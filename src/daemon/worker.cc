@@ -158,16 +158,12 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         flows_.set_on_remove([this](const Flow& f, bool) {
             ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
             ++removed_by_service_[size_t(f.service)];
-            // Packets still held for a gap that never filled: the sender
-            // retransmits them if the connection still lives.
             if (f.stream) {
-                for (uint32_t id : f.stream->held_ids())
-                    queue_.verdict(id, kVerdictDrop, {});
-                // A flow that ends while the relay still holds or owes data
-                // (evicted, expired) is reset, never left to look complete.
-                if (f.stream->relay_active()) reset_peers(*f.stream);
-                ended_streams_.add_counters(*f.stream);
                 held_packets_ -= std::min<uint64_t>(held_packets_, f.stream->held_count());
+                stream_verdicts_.clear();
+                f.stream->abandon(stream_verdicts_);
+                take_stream_verdicts();
+                ended_streams_.add_counters(*f.stream);
                 account_stream_memory(f.stream->memory_bytes(), 0);
                 relayed_.erase(f.stream.get());
                 deferred_.erase(f.stream.get());
