@@ -81,6 +81,10 @@ struct Flow {
     // memory cap was reached (overflow policy "drop": its packets are
     // dropped until the cap allows, while the handshake lasts).
     bool stream_refused = false;
+    // The engine mark ([marks] engine) is in the flow's conntrack mark (its
+    // packets come back with it), or was asked for with NF_REPEAT.
+    bool engine_marked = false;
+    bool engine_mark_requested = false;
     uint8_t fin_seen = 0;         // bit per Direction
     uint8_t payload_packets = 0;  // counted while classifying, saturating
     uint16_t dpi_master = 0, dpi_app = 0;

@@ -61,6 +61,7 @@ struct StreamTotals {
     uint64_t relay_device_queued = 0;  // its frames the ruleset queued (mark rule missing)
     uint64_t resets = 0;               // RSTs sent to peers
     uint64_t nat_flows = 0;            // flows whose own segments carry NAT addresses (conntrack)
+    uint64_t engine_marked = 0;        // flows given the engine mark (engine_mark.h)
     PeerCheckCounters peer_checks;     // packets of the peers refused (flow_stream.h)
     // The counters (not the gauges) of one flow's stream.
     void add_counters(const FlowStream& stream);
@@ -77,6 +78,10 @@ struct PacketCounters {
     // Queued again with the release mark (the ruleset lacks the rule that
     // saves it): accepted, since NF_REPEAT would loop forever.
     uint64_t repeat_marked = 0;
+    // Carrying the engine mark on a flow whose engine state is lost
+    // (engine_mark.h): dropped; and the RSTs and probes that answered them.
+    uint64_t engine_orphans = 0;
+    uint64_t orphan_answers = 0;
 
     // Every counter with its name, for sums and status output.
     static constexpr std::pair<const char*, uint64_t PacketCounters::*> kFields[] = {
@@ -86,6 +91,8 @@ struct PacketCounters {
         {"malformed", &PacketCounters::malformed},
         {"malformed_dropped", &PacketCounters::malformed_dropped},
         {"repeat_marked", &PacketCounters::repeat_marked},
+        {"engine_orphans", &PacketCounters::engine_orphans},
+        {"orphan_answers", &PacketCounters::orphan_answers},
     };
     PacketCounters& operator+=(const PacketCounters& o) {
         for (const auto& [name, field] : kFields)

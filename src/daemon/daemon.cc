@@ -560,7 +560,8 @@ nlohmann::json Daemon::status() {
             {"device_errors", streams.relay_device_errors},
             {"device_queued", streams.relay_device_queued}}},
           {"resets", streams.resets},
-          {"nat_flows", streams.nat_flows}}},
+          {"nat_flows", streams.nat_flows},
+          {"engine_marked", streams.engine_marked}}},
         {"scan", scan_status()},
         {"notify", notify_status()}};
     for (const auto& [name, field] : PacketCounters::kFields)

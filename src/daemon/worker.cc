@@ -17,6 +17,7 @@
 
 #include "nfqscan/classifier.h"
 #include "nfqscan/conntrack.h"
+#include "nfqscan/engine_mark.h"
 #include "nfqscan/flow.h"
 #include "nfqscan/flow_inspection.h"
 #include "nfqscan/flow_stream.h"
@@ -119,6 +120,7 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     relay_device_queued += o.relay_device_queued;
     resets += o.resets;
     nat_flows += o.nat_flows;
+    engine_marked += o.engine_marked;
     peer_checks += o.peer_checks;
     return *this;
 }
@@ -233,6 +235,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
         FlowTable::Lookup l = flows_.track(p, now_ms_, config_->ports);
         Flow& flow = *l.flow;
+        if (!pass_engine_mark(qp, flow, l.direction, p)) return;
         if (l.created) {
             classifier_.on_new_flow(flow);
             if (flow.disposition != Disposition::Deciding) on_decided(flow);
@@ -284,6 +287,16 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     void learn_wire_endpoints(Flow& flow) {
         FlowStream& stream = *flow.stream;
         stream.note_wire_checked();
+        std::optional<ConnectionTuples> t = nat_tuples(flow);
+        if (!t) return;
+        stream.set_wire_endpoints(Direction::ClientToServer, t->orig_src, t->orig_dst);
+        stream.set_wire_endpoints(Direction::ServerToClient, t->reply_src, t->reply_dst);
+        ++nat_flows_;
+    }
+
+    // The flow's conntrack tuples where NAT makes them differ from what the
+    // queue shows; nullopt without NAT (or without conntrack).
+    std::optional<ConnectionTuples> nat_tuples(const Flow& flow) {
         if (!conntrack_ && !conntrack_failed_) {
             try {
                 conntrack_ = std::make_unique<ConntrackLookup>();
@@ -295,7 +308,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                     queue_.queue(), e.what());
             }
         }
-        if (!conntrack_) return;
+        if (!conntrack_) return std::nullopt;
         Endpoint client{flow.client(), flow.client_port()};
         Endpoint server{flow.server(), flow.server_port()};
         // Masquerade leaves the original tuple as seen here, a port forward
@@ -304,10 +317,37 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (!t) t = conntrack_->find(server, client, false);
         if (!t || (t->orig_src == client && t->orig_dst == server && t->reply_src == server &&
                    t->reply_dst == client))
-            return;
-        stream.set_wire_endpoints(Direction::ClientToServer, t->orig_src, t->orig_dst);
-        stream.set_wire_endpoints(Direction::ServerToClient, t->reply_src, t->reply_dst);
-        ++nat_flows_;
+            return std::nullopt;
+        return t;
+    }
+
+    // Whether the packet goes on to the flow's handling, as far as the
+    // engine mark goes (engine_mark.h); otherwise it is answered here.
+    bool pass_engine_mark(const QueuedPacket& qp, Flow& flow, Direction d, const DecodedPacket& p) {
+        uint32_t mark = config_->marks.engine;
+        if (!mark || !p.is_tcp()) return true;
+        switch (engine_mark_step(flow, p, (qp.mark & mark) == mark)) {
+            case EngineMarkStep::Proceed:
+                return true;
+            case EngineMarkStep::RequestMark:
+                ++engine_marked_;
+                queue_.verdict(qp.id, kVerdictRepeat, qp.mark | mark);
+                return false;
+            case EngineMarkStep::Orphan:
+                if (packets_.engine_orphans++ == 0)
+                    spdlog::warn(
+                        "queue {}: packets of flows whose stream engine state is lost (an "
+                        "earlier nfqscand rewrote or relayed them): dropped, their peers "
+                        "reset",
+                        queue_.queue());
+                queue_.verdict(qp.id, kVerdictDrop, {});
+                for (std::vector<uint8_t>& answer : orphan_answers(p, d, nat_tuples(flow))) {
+                    ++packets_.orphan_answers;
+                    injections_.push_back({0, PacketVerdict::Kind::Inject, std::move(answer)});
+                }
+                return false;
+        }
+        return true;
     }
 
     // Whether the flow may be one an inspector scans: a TCP flow seen from
@@ -796,6 +836,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         }
         s.streams.relay_device_queued = relay_device_queued_;
         s.streams.nat_flows = nat_flows_;
+        s.streams.engine_marked = engine_marked_;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
@@ -938,7 +979,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     uint32_t event_id_base_ = std::random_device{}();
     std::unique_ptr<ConntrackLookup> conntrack_;  // opened at the first stream flow
     bool conntrack_failed_ = false;
-    uint64_t nat_flows_ = 0;  // stream flows whose own segments are addressed for NAT
+    uint64_t nat_flows_ = 0;      // stream flows whose own segments are addressed for NAT
+    uint64_t engine_marked_ = 0;  // flows given the engine mark
     uint64_t events_ = 0;
     uint64_t removed_by_service_[kServiceCount] = {};
 };
