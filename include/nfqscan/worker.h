@@ -82,6 +82,10 @@ struct PacketCounters {
     // (engine_mark.h): dropped; and the RSTs and probes that answered them.
     uint64_t engine_orphans = 0;
     uint64_t orphan_answers = 0;
+    // Handling that threw (a bug), and the packets dropped for it (those
+    // not answered before the throw; nfqueue.h PacketGuard).
+    uint64_t handling_errors = 0;
+    uint64_t errors_dropped = 0;
 
     // Every counter with its name, for sums and status output.
     static constexpr std::pair<const char*, uint64_t PacketCounters::*> kFields[] = {
@@ -93,6 +97,8 @@ struct PacketCounters {
         {"repeat_marked", &PacketCounters::repeat_marked},
         {"engine_orphans", &PacketCounters::engine_orphans},
         {"orphan_answers", &PacketCounters::orphan_answers},
+        {"handling_errors", &PacketCounters::handling_errors},
+        {"errors_dropped", &PacketCounters::errors_dropped},
     };
     PacketCounters& operator+=(const PacketCounters& o) {
         for (const auto& [name, field] : kFields)

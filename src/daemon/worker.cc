@@ -175,7 +175,21 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         build_test_inspector();
     }
 
+    // Packets come in through guarded(): a packet whose handling throws is
+    // dropped (PacketGuard).
+    PacketSink& guarded() { return guard_; }
     void on_packet(const QueuedPacket& qp) override {
+        try {
+            handle_packet(qp);
+        } catch (...) {
+            // What a stream decided before the throw stands: held packets it
+            // released would otherwise wait in the kernel queue for good.
+            take_stream_verdicts();
+            throw;
+        }
+    }
+
+    void handle_packet(const QueuedPacket& qp) {
         uint32_t release = config_->marks.release;
         if (release && (qp.mark & release) == release) {
             // Only nfqscand's NF_REPEAT sets this mark, and the ruleset must
@@ -813,6 +827,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         s.queue_counters = queue_.counters();
         s.fail_open = queue_.fail_open();
         s.packets = packets_;
+        s.packets.handling_errors = guard_.errors();
+        s.packets.errors_dropped = guard_.dropped();
         s.released_verdicts = released_verdicts_;
         s.flows_active = flows_.size();
         s.flows_created = flows_.counters().created;
@@ -934,6 +950,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     NfQueue& queue_;
+    PacketGuard guard_{*this, queue_, queue_.queue()};
     std::shared_ptr<const Config> config_;
     FlowTable flows_;
     FlowClassifier classifier_;
@@ -1091,7 +1108,7 @@ void QueueWorker::run() {
                     do {
                         loop.set_now(monotonic_ms());
                         try {
-                            got = nfqueue_->receive(loop);
+                            got = nfqueue_->receive(loop.guarded());
                         } catch (const std::exception& e) {
                             spdlog::error("queue {}: {}", queue_number_, e.what());
                             got = 0;
