@@ -305,7 +305,12 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (!t) return;
         stream.set_wire_endpoints(Direction::ClientToServer, t->orig_src, t->orig_dst);
         stream.set_wire_endpoints(Direction::ServerToClient, t->reply_src, t->reply_dst);
-        ++nat_flows_;
+        if (nat_flows_++ == 0 && conntrack_tcp_liberal() == false)
+            spdlog::warn(
+                "queue {}: a flow in the stream engine behind NAT while "
+                "net.netfilter.nf_conntrack_tcp_be_liberal is 0: once rewritten or relayed, "
+                "it stalls (apply rules/nfqscan-sysctl.conf)",
+                queue_.queue());
     }
 
     // The flow's conntrack tuples where NAT makes them differ from what the
