@@ -59,6 +59,8 @@ struct StreamTotals {
     uint64_t relay_device_frames = 0;  // all frames written to the relay device
     uint64_t relay_device_errors = 0;  // failed writes to it
     uint64_t relay_device_queued = 0;  // its frames the ruleset queued (mark rule missing)
+    uint64_t inject_failed = 0;        // raw socket sends refused (injector.h)
+    uint64_t inject_busy = 0;          // raw socket sends dropped: send buffer full
     uint64_t resets = 0;               // RSTs sent to peers
     uint64_t nat_flows = 0;            // flows whose own segments carry NAT addresses (conntrack)
     uint64_t engine_marked = 0;        // flows given the engine mark (engine_mark.h)

@@ -567,6 +567,7 @@ nlohmann::json Daemon::status() {
             {"device_frames", streams.relay_device_frames},
             {"device_errors", streams.relay_device_errors},
             {"device_queued", streams.relay_device_queued}}},
+          {"inject", {{"failed", streams.inject_failed}, {"busy", streams.inject_busy}}},
           {"resets", streams.resets},
           {"nat_flows", streams.nat_flows},
           {"conntrack_tcp_liberal", liberal ? nlohmann::json(*liberal) : nlohmann::json()},

@@ -118,6 +118,8 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     relay_device_frames += o.relay_device_frames;
     relay_device_errors += o.relay_device_errors;
     relay_device_queued += o.relay_device_queued;
+    inject_failed += o.inject_failed;
+    inject_busy += o.inject_busy;
     resets += o.resets;
     nat_flows += o.nat_flows;
     engine_marked += o.engine_marked;
@@ -856,6 +858,10 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             s.streams.relay_device_errors = relay_device_.queue->counters().failed;
         }
         s.streams.relay_device_queued = relay_device_queued_;
+        if (injector_) {
+            s.streams.inject_failed = injector_->counters().failed;
+            s.streams.inject_busy = injector_->counters().busy;
+        }
         s.streams.nat_flows = nat_flows_;
         s.streams.engine_marked = engine_marked_;
         flows_.for_each([&](const Flow& f) {
