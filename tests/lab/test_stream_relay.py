@@ -209,9 +209,12 @@ def passed_counter(lab, port: int) -> callable:
     return lambda: lab.tcp_loss_drops(f"lab-passed-{port}")
 
 
-@pytest.mark.parametrize("engine_mark", [0x00400000, 0], ids=["engine-mark", "no-engine-mark"])
+@pytest.mark.parametrize("engine_mark,nat", [(0x00400000, ""), (0x00400000, "masquerade"),
+                                             (0x00400000, "port-forward"), (0, "")],
+                         ids=["engine-mark", "engine-mark-masquerade", "engine-mark-port-forward",
+                              "no-engine-mark"])
 def test_killed_nfqscand_mid_relay_stops_the_flow_and_a_restart_resets_it(lab, nfqscand,
-                                                                          engine_mark):
+                                                                          engine_mark, nat):
     """SIGKILL leaves no chance to reset anyone. The relayed flow carries the
     engine mark, so the ruleset queues it without `bypass`: while nfqscand
     is dead none of its packets pass the router (raw, they would reach curl
@@ -219,7 +222,14 @@ def test_killed_nfqscand_mid_relay_stops_the_flow_and_a_restart_resets_it(lab, n
     nfqscand drops the flow's packets and resets both peers; curl fails,
     never with a file that looks complete; and new flows work. Without the
     engine mark ([marks] engine = 0), the same packets pass the router raw:
-    what this test is there to catch."""
+    what this test is there to catch. Behind masquerade the resets must
+    carry the addresses conntrack knows on each side."""
+    client_port = 80  # the port curl connects to
+    if nat == "masquerade":
+        lab.masquerade()
+    elif nat == "port-forward":
+        client_port = 8080
+        lab.port_forward(client_port, 80)
     nginx = Nginx(lab, ports=[80])
     _, expected = token_digests(BIG)
     nginx.add_stream_file("tokens.txt", token_text(BIG))
@@ -231,9 +241,15 @@ def test_killed_nfqscand_mid_relay_stops_the_flow_and_a_restart_resets_it(lab, n
     config["marks"] = {"engine": engine_mark}
     daemon = nfqscand(config, args=ALLOW)
     out = lab.dir / "killed.bin"
+
+    def url(name: str) -> str:
+        if nat == "port-forward":
+            return lab.public_url(f"/stream/{name}", client_port)
+        return nginx.stream_url(name)
+
     curl = lab.client.spawn("curl-killed", [
         "curl", "-0", "--silent", "--show-error", "--noproxy", "*", "--limit-rate", "2M",
-        "--max-time", str(DOWNLOAD_LIMIT), "--output", str(out), nginx.stream_url("tokens.txt")])
+        "--max-time", str(DOWNLOAD_LIMIT), "--output", str(out), url("tokens.txt")])
     wait_until(lambda: out.exists() and out.stat().st_size > 3 << 20, 30,
                "the relay to deliver a few MB")
     marked = daemon.status()["streams"]["engine_marked"]
@@ -267,10 +283,13 @@ def test_killed_nfqscand_mid_relay_stops_the_flow_and_a_restart_resets_it(lab, n
     packets = daemon.status()["packets"]
     assert packets["engine_orphans"] >= 1, packets
     assert packets["orphan_answers"] >= 2, packets
-    assert "ESTAB" not in lab.client.tcp_states(80), lab.client.tcp_states(80)
+    assert "ESTAB" not in lab.client.tcp_states(client_port), lab.client.tcp_states(client_port)
+    # nginx's side is reset too (behind NAT: at the addresses and ports each
+    # side knows the connection by).
+    wait_until(lambda: lab.server.tcp_info(80) == [], 60, "nginx's connection to be reset")
 
     # A new flow through the restarted nfqscand: relayed and rewritten.
-    got = curl_download(lab, nginx.stream_url("small.txt"), "-0", timeout=DOWNLOAD_LIMIT)
+    got = curl_download(lab, url("small.txt"), "-0", timeout=DOWNLOAD_LIMIT)
     assert got["sha256"] == small_expected != small_original
 
 
