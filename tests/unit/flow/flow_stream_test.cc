@@ -735,6 +735,21 @@ TEST(FlowStreamPeers, AtTheMemoryCapNewInputIsDroppedUntilThereIsRoom) {
               PacketVerdict::Kind::Accept);
 }
 
+// `out` drops the held packet `held_id` and resets both peers (and
+// injects nothing but RSTs).
+void expect_reset_and_held_dropped(const std::vector<PacketVerdict>& out, uint32_t held_id) {
+    bool held_dropped = false, client_reset = false, server_reset = false;
+    for (const PacketVerdict& v : out)
+        if (v.id == held_id) held_dropped = v.kind == PacketVerdict::Kind::Drop;
+    for (const DecodedPacket& p : decoded_injections(out)) {
+        EXPECT_TRUE(p.has(tcp_flag::kRst));
+        (p.dst.to_string() == "198.51.100.2" ? client_reset : server_reset) = true;
+    }
+    EXPECT_TRUE(held_dropped);
+    EXPECT_TRUE(client_reset);
+    EXPECT_TRUE(server_reset);
+}
+
 TEST(FlowStreamPeers, AShedFlowResetsItsPeersFreesItsMemoryAndPassesNothing) {
     PlainWire g;
     Wire& w = g.w;
@@ -744,18 +759,7 @@ TEST(FlowStreamPeers, AShedFlowResetsItsPeersFreesItsMemoryAndPassesNothing) {
     size_t before = w.stream.memory_bytes();
     std::vector<PacketVerdict> out;
     w.stream.shed(out);
-    bool held_dropped = false, client_reset = false, server_reset = false;
-    for (const PacketVerdict& v : out) {
-        if (v.id == held[0].id) held_dropped = v.kind == PacketVerdict::Kind::Drop;
-        if (v.kind != PacketVerdict::Kind::Inject) continue;
-        DecodedPacket p;
-        ASSERT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
-        ASSERT_TRUE(p.has(tcp_flag::kRst));
-        (p.dst.to_string() == "198.51.100.2" ? client_reset : server_reset) = true;
-    }
-    EXPECT_TRUE(held_dropped);
-    EXPECT_TRUE(client_reset);
-    EXPECT_TRUE(server_reset);
+    expect_reset_and_held_dropped(out, held[0].id);
     EXPECT_TRUE(w.stream.held_ids().empty());
     EXPECT_LT(w.stream.memory_bytes() + 30'000, before);
     EXPECT_EQ(w.send(false, 0x18, 5000 + 20'000, 1000, "late")[0].kind, PacketVerdict::Kind::Drop);
@@ -774,17 +778,7 @@ TEST(FlowStreamPeers, AnAbandonedRewrittenFlowResetsBothPeersAndDropsWhatItHeld)
     ASSERT_TRUE(w.stream.needs_engine());
     std::vector<PacketVerdict> out;
     w.stream.abandon(out);
-    bool held_dropped = false, client_reset = false, server_reset = false;
-    for (const PacketVerdict& v : out) {
-        if (v.id == held[0].id) held_dropped = v.kind == PacketVerdict::Kind::Drop;
-    }
-    for (const DecodedPacket& p : decoded_injections(out)) {
-        ASSERT_TRUE(p.has(tcp_flag::kRst));
-        (p.dst.to_string() == "198.51.100.2" ? client_reset : server_reset) = true;
-    }
-    EXPECT_TRUE(held_dropped);
-    EXPECT_TRUE(client_reset);
-    EXPECT_TRUE(server_reset);
+    expect_reset_and_held_dropped(out, held[0].id);
     EXPECT_TRUE(w.stream.held_ids().empty());
 }
 
