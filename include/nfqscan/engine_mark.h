@@ -33,7 +33,11 @@ namespace nfqscan {
 enum class EngineMarkStep : uint8_t {
     Proceed,      // handle the packet
     RequestMark,  // answer it NF_REPEAT with the engine bit added, unprocessed
-    Orphan,       // drop it, reset its sender (orphan_reset)
+    Orphan,       // drop it, reset its peers (orphan_answers)
+    // Handle it, but it lacks the mark its flow's conntrack mark should have
+    // given it: the ruleset misses the rules that save and copy the mark,
+    // and the flow would pass raw while nfqscand is down.
+    MarkMissing,
 };
 
 // For packet `p` of `flow`; `packet_marked`: its packet mark has the engine

@@ -84,6 +84,9 @@ struct PacketCounters {
     // (engine_mark.h): dropped; and the RSTs and probes that answered them.
     uint64_t engine_orphans = 0;
     uint64_t orphan_answers = 0;
+    // Of a flow given the engine mark, without it (the ruleset lacks its
+    // rules; a few can be queued just before the mark is saved).
+    uint64_t engine_mark_missing = 0;
     // Handling that threw (a bug), and the packets dropped for it (those
     // not answered before the throw; nfqueue.h PacketGuard).
     uint64_t handling_errors = 0;
@@ -99,6 +102,7 @@ struct PacketCounters {
         {"repeat_marked", &PacketCounters::repeat_marked},
         {"engine_orphans", &PacketCounters::engine_orphans},
         {"orphan_answers", &PacketCounters::orphan_answers},
+        {"engine_mark_missing", &PacketCounters::engine_mark_missing},
         {"handling_errors", &PacketCounters::handling_errors},
         {"errors_dropped", &PacketCounters::errors_dropped},
     };

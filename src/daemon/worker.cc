@@ -344,11 +344,22 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
     // Whether the packet goes on to the flow's handling, as far as the
     // engine mark goes (engine_mark.h); otherwise it is answered here.
+    static constexpr uint64_t kMarkMissingWarning = 16;
     bool pass_engine_mark(const QueuedPacket& qp, Flow& flow, Direction d, const DecodedPacket& p) {
         uint32_t mark = config_->marks.engine;
         if (!mark || !p.is_tcp()) return true;
         switch (engine_mark_step(flow, p, (qp.mark & mark) == mark)) {
             case EngineMarkStep::Proceed:
+                return true;
+            case EngineMarkStep::MarkMissing:
+                // A few may have been queued just before the mark was saved.
+                if (++packets_.engine_mark_missing == kMarkMissingWarning)
+                    spdlog::warn(
+                        "queue {}: packets of flows given the engine mark {:#x} come without "
+                        "it: the ruleset lacks the rules that save it and queue such flows "
+                        "without bypass (see rules/nfqscan.nft); while nfqscand is down they "
+                        "would pass raw",
+                        queue_.queue(), mark);
                 return true;
             case EngineMarkStep::RequestMark:
                 ++engine_marked_;

@@ -24,8 +24,8 @@ EngineMarkStep engine_mark_step(Flow& flow, const DecodedPacket& p, bool packet_
         if (p.has(tcp_flag::kSyn) && !p.has(tcp_flag::kAck)) return EngineMarkStep::Proceed;
         return EngineMarkStep::Orphan;
     }
-    if (flow.stream && !flow.engine_marked && !flow.engine_mark_requested &&
-        flow.stream->needs_engine()) {
+    if (flow.engine_marked) return EngineMarkStep::MarkMissing;
+    if (flow.stream && !flow.engine_mark_requested && flow.stream->needs_engine()) {
         flow.engine_mark_requested = true;
         return EngineMarkStep::RequestMark;
     }

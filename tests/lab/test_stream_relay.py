@@ -293,6 +293,34 @@ def test_killed_nfqscand_mid_relay_stops_the_flow_and_a_restart_resets_it(lab, n
     assert got["sha256"] == small_expected != small_original
 
 
+def test_a_ruleset_without_the_engine_mark_rules_is_reported(lab, nfqscand):
+    """A ruleset from before the engine mark (or one that lost its rules):
+    relayed flows still work, but they would pass raw while nfqscand is
+    down. nfqscand sees their packets come without the mark it asked for,
+    counts them and warns."""
+    for tool in ("iptables", "ip6tables"):
+        for rule in (["-m", "mark", "--mark", "0x00400000/0x00400000", "-j", "CONNMARK",
+                      "--or-mark", "0x00400000"],
+                     ["-m", "connmark", "--mark", "0x00400000/0x00400000", "-j", "MARK",
+                      "--or-mark", "0x00400000"],
+                     ["-m", "connmark", "--mark", "0x00400000/0x00400000", "-j", "NFQUEUE",
+                      "--queue-balance", "0:1"]):
+            lab.router.run([tool, "-w", "-t", "mangle", "-D", "NFQSCAN", *rule])
+    nginx = Nginx(lab, ports=[80])
+    original, expected = token_digests(SMALL)
+    nginx.add_stream_file("small.txt", token_text(SMALL))
+    daemon = nfqscand(relay_config(relay=True), args=ALLOW)
+
+    got = download(lab, daemon, nginx.stream_url("small.txt"))
+
+    assert got["sha256"] == expected != original
+    status = daemon.status()
+    assert status["streams"]["engine_marked"] >= 1, status["streams"]
+    assert status["packets"]["engine_mark_missing"] >= 16, status["packets"]
+    wait_until(lambda: "lacks the rules that save it" in daemon.log_text(), 10,
+               "nfqscand's warning about the missing engine mark rules")
+
+
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
     """nfqscand with a 12 MiB stream memory cap (6 MiB per worker) and slow
     relayed downloads whose stores (up to relay_limit, 4 MiB each) fill it

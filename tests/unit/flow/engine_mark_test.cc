@@ -67,6 +67,9 @@ TEST(EngineMark, AFlowIsMarkedOnceItsNumbersShiftNotBefore) {
     EXPECT_TRUE(f.flow.engine_marked);
     EXPECT_EQ(engine_mark_step(f.flow, f.packet(false, kPshAck, 5016, 1000, "x"), true),
               EngineMarkStep::Proceed);
+    // One without it: the ruleset did not save or copy the mark.
+    EXPECT_EQ(engine_mark_step(f.flow, f.packet(false, kPshAck, 5017, 1000, "y"), false),
+              EngineMarkStep::MarkMissing);
 }
 
 TEST(EngineMark, AMarkedPacketOfAFlowWithoutEngineStateIsAnOrphan) {
