@@ -39,6 +39,22 @@ class PacketSink {
     virtual void on_packet(const QueuedPacket& packet) = 0;
 };
 
+// The newest packet id a queue answered (a verdict, or held for one). Ids
+// wrap at 2^32; packets are handled in the order they are read, so the one
+// being handled was answered when its id is not after the newest.
+class AnsweredIds {
+  public:
+    void note(uint32_t id) {
+        if (!any_ || int32_t(id - newest_) > 0) newest_ = id;
+        any_ = true;
+    }
+    bool covers(uint32_t id) const { return any_ && int32_t(newest_ - id) >= 0; }
+
+  private:
+    uint32_t newest_ = 0;
+    bool any_ = false;
+};
+
 // What a PacketGuard needs of a queue (NfQueue, or a test's stand-in).
 class VerdictLedger {
   public:
@@ -125,7 +141,7 @@ class NfQueue final : public VerdictLedger {
     // not coalesced into batch verdicts (those would accept it too).
     void hold(uint32_t id) {
         held_.insert(id);
-        note_answered(id);
+        answered_.note(id);
     }
     size_t held() const { return held_.size(); }
     bool answered(uint32_t id) const override;
@@ -148,10 +164,6 @@ class NfQueue final : public VerdictLedger {
     void send_pending();
     char* reserve(size_t bytes);
     void handle_datagram(const uint8_t* data, size_t length, PacketSink& sink);
-    void note_answered(uint32_t id) {
-        if (!answered_any_ || int32_t(id - newest_answered_) > 0) newest_answered_ = id;
-        answered_any_ = true;
-    }
 
     QueueOptions options_;
     mnl_socket* socket_ = nullptr;
@@ -168,8 +180,7 @@ class NfQueue final : public VerdictLedger {
     uint32_t accept_run_last_ = 0;
     uint32_t accept_run_count_ = 0;
     std::unordered_set<uint32_t> held_;
-    uint32_t newest_answered_ = 0;  // the newest id given a verdict or held
-    bool answered_any_ = false;
+    AnsweredIds answered_;
     bool fail_open_now_ = false;
 
     QueueCounters counters_;

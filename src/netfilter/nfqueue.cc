@@ -212,7 +212,7 @@ void NfQueue::end_accept_run() {
 }
 
 void NfQueue::accept(uint32_t id) {
-    note_answered(id);
+    answered_.note(id);
     if (!held_.empty()) {
         verdict(id, NF_ACCEPT, std::nullopt);
         return;
@@ -227,7 +227,7 @@ void NfQueue::verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mar
                       std::span<const uint8_t> packet) {
     end_accept_run();
     if (!held_.empty()) held_.erase(id);
-    note_answered(id);
+    answered_.note(id);
     ++counters_.verdicts;
     char* p = reserve(kMaxVerdictMessage + MNL_ALIGN(packet.size()) + MNL_ATTR_HDRLEN);
     nlmsghdr* nlh = nfq_nlmsg_put(p, NFQNL_MSG_VERDICT, options_.queue);
@@ -246,9 +246,7 @@ void NfQueue::drop(uint32_t id) {
 }
 
 bool NfQueue::answered(uint32_t id) const {
-    // Ids grow: every id up to the newest answered one was answered (or is
-    // held), since packets are handled in the order they are read.
-    return answered_any_ && int32_t(newest_answered_ - id) >= 0;
+    return answered_.covers(id);
 }
 
 void PacketGuard::on_packet(const QueuedPacket& packet) {

@@ -93,5 +93,27 @@ TEST(PacketGuard, APacketAnsweredBeforeTheThrowKeepsItsVerdict) {
     EXPECT_TRUE(ledger.dropped.empty());
 }
 
+TEST(AnsweredIds, TheNewestAnsweredIdCoversThoseUpToItAcrossTheWrap) {
+    AnsweredIds ids;
+    EXPECT_FALSE(ids.covers(0));
+    ids.note(5);
+    EXPECT_TRUE(ids.covers(5));
+    EXPECT_TRUE(ids.covers(4));
+    EXPECT_FALSE(ids.covers(6));
+    ids.note(3);  // an older packet released late: the newest stays
+    EXPECT_FALSE(ids.covers(6));
+    ids.note(0xfffffffeu);  // (far behind 5: ignored)
+    EXPECT_FALSE(ids.covers(6));
+
+    AnsweredIds wrapping;
+    wrapping.note(0xfffffffeu);
+    EXPECT_FALSE(wrapping.covers(0xffffffffu));
+    wrapping.note(1);  // the kernel's ids wrapped
+    EXPECT_TRUE(wrapping.covers(0xffffffffu));
+    EXPECT_TRUE(wrapping.covers(0));
+    EXPECT_TRUE(wrapping.covers(1));
+    EXPECT_FALSE(wrapping.covers(2));
+}
+
 }  // namespace
 }  // namespace nfqscan
