@@ -67,6 +67,11 @@ struct QueueConfig {
 struct MarkConfig {
     uint32_t release = 0x00100000;
     uint32_t inject = 0x00200000;
+    // Set on the flows whose peers can no longer talk without nfqscand
+    // (shifted sequence numbers, relayed data): the ruleset queues them
+    // without `bypass`, so they stop instead of passing raw when nfqscand
+    // is gone. 0: not used (such flows pass raw while nfqscand is down).
+    uint32_t engine = 0x00400000;
 };
 
 struct FlowConfig {

@@ -33,6 +33,16 @@ struct ConnectionTuples {
     Endpoint reply_src, reply_dst;  // the server's packets, as it sent them
 };
 
+// net.netfilter.nf_conntrack_tcp_be_liberal in the caller's network
+// namespace (rules/nfqscan-sysctl.conf): true when on, nullopt when it cannot
+// be read (conntrack not loaded yet). With it off, conntrack checks TCP
+// windows before the queue, does not know the numbers the stream engine
+// shifts, and marks the receivers' ACKs and nfqscand's own segments INVALID:
+// behind NAT, or with the usual `ct state invalid drop`, rewritten and
+// relayed flows stall.
+std::optional<bool> conntrack_tcp_liberal(
+    const char* path = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal");
+
 class ConntrackLookup {
   public:
     // Opens a ctnetlink socket. Throws std::system_error (e.g. without

@@ -4,10 +4,12 @@
 // classification (nDPI label, claimed service, or released to the fast path).
 //
 // Memory is bounded: at most `max_flows` entries; beyond it a flow is evicted
-// in this order: handshakes that never completed (a SYN flood fills only this
-// class), released flows, closing flows, UDP, then the least recently active
-// established flow. Each class is an LRU list with its own idle timeout, so
-// expiry and eviction are O(1) per flow.
+// in this order: flows first seen mid-stream whose other side has not been
+// heard yet (stray segments: an ACK flood fills only this class), handshakes
+// that never completed (a SYN flood fills only this class), released flows,
+// closing flows, UDP, then the least recently active established flow. Each
+// class is an LRU list with its own idle timeout, so expiry and eviction are
+// O(1) per flow.
 #pragma once
 
 #include <cstdint>
@@ -82,6 +84,10 @@ struct Flow {
     // memory cap was reached (overflow policy "drop": its packets are
     // dropped until the cap allows, while the handshake lasts).
     bool stream_refused = false;
+    // The engine mark ([marks] engine) is in the flow's conntrack mark (its
+    // packets come back with it), or was asked for with NF_REPEAT.
+    bool engine_marked = false;
+    bool engine_mark_requested = false;
     uint8_t fin_seen = 0;         // bit per Direction
     uint8_t payload_packets = 0;  // counted while classifying, saturating
     uint16_t dpi_master = 0, dpi_app = 0;
@@ -173,7 +179,17 @@ class FlowTable {
     }
 
   private:
-    enum LruClass : uint8_t { kHandshake, kReleased, kClosing, kUdp, kEstablished, kClassCount };
+    // In eviction order. kStray: picked up mid-stream, one side heard so
+    // far; timed out as a handshake.
+    enum LruClass : uint8_t {
+        kStray,
+        kHandshake,
+        kReleased,
+        kClosing,
+        kUdp,
+        kEstablished,
+        kClassCount
+    };
     struct LruList {
         Flow* head = nullptr;  // most recent
         Flow* tail = nullptr;  // least recent

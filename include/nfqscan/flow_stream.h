@@ -127,6 +127,12 @@ class FlowStream {
     // RSTs to both peers, with the sequence numbers each expects; the flow
     // is dead for the engine afterwards.
     void reset_peers(std::vector<PacketVerdict>& out);
+    // The flow leaves the table (evicted, expired): its held packets are
+    // dropped (the sender retransmits them if the connection lives), and if
+    // the peers can no longer talk without the engine (needs_engine()) both
+    // are reset. Its next packet would start a new engine at no shift, and
+    // the receiver would take wrong bytes for the rest of the stream.
+    void abandon(std::vector<PacketVerdict>& out);
     // The streams' memory cap holds and this flow cannot progress: its peers
     // are reset, its held packets dropped, its memory given back, and every
     // later packet of it dropped (never passed raw).

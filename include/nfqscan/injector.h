@@ -13,6 +13,7 @@ namespace nfqscan {
 struct InjectorCounters {
     uint64_t sent = 0;
     uint64_t failed = 0;
+    uint64_t busy = 0;  // dropped: the socket's send buffer was full (never waited for)
 };
 
 class RawInjector {

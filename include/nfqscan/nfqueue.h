@@ -39,6 +39,57 @@ class PacketSink {
     virtual void on_packet(const QueuedPacket& packet) = 0;
 };
 
+// The newest packet id a queue answered (a verdict, or held for one). Ids
+// wrap at 2^32; packets are handled in the order they are read, so the one
+// being handled was answered when its id is not after the newest.
+class AnsweredIds {
+  public:
+    void note(uint32_t id) {
+        if (!any_ || int32_t(id - newest_) > 0) newest_ = id;
+        any_ = true;
+    }
+    bool covers(uint32_t id) const { return any_ && int32_t(newest_ - id) >= 0; }
+
+  private:
+    uint32_t newest_ = 0;
+    bool any_ = false;
+};
+
+// What a PacketGuard needs of a queue (NfQueue, or a test's stand-in).
+class VerdictLedger {
+  public:
+    virtual ~VerdictLedger() = default;
+    // Whether the packet has its verdict, or is held for one (of the packets
+    // read so far, the newest).
+    virtual bool answered(uint32_t id) const = 0;
+    virtual void drop(uint32_t id) = 0;
+};
+
+// Hands each packet to `inner`. A packet whose handling threw gets a drop
+// verdict unless it was answered before the throw: never a silent accept
+// (a batch verdict after it would accept it, uninspected, at numbers a
+// stream may have shifted), never a packet left without a verdict (it
+// would sit in the kernel queue). The sender sends it again. Logged at most
+// once per kLogInterval, counted in `dropped`.
+class PacketGuard final : public PacketSink {
+  public:
+    PacketGuard(PacketSink& inner, VerdictLedger& ledger, uint16_t queue)
+        : inner_(inner), ledger_(ledger), queue_(queue) {}
+    void on_packet(const QueuedPacket& packet) override;
+    uint64_t dropped() const { return dropped_; }  // packets dropped after a throw
+    uint64_t errors() const { return errors_; }    // handling that threw
+
+    static constexpr uint64_t kLogInterval = 1000;  // errors between log lines
+
+  private:
+    void on_error(const QueuedPacket& packet, const char* what);
+
+    PacketSink& inner_;
+    VerdictLedger& ledger_;
+    uint16_t queue_;
+    uint64_t dropped_ = 0, errors_ = 0;
+};
+
 struct QueueCounters {
     uint64_t packets = 0;
     uint64_t bytes = 0;
@@ -62,7 +113,7 @@ struct QueueOptions {
     uint32_t batch_size = 32;
 };
 
-class NfQueue {
+class NfQueue final : public VerdictLedger {
   public:
     // Binds the queue; throws std::system_error (e.g. EBUSY: another process
     // is bound, EPERM: no CAP_NET_ADMIN).
@@ -80,6 +131,7 @@ class NfQueue {
 
     // Verdicts, sent at the next flush(). Ids arrive in increasing order.
     void accept(uint32_t id);
+    void drop(uint32_t id) override;
     // `packet`, when given, replaces the packet (headers included).
     void verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mark,
                  std::span<const uint8_t> packet = {});
@@ -87,8 +139,12 @@ class NfQueue {
 
     // A packet kept without a verdict for now. While any is held, accepts are
     // not coalesced into batch verdicts (those would accept it too).
-    void hold(uint32_t id) { held_.insert(id); }
+    void hold(uint32_t id) {
+        held_.insert(id);
+        answered_.note(id);
+    }
     size_t held() const { return held_.size(); }
+    bool answered(uint32_t id) const override;
 
     const QueueCounters& counters() const { return counters_; }
 
@@ -124,6 +180,7 @@ class NfQueue {
     uint32_t accept_run_last_ = 0;
     uint32_t accept_run_count_ = 0;
     std::unordered_set<uint32_t> held_;
+    AnsweredIds answered_;
     bool fail_open_now_ = false;
 
     QueueCounters counters_;

@@ -9,9 +9,10 @@
 // fast retransmit after three duplicate ACKs with NewReno partial-ACK
 // recovery (RFC 6582), a retransmission timer from measured round trips
 // (RFC 6298: Karn's rule, 200 ms floor, exponential backoff to 60 s), and a
-// persist probe when the receiver's window is zero. After kMaxBackoffs
-// timeouts without progress it gives up: the caller resets the connection,
-// never leaving it open with bytes that will not arrive.
+// persist probe when the receiver's window is zero (for as long as the
+// receiver answers the probes). After kMaxBackoffs timeouts without progress
+// or answer it gives up: the caller resets the connection, never leaving it
+// open with bytes that will not arrive.
 #pragma once
 
 #include <cstdint>

@@ -60,8 +60,11 @@ struct StreamTotals {
     uint64_t relay_device_frames = 0;  // all frames written to the relay device
     uint64_t relay_device_errors = 0;  // failed writes to it
     uint64_t relay_device_queued = 0;  // its frames the ruleset queued (mark rule missing)
+    uint64_t inject_failed = 0;        // raw socket sends refused (injector.h)
+    uint64_t inject_busy = 0;          // raw socket sends dropped: send buffer full
     uint64_t resets = 0;               // RSTs sent to peers
     uint64_t nat_flows = 0;            // flows whose own segments carry NAT addresses (conntrack)
+    uint64_t engine_marked = 0;        // flows given the engine mark (engine_mark.h)
     PeerCheckCounters peer_checks;     // packets of the peers refused (flow_stream.h)
     // The counters (not the gauges) of one flow's stream.
     void add_counters(const FlowStream& stream);
@@ -78,6 +81,17 @@ struct PacketCounters {
     // Queued again with the release mark (the ruleset lacks the rule that
     // saves it): accepted, since NF_REPEAT would loop forever.
     uint64_t repeat_marked = 0;
+    // Carrying the engine mark on a flow whose engine state is lost
+    // (engine_mark.h): dropped; and the RSTs and probes that answered them.
+    uint64_t engine_orphans = 0;
+    uint64_t orphan_answers = 0;
+    // Of a flow given the engine mark, without it (the ruleset lacks its
+    // rules; a few can be queued just before the mark is saved).
+    uint64_t engine_mark_missing = 0;
+    // Handling that threw (a bug), and the packets dropped for it (those
+    // not answered before the throw; nfqueue.h PacketGuard).
+    uint64_t handling_errors = 0;
+    uint64_t errors_dropped = 0;
 
     // Every counter with its name, for sums and status output.
     static constexpr std::pair<const char*, uint64_t PacketCounters::*> kFields[] = {
@@ -87,6 +101,11 @@ struct PacketCounters {
         {"malformed", &PacketCounters::malformed},
         {"malformed_dropped", &PacketCounters::malformed_dropped},
         {"repeat_marked", &PacketCounters::repeat_marked},
+        {"engine_orphans", &PacketCounters::engine_orphans},
+        {"orphan_answers", &PacketCounters::orphan_answers},
+        {"engine_mark_missing", &PacketCounters::engine_mark_missing},
+        {"handling_errors", &PacketCounters::handling_errors},
+        {"errors_dropped", &PacketCounters::errors_dropped},
     };
     PacketCounters& operator+=(const PacketCounters& o) {
         for (const auto& [name, field] : kFields)

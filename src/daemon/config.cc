@@ -263,6 +263,7 @@ void read_queue(TableReader& r, QueueConfig& c) {
 void read_marks(TableReader& r, MarkConfig& c) {
     r.read("release", c.release, 1);
     r.read("inject", c.inject, 1);
+    r.read("engine", c.engine);
 }
 
 void read_flows(TableReader& r, FlowConfig& c) {
@@ -613,6 +614,9 @@ void validate(const toml::table& root, const Config& c, const std::string& file)
         throw ConfigError(file, node ? node->source().begin.line : 0, "marks.inject",
                           "must not share bits with marks.release");
     }
+    if (c.marks.engine & (c.marks.release | c.marks.inject))
+        throw ConfigError(file, line_of(root, "marks.engine"), "marks.engine",
+                          "must not share bits with marks.release or marks.inject");
     std::array<Service, 65536> seen{};
     for (size_t i = 1; i < kServiceCount; ++i) {
         for (uint16_t port : c.protocols[i].ports) {

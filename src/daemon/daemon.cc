@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "nfqscan/conntrack.h"
 #include "nfqscan/nfqueue.h"
 
 namespace nfqscan {
@@ -231,6 +232,12 @@ void Daemon::start() {
         "loading in the background",
         NFQSCAN_VERSION, c->daemon.queues.first, c->daemon.queues.last, c->daemon.control_socket,
         backend_name(c->scan.engine));
+    if (conntrack_tcp_liberal() == false)
+        spdlog::warn(
+            "net.netfilter.nf_conntrack_tcp_be_liberal is 0 in this network namespace: "
+            "conntrack will mark the segments of flows nfqscand rewrites or relays INVALID, "
+            "and such flows stall behind NAT or a `ct state invalid drop` rule; apply "
+            "rules/nfqscan-sysctl.conf (sysctl -p)");
 }
 
 void Daemon::stop() {
@@ -533,6 +540,7 @@ nlohmann::json Daemon::status() {
             inspected[std::string(service_name(Service(i)))] = protocols[i];
     double uptime =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    const std::optional<bool> liberal = conntrack_tcp_liberal();
     nlohmann::json status = {
         {"version", NFQSCAN_VERSION},
         {"pid", getpid()},
@@ -582,8 +590,11 @@ nlohmann::json Daemon::status() {
             {"device_frames", streams.relay_device_frames},
             {"device_errors", streams.relay_device_errors},
             {"device_queued", streams.relay_device_queued}}},
+          {"inject", {{"failed", streams.inject_failed}, {"busy", streams.inject_busy}}},
           {"resets", streams.resets},
-          {"nat_flows", streams.nat_flows}}},
+          {"nat_flows", streams.nat_flows},
+          {"conntrack_tcp_liberal", liberal ? nlohmann::json(*liberal) : nlohmann::json()},
+          {"engine_marked", streams.engine_marked}}},
         {"scan", scan_status()},
         {"notify", notify_status()}};
     nlohmann::json& ftp = status["ftp"];

@@ -17,6 +17,7 @@
 
 #include "nfqscan/classifier.h"
 #include "nfqscan/conntrack.h"
+#include "nfqscan/engine_mark.h"
 #include "nfqscan/flow.h"
 #include "nfqscan/flow_inspection.h"
 #include "nfqscan/flow_stream.h"
@@ -117,8 +118,11 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     relay_device_frames += o.relay_device_frames;
     relay_device_errors += o.relay_device_errors;
     relay_device_queued += o.relay_device_queued;
+    inject_failed += o.inject_failed;
+    inject_busy += o.inject_busy;
     resets += o.resets;
     nat_flows += o.nat_flows;
+    engine_marked += o.engine_marked;
     peer_checks += o.peer_checks;
     return *this;
 }
@@ -159,16 +163,12 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         flows_.set_on_remove([this](const Flow& f, bool) {
             ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
             ++removed_by_service_[size_t(f.service)];
-            // Packets still held for a gap that never filled: the sender
-            // retransmits them if the connection still lives.
             if (f.stream) {
-                for (uint32_t id : f.stream->held_ids())
-                    queue_.verdict(id, kVerdictDrop, {});
-                // A flow that ends while the relay still holds or owes data
-                // (evicted, expired) is reset, never left to look complete.
-                if (f.stream->relay_active()) reset_peers(*f.stream);
-                ended_streams_.add_counters(*f.stream);
                 held_packets_ -= std::min<uint64_t>(held_packets_, f.stream->held_count());
+                stream_verdicts_.clear();
+                f.stream->abandon(stream_verdicts_);
+                take_stream_verdicts();
+                ended_streams_.add_counters(*f.stream);
                 account_stream_memory(f.stream->memory_bytes(), 0);
                 relayed_.erase(f.stream.get());
                 deferred_.erase(f.stream.get());
@@ -178,7 +178,21 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         build_test_inspector();
     }
 
+    // Packets come in through guarded(): a packet whose handling throws is
+    // dropped (PacketGuard).
+    PacketSink& guarded() { return guard_; }
     void on_packet(const QueuedPacket& qp) override {
+        try {
+            handle_packet(qp);
+        } catch (...) {
+            // What a stream decided before the throw stands: held packets it
+            // released would otherwise wait in the kernel queue for good.
+            take_stream_verdicts();
+            throw;
+        }
+    }
+
+    void handle_packet(const QueuedPacket& qp) {
         uint32_t release = config_->marks.release;
         if (release && (qp.mark & release) == release) {
             // Only nfqscand's NF_REPEAT sets this mark, and the ruleset must
@@ -238,6 +252,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
         FlowTable::Lookup l = flows_.track(p, now_ms_, config_->ports);
         Flow& flow = *l.flow;
+        if (!pass_engine_mark(qp, flow, l.direction, p)) return;
         if (l.created) {
             classifier_.on_new_flow(flow, p, now_ms_);
             if (flow.disposition != Disposition::Deciding) on_decided(flow);
@@ -289,6 +304,21 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     void learn_wire_endpoints(Flow& flow) {
         FlowStream& stream = *flow.stream;
         stream.note_wire_checked();
+        std::optional<ConnectionTuples> t = nat_tuples(flow);
+        if (!t) return;
+        stream.set_wire_endpoints(Direction::ClientToServer, t->orig_src, t->orig_dst);
+        stream.set_wire_endpoints(Direction::ServerToClient, t->reply_src, t->reply_dst);
+        if (nat_flows_++ == 0 && conntrack_tcp_liberal() == false)
+            spdlog::warn(
+                "queue {}: a flow in the stream engine behind NAT while "
+                "net.netfilter.nf_conntrack_tcp_be_liberal is 0: once rewritten or relayed, "
+                "it stalls (apply rules/nfqscan-sysctl.conf)",
+                queue_.queue());
+    }
+
+    // The flow's conntrack tuples where NAT makes them differ from what the
+    // queue shows; nullopt without NAT (or without conntrack).
+    std::optional<ConnectionTuples> nat_tuples(const Flow& flow) {
         if (!conntrack_ && !conntrack_failed_) {
             try {
                 conntrack_ = std::make_unique<ConntrackLookup>();
@@ -300,7 +330,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                     queue_.queue(), e.what());
             }
         }
-        if (!conntrack_) return;
+        if (!conntrack_) return std::nullopt;
         Endpoint client{flow.client(), flow.client_port()};
         Endpoint server{flow.server(), flow.server_port()};
         // Masquerade leaves the original tuple as seen here, a port forward
@@ -309,10 +339,48 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (!t) t = conntrack_->find(server, client, false);
         if (!t || (t->orig_src == client && t->orig_dst == server && t->reply_src == server &&
                    t->reply_dst == client))
-            return;
-        stream.set_wire_endpoints(Direction::ClientToServer, t->orig_src, t->orig_dst);
-        stream.set_wire_endpoints(Direction::ServerToClient, t->reply_src, t->reply_dst);
-        ++nat_flows_;
+            return std::nullopt;
+        return t;
+    }
+
+    // Whether the packet goes on to the flow's handling, as far as the
+    // engine mark goes (engine_mark.h); otherwise it is answered here.
+    static constexpr uint64_t kMarkMissingWarning = 16;
+    bool pass_engine_mark(const QueuedPacket& qp, Flow& flow, Direction d, const DecodedPacket& p) {
+        uint32_t mark = config_->marks.engine;
+        if (!mark || !p.is_tcp()) return true;
+        switch (engine_mark_step(flow, p, (qp.mark & mark) == mark)) {
+            case EngineMarkStep::Proceed:
+                return true;
+            case EngineMarkStep::MarkMissing:
+                // A few may have been queued just before the mark was saved.
+                if (++packets_.engine_mark_missing == kMarkMissingWarning)
+                    spdlog::warn(
+                        "queue {}: packets of flows given the engine mark {:#x} come without "
+                        "it: the ruleset lacks the rules that save it and queue such flows "
+                        "without bypass (see rules/nfqscan.nft); while nfqscand is down they "
+                        "would pass raw",
+                        queue_.queue(), mark);
+                return true;
+            case EngineMarkStep::RequestMark:
+                ++engine_marked_;
+                queue_.verdict(qp.id, kVerdictRepeat, qp.mark | mark);
+                return false;
+            case EngineMarkStep::Orphan:
+                if (packets_.engine_orphans++ == 0)
+                    spdlog::warn(
+                        "queue {}: packets of flows whose stream engine state is lost (an "
+                        "earlier nfqscand rewrote or relayed them): dropped, their peers "
+                        "reset",
+                        queue_.queue());
+                queue_.verdict(qp.id, kVerdictDrop, {});
+                for (std::vector<uint8_t>& answer : orphan_answers(p, d, nat_tuples(flow))) {
+                    ++packets_.orphan_answers;
+                    injections_.push_back({0, PacketVerdict::Kind::Inject, std::move(answer)});
+                }
+                return false;
+        }
+        return true;
     }
 
     // Whether the flow may be one an inspector scans: a TCP flow seen from
@@ -793,6 +861,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         s.queue_counters = queue_.counters();
         s.fail_open = queue_.fail_open();
         s.packets = packets_;
+        s.packets.handling_errors = guard_.errors();
+        s.packets.errors_dropped = guard_.dropped();
         s.released_verdicts = released_verdicts_;
         s.flows_active = flows_.size();
         s.flows_created = flows_.counters().created;
@@ -815,7 +885,12 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             s.streams.relay_device_errors = relay_device_.queue->counters().failed;
         }
         s.streams.relay_device_queued = relay_device_queued_;
+        if (injector_) {
+            s.streams.inject_failed = injector_->counters().failed;
+            s.streams.inject_busy = injector_->counters().busy;
+        }
         s.streams.nat_flows = nat_flows_;
+        s.streams.engine_marked = engine_marked_;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
@@ -913,6 +988,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     NfQueue& queue_;
+    PacketGuard guard_{*this, queue_, queue_.queue()};
     std::shared_ptr<const Config> config_;
     FlowTable flows_;
     FlowClassifier classifier_;
@@ -958,7 +1034,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     uint32_t event_id_base_ = std::random_device{}();
     std::unique_ptr<ConntrackLookup> conntrack_;  // opened at the first stream flow
     bool conntrack_failed_ = false;
-    uint64_t nat_flows_ = 0;  // stream flows whose own segments are addressed for NAT
+    uint64_t nat_flows_ = 0;      // stream flows whose own segments are addressed for NAT
+    uint64_t engine_marked_ = 0;  // flows given the engine mark
     uint64_t events_ = 0;
     uint64_t removed_by_service_[kServiceCount] = {};
 };
@@ -1069,7 +1146,7 @@ void QueueWorker::run() {
                     do {
                         loop.set_now(monotonic_ms());
                         try {
-                            got = nfqueue_->receive(loop);
+                            got = nfqueue_->receive(loop.guarded());
                         } catch (const std::exception& e) {
                             spdlog::error("queue {}: {}", queue_number_, e.what());
                             got = 0;

@@ -545,6 +545,13 @@ void FlowStream::reset_peers(std::vector<PacketVerdict>& out) {
     dead_ = true;
 }
 
+void FlowStream::abandon(std::vector<PacketVerdict>& out) {
+    for (const auto& [id, _] : held_)
+        out.push_back({id, PacketVerdict::Kind::Drop, {}});
+    held_.clear();
+    if (needs_engine() || relay_active()) reset_peers(out);
+}
+
 void FlowStream::shed(std::vector<PacketVerdict>& out) {
     reset_peers(out);
     for (const auto& [id, _] : held_)

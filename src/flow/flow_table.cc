@@ -121,6 +121,10 @@ void FlowTable::unlink(Flow& f) {
 }
 
 uint8_t FlowTable::class_of(const Flow& f) const {
+    // A flow first seen mid-stream is only a guess until its other side
+    // speaks: a stray or forged segment, or an ACK flood, must not push
+    // established flows (and their engine state) out of the table.
+    if (f.midstream && (f.packets[0] == 0 || f.packets[1] == 0)) return kStray;
     if (f.disposition == Disposition::Released) return kReleased;
     switch (f.state) {
         case FlowState::Handshake:
@@ -138,6 +142,7 @@ uint8_t FlowTable::class_of(const Flow& f) const {
 
 uint32_t FlowTable::timeout_of(uint8_t cls) const {
     switch (cls) {
+        case kStray:
         case kHandshake:
             return timeouts_.handshake_ms;
         case kReleased:

@@ -116,6 +116,10 @@ void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool d
                          const RelayOutput& output, uint64_t now_ms,
                          std::vector<RelaySegment>& send) {
     rwnd_ = window;
+    // A receiver answering while its window is closed is alive: probing goes
+    // on for as long as it answers (RFC 9293 3.8.6.1), the probes spaced by
+    // the backed-off timer but never counted toward giving up.
+    if (window == 0 && acked == una_) backoffs_ = 0;
     if (acked > max_sent_) {
         // The receiver has data this sender did not send (it went out
         // before the relay took over): nothing to send there.

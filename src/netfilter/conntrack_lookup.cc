@@ -9,12 +9,20 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <system_error>
 
 #include "nfqscan/conntrack.h"
 
 namespace nfqscan {
+
+std::optional<bool> conntrack_tcp_liberal(const char* path) {
+    std::ifstream in(path);
+    int value = 0;
+    if (!(in >> value)) return std::nullopt;
+    return value != 0;
+}
 
 namespace {
 

@@ -13,10 +13,25 @@ namespace nfqscan {
 
 namespace {
 
+constexpr int kSendBufferBytes = 4 << 20;
+
+bool would_block(int error) {
+    return error == EAGAIN || error == EWOULDBLOCK || error == ENOBUFS;
+}
+
 int open_raw(int family, uint32_t mark) {
     // IPPROTO_RAW: the packet carries its own IP header (IPv4 and IPv6).
-    int fd = socket(family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    // Non-blocking: the worker thread answers the queue; with the send
+    // buffer full it must not wait for the device. A packet that does not
+    // fit is lost like one dropped on the wire (the relay retransmits, a
+    // challenge or SACK ACK is sent again on the next trigger).
+    int fd = socket(family, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_RAW);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "raw socket");
+    // Room for a relay's burst (hundreds of segments per wakeup); FORCE needs
+    // CAP_NET_ADMIN, which nfqscand has; otherwise the default stays.
+    int size = kSendBufferBytes;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
         int saved = errno;
         close(fd);
@@ -86,6 +101,15 @@ void RawInjector::send_all(std::span<const std::vector<uint8_t>> packets) {
         size_t done = 0;
         while (done < n) {
             int sent = sendmmsg(fd, messages + done, unsigned(n - done), 0);
+            if (sent < 0 && would_block(errno)) {
+                // The send buffer is full: the rest of the run would wait.
+                if (counters_.busy == 0)
+                    spdlog::warn(
+                        "injecting packets: the raw socket's send buffer is full; "
+                        "packets are dropped until it drains");
+                counters_.busy += n - done;
+                break;
+            }
             if (sent <= 0) {
                 // The first message failed: count it and go on with the rest.
                 if (++counters_.failed <= 10)
@@ -117,6 +141,10 @@ bool RawInjector::send(std::span<const uint8_t> packet) {
     } else {
         n = -1;
         errno = EINVAL;
+    }
+    if (n < 0 && would_block(errno)) {
+        ++counters_.busy;
+        return false;
     }
     if (n < 0) {
         if (++counters_.failed <= 10) spdlog::warn("injecting a packet: {}", strerror(errno));

@@ -212,6 +212,7 @@ void NfQueue::end_accept_run() {
 }
 
 void NfQueue::accept(uint32_t id) {
+    answered_.note(id);
     if (!held_.empty()) {
         verdict(id, NF_ACCEPT, std::nullopt);
         return;
@@ -226,6 +227,7 @@ void NfQueue::verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mar
                       std::span<const uint8_t> packet) {
     end_accept_run();
     if (!held_.empty()) held_.erase(id);
+    answered_.note(id);
     ++counters_.verdicts;
     char* p = reserve(kMaxVerdictMessage + MNL_ALIGN(packet.size()) + MNL_ATTR_HDRLEN);
     nlmsghdr* nlh = nfq_nlmsg_put(p, NFQNL_MSG_VERDICT, options_.queue);
@@ -237,6 +239,33 @@ void NfQueue::verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mar
     }
     verdict_used_ += NLMSG_ALIGN(nlh->nlmsg_len);
     ++counters_.verdict_messages;
+}
+
+void NfQueue::drop(uint32_t id) {
+    verdict(id, NF_DROP, std::nullopt);
+}
+
+bool NfQueue::answered(uint32_t id) const {
+    return answered_.covers(id);
+}
+
+void PacketGuard::on_packet(const QueuedPacket& packet) {
+    try {
+        inner_.on_packet(packet);
+    } catch (const std::exception& e) {
+        on_error(packet, e.what());
+    } catch (...) {
+        on_error(packet, "unknown exception");
+    }
+}
+
+void PacketGuard::on_error(const QueuedPacket& packet, const char* what) {
+    if (errors_++ % kLogInterval == 0)
+        spdlog::error("queue {}: handling packet {} failed ({} so far): {}; dropped", queue_,
+                      packet.id, errors_, what);
+    if (ledger_.answered(packet.id)) return;
+    ledger_.drop(packet.id);
+    ++dropped_;
 }
 
 void NfQueue::flush() {

@@ -1,5 +1,7 @@
 """What happens to traffic when nfqscand dies: the queues' bypass lets it
-flow, and a restarted nfqscand takes the new flows."""
+flow, and a restarted nfqscand takes the new flows (flows the stream engine
+rewrote or relayed are the exception: test_stream_relay.py). And what
+nfqscand says at start about the sysctl the stream engine needs."""
 
 from clients import curl_download
 from lab import wait_until
@@ -37,3 +39,20 @@ def test_killing_nfqscand_keeps_traffic_flowing_and_restart_picks_up_new_flows(l
     queued = (Nfqscand.kernel_sum(after, "id_sequence")
               - Nfqscand.kernel_sum(before, "id_sequence"))
     assert queued >= SIZE // (64 * 1024), f"the restarted nfqscand queued only {queued} packets"
+
+
+def test_liberal_conntrack_tracking_off_is_reported(lab, nfqscand):
+    """nf_conntrack_tcp_be_liberal (rules/nfqscan-sysctl.conf) is required
+    for flows nfqscand rewrites or relays: with it off, nfqscand warns at
+    start and status says so; with it on (the lab applies the file), status
+    says that too."""
+    daemon = nfqscand()
+    assert daemon.status()["streams"]["conntrack_tcp_liberal"] is True
+    assert "be_liberal is 0" not in daemon.log_text()
+    daemon.stop()
+
+    lab.router.sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", 0)
+    daemon.start()
+    assert daemon.status()["streams"]["conntrack_tcp_liberal"] is False
+    wait_until(lambda: "nf_conntrack_tcp_be_liberal is 0" in daemon.log_text(), 10,
+               "nfqscand's warning about nf_conntrack_tcp_be_liberal")

@@ -17,12 +17,17 @@ segment per packet through raw sockets.
   the stored file must be the one sent.
 - nfqscand stopped in the middle of a relayed transfer: both peers get a
   RST, in ESTABLISHED state (the kernel's TcpEstabResets), and curl reports
-  an error instead of a complete file."""
+  an error instead of a complete file.
+- nfqscand killed (SIGKILL) in the middle of one: the flow's engine mark
+  keeps its packets from passing the router raw while nfqscand is dead, and
+  the restarted nfqscand resets both peers."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+
+import pytest
 
 from clients import curl_download, sha256_file
 from lab import LabError, wait_until
@@ -193,29 +198,127 @@ def test_stopping_nfqscand_mid_relay_resets_both_peers(lab, nfqscand):
     assert "ESTAB" not in lab.client.tcp_states(80), lab.client.tcp_states(80)
 
 
-def test_killed_nfqscand_mid_relay_never_completes_a_cut_transfer(lab, nfqscand):
-    """SIGKILL leaves no chance to reset anyone: the transfer must then fail
-    (curl's deadline here), never end as if complete, even though the queue
-    bypass lets the peers talk directly from then on."""
+def passed_counter(lab, port: int) -> callable:
+    """Counting rules first in the router's filter FORWARD, after the queue:
+    the packets of `port`'s flows that got past it (both directions, both
+    families). Returns a function that reads the total."""
+    for tool in ("iptables", "ip6tables"):
+        for match in ("--sport", "--dport"):
+            lab.router.run([tool, "-w", "-I", "FORWARD", "1", "-p", "tcp", match, str(port),
+                            "-m", "comment", "--comment", f"lab-passed-{port}"])
+    return lambda: lab.tcp_loss_drops(f"lab-passed-{port}")
+
+
+@pytest.mark.parametrize("engine_mark,nat", [(0x00400000, ""), (0x00400000, "masquerade"),
+                                             (0x00400000, "port-forward"), (0, "")],
+                         ids=["engine-mark", "engine-mark-masquerade", "engine-mark-port-forward",
+                              "no-engine-mark"])
+def test_killed_nfqscand_mid_relay_stops_the_flow_and_a_restart_resets_it(lab, nfqscand,
+                                                                          engine_mark, nat):
+    """SIGKILL leaves no chance to reset anyone. The relayed flow carries the
+    engine mark, so the ruleset queues it without `bypass`: while nfqscand
+    is dead none of its packets pass the router (raw, they would reach curl
+    at sequence numbers that no longer match what it got). A restarted
+    nfqscand drops the flow's packets and resets both peers; curl fails,
+    never with a file that looks complete; and new flows work. Without the
+    engine mark ([marks] engine = 0), the same packets pass the router raw:
+    what this test is there to catch. Behind masquerade the resets must
+    carry the addresses conntrack knows on each side."""
+    client_port = 80  # the port curl connects to
+    if nat == "masquerade":
+        lab.masquerade()
+    elif nat == "port-forward":
+        client_port = 8080
+        lab.port_forward(client_port, 80)
     nginx = Nginx(lab, ports=[80])
     _, expected = token_digests(BIG)
     nginx.add_stream_file("tokens.txt", token_text(BIG))
+    small_original, small_expected = token_digests(SMALL)
+    nginx.add_stream_file("small.txt", token_text(SMALL))
     config = relay_config(relay=True)
     config["stream"] = {"relay_limit": "2M"}
     config["scan"] = {"limits": {"max_content_size": "1M"}}  # relay_limit holds an object
+    config["marks"] = {"engine": engine_mark}
     daemon = nfqscand(config, args=ALLOW)
     out = lab.dir / "killed.bin"
+
+    def url(name: str) -> str:
+        if nat == "port-forward":
+            return lab.public_url(f"/stream/{name}", client_port)
+        return nginx.stream_url(name)
+
     curl = lab.client.spawn("curl-killed", [
         "curl", "-0", "--silent", "--show-error", "--noproxy", "*", "--limit-rate", "2M",
-        "--max-time", "20", "--output", str(out), nginx.stream_url("tokens.txt")])
+        "--max-time", str(DOWNLOAD_LIMIT), "--output", str(out), url("tokens.txt")])
     wait_until(lambda: out.exists() and out.stat().st_size > 3 << 20, 30,
                "the relay to deliver a few MB")
+    marked = daemon.status()["streams"]["engine_marked"]
+    assert marked == (1 if engine_mark else 0), daemon.status()["streams"]
+    passed = passed_counter(lab, 80)
+    arrived = lab.port_counter(80)  # before the queue
 
     daemon.kill()
+    wait_until(lambda: lab.kernel_queues() == {}, 10,
+               "the kernel to unbind the queues of the killed nfqscand")
+    passed_before, arrived_before = passed(), sum(arrived.packets().values())
+    # The peers go on sending (nginx its window, retransmissions, probes).
+    wait_until(lambda: sum(arrived.packets().values()) >= arrived_before + 3, 30,
+               "the peers to send more packets to the router")
+    got_past = passed() - passed_before
+    if not engine_mark:
+        assert got_past > 0, "without the engine mark, bypass should have passed the packets"
+        curl.stop()
+        return
+    assert got_past == 0, f"{got_past} packets of the relayed flow passed raw while nfqscand " \
+                          "was dead"
+    assert curl.returncode in (None, 28), curl.log_tail()  # running (or at its deadline)
 
-    wait_until(lambda: not curl.alive(), 40, "curl to end")
-    assert curl.returncode != 0, f"curl took the cut transfer for complete:\n{curl.log_tail()}"
+    daemon.start()
+    wait_until(lambda: not curl.alive(), 60, "curl to end once nfqscand is back")
+    log = curl.log_tail()
+    assert curl.returncode not in (0, None), f"curl took the cut transfer for complete:\n{log}"
+    assert "reset" in log.lower(), log
     assert sha256_file(out) != expected
+    assert out.stat().st_size < len(rewrite(token_text(BIG)))
+    packets = daemon.status()["packets"]
+    assert packets["engine_orphans"] >= 1, packets
+    assert packets["orphan_answers"] >= 2, packets
+    assert "ESTAB" not in lab.client.tcp_states(client_port), lab.client.tcp_states(client_port)
+    # nginx's side is reset too (behind NAT: at the addresses and ports each
+    # side knows the connection by).
+    wait_until(lambda: lab.server.tcp_info(80) == [], 60, "nginx's connection to be reset")
+
+    # A new flow through the restarted nfqscand: relayed and rewritten.
+    got = curl_download(lab, url("small.txt"), "-0", timeout=DOWNLOAD_LIMIT)
+    assert got["sha256"] == small_expected != small_original
+
+
+def test_a_ruleset_without_the_engine_mark_rules_is_reported(lab, nfqscand):
+    """A ruleset from before the engine mark (or one that lost its rules):
+    relayed flows still work, but they would pass raw while nfqscand is
+    down. nfqscand sees their packets come without the mark it asked for,
+    counts them and warns."""
+    for tool in ("iptables", "ip6tables"):
+        for rule in (["-m", "mark", "--mark", "0x00400000/0x00400000", "-j", "CONNMARK",
+                      "--or-mark", "0x00400000"],
+                     ["-m", "connmark", "--mark", "0x00400000/0x00400000", "-j", "MARK",
+                      "--or-mark", "0x00400000"],
+                     ["-m", "connmark", "--mark", "0x00400000/0x00400000", "-j", "NFQUEUE",
+                      "--queue-balance", "0:1"]):
+            lab.router.run([tool, "-w", "-t", "mangle", "-D", "NFQSCAN", *rule])
+    nginx = Nginx(lab, ports=[80])
+    original, expected = token_digests(SMALL)
+    nginx.add_stream_file("small.txt", token_text(SMALL))
+    daemon = nfqscand(relay_config(relay=True), args=ALLOW)
+
+    got = download(lab, daemon, nginx.stream_url("small.txt"))
+
+    assert got["sha256"] == expected != original
+    status = daemon.status()
+    assert status["streams"]["engine_marked"] >= 1, status["streams"]
+    assert status["packets"]["engine_mark_missing"] >= 16, status["packets"]
+    wait_until(lambda: "lacks the rules that save it" in daemon.log_text(), 10,
+               "nfqscand's warning about the missing engine mark rules")
 
 
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):

@@ -17,12 +17,11 @@ from __future__ import annotations
 import os
 import re
 import time
-import warnings
 
 import pytest
 
-from clients import curl_download
-from lab import LabError, wait_until
+from clients import curl_download, sha256_file
+from lab import wait_until
 from nfqscand import Nfqscand
 from servers import Nginx
 from tokens import rewrite, rewrite_config, token_digests, token_text
@@ -33,9 +32,11 @@ GSO_MAX = 64 * 1024  # payload of one queued packet at most
 ALLOW = ["--allow-test-inspectors"]
 LOSS = 0.005  # per rule; two rules per direction: ~1% per direction
 DOWNLOAD_LIMIT = 120  # s for curl; a stalled transfer fails here, not in CI's limit
-# A 50 MB transfer takes 1-5 s here, even with the loss; beyond this, a stall
-# the connection recovered from is reported as a warning.
-SLOW_DOWNLOAD = 15
+# A 50 MB transfer takes 1-5 s here, even with the loss. A download that gets
+# no new byte for this long stalled, even if it would recover later: ~1%
+# random loss never backs a retransmission timer off that far (it would take
+# seven losses in a row of one segment), a stall in the engine does.
+STALL = 30
 
 
 def start_capture(lab) -> None:
@@ -53,20 +54,39 @@ def start_capture(lab) -> None:
 
 
 def download(lab, daemon: Nfqscand, url: str) -> dict:
-    """curl -0 into a file; on failure (a stall ends at curl's limit) the
-    error carries what nfqscand shows of the flows and queues."""
+    """curl -0 into a file, watched as it grows: it fails (with what
+    nfqscand shows of the flows and queues) when curl fails or when no new
+    byte arrives for STALL seconds. Returns curl's http_code and
+    size_download, the sha256, the path and the seconds it took."""
+    out = lab.dir / "downloads" / f"{os.urandom(4).hex()}.bin"
+    out.parent.mkdir(exist_ok=True)
+    curl = lab.client.spawn(f"curl-{out.stem}", [
+        "curl", "--silent", "--show-error", "--globoff", "--noproxy", "*", "--fail", "-0",
+        "--max-time", str(DOWNLOAD_LIMIT), "--output", str(out),
+        "--write-out", "\nwrite-out %{http_code} %{size_download}\n", url])
     started = time.monotonic()
-    try:
-        got = curl_download(lab, url, "-0", timeout=DOWNLOAD_LIMIT)
-    except LabError as exc:
+    progress = {"size": -1, "at": started}
+
+    def ended_or_stalled():
+        size = out.stat().st_size if out.exists() else 0
+        now = time.monotonic()
+        if size != progress["size"]:
+            progress.update(size=size, at=now)
+        if now - progress["at"] > STALL:
+            raise AssertionError(
+                f"download of {url} stalled: no new byte for {STALL} s at {size} bytes\n"
+                f"flows: {daemon.flows()}\nstatus: {daemon.status()}")
+        return not curl.alive()
+
+    wait_until(ended_or_stalled, DOWNLOAD_LIMIT + 10, f"curl to download {url}", interval=0.2)
+    seconds = time.monotonic() - started
+    found = re.search(r"write-out (\d+) (\d+)", curl.log_tail(5))
+    if curl.returncode != 0 or not found:
         raise AssertionError(
-            f"download of {url} failed after {time.monotonic() - started:.1f} s: {exc}\n"
-            f"flows: {daemon.flows()}\nstatus: {daemon.status()}") from None
-    got["seconds"] = time.monotonic() - started
-    if got["seconds"] > SLOW_DOWNLOAD:
-        warnings.warn(f"download of {url} took {got['seconds']:.1f} s: the transfer stalled "
-                      "and recovered (see NFQSCAN_LAB_CAPTURE)")
-    return got
+            f"download of {url} failed after {seconds:.1f} s: {curl.log_tail()}\n"
+            f"flows: {daemon.flows()}\nstatus: {daemon.status()}")
+    return {"http_code": int(found.group(1)), "size_download": int(found.group(2)),
+            "sha256": sha256_file(out), "path": out, "seconds": seconds}
 
 
 def assert_nothing_held(daemon: Nfqscand, before: dict) -> dict:

@@ -32,6 +32,7 @@ TEST(Config, ShippedDefaultFileLoadsAndMatchesDefaults) {
     EXPECT_EQ(c.daemon.queues.last, 1);
     EXPECT_EQ(c.marks.release, d.marks.release);
     EXPECT_EQ(c.marks.inject, d.marks.inject);
+    EXPECT_EQ(c.marks.engine, d.marks.engine);
     EXPECT_EQ(c.flows.max_flows, d.flows.max_flows);
     EXPECT_EQ(c.ports.lookup(80), Service::Http);
     EXPECT_EQ(c.ports.lookup(110), Service::Pop3);
@@ -95,6 +96,7 @@ TEST(Config, BadValuesNameTheirLine) {
 
 TEST(Config, CrossFieldRules) {
     expect_error("[marks]\nrelease = 1\ninject = 3\n", 3, "marks.inject", "share bits");
+    expect_error("[marks]\nrelease = 1\ninject = 2\nengine = 6\n", 4, "marks.engine", "share bits");
     expect_error("[protocols.http]\nports = [80]\n[protocols.smtp]\nports = [80]\n", 4,
                  "protocols.smtp.ports", "already listed for http");
 }

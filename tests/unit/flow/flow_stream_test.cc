@@ -766,6 +766,21 @@ TEST(FlowStreamPeers, AtTheMemoryCapNewInputIsDroppedUntilThereIsRoom) {
               PacketVerdict::Kind::Accept);
 }
 
+// `out` drops the held packet `held_id` and resets both peers (and
+// injects nothing but RSTs).
+void expect_reset_and_held_dropped(const std::vector<PacketVerdict>& out, uint32_t held_id) {
+    bool held_dropped = false, client_reset = false, server_reset = false;
+    for (const PacketVerdict& v : out)
+        if (v.id == held_id) held_dropped = v.kind == PacketVerdict::Kind::Drop;
+    for (const DecodedPacket& p : decoded_injections(out)) {
+        EXPECT_TRUE(p.has(tcp_flag::kRst));
+        (p.dst.to_string() == "198.51.100.2" ? client_reset : server_reset) = true;
+    }
+    EXPECT_TRUE(held_dropped);
+    EXPECT_TRUE(client_reset);
+    EXPECT_TRUE(server_reset);
+}
+
 TEST(FlowStreamPeers, AShedFlowResetsItsPeersFreesItsMemoryAndPassesNothing) {
     PlainWire g;
     Wire& w = g.w;
@@ -775,22 +790,43 @@ TEST(FlowStreamPeers, AShedFlowResetsItsPeersFreesItsMemoryAndPassesNothing) {
     size_t before = w.stream.memory_bytes();
     std::vector<PacketVerdict> out;
     w.stream.shed(out);
-    bool held_dropped = false, client_reset = false, server_reset = false;
-    for (const PacketVerdict& v : out) {
-        if (v.id == held[0].id) held_dropped = v.kind == PacketVerdict::Kind::Drop;
-        if (v.kind != PacketVerdict::Kind::Inject) continue;
-        DecodedPacket p;
-        ASSERT_EQ(decode_packet(v.packet, p), DecodeStatus::Ok);
-        ASSERT_TRUE(p.has(tcp_flag::kRst));
-        (p.dst.to_string() == "198.51.100.2" ? client_reset : server_reset) = true;
-    }
-    EXPECT_TRUE(held_dropped);
-    EXPECT_TRUE(client_reset);
-    EXPECT_TRUE(server_reset);
+    expect_reset_and_held_dropped(out, held[0].id);
     EXPECT_TRUE(w.stream.held_ids().empty());
     EXPECT_LT(w.stream.memory_bytes() + 30'000, before);
     EXPECT_EQ(w.send(false, 0x18, 5000 + 20'000, 1000, "late")[0].kind, PacketVerdict::Kind::Drop);
     EXPECT_EQ(w.send(true, 0x10, 1000, 5000 + 20'000)[0].kind, PacketVerdict::Kind::Drop);
+}
+
+TEST(FlowStreamPeers, AnAbandonedRewrittenFlowResetsBothPeersAndDropsWhatItHeld) {
+    // Evicted or expired: its next packet would start a new engine at no
+    // shift, and the client would take the server's raw bytes at numbers
+    // that no longer match what it got.
+    GrowWire g;
+    Wire& w = g.w;
+    w.send(false, 0x18, 5000, 1000, grow_words(100));
+    auto held = w.send(false, 0x18, 5000 + 200, 1000, "GROW ");
+    ASSERT_EQ(held[0].kind, PacketVerdict::Kind::Hold);
+    ASSERT_TRUE(w.stream.needs_engine());
+    std::vector<PacketVerdict> out;
+    w.stream.abandon(out);
+    expect_reset_and_held_dropped(out, held[0].id);
+    EXPECT_TRUE(w.stream.held_ids().empty());
+}
+
+TEST(FlowStreamPeers, AnAbandonedFlowAtNoShiftIsNotReset) {
+    // Its peers go on without the engine: nothing to protect, nothing reset.
+    PlainWire g;
+    Wire& w = g.w;
+    w.send(false, 0x18, 5000, 1000, std::string(100, 'a'));
+    auto held = w.send(false, 0x18, 5000 + 200, 1000, std::string(100, 'c'));
+    ASSERT_EQ(held[0].kind, PacketVerdict::Kind::Hold);
+    ASSERT_FALSE(w.stream.needs_engine());
+    std::vector<PacketVerdict> out;
+    w.stream.abandon(out);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].id, held[0].id);
+    EXPECT_EQ(out[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().resets, 0u);
 }
 
 TEST(FlowStreamPeers, ASynsDataIsCutAndComesAgainInOrderAfterTheHandshake) {

@@ -188,6 +188,47 @@ TEST(FlowTable, CapHoldsAndEvictsHandshakesBeforeEstablishedFlows) {
     }
 }
 
+TEST(FlowTable, AnAckFloodEvictsOnlyStrayFlows) {
+    Fixture fx;
+    FlowTable table(10, {});
+    // Two established flows and a handshake.
+    for (uint16_t port : {1000, 1001}) {
+        table.track(fx.packet(fx.c2s(kSyn, port)), 0, fx.ports);
+        table.track(fx.packet(fx.c2s(kAck, port)), 0, fx.ports);
+    }
+    table.track(fx.packet(fx.c2s(kSyn, 1002)), 0, fx.ports);
+    // ACKs on tuples nobody opened (forged, or stray), far beyond the cap:
+    // each starts a mid-stream flow whose other side never answers.
+    for (uint16_t port = 20000; port < 21000; ++port)
+        EXPECT_TRUE(table.track(fx.packet(fx.c2s(kAck, port)), 1, fx.ports).created);
+    EXPECT_EQ(table.size(), 10u);
+    for (uint16_t port : {1000, 1001, 1002})
+        EXPECT_FALSE(table.track(fx.packet(fx.c2s(kAck, port)), 2, fx.ports).created) << port;
+}
+
+TEST(FlowTable, AMidstreamFlowIsStrayUntilItsOtherSideIsHeard) {
+    Fixture fx;
+    FlowTimeouts t;
+    t.handshake_ms = 100;
+    t.established_ms = 10'000;
+    FlowTable table(100, t);
+    table.track(fx.packet(fx.c2s(kAck, 1)), 0, fx.ports);  // never answered
+    table.track(fx.packet(fx.c2s(kAck, 2)), 0, fx.ports);
+    table.track(fx.packet(fx.s2c(kAck, 2)), 0, fx.ports);  // answered: a real connection
+    EXPECT_EQ(table.expire(99), 0u);
+    EXPECT_EQ(table.expire(100), 1u);  // the stray one, at the handshake timeout
+    EXPECT_FALSE(table.track(fx.packet(fx.c2s(kAck, 2)), 100, fx.ports).created);
+    EXPECT_EQ(table.expire(10'099), 0u);
+    EXPECT_EQ(table.expire(10'100), 1u);
+    // A stray flow is evicted before a handshake.
+    FlowTable small(2, t);
+    small.track(fx.packet(fx.c2s(kSyn, 3)), 0, fx.ports);
+    small.track(fx.packet(fx.c2s(kAck, 4)), 1, fx.ports);
+    small.track(fx.packet(fx.c2s(kSyn, 5)), 2, fx.ports);
+    EXPECT_FALSE(small.track(fx.packet(fx.c2s(kSyn, 3)), 3, fx.ports).created);
+    EXPECT_TRUE(small.track(fx.packet(fx.c2s(kAck, 4)), 3, fx.ports).created);
+}
+
 TEST(FlowTable, WithOnlyEstablishedFlowsTheLeastRecentIsEvicted) {
     Fixture fx;
     FlowTable table(3, {});

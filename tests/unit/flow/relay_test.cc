@@ -660,5 +660,36 @@ TEST(RelaySender, StretchAcksGrowTheWindowByTheBytesTheyAcknowledge) {
     EXPECT_EQ(sender.congestion_window(), 160 * kMss);
 }
 
+TEST(RelaySender, AReceiverAnsweringProbesIsProbedForeverOneThatFallsSilentIsGivenUp) {
+    // RFC 9293 3.8.6.1: a receiver that keeps its window closed but answers
+    // every probe must not be dropped. One that stops answering is gone.
+    constexpr size_t kMss = 1000;
+    RelaySender sender(0, 0, kMss, 0);
+    RelayOutput output{100'000, false};
+    std::vector<RelaySegment> send;
+    uint64_t now = 0;
+    sender.on_ack(0, false, 0, false, output, now, send);  // window closed
+    int probes = 0;
+    for (; probes < 3 * int(RelaySender::kMaxBackoffs); ++probes) {
+        ASSERT_TRUE(sender.deadline()) << "probe " << probes;
+        now = *sender.deadline();
+        send.clear();
+        sender.on_timer(output, now, send);
+        ASSERT_FALSE(send.empty()) << "probe " << probes;
+        // The receiver takes nothing and answers: its window is still 0.
+        send.clear();
+        sender.on_ack(0, false, 0, true, output, now + 1, send);
+        ASSERT_FALSE(sender.gave_up()) << "after " << probes + 1 << " answered probes";
+    }
+    EXPECT_EQ(sender.rto_ms(), 60'000u);  // probes spaced by the backed-off timer
+    // Silent from now on.
+    for (uint32_t i = 0; i <= RelaySender::kMaxBackoffs && sender.deadline(); ++i) {
+        now = *sender.deadline();
+        send.clear();
+        sender.on_timer(output, now, send);
+    }
+    EXPECT_TRUE(sender.gave_up());
+}
+
 }  // namespace
 }  // namespace nfqscan

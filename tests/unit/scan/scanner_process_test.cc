@@ -314,6 +314,7 @@ TEST(ScannerProcesses, ReloadReplacesTheScannersAndScansInFlightFinishOnTheOldOn
 
     // In flight on the first engines for a second.
     const std::string marker = "... RELOAD-MARKER-7e2a ...";
+    const uint64_t completed_before = service.stats().completed;
     auto sink = std::make_shared<test::TestSink>();
     std::optional<ScanVerdict> in_flight;
     ASSERT_TRUE(service.submit(ScanObject::copy_of(marker, "slow-marker.txt"), sink,
@@ -322,7 +323,6 @@ TEST(ScannerProcesses, ReloadReplacesTheScannersAndScansInFlightFinishOnTheOldOn
     for (int i = 0; i < 500 && service.stats().queue_wait.count() == 0; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ASSERT_EQ(service.stats().queue_wait.count(), 1u);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
     test::write_file(yara_dir + "/reload.yar", R"(rule NfqScan_Reload_Marker
 {
@@ -334,6 +334,9 @@ TEST(ScannerProcesses, ReloadReplacesTheScannersAndScansInFlightFinishOnTheOldOn
         $a
 }
 )");
+    // Still running as the reload begins (the scanner sleeps a second on
+    // it): the reload meets a scan in flight.
+    ASSERT_EQ(service.stats().completed, completed_before);
     const ReloadResult second = service.reload(config);
     ASSERT_TRUE(second.ok) << second.error;
     const std::vector<int> new_pids = service.stats().scanner_pids;
