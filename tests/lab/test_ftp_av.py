@@ -446,7 +446,9 @@ def test_ftp_resumed_download_passes_as_partial_and_is_logged(lab, vsftpd, corpu
     expect_same(got, data[offset:], "resumed RETR")
     event = wait_event(daemon, "clean/part.bin", "pass")
     assert event["verdict"] == "error" and event["category"] == "partial", event
-    assert ftp_counters(daemon.status())["errors"].get("partial", 0) >= 1
+    status = daemon.status()
+    assert ftp_counters(status)["errors"].get("partial", 0) >= 1, status["protocols"]
+    assert status["ftp"]["resumed"] >= 1, status["ftp"]
 
     # curl -C: the same, from another client.
     got = curl_ftp(lab, vsftpd.url("/clean/part.bin", family=family), "--continue-at",
@@ -482,20 +484,40 @@ def test_ftp_resumed_transfers_are_blocked_when_the_partial_fallback_says_block(
 
 
 @ftp_inspector
-def test_ftp_abort_mid_download_leaves_the_session_usable(lab, vsftpd, corpus, ftp_av):
-    ftp_av()
+def test_ftp_abort_mid_upload_is_logged_and_the_session_goes_on(lab, vsftpd, corpus, ftp_av):
+    """ABOR while the data connection is still open (the client has sent
+    part of the file and not its end): the object ends without a verdict on
+    what is missing, logged as partial; the next transfers work."""
+    daemon = ftp_av()
+    before = daemon.status().get("ftp", {}).get("aborted", 0)
     with session(lab, (4, True, False, STANDARD_PORT)) as ftp:
-        conn = ftp.transfercmd("RETR clean/eicar-big.bin")
-        first = conn.recv(65536)
-        assert first, "nothing of the download arrived"
-        ftp.abort()
+        conn = ftp.transfercmd("STOR upload/aborted.bin")
+        conn.sendall(corpus.clean("eicar-big.bin").data[:8192])
+        ftp.putcmd("ABOR")
         conn.close()
+        replies = until_noop(ftp)
+        assert any(r[:3] in ("225", "226", "426") for r in replies), replies
+        event = wait_event(daemon, "upload/aborted.bin", "drop")
+        assert event["category"] == "partial", event
         got, reply = retr(ftp, "clean/eicar.zip")
         expect(reply, "226", "RETR after ABOR")
         expect_same(got, corpus.clean("eicar.zip").data, "RETR after ABOR")
         got, reply = retr(ftp, "infected/eicar.com")
         expect(reply, "550", "infected RETR after ABOR")
         assert EICAR not in got
+    assert daemon.status()["ftp"]["aborted"] == before + 1
+
+
+def until_noop(ftp) -> list[str]:
+    """Send NOOP and read every reply line up to its 200: the replies still
+    owed (an ABOR's 426 and 226 come as two)."""
+    ftp.putcmd("NOOP")
+    lines = []
+    while True:
+        line = ftp.getline()
+        lines.append(line)
+        if line.startswith("200 "):
+            return lines
 
 
 @ftp_inspector
@@ -553,9 +575,17 @@ def test_ftp_status_counters_and_events_match_the_transfers(lab, vsftpd, corpus,
         expect(stor(ftp, "upload/eicar.com", EICAR), "550", "STOR of EICAR")
         expect(stor(ftp, "upload/ok.txt", b"fine\n"), "226", "STOR of a clean file")
     daemon.wait_queues_idle()
-    delta = counter_delta(before, ftp_counters(daemon.status()))
+    status = daemon.status()
+    delta = counter_delta(before, ftp_counters(status))
     assert delta["scanned"] == 5 and delta["clean"] == 3 and delta["infected"] == 2, delta
     assert delta["actions"].get("block") == 2, delta
+    # The FTP block: the control channel's view (one session, 5 transfers).
+    ftp_block = status["ftp"]
+    assert ftp_block["sessions"] >= 1, ftp_block
+    assert ftp_block["expectations"] >= 5 and ftp_block["claimed"] >= 5, ftp_block
+    assert (ftp_block["downloads"], ftp_block["uploads"]) == (3, 2), ftp_block
+    assert ftp_block["files_scanned"] == 5 and ftp_block["files_blocked"] == 2, ftp_block
+    assert ftp_block["replies_replaced"] == 2, ftp_block
     events = ftp_events(daemon)
     assert sorted((e["direction"], e["action"]) for e in events) == \
         [("download", "block"), ("upload", "block")], events
