@@ -457,15 +457,22 @@ def test_ftp_resumed_download_passes_as_partial_and_is_logged(lab, vsftpd, corpu
     expect_same(got["body"], data[offset:], "curl --continue-at")
 
 
+# Passive over IPv4, active over IPv6.
+PASSIVE_ACTIVE = [pytest.param((4, True, False, STANDARD_PORT), id="ipv4-pasv"),
+                  pytest.param((6, False, True, STANDARD_PORT), id="ipv6-eprt")]
+
+
 @ftp_inspector
+@pytest.mark.parametrize("route", PASSIVE_ACTIVE)
 def test_ftp_resumed_transfers_are_blocked_when_the_partial_fallback_says_block(lab, vsftpd,
-                                                                              corpus, ftp_av):
+                                                                              corpus, ftp_av,
+                                                                              route):
     daemon = ftp_av({"fallback": {"partial": "block"}})
     data = corpus.clean("eicar-big.bin").data[:1_000_000]
     vsftpd.add_file("clean/part.bin", data)
     offset = 400_000
 
-    with session(lab, (4, False, False, STANDARD_PORT)) as ftp:
+    with session(lab, route) as ftp:
         got, reply = retr(ftp, "clean/part.bin", rest=offset)
         expect(reply, "550", "resumed RETR")
         assert DROP_HEAD in got.decode(errors="replace"), f"not the drop message: {got[:200]!r}"
@@ -535,12 +542,13 @@ def test_ftp_file_over_max_content_size_passes_by_default_and_is_logged(lab, vsf
 
 
 @ftp_inspector
+@pytest.mark.parametrize("route", PASSIVE_ACTIVE)
 def test_ftp_file_over_max_content_size_is_blocked_when_the_fallback_blocks(lab, vsftpd, corpus,
-                                                                           ftp_av):
+                                                                           ftp_av, route):
     daemon = ftp_av({"fallback": {"content-size": "block"}}, limits={"max_content_size": "64K"})
     data = corpus.clean("eicar-big.bin").data[:200_000]
     vsftpd.add_file("clean/over.bin", data)
-    with session(lab, (4, False, False, STANDARD_PORT)) as ftp:
+    with session(lab, route) as ftp:
         got, reply = retr(ftp, "clean/over.bin")
         expect(reply, "550", "RETR over max_content_size")
         assert got != data and len(got) < 64 * 1024, f"{len(got)} bytes arrived"
