@@ -36,6 +36,7 @@ from ftp_clients import CURL_MODES, curl_ftp, ftp_session, retr, stor
 from http_corpus import EICAR, Corpus
 from lab import REPO, ROUTER4_CLIENT_SIDE, ROUTER6_CLIENT_SIDE, wait_until
 from servers import Vsftpd
+from test_http_av import counter_delta, http_counters
 from test_stream_rewrite import DOWNLOAD_LIMIT, LOSS
 
 USER, PASSWORD = "alice", "wonderland"
@@ -65,31 +66,11 @@ ftp_inspector = pytest.mark.ftp_inspector
 # -- what the daemon reports ----------------------------------------------------
 
 def ftp_counters(status: dict) -> dict:
-    """The FTP section of `nfqscanctl status --json` in the one shape the
-    tests use (as http_counters in test_http_av.py): scanned, clean,
-    infected, errors {category: n}, actions {block|pass|reset: n},
-    released {reason: n}. Missing keys read as 0."""
-    section = status.get("protocols", {}).get("ftp", {})
-
-    def table(value) -> dict:
-        return {k: int(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-    return {"scanned": int(section.get("objects", 0)), "clean": int(section.get("clean", 0)),
-            "infected": int(section.get("infected", 0)),
-            "errors": table(section.get("errors", {})),
-            "actions": table(section.get("actions", {})),
-            "released": table(section.get("released", {}))}
-
-
-def counter_delta(before: dict, after: dict) -> dict:
-    out = {}
-    for key, value in after.items():
-        if isinstance(value, dict):
-            old = before.get(key, {})
-            out[key] = {k: v - old.get(k, 0) for k, v in value.items() if v - old.get(k, 0)}
-        else:
-            out[key] = value - before.get(key, 0)
-    return out
+    """The FTP section of `nfqscanctl status --json` (the inspection counters
+    every protocol has) in the shape of test_http_av.http_counters: scanned,
+    clean, infected, errors {category: n}, actions {block|pass|reset: n},
+    released {reason: n}. The FTP-only figures are status["ftp"]."""
+    return http_counters(status, "ftp")
 
 
 def ftp_events(daemon, count: int = 200) -> list[dict]:
@@ -250,19 +231,24 @@ def test_lab_vsftpd_serves_every_mode_directly(lab, corpus):
         assert f'"{command}' in log, f"vsftpd never saw {command}"
 
 
+def clean_20mb_round_trip(lab, vsftpd, corpus, route, what: str) -> None:
+    """On one session: the 20 MB clean file downloaded, then uploaded;
+    both byte-identical, both confirmed with 226."""
+    sample = corpus.clean("eicar-big.bin")
+    with session(lab, route, timeout=DOWNLOAD_LIMIT) as ftp:
+        got, reply = retr(ftp, "clean/eicar-big.bin")
+        expect(reply, "226", f"RETR of 20 MB{what}")
+        expect_same(got, sample.data, f"RETR of 20 MB{what}")
+        expect(stor(ftp, "upload/big.bin", sample.data), "226", f"STOR of 20 MB{what}")
+    expect_same(vsftpd.uploaded("big.bin"), sample.data, f"STOR of 20 MB{what}")
+
+
 @pytest.mark.parametrize("route", MAIN_ROUTES)
 def test_ftp_clean_20mb_download_and_upload_are_byte_identical(lab, vsftpd, corpus, ftp_av,
                                                                 route):
     """Works without the inspector too: FTP through nfqscand changes nothing."""
     daemon = ftp_av()
-    sample = corpus.clean("eicar-big.bin")
-
-    with session(lab, route, timeout=DOWNLOAD_LIMIT) as ftp:
-        got, reply = retr(ftp, "clean/eicar-big.bin")
-        expect(reply, "226", "RETR of 20 MB")
-        expect_same(got, sample.data, "RETR of 20 MB")
-        expect(stor(ftp, "upload/big.bin", sample.data), "226", "STOR of 20 MB")
-    expect_same(vsftpd.uploaded("big.bin"), sample.data, "STOR of 20 MB")
+    clean_20mb_round_trip(lab, vsftpd, corpus, route, "")
     # The control connection went through the daemon.
     assert daemon.find_flows(server_port=STANDARD_PORT), daemon.flows()
     assert not [e for e in ftp_events(daemon) if e.get("verdict") == "infected"]
@@ -398,15 +384,9 @@ def test_ftp_clean_20mb_transfers_are_byte_identical_under_loss(lab, vsftpd, cor
     """Works without the inspector too."""
     ftp_av()
     lab.add_tcp_loss(LOSS)
-    sample = corpus.clean("eicar-big.bin")
     # Passive on one family, active on the other: both data directions.
-    route = (family, family == 4, True, STANDARD_PORT)
-    with session(lab, route, timeout=DOWNLOAD_LIMIT) as ftp:
-        got, reply = retr(ftp, "clean/eicar-big.bin")
-        expect(reply, "226", "RETR of 20 MB under loss")
-        expect_same(got, sample.data, "RETR of 20 MB under loss")
-        expect(stor(ftp, "upload/big.bin", sample.data), "226", "STOR of 20 MB under loss")
-    expect_same(vsftpd.uploaded("big.bin"), sample.data, "STOR of 20 MB under loss")
+    clean_20mb_round_trip(lab, vsftpd, corpus, (family, family == 4, True, STANDARD_PORT),
+                          " under loss")
     assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
 
 
