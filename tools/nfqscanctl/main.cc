@@ -216,6 +216,23 @@ void print_status(const json& s) {
     services.print();
     std::puts("");
     if (s.contains("protocols") && !s["protocols"].empty()) print_protocols(s["protocols"]);
+    if (s.contains("ftp")) {
+        // FtpCounters: the daemon's, shared by every worker.
+        const json& ftp = s["ftp"];
+        std::printf(
+            "ftp: %s sessions, %s data connections expected (%s now), %s claimed, %s expired, "
+            "%s evicted; %s downloads, %s uploads, %s listings; %s files scanned, %s blocked, "
+            "%s replies turned into 550; %s resumed (REST), %s aborted, %s data unseen, "
+            "%s TLS, %s refused addresses, %s protocol errors\n\n",
+            num(ftp["sessions"]).c_str(), num(ftp["expectations"]).c_str(),
+            num(ftp["expected_now"]).c_str(), num(ftp["claimed"]).c_str(),
+            num(ftp["expired"]).c_str(), num(ftp["evicted"]).c_str(), num(ftp["downloads"]).c_str(),
+            num(ftp["uploads"]).c_str(), num(ftp["listings"]).c_str(),
+            num(ftp["files_scanned"]).c_str(), num(ftp["files_blocked"]).c_str(),
+            num(ftp["replies_replaced"]).c_str(), num(ftp["resumed"]).c_str(),
+            num(ftp["aborted"]).c_str(), num(ftp["data_unseen"]).c_str(), num(ftp["tls"]).c_str(),
+            num(ftp["refused_addresses"]).c_str(), num(ftp["protocol_errors"]).c_str());
+    }
     Table dpi({"nDPI protocol", "active", "total"});
     for (const json& e : s["dpi_protocols"])
         dpi.add({num(e["name"]), num(e["active"]), num(e["total"])});

@@ -113,7 +113,10 @@ class FtpControlInspector::Server final : public StreamTransform {
 
   private:
     enum class Decision : uint8_t { Pass, Replace, Wait };
-    // What becomes of the held completion reply of `transfer`.
+    // What becomes of the held final reply of `transfer`: a completion
+    // (2xx) waits for the verdict; a failure (4xx, 5xx: the data connection
+    // was reset, by nfqscand when it blocked, or failed) never waits, and
+    // says 550 only when the file was blocked.
     Decision decide(uint64_t transfer, std::string* notice);
     // The held reply (complete, up to parsed_) goes or is replaced; false:
     // it waits for the data connection's verdict.
@@ -130,6 +133,7 @@ class FtpControlInspector::Server final : public StreamTransform {
     bool hold_ = false;     // the reply being parsed completes a transfer: held
     bool waiting_ = false;  // a complete held reply waits for its verdict
     uint64_t held_transfer_ = 0;
+    bool held_success_ = false;  // the held reply is a 2xx
     uint64_t wait_since_ = 0;
     bool relay_ = false;
     bool greeted_ = false;
@@ -140,6 +144,11 @@ FtpControlInspector::Server::Decision FtpControlInspector::Server::decide(uint64
     FtpSession& session = *in_.session_;
     std::optional<FtpTransfer> t = session.transfer(number);
     if (!t || t->kind == FtpTransfer::Kind::Listing) return Decision::Pass;
+    if (!held_success_) {
+        if (t->state != FtpTransfer::State::Done || !t->blocked) return Decision::Pass;
+        *notice = t->notice;
+        return Decision::Replace;
+    }
     switch (t->state) {
         case FtpTransfer::State::Done:
             if (!t->blocked) return Decision::Pass;
@@ -229,11 +238,12 @@ void FtpControlInspector::Server::on_bytes(uint64_t offset, std::span<const uint
         }
         greeted_ = true;
         if (first && !in_.commands_.empty() && in_.commands_.front().transfer &&
-            line.front() == '2') {
-            // A transfer's completion: held until its data connection's
+            line.front() >= '2') {
+            // A transfer's final reply: held until its data connection's
             // verdict (relayed, so the server is acknowledged meanwhile).
             hold_ = true;
             held_transfer_ = in_.commands_.front().transfer;
+            held_success_ = line.front() == '2';
             set_relay(sink, true);
         }
         parsed_ = line_end;
@@ -381,11 +391,9 @@ void FtpControlInspector::on_reply(uint16_t code, std::string_view last_line) {
             ++counters().tls;
             release(ReleaseReason::Tls);
         }
-    } else if (p.transfer && !ok) {
-        // The transfer failed; its data connection, if any, is judged on
-        // its own all the same.
-        session_->forget(p.transfer);
     }
+    // A transfer's final reply was held: the server side settles it (and
+    // forgets the transfer) once its verdict allows.
     if (client_->waiting()) host_.redrive();
 }
 
@@ -429,6 +437,15 @@ class FtpDataInspector::Side final : public StreamTransform {
                   StreamSink& sink) override;
     bool on_verdict(uint64_t id, const ScanVerdict& verdict);
     size_t memory_bytes() const { return object_ ? size_t(object_->memory_bytes()) : 0; }
+    // The client sent ABOR before the transfer's completion: true when this
+    // side reset the data connection (the server, which does not see ABOR
+    // while it waits on the data connection, then answers it).
+    bool abort_if_asked();
+    // The flow ends: a transfer never finished (its data connection reset
+    // mid-way) lets its completion reply go.
+    void end() {
+        if (transfer_ && !finished_) finish(false, {});
+    }
 
   private:
     enum class Mode : uint8_t {
@@ -450,6 +467,10 @@ class FtpDataInspector::Side final : public StreamTransform {
         if (on != relay_) sink.relay(on);
         relay_ = on;
     }
+    void finish(bool blocked, std::string notice) {
+        finished_ = true;
+        in_.session_->finish(transfer_, blocked, std::move(notice));
+    }
     FtpCounters& counters() { return *in_.session_->counters(); }
 
     FtpDataInspector& in_;
@@ -463,8 +484,20 @@ class FtpDataInspector::Side final : public StreamTransform {
     uint64_t scan_id_ = 0;
     bool ready_ = false;  // the verdict is in
     bool blocked_ = false;
-    std::string drop_;  // blocked: what the receiver gets instead
+    bool finished_ = false;  // the session has this transfer's outcome
+    std::string drop_;       // blocked: what the receiver gets instead
 };
+
+bool FtpDataInspector::Side::abort_if_asked() {
+    if (!transfer_ || mode_ == Mode::Closed) return false;
+    std::optional<FtpTransfer> t = in_.session_->transfer(transfer_);
+    if (!t || !t->aborted) return false;
+    mode_ = Mode::Closed;
+    object_.reset();
+    if (!finished_) finish(false, {});
+    in_.host_.reset_both();
+    return true;
+}
 
 void FtpDataInspector::Side::bind(MapCursor& c) {
     std::optional<FtpTransfer> t = in_.session_->bind();
@@ -487,6 +520,8 @@ void FtpDataInspector::Side::bind(MapCursor& c) {
     appended_ = c.at;
     mode_ = Mode::Holding;
     set_relay(c.sink, true);
+    // ABOR is looked for once a second until the flow ends.
+    in_.host_.want_ticks(true);
 }
 
 void FtpDataInspector::Side::hold(MapCursor& c, Push push) {
@@ -509,7 +544,7 @@ void FtpDataInspector::Side::hold(MapCursor& c, Push push) {
             // ABOR: logged by the control side; nothing of it is delivered.
             object_.reset();
             mode_ = Mode::Dropping;
-            in_.session_->finish(transfer_, false, {});
+            finish(false, {});
             return;
         }
         mode_ = Mode::Judging;
@@ -534,7 +569,7 @@ void FtpDataInspector::Side::block_texts(const std::string& detection, const std
     std::string notice = notice_line(render(in_.host_, "ftp-virus-notice", f));
     blocked_ = true;
     ++counters().files_blocked;
-    in_.session_->finish(transfer_, true, std::move(notice));
+    finish(true, std::move(notice));
 }
 
 void FtpDataInspector::Side::fallback(MapCursor& c, Category category, const std::string& reason) {
@@ -545,7 +580,7 @@ void FtpDataInspector::Side::fallback(MapCursor& c, Category category, const std
         c.pass_to(c.end());
         set_relay(c.sink, false);
         mode_ = Mode::Passing;
-        in_.session_->finish(transfer_, false, {});
+        finish(false, {});
         return;
     }
     std::string event_id = in_.host_.record_fallback(info_, category, reason, "block");
@@ -561,13 +596,13 @@ bool FtpDataInspector::Side::on_verdict(uint64_t id, const ScanVerdict& v) {
     if (mode_ != Mode::Judging || id != scan_id_) return false;
     ready_ = true;
     if (v.is_clean()) {
-        in_.session_->finish(transfer_, false, {});
+        finish(false, {});
         return true;
     }
     Action action = in_.host_.policy().decide(v);
     std::string event_id = in_.host_.record(info_, v, action_name(action));
     if (action == Action::Pass) {
-        in_.session_->finish(transfer_, false, {});
+        finish(false, {});
         return true;
     }
     if (v.is_infected())
@@ -619,7 +654,20 @@ FtpDataInspector::FtpDataInspector(InspectorHost& host, std::shared_ptr<FtpSessi
     sides_[size_t(S2C)] = std::make_unique<Side>(*this, S2C);
 }
 
-FtpDataInspector::~FtpDataInspector() = default;
+FtpDataInspector::~FtpDataInspector() {
+    for (auto& side : sides_)
+        side->end();
+}
+
+bool FtpDataInspector::on_tick(uint64_t) {
+    if (closing_) return false;
+    for (auto& side : sides_)
+        if (side->abort_if_asked()) {
+            closing_ = true;
+            return true;
+        }
+    return false;
+}
 
 StreamTransform& FtpDataInspector::transform(Direction d) {
     return *sides_[size_t(d)];

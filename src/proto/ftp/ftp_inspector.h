@@ -86,6 +86,8 @@ class FtpDataInspector final : public Inspector {
 
     StreamTransform& transform(Direction d) override;
     void on_verdict(uint64_t id, const ScanVerdict& verdict) override;
+    // ABOR: the data connection is reset (see Side::abort_if_asked()).
+    bool on_tick(uint64_t now_ms) override;
     size_t memory_bytes() const override;
 
   private:
@@ -95,6 +97,7 @@ class FtpDataInspector final : public Inspector {
     std::shared_ptr<FtpSession> session_;
     std::array<std::unique_ptr<Side>, 2> sides_;
     uint64_t next_id_ = 1;
+    bool closing_ = false;  // reset_both() asked
 };
 
 }  // namespace nfqscan

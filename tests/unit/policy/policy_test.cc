@@ -231,9 +231,8 @@ TEST(MessageTemplates, MissingFolderIsAnError) {
 TEST(MessageTemplates, ShippedTemplatesLoadAndRenderCompletely) {
     auto shipped = MessageTemplates::load("rules/messages");
     auto builtin = MessageTemplates::builtin();
-    EXPECT_EQ(shipped->names(),
-              (std::vector<std::string>{"ftp-drop", "ftp-virus-notice", "http-block",
-                                        "mail-virus-notice"}));
+    EXPECT_EQ(shipped->names(), (std::vector<std::string>{"ftp-drop", "ftp-virus-notice",
+                                                          "http-block", "mail-virus-notice"}));
     EXPECT_EQ(builtin->names(), shipped->names());
     const MessageFields f = sample_fields();
     for (const std::string& name : shipped->names()) {

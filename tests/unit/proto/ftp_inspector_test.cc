@@ -312,8 +312,10 @@ TEST(FtpInspector, RestIsPartialAndItsFallbackDecides) {
             EXPECT_TRUE(s.wire->out(S2C).ends_with("226 Transfer complete.\r\n"));
         } else {
             EXPECT_NE(d->host.closed_with.find("was blocked"), std::string::npos);
-            s.server("226 Transfer complete.\r\n");
+            // The server, reset mid-file, says so; the client hears 550.
+            s.server("426 Failure writing network stream.\r\n");
             s.pump();
+            EXPECT_EQ(s.wire->out(S2C).find("426"), std::string::npos);
             EXPECT_NE(s.wire->out(S2C).find("550 Transfer of big.iso refused by nfqscan: partial"),
                       std::string::npos)
                 << s.wire->out(S2C);
@@ -344,6 +346,44 @@ TEST(FtpInspector, AborEndsTheObjectWithoutAVerdict) {
         s.wire->out(S2C).ends_with("426 Failure writing network stream.\r\n"
                                    "226 ABOR successful.\r\n"));
     EXPECT_EQ(s.expectations.counters().aborted.load(), 1u);
+}
+
+TEST(FtpInspector, AborWhileTheFileIsDeliveredResetsTheDataConnection) {
+    // A server that waits on its data connection does not see ABOR (its
+    // urgent flag does not cross the engine): the data connection is reset
+    // so the server goes on to answer it.
+    Session s;
+    s.login();
+    Data* d = s.passive(50010);
+    s.client("RETR big.bin\r\n");
+    s.server("150 ok\r\n");
+    d->wire->send(S2C, file_of(3000, 'b'), d->rng);
+    d->wire->fin(S2C);
+    judge(*d);
+    EXPECT_TRUE(d->host.ticks) << "a held file looks for ABOR";
+    EXPECT_FALSE(d->inspector->on_tick(1)) << "no ABOR yet";
+    s.client("ABOR\r\n");
+    EXPECT_TRUE(d->inspector->on_tick(2));
+    EXPECT_EQ(d->host.resets, 1);
+    s.server("426 Failure writing network stream.\r\n226 ABOR successful.\r\n");
+    EXPECT_TRUE(
+        s.wire->out(S2C).ends_with("426 Failure writing network stream.\r\n"
+                                   "226 ABOR successful.\r\n"));
+}
+
+TEST(FtpInspector, ADataFlowThatEndsUnfinishedLetsTheCompletionGo) {
+    Session s;
+    s.login();
+    Data* d = s.passive(50011);
+    s.client("RETR x\r\n");
+    s.server("150 ok\r\n");
+    d->wire->send(S2C, "partial", d->rng);  // then the connection is reset
+    s.server("226 Transfer complete.\r\n");
+    EXPECT_FALSE(s.wire->out(S2C).ends_with("226 Transfer complete.\r\n"));
+    d->wire.reset();
+    d->inspector.reset();  // the flow leaves the table
+    s.pump();
+    EXPECT_TRUE(s.wire->out(S2C).ends_with("226 Transfer complete.\r\n"));
 }
 
 TEST(FtpInspector, AnEmptyFileWaitsAGraceForBytesThatMayBeOnTheirWay) {
