@@ -128,10 +128,10 @@ def retr(ftp: NamespaceFTP, path: str, rest: int | None = None) -> tuple[bytes, 
 
 def stor(ftp: NamespaceFTP, path: str, data: bytes, command: str = "STOR",
          rest: int | None = None) -> str:
-    """STOR (or APPE) `data` as `path` (after REST `rest`): the final
-    control reply."""
+    """STOR (or APPE, or STOU: `path` "" for the server's choice) `data` as
+    `path` (after REST `rest`): the final control reply."""
     try:
-        return ftp.storbinary(f"{command} {path}", io.BytesIO(data), rest=rest)
+        return ftp.storbinary(f"{command} {path}".strip(), io.BytesIO(data), rest=rest)
     except ftplib.Error as exc:
         return str(exc)
     except OSError as exc:

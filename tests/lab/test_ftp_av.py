@@ -53,6 +53,9 @@ ROUTES = [pytest.param((4, True, False, STANDARD_PORT), id="ipv4-pasv"),
           pytest.param((4, True, False, ODD_PORT), id=f"ipv4-pasv-port{ODD_PORT}"),
           pytest.param((6, False, True, ODD_PORT), id=f"ipv6-eprt-port{ODD_PORT}")]
 MAIN_ROUTES = ROUTES[:2] + ROUTES[4:6]  # PASV, PORT, EPSV, EPRT
+# Passive over IPv4, active over IPv6.
+PASSIVE_ACTIVE = [pytest.param((4, True, False, STANDARD_PORT), id="ipv4-pasv"),
+                  pytest.param((6, False, True, STANDARD_PORT), id="ipv6-eprt")]
 SAMPLES = ["eicar.com", "eicar.zip", "clam.exe", "clam.zip"]
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
         "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2}
@@ -377,6 +380,41 @@ def test_ftp_curl_infected_upload_gets_550_and_is_never_stored_whole(lab, vsftpd
     assert_event_for_upload(daemon, "upload/up.zip", sample)
 
 
+@ftp_inspector
+@pytest.mark.parametrize("route", PASSIVE_ACTIVE)
+def test_ftp_appe_and_stou_uploads_are_scanned_and_listings_pass(lab, vsftpd, corpus, ftp_av,
+                                                                 route):
+    """APPE and STOU carry an upload as STOR does; LIST and NLST are not
+    files: they pass unscanned."""
+    daemon = ftp_av()
+    sample = corpus.infected("eicar.zip")
+    head = b"first part\n"
+    with session(lab, route) as ftp:
+        expect(stor(ftp, "upload/appended.zip", head), "226", "STOR of the first part")
+        expect(stor(ftp, "upload/appended.zip", sample.data, command="APPE"), "550",
+               "APPE of an infected zip")
+        stored = vsftpd.uploaded("appended.zip") or b""
+        if sample.data in stored or EICAR in stored:
+            raise AssertionError("vsftpd appended the infected zip")
+        assert_event_for_upload(daemon, "upload/appended.zip", sample)
+        clean = corpus.clean("eicar.zip").data
+        expect(stor(ftp, "upload/appended-clean.zip", clean, command="APPE"), "226",
+               "APPE of the clean twin")
+        expect_same(vsftpd.uploaded("appended-clean.zip"), clean, "APPE of the clean twin")
+        ftp.cwd("/upload")
+        expect(stor(ftp, "", sample.data, command="STOU"), "550", "STOU of an infected zip")
+        for path in vsftpd.upload.iterdir():
+            data = path.read_bytes()
+            if sample.data in data or EICAR in data:
+                raise AssertionError(f"vsftpd stored the infected STOU upload as {path.name}")
+        listing = ftp.nlst()
+        assert "appended-clean.zip" in listing, listing
+        lines = []
+        ftp.retrlines("LIST", lines.append)
+        assert any("appended-clean.zip" in line for line in lines), lines
+    assert daemon.status()["ftp"]["listings"] >= 2
+
+
 # -- under loss -------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -436,11 +474,6 @@ def test_ftp_resumed_download_passes_as_partial_and_is_logged(lab, vsftpd, corpu
                    str(offset))
     assert got["exit"] == 0, got["stderr"][-600:]
     expect_same(got["body"], data[offset:], "curl --continue-at")
-
-
-# Passive over IPv4, active over IPv6.
-PASSIVE_ACTIVE = [pytest.param((4, True, False, STANDARD_PORT), id="ipv4-pasv"),
-                  pytest.param((6, False, True, STANDARD_PORT), id="ipv6-eprt")]
 
 
 @ftp_inspector
