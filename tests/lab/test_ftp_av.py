@@ -32,7 +32,7 @@ import os
 
 import pytest
 
-from ftp_clients import CURL_MODES, curl_ftp, ftp_session, retr, stor
+from ftp_clients import CURL_MODES, curl_ftp, ftp_session, ftps_retrieve, retr, stor
 from http_corpus import EICAR, Corpus
 from lab import REPO, ROUTER4_CLIENT_SIDE, ROUTER6_CLIENT_SIDE, wait_until
 from servers import Vsftpd
@@ -582,6 +582,27 @@ def test_ftp_on_virus_pass_delivers_the_file_and_logs_pass(lab, vsftpd, corpus, 
     expect_same(got, sample.data, "RETR with on_virus pass")
     event = wait_event(daemon, "infected/eicar.com", "pass")
     assert event["verdict"] == "infected" and event["name"] in sample.detections, event
+
+
+@ftp_inspector
+def test_ftp_auth_tls_session_is_released_unscanned_and_counted(lab, corpus, ftp_av):
+    """AUTH TLS: the commands, the replies and so the data connections they
+    predict are encrypted: nfqscand cannot scan them, releases the control
+    connection and counts it (tls), never silently."""
+    server = Vsftpd(lab, ports=(STANDARD_PORT,), users={USER: PASSWORD}, tls=True,
+                    name="vsftpd-tls")
+    publish(server, corpus)
+    daemon = ftp_av()
+
+    got, version = ftps_retrieve(lab, 4, STANDARD_PORT, USER, PASSWORD, "infected/eicar.com")
+
+    assert version and version.startswith("TLS"), version
+    expect_same(got, EICAR, "RETR over TLS (unscanned: delivered as sent)")
+    status = daemon.status()
+    assert status["ftp"]["tls"] == 1, status["ftp"]
+    control = daemon.wait_flow(server_port=STANDARD_PORT)
+    assert control["disposition"] == "released", control
+    assert ftp_counters(status)["released"].get("tls") == 1, ftp_counters(status)
 
 
 # -- events and counters ----------------------------------------------------------
