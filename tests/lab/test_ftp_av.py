@@ -325,6 +325,21 @@ def test_ftp_curl_infected_download_gets_the_drop_message_and_550(lab, vsftpd, c
 
 
 @ftp_inspector
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ftp_anonymous_download_is_scanned_too(lab, vsftpd, corpus, ftp_av, family):
+    daemon = ftp_av()
+    vsftpd.add_file("pub/eicar.com", EICAR, anonymous=True)
+    vsftpd.add_file("pub/clean.zip", corpus.clean("eicar.zip").data, anonymous=True)
+    with ftp_session(lab, family, STANDARD_PORT, "anonymous", "lab@example.org",
+                     timeout=SMALL_LIMIT) as ftp:
+        got, reply = retr(ftp, "pub/eicar.com")
+        assert_dropped(daemon, got, reply, corpus.infected("eicar.com"), "pub/eicar.com")
+        got, reply = retr(ftp, "pub/clean.zip")
+        expect(reply, "226", "anonymous RETR of a clean file")
+        expect_same(got, corpus.clean("eicar.zip").data, "anonymous RETR of a clean file")
+
+
+@ftp_inspector
 def test_ftp_curl_several_files_in_one_run_only_the_infected_is_replaced(lab, vsftpd, corpus,
                                                                         ftp_av):
     daemon = ftp_av()
