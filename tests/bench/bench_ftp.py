@@ -27,7 +27,7 @@ import os
 import subprocess
 import time
 
-from bench_http import SCAN, HttpBench, HttpCorpus, file_table, split_shares
+from bench_http import KIB, MB, MIB, SCAN, HttpBench, HttpCorpus, file_table, split_shares
 from common import (LabError, Report, build_dir, cpu_seconds_precise, fmt, median, say,
                     section, set_queue_jump, system_cpu)
 from lab import Lab
@@ -36,9 +36,6 @@ from servers import Vsftpd
 
 S = "ftp"
 PORT = 21
-MB = 1e6
-KIB = 1024
-MIB = 1 << 20
 USER, PASSWORD = "bench", "bench-password"
 WRITE_OUT = "%{response_code} %{size_download} %{time_total}\\n"
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from banner_server import expected_stream  # noqa: E402
 from clients import banner_session, curl_download, curl_fetch, curl_mail, mail_message  # noqa: E402
-from ftp_clients import curl_ftp  # noqa: E402
+from ftp_clients import curl_ftp, ftp_session, retr  # noqa: E402
 from http_corpus import EICAR  # noqa: E402
 from lab import Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
@@ -245,29 +245,28 @@ def mail_antivirus(demo: Demo) -> str:
             "byte-identical; POP3 (poplib) and IMAP over IPv6 (imaplib) show the notice")
 
 
-@step("ftpav", "FTP antivirus: EICAR downloaded with curl (passive, EPSV) gets the drop "
-                "message and 550; a clean 2 MB file (active, EPRT) arrives byte-identical")
+@step("ftpav", "FTP antivirus: EICAR downloaded with ftplib (passive) becomes the drop message "
+                "and 550; a clean 2 MB file downloaded with curl (EPSV) arrives "
+                "byte-identical")
 def ftp_antivirus(demo: Demo) -> str:
     demo.daemon.wait_engines()
-    url = demo.vsftpd.url("/pub/eicar.com")
-    got = curl_ftp(demo.lab, url)
-    print(f"   curl {url} -> exit {got['exit']}, {len(got['body'])} bytes on the data "
-          "connection:", flush=True)
-    text = got["body"].decode("utf-8", errors="replace")
+    with ftp_session(demo.lab, 4, 21, demo.USER, demo.PASSWORD) as ftp:
+        got, reply = retr(ftp, "/pub/eicar.com")
+    print(f"   RETR /pub/eicar.com -> {len(got)} bytes on the data connection:", flush=True)
+    text = got.decode("utf-8", errors="replace")
     print("\n".join("   | " + line for line in text.splitlines()[:14]), flush=True)
-    final = got["transfer_reply"] or "(none)"
-    print(f"   control channel after the transfer: {final}", flush=True)
-    check(EICAR not in got["body"], "the EICAR bytes reached the client")
-    check(final.startswith("550"), f"the control channel said {final!r}, not 550")
+    print(f"   control channel after the transfer: {reply}", flush=True)
+    check(EICAR not in got, "the EICAR bytes reached the client")
+    check(reply.startswith("550"), f"the control channel said {reply!r}, not 550")
     events = [e for e in demo.daemon.detections(20)
               if e.get("protocol") == "ftp" and e.get("object", "").endswith("eicar.com")]
     check(bool(events), "no ftp event for the download in nfqscanctl detections")
     check(events[-1]["name"] in text, f"the drop message does not name {events[-1]['name']}")
-    clean = curl_ftp(demo.lab, demo.vsftpd.url("/pub/report.bin"), "--ftp-port", "-")
+    clean = curl_ftp(demo.lab, demo.vsftpd.url("/pub/report.bin"))
     check(clean["exit"] == 0 and clean["sha256"] == demo.ftp_clean_digest,
           f"the clean file arrived altered (curl exit {clean['exit']})")
     return (f"dropped: {events[-1]['name']} (event {events[-1].get('id')}, action "
-            f"{events[-1]['action']}); clean file sha256 ok")
+            f"{events[-1]['action']}); clean file sha256 ok, {clean['transfer_reply']}")
 
 
 def clean_subject(message: bytes) -> str:

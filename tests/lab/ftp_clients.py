@@ -1,6 +1,7 @@
 """FTP clients in a lab namespace (the client's, by default), so the control
 connection and every data connection cross the router as a real client's
-do: Python's ftplib (its sockets made in the namespace) and curl.
+do: Python's ftplib (its sockets made in the namespace; FTP_TLS run whole in
+a thread that joined the namespace) and curl.
 
 ftplib speaks PASV and PORT over IPv4, EPSV and EPRT over IPv6; with
 `extended=True` it speaks EPSV and EPRT over IPv4 too (as curl does by
@@ -14,6 +15,7 @@ import hashlib
 import io
 import os
 import socket
+import ssl
 
 from lab import Lab, Namespace
 
@@ -102,6 +104,27 @@ def ftp_session(lab: Lab, family: int, port: int = 21, user: str = "alice",
     return ftp
 
 
+def ftps_retrieve(lab: Lab, family: int, port: int, user: str, password: str,
+                  path: str, timeout: float = 60) -> tuple[bytes, str]:
+    """Explicit FTPS with Python's ftplib.FTP_TLS, unchanged, run in the
+    client namespace: AUTH TLS, login, PROT P, RETR `path` (passive).
+    Returns (the file, the TLS version). The server's certificate is not
+    checked (the lab's is self-signed)."""
+    def session():
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with ftplib.FTP_TLS(context=context, timeout=timeout) as ftp:
+            ftp.connect(lab.server_address(family), port)
+            ftp.login(user, password)
+            ftp.prot_p()
+            chunks: list[bytes] = []
+            ftp.retrbinary(f"RETR {path}", chunks.append)
+            return b"".join(chunks), ftp.sock.version()
+
+    return lab.client.call(session)
+
+
 def _reply_after(ftp: NamespaceFTP, exc: BaseException) -> str:
     """The control reply that ends a transfer whose data connection broke
     (the server still answers on the control connection)."""
@@ -128,10 +151,10 @@ def retr(ftp: NamespaceFTP, path: str, rest: int | None = None) -> tuple[bytes, 
 
 def stor(ftp: NamespaceFTP, path: str, data: bytes, command: str = "STOR",
          rest: int | None = None) -> str:
-    """STOR (or APPE) `data` as `path` (after REST `rest`): the final
-    control reply."""
+    """STOR (or APPE, or STOU: `path` "" for the server's choice) `data` as
+    `path` (after REST `rest`): the final control reply."""
     try:
-        return ftp.storbinary(f"{command} {path}", io.BytesIO(data), rest=rest)
+        return ftp.storbinary(f"{command} {path}".strip(), io.BytesIO(data), rest=rest)
     except ftplib.Error as exc:
         return str(exc)
     except OSError as exc:

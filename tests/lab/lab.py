@@ -214,9 +214,16 @@ class Namespace:
     def socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM) -> socket.socket:
         """A socket that lives in this namespace (created by a short-lived
         thread that joined it; the socket keeps its namespace for life)."""
+        return self.call(socket.socket, family, type)
+
+    def call(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) run by a short-lived thread that joined this
+        namespace: every socket it makes lives here (a client library used
+        unchanged, e.g. ftplib.FTP_TLS). Returns its result or raises its
+        exception."""
         result: dict = {}
 
-        def create():
+        def run():
             try:
                 fd = os.open(self.path, os.O_RDONLY)
                 try:
@@ -225,16 +232,16 @@ class Namespace:
                         raise OSError(err, f"setns {self.name}: {os.strerror(err)}")
                 finally:
                     os.close(fd)
-                result["socket"] = socket.socket(family, type)
+                result["value"] = fn(*args, **kwargs)
             except BaseException as exc:  # handed to the caller below
                 result["error"] = exc
 
-        thread = threading.Thread(target=create, name=f"netns-{self.role}")
+        thread = threading.Thread(target=run, name=f"netns-{self.role}")
         thread.start()
         thread.join()
         if "error" in result:
             raise result["error"]
-        return result["socket"]
+        return result["value"]
 
     def connect(self, address: str, port: int, timeout: float = 5.0) -> socket.socket:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET

@@ -635,7 +635,8 @@ class Vsftpd:
     over /etc/pam.d in that mount namespace only. isolate_network is off
     (its default gives every session a network namespace of its own), and
     so is the seccomp sandbox (it refuses the calls PAM makes in the lab).
-    The log (DIR/vsftpd.log) has every command and reply."""
+    With `tls`, AUTH TLS is offered (a self-signed certificate), not
+    required. The log (DIR/vsftpd.log) has every command and reply."""
 
     CONTROL_PORTS = (21,)
     PASV_PORTS = (30000, 30099)
@@ -643,7 +644,7 @@ class Vsftpd:
 
     def __init__(self, lab: Lab, ports=CONTROL_PORTS, users: dict | None = None,
                  pasv_ports: tuple[int, int] = PASV_PORTS, port20: bool = True,
-                 name: str = "vsftpd"):
+                 tls: bool = False, name: str = "vsftpd"):
         self.lab = lab
         self.ports = list(ports)
         self.users = users or {"alice": "wonderland"}
@@ -668,11 +669,21 @@ class Vsftpd:
         (d / "pam.d" / "vsftpd-lab").write_text(
             f"auth required pam_userdb.so db={d}/users\n"
             "account required pam_permit.so\nsession required pam_permit.so\n")
+        tls_lines = ""
+        if tls:
+            # A self-signed certificate: AUTH TLS offered, never required.
+            lab.server.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "2",
+                            "-subj", "/CN=ftp.lab.test"])
+            tls_lines = (f"ssl_enable=YES\nrsa_cert_file={d}/cert.pem\n"
+                         f"rsa_private_key_file={d}/key.pem\nssl_tlsv1=YES\n"
+                         "allow_anon_ssl=YES\nforce_local_logins_ssl=NO\n"
+                         "force_local_data_ssl=NO\nrequire_ssl_reuse=NO\n")
         self.processes: list[Process] = []
         for port in self.ports:
             for family, address in ((4, SERVER4), (6, SERVER6)):
                 conf = d / f"vsftpd-{family}-{port}.conf"
-                conf.write_text(self._config(family, address, port, port20))
+                conf.write_text(self._config(family, address, port, port20) + tls_lines)
                 cmd = ["unshare", "--mount", "sh", "-c",
                        f"mount --bind {d}/pam.d /etc/pam.d && exec vsftpd {conf}"]
                 self.processes.append(lab.server.spawn(f"{name}-{family}-{port}", cmd))

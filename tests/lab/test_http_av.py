@@ -49,13 +49,13 @@ SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
 
 # -- what the daemon reports ---------------------------------------------------
 
-def http_counters(status: dict) -> dict:
-    """The HTTP section of `nfqscanctl status --json`, in the one shape the
-    tests use: {"scanned", "clean", "infected": int, "errors": {category:
-    int}, "actions": {"block"|"pass"|"reset": int}, "released": {reason:
-    int}}. Missing keys read as 0. The daemon's key names are mapped here
-    and nowhere else."""
-    section = status.get("protocols", {}).get("http", {})
+def http_counters(status: dict, protocol: str = "http") -> dict:
+    """The HTTP section (or another protocol's) of `nfqscanctl status
+    --json`, in the one shape the tests use: {"scanned", "clean",
+    "infected": int, "errors": {category: int}, "actions": {"block"|"pass"|
+    "reset": int}, "released": {reason: int}}. Missing keys read as 0. The
+    daemon's key names are mapped here and nowhere else."""
+    section = status.get("protocols", {}).get(protocol, {})
 
     def table(value) -> dict:
         return {k: int(v) for k, v in value.items()} if isinstance(value, dict) else {}
