@@ -6,7 +6,6 @@
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -16,6 +15,7 @@
 #include <thread>
 
 #include "../scan/scan_test_support.h"
+#include "child_output.h"
 #include "nfqscan/privileges.h"
 
 namespace nfqscan {
@@ -26,29 +26,7 @@ constexpr uint64_t kNetAdminAndRaw = (1ull << 12) | (1ull << 13);  // CAP_NET_AD
 // Runs `body` in a child process; returns what it printed (fields "key value"
 // one a line) as a map.
 std::map<std::string, std::string> in_child(const std::function<std::string()>& body) {
-    int out[2];
-    EXPECT_EQ(pipe(out), 0);
-    pid_t child = fork();
-    if (child == 0) {
-        close(out[0]);
-        std::string text;
-        try {
-            text = body();
-        } catch (const std::exception& e) {
-            text = std::string("error ") + e.what() + "\n";
-        }
-        (void)!write(out[1], text.data(), text.size());
-        _exit(0);
-    }
-    close(out[1]);
-    std::string got;
-    char buffer[1024];
-    for (ssize_t n; (n = read(out[0], buffer, sizeof buffer)) > 0;)
-        got.append(buffer, size_t(n));
-    close(out[0]);
-    int status = 0;
-    waitpid(child, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status)) << got;
+    const std::string got = test::output_of_child(body);
     std::map<std::string, std::string> fields;
     std::istringstream lines(got);
     for (std::string line; std::getline(lines, line);) {
