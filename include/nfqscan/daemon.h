@@ -13,6 +13,7 @@
 
 #include "nfqscan/config.h"
 #include "nfqscan/control.h"
+#include "nfqscan/ftp_expectations.h"
 #include "nfqscan/nfqueue.h"
 #include "nfqscan/privileges.h"
 #include "nfqscan/relay_device.h"
@@ -97,6 +98,9 @@ class Daemon {
     std::shared_ptr<const Config> config_;
     std::mutex reload_mutex_;                  // one reload at a time (control thread, SIGHUP)
     std::optional<RelayDevice> relay_device_;  // its queues moved to the workers
+    // Shared by every worker: a data connection may land on another queue
+    // than its control connection. Declared before the workers: outlives them.
+    FtpExpectations ftp_expectations_;
     std::vector<std::unique_ptr<QueueWorker>> workers_;
     std::unique_ptr<KernelQueueStatsReader> kernel_stats_;  // opened before the switch
 

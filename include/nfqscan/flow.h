@@ -40,7 +40,7 @@ enum class Direction : uint8_t { ClientToServer = 0, ServerToClient = 1 };
 
 enum class FlowState : uint8_t { Handshake, Established, Closing, Closed, Udp };
 enum class Disposition : uint8_t { Deciding, Claimed, Released };
-enum class ClaimSource : uint8_t { None, Port, Probe, Dpi };
+enum class ClaimSource : uint8_t { None, Port, Probe, Dpi, Expectation };
 
 std::string_view flow_state_name(FlowState s);
 std::string_view disposition_name(Disposition d);
@@ -60,6 +60,9 @@ class FlowStream;
 struct FlowStreamDeleter {
     void operator()(FlowStream* s) const;
 };
+
+// The control session of an FTP data connection (ftp_expectations.h).
+class FtpSession;
 
 // The inspector host of a flow in the stream engine (flow_inspection.h).
 class FlowInspection;
@@ -91,6 +94,8 @@ struct Flow {
     uint32_t high_seq[2] = {0, 0};
     uint8_t high_seq_known = 0;  // bit per Direction
     std::unique_ptr<FlowClassification, FlowClassificationDeleter> classification;
+    // Claimed by an FTP expectation: the control session whose data it carries.
+    std::shared_ptr<FtpSession> ftp_data;
     // Declared before the stream, which holds its transforms: destroyed after it.
     std::unique_ptr<FlowInspection, FlowInspectionDeleter> inspection;
     std::unique_ptr<FlowStream, FlowStreamDeleter> stream;

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,6 +45,14 @@ class InspectionContext {
     virtual std::string next_event_id() = 0;
     // The worker's monotonic clock (milliseconds).
     virtual uint64_t now_ms() const = 0;
+    // The daemon's FTP expectations (nullptr: none).
+    virtual FtpExpectations* ftp_expectations() { return nullptr; }
+    // A callable for any thread: the worker redrives inspection
+    // `inspection_id`'s flow on its own thread, if it still exists.
+    virtual std::function<void()> waker(uint64_t inspection_id) {
+        (void)inspection_id;
+        return {};
+    }
 };
 
 class FlowInspection final : public InspectorHost {
@@ -100,6 +109,7 @@ class FlowInspection final : public InspectorHost {
     void send(Direction d, std::span<const uint8_t> bytes) override;
     void redrive() override { requests_.redrive = true; }
     void notify(Notification n) override { context_.notify(std::move(n)); }
+    void count(std::string_view name, uint64_t n) override;
     void note_allowlisted(const ObjectInfo& info) override;
     void release(ReleaseReason reason) override;
     const ProtocolPolicy& policy() const override;
@@ -109,6 +119,10 @@ class FlowInspection final : public InspectorHost {
     std::string render_message(std::string_view name, const MessageFields& fields) const override;
     uint64_t now_ms() const override { return context_.now_ms(); }
     void want_ticks(bool on) override { ticks_ = on; }
+    FlowAddresses addresses() const override;
+    FtpExpectations* ftp_expectations() override { return context_.ftp_expectations(); }
+    std::shared_ptr<FtpSession> ftp_data() const override { return flow_.ftp_data; }
+    std::function<void()> waker() override { return context_.waker(id_); }
 
   private:
     // Hands the bytes to the inspector of the flow, or passes them.

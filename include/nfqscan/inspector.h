@@ -33,6 +33,8 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
@@ -42,6 +44,7 @@
 #include <vector>
 
 #include "nfqscan/flow.h"
+#include "nfqscan/ftp_expectations.h"
 #include "nfqscan/notifier.h"
 #include "nfqscan/object_buffer.h"
 #include "nfqscan/policy.h"
@@ -72,6 +75,13 @@ enum class ReleaseReason : uint8_t {
 };
 inline constexpr size_t kReleaseReasonCount = 5;
 std::string_view release_reason_name(ReleaseReason r);  // "scan-false", "tls", "upgrade", ...
+
+// The addresses of the flow as the worker sees them (the FTP inspector
+// predicts data connections from them).
+struct FlowAddresses {
+    IpAddress client, server;
+    uint16_t client_port = 0, server_port = 0;
+};
 
 class InspectorHost {
   public:
@@ -112,6 +122,14 @@ class InspectorHost {
     // A mail to a sender about its message ([notify]): queued, never
     // blocking; counted and dropped when there is no relay.
     virtual void notify(Notification notification) = 0;
+    // Adds `n` to the inspector's own counter `name` (SmtpCounters,
+    // Pop3Counters, ImapCounters: their kFields), summed over flows and
+    // workers into InspectionCounters::inspector (status
+    // protocols.<protocol>.inspector). n = 0 makes the counter known.
+    virtual void count(std::string_view name, uint64_t n) {
+        (void)name;
+        (void)n;
+    }
     // Shows both directions their pending bytes again right after the
     // current call: what one direction just learnt (a reply) lets the other
     // go on (the command it held back).
@@ -139,6 +157,19 @@ class InspectorHost {
     virtual uint64_t now_ms() const = 0;
     // Whether the inspector wants on_tick() calls from now on.
     virtual void want_ticks(bool on) = 0;
+
+    // -- FTP (src/proto/ftp): the seams between a control connection and its
+    // data connections, which may be on another worker.
+    virtual FlowAddresses addresses() const { return {}; }
+    // The daemon's expected data connections (nullptr: none are predicted).
+    virtual FtpExpectations* ftp_expectations() { return nullptr; }
+    // The control session this flow was claimed for as a data connection
+    // (nullptr: not an FTP data flow).
+    virtual std::shared_ptr<FtpSession> ftp_data() const { return nullptr; }
+    // A callable that any thread may call, as long as it likes: the flow's
+    // worker then shows both directions their pending bytes again (nothing
+    // happens once the flow is gone).
+    virtual std::function<void()> waker() { return {}; }
 };
 
 class Inspector {
@@ -172,6 +203,8 @@ struct InspectionCounters {
     uint64_t blocked = 0, passed = 0, resets = 0;   // actions on objects not judged clean
     std::array<uint64_t, kReleaseReasonCount> released{};  // flows released, by reason
     uint64_t held_bytes = 0;  // gauge: bytes the engine and inspectors hold now
+    // The inspector's own counters by name (InspectorHost::count()).
+    std::map<std::string, uint64_t, std::less<>> inspector;
 
     InspectionCounters& operator+=(const InspectionCounters& o);
 };

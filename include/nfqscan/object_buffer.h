@@ -27,12 +27,21 @@
 // recycled when their last owner lets go (at most kRecycled, only those
 // still at kInitialCapacity), emptied, with their file and mapping kept.
 // Whatever a recycled file holds past size() is never part of an object.
+//
+// Digest: while hashing() is on (the scan service turns it on when its
+// verdict cache is), a buffer made then hashes every byte appended (SHA-256,
+// incrementally: the bytes are hot in the cache right after the copy), so
+// sha256() is ready when the object ends and a verdict cache hit costs no
+// pass over the object. A buffer made while it was off has no digest.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+
+#include "nfqscan/sha256.h"
 
 namespace nfqscan {
 
@@ -54,7 +63,7 @@ class ObjectBuffer {
     // An empty buffer, recycled if one is free.
     static std::shared_ptr<ObjectBuffer> make(uint64_t limit);
 
-    explicit ObjectBuffer(uint64_t limit) : limit_(limit) {}
+    explicit ObjectBuffer(uint64_t limit);
     ~ObjectBuffer();
     ObjectBuffer(const ObjectBuffer&) = delete;
     ObjectBuffer& operator=(const ObjectBuffer&) = delete;
@@ -74,6 +83,12 @@ class ObjectBuffer {
     int fd() const { return fd_; }
     // Why the last append answered NoResource.
     const std::string& error() const { return error_; }
+    // SHA-256 of bytes(), if this buffer was made while hashing() was on.
+    std::optional<Sha256Digest> sha256() const;
+
+    // Process-wide: whether buffers made from now on hash their bytes.
+    static void set_hashing(bool on);
+    static bool hashing();
 
   private:
     bool grow(uint64_t needed);
@@ -85,6 +100,7 @@ class ObjectBuffer {
     uint8_t* data_ = nullptr;
     int fd_ = -1;
     std::string error_;
+    std::unique_ptr<Sha256> hash_;  // null: not hashing
 };
 
 }  // namespace nfqscan

@@ -91,6 +91,9 @@ struct ScanVerdict {
     std::string reason;      // Error only: what tripped, e.g. "Heuristics.Encrypted.Zip"
     std::string layer_path;  // Error only: where, when known
     std::chrono::microseconds elapsed{0};  // time spent scanning (queue wait excluded)
+    // Clean or Infected only: the verdict came from the verdict cache (an
+    // identical object judged by the same engines), nothing was scanned.
+    bool cached = false;
 
     static ScanVerdict clean();
     static ScanVerdict skipped_clean();
@@ -107,6 +110,7 @@ struct ScanVerdict {
 // {"verdict":"infected","engine":"clamav","name":..,"layer":..,"category":"virus"}
 // {"verdict":"error","category":"timeout","reason":..,"layer":..}
 // {"verdict":"clean","skipped":false}
+// plus "cached" (true for a verdict cache hit).
 void to_json(nlohmann::json& j, const ScanVerdict& v);
 
 // ---------------------------------------------------------------------------
@@ -155,6 +159,16 @@ struct ScanConfig {
     // name uses "default", and a missing "default" scans everything.
     std::map<std::string, ScanProfile> profiles;
 
+    // Verdicts kept by the verdict cache (least recently used evicted beyond
+    // it); 0 turns the cache off. Applies at reload, which also empties it.
+    // Not used with engine = Clamd: clamd updates its signatures without
+    // nfqscand knowing, so a generation would not tell a stale verdict.
+    uint32_t cache_entries = 100000;
+    // libclamav's own clean-file cache, off: a cached layer's children are
+    // not unpacked again and YARA would not see them. Not a configuration
+    // key; nfqscan-scanbench turns it on to measure what it saves.
+    bool clamav_clean_cache = false;
+
     uint32_t pool_threads = 0;    // 0: one per CPU
     uint32_t queue_length = 256;  // objects waiting for a thread, beyond that too-many-requests
 
@@ -164,6 +178,9 @@ struct ScanConfig {
     // on the pool threads themselves, in this process.
     enum class Isolation : uint8_t { Process, Thread };
     Isolation isolation = Isolation::Process;
+    // The user scanner processes switch to when the daemon runs as root
+    // ("" = keep the daemon's uid; capabilities are dropped either way).
+    std::string scanner_user = "nobody";
 };
 
 std::string_view backend_name(ScanConfig::Backend b);  // "inprocess" | "clamd"
@@ -258,6 +275,18 @@ struct EngineCounters {
     uint64_t busy_us = 0;
 };
 
+// The verdict cache (ScanConfig::cache_entries). Every object submitted while
+// it is on counts one hit or one miss, except those over max_content_size.
+struct VerdictCacheStats {
+    uint64_t capacity = 0;  // cache_entries in force; 0: off
+    uint64_t entries = 0;
+    uint64_t memory_bytes = 0;  // entries, index and strings (estimate)
+    uint64_t hits = 0, misses = 0;
+    uint64_t inserts = 0;
+    uint64_t evictions = 0;    // least recently used, dropped beyond capacity
+    uint64_t invalidated = 0;  // dropped by a reload (new engines)
+};
+
 struct ScanStats {
     uint32_t threads = 0;
     std::string isolation;          // "process" | "thread"
@@ -272,6 +301,7 @@ struct ScanStats {
     LatencyHistogram scan_latency;                   // per object, scan only
     LatencyHistogram queue_wait;                     // submit to start of scan
     EngineCounters clamav, yara;
+    VerdictCacheStats cache;
     double uptime_s = 0;
     // Object bytes (10^6) per second of scan time, i.e. per busy thread.
     double throughput_mb_per_s = 0;
@@ -305,13 +335,16 @@ class ScanService {
 
     // Queues a scan; never blocks. `done` is posted to `sink` (non-null) exactly
     // once while the service lives: immediately with too-many-requests (queue full) or
-    // engine-not-ready (no engines yet), otherwise when the scan finishes. Returns whether the
-    // object was queued.
+    // engine-not-ready (no engines yet), immediately with the cached verdict when the
+    // verdict cache has the object (its bytes already hashed: an ObjectBuffer's), otherwise
+    // when the scan finishes (an object without a digest is hashed on the pool thread and
+    // may still be answered from the cache there). Returns false when the object was refused
+    // (too-many-requests, engine-not-ready).
     bool submit(ScanObject object, std::shared_ptr<CompletionSink> sink, ScanCallback done);
 
-    // Scans bypassing the queue, waiting on the calling thread (tests, tools):
-    // in a free scanner process (waiting for one if all are busy), or on this
-    // thread with thread isolation.
+    // Scans bypassing the queue and the verdict cache, waiting on the calling
+    // thread (tests, tools): in a free scanner process (waiting for one if all
+    // are busy), or on this thread with thread isolation.
     ScanVerdict scan(const ScanObject& object);
     // Maps the file (only if within the content-size limit) and scans it like
     // an object named after its base name. Throws std::system_error when the
@@ -332,6 +365,9 @@ class ScanService {
 
   private:
     std::shared_ptr<const ScanGeneration> current() const;
+    // A pool job: the verdict cache, then a scan on the current engines.
+    ScanVerdict judge(const ScanObject& object, std::optional<std::array<uint8_t, 32>> digest);
+    ScanVerdict scan_on(const ScanGeneration* generation, const ScanObject& object);
 
     struct State;
     std::unique_ptr<State> state_;

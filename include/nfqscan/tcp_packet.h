@@ -45,6 +45,9 @@ struct SegmentHeaders {
     // inline, as the inspector saw it (with SO_OOBINLINE off it would take
     // the urgent byte out of the stream the inspector judged).
     void clear_urgent();
+    // A SYN-ACK as the template of what nfqscand sends for its side: the
+    // SYN flag goes.
+    void clear_syn();
     // The addresses and ports become these (of the header's IP version):
     // segments built from it are addressed as conntrack knows the
     // connection on the far side of a NAT (see conntrack.h).

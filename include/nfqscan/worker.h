@@ -22,6 +22,7 @@
 
 #include "nfqscan/config.h"
 #include "nfqscan/flow_stream.h"
+#include "nfqscan/ftp_expectations.h"
 #include "nfqscan/inspector.h"
 #include "nfqscan/nfqueue.h"
 #include "nfqscan/relay_device.h"
@@ -137,6 +138,9 @@ struct WorkerServices {
     ScanService* scan = nullptr;  // nullptr: objects get engine-not-ready
     std::function<std::shared_ptr<EventLog>()> event_log;
     Notifier* notifier = nullptr;  // nullptr: notifications are dropped
+    // The FTP data connections every worker's control inspectors predict
+    // (nullptr: none are predicted).
+    FtpExpectations* ftp = nullptr;
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

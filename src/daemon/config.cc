@@ -3,6 +3,7 @@
 #include "nfqscan/config.h"
 
 #include <grp.h>
+#include <pwd.h>
 
 #include <fmt/format.h>
 
@@ -425,14 +426,10 @@ void read_mail_keys(TableReader& r, Service service, ProtocolPolicy& p) {
         p.starttls = starttls == "allow"   ? StartTls::Allow
                      : starttls == "strip" ? StartTls::Strip
                                            : StartTls::Block;
-    if (service == Service::Smtp) {
-        r.read("notify_sender_on_virus", p.notify_sender_on_virus);
-        r.read("notify_sender_on_error_drop", p.notify_sender_on_error_drop);
-    } else {
-        for (std::string_view key : {"notify_sender_on_virus", "notify_sender_on_error_drop"})
-            if (const toml::node* node = r.table_node(key))
-                r.fail(*node, key, "only [protocols.smtp] has this key");
-    }
+    // SMTP tells the envelope sender (MAIL FROM); POP3 and IMAP the message's
+    // Return-Path, else its From (mail::envelope_from_header).
+    r.read("notify_sender_on_virus", p.notify_sender_on_virus);
+    r.read("notify_sender_on_error_drop", p.notify_sender_on_error_drop);
     r.read("notify_recipient_on_error_pass", p.notify_recipient_on_error_pass);
 }
 
@@ -558,9 +555,25 @@ void read_scan(TableReader& r, ScanConfig& c) {
     r.read("temp_dir", c.temp_dir, true);
     r.read("pool_threads", c.pool_threads, 0, 256);
     r.read("queue_length", c.queue_length, 1, 1u << 20);
+    r.read("cache_entries", c.cache_entries, 0, 10'000'000);
     std::string isolation(isolation_name(c.isolation));
     r.read_choice("isolation", isolation, {"process", "thread"});
     c.isolation = *isolation_from_name(isolation);
+    if (const toml::node* node = r.take("scanner_user")) {
+        if (!node->is_string()) r.fail(*node, "scanner_user", "must be a user name");
+        c.scanner_user = *node->value<std::string>();
+        // A typo would leave every scanner unable to start.
+        if (!c.scanner_user.empty()) {
+            const passwd* user = getpwnam(c.scanner_user.c_str());
+            if (user == nullptr)
+                r.fail(*node, "scanner_user",
+                       "no user named \"" + c.scanner_user + "\" on this machine");
+            if (user->pw_uid == 0)
+                r.fail(*node, "scanner_user",
+                       "must not be root: scanners parse hostile files (\"\" keeps the "
+                       "daemon's user)");
+        }
+    }
     if (const toml::table* table = r.table("limits")) {
         TableReader sub(*table, r.full_key("limits"), r.file());
         read_scan_limits(sub, c.limits);

@@ -149,7 +149,8 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     loader_ = std::make_unique<EngineLoader>(*scan_);
     open_event_log(config_->daemon.event_log);
     notifier_ = std::make_unique<Notifier>(config_->notify);
-    WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get()};
+    WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get(),
+                            &ftp_expectations_};
     // NFQUEUE binds with CAP_NET_ADMIN, as under systemd's User=.
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
         WorkerRelayDevice device;
@@ -622,6 +623,9 @@ nlohmann::json Daemon::status() {
           {"nat_flows", streams.nat_flows}}},
         {"scan", scan_status()},
         {"notify", notify_status()}};
+    nlohmann::json& ftp = status["ftp"];
+    ftp = ftp_expectations_.counters();
+    ftp["expected_now"] = ftp_expectations_.size();
     for (const auto& [name, field] : PacketCounters::kFields)
         status["packets"][name] = packets.*field;
     nlohmann::json& peers = status["streams"]["peer_checks"];

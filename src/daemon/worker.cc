@@ -155,6 +155,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
           relay_device_(std::move(relay_device)),
           services_(std::move(services)),
           completions_(std::move(completions)) {
+        classifier_.set_expectations(services_.ftp);
         flows_.set_on_remove([this](const Flow& f, bool) {
             ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
             ++removed_by_service_[size_t(f.service)];
@@ -238,7 +239,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         FlowTable::Lookup l = flows_.track(p, now_ms_, config_->ports);
         Flow& flow = *l.flow;
         if (l.created) {
-            classifier_.on_new_flow(flow);
+            classifier_.on_new_flow(flow, p, now_ms_);
             if (flow.disposition != Disposition::Deciding) on_decided(flow);
         }
         if ((l.created || flow.stream_refused) && wants_stream(flow, p)) {
@@ -469,6 +470,21 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         return protocol_counters_[size_t(service)];
     }
     uint64_t now_ms() const override { return now_ms_; }
+    FtpExpectations* ftp_expectations() override { return services_.ftp; }
+    std::function<void()> waker(uint64_t inspection_id) override {
+        // The task runs on this worker's thread while its Loop lives (the
+        // sink drops tasks once the worker is gone).
+        std::weak_ptr<CompletionSink> sink = completions_;
+        return [sink, this, inspection_id] {
+            if (std::shared_ptr<CompletionSink> s = sink.lock())
+                s->post([this, inspection_id] {
+                    auto it = inspections_.find(inspection_id);
+                    if (it == inspections_.end()) return;
+                    now_ms_ = monotonic_ms();
+                    redrive(it->second->flow());
+                });
+        };
+    }
     std::string next_event_id() override {
         return fmt::format("{:08x}-{}-{}", event_id_base_, queue_.queue(), ++events_);
     }

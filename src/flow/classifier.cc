@@ -20,6 +20,22 @@ void FlowClassifier::on_new_flow(Flow& flow) const {
     }
 }
 
+void FlowClassifier::on_new_flow(Flow& flow, const DecodedPacket& first, uint64_t now_ms) const {
+    const ProtocolPolicy& ftp = config_->protocols[size_t(Service::Ftp)].policy;
+    if (expectations_ && ftp.scan && first.is_tcp() && first.has(tcp_flag::kSyn) &&
+        !first.has(tcp_flag::kAck)) {
+        if (std::shared_ptr<FtpSession> session =
+                expectations_->claim(first.src, first.dst, first.dst_port, now_ms)) {
+            flow.disposition = Disposition::Claimed;
+            flow.claimed_by = ClaimSource::Expectation;
+            flow.service = Service::Ftp;
+            flow.ftp_data = std::move(session);
+            return;
+        }
+    }
+    on_new_flow(flow);
+}
+
 void FlowClassifier::decide(Flow& flow, ProbeResult probe, DpiLabel label) {
     if (probe.verdict == ProbeVerdict::Match) {
         flow.disposition = Disposition::Claimed;

@@ -179,6 +179,15 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         bool syn_data = !p.payload.empty();
         if (syn_data) ++counters_.peer_checks.syn_data_dropped;
         if (p.has(tcp_flag::kAck)) {
+            // The SYN-ACK is the first template of the server's side: the
+            // relay acknowledges the client with it when the server sends
+            // nothing before the client's data (an FTP data connection in
+            // active mode, whose client is the FTP server).
+            if (!last_headers_[di]) {
+                SegmentHeaders h = SegmentHeaders::of(p);
+                h.clear_syn();
+                remember_headers(di, h);
+            }
             SegmentVerdict v;
             v.seq = p.seq;
             answer(id, d, SegmentHeaders::of(p), v, {}, 0, p.cut || syn_data,

@@ -74,6 +74,8 @@ std::string_view claim_source_name(ClaimSource c) {
             return "probe";
         case ClaimSource::Dpi:
             return "dpi";
+        case ClaimSource::Expectation:
+            return "expectation";
     }
     return "?";
 }

@@ -146,6 +146,11 @@ void SegmentHeaders::clear_urgent() {
     tcp[18] = tcp[19] = 0;
 }
 
+void SegmentHeaders::clear_syn() {
+    uint8_t* tcp = bytes.data() + l3_length;
+    tcp[13] &= uint8_t(~tcp_flag::kSyn);
+}
+
 void SegmentHeaders::strip_sack() {
     const uint8_t* options = bytes.data() + l3_length + 20;
     size_t length = l4_length - 20u;

@@ -66,6 +66,13 @@ bool FlowInspection::attach(Service service) {
     return inspecting();
 }
 
+void FlowInspection::count(std::string_view name, uint64_t n) {
+    auto& own = context_.counters(service_).inspector;
+    auto it = own.find(name);
+    if (it == own.end()) it = own.emplace(std::string(name), 0).first;
+    it->second += n;
+}
+
 void FlowInspection::on_verdict(uint64_t object_id, const ScanVerdict& verdict) {
     if (!inspector_) return;
     InspectionCounters& c = context_.counters(service_);
@@ -183,6 +190,10 @@ const MessageTemplates& FlowInspection::messages() const {
 
 const ScanLimits& FlowInspection::limits() const {
     return context_.config().scan.limits;
+}
+
+FlowAddresses FlowInspection::addresses() const {
+    return {flow_.client(), flow_.server(), flow_.client_port(), flow_.server_port()};
 }
 
 MessageFields FlowInspection::message_fields() const {

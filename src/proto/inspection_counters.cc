@@ -19,6 +19,8 @@ InspectionCounters& InspectionCounters::operator+=(const InspectionCounters& o) 
     for (size_t i = 0; i < released.size(); ++i)
         released[i] += o.released[i];
     held_bytes += o.held_bytes;
+    for (const auto& [name, n] : o.inspector)
+        inspector[name] += n;
     return *this;
 }
 
@@ -39,6 +41,12 @@ void to_json(nlohmann::json& j, const InspectionCounters& c) {
          {"actions", {{"block", c.blocked}, {"pass", c.passed}, {"reset", c.resets}}},
          {"released", released},
          {"held_bytes", c.held_bytes}};
+    if (!c.inspector.empty()) {
+        nlohmann::json own = nlohmann::json::object();
+        for (const auto& [name, n] : c.inspector)
+            own[name] = n;
+        j["inspector"] = std::move(own);
+    }
 }
 
 }  // namespace nfqscan

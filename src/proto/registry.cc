@@ -2,6 +2,7 @@
 // inspector layer": adding a protocol is a folder and a line here).
 #include <array>
 
+#include "ftp/ftp_inspector.h"
 #include "http/http_inspector.h"
 #include "imap/imap_inspector.h"
 #include "nfqscan/inspector.h"
@@ -20,6 +21,12 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
             return std::make_unique<Pop3Inspector>(host);
         case Service::Imap:
             return std::make_unique<ImapInspector>(host);
+        case Service::Ftp:
+            // A flow an expectation claimed carries a file; any other FTP
+            // flow is a control connection.
+            if (std::shared_ptr<FtpSession> session = host.ftp_data())
+                return std::make_unique<FtpDataInspector>(host, std::move(session));
+            return std::make_unique<FtpControlInspector>(host);
         default:
             return nullptr;
     }
@@ -27,7 +34,7 @@ std::unique_ptr<Inspector> make_inspector(Service service, InspectorHost& host) 
 
 bool has_inspector(Service service) {
     return service == Service::Http || service == Service::Smtp || service == Service::Pop3 ||
-           service == Service::Imap;
+           service == Service::Imap || service == Service::Ftp;
 }
 
 std::string_view release_reason_name(ReleaseReason r) {

@@ -313,7 +313,7 @@ ClamEngine::Loaded ClamEngine::load(const Options& options) {
     cl_engine_set_num(engine.get(), CL_ENGINE_MAX_RECURSION, l.max_layers);
     cl_engine_set_num(engine.get(), CL_ENGINE_MAX_FILES, l.max_files);
     cl_engine_set_num(engine.get(), CL_ENGINE_MAX_SCANTIME, l.max_scan_time_ms);
-    cl_engine_set_num(engine.get(), CL_ENGINE_DISABLE_CACHE, 1);
+    if (!options.clean_cache) cl_engine_set_num(engine.get(), CL_ENGINE_DISABLE_CACHE, 1);
     if (!options.temp_dir.empty()) {
         const cl_error_t rc =
             cl_engine_set_str(engine.get(), CL_ENGINE_TMPDIR, options.temp_dir.c_str());

@@ -67,6 +67,10 @@ class ClamEngine {
         std::vector<std::string> db_dirs;  // none: an engine that only unpacks
         ScanLimits limits;
         std::string temp_dir;
+        // libclamav's clean-file cache (MD5 of layers found clean, per
+        // engine and so per scanner process). Off in nfqscand (see above);
+        // on only to measure what it would save (nfqscan-scanbench).
+        bool clean_cache = false;
     };
     struct Loaded {
         std::unique_ptr<ClamEngine> engine;  // null on failure

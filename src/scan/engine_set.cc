@@ -154,6 +154,7 @@ EngineSet::Built EngineSet::build(const ScanConfig& config, uint64_t generation)
             options.db_dirs = config.clamav_db_dirs;
         options.limits = config.limits;
         options.temp_dir = config.temp_dir;
+        options.clean_cache = config.clamav_clean_cache;
         ClamEngine::Loaded clam = ClamEngine::load(options);
         if (clam.failure) {
             out.failure = clam.failure;

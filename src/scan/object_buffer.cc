@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -33,7 +34,29 @@ std::vector<std::unique_ptr<ObjectBuffer>>& recycled() {
     return *kept;
 }
 
+std::atomic<bool>& hashing_flag() {
+    static std::atomic<bool> on{false};
+    return on;
+}
+
 }  // namespace
+
+void ObjectBuffer::set_hashing(bool on) {
+    hashing_flag().store(on, std::memory_order_relaxed);
+}
+
+bool ObjectBuffer::hashing() {
+    return hashing_flag().load(std::memory_order_relaxed);
+}
+
+ObjectBuffer::ObjectBuffer(uint64_t limit) : limit_(limit) {
+    if (hashing()) hash_ = std::make_unique<Sha256>();
+}
+
+std::optional<Sha256Digest> ObjectBuffer::sha256() const {
+    if (!hash_) return std::nullopt;
+    return hash_->digest();
+}
 
 std::shared_ptr<ObjectBuffer> ObjectBuffer::make(uint64_t limit) {
     ObjectBuffer* buffer = nullptr;
@@ -49,6 +72,12 @@ std::shared_ptr<ObjectBuffer> ObjectBuffer::make(uint64_t limit) {
         buffer->limit_ = limit;
         buffer->size_ = 0;
         buffer->error_.clear();
+        if (!hashing())
+            buffer->hash_.reset();
+        else if (buffer->hash_)
+            buffer->hash_->reset();
+        else
+            buffer->hash_ = std::make_unique<Sha256>();
     } else {
         buffer = new ObjectBuffer(limit);
     }
@@ -79,6 +108,7 @@ ObjectBuffer::Append ObjectBuffer::append(std::span<const uint8_t> bytes) {
     const uint64_t needed = size_ + bytes.size();
     if (needed > capacity_ && !grow(needed)) return Append::NoResource;
     std::memcpy(data_ + size_, bytes.data(), bytes.size());
+    if (hash_) hash_->update(bytes);
     size_ = needed;
     return Append::Ok;
 }

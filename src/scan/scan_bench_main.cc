@@ -4,6 +4,11 @@
 // ScanService with N workers (--isolation: scanner processes or threads), the
 // way a queue worker submits objects, and the verdicts are collected on this
 // thread (the caller's event loop).
+// Repeated objects (--repeat N: the corpus submitted N times, in order) show
+// what the verdict cache (--cache-entries) or libclamav's clean-file cache
+// (--clamav-cache) save. --buffers hands each object over as an inspector
+// does: copied into an ObjectBuffer (hashed as it is appended while the
+// verdict cache is on), timed as part of the run.
 // Prints one JSON object on stdout; the service's log goes to stderr.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -22,6 +27,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "nfqscan/object_buffer.h"
 #include "nfqscan/scan.h"
 
 namespace {
@@ -103,6 +109,15 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"process", "thread"}))
         ->capture_default_str();
     app.add_option("--temp-dir", temp_dir, "where ClamAV extracts layers ([scan] temp_dir)");
+    uint32_t repeat = 1, cache_entries = 0;
+    bool clamav_cache = false, buffers = false;
+    app.add_option("--repeat", repeat, "submit the corpus this many times")
+        ->check(CLI::Range(1u, 1000u))
+        ->capture_default_str();
+    app.add_option("--cache-entries", cache_entries, "verdict cache ([scan] cache_entries)")
+        ->capture_default_str();
+    app.add_flag("--clamav-cache", clamav_cache, "turn libclamav's clean-file cache on");
+    app.add_flag("--buffers", buffers, "hand objects over in ObjectBuffers, as inspectors do");
     app.add_option("CORPUS", corpus, "folder of files to scan")->required();
     CLI11_PARSE(app, argc, argv);
 
@@ -120,7 +135,9 @@ int main(int argc, char** argv) {
     config.temp_dir = temp_dir;
     config.pool_threads = threads;
     config.isolation = *isolation_from_name(isolation);
-    config.queue_length = static_cast<uint32_t>(files.size() + 1);  // all in the queue at once
+    config.queue_length = static_cast<uint32_t>(files.size() * repeat + 1);  // all queued at once
+    config.cache_entries = cache_entries;
+    config.clamav_clean_cache = clamav_cache;
     auto service = std::make_unique<ScanService>(config);
     const auto load_start = Clock::now();
     const ReloadResult loaded = service->reload(config);
@@ -137,37 +154,55 @@ int main(int argc, char** argv) {
     std::map<std::string, uint64_t> errors;
     const double cpu0 = cpu_seconds();
     const auto start = Clock::now();
-    for (const File& f : files) {
-        service->submit(ScanObject::sharing(f.bytes, f.path), sink,
-                        [&, path = f.path](ScanVerdict v) {
-                            ++done;
-                            if (v.is_infected())
-                                infected.push_back(path);
-                            else if (v.is_error())
-                                ++errors[std::string(scan_error_name(v.error))];
-                            else
-                                ++clean;
-                        });
+    size_t cached = 0;
+    for (uint32_t round = 0; round < repeat; ++round) {
+        for (const File& f : files) {
+            ScanObject object = ScanObject::sharing(f.bytes, f.path);
+            if (buffers) {
+                auto buffer = ObjectBuffer::make(config.limits.max_content_size);
+                // An object over the limit goes as it is (content-size either way).
+                if (buffer->append(*f.bytes) == ObjectBuffer::Append::Ok)
+                    object = ScanObject::in_file(std::move(buffer), f.path);
+            }
+            service->submit(std::move(object), sink, [&, path = f.path](ScanVerdict v) {
+                ++done;
+                if (v.cached) ++cached;
+                if (v.is_infected())
+                    infected.push_back(path);
+                else if (v.is_error())
+                    ++errors[std::string(scan_error_name(v.error))];
+                else
+                    ++clean;
+            });
+        }
     }
-    while (done < files.size())
+    const size_t objects = files.size() * repeat;
+    while (done < objects)
         sink->run_one();
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     const ScanStats stats = service->stats();
     service.reset();  // reaps the scanner processes, whose CPU time counts from then on
     const double cpu = cpu_seconds() - cpu0;
     std::sort(infected.begin(), infected.end());
+    infected.erase(std::unique(infected.begin(), infected.end()), infected.end());
 
-    const double mb = double(total_bytes) / 1e6;
+    const double mb = double(total_bytes) * repeat / 1e6;
     nlohmann::json out = {{"threads", threads},
                           {"isolation", isolation},
                           {"scanner_restarts", stats.scanner_restarts},
-                          {"objects", files.size()},
-                          {"bytes", total_bytes},
+                          {"objects", objects},
+                          {"bytes", total_bytes * repeat},
+                          {"repeat", repeat},
+                          {"cache_entries", cache_entries},
+                          {"clamav_cache", clamav_cache},
+                          {"buffers", buffers},
+                          {"cached", cached},
+                          {"clamav_scans", stats.clamav.scans},
                           {"seconds", seconds},
                           {"cpu_seconds", cpu},
                           {"cpu_total", cpu_seconds()},  // with reading and loading
                           {"mb_per_s", mb / seconds},
-                          {"objects_per_s", double(files.size()) / seconds},
+                          {"objects_per_s", double(objects) / seconds},
                           {"mb_per_cpu_s", cpu > 0 ? mb / cpu : 0.0},
                           {"load_ms", load_ms},
                           {"clamav_signatures", loaded.engines.clamav_signatures},

@@ -13,11 +13,14 @@
 #include <utility>
 
 #include "engine_set.h"
+#include "nfqscan/object_buffer.h"
 #include "nfqscan/scan.h"
+#include "nfqscan/sha256.h"
 #include "nfqscan/unique_fd.h"
 #include "scan_metrics.h"
 #include "scan_pool.h"
 #include "scanner_process.h"
+#include "verdict_cache.h"
 
 namespace nfqscan {
 namespace {
@@ -97,6 +100,25 @@ class EngineRetirer {
     std::thread thread_;
 };
 
+// Whether `object` goes through the verdict cache. An object over the size
+// limit is content-size at once and is not hashed.
+bool cache_applies(const VerdictCache& cache, const ScanGeneration& generation,
+                   const ScanObject& object) {
+    return cache.capacity() > 0 &&
+           object.bytes.size() <= generation.set->config().limits.max_content_size;
+}
+
+VerdictCacheKey cache_key(const ScanGeneration& generation, const Sha256Digest& digest,
+                          const ScanObject& object) {
+    const ScanConfig& config = generation.set->config();
+    // As ContentFilter picks it: the object's profile, else "default", else none.
+    auto it = config.profiles.find(object.profile);
+    if (it == config.profiles.end()) it = config.profiles.find("default");
+    const ScanProfile* profile = it == config.profiles.end() ? nullptr : &it->second;
+    return verdict_cache_key(digest, generation.set->info().generation, object, profile,
+                             config.limits);
+}
+
 uint32_t pool_threads(const ScanConfig& config) {
     if (config.pool_threads > 0) return config.pool_threads;
     return std::max(1u, std::thread::hardware_concurrency());
@@ -106,6 +128,7 @@ uint32_t pool_threads(const ScanConfig& config) {
 
 struct ScanService::State {
     ScanMetrics metrics;
+    VerdictCache cache{0};  // off until the first engines say otherwise
     std::shared_ptr<EngineRetirer> retirer = std::make_shared<EngineRetirer>();
 
     ScanConfig::Isolation isolation = ScanConfig::Isolation::Process;
@@ -195,9 +218,16 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
     spdlog::info("scan engines generation {} ready in {} ms: {} ClamAV signatures, {} YARA rules",
                  result.engines.generation, result.engines.load_time.count(),
                  result.engines.clamav_signatures, result.engines.yara_rules);
+    // New engines judge anew: nothing cached so far can be hit again. With
+    // clamd the generation would not tell (clamd reloads its signatures on
+    // its own), so no cache.
+    const uint64_t cache_entries =
+        config.engine == ScanConfig::Backend::Clamd ? 0 : config.cache_entries;
+    ObjectBuffer::set_hashing(cache_entries > 0);
     std::shared_ptr<const ScanGeneration> old;
     {
         std::lock_guard lock(state_->current_mutex);
+        state_->cache.start_generation(result.engines.generation, cache_entries);
         old = std::exchange(state_->current, std::move(fresh));
     }
     return result;  // `old` goes to the retirer once its last scan is done
@@ -234,17 +264,31 @@ bool ScanService::submit(ScanObject object, std::shared_ptr<CompletionSink> sink
             done(std::move(verdict));
         });
     };
-    if (!ready()) {
+    const auto generation = current();
+    if (!generation) {
         answer_now(
             ScanVerdict::failed(ScanError::EngineNotReady, "scan engines are not loaded yet"));
         return false;
     }
+    // An object whose bytes were hashed as they arrived is looked up here:
+    // a hit costs neither the queue nor a scanner.
+    std::optional<Sha256Digest> digest;
+    if (object.file && cache_applies(state_->cache, *generation, object)) {
+        digest = object.file->sha256();
+        if (digest) {
+            if (auto hit = state_->cache.find(cache_key(*generation, *digest, object),
+                                              VerdictCache::Tally::HitOnly)) {
+                answer_now(std::move(*hit));
+                return true;
+            }
+        }
+    }
     // The job owns everything it needs; the bytes stay alive through `owner`.
-    auto job = [this, object, sink, done, queued = Clock::now()]() mutable {
+    auto job = [this, object, sink, done, digest, queued = Clock::now()]() mutable {
         ScanMetrics& m = state_->metrics;
         m.record_queue_wait(
             std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - queued));
-        ScanVerdict verdict = scan(object);
+        ScanVerdict verdict = judge(object, digest);
         sink->post([done = std::move(done), verdict = std::move(verdict)]() mutable {
             done(std::move(verdict));
         });
@@ -254,9 +298,31 @@ bool ScanService::submit(ScanObject object, std::shared_ptr<CompletionSink> sink
     return false;
 }
 
-ScanVerdict ScanService::scan(const ScanObject& object) {
-    ScanMetrics& metrics = state_->metrics;
+ScanVerdict ScanService::judge(const ScanObject& object, std::optional<Sha256Digest> digest) {
     const auto generation = current();
+    if (!generation || !cache_applies(state_->cache, *generation, object))
+        return scan_on(generation.get(), object);
+    // Looked up again even if it missed at submission: an identical object
+    // may have been judged while this one waited. The engines may be newer
+    // than at submission; the key is that of the engines that scan it.
+    if (!digest) digest = Sha256::of(object.bytes);
+    const VerdictCacheKey key = cache_key(*generation, *digest, object);
+    if (auto hit = state_->cache.find(key, VerdictCache::Tally::HitOrMiss)) {
+        state_->metrics.record_verdict(*hit, object.bytes.size(), false);
+        return std::move(*hit);
+    }
+    ScanVerdict verdict = scan_on(generation.get(), object);
+    state_->cache.insert(key, verdict, generation->set->info().generation);
+    return verdict;
+}
+
+ScanVerdict ScanService::scan(const ScanObject& object) {
+    const auto generation = current();
+    return scan_on(generation.get(), object);
+}
+
+ScanVerdict ScanService::scan_on(const ScanGeneration* generation, const ScanObject& object) {
+    ScanMetrics& metrics = state_->metrics;
     if (!generation) {
         ScanVerdict v =
             ScanVerdict::failed(ScanError::EngineNotReady, "scan engines are not loaded yet");
@@ -327,6 +393,7 @@ ScanStats ScanService::stats() const {
     s.queue_capacity = state_->pool->capacity();
     s.queue_depth = state_->pool->depth();
     s.queue_depth_max = state_->pool->depth_max();
+    s.cache = state_->cache.stats();
     return s;
 }
 

@@ -1,10 +1,13 @@
 #include "scanner_process.h"
+#include "scanner_sandbox.h"
 
 #include <fcntl.h>
+#include <linux/netlink.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -42,6 +45,9 @@ using Clock = std::chrono::steady_clock;
 // A memfd that grew past this for a large object is cut back once objects are
 // small again, so one 32 MB attachment does not pin 32 MB per scanner.
 constexpr uint64_t kKeepMemfdBytes = 4u << 20;
+
+// A scanner's exit status when it could not confine itself.
+constexpr int kSandboxFailed = 6;
 
 // Set in the parent by tests, inherited by the scanners forked afterwards.
 std::string g_misbehave_name;
@@ -162,7 +168,8 @@ void close_all_but(int a, int b) {
 // (or reload) thread's stack, and nothing of the parent may be unwound or
 // destroyed here. It takes no lock another parent thread could have held at
 // the fork (no logging; libclamav's messages are dropped).
-[[noreturn]] void run_scanner(const EngineSet& set, int socket, int memfd) {
+[[noreturn]] void run_scanner(const EngineSet& set, const ScannerSandbox& sandbox, int socket,
+                              int memfd) {
     silence_clamav_messages();
     ::prctl(PR_SET_NAME, "nfqscan-scanner", 0, 0, 0);
     sigset_t none;
@@ -187,6 +194,8 @@ void close_all_but(int a, int b) {
     void* map = ::mmap(nullptr, window, PROT_READ, MAP_SHARED, memfd, 0);
     if (map == MAP_FAILED) ::_exit(3);
     const auto* bytes = static_cast<const uint8_t*>(map);
+    // Confined before the first object: a scanner that cannot be does not scan.
+    if (sandbox.enter() != nullptr) ::_exit(kSandboxFailed);
 
     std::vector<char> buffer(kScannerWireMaxMessage);
     for (;;) {
@@ -214,6 +223,30 @@ void close_all_but(int a, int b) {
                 case ScannerProcess::Misbehaviour::Slow:
                     ::sleep(1);
                     break;
+                case ScannerProcess::Misbehaviour::OpenNetlink:
+                    if (::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER) >= 0)
+                        ::_exit(ScannerProcess::kEscaped);
+                    break;
+                case ScannerProcess::Misbehaviour::Exec: {
+                    char sh[] = "/bin/sh";
+                    char* argv[] = {sh, nullptr};
+                    ::execve(sh, argv, nullptr);
+                    break;  // refused: scan on
+                }
+                case ScannerProcess::Misbehaviour::WriteOutside:
+                    if (::open("/etc/nfqscan-scanner-escape", O_CREAT | O_WRONLY | O_CLOEXEC,
+                               0644) >= 0)
+                        ::_exit(ScannerProcess::kEscaped);
+                    break;
+                case ScannerProcess::Misbehaviour::ReadShadow:
+                    if (::open("/etc/shadow", O_RDONLY | O_CLOEXEC) >= 0)
+                        ::_exit(ScannerProcess::kEscaped);
+                    break;
+                case ScannerProcess::Misbehaviour::RaiseLimit: {
+                    const rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
+                    if (::setrlimit(RLIMIT_AS, &unlimited) == 0) ::_exit(ScannerProcess::kEscaped);
+                    break;
+                }
             }
         }
         ScanObject object;
@@ -253,6 +286,8 @@ std::string describe_status(int status) {
         const char* name = ::sigdescr_np(sig);
         return "signal " + std::to_string(sig) + (name ? std::string(" (") + name + ")" : "");
     }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kSandboxFailed)
+        return "exit status " + std::to_string(kSandboxFailed) + " (could not enter its sandbox)";
     if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
     return "status " + std::to_string(status);
 }
@@ -270,6 +305,13 @@ void ScannerProcess::misbehave_on_object_for_tests(std::string name, Misbehaviou
 }
 
 std::unique_ptr<ScannerProcess> ScannerProcess::spawn(const EngineSet& set) {
+    // Built here, in the parent: the child may only make plain system calls.
+    ScannerSandbox sandbox;
+    try {
+        sandbox = ScannerSandbox::for_config(set.config());
+    } catch (const std::runtime_error& e) {
+        throw std::system_error(EINVAL, std::generic_category(), e.what());
+    }
     const int memfd = ::memfd_create("nfqscan-object", MFD_CLOEXEC);
     if (memfd < 0) throw_errno("memfd_create");
     int pair[2];
@@ -283,7 +325,7 @@ std::unique_ptr<ScannerProcess> ScannerProcess::spawn(const EngineSet& set) {
         std::lock_guard lock(fork_mutex());
         pid = ::fork();
     }
-    if (pid == 0) run_scanner(set, pair[1], memfd);
+    if (pid == 0) run_scanner(set, sandbox, pair[1], memfd);
     ::close(pair[1]);
     if (pid < 0) {
         const int err = errno;

@@ -83,7 +83,20 @@ class ScannerProcess {
 
     // Tests only: scanners forked after this call crash, hang, or take a
     // second longer when they get an object of this name. Empty: off.
-    enum class Misbehaviour : uint8_t { Crash, Hang, Slow };
+    // Crash, Hang, Slow: a broken parser. The others try what an exploit
+    // would; the sandbox must stop each (scanner_sandbox.h): a scanner that
+    // got through exits with kEscaped instead of scanning.
+    enum class Misbehaviour : uint8_t {
+        Crash,
+        Hang,
+        Slow,
+        OpenNetlink,   // socket(AF_NETLINK): the firewall's interface
+        Exec,          // execve("/bin/sh")
+        WriteOutside,  // create a file in /etc
+        ReadShadow,    // open /etc/shadow
+        RaiseLimit,    // lift its own RLIMIT_AS
+    };
+    static constexpr int kEscaped = 42;
     static void misbehave_on_object_for_tests(std::string name, Misbehaviour how);
 
   private:

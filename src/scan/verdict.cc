@@ -156,6 +156,7 @@ void to_json(nlohmann::json& j, const ScanVerdict& v) {
                  {"layer", v.layer_path}};
             break;
     }
+    if (!v.is_error()) j["cached"] = v.cached;
     j["elapsed_ms"] = double(v.elapsed.count()) / 1000.0;
 }
 
@@ -209,6 +210,15 @@ void to_json(nlohmann::json& j, const ScanStats& s) {
          {"scan_latency", histogram_json(s.scan_latency)},
          {"queue_wait", histogram_json(s.queue_wait)},
          {"engines", {{"clamav", engine_json(s.clamav)}, {"yara", engine_json(s.yara)}}},
+         {"cache",
+          {{"capacity", s.cache.capacity},
+           {"entries", s.cache.entries},
+           {"memory_bytes", s.cache.memory_bytes},
+           {"hits", s.cache.hits},
+           {"misses", s.cache.misses},
+           {"inserts", s.cache.inserts},
+           {"evictions", s.cache.evictions},
+           {"invalidated", s.cache.invalidated}}},
          {"uptime_s", s.uptime_s},
          {"throughput_mb_per_s", s.throughput_mb_per_s}};
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """nfqscan benchmarks: figures and ratios measured in one run, not tests.
 
-    tools/bench [all|net|stream|flows|scan|http|mail] [--rounds N] [--seconds S]
+    tools/bench [all|net|stream|flows|scan|http|mail|ftp] [--rounds N] [--seconds S]
 
 net:   TCP throughput (iperf3, 1 and 4 streams) and a 200 MiB HTTP download,
        plain forwarding vs through nfqscand (flow kept in the queue, flow
@@ -22,6 +22,9 @@ mail:  SMTP antivirus end to end: concurrent smtplib senders submitting a
        corpus of clean mail to Postfix through nfqscand (scanned) vs plain
        forwarding vs the scan service alone on the same messages; the
        delivery latency added to small messages.
+ftp:   FTP antivirus end to end: concurrent curl clients downloading a
+       corpus of clean files from vsftpd through nfqscand (scanned) vs plain
+       forwarding vs the scan service alone on the same files.
 
 Needs root (network namespaces, iptables). Every namespace, process and temp
 file goes away at the end, on Ctrl-C and on failure. The build directory is
@@ -52,7 +55,8 @@ def _terminate(signum, frame):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan", "http", "mail"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan", "http", "mail",
+                                 "ftp"])
     parser.add_argument("--rounds", type=int, default=3,
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
@@ -66,7 +70,7 @@ def main() -> int:
     parser.add_argument("--flood-seconds", type=float, default=10.0,
                         help="flows: length of the SYN flood")
     parser.add_argument("--clients", type=int, default=4,
-                        help="http: concurrent curl clients downloading the corpus; "
+                        help="http, ftp: concurrent curl clients downloading the corpus; "
                              "mail: concurrent SMTP senders")
     parser.add_argument("--http-mb", type=float, default=200.0,
                         help="http: size of the generated corpus in MB")
@@ -74,6 +78,8 @@ def main() -> int:
                         help="http: small-object requests each way for the time to first byte")
     parser.add_argument("--mail-mb", type=float, default=100.0,
                         help="mail: size of the generated mail corpus in MB")
+    parser.add_argument("--ftp-mb", type=float, default=100.0,
+                        help="ftp: size of the generated corpus in MB")
     parser.add_argument("--latency-messages", type=int, default=300,
                         help="mail: small messages each way for the delivery latency")
     args = parser.parse_args()
@@ -82,7 +88,8 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)
 
-    sections = ["net", "stream", "flows", "scan", "http", "mail"] if args.what == "all" else [args.what]
+    sections = (["net", "stream", "flows", "scan", "http", "mail", "ftp"]
+                if args.what == "all" else [args.what])
     report = Report()
     files = BenchFiles()
     failed = []
@@ -113,9 +120,12 @@ def main() -> int:
                 elif name == "http":
                     import bench_http
                     bench_http.run(report, files, args)
-                else:
+                elif name == "mail":
                     import bench_mail
                     bench_mail.run(report, files, args)
+                else:
+                    import bench_ftp
+                    bench_ftp.run(report, files, args)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # report it, go on with the next section

@@ -37,19 +37,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import socket
 import subprocess
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import bench_scan
-from common import (LabError, Report, build_dir, cpu_seconds_precise, daemon_counters, fmt,
-                    invalid_drops,
-                    median, ratio, say, section, set_queue_jump, system_cpu)
+from common import (LabError, Report, Rounds, alternate_batches, build_dir, cpu_seconds_precise,
+                    ctl_scan_files, daemon_counters, fmt, invalid_drops, median, percentile,
+                    say, scan_delta, section, set_queue_jump, system_cpu)
 from lab import REPO, SERVER4, Lab
 from nfqscand import Nfqscand
 from servers import Nginx
@@ -62,7 +60,7 @@ MIB = 1 << 20
 TTFB_BATCH = 100
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
         "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2,
-        "isolation": "process"}
+        "isolation": "process", "cache_entries": 0}  # every object scanned, but in the cache runs
 WRITE_OUT = ("%{http_code} %{size_download} %{time_pretransfer} %{time_starttransfer} "
              "%{time_total} %{num_connects}\\n")
 
@@ -115,26 +113,32 @@ def file_table(root: Path, url_prefix: str) -> list[dict]:
     return out
 
 
-def percentile(values: list[float], p: float):
-    if not values:
-        return None
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+def split_shares(objects: list[dict], clients: int, seed: int = 3) -> list[list[dict]]:
+    """Each client gets an equal share of bytes (largest first, to the least
+    loaded client), in a shuffled order."""
+    shares: list[list[dict]] = [[] for _ in range(clients)]
+    loads = [0] * clients
+    for o in sorted(objects, key=lambda o: -o["size"]):
+        i = loads.index(min(loads))
+        shares[i].append(o)
+        loads[i] += o["size"]
+    rng = random.Random(seed)
+    for share in shares:
+        rng.shuffle(share)
+    return shares
 
 
 # -- the bench ----------------------------------------------------------------------
 
-class HttpBench:
+class HttpBench(Rounds):
     def __init__(self, lab: Lab, files, report: Report, args):
+        super().__init__()
         self.lab, self.files, self.report = lab, files, report
         self.rounds = max(1, args.rounds)
         self.clients = max(1, args.clients)
         self.budget_mb = args.http_mb
         self.ttfb_requests = args.ttfb_requests
         self.perf = args.perf
-        self.runs: dict = defaultdict(list)  # variant -> [run]
         self.ttfb: dict = {"plain": [], "scanned": []}
         self.ttfb_total: dict = {"plain": [], "scanned": []}
         self.notes: list[str] = []
@@ -147,7 +151,8 @@ class HttpBench:
         t0 = time.monotonic()
         say(f"corpus: generating ~{self.budget_mb:.0f} MB of clean objects (4 KiB - 8 MiB) "
             f"and {self.ttfb_requests} small ones (4-16 KiB) into nginx's root")
-        big = HttpCorpus(self.nginx.www / "c", seed=9).generate_http(self.budget_mb)
+        self.corpus_root = self.nginx.www / "c"
+        big = HttpCorpus(self.corpus_root, seed=9).generate_http(self.budget_mb)
         small = HttpCorpus(self.nginx.www / "s", seed=10)
         small.small(self.ttfb_requests)
         base = f"http://{SERVER4}:{PORT}"
@@ -160,25 +165,15 @@ class HttpBench:
             f" in {time.monotonic() - t0:.0f} s")
         for kind, (n, size) in big.kinds.items():
             say(f"  {kind:<7} {n:>4} objects {size / MB:>7.1f} MB")
-        # Each client gets an equal share of bytes (largest first, to the
-        # least loaded client), in a shuffled order.
-        shares: list[list[dict]] = [[] for _ in range(self.clients)]
-        loads = [0] * self.clients
-        for o in sorted(self.objects, key=lambda o: -o["size"]):
-            i = loads.index(min(loads))
-            shares[i].append(o)
-            loads[i] += o["size"]
-        rng = random.Random(3)
-        for s in shares:
-            rng.shuffle(s)
-        self.shares = shares
+        self.shares = shares = split_shares(self.objects, self.clients)
         described = ", ".join(f"{len(s)} objects/{sum(o['size'] for o in s) / MB:.0f} MB"
                               for s in shares)
         say(f"clients: {self.clients} concurrent curl processes ({described}), "
             f"one keep-alive connection each")
 
-    def daemon(self, http: dict | None = None) -> Nfqscand:
-        overrides = {"scan": dict(SCAN), "protocols": {"http": {"ports": [PORT], **(http or {})}}}
+    def daemon(self, http: dict | None = None, scan: dict | None = None) -> Nfqscand:
+        overrides = {"scan": {**SCAN, **(scan or {})},
+                     "protocols": {"http": {"ports": [PORT], **(http or {})}}}
         d = Nfqscand(self.lab, overrides, name="nfqscand")
         d.start()
         d.wait_engines()
@@ -260,7 +255,7 @@ class HttpBench:
                "machine_busy": busy, "nfqscand_cpu": dcpu, "scanner_cpu": scanner_cpu}
         run["transfers"] = transfers
         if scan0 and scan1:
-            run.update(self.scan_delta(scan0, scan1, wall))
+            run.update(scan_delta(scan0, scan1, "http"))
             q0, q1 = daemon_counters(scan0), daemon_counters(scan1)
             run["queued_packets"] = q1["packets"] - q0["packets"]
             run["flows_released"] = (scan1["flows"].get("released", 0)
@@ -285,6 +280,9 @@ class HttpBench:
         if "objects" in run:
             extra += (f", objects scanned {run['objects']}, allowlisted {run['allowlisted']}, "
                       f"released {run['released']}")
+        if run.get("cache_hits") or run.get("cache_misses"):
+            extra += (f", verdict cache {run['cache_hits']} hits / {run['cache_misses']} misses, "
+                      f"{run['scans']} scans")
         if "queued_packets" in run:
             extra += (f", {fmt(run['queued_packets'])} packets queued, "
                       f"{run['flows_released']} flows released")
@@ -306,54 +304,22 @@ class HttpBench:
             self.notes.append(f"{variant} round {r}: {len(bad)} objects wrong, e.g. {bad[0]}")
         return run
 
-    @staticmethod
-    def scan_delta(a: dict, b: dict, wall: float) -> dict:
-        sa, sb = a["scan"], b["scan"]
-        ha = a.get("protocols", {}).get("http", {})
-        hb = b.get("protocols", {}).get("http", {})
+    protocol = "http"  # whose status section counts the objects
 
-        def hist(name):
-            n = sb[name]["count"] - sa[name]["count"]
-            t = sb[name]["total_us"] - sa[name]["total_us"]
-            return (t / n / 1000 if n else None), n
-
-        latency, scans = hist("scan_latency")
-        wait, _ = hist("queue_wait")
-        busy = sum(sb["engines"][e]["busy_us"] - sa["engines"][e]["busy_us"]
-                   for e in ("clamav", "yara")) / 1e6
-
-        def released(h):
-            return sum(h.get("released", {}).values())
-
-        return {"scans": scans, "scan_ms": latency, "queue_wait_ms": wait,
-                "engine_busy_s": busy, "queue_depth_max": sb["queue"]["depth_max"],
-                "objects": hb.get("objects", 0) - ha.get("objects", 0),
-                "allowlisted": hb.get("allowlisted", 0) - ha.get("allowlisted", 0),
-                "released": released(hb) - released(ha),
-                "scan_errors": {k: v - sa["errors"].get(k, 0) for k, v in sb["errors"].items()
-                                if v - sa["errors"].get(k, 0)},
-                "infected": sb["infected"] - sa["infected"]}
+    def scan_delta(self, a: dict, b: dict, wall: float) -> dict:
+        """common.scan_delta for this bench's protocol (FtpBench sets its own)."""
+        return scan_delta(a, b, self.protocol)
 
     def ctl_scan(self, daemon: Nfqscand, r: int) -> dict:
-        """`nfqscanctl scan` of the corpus files through the daemon's pool
-        (at most 200 paths per request: the pool's queue holds 256)."""
+        """`nfqscanctl scan` of the corpus files through the daemon's pool."""
         paths = [str(o["path"]) for o in self.objects]
-        status0 = daemon.status()
-        pids = [int(p) for p in status0["scan"]["scanner_pids"]]
-        cpu0 = {p: cpu_seconds_precise(p) for p in pids}
-        t0 = time.monotonic()
-        verdicts = []
-        for i in range(0, len(paths), 200):
-            proc = daemon.ctl("scan", "--json", *paths[i:i + 200], check=False, timeout=600)
-            verdicts += json.loads(proc.stdout or b"[]")
-        wall = time.monotonic() - t0
-        scanner_cpu = {p: cpu_seconds_precise(p) - cpu0[p] for p in pids}
-        delta = self.scan_delta(status0, daemon.status(), wall)
-        clean = sum(1 for v in verdicts if v.get("verdict") == "clean")
-        run = {"round": r, "seconds": wall, "mbps": self.corpus_bytes / wall / MB,
-               "ok": clean == len(paths), "scanner_cpu": scanner_cpu, **delta}
+        scanned = ctl_scan_files(daemon, paths, "http")
+        verdicts, wall = scanned.pop("verdicts"), scanned["seconds"]
+        clean = scanned["clean_verdicts"]
+        run = {"round": r, "mbps": self.corpus_bytes / wall / MB, "ok": clean == len(paths),
+               **scanned}
         self.runs["ctl-scan"].append(run)
-        shares = "/".join(f"{v / wall * 100:.0f}%" for v in scanner_cpu.values())
+        shares = "/".join(f"{v / wall * 100:.0f}%" for v in run["scanner_cpu"].values())
         say(f"  {'ctl-scan':<11} {wall:6.2f} s {run['mbps']:7.1f} MB/s, {clean}/{len(paths)} "
             f"clean, scanners busy {shares}")
         if not run["ok"]:
@@ -362,7 +328,7 @@ class HttpBench:
         return run
 
     def scanbench(self, r: int) -> dict:
-        res = bench_scan.run_inprocess(self.nginx.www / "c", 2, yara=True)
+        res = bench_scan.run_inprocess(self.corpus_root, 2, yara=True)
         run = {"round": r, "seconds": res["seconds"], "mbps": res["mb_per_s"],
                "ok": not res["infected"] and not res["errors"],
                "cpu": res["cpu_seconds"]}
@@ -421,21 +387,13 @@ class HttpBench:
         say(f"time to first byte: {n} GETs of 4-16 KiB objects each way, batches of "
             f"{TTFB_BATCH} on one keep-alive connection, plain and through nfqscand alternating")
         before = daemon.status()
-        for b, i in enumerate(range(0, n, TTFB_BATCH)):
-            batch = self.small_objects[i:i + TTFB_BATCH]
-            order = ("plain", "scanned") if b % 2 == 0 else ("scanned", "plain")
-            for variant in order:
-                set_queue_jump(self.lab.router, variant == "scanned")
-                try:
-                    self.ttfb_batch(variant, batch)
-                finally:
-                    set_queue_jump(self.lab.router, True)
-            if (b + 1) % 3 == 0 or i + TTFB_BATCH >= n:
-                say(f"  {min(n, i + TTFB_BATCH)}/{n}: p50 plain "
-                    f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
-                    f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}")
+        alternate_batches(
+            self.lab.router, self.small_objects, TTFB_BATCH, self.ttfb_batch,
+            lambda done: say(f"  {done}/{n}: p50 plain "
+                             f"{fmt(percentile(self.ttfb['plain'], 50), 3, 'ms')}, scanned "
+                             f"{fmt(percentile(self.ttfb['scanned'], 50), 3, 'ms')}"), 3)
         after = daemon.status()
-        self.ttfb_scan = self.scan_delta(before, after, 0)
+        self.ttfb_scan = scan_delta(before, after, "http")
         o0 = before.get("streams", {}).get("overflow", {})
         o1 = after.get("streams", {}).get("overflow", {})
         bypassed = o1.get("bypassed", 0) - o0.get("bypassed", 0)
@@ -518,6 +476,16 @@ class HttpBench:
                         self.flow_states[variant] = ", ".join(kinds)
                 finally:
                     self.stop(daemon)
+            # Repeated objects: the first download fills the verdict cache,
+            # the second is answered from it (each object still relayed whole
+            # and held for its verdict).
+            say(f"round {r}/{self.rounds}: nfqscand with the verdict cache: the corpus twice ...")
+            daemon = self.daemon(scan={"cache_entries": 100000})
+            try:
+                self.download("cache-fill", r, daemon)
+                self.download("cache-hit", r, daemon)
+            finally:
+                self.stop(daemon)
             say(f"round {r}/{self.rounds}: the bench runner on the same files (no daemon) ...")
             self.scanbench(r)
         self.summarise()
@@ -529,23 +497,13 @@ class HttpBench:
             raise LabError(f"nfqscand exited with {rc}:\n{daemon.process.log_tail()}")
 
     # -- figures ------------------------------------------------------------------------
-    def med(self, variant: str, key: str):
-        return median([r.get(key) for r in self.runs.get(variant, [])])
-
-    def paired(self, num: str, den: str, key: str = "mbps"):
-        by_round: dict = defaultdict(dict)
-        for v in (num, den):
-            for run in self.runs.get(v, []):
-                by_round[run["round"]][v] = run.get(key)
-        return median([ratio(p.get(num), p.get(den)) for p in by_round.values()])
-
     def summarise(self) -> None:
         rep = self.report
         section("http: downloads (medians over rounds)")
         say(f"{'variant':<12} {'MB/s':>8} {'seconds':>8} {'machine busy':>13} "
             f"{'scanners busy':>14} {'nfqscand CPU':>13}")
-        for v in ("plain", "scanned", "scanned-close", "allowlisted", "released", "ctl-scan",
-                  "scanbench"):
+        for v in ("plain", "scanned", "scanned-close", "allowlisted", "released", "cache-fill",
+                  "cache-hit", "ctl-scan", "scanbench"):
             runs = self.runs.get(v, [])
             if not runs:
                 continue
@@ -566,6 +524,8 @@ class HttpBench:
                   "scanned": "scanned through nfqscand (keep-alive)",
                   "scanned-close": "scanned through nfqscand (Connection: close)",
                   "allowlisted": "allowlisted (allow_hosts)", "released": "released (scan = false)",
+                  "cache-fill": "verdict cache on, first download (all misses)",
+                  "cache-hit": "verdict cache on, the same objects again (all hits)",
                   "ctl-scan": "scan service alone: nfqscanctl scan",
                   "scanbench": "scan service alone: nfqscan-scanbench, 2 workers"}
         for v, title in titles.items():
@@ -586,6 +546,17 @@ class HttpBench:
         rep.ratio(S, "allowlisted / plain", self.paired("allowlisted", "plain"), 0.9,
                   note="the released-flow figure (net: released / plain >= 0.9)")
         rep.ratio(S, "released / plain", self.paired("released", "plain"), 0.9)
+        # Repeated objects: what a cache hit costs against a scan, against the
+        # stream engine alone (allowlisted: passing, no relay) and the wire.
+        rep.ratio(S, "cache hits / scanned (no cache)", self.paired("cache-hit", "scanned"))
+        rep.ratio(S, "cache hits / allowlisted", self.paired("cache-hit", "allowlisted"))
+        rep.ratio(S, "cache hits / plain", self.paired("cache-hit", "plain"))
+        hits = self.runs.get("cache-hit", [])
+        if hits:
+            rep.add(S, "cache-hit: hits / misses / scans (last run)",
+                    f"{hits[-1].get('cache_hits')} / {hits[-1].get('cache_misses')} / "
+                    f"{hits[-1].get('scans')}",
+                    note=f"nfqscand CPU {fmt(self.med('cache-hit', 'nfqscand_cpu'), 2)} s")
         for v in ("scanned", "scanned-close"):
             sc = [r for r in self.runs.get(v, []) if r.get("scanner_cpu")]
             if not sc:

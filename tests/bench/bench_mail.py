@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import random
 import re
@@ -44,13 +43,12 @@ import socket
 import threading
 import time
 import zipfile
-from collections import defaultdict
 from pathlib import Path
 
 import bench_scan
-from common import (LabError, Report, build_dir, cpu_seconds_precise, fmt, median, ratio, say,
-                    section, set_queue_jump, system_cpu)
-from bench_http import percentile
+from common import (LabError, Report, Rounds, alternate_batches, build_dir, cpu_seconds_precise,
+                    ctl_scan_files, fmt, median, percentile, say, scan_delta, section,
+                    set_queue_jump, system_cpu)
 from lab import REPO, SERVER4, Lab
 from mail_clients import NamespaceSMTP
 from nfqscand import Nfqscand
@@ -67,7 +65,7 @@ SAMPLE = 20  # messages per run compared byte for byte (the largest among them)
 SENDER = "bench@example.org"
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
         "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2,
-        "isolation": "process"}
+        "isolation": "process", "cache_entries": 0}  # every message scanned
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>\r\n]+>)", re.M | re.I)
 
 
@@ -260,14 +258,16 @@ class LatencySMTP(TimedSMTP):
 
 # -- the bench ----------------------------------------------------------------------
 
-class MailBench:
+class MailBench(Rounds):
+    KEY = "msgs"
+
     def __init__(self, lab: Lab, files, report: Report, args):
+        super().__init__()
         self.lab, self.files, self.report = lab, files, report
         self.rounds = max(1, args.rounds)
         self.clients = max(1, args.clients)
         self.budget_mb = args.mail_mb
         self.latency_messages = args.latency_messages
-        self.runs: dict = defaultdict(list)  # variant -> [run]
         self.latency: dict = {v: {"data": [], "reply": []} for v in ("plain", "scanned")}
         self.notes: list[str] = []
         self.checked = 0
@@ -459,7 +459,7 @@ class MailBench:
                "msgs": len(paths) / wall, "mbps": got_bytes / wall / MB, "ok": not bad,
                "machine_busy": busy, "nfqscand_cpu": dcpu, "scanner_cpu": scanner_cpu}
         if status0 and status1:
-            run.update(scan_delta(status0, status1))
+            run.update(scan_delta(status0, status1, "smtp"))
         self.runs[variant].append(run)
         extra = ""
         if scanner_cpu:
@@ -484,25 +484,15 @@ class MailBench:
         return run
 
     def ctl_scan(self, daemon: Nfqscand, r: int) -> dict:
-        """`nfqscanctl scan` of the .eml files through the daemon's pool (at
-        most 200 paths per request: the pool's queue holds 256)."""
+        """`nfqscanctl scan` of the .eml files through the daemon's pool."""
         paths = [str(m["path"]) for m in self.messages]
-        status0 = daemon.status()
-        pids = [int(p) for p in status0["scan"]["scanner_pids"]]
-        cpu0 = {p: cpu_seconds_precise(p) for p in pids}
-        t0 = time.monotonic()
-        verdicts = []
-        for i in range(0, len(paths), 200):
-            proc = daemon.ctl("scan", "--json", *paths[i:i + 200], check=False, timeout=600)
-            verdicts += json.loads(proc.stdout or b"[]")
-        wall = time.monotonic() - t0
-        scanner_cpu = {p: cpu_seconds_precise(p) - cpu0[p] for p in pids}
-        clean = sum(1 for v in verdicts if v.get("verdict") == "clean")
-        run = {"round": r, "seconds": wall, "msgs": len(paths) / wall,
-               "mbps": self.corpus_bytes / wall / MB, "ok": clean == len(paths),
-               "scanner_cpu": scanner_cpu, **scan_delta(status0, daemon.status())}
+        scanned = ctl_scan_files(daemon, paths, "smtp")
+        verdicts, wall = scanned.pop("verdicts"), scanned["seconds"]
+        clean = scanned["clean_verdicts"]
+        run = {"round": r, "msgs": len(paths) / wall, "mbps": self.corpus_bytes / wall / MB,
+               "ok": clean == len(paths), **scanned}
         self.runs["ctl-scan"].append(run)
-        shares = "/".join(f"{v / wall * 100:.0f}%" for v in scanner_cpu.values())
+        shares = "/".join(f"{v / wall * 100:.0f}%" for v in run["scanner_cpu"].values())
         say(f"  {'ctl-scan':<9} {wall:6.2f} s {run['msgs']:7.1f} msg/s {run['mbps']:6.1f} MB/s, "
             f"{clean}/{len(paths)} clean, scanners busy {shares}, mean scan "
             f"{fmt(run['scan_ms'], 1, 'ms')}")
@@ -555,21 +545,14 @@ class MailBench:
         say(f"delivery latency: {n} messages of 2-16 KiB each way, batches of "
             f"{LATENCY_BATCH} on one session, plain and through nfqscand alternating")
         before = daemon.status()
-        for b, i in enumerate(range(0, n, LATENCY_BATCH)):
-            batch = self.small_messages[i:i + LATENCY_BATCH]
-            order = ("plain", "scanned") if b % 2 == 0 else ("scanned", "plain")
-            for variant in order:
-                set_queue_jump(self.lab.router, variant == "scanned")
-                try:
-                    self.latency_batch(variant, batch)
-                finally:
-                    set_queue_jump(self.lab.router, True)
-            if (b + 1) % 2 == 0 or i + LATENCY_BATCH >= n:
-                say(f"  {min(n, i + LATENCY_BATCH)}/{n}: data() -> 250 p50 plain "
-                    f"{fmt(percentile(self.latency['plain']['data'], 50), 2, 'ms')}, scanned "
-                    f"{fmt(percentile(self.latency['scanned']['data'], 50), 2, 'ms')}")
+        alternate_batches(
+            self.lab.router, self.small_messages, LATENCY_BATCH, self.latency_batch,
+            lambda done: say(
+                f"  {done}/{n}: data() -> 250 p50 plain "
+                f"{fmt(percentile(self.latency['plain']['data'], 50), 2, 'ms')}, scanned "
+                f"{fmt(percentile(self.latency['scanned']['data'], 50), 2, 'ms')}"), 2)
         after = daemon.status()
-        self.latency_scan = scan_delta(before, after)
+        self.latency_scan = scan_delta(before, after, "smtp")
         sent = len(self.latency["plain"]["data"]) + len(self.latency["scanned"]["data"])
         paths = self.wait_delivered(sent, 120, "latency messages")
         bad = self.check_delivered(paths, self.small_messages * 2, random.Random(0))
@@ -615,16 +598,6 @@ class MailBench:
         self.summarise()
 
     # -- figures ------------------------------------------------------------------------
-    def med(self, variant: str, key: str):
-        return median([r.get(key) for r in self.runs.get(variant, [])])
-
-    def paired(self, num: str, den: str, key: str = "msgs"):
-        by_round: dict = defaultdict(dict)
-        for v in (num, den):
-            for run in self.runs.get(v, []):
-                by_round[run["round"]][v] = run.get(key)
-        return median([ratio(p.get(num), p.get(den)) for p in by_round.values()])
-
     def summarise(self) -> None:
         rep = self.report
         section("mail: runs (medians over rounds)")
@@ -701,28 +674,6 @@ class MailBench:
             self.notes.append(f"scan error verdicts during scanned runs: {errors}")
         for n in self.notes:
             rep.note(f"mail: {n}")
-
-
-def scan_delta(a: dict, b: dict) -> dict:
-    """The scan service's and the SMTP inspector's counters between two
-    status snapshots."""
-    sa, sb = a["scan"], b["scan"]
-    ma = a.get("protocols", {}).get("smtp", {})
-    mb = b.get("protocols", {}).get("smtp", {})
-
-    def hist(name):
-        n = sb[name]["count"] - sa[name]["count"]
-        t = sb[name]["total_us"] - sa[name]["total_us"]
-        return (t / n / 1000 if n else None), n
-
-    latency, scans = hist("scan_latency")
-    wait, _ = hist("queue_wait")
-    return {"scans": scans, "scan_ms": latency, "queue_wait_ms": wait,
-            "objects": mb.get("objects", 0) - ma.get("objects", 0),
-            "clean": mb.get("clean", 0) - ma.get("clean", 0),
-            "scan_errors": {k: v - sa["errors"].get(k, 0) for k, v in sb["errors"].items()
-                            if v - sa["errors"].get(k, 0)},
-            "infected": sb["infected"] - sa["infected"]}
 
 
 def bench_scan_build() -> str:

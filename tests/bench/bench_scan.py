@@ -217,6 +217,20 @@ def run_inprocess(corpus: Path, threads: int, yara: bool, isolation: str = "proc
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
 
 
+# Repeated objects (the corpus submitted REPEAT times, as inspectors hand
+# objects over: in ObjectBuffers): every object scanned each time, with
+# libclamav's own clean-file cache on, and with the verdict cache.
+REPEAT = 3
+REPEATED = [("repeat-none", []), ("repeat-clamav-cache", ["--clamav-cache"]),
+            ("repeat-verdict-cache", ["--cache-entries", "100000"])]
+
+
+def run_repeated(corpus: Path, extra: list[str]) -> dict:
+    cmd = inprocess_cmd(corpus, 2, True)
+    cmd[1:1] = ["--repeat", str(REPEAT), "--buffers", *extra]
+    return finish(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+
+
 def run_two_processes(corpus: Path) -> dict:
     """Two 1-worker runners over the whole corpus at once; their throughputs
     add up to what two scanners get from this machine."""
@@ -326,6 +340,21 @@ def run(report: Report, files, args) -> None:
                 + (f"  (db load {res['load_seconds']:.2f} s excluded)"
                    if kind == "clamscan" else ""))
 
+    for name, extra in REPEATED:
+        results[name] = []
+    for r in range(rounds):
+        for name, extra in REPEATED:
+            busy0 = machine_busy_seconds()
+            res = run_repeated(corpus_dir, extra)
+            others = machine_busy_seconds() - busy0 - res["cpu_total"]
+            res["disturbed"] = others > DISTURBED_CPU_S
+            results[name].append(res)
+            say(f"  round {r + 1}: {name:<20} {res['mb_per_s']:7.1f} MB/s "
+                f"{res['mb_per_cpu_s']:6.1f} MB/CPU-s, {res['objects']} objects, "
+                f"{res['clamav_scans']} ClamAV scans, {res['cached']} from the verdict cache"
+                f"  other load {max(0.0, others):4.1f} CPU-s"
+                + ("  DISTURBED" if res["disturbed"] else ""))
+
     def quiet(name: str) -> list[dict]:
         runs = [r for r in results[name] if not r["disturbed"]]
         return runs or results[name]
@@ -374,6 +403,18 @@ def run(report: Report, files, args) -> None:
                  ratio(med("2-procs", "mb_per_s"), med("clamav-1", "mb_per_s")))
     report.ratio("scan", "YARA's cost: ClamAV + YARA / ClamAV alone (1 thread)",
                  ratio(med("yara-1", "mb_per_s"), med("clamav-1", "mb_per_s")))
+
+    for name, label in (("repeat-none", "no cache"),
+                        ("repeat-clamav-cache", "libclamav's clean-file cache on"),
+                        ("repeat-verdict-cache", "verdict cache on")):
+        report.add("scan", f"corpus x{REPEAT}, 2 workers, ClamAV + YARA, {label}",
+                   med(name, "mb_per_s"), "MB/s", 1,
+                   note=f"{runs_note(name)}; ClamAV scans {results[name][-1]['clamav_scans']}, "
+                        f"cached {results[name][-1]['cached']} of {results[name][-1]['objects']}")
+    report.ratio("scan", f"corpus x{REPEAT}: libclamav clean cache / no cache",
+                 ratio(med("repeat-clamav-cache", "mb_per_s"), med("repeat-none", "mb_per_s")))
+    report.ratio("scan", f"corpus x{REPEAT}: verdict cache / no cache",
+                 ratio(med("repeat-verdict-cache", "mb_per_s"), med("repeat-none", "mb_per_s")))
 
     # Both scanners must agree on what is infected (same signatures).
     inproc = set(results["clamav-1"][-1]["infected"])

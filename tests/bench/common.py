@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -473,3 +475,108 @@ def sweep_stale_bench_dirs() -> None:
 
 def run_quiet(cmd, timeout=60):
     return subprocess.run(cmd, capture_output=True, timeout=timeout)
+
+
+# -- what the application benches (bench_http, bench_mail) share ---------------------
+
+def percentile(values: list[float], p: float):
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def scan_delta(a: dict, b: dict, protocol: str) -> dict:
+    """The scan service's counters and `protocol`'s inspector counters
+    (status "protocols") between two status snapshots."""
+    sa, sb = a["scan"], b["scan"]
+    pa = a.get("protocols", {}).get(protocol, {})
+    pb = b.get("protocols", {}).get(protocol, {})
+
+    def hist(name):
+        n = sb[name]["count"] - sa[name]["count"]
+        t = sb[name]["total_us"] - sa[name]["total_us"]
+        return (t / n / 1000 if n else None), n
+
+    def released(p):
+        return sum(p.get("released", {}).values())
+
+    latency, scans = hist("scan_latency")
+    wait, _ = hist("queue_wait")
+    busy = sum(sb["engines"][e]["busy_us"] - sa["engines"][e]["busy_us"]
+               for e in ("clamav", "yara")) / 1e6
+    return {"scans": scans, "scan_ms": latency, "queue_wait_ms": wait,
+            "engine_busy_s": busy, "queue_depth_max": sb["queue"]["depth_max"],
+            "objects": pb.get("objects", 0) - pa.get("objects", 0),
+            "clean": pb.get("clean", 0) - pa.get("clean", 0),
+            "allowlisted": pb.get("allowlisted", 0) - pa.get("allowlisted", 0),
+            "released": released(pb) - released(pa),
+            "scan_errors": {k: v - sa["errors"].get(k, 0) for k, v in sb["errors"].items()
+                            if v - sa["errors"].get(k, 0)},
+            "infected": sb["infected"] - sa["infected"],
+            "cache_hits": sb.get("cache", {}).get("hits", 0) - sa.get("cache", {}).get("hits", 0),
+            "cache_misses": (sb.get("cache", {}).get("misses", 0)
+                             - sa.get("cache", {}).get("misses", 0))}
+
+
+def ctl_scan_files(daemon, paths: list[str], protocol: str) -> dict:
+    """`nfqscanctl scan` of `paths` through the daemon's pool (at most 200
+    paths per request: the pool's queue holds 256): scan_delta's keys and
+    "verdicts", "seconds", "clean_verdicts" (how many), "scanner_cpu" (pid ->
+    CPU seconds)."""
+    status0 = daemon.status()
+    pids = [int(p) for p in status0["scan"]["scanner_pids"]]
+    cpu0 = {p: cpu_seconds_precise(p) for p in pids}
+    t0 = time.monotonic()
+    verdicts = []
+    for i in range(0, len(paths), 200):
+        proc = daemon.ctl("scan", "--json", *paths[i:i + 200], check=False, timeout=600)
+        verdicts += json.loads(proc.stdout or b"[]")
+    wall = time.monotonic() - t0
+    return {**scan_delta(status0, daemon.status(), protocol), "verdicts": verdicts,
+            "seconds": wall,
+            "clean_verdicts": sum(1 for v in verdicts if v.get("verdict") == "clean"),
+            "scanner_cpu": {p: cpu_seconds_precise(p) - cpu0[p] for p in pids}}
+
+
+def alternate_batches(router: Namespace, items: list, size: int, measure, progress,
+                      every: int) -> None:
+    """`measure(variant, batch)` over `items` in batches of `size`, each
+    batch plain (queue rules jumped over) and "scanned" (through nfqscand),
+    which goes first alternating; `progress(done)` after every `every`
+    batches and after the last."""
+    n = len(items)
+    for b, i in enumerate(range(0, n, size)):
+        batch = items[i:i + size]
+        for variant in (("plain", "scanned") if b % 2 == 0 else ("scanned", "plain")):
+            set_queue_jump(router, variant == "scanned")
+            try:
+                measure(variant, batch)
+            finally:
+                set_queue_jump(router, True)
+        if (b + 1) % every == 0 or i + size >= n:
+            progress(min(n, i + size))
+
+
+class Rounds:
+    """Runs by variant ("plain", "scanned", "ctl-scan", ...), each with its
+    "round", and medians over the rounds."""
+
+    KEY = "mbps"  # what paired() compares by default
+
+    def __init__(self):
+        self.runs: dict = defaultdict(list)  # variant -> [run]
+
+    def med(self, variant: str, key: str):
+        return median([r.get(key) for r in self.runs.get(variant, [])])
+
+    def paired(self, num: str, den: str, key: str | None = None):
+        """The median over rounds of num / den of the same round."""
+        key = key or self.KEY
+        by_round: dict = defaultdict(dict)
+        for v in (num, den):
+            for run in self.runs.get(v, []):
+                by_round[run["round"]][v] = run.get(key)
+        return median([ratio(p.get(num), p.get(den)) for p in by_round.values()])

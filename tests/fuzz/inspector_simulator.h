@@ -49,31 +49,17 @@
 #include <string>
 #include <vector>
 
+#include "engine_model.h"
 #include "fuzz_check.h"
 #include "fuzz_input.h"
 #include "nfqscan/inspector.h"
 
 namespace nfqscan::fuzz {
 
-using Push = StreamTransform::Push;
-
-constexpr size_t kMaxPending = 4096;
-constexpr size_t kMaxRelay = 64 * 1024;
-// The engine tells a relaying inspector Stalled when less than this is left.
-constexpr size_t kRelayLowWater = kMaxRelay / 8;
-constexpr uint64_t kMaxContentSize = 16 * 1024;  // small enough to be reached
-
-// One direction as the engine shows it to the inspector.
-struct SimulatedDirection {
-    std::vector<uint8_t> sender;   // sent, not taken yet (no room in the relay store)
-    bool fin_at_sender = false;    // the FIN follows `sender`
-    std::vector<uint8_t> pending;  // taken, not mapped
-    uint64_t offset = 0;           // input offset of pending[0]
-    bool relay_requested = false;
-    bool relaying = false;  // the engine's store and forward (ends once caught up)
-    bool ended = false;     // FIN taken
-    bool closed = false;    // send_and_close / reset: nothing more is shown
-    std::string output;     // what the receiver gets (kept for debugging)
+// One direction: the engine's state (engine_model.h), and whether the flow
+// was closed.
+struct SimulatedDirection : EngineDirection {
+    bool closed = false;  // send_and_close / reset: nothing more is shown
 };
 
 class FakeHost;
@@ -90,29 +76,21 @@ struct SimulatedProtocol {
     bool speaks_for_peers;
 };
 
-class SimulatedSink : public StreamSink {
+class SimulatedSink : public EngineSink {
   public:
     SimulatedSink(SimulatedDirection& d, const FakeHost& host, Direction direction)
-        : d_(d), host_(host), direction_(direction) {}
+        : EngineSink(d), host_(host), direction_(direction) {}
     void pass(size_t length) override;
     void replace(size_t length, std::span<const uint8_t> bytes) override;
-    void relay(bool on) override {
-        d_.relay_requested = on;
-        if (on) d_.relaying = true;
-    }
-    size_t consumed() const { return consumed_; }
-    size_t unmapped() const { return d_.pending.size() - consumed_; }
 
   private:
     void mapping(size_t length);
 
-    SimulatedDirection& d_;
     const FakeHost& host_;
     Direction direction_;
-    size_t consumed_ = 0;
 };
 
-class FakeHost : public InspectorHost {
+class FakeHost : public FuzzHostBase {
   public:
     struct Scan {
         uint64_t id;
@@ -172,8 +150,13 @@ class FakeHost : public InspectorHost {
         FUZZ_CHECK(protocol_.speaks_for_peers);
         redrive_ = true;
     }
-    // Only SMTP notifies senders (smtp_inspector_fuzz has its own host).
-    void notify(Notification) override { FUZZ_CHECK(false); }
+    // Senders are told only when the policy asks (notify_sender_on_*, the
+    // mail protocols), never by a flow that ended. (Which recipients are
+    // refused is the Notifier's to check.)
+    void notify(Notification) override {
+        FUZZ_CHECK(!ended());
+        FUZZ_CHECK(policy_.notify_sender_on_virus || policy_.notify_sender_on_error_drop);
+    }
     void reset_both() override {
         FUZZ_CHECK(!ended());
         reset_ = true;
@@ -189,23 +172,6 @@ class FakeHost : public InspectorHost {
         FUZZ_CHECK(outstanding_.empty());
         released_ = true;
     }
-    const ProtocolPolicy& policy() const override { return policy_; }
-    const MessageTemplates& messages() const override { return *templates_; }
-    std::string render_message(std::string_view name, const MessageFields& fields) const override {
-        return templates_->render(name, fields);
-    }
-    const ScanLimits& limits() const override { return limits_; }
-    // Trickling is driven by its unit tests; here the clock stands still.
-    uint64_t now_ms() const override { return 1'000'000; }
-    void want_ticks(bool) override {}
-    MessageFields message_fields() const override {
-        MessageFields f;
-        f.client = "192.0.2.1:40000";
-        f.server = "198.51.100.1:80";
-        f.protocol = "http";
-        f.host = "fuzz";
-        return f;
-    }
 
     bool ended() const { return reset_ || closed_[0] || closed_[1]; }
     bool awaits_verdict(Direction d) const {
@@ -213,7 +179,12 @@ class FakeHost : public InspectorHost {
                            [d](const Scan& s) { return s.direction == d; });
     }
 
-    explicit FakeHost(const SimulatedProtocol& protocol) : protocol_(protocol) {}
+    explicit FakeHost(const SimulatedProtocol& protocol)
+        : FuzzHostBase(std::string(service_name(protocol.service)),
+                       protocol.service == Service::Pop3   ? 110
+                       : protocol.service == Service::Imap ? 143
+                                                           : 80),
+          protocol_(protocol) {}
 
     const SimulatedProtocol& protocol_;
     std::string own_[2];  // send(): delivered after the current call
@@ -227,9 +198,6 @@ class FakeHost : public InspectorHost {
     bool reset_ = false;
     bool released_ = false;
     uint64_t events_ = 0;
-    ProtocolPolicy policy_;
-    std::shared_ptr<const MessageTemplates> templates_ = MessageTemplates::builtin();
-    ScanLimits limits_;
 };
 
 void SimulatedSink::mapping(size_t length) {
@@ -327,60 +295,29 @@ class Simulator {
         FUZZ_CHECK(inspector_->memory_bytes() <= protocol_.max_memory);
     }
 
-    // The engine takes what the sender sent: all of it in pass mode, what
-    // fits in the relay store while relaying (the sender sends no more than
-    // the window it was offered; it retransmits the rest later).
+    // The engine takes what the sender sent (EngineDirection::takeable).
     void take(Direction d) {
         SimulatedDirection& s = dirs_[size_t(d)];
         if (s.ended) return;
-        size_t n = s.sender.size();
-        if (s.relaying) n = std::min(n, kMaxRelay - std::min(kMaxRelay, s.pending.size()));
-        if (n == 0 && !s.sender.empty()) {
+        if (s.stalled()) {
             show(d, Push::Stalled);  // StreamDirection::on_segment: relay_full
             return;
         }
-        s.pending.insert(s.pending.end(), s.sender.begin(), s.sender.begin() + ptrdiff_t(n));
-        s.sender.erase(s.sender.begin(), s.sender.begin() + ptrdiff_t(n));
-        if (s.sender.empty() && s.fin_at_sender) s.ended = true;
+        s.take(s.takeable());
         show(d, Push::More);
     }
 
     void answer(int which, int kind, bool infected_default) {
         if (host_.ended()) return;
-        uint64_t id;
-        Direction direction = C2S;
-        if (which == 15) {
-            // A stale id: one answered already, or one never handed out.
-            id = answered_.empty() ? 1000000 : answered_[in_.u8() % answered_.size()];
-            if (std::any_of(host_.outstanding_.begin(), host_.outstanding_.end(),
-                            [id](const FakeHost::Scan& s) { return s.id == id; }))
-                return;
-        } else {
-            if (host_.outstanding_.empty()) return;
-            auto it =
-                host_.outstanding_.begin() + ptrdiff_t(size_t(which) % host_.outstanding_.size());
-            id = it->id;
-            direction = it->direction;
-            host_.outstanding_.erase(it);
-            answered_.push_back(id);
-        }
-        ScanVerdict v;
-        switch (kind) {
-            case 0:
-                v = infected_default
-                        ? ScanVerdict::infected({ScanEngineKind::ClamAV, "Eicar-Signature", "", {}})
-                        : ScanVerdict::clean();
-                break;
-            case 1:
-                v = ScanVerdict::infected({ScanEngineKind::Yara, "fuzz_rule", "", {}});
-                break;
-            case 2:
-                v = ScanVerdict::failed(ScanError::Timeout, "fuzz");
-                break;
-            default:
-                v = ScanVerdict::skipped_clean();
-                break;
-        }
+        std::optional<FakeHost::Scan> scan = pick_scan(which, host_.outstanding_, answered_, in_);
+        if (!scan) return;
+        const uint64_t id = scan->id;
+        const Direction direction = scan->direction;  // a stale id: C2S
+        // A YARA rule when infected by kind, EICAR by ClamAV otherwise.
+        ScanVerdict v =
+            fuzz_verdict(kind, infected_default,
+                         kind == 1 ? Detection{ScanEngineKind::Yara, "fuzz_rule", "", {}}
+                                   : Detection{ScanEngineKind::ClamAV, "Eicar-Signature", "", {}});
         if (which != 15 && host_.policy_.decide(v) == Action::Block)
             host_.blocked_[size_t(direction)] = true;
         host_.in_verdict_ = direction;
@@ -389,8 +326,7 @@ class Simulator {
         // continueReading(): both directions see their pending bytes again,
         // and the senders send what waited for room.
         for (Direction d : {C2S, S2C}) {
-            const SimulatedDirection& s = dirs_[size_t(d)];
-            if (!s.ended && (!s.sender.empty() || s.fin_at_sender))
+            if (dirs_[size_t(d)].sender_waits())
                 take(d);
             else
                 show(d, Push::More);
@@ -429,9 +365,9 @@ class Simulator {
             s.sender.clear();
             return;
         }
-        if (s.ended) push = Push::End;
+        push = s.shown(push);
         if (s.pending.empty()) {
-            end_relay(s);
+            s.end_relay();
             return;
         }
         if (host_.released_) {
@@ -441,21 +377,15 @@ class Simulator {
             s.output.append(s.pending.begin(), s.pending.end());
             s.offset += s.pending.size();
             s.pending.clear();
-            end_relay(s);
+            s.end_relay();
             return;
         }
-        if (s.relaying && push == Push::More && kMaxRelay - s.pending.size() < kRelayLowWater)
-            push = Push::Stalled;
         SimulatedSink sink(s, host_, d);
         host_.shown_[size_t(d)] = &sink;
         inspector_->transform(d).on_bytes(s.offset, s.pending, push, sink);
         host_.shown_[size_t(d)] = nullptr;
         size_t consumed = sink.consumed();
-        size_t left = s.pending.size() - consumed;
-        size_t limit = s.relaying ? kMaxRelay : kMaxPending;
-        size_t forced = push == Push::End ? left : left > limit ? left - limit : 0;
-        if (s.relaying && s.relay_requested) forced = 0;
-        if (host_.ended()) forced = 0;
+        size_t forced = host_.ended() ? 0 : s.forced(push, consumed);
         // The engine's forced maps are the inspector's fault while an object
         // of the direction waits: it should have kept the relay on.
         FUZZ_CHECK(forced == 0 || !host_.awaits_verdict(d));
@@ -464,12 +394,7 @@ class Simulator {
         consumed += forced;
         s.pending.erase(s.pending.begin(), s.pending.begin() + ptrdiff_t(consumed));
         s.offset += consumed;
-        end_relay(s);
-    }
-
-    // StreamDirection::maybe_end_relay, with a receiver that acknowledges at once.
-    static void end_relay(SimulatedDirection& s) {
-        if (s.relaying && !s.relay_requested && s.pending.empty() && !s.ended) s.relaying = false;
+        s.end_relay();
     }
 
     FuzzInput& in_;

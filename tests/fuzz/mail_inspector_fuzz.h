@@ -1,7 +1,8 @@
 // The POP3 and IMAP fuzz targets: their inspector in the simulator of
 // inspector_simulator.h (its layout and checks). Setup bits 5-6: starttls
 // allow (0), strip (1), block (2, 3); bit 7: on_virus strip instead of
-// replace and notify_recipient_on_error_pass.
+// replace, notify_recipient_on_error_pass and notify_sender_on_virus /
+// notify_sender_on_error_drop.
 #pragma once
 
 #include "inspector_simulator.h"
@@ -26,6 +27,7 @@ inline int run_mail_inspector(Service service, const uint8_t* data, size_t size)
         if (setup & 128) {
             policy.mail_on_virus = MailBlock::Strip;
             policy.notify_recipient_on_error_pass = true;
+            policy.notify_sender_on_virus = policy.notify_sender_on_error_drop = true;
         }
     });
     return 0;

@@ -561,6 +561,28 @@ def imap_seeds():
         "PQ0KLS1iLS0NCg0KBgYCAQdhMiBPSw0K")
 
 
+# -- ftp_control_fuzz: [mode] then text lines (mode 0) or the simulator (mode 1)
+def ftp_control_seeds():
+    yield "lines", (b"\0227 Entering Passive Mode (192,0,2,7,195,80).\n"
+                    b"229 Extended (|||6446|)\nPORT 10,1,2,3,200,10\n"
+                    b"EPRT |2|1080::8:800:200C:417A|5282|\nEPRT |1|132.235.1.2|6275|\n"
+                    b"211-Features:\n EPSV\n211 End\n257 \"/a \"\"b\"\"\" created\n"
+                    b"\xff\xf4\xff\xf2ABOR\nCWD ../x\n")
+    yield "hostile-numbers", (b"\0227 (99999999999999999999,1,1,1,1,1)\n227 (256,0,0,1,4,1)\n"
+                              b"229 (|||65536|)\nPORT 1,2,3,4,5,6,7\nEPRT |2|" + b"1" * 300
+                              + b"|21|\n")
+    login = (server(b"220 (vsFTPd 3.0.3)\r\n") + client(b"USER a\r\n") + server(b"331 pw\r\n")
+             + client(b"PASS b\r\n") + server(b"230 ok\r\n"))
+    yield "session", (b"\1\0" + login + client(b"PASV\r\n")
+                      + server(b"227 Entering Passive Mode (10,0,1,1,200,1).\r\n")
+                      + client(b"CWD /pub\r\n") + server(b"250 ok\r\n")
+                      + client(b"REST 10\r\nRETR a\r\n") + server(b"350 ok\r\n150 go\r\n")
+                      + server(b"226-done\r\n226 bye\r\n") + client(b"ABOR\r\n")
+                      + server(b"226 ok\r\n") + client(b"AUTH TLS\r\n\x16\x03\x01")
+                      + server(b"234 go\r\n"))
+    yield "garbage", b"\1\0" + login + server(b"no reply\r\n") + end(True)
+
+
 SEEDS = {
     "decode_fuzz": decode_seeds,
     "probe_fuzz": probe_seeds,
@@ -570,6 +592,7 @@ SEEDS = {
     "smtp_inspector_fuzz": smtp_seeds,
     "pop3_inspector_fuzz": pop3_seeds,
     "imap_inspector_fuzz": imap_seeds,
+    "ftp_control_fuzz": ftp_control_seeds,
 }
 
 

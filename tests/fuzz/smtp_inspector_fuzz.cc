@@ -69,6 +69,7 @@
 #include <vector>
 
 #include "../../src/proto/smtp/smtp_inspector.h"
+#include "engine_model.h"
 #include "fuzz_check.h"
 #include "fuzz_input.h"
 #include "nfqscan/inspector.h"
@@ -82,10 +83,8 @@ using Push = StreamTransform::Push;
 constexpr Direction C2S = Direction::ClientToServer;
 constexpr Direction S2C = Direction::ServerToClient;
 
-constexpr size_t kMaxPending = 4096;
-constexpr size_t kMaxRelay = 64 * 1024;
-constexpr size_t kRelayLowWater = kMaxRelay / 8;
-constexpr uint64_t kMaxContentSize = 16 * 1024;
+using fuzz::EngineDirection;
+using fuzz::kMaxContentSize;
 constexpr uint64_t kSmallContentSize = 300;
 constexpr int kRequestRounds = 8;  // Worker::settle
 
@@ -117,45 +116,29 @@ struct Ranges {
     }
 };
 
-struct SimulatedDirection {
-    std::vector<uint8_t> sender;  // sent, not taken yet
-    bool fin_at_sender = false;
-    std::vector<uint8_t> pending;  // taken, not mapped
-    uint64_t offset = 0;           // input offset of pending[0]
-    bool relay_requested = false;
-    bool relaying = false;
-    bool ended = false;
-    std::string output;  // what the receiver gets
-    Ranges passed;       // input ranges that went to the receiver unchanged
+// One direction: the engine's state (engine_model.h), and the input
+// ranges that went to the receiver unchanged.
+struct SimulatedDirection : EngineDirection {
+    Ranges passed;
 };
 
 class Simulator;
 
-class SimulatedSink : public StreamSink {
+class SimulatedSink : public fuzz::EngineSink {
   public:
     SimulatedSink(Simulator& sim, SimulatedDirection& d, Direction direction)
-        : sim_(sim), d_(d), direction_(direction) {}
+        : EngineSink(d), sim_(sim), direction_(direction) {}
     void pass(size_t length) override;
     void replace(size_t length, std::span<const uint8_t> bytes) override;
-    void relay(bool on) override {
-        d_.relay_requested = on;
-        if (on) d_.relaying = true;
-    }
-    size_t consumed() const { return consumed_; }
-    size_t unmapped() const { return d_.pending.size() - consumed_; }
-    uint64_t at() const { return d_.offset + consumed_; }
-    std::span<const uint8_t> shown() const { return d_.pending; }
 
   private:
     Simulator& sim_;
-    SimulatedDirection& d_;
     Direction direction_;
-    size_t consumed_ = 0;
 };
 
-class Simulator : public InspectorHost {
+class Simulator : public fuzz::FuzzHostBase {
   public:
-    explicit Simulator(FuzzInput& in) : in_(in) {}
+    explicit Simulator(FuzzInput& in) : FuzzHostBase("smtp", 25), in_(in) {}
 
     void run();
 
@@ -202,22 +185,6 @@ class Simulator : public InspectorHost {
         released_ = true;
         end_hold(false);
     }
-    const ProtocolPolicy& policy() const override { return policy_; }
-    const MessageTemplates& messages() const override { return *templates_; }
-    std::string render_message(std::string_view name, const MessageFields& fields) const override {
-        return templates_->render(name, fields);
-    }
-    const ScanLimits& limits() const override { return limits_; }
-    uint64_t now_ms() const override { return 1'000'000; }
-    void want_ticks(bool) override {}
-    MessageFields message_fields() const override {
-        MessageFields f;
-        f.client = "192.0.2.1:40000";
-        f.server = "198.51.100.1:25";
-        f.protocol = "smtp";
-        f.host = "fuzz";
-        return f;
-    }
 
     // ---- for SimulatedSink
     // `length` input bytes of d mapped, `out` bytes given to its receiver;
@@ -252,9 +219,6 @@ class Simulator : public InspectorHost {
     SimulatedDirection dirs_[2];
     const SimulatedSink* shown_[2] = {nullptr, nullptr};
 
-    ProtocolPolicy policy_;
-    std::shared_ptr<const MessageTemplates> templates_ = MessageTemplates::builtin();
-    ScanLimits limits_;
     bool infected_default_ = false;
     bool policy_detections_ = false;
 
@@ -533,21 +497,18 @@ void Simulator::run() {
 void Simulator::take(Direction d) {
     SimulatedDirection& s = dirs_[size_t(d)];
     if (s.ended) return;
-    size_t n = s.sender.size();
-    if (s.relaying) n = std::min(n, kMaxRelay - std::min(kMaxRelay, s.pending.size()));
-    if (n == 0 && !s.sender.empty()) {
+    if (s.stalled()) {
         show(d, Push::Stalled);
         return;
     }
+    size_t n = s.takeable();
     if (d == S2C && n > 0) {
         // The server spoke: what the client's lines waited for may be here.
         lines_unanswered_ = 0;
         server_in_data_ = text_of(std::span<const uint8_t>(s.sender).first(n)).find("354") !=
                           std::string_view::npos;
     }
-    s.pending.insert(s.pending.end(), s.sender.begin(), s.sender.begin() + ptrdiff_t(n));
-    s.sender.erase(s.sender.begin(), s.sender.begin() + ptrdiff_t(n));
-    if (s.sender.empty() && s.fin_at_sender) s.ended = true;
+    s.take(n);
     show(d, Push::More);
 }
 
@@ -559,12 +520,9 @@ void Simulator::show(Direction d, Push push) {
         s.sender.clear();
         return;
     }
-    if (s.ended) push = Push::End;
-    auto end_relay = [&s] {
-        if (s.relaying && !s.relay_requested && s.pending.empty() && !s.ended) s.relaying = false;
-    };
+    push = s.shown(push);
     if (s.pending.empty()) {
-        end_relay();
+        s.end_relay();
         return;
     }
     if (released_) {
@@ -578,21 +536,15 @@ void Simulator::show(Direction d, Push push) {
         output(d, text_of(s.pending));
         s.offset += s.pending.size();
         s.pending.clear();
-        end_relay();
+        s.end_relay();
         return;
     }
-    if (s.relaying && push == Push::More && kMaxRelay - s.pending.size() < kRelayLowWater)
-        push = Push::Stalled;
     SimulatedSink sink(*this, s, d);
     shown_[size_t(d)] = &sink;
     inspector_->transform(d).on_bytes(s.offset, s.pending, push, sink);
     shown_[size_t(d)] = nullptr;
     size_t consumed = sink.consumed();
-    size_t left = s.pending.size() - consumed;
-    size_t limit = s.relaying ? kMaxRelay : kMaxPending;
-    size_t forced = push == Push::End ? left : left > limit ? left - limit : 0;
-    if (s.relaying && s.relay_requested) forced = 0;
-    if (ended()) forced = 0;
+    size_t forced = ended() ? 0 : s.forced(push, consumed);
     // Bytes the engine maps for the inspector pass unparsed: a command the
     // inspector never framed, a DATA and a message never scanned.
     FUZZ_CHECK(forced == 0 || released_);
@@ -603,7 +555,7 @@ void Simulator::show(Direction d, Push push) {
     }
     s.pending.erase(s.pending.begin(), s.pending.begin() + ptrdiff_t(consumed));
     s.offset += consumed;
-    end_relay();
+    s.end_relay();
 }
 
 // Worker::settle: own bytes first, then a redrive, a few rounds.
@@ -626,36 +578,12 @@ void Simulator::settle() {
 
 void Simulator::answer(int which, int kind) {
     if (ended()) return;
-    uint64_t id;
-    if (which == 15) {
-        id = answered_.empty() ? 1000000 : answered_[in_.u8() % answered_.size()];
-        if (std::any_of(outstanding_.begin(), outstanding_.end(),
-                        [id](const Scan& s) { return s.id == id; }))
-            return;
-    } else {
-        if (outstanding_.empty()) return;
-        auto it = outstanding_.begin() + ptrdiff_t(size_t(which) % outstanding_.size());
-        id = it->id;
-        outstanding_.erase(it);
-        answered_.push_back(id);
-    }
+    std::optional<Scan> scan = fuzz::pick_scan(which, outstanding_, answered_, in_);
+    if (!scan) return;
+    const uint64_t id = scan->id;
     Detection detection{ScanEngineKind::ClamAV, "Eicar-Signature", "", {}};
     if (policy_detections_) detection.category = ThreatCategory::Policy;
-    ScanVerdict v;
-    switch (kind) {
-        case 0:
-            v = infected_default_ ? ScanVerdict::infected(detection) : ScanVerdict::clean();
-            break;
-        case 1:
-            v = ScanVerdict::infected(detection);
-            break;
-        case 2:
-            v = ScanVerdict::failed(ScanError::Timeout, "fuzz");
-            break;
-        default:
-            v = ScanVerdict::skipped_clean();
-            break;
-    }
+    ScanVerdict v = fuzz::fuzz_verdict(kind, infected_default_, detection);
     const bool mine = which != 15 && message_scans_.erase(id) > 0;
     if (mine && whole_id_ && id == *whole_id_) whole_blocks_ = policy_.decide(v) == Action::Block;
     inspector_->on_verdict(id, v);
@@ -664,8 +592,7 @@ void Simulator::answer(int which, int kind) {
     if (mine && message_scans_.empty()) end_hold(true);
     // continueReading(): both directions see their pending bytes again.
     for (Direction d : {C2S, S2C}) {
-        const SimulatedDirection& s = dirs_[size_t(d)];
-        if (!s.ended && (!s.sender.empty() || s.fin_at_sender))
+        if (dirs_[size_t(d)].sender_waits())
             take(d);
         else
             show(d, Push::More);

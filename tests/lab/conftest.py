@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab import Lab  # noqa: E402
+from lab import REPO, Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
 from servers import MailServers  # noqa: E402
 
@@ -66,6 +66,34 @@ def nfqscand(lab):
 
     def start(overrides=None, args=()):
         return Nfqscand(lab, overrides, args=args).start()
+
+    return start
+
+
+@pytest.fixture
+def mail_av(lab, nfqscand):
+    """Factory for the mail antivirus tests: start(protocols, limits, notify,
+    scan) runs nfqscand with the project's signatures (rules/clamav,
+    rules/yara, two scan threads), `protocols` as [protocols.*] (e.g.
+    {"smtp": {"on_virus": "reject"}}), `limits` as [scan.limits], `notify`
+    as [notify] and `scan` merged into [scan], and returns it once its
+    engines are loaded."""
+
+    def start(protocols: dict | None = None, limits: dict | None = None,
+              notify: dict | None = None, scan: dict | None = None):
+        table = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
+                 "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2,
+                 **(scan or {})}
+        if limits:
+            table["limits"] = limits
+        overrides = {"scan": table}
+        if protocols:
+            overrides["protocols"] = protocols
+        if notify:
+            overrides["notify"] = notify
+        daemon = nfqscand(overrides)
+        daemon.wait_engines()
+        return daemon
 
     return start
 

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """nfqscan demo: a client — router — server lab with nfqscand on the router,
-real servers (nginx, Dovecot, an SSH-like banner server) and real clients
+real servers (nginx, Dovecot, Postfix, vsftpd, an SSH-like banner server) and real clients
 (curl, Python). Each step drives traffic and says what nfqscand made of it;
 at the end `nfqscanctl status` and `nfqscanctl flows` show the whole picture.
 
@@ -18,6 +18,7 @@ import base64
 import email
 import html
 import io
+import os
 import re
 import signal
 import sys
@@ -30,11 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from banner_server import expected_stream  # noqa: E402
 from clients import banner_session, curl_download, curl_fetch, curl_mail, mail_message  # noqa: E402
+from ftp_clients import curl_ftp  # noqa: E402
 from http_corpus import EICAR  # noqa: E402
 from lab import Lab  # noqa: E402
 from nfqscand import Nfqscand  # noqa: E402
 from mail_clients import NamespaceSMTP, imap_fetch, pop3_retrieve  # noqa: E402
-from servers import BannerServer, Dovecot, Nginx, Postfix  # noqa: E402
+from servers import BannerServer, Dovecot, Nginx, Postfix, Vsftpd  # noqa: E402
 from tokens import rewrite, rewrite_config, token_text  # noqa: E402
 
 STEPS: list[tuple[str, str, object]] = []
@@ -66,6 +68,10 @@ class Demo:
         self.message = mail_message("nfqscan demo", 50_000)
         self.dovecot.deliver(self.USER, self.message)
         self.postfix = Postfix(lab, ports=[25], dovecot=self.dovecot, users=(self.USER,))
+        self.vsftpd = Vsftpd(lab, ports=[21], users={self.USER: self.PASSWORD})
+        self.vsftpd.add_file("pub/eicar.com", EICAR)
+        self.ftp_clean_digest = self.vsftpd.add_file("pub/report.bin",
+                                                      os.urandom(2 * 1024 * 1024))
         self.ssh_bytes = 10 * 1024 * 1024
         self.ssh = BannerServer(lab, port=2222, banner=b"SSH-2.0-OpenSSH_9.2p1",
                                 stream_bytes=self.ssh_bytes)
@@ -239,6 +245,31 @@ def mail_antivirus(demo: Demo) -> str:
             "byte-identical; POP3 (poplib) and IMAP over IPv6 (imaplib) show the notice")
 
 
+@step("ftpav", "FTP antivirus: EICAR downloaded with curl (passive, EPSV) gets the drop "
+                "message and 550; a clean 2 MB file (active, EPRT) arrives byte-identical")
+def ftp_antivirus(demo: Demo) -> str:
+    demo.daemon.wait_engines()
+    url = demo.vsftpd.url("/pub/eicar.com")
+    got = curl_ftp(demo.lab, url)
+    print(f"   curl {url} -> exit {got['exit']}, {len(got['body'])} bytes on the data "
+          "connection:", flush=True)
+    text = got["body"].decode("utf-8", errors="replace")
+    print("\n".join("   | " + line for line in text.splitlines()[:14]), flush=True)
+    final = got["transfer_reply"] or "(none)"
+    print(f"   control channel after the transfer: {final}", flush=True)
+    check(EICAR not in got["body"], "the EICAR bytes reached the client")
+    check(final.startswith("550"), f"the control channel said {final!r}, not 550")
+    events = [e for e in demo.daemon.detections(20)
+              if e.get("protocol") == "ftp" and e.get("object", "").endswith("eicar.com")]
+    check(bool(events), "no ftp event for the download in nfqscanctl detections")
+    check(events[-1]["name"] in text, f"the drop message does not name {events[-1]['name']}")
+    clean = curl_ftp(demo.lab, demo.vsftpd.url("/pub/report.bin"), "--ftp-port", "-")
+    check(clean["exit"] == 0 and clean["sha256"] == demo.ftp_clean_digest,
+          f"the clean file arrived altered (curl exit {clean['exit']})")
+    return (f"dropped: {events[-1]['name']} (event {events[-1].get('id')}, action "
+            f"{events[-1]['action']}); clean file sha256 ok")
+
+
 def clean_subject(message: bytes) -> str:
     return email.message_from_bytes(message)["Subject"]
 
@@ -258,6 +289,7 @@ def hold(demo: Demo) -> None:
    ip netns exec {lab.client.name} curl -i http://203.0.113.2/av/eicar.com     (the block page)
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} pop3://203.0.113.2/1
    ip netns exec {lab.client.name} curl -u {demo.USER}:{demo.PASSWORD} 'imap://203.0.113.2/INBOX;UID=1'
+   ip netns exec {lab.client.name} curl -v -u {demo.USER}:{demo.PASSWORD} ftp://203.0.113.2/pub/eicar.com   (the drop message, 550)
    {daemon.ctl_command()} status      (or flows, --json)
    {daemon.ctl_command()} scan FILE   (or engines, detections, reload)""", flush=True)
     try:

@@ -8,6 +8,7 @@ is ready when its port answers on both address families.
 
 from __future__ import annotations
 
+import dbm.ndbm
 import hashlib
 import json
 import os
@@ -618,3 +619,139 @@ class MailServers:
         """Empty mailboxes and the sink (between parts of a test)."""
         self.postfix.reset()
         self.sink.reset()
+
+
+class Vsftpd:
+    """vsftpd 3.0 on the given control ports, IPv4 and IPv6 (one process per
+    address family and port: vsftpd listens on one socket each), passive
+    (PASV, EPSV; data ports `pasv_ports`, inclusive) and active (PORT, EPRT;
+    data connections from port 20 unless `port20` is false). Logins:
+    anonymous (read-only, DIR/anon) and the virtual users of `users`
+    (password checked by PAM: pam_userdb and DIR/users.db), who all
+    share DIR/home as their root, writable: uploads land in DIR/home/upload.
+
+    Virtual users need a PAM service, which PAM only reads from /etc/pam.d:
+    each process runs under `unshare --mount` with DIR/pam.d bind-mounted
+    over /etc/pam.d in that mount namespace only. isolate_network is off
+    (its default gives every session a network namespace of its own), and
+    so is the seccomp sandbox (it refuses the calls PAM makes in the lab).
+    The log (DIR/vsftpd.log) has every command and reply."""
+
+    CONTROL_PORTS = (21,)
+    PASV_PORTS = (30000, 30099)
+    USER = "ftp"  # what virtual users run as (the file owner of uploads)
+
+    def __init__(self, lab: Lab, ports=CONTROL_PORTS, users: dict | None = None,
+                 pasv_ports: tuple[int, int] = PASV_PORTS, port20: bool = True,
+                 name: str = "vsftpd"):
+        self.lab = lab
+        self.ports = list(ports)
+        self.users = users or {"alice": "wonderland"}
+        self.pasv_ports = pasv_ports
+        self.name = name
+        self.dir = d = lab.dir / name
+        self.anon = d / "anon"
+        self.home = d / "home"
+        self.upload = self.home / "upload"
+        self.log = d / "vsftpd.log"
+        _mkdirs(d, d / "pam.d", d / "empty", self.anon)
+        # The chroot of a login must not be writable by its user (vsftpd
+        # refuses it); the upload folder below it is.
+        _mkdirs(self.home)
+        _mkdirs(self.upload, owner=self.USER)
+        # pam_userdb reads a Berkeley DB hash of user -> password, which is
+        # what Debian's Python builds dbm.ndbm on. (pam_exec hangs under
+        # vsftpd: its SIGCHLD handler reaps the helper pam_exec waits for.)
+        with dbm.ndbm.open(str(d / "users"), "n", 0o600) as db:
+            for user, password in self.users.items():
+                db[user.encode()] = password.encode()
+        (d / "pam.d" / "vsftpd-lab").write_text(
+            f"auth required pam_userdb.so db={d}/users\n"
+            "account required pam_permit.so\nsession required pam_permit.so\n")
+        self.processes: list[Process] = []
+        for port in self.ports:
+            for family, address in ((4, SERVER4), (6, SERVER6)):
+                conf = d / f"vsftpd-{family}-{port}.conf"
+                conf.write_text(self._config(family, address, port, port20))
+                cmd = ["unshare", "--mount", "sh", "-c",
+                       f"mount --bind {d}/pam.d /etc/pam.d && exec vsftpd {conf}"]
+                self.processes.append(lab.server.spawn(f"{name}-{family}-{port}", cmd))
+        lab.extra_logs.append(self.log)
+        self.wait_ready()
+
+    def _config(self, family: int, address: str, port: int, port20: bool) -> str:
+        listen = (f"listen=YES\nlisten_ipv6=NO\nlisten_address={address}\n" if family == 4 else
+                  f"listen=NO\nlisten_ipv6=YES\nlisten_address6={address}\n")
+        low, high = self.pasv_ports
+        d = self.dir
+        return f"""\
+{listen}listen_port={port}
+background=NO
+isolate_network=NO
+isolate=NO
+seccomp_sandbox=NO
+secure_chroot_dir={d}/empty
+pam_service_name=vsftpd-lab
+ftpd_banner=lab FTP server ready
+anonymous_enable=YES
+anon_root={self.anon}
+no_anon_password=YES
+local_enable=YES
+guest_enable=YES
+guest_username={self.USER}
+virtual_use_local_privs=YES
+local_root={self.home}
+chroot_local_user=YES
+write_enable=YES
+local_umask=022
+pasv_enable=YES
+pasv_min_port={low}
+pasv_max_port={high}
+port_enable=YES
+connect_from_port_20={"YES" if port20 else "NO"}
+xferlog_enable=YES
+vsftpd_log_file={self.log}
+log_ftp_protocol=YES
+dual_log_enable=NO
+syslog_enable=NO
+use_localtime=NO
+idle_session_timeout=300
+data_connection_timeout=300
+"""
+
+    def wait_ready(self) -> None:
+        i = 0
+        for port in self.ports:
+            for address in (SERVER4, SERVER6):
+                self.lab.server.wait_port(address, port, greeting=b"220 ",
+                                          process=self.processes[i])
+                i += 1
+
+    def add_file(self, relpath: str, data: bytes, anonymous: bool = False) -> str:
+        """Put `data` at /relpath of the virtual users' tree (or of the
+        anonymous one); returns its sha256 hex digest."""
+        path = (self.anon if anonymous else self.home) / relpath
+        _mkdirs(path.parent)
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+        return hashlib.sha256(data).hexdigest()
+
+    def uploaded(self, name: str) -> bytes | None:
+        """What the server stored of an upload to /upload/NAME (whole or
+        partial), None when it stored nothing."""
+        path = self.upload / name
+        return path.read_bytes() if path.exists() else None
+
+    def url(self, path: str, port: int | None = None, family: int = 4,
+            user: str | None = "alice") -> str:
+        """ftp://USER:PASSWORD@server:port/path (anonymous with user None)."""
+        port = port or self.ports[0]
+        address = SERVER4 if family == 4 else SERVER6
+        auth = f"{user}:{self.users[user]}@" if user else ""
+        return f"ftp://{auth}{host_in_url(address)}:{port}{path}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

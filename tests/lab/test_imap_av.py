@@ -20,9 +20,10 @@ import pytest
 from clients import mail_message
 from http_corpus import EICAR, EICAR_NAMES
 from mail_clients import NamespaceIMAP4, imap_fetch
-from servers import Dovecot
-from test_pop3_av import (NOTICE, PASSWORD, SCAN, USER, assert_replaced, infected_messages,
+from servers import Dovecot, SmtpSink
+from test_pop3_av import (NOTICE, PASSWORD, USER, assert_replaced, infected_messages,
                           served)
+from test_smtp_av import assert_read_as_judged, deliver_samples
 from test_stream_rewrite import LOSS
 
 STANDARD_PORT, ODD_PORT = 143, 1143
@@ -49,17 +50,11 @@ def dovecot(lab):
 
 
 @pytest.fixture
-def imap_av(lab, nfqscand):
-    def start(imap: dict | None = None, limits: dict | None = None):
-        scan = dict(SCAN)
-        if limits:
-            scan["limits"] = limits
-        overrides = {"scan": scan}
-        if imap:
-            overrides["protocols"] = {"imap": imap}
-        daemon = nfqscand(overrides)
-        daemon.wait_engines()
-        return daemon
+def imap_av(mail_av):
+    """Factory: nfqscand (conftest's mail_av) with [protocols.imap] `imap`."""
+
+    def start(imap: dict | None = None, limits: dict | None = None, notify: dict | None = None):
+        return mail_av({"imap": imap} if imap else None, limits, notify)
 
     return start
 
@@ -88,6 +83,10 @@ def test_imap_infected_messages_are_replaced_and_the_next_clean_one_is_intact(
     blocked = [e for e in imap_events(daemon) if e.get("action") == "replace"]
     assert len(blocked) == 2 * len(samples), imap_events(daemon)
     assert all(e["name"] in EICAR_NAMES for e in blocked), blocked
+    # The inspector's own counters (ImapCounters), summed over both sessions.
+    own = daemon.status()["protocols"]["imap"]["inspector"]
+    assert own["messages_scanned"] == 2 * len(order), own
+    assert own["messages_blocked"] == 2 * len(samples) and own["partial"] == 0, own
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -108,10 +107,9 @@ def test_imap_curl_gets_the_notice(lab, dovecot, imap_av, family):
     message = infected_messages()["quoted-printable"]
     dovecot.deliver(USER, message)
     imap_av()
-    host = lab.server_address(family)
-    host = f"[{host}]" if family == 6 else host
 
-    proc = lab.curl(f"imap://{host}:{ODD_PORT}/INBOX;UID=1", "--user", f"{USER}:{PASSWORD}")
+    proc = lab.curl(lab.url("imap", ODD_PORT, "/INBOX;UID=1", family), "--user",
+                    f"{USER}:{PASSWORD}")
 
     assert_replaced(proc.stdout, message, "curl FETCH")
 
@@ -168,6 +166,8 @@ def test_imap_partial_fetch_falls_back_and_whole_answers_are_scanned(lab, doveco
     events = imap_events(daemon)
     partial = [e for e in events if e.get("category") == "partial"]
     assert len(partial) == 1 and partial[0]["action"] == "pass", events
+    own = daemon.status()["protocols"]["imap"]["inspector"]
+    assert own["partial"] == 1 and own["messages_scanned"] == 1, own
     assert [e["action"] for e in events if e.get("verdict") == "infected"] == ["replace"], events
 
 
@@ -217,3 +217,43 @@ def test_imap_append_of_an_infected_message_is_stored_replaced(lab, dovecot, ima
 
 def b64_eicar() -> bytes:
     return base64.b64encode(EICAR)
+
+
+@pytest.mark.parametrize("action,family", [("replace", 6), ("strip", 4), ("pass", 6)])
+def test_imap_every_encoding_of_eicar_and_clam_exe_under_each_action(lab, dovecot, imap_av,
+                                                                     action, family):
+    """The samples of test_smtp_av (EICAR and clam.exe in every encoding,
+    zipped, forwarded), each followed by a clean message, in one FETCH 1:*
+    BODY.PEEK[]: each judged per on_virus, each clean one byte-identical."""
+    samples, order, clean = deliver_samples(lambda m: dovecot.deliver(USER, m))
+    daemon = imap_av({"on_virus": action})
+
+    got = imap_fetch(lab, lab.server_address(family), ODD_PORT, USER, PASSWORD)
+
+    assert_read_as_judged(got, samples, order, clean, action, imap_events(daemon))
+
+
+def test_imap_sender_is_notified_on_virus_and_on_error_drop(lab, dovecot, imap_av):
+    """notify_sender_on_virus tells the Return-Path of an infected message;
+    notify_sender_on_error_drop the From of one too big to scan whose
+    fallback blocks it. Both arrive at a second SMTP server (the sink)."""
+    sink = SmtpSink(lab)
+    infected = b"Return-Path: <owner@lists.example.org>\r\n" + infected_messages()["zip"]
+    big = mail_message("too big to scan", 200_000, seed=31)  # From: sender@example.org
+    dovecot.deliver(USER, infected)
+    dovecot.deliver(USER, big)
+    daemon = imap_av({"notify_sender_on_virus": True, "notify_sender_on_error_drop": True,
+                      "fallback": {"content-size": "block"}},
+                     limits={"max_content_size": "64K"},
+                     notify={"relay": sink.relay, "from": "scanner@lab.test"})
+
+    got = imap_fetch(lab, lab.server_address(6), STANDARD_PORT, USER, PASSWORD)
+
+    assert len(got) == 2 and all(NOTICE in m for m in got), [m[:300] for m in got]
+    notes = sink.wait_for_messages(2)
+    by_rcpt = {tuple(n["rcpt_to"]): n for n in notes}
+    assert set(by_rcpt) == {("owner@lists.example.org",), ("sender@example.org",)}, notes
+    assert b"Subject: zipped eicar" in by_rcpt[("owner@lists.example.org",)]["data"]
+    too_big = by_rcpt[("sender@example.org",)]["data"]
+    assert b"Subject: too big to scan" in too_big and b"content-size" in too_big, too_big[:2000]
+    assert daemon.status()["notify"]["sent"] == 2

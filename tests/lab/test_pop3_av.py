@@ -20,9 +20,9 @@ import pytest
 
 from clients import mail_message
 from http_corpus import EICAR, EICAR_NAMES, zip_bytes
-from lab import REPO
 from mail_clients import NamespacePOP3, pop3_retrieve
-from servers import Dovecot
+from servers import Dovecot, SmtpSink
+from test_smtp_av import assert_read_as_judged, deliver_samples
 from test_stream_rewrite import LOSS
 
 USER, PASSWORD = "alice", "wonderland"
@@ -31,8 +31,6 @@ ROUTES = [pytest.param((4, STANDARD_PORT), id="ipv4"), pytest.param((6, STANDARD
           pytest.param((4, ODD_PORT), id=f"ipv4-port{ODD_PORT}"),
           pytest.param((6, ODD_PORT), id=f"ipv6-port{ODD_PORT}")]
 FAMILIES = [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")]
-SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
-        "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2}
 NOTICE = b"This message was changed by nfqscan"
 
 
@@ -110,20 +108,11 @@ def dovecot(lab):
 
 
 @pytest.fixture
-def pop3_av(lab, nfqscand):
-    """Factory: nfqscand with the project's signatures and [protocols.pop3]
-    `pop3` merged in, once its engines are loaded."""
+def pop3_av(mail_av):
+    """Factory: nfqscand (conftest's mail_av) with [protocols.pop3] `pop3`."""
 
-    def start(pop3: dict | None = None, limits: dict | None = None):
-        scan = dict(SCAN)
-        if limits:
-            scan["limits"] = limits
-        overrides = {"scan": scan}
-        if pop3:
-            overrides["protocols"] = {"pop3": pop3}
-        daemon = nfqscand(overrides)
-        daemon.wait_engines()
-        return daemon
+    def start(pop3: dict | None = None, limits: dict | None = None, notify: dict | None = None):
+        return mail_av({"pop3": pop3} if pop3 else None, limits, notify)
 
     return start
 
@@ -166,8 +155,15 @@ def test_pop3_infected_messages_are_replaced_and_the_next_clean_one_is_intact(
     assert len(blocked) == len(samples), events
     for e in blocked:
         assert e["verdict"] == "infected" and e["name"] in EICAR_NAMES, e
-    counters = pop3_counters(daemon.status())
+    status = daemon.status()
+    counters = pop3_counters(status)
     assert counters["flows"] >= 1 and counters["infected"] >= len(samples), counters
+    # The inspector's own counters (Pop3Counters), summed over flows.
+    own = status["protocols"]["pop3"]["inspector"]
+    assert own["messages_scanned"] == len(order) and own["messages_blocked"] == len(samples), own
+    assert own["commands"] >= len(order) + 3 and own["protocol_errors"] == 0, own
+    text = daemon.ctl("status").stdout.decode()
+    assert f"pop3: commands {own['commands']}," in text, text
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -190,10 +186,8 @@ def test_pop3_curl_gets_the_notice(lab, dovecot, pop3_av, family):
     message = infected_messages()["zip"]
     dovecot.deliver(USER, message)
     pop3_av()
-    host = lab.server_address(family)
-    host = f"[{host}]" if family == 6 else host
 
-    proc = lab.curl(f"pop3://{host}:{ODD_PORT}/1", "--user", f"{USER}:{PASSWORD}")
+    proc = lab.curl(lab.url("pop3", ODD_PORT, "/1", family), "--user", f"{USER}:{PASSWORD}")
 
     assert_replaced(proc.stdout, message, "curl RETR")
 
@@ -278,3 +272,47 @@ def test_pop3_top_is_scanned_and_list_sizes_stay(lab, dovecot, pop3_av):
         assert again == listing, "LIST changed within the session"
     finally:
         client.quit()
+
+
+@pytest.mark.parametrize("action,family", [("replace", 4), ("strip", 6), ("pass", 4)])
+def test_pop3_every_encoding_of_eicar_and_clam_exe_under_each_action(lab, dovecot, pop3_av,
+                                                                     action, family):
+    """EICAR and clam.exe as base64, quoted-printable and uuencoded
+    attachments, zipped, and in a forwarded message/rfc822 (the samples of
+    test_smtp_av), each followed by a clean message, RETRieved in one
+    session: each judged per on_virus, each clean one byte-identical."""
+    samples, order, clean = deliver_samples(lambda m: dovecot.deliver(USER, m))
+    daemon = pop3_av({"on_virus": action})
+
+    got = pop3_retrieve(lab, lab.server_address(family), STANDARD_PORT, USER, PASSWORD)
+
+    assert_read_as_judged(got, samples, order, clean, action, pop3_events(daemon))
+
+
+def test_pop3_sender_is_notified_at_the_return_path_else_from(lab, dovecot, pop3_av):
+    """notify_sender_on_virus: POP3 has no envelope, so the Return-Path the
+    delivering MTA recorded is told, else the From address; a bounce
+    (Return-Path: <>) is never answered. The notifications arrive at a
+    second SMTP server (the sink)."""
+    sink = SmtpSink(lab)
+    samples = infected_messages()
+    dovecot.deliver(USER, b"Return-Path: <owner@lists.example.org>\r\n" + samples["base64"])
+    dovecot.deliver(USER, b"Return-Path: <>\r\n" + samples["zip"])
+    dovecot.deliver(USER, samples["quoted-printable"])  # From: Mallory <mallory@example.org>
+    daemon = pop3_av({"notify_sender_on_virus": True},
+                     notify={"relay": sink.relay, "from": "scanner@lab.test"})
+
+    got = pop3_retrieve(lab, lab.server_address(4), STANDARD_PORT, USER, PASSWORD)
+
+    for message in got:
+        assert EICAR not in message and NOTICE in message
+    notes = sink.wait_for_messages(2)
+    by_rcpt = {tuple(n["rcpt_to"]): n for n in notes}
+    assert set(by_rcpt) == {("owner@lists.example.org",), ("mallory@example.org",)}, notes
+    for rcpt, subject in ((("owner@lists.example.org",), b"Subject: base64 eicar"),
+                          (("mallory@example.org",), b"Subject: qp eicar")):
+        assert by_rcpt[rcpt]["mail_from"] == "scanner@lab.test"
+        assert subject in by_rcpt[rcpt]["data"], "the original headers are not attached"
+        assert EICAR not in by_rcpt[rcpt]["data"]
+    status = daemon.status()["notify"]
+    assert status["sent"] == 2 and status["null_sender"] == 1, status

@@ -19,6 +19,7 @@ Postfix's Maildir is what is checked, never what the client believes."""
 from __future__ import annotations
 
 import base64
+import binascii
 import email
 import email.policy
 import io
@@ -27,14 +28,13 @@ import zipfile
 
 import pytest
 
+from clients import mail_message
 from http_corpus import CLAM_TESTFILES, EICAR
-from lab import REPO, SERVER4
-from mail_clients import NamespaceSMTP, smtp_ehlo, swaks_send
+from lab import SERVER4
+from mail_clients import NamespaceSMTP, imap_fetch, pop3_retrieve, smtp_ehlo, swaks_send
 from servers import MailServers, Postfix
 from test_stream_rewrite import LOSS
 
-SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
-        "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2}
 SENDER = "sender@example.org"
 ROUTES = [pytest.param((4, 25), id="ipv4"), pytest.param((6, 25), id="ipv6"),
           pytest.param((4, 2525), id="ipv4-port2525"),
@@ -49,9 +49,9 @@ def _head(subject: str, extra: str = "") -> str:
             f"Date: Mon, 20 Nov 2023 10:00:00 +0000\r\nMIME-Version: 1.0\r\n{extra}")
 
 
-def _multipart(subject: str, parts: list[str]) -> bytes:
-    body = "".join(f"--b0und\r\n{p}\r\n" for p in parts) + "--b0und--\r\n"
-    return (_head(subject, 'Content-Type: multipart/mixed; boundary="b0und"\r\n') + "\r\n"
+def _multipart(subject: str, parts: list[str], boundary: str = "b0und") -> bytes:
+    body = "".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + f"--{boundary}--\r\n"
+    return (_head(subject, f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n') + "\r\n"
             + body).encode()
 
 
@@ -74,12 +74,11 @@ def _zip(name: str, data: bytes) -> bytes:
 
 
 def _quoted_printable(data: bytes) -> str:
-    import quopri
-    return quopri.encodestring(data).decode().replace("\n", "\r\n")
+    """Binary-safe: line ends in `data` are encoded (=0D=0A), not lines."""
+    return binascii.b2a_qp(data, istext=False).decode().replace("\n", "\r\n")
 
 
 def _uuencode(name: str, data: bytes) -> str:
-    import binascii
     lines = [f"begin 644 {name}"]
     for i in range(0, len(data), 45):
         lines.append(binascii.b2a_uu(data[i:i + 45]).decode().rstrip("\n"))
@@ -87,27 +86,49 @@ def _uuencode(name: str, data: bytes) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-def infected_messages() -> dict[str, bytes]:
-    """EICAR in the encodings mail carries it in, each with a clean part
-    beside it (what strip must keep)."""
+def infected_messages(payload: bytes = EICAR, name: str = "eicar.com",
+                      label: str = "") -> dict[str, bytes]:
+    """`payload` (EICAR by default, or a ClamAV test file) in the encodings
+    mail carries it in, each with a clean part beside it (what strip must
+    keep). `label` goes in front of each Subject to tell payloads apart."""
     good = _base64_part("figures.bin", b"quarterly figures " * 40)
-    inner = _multipart("inner", [TEXT_PART, _base64_part("eicar.com", EICAR)]).decode()
+    stem = name.rsplit(".", 1)[0]
+    # (its own boundary: the outer one would end the outer multipart early)
+    inner = _multipart(f"{label}inner", [TEXT_PART, _base64_part(name, payload)],
+                       boundary="inner-b0und").decode()
     return {
-        "base64": _multipart("base64 attachment", [TEXT_PART, _base64_part("eicar.com", EICAR),
-                                                   good]),
-        "quoted-printable": _multipart("qp attachment", [
+        "base64": _multipart(f"{label}base64 attachment",
+                             [TEXT_PART, _base64_part(name, payload), good]),
+        "quoted-printable": _multipart(f"{label}qp attachment", [
             TEXT_PART,
-            'Content-Type: text/plain; name="eicar.txt"\r\nContent-Disposition: attachment; '
-            'filename="eicar.txt"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-            + _quoted_printable(EICAR), good]),
-        "uuencoded": (_head("uuencoded", "Content-Type: text/plain\r\n") + "\r\nsee below\r\n\r\n"
-                      + _uuencode("eicar.com", EICAR)).encode(),
-        "zipped": _multipart("zip attachment", [TEXT_PART,
-                                                _base64_part("eicar.zip", _zip("eicar.com", EICAR)),
-                                                good]),
-        "forwarded": _multipart("forwarded", [TEXT_PART, "Content-Type: message/rfc822\r\n\r\n"
-                                              + inner, good]),
+            f'Content-Type: text/plain; name="{stem}.txt"\r\nContent-Disposition: attachment; '
+            f'filename="{stem}.txt"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+            + _quoted_printable(payload), good]),
+        "uuencoded": (_head(f"{label}uuencoded", "Content-Type: text/plain\r\n")
+                      + "\r\nsee below\r\n\r\n" + _uuencode(name, payload)).encode(),
+        "zipped": _multipart(f"{label}zip attachment",
+                             [TEXT_PART, _base64_part(f"{stem}.zip", _zip(name, payload)), good]),
+        "forwarded": _multipart(f"{label}forwarded",
+                                [TEXT_PART, "Content-Type: message/rfc822\r\n\r\n" + inner, good]),
     }
+
+
+def clam_exe() -> bytes | None:
+    """clamav-testfiles' clam.exe (the project's signature knows it), or None
+    when the package is not installed (tools/setup installs it)."""
+    path = CLAM_TESTFILES / "clam.exe"
+    return path.read_bytes() if path.exists() else None
+
+
+def all_samples() -> dict[str, tuple[bytes, bytes]]:
+    """name -> (message, payload): EICAR and clam.exe in every encoding."""
+    out = {f"eicar {k}": (m, EICAR) for k, m in infected_messages().items()}
+    clam = clam_exe()
+    if clam is None:
+        pytest.skip("clamav-testfiles is not installed (tools/setup installs it)")
+    out.update({f"clam.exe {k}": (m, clam)
+                for k, m in infected_messages(clam, "clam.exe", "clam ").items()})
+    return out
 
 
 def clean_message(subject: str, size: int = 20_000) -> bytes:
@@ -134,7 +155,12 @@ def decoded_text(message: bytes) -> bytes:
 # -- sessions -------------------------------------------------------------------
 
 def session(lab, family: int, port: int, timeout: float = 120) -> NamespaceSMTP:
-    smtp = NamespaceSMTP(lab.client, lab.server_address(family), port, timeout=timeout)
+    return session_to(lab, lab.server_address(family), port, timeout)
+
+
+def session_to(lab, address: str, port: int, timeout: float = 120) -> NamespaceSMTP:
+    """An SMTP session from the client namespace to `address`, after EHLO."""
+    smtp = NamespaceSMTP(lab.client, address, port, timeout=timeout)
     code, _ = smtp.ehlo()
     assert code == 250
     return smtp
@@ -152,16 +178,9 @@ def send(smtp: NamespaceSMTP, rcpt: str, message: bytes):
 
 
 @pytest.fixture
-def smtp_av(lab, nfqscand, mail_servers):
+def smtp_av(mail_av, mail_servers):
     def start(smtp: dict | None = None, scan: dict | None = None, notify: dict | None = None):
-        overrides = {"scan": {**SCAN, **(scan or {})}}
-        if smtp:
-            overrides["protocols"] = {"smtp": smtp}
-        if notify:
-            overrides["notify"] = notify
-        daemon = nfqscand(overrides)
-        daemon.wait_engines()
-        return daemon
+        return mail_av({"smtp": smtp} if smtp else None, notify=notify, scan=scan)
     return start
 
 
@@ -169,10 +188,12 @@ def smtp_events(daemon) -> list[dict]:
     return [e for e in daemon.detections(200) if e.get("protocol") == "smtp"]
 
 
-def assert_notice(delivered: bytes, original: bytes, action: str):
+def assert_notice(delivered: bytes, original: bytes, action: str, payload: bytes = EICAR):
+    """`delivered` (a Maildir file, or what a POP3/IMAP client got) is the
+    notice for `original`, per `action`, without `payload`."""
     text = decoded_text(delivered)
-    assert EICAR not in text, "the infected content reached the mailbox"
-    head = delivered.split(b"\n\n", 1)[0]
+    assert payload not in text, "the infected content reached the mailbox"
+    head = delivered.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
     assert b"X-Nfqscan-Virus: " in head, head
     assert f"X-Nfqscan-Action: {action}".encode() in head, head
     subject = [ln for ln in original.split(b"\r\n") if ln.startswith(b"Subject:")][0]
@@ -285,7 +306,10 @@ def test_swaks_pipelined_clean_and_infected(lab, smtp_av, mail_servers):
 
 def test_large_clean_message_with_loss_is_byte_identical(lab, smtp_av, mail_servers):
     smtp_av()
-    lab.add_tcp_loss(LOSS)
+    # Loss at every receiver too (injected): nfqscand relays the message to
+    # Postfix in its own segments, and the client's arrive GRO-merged (few
+    # packets: the router's rule alone sometimes dropped none of them).
+    lab.add_tcp_loss(LOSS, injected=True)
     message = clean_message("ten megabytes", 10 * 1024 * 1024)
     with session(lab, 4, 25, timeout=300) as smtp:
         assert send(smtp, mail_servers.address("alice"), message)[0] == 250
@@ -369,3 +393,170 @@ def test_clamav_test_file_attachment_is_replaced(lab, smtp_av, mail_servers, nam
 def _zip_members(data: bytes) -> list[bytes]:
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         return [z.read(n) for n in z.namelist()] + [data]
+
+
+def assert_judged(got: bytes, message: bytes, payload: bytes, action: str, name: str):
+    """What reached the mailbox or the reader of `message` (a sample of
+    all_samples() called `name`, carrying `payload`) under on_virus
+    `action` (replace, strip or pass)."""
+    if action == "pass":
+        assert Postfix.as_sent(got) == message, f"{name}: changed although passed"
+        return
+    # strip: a message whose payload is no MIME part of its own (uuencoded
+    # in the text) has nothing to strip and is replaced.
+    stripped = action == "strip" and not name.endswith("uuencoded")
+    try:
+        assert_notice(got, message, "strip" if stripped else "replace", payload)
+    except AssertionError as e:
+        raise AssertionError(f"{name} ({action}): {e}") from None
+    if stripped:
+        leaves = [p for p in email.message_from_bytes(got).walk() if not p.is_multipart()]
+        figures = [p for p in leaves if p.get_filename() == "figures.bin"]
+        assert len(figures) == 1, (name, [p.get_content_type() for p in leaves],
+                                   got.decode(errors="replace"))
+        assert figures[0].get_payload(decode=True) == b"quarterly figures " * 40, \
+            f"{name}: the clean attachment changed"
+
+
+def deliver_samples(deliver) -> tuple[dict, list, bytes]:
+    """Every sample of all_samples() put in a mailbox with `deliver`
+    (Dovecot.deliver for one user), each followed by a clean message.
+    Returns the samples, the order of the mailbox (a sample's name, None for
+    the clean one) and the clean message."""
+    clean = mail_message("clean between", 30_000, seed=6)
+    samples = all_samples()
+    order = []
+    for name, (message, _) in samples.items():
+        deliver(message)
+        deliver(clean)
+        order += [name, None]
+    return samples, order, clean
+
+
+def assert_read_as_judged(got: list[bytes], samples: dict, order: list, clean: bytes,
+                          action: str, events: list[dict]) -> None:
+    """What a reader got of the mailbox of deliver_samples(), and the events
+    of its protocol, under on_virus `action`."""
+    assert len(got) == len(order)
+    for name, read in zip(order, got):
+        if name is None:
+            assert read == clean, "a clean message after a judged one changed"
+        else:
+            assert_judged(read, *samples[name], action, name)
+    expected = {"strip": {"strip", "replace"}}.get(action, {action})
+    assert len(events) == len(samples), events
+    assert all(e["action"] in expected and e["verdict"] == "infected" for e in events), events
+
+
+# -- every sample under every action ---------------------------------------------
+
+EXPECTED_REPLY = {"replace": 250, "strip": 250, "reject": 550, "drop": 250, "pass": 250}
+
+
+@pytest.mark.parametrize("action,family", [("replace", 4), ("strip", 6), ("reject", 4),
+                                           ("drop", 6), ("pass", 4)])
+def test_every_encoding_of_eicar_and_clam_exe_under_each_action(lab, smtp_av, mail_servers,
+                                                                 action, family):
+    """EICAR and clam.exe as base64, quoted-printable and uuencoded
+    attachments, zipped, and inside a forwarded message/rfc822, one session:
+    what Postfix wrote to the Maildir is checked for each, and the clean
+    message after them arrives byte-identical."""
+    samples = all_samples()
+    daemon = smtp_av({"on_virus": action})
+    rcpt = mail_servers.address("alice")
+    clean = clean_message(f"clean after {action}")
+    with session(lab, family, 25) as smtp:
+        for name, (message, _) in samples.items():
+            code, text = send(smtp, rcpt, message)
+            assert code == EXPECTED_REPLY[action], (name, code, text)
+            if action == "reject":
+                assert text.startswith(b"5.7.1") and b"found" in text, (name, text)
+            if action == "drop":
+                assert b"dropped" in text, (name, text)
+        assert send(smtp, rcpt, clean)[0] == 250
+    delivered_count = 1 if action in ("reject", "drop") else len(samples) + 1
+    delivered = mail_servers.postfix.wait_for_delivery("alice", delivered_count)
+    assert len(delivered) == delivered_count, [email.message_from_bytes(d)["Subject"]
+                                               for d in delivered]
+    by_subject = {email.message_from_bytes(d)["Subject"]: d for d in delivered}
+    assert Postfix.as_sent(by_subject.pop(email.message_from_bytes(clean)["Subject"])) == clean
+    for name, (message, payload) in samples.items():
+        subject = email.message_from_bytes(message)["Subject"]
+        if action in ("reject", "drop"):
+            assert subject not in by_subject, f"{name}: delivered although {action}ed"
+            continue
+        assert_judged(by_subject[subject], message, payload, action, name)
+    events = smtp_events(daemon)
+    expected = {"strip": {"strip", "replace"}}.get(action, {action})
+    assert len(events) == len(samples), events
+    assert all(e["action"] in expected and e["verdict"] == "infected" for e in events), events
+    if action == "reject":
+        assert mail_servers.postfix.queued() == 0
+    # The inspector's own counters (SmtpCounters).
+    own = daemon.status()["protocols"]["smtp"]["inspector"]
+    assert own["messages"] == len(samples) + 1, own
+    counted = {"replace": "rewritten", "strip": "rewritten", "reject": "rejected",
+               "drop": "dropped", "pass": "delivered"}[action]
+    assert own[counted] == len(samples) + (action == "pass"), own
+    assert own["delivered"] == 1 + len(samples) * (action == "pass"), own
+    assert own["protocol_errors"] == 0, own
+
+
+@pytest.mark.parametrize("family", [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")])
+def test_curl_smtp_upload_clean_intact_infected_replaced(lab, smtp_av, mail_servers, family):
+    """curl's SMTP client (smtp://, --upload-file): a clean message arrives
+    byte-identical, an infected one replaced."""
+    smtp_av()
+    clean = clean_message(f"curl clean {family}")
+    infected = infected_messages(label="curl ")["zipped"]
+    for message in (clean, infected):
+        path = lab.dir / f"curl-{abs(hash(message)):x}.eml"
+        path.write_bytes(message)
+        lab.curl(lab.url("smtp", 2525, "", family), "--mail-from", SENDER, "--mail-rcpt",
+                 mail_servers.address("bob"), "--upload-file", str(path))
+    got = {email.message_from_bytes(d)["Subject"]: d
+           for d in mail_servers.postfix.wait_for_delivery("bob", 2)}
+    assert Postfix.as_sent(got[f"curl clean {family}"]) == clean
+    assert_notice(got["curl zip attachment"], infected, "replace")
+
+
+def test_mail_passed_by_smtp_is_replaced_when_read_and_its_sender_told(lab, mail_av,
+                                                                       mail_servers):
+    """End to end: SMTP passes (on_virus = "pass", logged), Postfix delivers
+    the infected messages as sent; POP3 and IMAP readers get them replaced
+    and the clean one byte-identical; POP3's notify_sender_on_virus tells the
+    Return-Path Postfix wrote (the envelope sender) through the sink."""
+    samples = {"base64": infected_messages()["base64"],
+               "zipped": infected_messages(label="e2e ")["zipped"]}
+    clean = clean_message("e2e clean")
+    daemon = mail_av({"smtp": {"on_virus": "pass"}, "pop3": {"notify_sender_on_virus": True}},
+                     notify={"relay": mail_servers.sink.relay, "from": "scanner@lab.test"})
+    with session(lab, 4, 25) as smtp:
+        for message in (*samples.values(), clean):
+            assert send(smtp, mail_servers.address("alice"), message)[0] == 250
+    delivered = mail_servers.postfix.wait_for_delivery("alice", 3)
+    assert sorted(Postfix.as_sent(d) for d in delivered) == sorted([*samples.values(), clean])
+    assert all(d.startswith(f"Return-Path: <{SENDER}>".encode()) for d in delivered)
+    password = mail_servers.password("alice")
+
+    retrieved = pop3_retrieve(lab, SERVER4, 110, "alice", password)
+    fetched = imap_fetch(lab, lab.server_address(6), 1143, "alice", password)
+
+    # (Dovecot numbers the messages in its own order: matched by Subject)
+    stored_by_subject = {email.message_from_bytes(d)["Subject"]: d for d in delivered}
+    for protocol, got in (("pop3", retrieved), ("imap", fetched)):
+        assert len(got) == 3, protocol
+        for read in got:
+            stored = stored_by_subject[email.message_from_bytes(read)["Subject"]]
+            if Postfix.as_sent(stored) == clean:
+                assert read == stored.replace(b"\n", b"\r\n"), f"{protocol}: clean changed"
+            else:
+                assert_notice(read, Postfix.as_sent(stored), "replace")
+    by_protocol = {}
+    for e in daemon.detections(200):
+        by_protocol.setdefault(e.get("protocol"), []).append(e["action"])
+    assert by_protocol == {"smtp": ["pass", "pass"], "pop3": ["replace", "replace"],
+                           "imap": ["replace", "replace"]}, by_protocol
+    notes = mail_servers.sink.wait_for_messages(2)
+    assert [n["rcpt_to"] for n in notes] == [[SENDER], [SENDER]], notes
+    assert daemon.status()["notify"]["sent"] == 2

@@ -131,6 +131,19 @@ void print_scan_status(const json& s) {
         "objects and layers\n",
         s.value("throughput_mb_per_s", 0.0), human_bytes(s.value("bytes", uint64_t(0))).c_str(),
         num(e["clamav"]["scans"]).c_str(), num(e["yara"]["scans"]).c_str());
+    if (s.contains("cache")) {
+        const json& c = s["cache"];
+        if (c.value("capacity", uint64_t(0)) == 0)
+            std::printf("  verdict cache: off\n");
+        else
+            std::printf(
+                "  verdict cache: %s hits, %s misses; %s/%s entries, %s; %s evicted, %s "
+                "dropped by reloads\n",
+                num(c["hits"]).c_str(), num(c["misses"]).c_str(), num(c["entries"]).c_str(),
+                num(c["capacity"]).c_str(),
+                human_bytes(c.value("memory_bytes", uint64_t(0))).c_str(),
+                num(c["evictions"]).c_str(), num(c["invalidated"]).c_str());
+    }
     std::printf("  scan latency (%s, mean %s us):%s\n", num(s["scan_latency"]["count"]).c_str(),
                 num(s["scan_latency"]["mean_us"]).c_str(),
                 histogram_line(s["scan_latency"]).c_str());
@@ -162,6 +175,13 @@ void print_protocols(const json& protocols) {
             released += n.get<uint64_t>();
             if (n.get<uint64_t>())
                 notes.push_back(fmt::format("{} released ({}): {}", name, reason, num(n)));
+        }
+        if (c.contains("inspector")) {
+            // The inspector's own counters (SmtpCounters, ...), one line.
+            std::string own;
+            for (const auto& [counter, n] : c["inspector"].items())
+                own += fmt::format("{}{} {}", own.empty() ? "" : ", ", counter, num(n));
+            notes.push_back(fmt::format("{}: {}", name, own));
         }
         const json& a = c["actions"];
         t.add({name, num(c["flows"]), num(c["objects"]),
@@ -220,6 +240,23 @@ void print_status(const json& s) {
     services.print();
     std::puts("");
     if (s.contains("protocols") && !s["protocols"].empty()) print_protocols(s["protocols"]);
+    if (s.contains("ftp")) {
+        // FtpCounters: the daemon's, shared by every worker.
+        const json& ftp = s["ftp"];
+        std::printf(
+            "ftp: %s sessions, %s data connections expected (%s now), %s claimed, %s expired, "
+            "%s evicted; %s downloads, %s uploads, %s listings; %s files scanned, %s blocked, "
+            "%s replies turned into 550; %s resumed (REST), %s aborted, %s data unseen, "
+            "%s TLS, %s refused addresses, %s protocol errors\n\n",
+            num(ftp["sessions"]).c_str(), num(ftp["expectations"]).c_str(),
+            num(ftp["expected_now"]).c_str(), num(ftp["claimed"]).c_str(),
+            num(ftp["expired"]).c_str(), num(ftp["evicted"]).c_str(), num(ftp["downloads"]).c_str(),
+            num(ftp["uploads"]).c_str(), num(ftp["listings"]).c_str(),
+            num(ftp["files_scanned"]).c_str(), num(ftp["files_blocked"]).c_str(),
+            num(ftp["replies_replaced"]).c_str(), num(ftp["resumed"]).c_str(),
+            num(ftp["aborted"]).c_str(), num(ftp["data_unseen"]).c_str(), num(ftp["tls"]).c_str(),
+            num(ftp["refused_addresses"]).c_str(), num(ftp["protocol_errors"]).c_str());
+    }
     Table dpi({"nDPI protocol", "active", "total"});
     for (const json& e : s["dpi_protocols"])
         dpi.add({num(e["name"]), num(e["active"]), num(e["total"])});
@@ -285,6 +322,7 @@ int print_scan(const json& results, bool as_json) {
         for (const json& r : results) {
             std::string verdict = str(r, "verdict");
             if (verdict == "clean" && r.value("skipped", false)) verdict = "clean (skipped)";
+            if (r.value("cached", false)) verdict += " (cached)";
             std::string name = str(r, "name");
             if (name.empty()) name = str(r, "reason");
             t.add({str(r, "path"), verdict, str(r, "category"), str(r, "engine"), name,
@@ -351,9 +389,10 @@ void print_detections(const json& events) {
             continue;
         }
         // The verdict's fields are the event's own (as in `scan --json`).
-        const std::string verdict = str(ev, "verdict");
+        std::string verdict = str(ev, "verdict");
+        if (ev.value("cached", false)) verdict += " (cached)";
         std::string detail;
-        if (verdict == "infected")
+        if (verdict.starts_with("infected"))
             detail = fmt::format("{} {} ({}) in {}", str(ev, "engine"), str(ev, "name"),
                                  str(ev, "category"), str(ev, "layer"));
         else if (verdict == "error")

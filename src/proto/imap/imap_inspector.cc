@@ -5,8 +5,8 @@
 #include <optional>
 
 #include "../line_reader.h"
+#include "../mail/held_message.h"
 #include "../mail/mail.h"
-#include "../mail/message_judge.h"
 #include "../map_cursor.h"
 #include "../text.h"
 
@@ -183,7 +183,7 @@ std::optional<uint64_t> partial_length(std::string_view line) {
 class ImapInspector::Client final : public StreamTransform {
   public:
     explicit Client(ImapInspector& in)
-        : in_(in), lines_(kMaxLine), judge_(in.host_, Service::Imap, C2S) {}
+        : in_(in), lines_(kMaxLine), held_(in.host_, Service::Imap, C2S) {}
     void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                   StreamSink& sink) override;
     bool on_verdict(uint64_t id, const ScanVerdict& verdict);
@@ -197,9 +197,7 @@ class ImapInspector::Client final : public StreamTransform {
         return upload_ == Upload::Holding || upload_ == Upload::Judging ||
                upload_ == Upload::Draining;
     }
-    size_t memory_bytes() const {
-        return (message_ ? size_t(message_->memory_bytes()) : 0) + judge_.memory_bytes();
-    }
+    size_t memory_bytes() const { return held_.memory_bytes(); }
 
   private:
     // An APPEND's message literal.
@@ -228,7 +226,7 @@ class ImapInspector::Client final : public StreamTransform {
 
     ImapInspector& in_;
     LineReader lines_;
-    mail::MessageJudge judge_;
+    mail::HeldMessage held_;
     bool passthrough_ = false;
     bool relay_ = false;
     bool command_start_ = true;  // the next line starts a command
@@ -248,15 +246,13 @@ class ImapInspector::Client final : public StreamTransform {
     uint64_t size_ = 0;    // announced
     uint64_t body_ = 0;    // input offset of its first byte
     uint64_t parsed_ = 0;  // taken up to
-    std::shared_ptr<ObjectBuffer> message_;
-    bool outcome_ready_ = false;
 };
 
 // Server -> client: responses; whole-message FETCH literals are objects.
 class ImapInspector::Server final : public StreamTransform {
   public:
     explicit Server(ImapInspector& in)
-        : in_(in), lines_(kMaxLine), judge_(in.host_, Service::Imap, S2C) {}
+        : in_(in), lines_(kMaxLine), held_(in.host_, Service::Imap, S2C) {}
     void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                   StreamSink& sink) override;
     bool on_verdict(uint64_t id, const ScanVerdict& verdict);
@@ -266,10 +262,7 @@ class ImapInspector::Server final : public StreamTransform {
     }
     // At a response boundary: own replies may go to the client now.
     bool at_boundary() const { return mode_ == Mode::Line && response_start_ && !long_line_; }
-    size_t memory_bytes() const {
-        return (message_ ? size_t(message_->memory_bytes()) : 0) + judge_.memory_bytes() +
-               head_.capacity();
-    }
+    size_t memory_bytes() const { return held_.memory_bytes() + head_.capacity(); }
 
   private:
     enum class Mode : uint8_t {
@@ -300,11 +293,10 @@ class ImapInspector::Server final : public StreamTransform {
                message;
     }
     std::string replacement_for(const mail::Outcome& outcome) const;
-    mail::Envelope envelope_of(std::span<const uint8_t> message) const;
 
     ImapInspector& in_;
     LineReader lines_;
-    mail::MessageJudge judge_;
+    mail::HeldMessage held_;
     Mode mode_ = Mode::Line;
     bool relay_ = false;
     bool passthrough_ = false;
@@ -319,9 +311,7 @@ class ImapInspector::Server final : public StreamTransform {
     uint64_t begin_ = 0;   // input offset of its marker ("{" or "~{")
     uint64_t body_ = 0;    // of its first byte
     uint64_t parsed_ = 0;  // taken up to
-    std::shared_ptr<ObjectBuffer> message_;
-    std::string head_;  // HeadHold: what is kept of it
-    bool outcome_ready_ = false;
+    std::string head_;     // HeadHold: what is kept of it
 };
 
 // -- client ------------------------------------------------------------------
@@ -390,7 +380,7 @@ void ImapInspector::Client::on_line(MapCursor& c, uint64_t end) {
     // end == c.at: only the command's start is known (a long line).
     std::string_view line = text::of(c.range(c.at, end == c.at ? c.end() : end));
     if (command_start_ && !long_line_) {
-        ++in_.counters_.commands;
+        in_.counters_.add(&ImapCounters::commands);
         auto [tag, command] = tag_and_command(line.substr(0, std::min<size_t>(line.size(), 256)));
         if (command == "STARTTLS") {
             if (in_.host_.policy().starttls == StartTls::Allow) {
@@ -399,7 +389,7 @@ void ImapInspector::Client::on_line(MapCursor& c, uint64_t end) {
             } else {
                 // Never forwarded: the client gets NO in the server's stead.
                 c.replace_to(end, {});
-                ++in_.counters_.starttls_refused;
+                in_.counters_.add(&ImapCounters::starttls_refused);
                 if (in_.host_.policy().starttls == StartTls::Block) {
                     ObjectInfo info;
                     info.protocol = Service::Imap;
@@ -449,7 +439,6 @@ void ImapInspector::Client::start_upload(MapCursor& c, uint64_t end, const Liter
     binary_ = literal.binary;
     size_ = literal.size;
     body_ = parsed_ = end;
-    outcome_ready_ = false;
     // The command's words go on; the literal waits for its verdict.
     c.pass_to(c.at + literal.marker);
     fixed_size_ = literal.sync && !in_.literal_plus_;
@@ -464,14 +453,14 @@ void ImapInspector::Client::start_upload(MapCursor& c, uint64_t end, const Liter
     }
     set_relay(c.sink, true);
     if (size_ > in_.host_.limits().max_content_size) {
-        ++in_.counters_.fallbacks;
-        mail::Outcome outcome = judge_.fallback(
+        in_.counters_.add(&ImapCounters::fallbacks);
+        mail::Outcome outcome = held_.judge().fallback(
             info_, Category::ContentSize, "APPEND literal larger than max_content_size", {}, {});
         if (outcome.kind == mail::Outcome::Kind::Deliver) {
             if (!fixed_size_) c.replace_to(end, marker_for(size_));
             upload_ = Upload::Unscanned;
         } else {
-            ++in_.counters_.messages_blocked;
+            in_.counters_.add(&ImapCounters::messages_blocked);
             std::string message = outcome.kind == mail::Outcome::Kind::Rewrite
                                       ? outcome.message
                                       : mail::replace_body({}, outcome.reply_text, {});
@@ -481,7 +470,7 @@ void ImapInspector::Client::start_upload(MapCursor& c, uint64_t end, const Liter
         }
         return;
     }
-    message_ = ObjectBuffer::make(in_.host_.limits().max_content_size);
+    held_.start();
     upload_ = Upload::Holding;
 }
 
@@ -504,19 +493,20 @@ bool ImapInspector::Client::upload_step(MapCursor& c, Push push) {
             return true;
         }
         case Upload::Judging:
-            if (!outcome_ready_) return false;
-            finish_upload(c, judge_.outcome());
+            if (!held_.ready()) return false;
+            finish_upload(c, held_.take());
             return true;
         case Upload::Holding:
             break;
     }
     uint64_t n = std::min(left, c.end() - parsed_);
-    if (n > 0 && message_->append(c.range(parsed_, parsed_ + n)) != ObjectBuffer::Append::Ok) {
+    if (n > 0 &&
+        held_.buffer()->append(c.range(parsed_, parsed_ + n)) != ObjectBuffer::Append::Ok) {
         // The size was checked against the limit: only memory can fail.
-        std::string why = "cannot keep the message: " + message_->error();
-        message_.reset();
-        ++in_.counters_.fallbacks;
-        mail::Outcome outcome = judge_.fallback(info_, Category::OutOfResource, why, {}, {});
+        std::string why = "cannot keep the message: " + held_.buffer()->error();
+        held_.drop();
+        in_.counters_.add(&ImapCounters::fallbacks);
+        mail::Outcome outcome = held_.judge().fallback(info_, Category::OutOfResource, why, {}, {});
         // What is held goes as judged; the rest follows in the same way.
         if (outcome.kind == mail::Outcome::Kind::Deliver) {
             if (!fixed_size_) c.replace_to(body_, marker_for(size_));
@@ -537,21 +527,15 @@ bool ImapInspector::Client::upload_step(MapCursor& c, Push push) {
         // At the End the client closed inside the literal: the server gets
         // no more than this either.
         upload_ = Upload::Judging;
-        ++in_.counters_.messages_scanned;
-        size_t header = text::header_length(text::of(message_->bytes()));
-        mail::Summary s = mail::summarize(
-            message_->bytes().first(std::min<size_t>(header, message_->bytes().size())));
-        judge_.submit(in_.next_id_, info_, std::move(message_), {s.from, s.to});
-        message_.reset();
+        in_.counters_.add(&ImapCounters::messages_scanned);
+        held_.submit(in_.next_id_, info_);
         return true;
     }
     return false;
 }
 
 bool ImapInspector::Client::on_verdict(uint64_t id, const ScanVerdict& verdict) {
-    if (!judge_.owns(id)) return false;
-    if (judge_.on_verdict(id, verdict, in_.next_id_)) outcome_ready_ = true;
-    return true;
+    return held_.on_verdict(id, verdict, in_.next_id_);
 }
 
 void ImapInspector::Client::finish_upload(MapCursor& c, const mail::Outcome& outcome) {
@@ -559,7 +543,7 @@ void ImapInspector::Client::finish_upload(MapCursor& c, const mail::Outcome& out
         if (!fixed_size_) c.replace_to(body_, marker_for(size_));
         c.pass_to(parsed_);
     } else {
-        if (outcome.blocked) ++in_.counters_.messages_blocked;
+        if (outcome.blocked) in_.counters_.add(&ImapCounters::messages_blocked);
         // Stored replaced: what the server keeps is the judge's message.
         std::string message = outcome.kind == mail::Outcome::Kind::Rewrite
                                   ? outcome.message
@@ -567,7 +551,6 @@ void ImapInspector::Client::finish_upload(MapCursor& c, const mail::Outcome& out
         c.replace_to(parsed_,
                      fixed_size_ ? fit_to(message, size_) : marker_for(message.size()) + message);
     }
-    outcome_ready_ = false;
     // A literal the client cut short (FIN) leaves nothing more of it.
     size_ = parsed_ - body_;
     upload_ = Upload::None;
@@ -602,7 +585,7 @@ bool ImapInspector::Server::step(MapCursor& c, Push push) {
     }
     switch (mode_) {
         case Mode::Judging:
-            if (!outcome_ready_) return false;
+            if (!held_.ready()) return false;
             deliver(c);
             return true;
         case Mode::Holding:
@@ -729,33 +712,32 @@ void ImapInspector::Server::start_message(MapCursor& c, uint64_t marker, uint64_
     begin_ = marker;
     body_ = parsed_ = end;
     literal_left_ = literal.size;
-    outcome_ready_ = false;
     c.pass_to(marker);
     set_relay(c.sink, true);  // nothing of the literal, its "{N}" included, before the verdict
     const ProtocolPolicy& policy = in_.host_.policy();
     if (item.kind == Item::Partial) {
-        ++in_.counters_.partial;
-        ++in_.counters_.fallbacks;
+        in_.counters_.add(&ImapCounters::partial);
+        in_.counters_.add(&ImapCounters::fallbacks);
         mail::Outcome outcome =
-            judge_.fallback(info_, Category::Partial, "partial fetch " + item.name, {}, {});
+            held_.judge().fallback(info_, Category::Partial, "partial fetch " + item.name, {}, {});
         if (outcome.kind == mail::Outcome::Kind::Deliver) {
             c.pass_to(end);
             mode_ = Mode::Literal;
             set_relay(c.sink, false);
         } else {
-            ++in_.counters_.messages_blocked;
+            in_.counters_.add(&ImapCounters::messages_blocked);
             c.replace_to(end, replacement_for(outcome));
             mode_ = Mode::Draining;
         }
         return;
     }
     if (literal.size > in_.host_.limits().max_content_size) {
-        ++in_.counters_.fallbacks;
+        in_.counters_.add(&ImapCounters::fallbacks);
         bool plain_pass = policy.fallback_for(Category::ContentSize) == Action::Pass &&
                           !policy.notify_recipient_on_error_pass;
         if (plain_pass) {
-            judge_.fallback(info_, Category::ContentSize, "literal larger than max_content_size",
-                            {}, {});
+            held_.judge().fallback(info_, Category::ContentSize,
+                                   "literal larger than max_content_size", {}, {});
             c.pass_to(end);
             mode_ = Mode::Unscanned;
             set_relay(c.sink, false);
@@ -766,20 +748,20 @@ void ImapInspector::Server::start_message(MapCursor& c, uint64_t marker, uint64_
         mode_ = Mode::HeadHold;
         return;
     }
-    message_ = ObjectBuffer::make(in_.host_.limits().max_content_size);
+    held_.start();
     mode_ = Mode::Holding;
 }
 
 bool ImapInspector::Server::hold(MapCursor& c, Push push) {
     uint64_t n = std::min(literal_left_, c.end() - parsed_);
     if (n > 0) {
-        switch (message_->append(c.range(parsed_, parsed_ + n))) {
+        switch (held_.buffer()->append(c.range(parsed_, parsed_ + n))) {
             case ObjectBuffer::Append::Ok:
                 break;
             case ObjectBuffer::Append::OverLimit:  // the limit was checked against its size
             case ObjectBuffer::Append::NoResource:
                 fallback_with_head(c, Category::OutOfResource,
-                                   "cannot keep the message: " + message_->error());
+                                   "cannot keep the message: " + held_.buffer()->error());
                 return true;
         }
         parsed_ += n;
@@ -812,19 +794,19 @@ bool ImapInspector::Server::hold_head(MapCursor& c, Push push) {
 }
 
 // A message not scanned after all: held bytes [begin_, parsed_), its first
-// bytes in head_ or message_.
+// bytes in head_ or the held buffer.
 void ImapInspector::Server::fallback_with_head(MapCursor& c, Category category,
                                                const std::string& reason) {
-    if (message_) {
-        head_.assign(text::of(message_->bytes()).substr(0, kMaxHeader));
-        message_.reset();
-        if (category != Category::ContentSize) ++in_.counters_.fallbacks;
+    if (held_.buffer()) {
+        head_.assign(text::of(held_.buffer()->bytes()).substr(0, kMaxHeader));
+        held_.drop();
+        if (category != Category::ContentSize) in_.counters_.add(&ImapCounters::fallbacks);
     }
     size_t header = text::header_length(head_);
     std::span<const uint8_t> head =
         header == std::string::npos ? std::span<const uint8_t>() : text::bytes(head_).first(header);
-    mail::Outcome outcome =
-        judge_.fallback(info_, category, reason, head, envelope_of(text::bytes(head_)));
+    mail::Outcome outcome = held_.judge().fallback(info_, category, reason, head,
+                                                   mail::envelope_from_header(text::bytes(head_)));
     uint64_t total = literal_left_ + (parsed_ - body_);  // the literal's size
     if (outcome.kind == mail::Outcome::Kind::Deliver) {
         c.pass_to(parsed_);
@@ -843,7 +825,7 @@ void ImapInspector::Server::fallback_with_head(MapCursor& c, Category category,
         mode_ = Mode::Unscanned;
         set_relay(c.sink, false);
     } else {
-        ++in_.counters_.messages_blocked;
+        in_.counters_.add(&ImapCounters::messages_blocked);
         c.replace_to(parsed_, replacement_for(outcome));
         mode_ = Mode::Draining;
     }
@@ -855,24 +837,14 @@ void ImapInspector::Server::fallback_with_head(MapCursor& c, Category category,
     }
 }
 
-mail::Envelope ImapInspector::Server::envelope_of(std::span<const uint8_t> message) const {
-    size_t header = text::header_length(text::of(message));
-    mail::Summary s = mail::summarize(message.first(std::min(header, message.size())));
-    return {s.from, s.to};
-}
-
 void ImapInspector::Server::submit() {
     mode_ = Mode::Judging;
-    ++in_.counters_.messages_scanned;
-    mail::Envelope envelope = envelope_of(message_->bytes());
-    judge_.submit(in_.next_id_, info_, std::move(message_), std::move(envelope));
-    message_.reset();
+    in_.counters_.add(&ImapCounters::messages_scanned);
+    held_.submit(in_.next_id_, info_);
 }
 
 bool ImapInspector::Server::on_verdict(uint64_t id, const ScanVerdict& verdict) {
-    if (!judge_.owns(id)) return false;
-    if (judge_.on_verdict(id, verdict, in_.next_id_)) outcome_ready_ = true;
-    return true;
+    return held_.on_verdict(id, verdict, in_.next_id_);
 }
 
 std::string ImapInspector::Server::replacement_for(const mail::Outcome& outcome) const {
@@ -883,14 +855,13 @@ std::string ImapInspector::Server::replacement_for(const mail::Outcome& outcome)
 }
 
 void ImapInspector::Server::deliver(MapCursor& c) {
-    const mail::Outcome& outcome = judge_.outcome();
+    const mail::Outcome& outcome = held_.take();
     if (outcome.kind == mail::Outcome::Kind::Deliver) {
         c.pass_to(parsed_);
     } else {
-        if (outcome.blocked) ++in_.counters_.messages_blocked;
+        if (outcome.blocked) in_.counters_.add(&ImapCounters::messages_blocked);
         c.replace_to(parsed_, replacement_for(outcome));
     }
-    outcome_ready_ = false;
     // A literal the server cut short (FIN) leaves nothing to skip.
     literal_left_ = 0;
     mode_ = Mode::Line;
@@ -902,7 +873,8 @@ void ImapInspector::Server::deliver(MapCursor& c) {
 ImapInspector::ImapInspector(InspectorHost& host)
     : host_(host),
       client_(std::make_unique<Client>(*this)),
-      server_(std::make_unique<Server>(*this)) {}
+      server_(std::make_unique<Server>(*this)),
+      counters_(host) {}
 
 ImapInspector::~ImapInspector() = default;
 

@@ -8,12 +8,16 @@
 // dev_notes.txt.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 
+#include "../own_counters.h"
 #include "nfqscan/inspector.h"
 
 namespace nfqscan {
@@ -25,6 +29,15 @@ struct ImapCounters {
     uint64_t fallbacks = 0;         // literals not scanned, for a Category (partial included)
     uint64_t partial = 0;           // partial fetches (a part, a range)
     uint64_t starttls_refused = 0;  // STARTTLS answered NO by nfqscand
+
+    static constexpr std::array<std::pair<std::string_view, uint64_t ImapCounters::*>, 6> kFields{{
+        {"commands", &ImapCounters::commands},
+        {"messages_scanned", &ImapCounters::messages_scanned},
+        {"messages_blocked", &ImapCounters::messages_blocked},
+        {"fallbacks", &ImapCounters::fallbacks},
+        {"partial", &ImapCounters::partial},
+        {"starttls_refused", &ImapCounters::starttls_refused},
+    }};
 };
 
 class ImapInspector final : public Inspector {
@@ -48,7 +61,7 @@ class ImapInspector final : public Inspector {
     void on_verdict(uint64_t id, const ScanVerdict& verdict) override;
     size_t memory_bytes() const override;
 
-    const ImapCounters& counters() const { return counters_; }
+    const ImapCounters& counters() const { return counters_.values(); }
 
   private:
     class Client;
@@ -74,7 +87,7 @@ class ImapInspector final : public Inspector {
     ReleaseReason release_reason_ = ReleaseReason::NotProtocol;
     bool closing_ = false;
     uint64_t next_id_ = 1;
-    ImapCounters counters_;
+    OwnCounters<ImapCounters> counters_;
 };
 
 }  // namespace nfqscan

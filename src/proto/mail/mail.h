@@ -70,6 +70,11 @@ struct Summary {
     std::string from;
     std::string to;
     std::string message_id;
+    // Whom a notification about the message goes to, "<local@domain>": the
+    // Return-Path (the envelope sender the delivering MTA recorded), else
+    // the first mailbox of From. "<>" when the Return-Path is empty or has
+    // no address (a bounce: never answered), "" when neither header is there.
+    std::string reply_address;
     bool parsed = false;  // GMime could read a header at all
 };
 Summary summarize(std::span<const uint8_t> message);

@@ -81,6 +81,29 @@ std::string addresses(InternetAddressList* list) {
     return out;
 }
 
+// The address of the first mailbox of `list` ("" when it has none).
+std::string first_mailbox(InternetAddressList* list) {
+    int n = list ? internet_address_list_length(list) : 0;
+    for (int i = 0; i < n; ++i) {
+        InternetAddress* a = internet_address_list_get_address(list, i);
+        if (INTERNET_ADDRESS_IS_MAILBOX(a))
+            return or_empty(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)));
+    }
+    return "";
+}
+
+std::string reply_address(GMimeMessage* m) {
+    if (const char* return_path = g_mime_object_get_header(GMIME_OBJECT(m), "Return-Path")) {
+        // An empty or unreadable Return-Path is no licence to fall back to
+        // From: a bounce says "<>" there, and a bounce is never answered.
+        Ref<InternetAddressList> list(internet_address_list_parse(nullptr, return_path));
+        std::string address = first_mailbox(list.get());
+        return address.empty() ? "<>" : "<" + address + ">";
+    }
+    std::string from = first_mailbox(g_mime_message_get_from(m));
+    return from.empty() ? "" : "<" + from + ">";
+}
+
 // The walk over leaf parts, with each part's parent so strip() can swap it.
 struct Leaf {
     GMimeObject* parent;  // a multipart, a message part, or the message
@@ -141,6 +164,7 @@ Summary summarize(std::span<const uint8_t> message) {
     s.from = addresses(g_mime_message_get_from(m.get()));
     s.to = addresses(g_mime_message_get_to(m.get()));
     s.message_id = or_empty(g_mime_message_get_message_id(m.get()));
+    s.reply_address = reply_address(m.get());
     return s;
 }
 

@@ -1,6 +1,10 @@
 // MessageJudge: verdicts -> what a mail message becomes (message_judge.h).
 #include "message_judge.h"
 
+#include <algorithm>
+
+#include "../text.h"
+
 namespace nfqscan::mail {
 
 namespace {
@@ -16,6 +20,12 @@ std::string category_of_verdict(const ScanVerdict& v) {
 }
 
 }  // namespace
+
+Envelope envelope_from_header(std::span<const uint8_t> message) {
+    size_t header = text::header_length(text::of(message));
+    Summary s = summarize(message.first(std::min(header, message.size())));
+    return {s.from, s.to, s.reply_address};
+}
 
 MessageJudge::MessageJudge(InspectorHost& host, Service protocol, Direction direction)
     : host_(host), protocol_(protocol), direction_(direction) {}
@@ -207,8 +217,9 @@ void MessageJudge::notify_sender(const std::string& detection, const std::string
     size_t blank = text.find("\r\n\r\n");
     if (blank == std::string_view::npos) blank = text.find("\n\n");
     Notification n;
-    // "<a@b>" as MAIL FROM gave it; "<>" stays: the notifier never answers it.
-    n.recipient = envelope_.sender;
+    // "<a@b>" as MAIL FROM or the header gave it; "<>" stays: the notifier
+    // never answers it.
+    n.recipient = envelope_.reply_to.empty() ? envelope_.sender : envelope_.reply_to;
     if (n.recipient.size() > 2 && n.recipient.front() == '<' && n.recipient.back() == '>')
         n.recipient = n.recipient.substr(1, n.recipient.size() - 2);
     n.subject = "Your message was not delivered as sent: " + detection;

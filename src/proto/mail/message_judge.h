@@ -35,7 +35,15 @@ namespace nfqscan::mail {
 struct Envelope {
     std::string sender;      // "<a@example.com>", "<>" for the null sender
     std::string recipients;  // "<b@example.com>, <c@example.com>"
+    // Whom notify_sender_on_* tells, "<a@example.com>"; empty: `sender`
+    // (SMTP's MAIL FROM). POP3/IMAP: Summary::reply_address.
+    std::string reply_to;
 };
+
+// POP3 and IMAP have no envelope: the message's header says who sent it to
+// whom (From, To) and whom to tell (Return-Path, else From). Only the header
+// is parsed, so this is cheap whatever the message's size.
+Envelope envelope_from_header(std::span<const uint8_t> message);
 
 struct Outcome {
     enum class Kind : uint8_t {
@@ -78,7 +86,8 @@ class MessageJudge {
 
   private:
     void decide(uint64_t& next_id);
-    // A mail to the envelope sender ([protocols.smtp] notify_sender_on_*).
+    // A mail to the sender (notify_sender_on_*): Envelope::reply_to, else
+    // Envelope::sender.
     void notify_sender(const std::string& detection, const std::string& category,
                        std::span<const uint8_t> message);
     static constexpr size_t kNotifiedHeaderMax = 64 << 10;

@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "../line_reader.h"
+#include "../mail/held_message.h"
 #include "../mail/mail.h"
-#include "../mail/message_judge.h"
 #include "../map_cursor.h"
 #include "../text.h"
 
@@ -83,7 +83,7 @@ class Pop3Inspector::Client final : public StreamTransform {
 class Pop3Inspector::Server final : public StreamTransform {
   public:
     explicit Server(Pop3Inspector& in)
-        : in_(in), lines_(kMaxLine), judge_(in.host_, Service::Pop3, S2C) {}
+        : in_(in), lines_(kMaxLine), held_(in.host_, Service::Pop3, S2C) {}
 
     void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                   StreamSink& sink) override;
@@ -93,9 +93,7 @@ class Pop3Inspector::Server final : public StreamTransform {
     bool holds_message() const {
         return mode_ == Mode::Holding || mode_ == Mode::Judging || mode_ == Mode::Draining;
     }
-    size_t memory_bytes() const {
-        return (message_ ? size_t(message_->memory_bytes()) : 0) + judge_.memory_bytes();
-    }
+    size_t memory_bytes() const { return held_.memory_bytes(); }
     // The flow is released for a protocol error (fallback pass): a message
     // being held goes as it is (logged as that error), the rest passes.
     // The rest of a blocked message is being dropped: its end must be found
@@ -103,7 +101,7 @@ class Pop3Inspector::Server final : public StreamTransform {
     bool drops_message() const { return mode_ == Mode::Draining; }
     void abandon_message() {
         if (mode_ != Mode::Holding) return;
-        message_.reset();
+        held_.drop();
         mode_ = Mode::Status;
     }
 
@@ -136,12 +134,11 @@ class Pop3Inspector::Server final : public StreamTransform {
     // The current response is complete and mapped.
     void finish_response(Cursor& c);
     std::string response_for(const mail::Outcome& outcome) const;
-    mail::Envelope envelope_of(std::span<const uint8_t> message) const;
 
     Pop3Inspector& in_;
     LineReader lines_;
     mail::DotDecoder dots_;
-    mail::MessageJudge judge_;
+    mail::HeldMessage held_;
     Mode mode_ = Mode::Status;
     bool relay_ = false;
     bool passthrough_ = false;
@@ -150,8 +147,6 @@ class Pop3Inspector::Server final : public StreamTransform {
     uint64_t begin_ = 0;   // input offset of its status line
     uint64_t body_ = 0;    // of its first byte after the status line
     uint64_t parsed_ = 0;  // decoded up to
-    std::shared_ptr<ObjectBuffer> message_;
-    bool outcome_ready_ = false;
 };
 
 // -- client ------------------------------------------------------------------
@@ -216,7 +211,7 @@ void Pop3Inspector::Client::on_line(std::string_view line, StreamSink& sink) {
         sink.pass(line.size());
         return;
     }
-    ++in_.counters_.commands;
+    in_.counters_.add(&Pop3Counters::commands);
     std::string_view words = chomp(line);
     size_t space = words.find(' ');
     std::string keyword = upper(words.substr(0, space));
@@ -252,7 +247,7 @@ void Pop3Inspector::Client::on_line(std::string_view line, StreamSink& sink) {
     }
     // The server never sees it; the client gets -ERR in its turn.
     sink.replace(line.size(), {});
-    ++in_.counters_.starttls_refused;
+    in_.counters_.add(&Pop3Counters::starttls_refused);
     if (in_.host_.policy().starttls == StartTls::Block) {
         ObjectInfo info;
         info.protocol = Service::Pop3;
@@ -295,7 +290,7 @@ bool Pop3Inspector::Server::step(Cursor& c, Push push) {
     }
     switch (mode_) {
         case Mode::Judging:
-            if (!outcome_ready_) return false;  // the message and all after it wait
+            if (!held_.ready()) return false;  // the message and all after it wait
             deliver(c);
             return true;
         case Mode::Holding:
@@ -402,8 +397,7 @@ void Pop3Inspector::Server::start_message(Cursor& c, uint64_t body) {
     begin_ = c.at;
     body_ = parsed_ = body;
     dots_.reset();
-    message_ = ObjectBuffer::make(in_.host_.limits().max_content_size);
-    outcome_ready_ = false;
+    held_.start();
     mode_ = Mode::Holding;
 }
 
@@ -412,14 +406,14 @@ bool Pop3Inspector::Server::decode_message(Cursor& c, Push push) {
     std::string failed;
     size_t used = dots_.feed(c.from(parsed_), [&](std::span<const uint8_t> run) {
         if (over || !failed.empty()) return;
-        switch (message_->append(run)) {
+        switch (held_.buffer()->append(run)) {
             case ObjectBuffer::Append::Ok:
                 break;
             case ObjectBuffer::Append::OverLimit:
                 over = true;
                 break;
             case ObjectBuffer::Append::NoResource:
-                failed = "cannot keep the message: " + message_->error();
+                failed = "cannot keep the message: " + held_.buffer()->error();
                 break;
         }
     });
@@ -446,27 +440,15 @@ bool Pop3Inspector::Server::decode_message(Cursor& c, Push push) {
     return false;
 }
 
-mail::Envelope Pop3Inspector::Server::envelope_of(std::span<const uint8_t> message) const {
-    // POP3 has no envelope: the header says who sent it to whom. Only the
-    // header is parsed (cheap whatever the message's size).
-    size_t header = text::header_length(text::of(message));
-    mail::Summary s = mail::summarize(message.first(std::min(header, message.size())));
-    return {s.from, s.to};
-}
-
 void Pop3Inspector::Server::submit(Cursor& c) {
     (void)c;
     mode_ = Mode::Judging;
-    ++in_.counters_.messages_scanned;
-    mail::Envelope envelope = envelope_of(message_->bytes());
-    judge_.submit(in_.next_id_, info_, std::move(message_), std::move(envelope));
-    message_.reset();
+    in_.counters_.add(&Pop3Counters::messages_scanned);
+    held_.submit(in_.next_id_, info_);
 }
 
 bool Pop3Inspector::Server::on_verdict(uint64_t id, const ScanVerdict& verdict) {
-    if (!judge_.owns(id)) return false;
-    if (judge_.on_verdict(id, verdict, in_.next_id_)) outcome_ready_ = true;
-    return true;
+    return held_.on_verdict(id, verdict, in_.next_id_);
 }
 
 std::string Pop3Inspector::Server::response_for(const mail::Outcome& outcome) const {
@@ -479,27 +461,26 @@ std::string Pop3Inspector::Server::response_for(const mail::Outcome& outcome) co
 }
 
 void Pop3Inspector::Server::deliver(Cursor& c) {
-    const mail::Outcome& outcome = judge_.outcome();
+    const mail::Outcome& outcome = held_.take();
     if (outcome.kind == mail::Outcome::Kind::Deliver) {
         c.pass_to(parsed_);
     } else {
-        if (outcome.blocked) ++in_.counters_.messages_blocked;
+        if (outcome.blocked) in_.counters_.add(&Pop3Counters::messages_blocked);
         c.replace_to(parsed_, response_for(outcome));
     }
-    outcome_ready_ = false;
     finish_response(c);
 }
 
 void Pop3Inspector::Server::fallback(Cursor& c, Category category, const std::string& reason) {
-    ++in_.counters_.fallbacks;
-    std::span<const uint8_t> held = message_->bytes();
+    in_.counters_.add(&Pop3Counters::fallbacks);
+    std::span<const uint8_t> held = held_.buffer()->bytes();
     size_t header = text::header_length(text::of(held));
     // The header, when it is all there: what a replacement or a tag keeps.
     std::span<const uint8_t> head =
         header == std::string_view::npos ? std::span<const uint8_t>() : held.first(header);
-    mail::Envelope envelope = envelope_of(held);
-    mail::Outcome outcome = judge_.fallback(info_, category, reason, head, envelope);
-    message_.reset();
+    mail::Envelope envelope = mail::envelope_from_header(held);
+    mail::Outcome outcome = held_.judge().fallback(info_, category, reason, head, envelope);
+    held_.drop();
     if (outcome.kind == mail::Outcome::Kind::Deliver) {
         // Passed unscanned: what is held goes now, the rest as it comes.
         c.pass_to(parsed_);
@@ -523,7 +504,7 @@ void Pop3Inspector::Server::fallback(Cursor& c, Category category, const std::st
         // Blocked unscanned: the client gets the replacement now; the rest
         // of the original is dropped as it comes (still relayed: the server
         // is acknowledged while the client gets nothing of it).
-        ++in_.counters_.messages_blocked;
+        in_.counters_.add(&Pop3Counters::messages_blocked);
         c.replace_to(parsed_, response_for(outcome));
         mode_ = Mode::Draining;
     }
@@ -552,7 +533,7 @@ bool Pop3Inspector::Server::skip_block(Cursor& c) {
 }
 
 void Pop3Inspector::Server::finish_response(Cursor& c) {
-    ++in_.counters_.responses;
+    in_.counters_.add(&Pop3Counters::responses);
     mode_ = Mode::Status;
     set_relay(c.sink, false);
     if (in_.commands_.empty()) return;
@@ -570,7 +551,8 @@ void Pop3Inspector::Server::finish_response(Cursor& c) {
 Pop3Inspector::Pop3Inspector(InspectorHost& host)
     : host_(host),
       client_(std::make_unique<Client>(*this)),
-      server_(std::make_unique<Server>(*this)) {
+      server_(std::make_unique<Server>(*this)),
+      counters_(host) {
     commands_.push_back({Expect::Greeting, "greeting", {}});
 }
 
@@ -596,7 +578,7 @@ void Pop3Inspector::answer_local(StreamSink* server_sink) {
             server_sink->replace(0, reply);
         else
             host_.send(S2C, reply);
-        ++counters_.responses;
+        counters_.add(&Pop3Counters::responses);
         commands_.pop_front();
     }
 }
@@ -625,7 +607,7 @@ void Pop3Inspector::protocol_error(Direction d, const std::string& why) {
     // whatever the fallback says.
     if (host_.policy().fallback_for(Category::ProtocolError) == Action::Block ||
         server_->drops_message()) {
-        ++counters_.protocol_errors;
+        counters_.add(&Pop3Counters::protocol_errors);
         host_.record_fallback(info, Category::ProtocolError, why, "reset");
         closing_ = true;
         host_.reset_both();
@@ -633,7 +615,7 @@ void Pop3Inspector::protocol_error(Direction d, const std::string& why) {
     }
     server_->abandon_message();
     if (released_) return;  // logged once
-    ++counters_.protocol_errors;
+    counters_.add(&Pop3Counters::protocol_errors);
     host_.record_fallback(info, Category::ProtocolError, why, "pass");
     release(ReleaseReason::NotProtocol);
 }

@@ -7,11 +7,15 @@
 // dev_notes.txt.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 
+#include "../own_counters.h"
 #include "nfqscan/inspector.h"
 
 namespace nfqscan {
@@ -24,6 +28,16 @@ struct Pop3Counters {
     uint64_t fallbacks = 0;         // messages not scanned, for a Category
     uint64_t starttls_refused = 0;  // STLS answered -ERR by nfqscand
     uint64_t protocol_errors = 0;
+
+    static constexpr std::array<std::pair<std::string_view, uint64_t Pop3Counters::*>, 7> kFields{{
+        {"commands", &Pop3Counters::commands},
+        {"responses", &Pop3Counters::responses},
+        {"messages_scanned", &Pop3Counters::messages_scanned},
+        {"messages_blocked", &Pop3Counters::messages_blocked},
+        {"fallbacks", &Pop3Counters::fallbacks},
+        {"starttls_refused", &Pop3Counters::starttls_refused},
+        {"protocol_errors", &Pop3Counters::protocol_errors},
+    }};
 };
 
 class Pop3Inspector final : public Inspector {
@@ -42,7 +56,7 @@ class Pop3Inspector final : public Inspector {
     void on_verdict(uint64_t id, const ScanVerdict& verdict) override;
     size_t memory_bytes() const override;
 
-    const Pop3Counters& counters() const { return counters_; }
+    const Pop3Counters& counters() const { return counters_.values(); }
 
   private:
     // What the response to a command looks like.
@@ -85,7 +99,7 @@ class Pop3Inspector final : public Inspector {
     ReleaseReason release_reason_ = ReleaseReason::NotProtocol;
     bool closing_ = false;  // reset_both issued: nothing more is mapped
     uint64_t next_id_ = 1;
-    Pop3Counters counters_;
+    OwnCounters<Pop3Counters> counters_;
 };
 
 }  // namespace nfqscan

@@ -239,7 +239,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                 }
                 if (decoder_.done()) {
                     message_end_ = parsed_;
-                    ++in_.counters_.messages;
+                    in_.counters_.add(&SmtpCounters::messages);
                     mode_ = Mode::Judging;
                     in_.judge_.submit(in_.next_id_, info(), std::move(body_), envelope());
                     body_.reset();
@@ -248,7 +248,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                 if (push == Push::End) {
                     // The client left inside its message: the server never
                     // heard DATA, and gets nothing of it.
-                    ++in_.counters_.aborted;
+                    in_.counters_.add(&SmtpCounters::aborted);
                     c.replace_to(end, "");
                     body_.reset();
                     set_relay(sink, false);
@@ -311,7 +311,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                 }
                 if (!decoder_.done()) {
                     if (push == Push::End) {
-                        ++in_.counters_.aborted;
+                        in_.counters_.add(&SmtpCounters::aborted);
                         c.replace_to(end, "");
                     }
                     return;
@@ -332,7 +332,7 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
 }
 
 bool SmtpInspector::Client::command(MapCursor& c, std::string_view line) {
-    ++in_.counters_.commands;
+    in_.counters_.add(&SmtpCounters::commands);
     const uint64_t line_end = c.at + line.size();
     if (in_.sasl_next_) {
         // A SASL response: its reply says whether another follows.
@@ -377,7 +377,7 @@ bool SmtpInspector::Client::command(MapCursor& c, std::string_view line) {
         return true;
     }
     if (verb == "STARTTLS" && in_.host_.policy().starttls != StartTls::Allow) {
-        ++in_.counters_.starttls_refused;
+        in_.counters_.add(&SmtpCounters::starttls_refused);
         c.replace_to(line_end, "");
         if (in_.host_.policy().starttls == StartTls::Block) {
             ObjectInfo i = info();
@@ -490,9 +490,9 @@ void SmtpInspector::Client::act(MapCursor& c) {
         case mail::Outcome::Kind::Deliver:
         case mail::Outcome::Kind::Rewrite:
             if (o.kind == mail::Outcome::Kind::Deliver) {
-                ++in_.counters_.delivered;
+                in_.counters_.add(&SmtpCounters::delivered);
             } else {
-                ++in_.counters_.rewritten;
+                in_.counters_.add(&SmtpCounters::rewritten);
             }
             if (held) {
                 c.pass_to(body_begin_);
@@ -505,7 +505,7 @@ void SmtpInspector::Client::act(MapCursor& c) {
         case mail::Outcome::Kind::Reject:
         case mail::Outcome::Kind::Drop: {
             const bool reject = o.kind == mail::Outcome::Kind::Reject;
-            ++(reject ? in_.counters_.rejected : in_.counters_.dropped);
+            in_.counters_.add(reject ? &SmtpCounters::rejected : &SmtpCounters::dropped);
             queue_own(
                 reject
                     ? "550 5.7.1 Message rejected by nfqscan: " + reply_safe(o.reply_text) + "\r\n"
@@ -715,7 +715,8 @@ SmtpInspector::SmtpInspector(InspectorHost& host)
     : host_(host),
       client_(std::make_unique<Client>(*this)),
       server_(std::make_unique<Server>(*this)),
-      judge_(host, Service::Smtp, Direction::ClientToServer) {
+      judge_(host, Service::Smtp, Direction::ClientToServer),
+      counters_(host) {
     expects_.push_back({Expect::Kind::Greeting, {}});
 }
 
@@ -755,7 +756,7 @@ void SmtpInspector::server_error(const std::string& why) {
 }
 
 void SmtpInspector::protocol_error(const std::string& why, Action action) {
-    ++counters_.protocol_errors;
+    counters_.add(&SmtpCounters::protocol_errors);
     ObjectInfo info;
     info.protocol = Service::Smtp;
     info.direction = Direction::ClientToServer;

@@ -18,13 +18,17 @@
 // starttls = "allow", STARTTLS.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "../mail/message_judge.h"
+#include "../own_counters.h"
 #include "nfqscan/inspector.h"
 
 namespace nfqscan {
@@ -39,6 +43,18 @@ struct SmtpCounters {
     uint64_t aborted = 0;          // the client left inside a message: nothing delivered
     uint64_t protocol_errors = 0;  // BDAT, smuggling, overlong lines
     uint64_t starttls_refused = 0;
+
+    static constexpr std::array<std::pair<std::string_view, uint64_t SmtpCounters::*>, 9> kFields{{
+        {"commands", &SmtpCounters::commands},
+        {"messages", &SmtpCounters::messages},
+        {"delivered", &SmtpCounters::delivered},
+        {"rewritten", &SmtpCounters::rewritten},
+        {"rejected", &SmtpCounters::rejected},
+        {"dropped", &SmtpCounters::dropped},
+        {"aborted", &SmtpCounters::aborted},
+        {"protocol_errors", &SmtpCounters::protocol_errors},
+        {"starttls_refused", &SmtpCounters::starttls_refused},
+    }};
 };
 
 class SmtpInspector final : public Inspector {
@@ -61,7 +77,7 @@ class SmtpInspector final : public Inspector {
     void on_verdict(uint64_t id, const ScanVerdict& verdict) override;
     size_t memory_bytes() const override;
 
-    const SmtpCounters& counters() const { return counters_; }
+    const SmtpCounters& counters() const { return counters_.values(); }
 
   private:
     class Client;
@@ -119,7 +135,7 @@ class SmtpInspector final : public Inspector {
     bool sasl_next_ = false;
     uint64_t next_id_ = 1;
     mail::MessageJudge judge_;
-    SmtpCounters counters_;
+    OwnCounters<SmtpCounters> counters_;
 };
 
 }  // namespace nfqscan

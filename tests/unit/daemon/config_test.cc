@@ -120,6 +120,8 @@ TEST(ScanConfig, ShippedFileMatchesLibraryDefaultsAndFindsTheShippedRules) {
     EXPECT_EQ(c.scan.pool_threads, d.pool_threads);
     EXPECT_EQ(c.scan.queue_length, d.queue_length);
     EXPECT_EQ(c.scan.isolation, d.isolation);
+    EXPECT_EQ(c.scan.cache_entries, 100000u);
+    EXPECT_EQ(c.scan.cache_entries, d.cache_entries);
     // Relative folders resolve beside the file: rules/clamav, rules/yara.
     EXPECT_EQ(c.scan.clamav_db_dirs, (std::vector<std::string>{"/var/lib/clamav", "rules/clamav"}));
     EXPECT_EQ(c.scan.yara_rule_dirs, (std::vector<std::string>{"rules/yara"}));
@@ -147,6 +149,7 @@ temp_dir = "tmp"
 pool_threads = 3
 queue_length = 10
 isolation = "thread"
+cache_entries = 0
 [scan.limits]
 max_content_size = "16M"
 max_scan_size = 100000000
@@ -171,6 +174,7 @@ mode = "all"
     EXPECT_EQ(c.scan.pool_threads, 3u);
     EXPECT_EQ(c.scan.queue_length, 10u);
     EXPECT_EQ(c.scan.isolation, ScanConfig::Isolation::Thread);
+    EXPECT_EQ(c.scan.cache_entries, 0u);
     EXPECT_EQ(c.scan.limits.max_content_size, 16ull << 20);
     EXPECT_EQ(c.scan.limits.max_scan_size, 100000000u);
     EXPECT_EQ(c.scan.limits.max_layers, 5u);
@@ -234,6 +238,8 @@ TEST(ScanConfig, ErrorsNameFileLineAndKey) {
                  "non-empty strings");
     expect_error("[scan]\npool_threads = 1000\n", 2, "scan.pool_threads", "0 to 256");
     expect_error("[scan]\nqueue_length = 0\n", 2, "scan.queue_length", "1 to");
+    expect_error("[scan]\n\ncache_entries = -1\n", 3, "scan.cache_entries", "0 to 10000000");
+    expect_error("[scan]\ncache_entries = 10000001\n", 2, "scan.cache_entries", "0 to");
     expect_error("[scan]\nisolation = \"fork\"\n", 2, "scan.isolation", "process");
     expect_error("[scan]\ntemp_dir = 3\n", 2, "scan.temp_dir", "string");
     expect_error("[scan]\nlimits = 5\n", 2, "scan.limits", "table");
@@ -355,8 +361,10 @@ TEST(ConfigPolicy, ErrorsNameFileLineAndKey) {
                  "one of replace, strip, reject, drop, pass");
     expect_error("[protocols.http]\nstarttls = \"strip\"\n", 2, "protocols.http.starttls",
                  "only the mail protocols");
-    expect_error("[protocols.imap]\nnotify_sender_on_virus = true\n", 2,
-                 "protocols.imap.notify_sender_on_virus", "only [protocols.smtp]");
+    expect_error("[protocols.http]\nnotify_sender_on_virus = true\n", 2,
+                 "protocols.http.notify_sender_on_virus", "only the mail protocols");
+    expect_error("[protocols.imap]\nnotify_sender_on_virus = \"yes\"\n", 2,
+                 "protocols.imap.notify_sender_on_virus", "true or false");
     expect_error("[protocols.smtp]\nstarttls = \"off\"\n", 2, "protocols.smtp.starttls",
                  "one of allow, strip, block");
     expect_error("[protocols.pop3]\nscan = \"yes\"\n", 2, "protocols.pop3.scan", "true or false");
@@ -423,7 +431,8 @@ TEST(ConfigPolicy, MailKeys) {
         "[protocols.smtp]\non_virus = \"reject\"\non_policy = \"drop\"\nstarttls = \"strip\"\n"
         "notify_sender_on_virus = true\nnotify_recipient_on_error_pass = true\n"
         "[protocols.pop3]\non_virus = \"strip\"\nstarttls = \"block\"\n"
-        "[protocols.imap]\non_virus = \"pass\"\n",
+        "notify_sender_on_virus = true\n"
+        "[protocols.imap]\non_virus = \"pass\"\nnotify_sender_on_error_drop = true\n",
         "t.toml");
     const ProtocolPolicy& smtp = c.protocols[size_t(Service::Smtp)].policy;
     EXPECT_EQ(smtp.on_virus, Action::Block);
@@ -436,10 +445,14 @@ TEST(ConfigPolicy, MailKeys) {
     const ProtocolPolicy& pop3 = c.protocols[size_t(Service::Pop3)].policy;
     EXPECT_EQ(pop3.mail_on_virus, MailBlock::Strip);
     EXPECT_EQ(pop3.starttls, StartTls::Block);
+    EXPECT_TRUE(pop3.notify_sender_on_virus);
+    EXPECT_FALSE(pop3.notify_sender_on_error_drop);
     const ProtocolPolicy& imap = c.protocols[size_t(Service::Imap)].policy;
     EXPECT_EQ(imap.on_virus, Action::Pass);
     EXPECT_EQ(imap.mail_on_virus, MailBlock::Replace);
     EXPECT_EQ(imap.starttls, StartTls::Allow);
+    EXPECT_FALSE(imap.notify_sender_on_virus);
+    EXPECT_TRUE(imap.notify_sender_on_error_drop);
 }
 
 TEST(ConfigMessages, FolderIsResolvedBesideTheFileAndLoaded) {

@@ -39,7 +39,7 @@ class Conversation {
         EXPECT_EQ(decode_packet(bytes, p), DecodeStatus::Ok);
         auto l = table_.track(p, ++now_, config_.ports);
         flow_ = l.flow;
-        if (l.created) classifier_.on_new_flow(*flow_);
+        if (l.created) classifier_.on_new_flow(*flow_, p, now_);
         return classifier_.observe(*flow_, l.direction, p, now_);
     }
     bool client(const std::string& data) { return send(true, 0x18, data); }
@@ -64,6 +64,35 @@ class ClassifierTest : public ::testing::Test {
     Config config = Config::defaults();
     FlowClassifier classifier{config};
 };
+
+TEST_F(ClassifierTest, AnFtpExpectationClaimsItsSynBeforeThePorts) {
+    // A data connection predicted by an FTP control connection, to a port
+    // that [protocols.http] lists: the expectation wins, once.
+    FtpExpectations expectations;
+    classifier.set_expectations(&expectations);
+    auto session = std::make_shared<FtpSession>(nullptr, &expectations.counters());
+    uint8_t client[4] = {198, 51, 100, 2}, server[4] = {203, 0, 113, 2};
+    expectations.expect(IpAddress::from_v4(client), IpAddress::from_v4(server),
+                        IpAddress::from_v4(server), 80, session, 1, 0);
+    {
+        Conversation c(classifier, 80, config);
+        EXPECT_EQ(c.flow().disposition, Disposition::Claimed);
+        EXPECT_EQ(c.flow().claimed_by, ClaimSource::Expectation);
+        EXPECT_EQ(c.flow().service, Service::Ftp);
+        EXPECT_EQ(c.flow().ftp_data, session);
+    }
+    Conversation again(classifier, 80, config);
+    EXPECT_EQ(again.flow().claimed_by, ClaimSource::Port) << "an expectation is used once";
+    EXPECT_EQ(again.flow().service, Service::Http);
+    EXPECT_EQ(again.flow().ftp_data, nullptr);
+
+    // FTP not scanned: expectations claim nothing.
+    config.protocols[size_t(Service::Ftp)].policy.scan = false;
+    expectations.expect(IpAddress::from_v4(client), IpAddress::from_v4(server),
+                        IpAddress::from_v4(server), 80, session, 2, 0);
+    Conversation off(classifier, 80, config);
+    EXPECT_EQ(off.flow().claimed_by, ClaimSource::Port);
+}
 
 TEST_F(ClassifierTest, ConfiguredPortClaimsAtOnce) {
     Conversation c(classifier, 80, config);

@@ -419,6 +419,37 @@ TEST(FlowStream, AVerdictAfterTheSendersFinIsDeliveredByRedrive) {
     EXPECT_TRUE(fin);
 }
 
+TEST(FlowStream, AClientRelayedRightAfterTheHandshakeIsAcknowledgedFromTheSynAck) {
+    // An FTP data connection in active mode: its client (the FTP server)
+    // sends the file at once, its server sent nothing but the SYN-ACK. The
+    // relay acknowledges the client with that as the server's template.
+    AwaitingVerdict object;
+    FlowStream stream({&object, nullptr}, StreamLimits{});
+    std::vector<std::vector<uint8_t>> storage;
+    auto send = [&](bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
+                    const std::string& payload = "") {
+        storage.push_back(test::flow_segment(from_client, flags, seq, ack, payload));
+        DecodedPacket p;
+        EXPECT_EQ(decode_packet(storage.back(), p), DecodeStatus::Ok);
+        std::vector<PacketVerdict> out;
+        stream.on_packet(uint32_t(storage.size()),
+                         from_client ? Direction::ClientToServer : Direction::ServerToClient, p,
+                         false, 0, out);
+        return out;
+    };
+    send(true, 0x02, 999, 0);
+    send(false, 0x12, 4999, 1000);
+    send(true, 0x10, 1000, 5000);
+    auto absorbed = send(true, 0x18, 1000, 5000, std::string(1000, 'f'));
+    ASSERT_EQ(absorbed[0].kind, PacketVerdict::Kind::Drop);
+    std::vector<DecodedPacket> acks = decoded_injections(absorbed);
+    ASSERT_EQ(acks.size(), 1u) << "the client is acknowledged";
+    EXPECT_EQ(acks[0].dst.to_string(), "198.51.100.2");
+    EXPECT_EQ(acks[0].tcp_flags, tcp_flag::kAck) << "no SYN from the template";
+    EXPECT_EQ(acks[0].seq, 5000u) << "after the SYN-ACK's own number";
+    EXPECT_EQ(acks[0].ack, 2000u);
+}
+
 TEST(FlowStream, CloseWithSendsTheMessageThenAFinAndResetsTheSender) {
     AwaitingVerdict object;
     Wire w(&object);

@@ -1,6 +1,5 @@
-// The HTTP inspector against a simulated engine: a wire that plays the
-// StreamTransform contract of tcp_stream.h (pending bytes per direction,
-// relay, More / End), delivering the peers' bytes in random pieces, and a
+// The HTTP inspector against a simulated engine (wire.h: the engine's side
+// of the StreamTransform contract, the peers' bytes in random pieces), and a
 // fake host that records what the inspector asks of it.
 #include <gtest/gtest.h>
 
@@ -12,76 +11,26 @@
 #include "../../../src/proto/http/http_framer.h"
 #include "../../../src/proto/http/http_inspector.h"
 #include "nfqscan/inspector.h"
+#include "wire.h"
 
 namespace nfqscan {
 namespace {
 
-using Push = StreamTransform::Push;
-constexpr auto C2S = Direction::ClientToServer;
-constexpr auto S2C = Direction::ServerToClient;
+using namespace wiretest;
 
-std::span<const uint8_t> bytes_of(const std::string& s) {
-    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-std::string text_of(std::span<const uint8_t> b) {
-    return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-const std::string kEicar = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
-
-class Wire;
-
-class FakeHost : public InspectorHost {
+class FakeHost : public RecordingHost {
   public:
-    struct Scan {
-        uint64_t id;
-        ObjectInfo info;
-        std::string bytes;
-    };
-    struct Record {
-        ObjectInfo info;
-        std::string what;  // signature or category
-        std::string action;
-        std::string event_id;
-        std::string reason = {};  // fallbacks
-    };
-
     Wire* wire = nullptr;
     ProtocolPolicy policy_;
     MessageTemplates templates_;
     ScanLimits limits_;
-    std::vector<Scan> scans;
-    std::vector<Record> records;
-    std::vector<Record> fallbacks;
     std::vector<std::pair<Direction, std::string>> closes;
     int resets = 0;
     std::vector<ReleaseReason> releases;
     std::vector<ObjectInfo> allowlisted;
-    int events = 0;
     uint64_t now = 1'000'000;  // the host's clock (ms)
     bool ticks = false;        // the inspector wants on_tick()
 
-    void scan(uint64_t id, const ObjectInfo& info,
-              std::shared_ptr<const ObjectBuffer> bytes) override {
-        // The decoded body is in a memory file a scanner process can map.
-        EXPECT_GE(bytes->fd(), 0);
-        scans.push_back({id, info, std::string(bytes->bytes().begin(), bytes->bytes().end())});
-    }
-    std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
-                       std::string_view action) override {
-        std::string id = "ev-" + std::to_string(++events);
-        std::string what = verdict.is_infected() ? verdict.detection.signature
-                                                 : std::string(scan_error_name(verdict.error));
-        records.push_back({info, what, std::string(action), id});
-        return id;
-    }
-    std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,
-                                std::string_view action) override {
-        std::string id = "ev-" + std::to_string(++events);
-        fallbacks.push_back({info, std::string(category_name(category)), std::string(action), id,
-                             std::string(reason)});
-        return id;
-    }
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
     void reset_both() override;
     // HTTP never speaks for a peer.
@@ -109,108 +58,6 @@ class FakeHost : public InspectorHost {
     void want_ticks(bool on) override { ticks = on; }
 };
 
-// The engine's side of the contract, for both directions of one flow.
-class Wire {
-  public:
-    struct Dir {
-        std::string pending;  // input not mapped yet
-        uint64_t offset = 0;  // input offset of pending[0]
-        std::string output;   // what the receiver gets
-        bool relay = false;
-        bool fin = false;
-        size_t forced = 0;      // bytes the engine mapped itself (limits, FIN)
-        size_t overmapped = 0;  // pass()/replace() beyond the bytes shown (trimmed)
-    };
-
-    Wire(Inspector& inspector, FakeHost& host) : inspector_(inspector), host_(host) {
-        host.wire = this;
-    }
-
-    Dir& dir(Direction d) { return dirs_[size_t(d)]; }
-    const std::string& out(Direction d) { return dir(d).output; }
-    bool closed() const { return closed_; }
-    size_t mapped_after_close() const { return mapped_after_close_; }
-
-    void deliver(Direction d, const std::string& bytes, bool fin = false) {
-        Dir& s = dir(d);
-        s.pending += bytes;
-        if (fin) s.fin = true;
-        feed(d, fin ? Push::End : Push::More);
-    }
-    // `bytes` in random pieces of 1..max_piece bytes, some of them 1 byte.
-    void send(Direction d, const std::string& bytes, std::mt19937& rng, size_t max_piece = 64) {
-        size_t at = 0;
-        while (at < bytes.size()) {
-            size_t n = rng() % 4 == 0 ? 1 : 1 + rng() % max_piece;
-            n = std::min(n, bytes.size() - at);
-            deliver(d, bytes.substr(at, n));
-            at += n;
-        }
-    }
-    void fin(Direction d) { deliver(d, "", true); }
-    void stall(Direction d) { feed(d, Push::Stalled); }
-    // After a verdict: both directions are shown their pending bytes again.
-    void redrive() {
-        feed(C2S, dir(C2S).fin ? Push::End : Push::More);
-        feed(S2C, dir(S2C).fin ? Push::End : Push::More);
-    }
-    void close_with(Direction d, std::string bytes) {
-        closed_ = true;
-        dir(d).output += bytes;
-    }
-
-  private:
-    class Sink : public StreamSink {
-      public:
-        Sink(Dir& d) : d_(d) {}
-        void pass(size_t n) override {
-            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
-            n = std::min(n, d_.pending.size() - consumed);
-            d_.output += d_.pending.substr(consumed, n);
-            consumed += n;
-        }
-        void replace(size_t n, std::span<const uint8_t> bytes) override {
-            d_.overmapped += n - std::min(n, d_.pending.size() - consumed);
-            consumed += std::min(n, d_.pending.size() - consumed);
-            d_.output += text_of(bytes);
-        }
-        void relay(bool on) override { d_.relay = on; }
-        size_t consumed = 0;
-
-      private:
-        Dir& d_;
-    };
-
-    void feed(Direction d, Push push) {
-        Dir& s = dir(d);
-        if (s.pending.empty()) return;
-        Sink sink(s);
-        bool was_closed = closed_;
-        inspector_.transform(d).on_bytes(s.offset, bytes_of(s.pending), push, sink);
-        if (was_closed) mapped_after_close_ += sink.consumed;
-        size_t left = s.pending.size() - sink.consumed;
-        size_t forced = 0;
-        if (closed_) {
-            // Input not mapped by then is dropped with the flow.
-        } else if (push == Push::End && !s.relay) {
-            forced = left;
-        } else if (!s.relay && left > (1u << 20)) {
-            forced = left - (1u << 20);
-        }
-        s.output += s.pending.substr(sink.consumed, forced);
-        s.forced += forced;
-        size_t done = sink.consumed + forced;
-        s.pending.erase(0, done);
-        s.offset += done;
-    }
-
-    Inspector& inspector_;
-    FakeHost& host_;
-    Dir dirs_[2];
-    bool closed_ = false;
-    size_t mapped_after_close_ = 0;
-};
-
 void FakeHost::reset_both() {
     ++resets;
     wire->close_with(C2S, "");
@@ -224,7 +71,7 @@ void FakeHost::send_and_close(Direction d, std::span<const uint8_t> bytes) {
 struct Flow {
     FakeHost host;
     HttpInspector inspector{host};
-    Wire wire{inspector, host};
+    Wire wire{inspector, host, 1u << 20};  // the pending limit
     std::mt19937 rng{1};
 
     void verdict(size_t scan_index, const ScanVerdict& v) {
@@ -243,12 +90,6 @@ struct Flow {
     void client(const std::string& s) { wire.send(C2S, s, rng); }
     void server(const std::string& s) { wire.send(S2C, s, rng); }
 };
-
-ScanVerdict virus(std::string name = "Eicar-Test-Signature") {
-    Detection d;
-    d.signature = std::move(name);
-    return ScanVerdict::infected(d);
-}
 
 std::string get(const std::string& path, const std::string& extra = "") {
     return "GET " + path + " HTTP/1.1\r\nHost: example.org\r\n" + extra + "\r\n";

@@ -97,6 +97,38 @@ TEST(ImapInspector, InfectedLiteralIsReplacedWithItsLengthRewritten) {
     }
 }
 
+TEST(ImapInspector, SenderIsNotifiedAtTheReturnPathOnVirusAndOnErrorDrop) {
+    {
+        Flow f;
+        f.host.policy_.notify_sender_on_virus = true;
+        login(f);
+        std::string bad =
+            "Return-Path: <owner@lists.example.org>\r\n" + message("invoice", kEicar + "\r\n");
+        f.client("a3 FETCH 1 BODY.PEEK[]\r\n");
+        f.server("* 1 FETCH (BODY[] " + literal(bad) + ")\r\na3 OK\r\n");
+        f.answer_all();
+        ASSERT_EQ(f.host.notifications.size(), 1u);
+        EXPECT_EQ(f.host.notifications[0].recipient, "owner@lists.example.org");
+        EXPECT_NE(f.host.notifications[0].original_headers.find("Subject: invoice"),
+                  std::string::npos);
+    }
+    {
+        // A message too big to scan, blocked by its fallback: From is told
+        // (no Return-Path), when notify_sender_on_error_drop says so.
+        Flow f;
+        f.host.limits_.max_content_size = 1024;
+        f.host.policy_.fallback[size_t(Category::ContentSize)] = Action::Block;
+        f.host.policy_.notify_sender_on_error_drop = true;
+        login(f);
+        std::string big = message("big", std::string(5000, 'y') + "\r\n");
+        f.client("a3 FETCH 1 BODY[]\r\n");
+        f.server("* 1 FETCH (BODY[] " + literal(big) + ")\r\na3 OK\r\n");
+        ASSERT_EQ(f.host.notifications.size(), 1u);
+        EXPECT_EQ(f.host.notifications[0].recipient, "mallory@example.org");
+        EXPECT_NE(f.host.notifications[0].subject.find("content-size"), std::string::npos);
+    }
+}
+
 TEST(ImapInspector, BinaryLiteralKeepsItsTilde) {
     Flow f;
     login(f);

@@ -282,6 +282,54 @@ TEST(Pop3Inspector, TooBigMessageIsReplacedWhenTheFallbackBlocks) {
     }
 }
 
+TEST(Pop3Inspector, SenderIsNotifiedAtTheReturnPathElseFromNeverTheNullSender) {
+    struct Case {
+        std::string extra_header;  // before the message's own header
+        std::string told;          // "" = nobody may be told
+    };
+    for (const Case& c :
+         {Case{"Return-Path: <bounce-42@lists.example.org>\r\n", "bounce-42@lists.example.org"},
+          Case{"", "mallory@example.org"},  // From's address, no display name
+          Case{"Return-Path: <>\r\n", ""}}) {
+        Flow f;
+        f.host.policy_.notify_sender_on_virus = true;
+        login(f);
+        f.client("RETR 1\r\n");
+        f.server(retr_response(c.extra_header + infected_message()));
+        f.answer_all();
+        ASSERT_EQ(f.host.records.size(), 1u);
+        ASSERT_EQ(f.host.notifications.size(), 1u) << c.extra_header;
+        const Notification& n = f.host.notifications[0];
+        // "<>" reaches the notifier, which refuses it (and counts it).
+        EXPECT_EQ(n.recipient, c.told.empty() ? "<>" : c.told);
+        EXPECT_NE(n.original_headers.find("Subject: invoice\r\n"), std::string::npos);
+        EXPECT_NE(n.subject.find("Eicar-Test-Signature"), std::string::npos) << n.subject;
+    }
+    // Not asked (the default): nobody is told.
+    Flow quiet;
+    login(quiet);
+    quiet.client("RETR 1\r\n");
+    quiet.server(retr_response(infected_message()));
+    quiet.answer_all();
+    EXPECT_EQ(quiet.host.records.size(), 1u);
+    EXPECT_TRUE(quiet.host.notifications.empty());
+}
+
+TEST(Pop3Inspector, OwnCountersReachTheHostByName) {
+    Flow f;
+    login(f);
+    // Every counter is known from the start (status lists them all).
+    EXPECT_EQ(f.host.counted.size(), Pop3Counters::kFields.size());
+    f.client("RETR 1\r\nRETR 2\r\n");
+    f.server(retr_response(infected_message()) + retr_response(clean_message()));
+    f.answer_all();
+    const Pop3Counters& own = f.inspector->counters();
+    EXPECT_EQ(own.messages_scanned, 2u);
+    EXPECT_EQ(own.messages_blocked, 1u);
+    for (const auto& [name, field] : Pop3Counters::kFields)
+        EXPECT_EQ(f.host.counted.at(std::string(name)), own.*field) << name;
+}
+
 TEST(Pop3Inspector, ScanErrorPassesTaggedWhenConfigured) {
     Flow f;
     f.host.policy_.notify_recipient_on_error_pass = true;

@@ -11,24 +11,12 @@
 #include "../../../src/proto/mail/mail.h"
 #include "../../../src/proto/smtp/smtp_inspector.h"
 #include "nfqscan/inspector.h"
+#include "wire.h"
 
 namespace nfqscan {
 namespace {
 
-constexpr Direction C2S = Direction::ClientToServer;
-constexpr Direction S2C = Direction::ServerToClient;
-using Push = StreamTransform::Push;
-
-const std::string kEicar = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
-
-std::span<const uint8_t> bytes_of(std::string_view s) {
-    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-std::string text_of(std::span<const uint8_t> b) {
-    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
-}
-
-class Wire;
+using namespace wiretest;
 
 class FakeHost : public InspectorHost {
   public:
@@ -44,7 +32,6 @@ class FakeHost : public InspectorHost {
     std::vector<std::string> records;  // "what action"
     int resets = 0;
     std::vector<ReleaseReason> releases;
-    bool redrive_asked = false;
 
     void scan(uint64_t id, const ObjectInfo& info,
               std::shared_ptr<const ObjectBuffer> bytes) override {
@@ -66,7 +53,7 @@ class FakeHost : public InspectorHost {
     void send(Direction d, std::span<const uint8_t> bytes) override;
     void redrive() override {
         if (resets > 0) ADD_FAILURE() << "redrive() after reset_both()";
-        redrive_asked = true;
+        wire->want_redrive();
     }
     std::vector<Notification> notifications;
     void notify(Notification n) override { notifications.push_back(std::move(n)); }
@@ -84,96 +71,12 @@ class FakeHost : public InspectorHost {
     void want_ticks(bool) override {}
 };
 
-// The engine's side of the contract for both directions, and the worker's
-// handling of send() and redrive() after each call.
-class Wire {
-  public:
-    struct Dir {
-        std::string pending;
-        uint64_t offset = 0;
-        std::string output;  // what the receiver got
-        bool relay = false;
-        bool fin = false;
-    };
-    Wire(Inspector& inspector, FakeHost& host) : inspector_(inspector), host_(host) {
-        host.wire = this;
-    }
-    Dir& dir(Direction d) { return dirs_[size_t(d)]; }
-    bool closed = false;
-    size_t max_pending = 1u << 20;  // StreamLimits::max_pending
-
-    void deliver(Direction d, const std::string& bytes, bool fin = false) {
-        Dir& s = dir(d);
-        s.pending += bytes;
-        s.fin = s.fin || fin;
-        feed(d, s.fin ? Push::End : Push::More);
-        settle();
-    }
-    void send(Direction d, const std::string& bytes, std::mt19937& rng) {
-        for (size_t at = 0; at < bytes.size();) {
-            size_t n = std::min<size_t>(rng() % 4 == 0 ? 1 : 1 + rng() % 40, bytes.size() - at);
-            deliver(d, bytes.substr(at, n));
-            at += n;
-        }
-    }
-    void redrive() {
-        feed(C2S, dir(C2S).fin ? Push::End : Push::More);
-        feed(S2C, dir(S2C).fin ? Push::End : Push::More);
-        settle();
-    }
-
-  private:
-    friend class FakeHost;
-    class Sink : public StreamSink {
-      public:
-        explicit Sink(Dir& d) : d_(d) {}
-        void pass(size_t n) override {
-            n = std::min(n, d_.pending.size() - consumed);
-            d_.output += d_.pending.substr(consumed, n);
-            consumed += n;
-        }
-        void replace(size_t n, std::span<const uint8_t> bytes) override {
-            consumed += std::min(n, d_.pending.size() - consumed);
-            d_.output += text_of(bytes);
-        }
-        void relay(bool on) override { d_.relay = on; }
-        size_t consumed = 0;
-
-      private:
-        Dir& d_;
-    };
-    void feed(Direction d, Push push) {
-        Dir& s = dir(d);
-        if (s.pending.empty() || closed) return;
-        Sink sink(s);
-        inspector_.transform(d).on_bytes(s.offset, bytes_of(s.pending), push, sink);
-        // The engine's forced maps (StreamDirection::feed): at the End every
-        // byte not mapped, beyond the pending limit the oldest, unless the
-        // inspector relays.
-        size_t left = s.pending.size() - sink.consumed;
-        size_t forced = push == Push::End ? left : left > max_pending ? left - max_pending : 0;
-        if (!s.relay && !closed) sink.pass(forced);
-        s.pending.erase(0, sink.consumed);
-        s.offset += sink.consumed;
-    }
-    void settle() {
-        for (int round = 0; round < 8 && host_.redrive_asked && !closed; ++round) {
-            host_.redrive_asked = false;
-            feed(C2S, dir(C2S).fin ? Push::End : Push::More);
-            feed(S2C, dir(S2C).fin ? Push::End : Push::More);
-        }
-    }
-    Inspector& inspector_;
-    FakeHost& host_;
-    Dir dirs_[2];
-};
-
 void FakeHost::reset_both() {
     ++resets;
-    wire->closed = true;
+    wire->close();
 }
 void FakeHost::send(Direction d, std::span<const uint8_t> bytes) {
-    wire->dir(d).output += text_of(bytes);
+    wire->own(d, text_of(bytes));
 }
 
 // A small SMTP server: answers what reaches it through the wire.
@@ -248,15 +151,15 @@ class Server {
 struct Session {
     FakeHost host;
     SmtpInspector inspector{host};
-    Wire wire{inspector, host};
+    Wire wire{inspector, host, 1u << 20};  // StreamLimits::max_pending
     Server server;
     std::mt19937 rng{3};
 
     Session() { from_server("220 mx.lab.test ESMTP\r\n"); }
-    void from_server(const std::string& s) { wire.send(S2C, s, rng); }
+    void from_server(const std::string& s) { wire.send(S2C, s, rng, 40); }
     // The client's bytes, then the server answers what reached it, until quiet.
     void client(const std::string& s) {
-        wire.send(C2S, s, rng);
+        wire.send(C2S, s, rng, 40);
         pump();
     }
     void pump() {
@@ -274,12 +177,6 @@ struct Session {
     const std::string& to_client() { return wire.dir(S2C).output; }
     const std::string& to_server() { return wire.dir(C2S).output; }
 };
-
-ScanVerdict virus() {
-    Detection d;
-    d.signature = "Eicar-Test-Signature";
-    return ScanVerdict::infected(d);
-}
 
 const std::string kHello = "EHLO client.lab.test\r\n";
 const std::string kEnvelope = "MAIL FROM:<alice@lab.test>\r\nRCPT TO:<bob@lab.test>\r\nDATA\r\n";
@@ -556,7 +453,7 @@ TEST(SmtpInspector, CommandsBeyondThePendingLimitWaitForTheirReplies) {
     // The same without the FIN: the engine passes the oldest bytes beyond
     // its pending limit, unless the inspector relays them.
     Session s;
-    s.wire.max_pending = 256;
+    s.wire.set_pending_limit(256);
     s.host.policy_.mail_on_virus = MailBlock::Reject;
     std::string body = "Subject: x\r\n\r\n" + kEicar + "\r\n";
     while (body.size() < 2000)
@@ -575,7 +472,7 @@ TEST(SmtpInspector, NothingIsAskedOfTheHostAfterAReplyResetsTheSession) {
     s.client(kHello);
     // DATA without a transaction goes to the server; the line after it
     // waits for its reply, which is a 354 nfqscand cannot account for.
-    s.wire.send(C2S, "DATA\r\nNOOP\r\n", s.rng);
+    s.wire.send(C2S, "DATA\r\nNOOP\r\n", s.rng, 40);
     s.from_server("354 End data with <CR><LF>.<CR><LF>\r\n");
     EXPECT_EQ(s.host.resets, 1);
     EXPECT_EQ(s.host.records, std::vector<std::string>{"protocol-error reset"});
@@ -630,7 +527,7 @@ TEST(SmtpInspector, EhloReplyLinesOfJustTheCode) {
     // its end and threw std::out_of_range out of the packet path.
     for (std::string reply : {"250\r\n", "250-mx.lab.test\r\n250-CHUNKING\r\n250\r\n"}) {
         Session s;
-        s.wire.send(C2S, kHello, s.rng);
+        s.wire.send(C2S, kHello, s.rng, 40);
         s.from_server(reply);
         std::string expected = reply == "250\r\n" ? reply : "250-mx.lab.test\r\n250\r\n";
         EXPECT_EQ(s.to_client(), "220 mx.lab.test ESMTP\r\n" + expected);

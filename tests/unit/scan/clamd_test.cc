@@ -40,10 +40,15 @@ class ClamdProcess {
     explicit ClamdProcess(const ScanLimits& limits) {
         fs::create_directories(dir_.file("db"));
         fs::create_directories(dir_.file("tmp"));
+        // Scanner processes run as nobody (scanner_sandbox.h) and connect to
+        // clamd themselves, as they do to Debian's world-writable clamd.ctl.
+        fs::permissions(fs::path(socket()).parent_path(),
+                        fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
         fs::copy_file(test::source_root() + "/rules/clamav/nfqscan-test.ndb",
                       dir_.file("db/nfqscan-test.ndb"));
         const std::string conf =
             "Foreground yes\n"
+            "LocalSocketMode 666\n"
             "LocalSocket " +
             socket() +
             "\n"

@@ -3,6 +3,7 @@
 // object an error verdict and is replaced; a reload replaces the scanners,
 // and a scan in flight finishes on the old ones. Also the wire format.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -11,11 +12,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "../../../src/scan/engine_set.h"
 #include "../../../src/scan/scan_metrics.h"
 #include "../../../src/scan/scanner_process.h"
+#include "../../../src/scan/scanner_sandbox.h"
 #include "../../../src/scan/scanner_wire.h"
 #include "nfqscan/object_buffer.h"
 #include "scan_test_support.h"
@@ -364,6 +367,124 @@ TEST(ScannerProcesses, ScannersEndWithTheService) {
     }
     for (int pid : pids)
         EXPECT_FALSE(alive(pid));
+}
+
+}  // namespace
+}  // namespace nfqscan
+
+namespace nfqscan {
+namespace {
+
+// One field of /proc/PID/status ("Uid", "CapEff", ...), as written there.
+std::string proc_status_field(int pid, const std::string& field) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.rfind(field + ":", 0) == 0) {
+            std::string value = line.substr(field.size() + 1);
+            value.erase(0, value.find_first_not_of(" \t"));
+            return value;
+        }
+    return "";
+}
+
+TEST(ScannerSandbox, ScannersRunConfinedFromTheirFirstObject) {
+    if (geteuid() != 0) GTEST_SKIP() << "the user switch needs root";
+    ScanConfig config = test::shipped_rules_config();
+    config.pool_threads = 1;
+    ScanService service(config);
+    loaded(service, config);
+    const std::vector<int> pids = service.stats().scanner_pids;
+    ASSERT_EQ(pids.size(), 1u);
+    const int pid = pids[0];
+    // Confined before it takes a request; one scan makes sure it got there.
+    EXPECT_TRUE(service.scan(test::corpus_object("eicar.com")).is_infected());
+
+    EXPECT_EQ(proc_status_field(pid, "Uid"), "65534\t65534\t65534\t65534");
+    EXPECT_EQ(proc_status_field(pid, "Gid"), "65534\t65534\t65534\t65534");
+    EXPECT_EQ(proc_status_field(pid, "Groups"), "");
+    for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapAmb"})
+        EXPECT_EQ(proc_status_field(pid, set), "0000000000000000") << set;
+    EXPECT_EQ(proc_status_field(pid, "NoNewPrivs"), "1");
+    EXPECT_EQ(proc_status_field(pid, "Seccomp"), "2");  // filter mode
+    // /proc/PID/limits: "Max address space   <soft>   <hard>   bytes".
+    auto hard_limit = [&](const std::string& name) {
+        std::ifstream limits("/proc/" + std::to_string(pid) + "/limits");
+        for (std::string line; std::getline(limits, line);)
+            if (line.rfind(name, 0) == 0) {
+                std::istringstream fields(line.substr(name.size()));
+                std::string soft, hard;
+                fields >> soft >> hard;
+                return hard;
+            }
+        return std::string("?");
+    };
+    EXPECT_NE(hard_limit("Max address space"), "unlimited");
+    EXPECT_NE(hard_limit("Max address space"), "?");
+    EXPECT_EQ(hard_limit("Max file size"),
+              std::to_string(config.limits.max_content_size + (1u << 20)));
+    EXPECT_EQ(hard_limit("Max core file size"), "0");
+    errno = 0;
+    EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(pid)), 10);
+
+    // Archives still unpack (libclamav's temp files in /tmp, as nobody).
+    EXPECT_TRUE(service.scan(test::corpus_object("eicar.zip")).is_infected());
+    EXPECT_TRUE(service.scan(test::corpus_object("clean.zip")).is_clean());
+    EXPECT_EQ(service.stats().scanner_restarts, 0u);
+}
+
+// What an exploit in a parser would try, done by the scanner itself on an
+// object of that name: each is killed (seccomp) or refused (uid, limits),
+// never done; the service goes on with a replacement.
+TEST(ScannerSandbox, WhatAnExploitWouldTryIsKilledOrRefused) {
+    if (geteuid() != 0) GTEST_SKIP() << "the user switch needs root";
+    struct Attempt {
+        Misbehaviour how;
+        bool killed;  // by the seccomp filter; otherwise refused and scanned on
+    };
+    for (const Attempt attempt :
+         {Attempt{Misbehaviour::OpenNetlink, true}, Attempt{Misbehaviour::Exec, true},
+          Attempt{Misbehaviour::WriteOutside, false}, Attempt{Misbehaviour::ReadShadow, false},
+          Attempt{Misbehaviour::RaiseLimit, false}}) {
+        SCOPED_TRACE(static_cast<int>(attempt.how));
+        MisbehaveOn exploit("exploit.bin", attempt.how);
+        ScanConfig config = test::shipped_rules_config();
+        config.pool_threads = 1;
+        ScanService service(config);
+        loaded(service, config);
+        const ScanVerdict verdict = service.scan(ScanObject::copy_of("harmless", "exploit.bin"));
+        EXPECT_EQ(verdict.reason.find("exit status 42"), std::string::npos) << verdict.reason;
+        if (attempt.killed) {
+            ASSERT_TRUE(verdict.is_error()) << describe(verdict);
+            EXPECT_NE(verdict.reason.find("signal 31"), std::string::npos) << verdict.reason;
+            EXPECT_EQ(service.stats().scanner_restarts, 1u);
+        } else {
+            EXPECT_TRUE(verdict.is_clean()) << describe(verdict);
+            EXPECT_EQ(service.stats().scanner_restarts, 0u);
+        }
+        EXPECT_FALSE(std::filesystem::exists("/etc/nfqscan-scanner-escape"));
+        EXPECT_TRUE(service.scan(test::corpus_object("eicar.com")).is_infected());
+    }
+}
+
+TEST(ScannerSandbox, WithoutAUserTheDaemonsUidStaysAndCapabilitiesGo) {
+    ScanConfig config = test::shipped_rules_config();
+    config.pool_threads = 1;
+    config.scanner_user = "";
+    ScanService service(config);
+    loaded(service, config);
+    const int pid = service.stats().scanner_pids.at(0);
+    EXPECT_TRUE(service.scan(test::corpus_object("eicar.com")).is_infected());
+    const std::string uid = std::to_string(geteuid());
+    EXPECT_EQ(proc_status_field(pid, "Uid").substr(0, uid.size() + 1), uid + "\t");
+    EXPECT_EQ(proc_status_field(pid, "CapEff"), "0000000000000000");
+    EXPECT_EQ(proc_status_field(pid, "Seccomp"), "2");
+}
+
+TEST(ScannerSandbox, AnUnknownUserIsAnErrorNotAnUnconfinedScanner) {
+    if (geteuid() != 0) GTEST_SKIP() << "users are looked up only when running as root";
+    ScanConfig config = test::shipped_rules_config();
+    config.scanner_user = "no-such-user-nfqscan";
+    EXPECT_THROW(ScannerSandbox::for_config(config), std::runtime_error);
 }
 
 }  // namespace
