@@ -47,6 +47,13 @@ struct DaemonConfig {
     // Members of this group may query (status, flows, engines, detections)
     // through the control socket; "" = only root. Reload and scan stay root's.
     std::string control_group;
+    // The account nfqscand runs as. Started as root, it switches to it once
+    // the relay device and the control socket are open, keeping only
+    // CAP_NET_ADMIN and CAP_NET_RAW (see privileges.h); "" = stay as started
+    // (as root: every capability). Looked up at start, not when parsed, so a
+    // configuration can be checked on a machine without the account.
+    std::string user = "nfqscan";
+    uint32_t user_line = 0;  // where the key is (0: the default); for errors
     std::string log_level = "info";
     std::string event_log = "/var/log/nfqscan/events.jsonl";
     // The message templates' folder, relative to the configuration file's

@@ -14,6 +14,8 @@
 #include "nfqscan/config.h"
 #include "nfqscan/control.h"
 #include "nfqscan/ftp_expectations.h"
+#include "nfqscan/nfqueue.h"
+#include "nfqscan/privileges.h"
 #include "nfqscan/relay_device.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/scan_event_log.h"
@@ -38,8 +40,9 @@ struct ReloadStarted {
 
 class Daemon {
   public:
-    // Loads the configuration, binds every queue and the control socket,
-    // starts the scan pool and opens the event log. Throws ConfigError or
+    // Loads the configuration, opens the relay device and the control
+    // socket, switches to [daemon] user (privileges.h), then starts the scan
+    // pool, opens the event log and binds every queue. Throws ConfigError or
     // std::exception with a message for the operator.
     explicit Daemon(DaemonOptions options);
     ~Daemon();
@@ -82,6 +85,10 @@ class Daemon {
     std::shared_ptr<EventLog> event_log() const;
     nlohmann::json scan_status() const;
     nlohmann::json notify_status() const;
+    void open_control_socket();
+    // Started as root with a [daemon] user: the folders of the control socket
+    // and the event log, and the event log itself, made the account's.
+    void prepare_owned_paths(const Account& account);
     // Opens [stream] relay_device with a queue per worker; on failure one
     // warning, and the relays use raw sockets.
     void open_relay_device(size_t queues);
@@ -95,6 +102,7 @@ class Daemon {
     // than its control connection. Declared before the workers: outlives them.
     FtpExpectations ftp_expectations_;
     std::vector<std::unique_ptr<QueueWorker>> workers_;
+    std::unique_ptr<KernelQueueStatsReader> kernel_stats_;  // opened before the switch
 
     std::unique_ptr<ScanService> scan_;
     // Sender notifications of the mail inspectors ([notify]; applies at restart).

@@ -199,8 +199,25 @@ struct KernelQueueStats {
     uint64_t id_sequence = 0;    // last packet id: packets queued so far
 };
 
-std::vector<KernelQueueStats> read_kernel_queue_stats(
-    const std::string& path = "/proc/net/netfilter/nfnetlink_queue");
 std::vector<KernelQueueStats> parse_kernel_queue_stats(std::string_view text);
+
+// The kernel's queue table, opened once (the file is root's, mode 0440) and
+// read again at every call: nfqscand opens it before it switches to its
+// account. Empty when it could not be opened (a unit started as the account
+// directly) or read.
+class KernelQueueStatsReader {
+  public:
+    explicit KernelQueueStatsReader(
+        const std::string& path = "/proc/net/netfilter/nfnetlink_queue");
+    ~KernelQueueStatsReader();
+    KernelQueueStatsReader(const KernelQueueStatsReader&) = delete;
+    KernelQueueStatsReader& operator=(const KernelQueueStatsReader&) = delete;
+
+    bool open() const { return fd_ >= 0; }
+    std::vector<KernelQueueStats> read() const;
+
+  private:
+    int fd_ = -1;
+};
 
 }  // namespace nfqscan

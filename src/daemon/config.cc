@@ -247,6 +247,12 @@ void read_daemon(TableReader& r, DaemonConfig& c) {
                        "\" on this machine (create it with "
                        "groupadd, or remove the key)");
     }
+    if (const toml::node* node = r.take("user")) {
+        if (!node->is_string())
+            r.fail(*node, "user", "must be a user name (\"\" = stay as started)");
+        c.user = *node->value<std::string>();
+        c.user_line = node->source().begin.line;
+    }
     r.read_choice("log_level", c.log_level, {"trace", "debug", "info", "warn", "error"});
     r.read("event_log", c.event_log);
     r.read("messages_dir", c.messages_dir, true);

@@ -259,7 +259,12 @@ ControlServer::~ControlServer() {
     stop();
     if (listen_fd_ >= 0) {
         close(listen_fd_);
-        unlink(path_.c_str());
+        // After the switch to [daemon] user, a folder root owns (one that
+        // existed before the start) keeps the file; the next start finds no
+        // daemon behind it and replaces it.
+        if (unlink(path_.c_str()) < 0 && errno != ENOENT)
+            spdlog::info("control socket {} left in place: {} (the next start replaces it)", path_,
+                         std::strerror(errno));
     }
     if (stop_fd_ >= 0) close(stop_fd_);
 }

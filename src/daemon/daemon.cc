@@ -16,6 +16,7 @@
 
 #include "nfqscan/conntrack.h"
 #include "nfqscan/nfqueue.h"
+#include "nfqscan/privileges.h"
 
 namespace nfqscan {
 
@@ -126,6 +127,23 @@ std::shared_ptr<const Config> Daemon::config() const {
 
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     config_ = load();
+    const QueueRange& queues = config_->daemon.queues;
+    // What may need root comes first: the relay device (TUNSETIFF, its
+    // sysctls) and the control socket (in a folder root may own). Then the
+    // switch to [daemon] user, before any thread exists (capabilities belong
+    // to threads: each one started later inherits exactly the two kept).
+    const std::optional<Account> account = configured_account(config_->daemon, config_->source);
+    open_relay_device(queues.count());
+    kernel_stats_ = std::make_unique<KernelQueueStatsReader>();
+    if (switches_user(account)) prepare_owned_paths(*account);
+    open_control_socket();
+    drop_privileges(account, config_->source, config_->daemon.user_line);
+    if (account)
+        spdlog::info("running as {}", describe_privileges());
+    else
+        spdlog::warn("running as {}: [daemon] user is \"\", nothing was dropped",
+                     describe_privileges());
+
     // The pool starts now, its engines in start(): no engines, no verdicts
     // but engine-not-ready.
     scan_ = std::make_unique<ScanService>(config_->scan);
@@ -134,8 +152,7 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     notifier_ = std::make_unique<Notifier>(config_->notify);
     WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get(),
                             &ftp_expectations_};
-    const QueueRange& queues = config_->daemon.queues;
-    open_relay_device(queues.count());
+    // NFQUEUE binds with CAP_NET_ADMIN, as under systemd's User=.
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
         WorkerRelayDevice device;
         if (relay_device_) {
@@ -154,8 +171,6 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
                                                         : ""));
         }
     }
-    control_ = std::make_unique<ControlServer>(config_->daemon.control_socket,
-                                               control_permissions(config_->daemon));
     control_->handle("status", [this](const nlohmann::json&) { return status(); });
     control_->handle("flows", [this](const nlohmann::json& request) {
         return flows(request.value("limit", size_t(100000)));
@@ -179,6 +194,23 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     control_->handle("detections", [this](const nlohmann::json& request) {
         return detections(request.value("count", size_t(20)));
     });
+}
+
+void Daemon::open_control_socket() {
+    control_ = std::make_unique<ControlServer>(config_->daemon.control_socket,
+                                               control_permissions(config_->daemon));
+}
+
+void Daemon::prepare_owned_paths(const Account& account) {
+    // As systemd's RuntimeDirectory= and LogsDirectory= do for the unit: the
+    // folders nfqscand creates are the account's, so it can remove its socket
+    // at exit and create the event log after logrotate moved it.
+    for (const std::string& path : {config_->daemon.control_socket, config_->daemon.event_log}) {
+        const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+        if (!dir.empty()) create_owned_directories(dir, account);
+    }
+    // An event log a run as root left behind.
+    give_file_to(config_->daemon.event_log, account);
 }
 
 ControlPermissions Daemon::control_permissions(const DaemonConfig& daemon) {
@@ -266,6 +298,11 @@ ReloadStarted Daemon::reload() {
         fresh->daemon.queues = old.daemon.queues;
         fresh->daemon.control_socket = old.daemon.control_socket;
         fresh->queue = old.queue;
+    }
+    if (fresh->daemon.user != old.daemon.user) {
+        spdlog::warn("reload: daemon.user applies at restart");
+        fresh->daemon.user = old.daemon.user;
+        fresh->daemon.user_line = old.daemon.user_line;
     }
     if (fresh->stream.relay_device != old.stream.relay_device) {
         spdlog::warn("reload: stream.relay_device applies at restart");
@@ -473,7 +510,7 @@ nlohmann::json Daemon::scan_status() const {
 }
 
 nlohmann::json Daemon::status() {
-    std::vector<KernelQueueStats> kernel = read_kernel_queue_stats();
+    std::vector<KernelQueueStats> kernel = kernel_stats_->read();
     nlohmann::json queues = nlohmann::json::array();
     uint64_t active = 0, total = 0, evicted = 0, expired = 0, released = 0, claimed = 0;
     uint64_t max_flows = 0, memory = 0;

@@ -1,13 +1,14 @@
 #include "nfqscan/nfqueue.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink_queue.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
-#include <fstream>
 #include <functional>
 #include <sstream>
 #include <system_error>
@@ -306,11 +307,25 @@ std::vector<KernelQueueStats> parse_kernel_queue_stats(std::string_view text) {
     return result;
 }
 
-std::vector<KernelQueueStats> read_kernel_queue_stats(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    return parse_kernel_queue_stats(buffer.str());
+KernelQueueStatsReader::KernelQueueStatsReader(const std::string& path)
+    : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+
+KernelQueueStatsReader::~KernelQueueStatsReader() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+std::vector<KernelQueueStats> KernelQueueStatsReader::read() const {
+    if (fd_ < 0) return {};
+    // A proc seq_file regenerates its text when read from offset 0 again.
+    std::string text;
+    char buffer[4096];
+    for (;;) {
+        ssize_t n = ::pread(fd_, buffer, sizeof buffer, off_t(text.size()));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        text.append(buffer, size_t(n));
+    }
+    return parse_kernel_queue_stats(text);
 }
 
 }  // namespace nfqscan

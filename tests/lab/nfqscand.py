@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import tomllib
 from pathlib import Path
@@ -122,10 +123,23 @@ class Nfqscand:
         self.config = merge(config, overrides or {})
         self.config_path = self.dir / "nfqscan.toml"
         self.config_path.write_text(dump_toml(self.config))
+        # The instance's folder (control socket, event log) belongs to the
+        # account nfqscand switches to, as the unit's RuntimeDirectory= and
+        # LogsDirectory= are.
+        try:
+            account = pwd.getpwnam(self.user()) if self.user() else None
+        except KeyError:
+            account = None  # a test of the refusal
+        if account:
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
         self.process: Process | None = None
         self.starts = 0
         self.killed_on_purpose = False
         lab.daemons.append(self)
+
+    def user(self) -> str:
+        """[daemon] user: the account nfqscand runs as once started ("" = root)."""
+        return str(self.config["daemon"].get("user", "nfqscan"))
 
     def queues(self) -> list[int]:
         spec = str(self.config["daemon"]["queues"])

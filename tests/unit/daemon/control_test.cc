@@ -14,6 +14,7 @@
 #include <optional>
 #include <thread>
 
+#include "child_output.h"
 #include "nfqscan/control.h"
 
 namespace nfqscan {
@@ -150,33 +151,16 @@ TEST(ControlServer, ChecksTheKernelsCredentialsOfTheCaller) {
     // Runs `command` as uid 65534 with the given groups; returns what it got.
     const std::string path = socket_path();  // the child's pid is another
     auto ask_as = [&](gid_t gid, std::vector<gid_t> groups, const std::string& command) {
-        int out[2];
-        EXPECT_EQ(pipe(out), 0);
-        pid_t child = fork();
-        if (child == 0) {
-            close(out[0]);
-            std::string answer;
+        return test::output_of_child([&]() -> std::string {
             if (setgroups(groups.size(), groups.data()) != 0 || setgid(gid) != 0 ||
-                setuid(65534) != 0) {
-                answer = "cannot switch user";
-            } else {
-                try {
-                    answer = control_request(path, {{"command", command}}).dump();
-                } catch (const std::exception& e) {
-                    answer = e.what();
-                }
+                setuid(65534) != 0)
+                return "cannot switch user";
+            try {
+                return control_request(path, {{"command", command}}).dump();
+            } catch (const std::exception& e) {
+                return e.what();
             }
-            (void)!write(out[1], answer.data(), answer.size());
-            _exit(0);
-        }
-        close(out[1]);
-        std::string got;
-        char buffer[512];
-        for (ssize_t n; (n = read(out[0], buffer, sizeof buffer)) > 0;)
-            got.append(buffer, size_t(n));
-        close(out[0]);
-        waitpid(child, nullptr, 0);
-        return got;
+        });
     };
     EXPECT_EQ(ask_as(group, {}, "status"), "\"fine\"");
     EXPECT_EQ(ask_as(100, {group}, "status"), "\"fine\"");  // a supplementary group
