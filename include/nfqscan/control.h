@@ -5,10 +5,9 @@
 // reach the workers only through QueueWorker::call().
 //
 // Who may ask what: the peer's credentials (SO_PEERCRED, SO_PEERGROUPS) are
-// checked on every request. Admin commands (reload, scan) are for root and
-// the daemon's own user; query commands also for members of a configured
-// group. Files to scan come as descriptors the client opened (SCM_RIGHTS):
-// the daemon never opens a path on a client's behalf.
+// checked on every request. Admin commands (reload, scan) are for root
+// only; query commands also for members of a configured group. Files to scan come as descriptors
+// the client opened (SCM_RIGHTS): the daemon never opens a path on a client's behalf.
 //
 // One thread serves every connection without blocking on any of them: each
 // is read and written as poll() allows, with a deadline, so a slow or stuck
@@ -65,8 +64,8 @@ struct ControlPeer {
 
 // What a command needs from its caller.
 enum class ControlAccess {
-    Query,  // read-only: root, the daemon's user, members of the query group
-    Admin,  // changes or costs something: root and the daemon's user only
+    Query,  // read-only: root and members of the query group
+    Admin,  // changes or costs something: root only
 };
 
 struct ControlPermissions {

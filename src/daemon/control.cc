@@ -310,7 +310,10 @@ void ControlServer::stop() {
 
 std::string ControlServer::refusal(const ControlPeer& peer, const std::string& command,
                                    ControlAccess access) const {
-    const bool admin = peer.uid == 0 || peer.uid == geteuid();
+    // Root only, not the daemon's own account: scanner processes run as that
+    // account too when nfqscand is not root, and a compromised scanner must
+    // not reach reload or scan (or the status of the flows).
+    const bool admin = peer.uid == 0;
     if (admin) return "";
     if (access == ControlAccess::Query && permissions_.query_group) {
         const gid_t group = *permissions_.query_group;
