@@ -46,6 +46,28 @@ def relay_config(**test_rewrite) -> dict:
     return config
 
 
+def count_peer_resets(lab, port: int):
+    """Counts the RSTs the peers send on `port` (mangle FORWARD, before the
+    queue: nfqscand's own RSTs are not forwarded packets); returns a function
+    that reads the count."""
+    tag = f"lab-peer-rst-{port}"
+    for tool in ("iptables", "ip6tables"):
+        for match in ("--dport", "--sport"):
+            lab.router.run([tool, "-w", "-t", "mangle", "-I", "FORWARD", "1", "-p", "tcp",
+                            match, str(port), "--tcp-flags", "RST", "RST", "-m", "comment",
+                            "--comment", tag])
+
+    def count() -> int:
+        total = 0
+        for tool in ("iptables-save", "ip6tables-save"):
+            for line in lab.router.run([tool, "-c", "-t", "mangle"]).stdout.decode().splitlines():
+                if tag in line and line.startswith("["):
+                    total += int(line[1:line.index(":")])
+        return total
+
+    return count
+
+
 def relayed_download(lab, nfqscand, family: int, loss: float = 0.0, device: str = "nfqscan0"):
     nginx = Nginx(lab, ports=[80])
     original, expected = token_digests(BIG)
@@ -54,6 +76,7 @@ def relayed_download(lab, nfqscand, family: int, loss: float = 0.0, device: str 
     config["stream"] = {"relay_device": device}
     daemon = nfqscand(config, args=ALLOW)
     before = daemon.status()
+    peer_resets = count_peer_resets(lab, 80)
     if loss:
         lab.add_tcp_loss(loss, injected=True)
 
@@ -73,7 +96,13 @@ def relayed_download(lab, nfqscand, family: int, loss: float = 0.0, device: str 
     if loss:
         assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
         assert relay["retransmissions"] > 0, relay
-    assert idle["status"]["streams"]["resets"] == 0, idle["status"]["streams"]
+    # nfqscand resets nobody on its own; a peer's RST (a client that closed
+    # its socket as a late retransmission came in, on a loaded machine) is
+    # passed on to the other peer at each number it may expect.
+    resets = idle["status"]["streams"]["resets"]
+    assert resets == 0 or peer_resets() > 0, (
+        f"{resets} RSTs from nfqscand while no peer reset the connection",
+        idle["status"]["streams"])
     assert relay["device"] == device, relay
     if device:
         # Frames of many segments through the device, each written whole,
