@@ -1,4 +1,5 @@
 #include "clamd_client.h"
+#include "nfqscan/unique_fd.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -22,21 +23,6 @@ using Clock = std::chrono::steady_clock;
 // 64 KiB keeps the number of writes low without large stack buffers.
 constexpr size_t kChunk = 64 * 1024;
 constexpr size_t kMaxReply = 4096;
-
-class Fd {
-  public:
-    explicit Fd(int fd = -1) : fd_(fd) {}
-    ~Fd() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-
-  private:
-    int fd_;
-};
 
 int remaining_ms(Clock::time_point deadline) {
     const auto left =
@@ -127,7 +113,7 @@ int ClamdClient::connect_with_deadline(Clock::time_point deadline) const {
         sun.sun_family = AF_UNIX;
         if (address_.size() >= sizeof sun.sun_path) return -1;
         std::memcpy(sun.sun_path, address_.c_str(), address_.size() + 1);
-        Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
         if (fd.get() < 0) return -1;
         if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0 &&
             (errno != EINPROGRESS || finish_connect(fd.get(), deadline) != 0))
@@ -153,8 +139,8 @@ int ClamdClient::connect_with_deadline(Clock::time_point deadline) const {
     if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return -1;
     int result = -1;
     for (addrinfo* ai = found; ai != nullptr && result < 0; ai = ai->ai_next) {
-        Fd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                       ai->ai_protocol));
+        UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                             ai->ai_protocol));
         if (fd.get() < 0) continue;
         if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 ||
             (errno == EINPROGRESS && finish_connect(fd.get(), deadline) == 0))
@@ -166,7 +152,7 @@ int ClamdClient::connect_with_deadline(Clock::time_point deadline) const {
 
 ClamdReply ClamdClient::scan(std::span<const uint8_t> bytes,
                              std::chrono::milliseconds timeout) const {
-    const Fd fd(connect_with_deadline(Clock::now() + connect_timeout_));
+    const UniqueFd fd(connect_with_deadline(Clock::now() + connect_timeout_));
     if (fd.get() < 0)
         return {ClamdReply::Status::Unreachable, address_ + ": " + std::strerror(errno)};
     const auto deadline = Clock::now() + timeout;
@@ -198,7 +184,7 @@ ClamdReply ClamdClient::scan(std::span<const uint8_t> bytes,
 }
 
 std::optional<std::string> ClamdClient::version(std::chrono::milliseconds timeout) const {
-    const Fd fd(connect_with_deadline(Clock::now() + connect_timeout_));
+    const UniqueFd fd(connect_with_deadline(Clock::now() + connect_timeout_));
     if (fd.get() < 0) return std::nullopt;
     const auto deadline = Clock::now() + timeout;
     static constexpr char kCommand[] = "zVERSION";

@@ -1,5 +1,7 @@
 #include "scanner_sandbox.h"
 
+#include "nfqscan/unique_fd.h"
+
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/seccomp.h>
@@ -16,7 +18,6 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <memory>
 #include <stdexcept>
 
 namespace nfqscan {
@@ -87,12 +88,9 @@ std::vector<sock_filter> build_filter(ScanConfig::Backend backend) {
                 throw std::runtime_error("seccomp rule for socket");
     }
     // libseccomp 2.5 exports to a descriptor only: a memory file, read back.
-    const int fd = memfd_create("nfqscan-seccomp", MFD_CLOEXEC);
-    if (fd < 0) throw std::runtime_error(std::string("memfd_create: ") + std::strerror(errno));
-    std::unique_ptr<int, void (*)(int*)> closer(new int(fd), [](int* p) {
-        ::close(*p);
-        delete p;
-    });
+    const UniqueFd memory(memfd_create("nfqscan-seccomp", MFD_CLOEXEC));
+    if (!memory) throw std::runtime_error(std::string("memfd_create: ") + std::strerror(errno));
+    const int fd = memory.get();
     if (int rc = seccomp_export_bpf(seccomp.ctx, fd); rc != 0)
         throw std::runtime_error(std::string("seccomp_export_bpf: ") + std::strerror(-rc));
     const off_t size = lseek(fd, 0, SEEK_END);

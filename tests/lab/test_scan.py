@@ -373,6 +373,17 @@ def test_status_shows_the_scan_section(scanlab):
     assert "scanner processes: " in out, out
 
 
+def read_reply(sock: socket.socket, timeout: float) -> dict:
+    """The one-line JSON reply of a control request."""
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return json.loads(data)
+
+
 def test_status_is_answered_while_a_scan_is_running(scanlab):
     """A scan request is held while the pool works on it; the control thread
     goes on answering other requests meanwhile."""
@@ -390,13 +401,7 @@ def test_status_is_answered_while_a_scan_is_running(scanlab):
         readable, _, _ = select.select([scan], [], [], 0)
         assert not readable, "the scan finished before status was answered; too fast to tell"
         assert status["scan"]["completed"] < 8
-        scan.settimeout(120)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = scan.recv(65536)
-            assert chunk, data
-            data += chunk
-    reply = json.loads(data)
+        reply = read_reply(scan, timeout=120)
     assert reply["ok"] is True, reply
     assert [v["verdict"] for v in reply["result"]] == ["clean"] * 8, reply
     assert all(v["path"] == big for v in reply["result"])
@@ -510,13 +515,7 @@ def control_reply(path, request: dict, fds=()) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(path))
         socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], list(fds))
-        sock.settimeout(30)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
-    return json.loads(data)
+        return read_reply(sock, timeout=30)
 
 
 def test_control_socket_lets_the_group_query_and_only_root_reload_or_scan(lab, nfqscand):
