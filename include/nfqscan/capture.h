@@ -29,8 +29,8 @@ enum class FrameStatus : uint8_t {
 std::string_view frame_status_name(FrameStatus s);
 
 struct CaptureFrame {
-    uint16_t ethertype = 0;          // 0x0800 or 0x86dd when Ok
-    std::span<const uint8_t> ip;     // from the IP header to the end of the captured bytes
+    uint16_t ethertype = 0;       // 0x0800 or 0x86dd when Ok
+    std::span<const uint8_t> ip;  // from the IP header to the end of the captured bytes
     uint32_t link_header_length = 0;
 };
 
@@ -45,9 +45,9 @@ struct CaptureError : std::runtime_error {
 };
 
 struct CapturedPacket {
-    uint64_t time_us = 0;             // the capture's timestamp, microseconds since the epoch
-    std::span<const uint8_t> data;    // the captured bytes (valid until the next next())
-    uint32_t wire_length = 0;         // the frame's length on the wire (> data.size(): snap length)
+    uint64_t time_us = 0;           // the capture's timestamp, microseconds since the epoch
+    std::span<const uint8_t> data;  // the captured bytes (valid until the next next())
+    uint32_t wire_length = 0;       // the frame's length on the wire (> data.size(): snap length)
 };
 
 class CaptureReader {

@@ -31,13 +31,13 @@ struct ReplayVerdicts {
 
 struct ReplayReport {
     std::string capture, link_type;
-    uint64_t frames = 0;          // records in the capture
-    uint64_t ip_packets = 0;      // handed to the worker
-    uint64_t outgoing = 0;        // cooked capture: sent by the capturing host, skipped
-    uint64_t not_ip = 0;          // not IPv4/IPv6
-    uint64_t bad_frames = 0;      // link header cut off, or an unknown link type
-    uint64_t snapped = 0;         // cut by the snap length (tcpdump -s 0 captures whole)
-    uint64_t time_went_back = 0;  // timestamps older than the one before (taken as equal)
+    uint64_t frames = 0;                 // records in the capture
+    uint64_t ip_packets = 0;             // handed to the worker
+    uint64_t outgoing = 0;               // cooked capture: sent by the capturing host, skipped
+    uint64_t not_ip = 0;                 // not IPv4/IPv6
+    uint64_t bad_frames = 0;             // link header cut off, or an unknown link type
+    uint64_t snapped = 0;                // cut by the snap length (tcpdump -s 0 captures whole)
+    uint64_t time_went_back = 0;         // timestamps older than the one before (taken as equal)
     uint64_t first_us = 0, last_us = 0;  // capture time span
     double elapsed_s = 0;                // how long the replay took
     std::string read_error;              // the capture ended with a read error

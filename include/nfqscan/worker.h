@@ -233,7 +233,7 @@ class QueueWorker {
 // it runs offline (nfqscand --replay, replay.h): the clock it reads, and
 // where the segments it would send go. Conntrack is never asked.
 struct OfflineWorld {
-    std::function<uint64_t()> clock;                // milliseconds, the capture's time
+    std::function<uint64_t()> clock;                 // milliseconds, the capture's time
     std::function<void(const PacketVerdict&)> sent;  // Inject / InjectFrame, never sent
 };
 

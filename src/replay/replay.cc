@@ -286,8 +286,8 @@ std::string format_replay_summary(const ReplayReport& r) {
     for (size_t s = 1; s < kServiceCount; ++s) {
         const InspectionCounters& c = w.protocols[s];
         if (c.objects == 0 && c.infected == 0) continue;
-        out += fmt::format("  {}: {} objects, {} infected\n", kServiceNames[s], c.objects,
-                           c.infected);
+        out +=
+            fmt::format("  {}: {} objects, {} infected\n", kServiceNames[s], c.objects, c.infected);
     }
     out += fmt::format("events: {}\n", r.events.size());
     return out;

@@ -1,0 +1,308 @@
+// nfqscand --replay: the link-layer parser, the capture reader on generated
+// pcap files, and whole replays through the worker's packet handling with
+// the shipped signatures.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "../packet_builder.h"
+#include "../proto/wire.h"
+#include "../scan/scan_test_support.h"
+#include "nfqscan/capture.h"
+#include "nfqscan/config.h"
+#include "nfqscan/replay.h"
+
+namespace nfqscan {
+namespace {
+
+using test::flow_segment;
+
+constexpr int kLinkEthernet = 1, kLinkRaw = 101, kLinkSll = 113, kLinkSll2 = 276;
+constexpr uint8_t kSyn = 0x02, kAck = 0x10, kFin = 0x01, kPsh = 0x08;
+
+void le32(std::string& out, uint32_t v) {
+    for (int i = 0; i < 4; ++i)
+        out.push_back(char(v >> (8 * i)));
+}
+void le16(std::string& out, uint16_t v) {
+    out.push_back(char(v));
+    out.push_back(char(v >> 8));
+}
+
+// A classic pcap file (little endian, microseconds), written as tcpdump does.
+class PcapWriter {
+  public:
+    explicit PcapWriter(uint32_t linktype) {
+        le32(bytes_, 0xa1b2c3d4);
+        le16(bytes_, 2);
+        le16(bytes_, 4);
+        le32(bytes_, 0);
+        le32(bytes_, 0);
+        le32(bytes_, 262144);
+        le32(bytes_, linktype);
+    }
+    void add(uint64_t time_us, const std::vector<uint8_t>& frame, uint32_t wire_length = 0) {
+        le32(bytes_, uint32_t(time_us / 1'000'000));
+        le32(bytes_, uint32_t(time_us % 1'000'000));
+        le32(bytes_, uint32_t(frame.size()));
+        le32(bytes_, wire_length ? wire_length : uint32_t(frame.size()));
+        bytes_.append(frame.begin(), frame.end());
+    }
+    const std::string& bytes() const { return bytes_; }
+    std::string save(const test::TempDir& dir, const std::string& name) const {
+        std::string path = dir.file(name);
+        test::write_file(path, bytes_);
+        return path;
+    }
+
+  private:
+    std::string bytes_;
+};
+
+std::vector<uint8_t> with_header(std::vector<uint8_t> header, const std::vector<uint8_t>& ip) {
+    header.insert(header.end(), ip.begin(), ip.end());
+    return header;
+}
+
+std::vector<uint8_t> ethernet(const std::vector<uint8_t>& ip, bool vlan = false) {
+    std::vector<uint8_t> h(12, 0x02);
+    if (vlan) h.insert(h.end(), {0x81, 0x00, 0x00, 0x07});
+    h.insert(h.end(), {0x08, 0x00});
+    return with_header(h, ip);
+}
+
+std::vector<uint8_t> sll(const std::vector<uint8_t>& ip, uint16_t pkttype) {
+    std::vector<uint8_t> h = {uint8_t(pkttype >> 8), uint8_t(pkttype), 0, 1, 0, 6};
+    h.resize(14, 0);
+    h.insert(h.end(), {0x08, 0x00});
+    return with_header(h, ip);
+}
+
+std::vector<uint8_t> sll2(const std::vector<uint8_t>& ip, uint8_t pkttype) {
+    std::vector<uint8_t> h = {0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, pkttype, 6};
+    h.resize(20, 0);
+    return with_header(h, ip);
+}
+
+TEST(CaptureFrame, EthernetWithAndWithoutVlanTag) {
+    std::vector<uint8_t> ip = flow_segment(true, kSyn, 1000, 0);
+    for (bool vlan : {false, true}) {
+        std::vector<uint8_t> frame = ethernet(ip, vlan);
+        CaptureFrame f;
+        ASSERT_EQ(parse_frame(kLinkEthernet, frame, f), FrameStatus::Ok);
+        EXPECT_EQ(f.ethertype, 0x0800);
+        EXPECT_EQ(f.link_header_length, vlan ? 18u : 14u);
+        EXPECT_TRUE(std::equal(f.ip.begin(), f.ip.end(), ip.begin(), ip.end()));
+    }
+}
+
+TEST(CaptureFrame, CookedCapturesSkipWhatTheHostSent) {
+    std::vector<uint8_t> ip = flow_segment(true, kSyn, 1000, 0);
+    CaptureFrame f;
+    EXPECT_EQ(parse_frame(kLinkSll, sll(ip, 0), f), FrameStatus::Ok);
+    EXPECT_EQ(f.ip.size(), ip.size());
+    EXPECT_EQ(parse_frame(kLinkSll, sll(ip, 4), f), FrameStatus::Outgoing);
+    EXPECT_EQ(parse_frame(kLinkSll2, sll2(ip, 0), f), FrameStatus::Ok);
+    EXPECT_EQ(f.ip.size(), ip.size());
+    EXPECT_EQ(parse_frame(kLinkSll2, sll2(ip, 4), f), FrameStatus::Outgoing);
+}
+
+TEST(CaptureFrame, RefusesWhatItCannotRead) {
+    CaptureFrame f;
+    std::vector<uint8_t> arp(12, 0);
+    arp.insert(arp.end(), {0x08, 0x06, 0, 1});
+    EXPECT_EQ(parse_frame(kLinkEthernet, arp, f), FrameStatus::NotIp);
+    EXPECT_EQ(parse_frame(kLinkEthernet, std::vector<uint8_t>(13, 0), f), FrameStatus::Truncated);
+    // A header and nothing after it.
+    EXPECT_EQ(parse_frame(kLinkEthernet, ethernet({}), f), FrameStatus::Truncated);
+    EXPECT_EQ(parse_frame(kLinkSll2, std::vector<uint8_t>(19, 0), f), FrameStatus::Truncated);
+    EXPECT_EQ(parse_frame(12, std::vector<uint8_t>{0x17, 0}, f), FrameStatus::NotIp);
+    EXPECT_EQ(parse_frame(147, std::vector<uint8_t>(40, 0x45), f), FrameStatus::UnsupportedLink);
+    EXPECT_FALSE(supported_link_type(147));
+}
+
+TEST(CaptureFrame, RandomBytesNeverReadPastTheFrame) {
+    uint32_t state = 12345;
+    for (int i = 0; i < 20000; ++i) {
+        std::vector<uint8_t> frame(state % 64);
+        for (uint8_t& b : frame)
+            b = uint8_t((state = state * 1103515245 + 12345) >> 16);
+        for (int dlt : {0, 1, 12, 108, 113, 228, 229, 276}) {
+            CaptureFrame f;
+            if (parse_frame(dlt, frame, f) != FrameStatus::Ok) continue;
+            ASSERT_GE(f.ip.data(), frame.data());
+            ASSERT_LE(f.ip.data() + f.ip.size(), frame.data() + frame.size());
+            ASSERT_FALSE(f.ip.empty());
+        }
+    }
+}
+
+TEST(CaptureReader, ReadsRecordsAndReportsACutFile) {
+    PcapWriter w(kLinkRaw);
+    w.add(1'700'000'000'123'456, flow_segment(true, kSyn, 1000, 0));
+    w.add(1'700'000'001'000'000, flow_segment(false, kSyn | kAck, 5000, 1001), 1500);
+    std::string cut = w.bytes().substr(0, w.bytes().size() - 5);
+    {
+        CaptureReader r(fmemopen(const_cast<char*>(w.bytes().data()), w.bytes().size(), "r"),
+                        "whole");
+        EXPECT_TRUE(supported_link_type(r.link_type()));
+        CapturedPacket p;
+        ASSERT_TRUE(r.next(p));
+        EXPECT_EQ(p.time_us, 1'700'000'000'123'456u);
+        ASSERT_TRUE(r.next(p));
+        EXPECT_EQ(p.wire_length, 1500u);
+        EXPECT_FALSE(r.next(p));
+        EXPECT_EQ(r.error(), "");
+    }
+    CaptureReader r(fmemopen(cut.data(), cut.size(), "r"), "cut");
+    CapturedPacket p;
+    EXPECT_TRUE(r.next(p));
+    EXPECT_FALSE(r.next(p));
+    EXPECT_NE(r.error(), "");
+}
+
+TEST(CaptureReader, RefusesWhatIsNoCapture) {
+    test::TempDir dir;
+    test::write_file(dir.file("text.pcap"), "not a capture at all, just text\n");
+    EXPECT_THROW(CaptureReader(dir.file("text.pcap")), CaptureError);
+    EXPECT_THROW(CaptureReader(dir.file("missing.pcap")), CaptureError);
+}
+
+// One HTTP download of `body` on 198.51.100.2:40000 -> 203.0.113.2:80, as an
+// Ethernet capture taken on the client's side, starting at `t0` (us), one
+// millisecond between packets.
+PcapWriter http_download(const std::string& body, uint64_t t0 = 1'700'000'000'000'000) {
+    PcapWriter w(kLinkEthernet);
+    uint64_t t = t0;
+    auto add = [&](bool client, uint8_t flags, uint32_t seq, uint32_t ack,
+                   const std::string& payload = "") {
+        w.add(t, ethernet(flow_segment(client, flags, seq, ack, payload)));
+        t += 1000;
+    };
+    std::string request = "GET /file.bin HTTP/1.1\r\nHost: lab.test\r\n\r\n";
+    std::string response =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    uint32_t c = 1001, s = 5001;
+    add(true, kSyn, 1000, 0);
+    add(false, kSyn | kAck, 5000, c);
+    add(true, kAck, c, s);
+    add(true, kPsh | kAck, c, s, request);
+    c += uint32_t(request.size());
+    add(false, kAck, s, c);
+    add(false, kPsh | kAck, s, c, response);
+    s += uint32_t(response.size());
+    add(true, kAck, c, s);
+    add(false, kFin | kAck, s, c);
+    add(true, kFin | kAck, c, s + 1);
+    add(false, kAck, s + 1, c + 1);
+    return w;
+}
+
+std::shared_ptr<const Config> shipped_config() {
+    Config c = load_config(test::source_root() + "/rules/nfqscan.toml");
+    c.scan = test::shipped_rules_config();
+    return replay_config(c);
+}
+
+ReplayReport replay(const std::string& path) {
+    ReplayOptions o;
+    o.capture = path;
+    o.config = shipped_config();
+    o.scan = &test::shared_service();
+    return replay_capture(o);
+}
+
+TEST(Replay, InfectedHttpDownloadGetsTheBlockPageAtTheCapturesTime) {
+    test::TempDir dir;
+    ReplayReport r = replay(http_download(wiretest::kEicar).save(dir, "eicar.pcap"));
+    EXPECT_EQ(r.frames, 10u);
+    EXPECT_EQ(r.ip_packets, 10u);
+    EXPECT_EQ(r.read_error, "");
+    ASSERT_EQ(r.events.size(), 1u) << format_replay_table(r);
+    const ScanEvent& e = r.events[0];
+    EXPECT_EQ(e.protocol, "http");
+    EXPECT_EQ(e.direction, "download");
+    EXPECT_TRUE(e.verdict.is_infected());
+    EXPECT_EQ(e.verdict.detection.signature, "NfqScan_Test_EICAR");
+    EXPECT_EQ(e.action, "block");
+    EXPECT_EQ(e.flow, "198.51.100.2:40000 -> 203.0.113.2:80");
+    // The event carries the capture's time (the response was packet 6).
+    EXPECT_EQ(
+        std::chrono::duration_cast<std::chrono::milliseconds>(e.time.time_since_epoch()).count(),
+        1'700'000'000'005);
+    EXPECT_EQ(r.worker.protocols[size_t(Service::Http)].infected, 1u);
+    // The block page would have gone out; nothing here sent it.
+    EXPECT_GT(r.verdicts.replaced + r.verdicts.injected, 0u);
+    EXPECT_NE(format_replay_table(r).find("NfqScan_Test_EICAR"), std::string::npos);
+}
+
+TEST(Replay, CleanDownloadHasNoEvents) {
+    test::TempDir dir;
+    ReplayReport r = replay(http_download("just some clean bytes\n").save(dir, "clean.pcap"));
+    EXPECT_TRUE(r.events.empty()) << format_replay_table(r);
+    EXPECT_EQ(r.worker.protocols[size_t(Service::Http)].clean, 1u);
+    // The response went through the relay: its originals dropped, the
+    // engine's own segments (counted, not sent) in their place.
+    EXPECT_GT(r.verdicts.injected, 0u);
+}
+
+TEST(Replay, SameOutcomeOnEveryRun) {
+    test::TempDir dir;
+    std::string path = http_download(wiretest::kEicar).save(dir, "eicar.pcap");
+    ReplayReport a = replay(path), b = replay(path);
+    ASSERT_EQ(a.events.size(), b.events.size());
+    EXPECT_EQ(a.verdicts.accepted, b.verdicts.accepted);
+    EXPECT_EQ(a.verdicts.replaced, b.verdicts.replaced);
+    EXPECT_EQ(a.verdicts.dropped, b.verdicts.dropped);
+    EXPECT_EQ(a.verdicts.injected, b.verdicts.injected);
+}
+
+TEST(Replay, TimeoutsFollowTheCapturesClock) {
+    // A handshake, then nothing for two hours of capture time, then a second
+    // flow: the first one expired (established timeout: 1 h) although the
+    // replay takes milliseconds.
+    PcapWriter w(kLinkEthernet);
+    uint64_t t = 1'700'000'000'000'000;
+    w.add(t, ethernet(flow_segment(true, kSyn, 1000, 0)));
+    w.add(t + 1000, ethernet(flow_segment(false, kSyn | kAck, 5000, 1001)));
+    w.add(t + 2000, ethernet(flow_segment(true, kAck, 1001, 5001)));
+    test::PacketSpec later;
+    later.sport = 40001;
+    later.flags = kSyn;
+    w.add(t + 7'200'000'000, ethernet(test::build_packet(later)));
+    test::TempDir dir;
+    ReplayReport r = replay(w.save(dir, "idle.pcap"));
+    EXPECT_EQ(r.worker.flows_created, 2u);
+    EXPECT_EQ(r.worker.flows_expired, 1u);
+    EXPECT_EQ(r.worker.flows_active, 1u);
+}
+
+TEST(Replay, CookedCaptureOfARouterCountsEachPacketOnce) {
+    // tcpdump -i any on a router: each forwarded packet arrives (kept) and
+    // leaves (skipped).
+    PcapWriter w(kLinkSll2);
+    uint64_t t = 1'700'000'000'000'000;
+    for (auto [client, flags] : {std::pair{true, kSyn}, {false, uint8_t(kSyn | kAck)}}) {
+        std::vector<uint8_t> ip = flow_segment(client, flags, client ? 1000 : 5000, 1001);
+        w.add(t++, sll2(ip, 0));
+        w.add(t++, sll2(ip, 4));
+    }
+    test::TempDir dir;
+    ReplayReport r = replay(w.save(dir, "any.pcap"));
+    EXPECT_EQ(r.frames, 4u);
+    EXPECT_EQ(r.ip_packets, 2u);
+    EXPECT_EQ(r.outgoing, 2u);
+    EXPECT_EQ(r.worker.flows_created, 1u);
+}
+
+TEST(Replay, UnsupportedLinkTypeIsRefused) {
+    PcapWriter w(147);
+    w.add(1, std::vector<uint8_t>(40, 0x45));
+    test::TempDir dir;
+    EXPECT_THROW(replay(w.save(dir, "user0.pcap")), CaptureError);
+}
+
+}  // namespace
+}  // namespace nfqscan
