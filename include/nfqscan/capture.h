@@ -32,6 +32,10 @@ struct CaptureFrame {
     uint16_t ethertype = 0;       // 0x0800 or 0x86dd when Ok
     std::span<const uint8_t> ip;  // from the IP header to the end of the captured bytes
     uint32_t link_header_length = 0;
+    // A cooked capture's frame that came in on a device without a link
+    // layer (ARPHRD_NONE: a TUN device such as nfqscand's relay device, or
+    // a VPN tunnel).
+    bool tunnel = false;
 };
 
 // The IP packet inside `data`, a frame of libpcap's link type `dlt`

@@ -31,9 +31,12 @@ struct ReplayVerdicts {
 
 struct ReplayReport {
     std::string capture, link_type;
-    uint64_t frames = 0;                 // records in the capture
-    uint64_t ip_packets = 0;             // handed to the worker
-    uint64_t outgoing = 0;               // cooked capture: sent by the capturing host, skipped
+    uint64_t frames = 0;      // records in the capture
+    uint64_t ip_packets = 0;  // handed to the worker
+    uint64_t outgoing = 0;    // cooked capture: sent by the capturing host, skipped
+    // Cooked capture, from a TUN device while [stream] relay_device is set:
+    // nfqscand's own relayed output, skipped.
+    uint64_t tunnel = 0;
     uint64_t not_ip = 0;                 // not IPv4/IPv6
     uint64_t bad_frames = 0;             // link header cut off, or an unknown link type
     uint64_t snapped = 0;                // cut by the snap length (tcpdump -s 0 captures whole)

@@ -9,7 +9,8 @@ namespace {
 constexpr uint16_t kEthIpv4 = 0x0800, kEthIpv6 = 0x86dd;
 constexpr uint16_t kEthVlan = 0x8100, kEthQinQ = 0x88a8;
 constexpr int kMaxVlanTags = 2;
-constexpr uint8_t kPacketOutgoing = 4;  // PACKET_OUTGOING, <linux/if_packet.h>
+constexpr uint8_t kPacketOutgoing = 4;    // PACKET_OUTGOING, <linux/if_packet.h>
+constexpr uint16_t kArphrdNone = 0xfffe;  // ARPHRD_NONE, <linux/if_arp.h>: TUN devices
 
 uint16_t be16(const uint8_t* p) {
     return uint16_t(p[0] << 8 | p[1]);
@@ -55,6 +56,7 @@ FrameStatus cooked(std::span<const uint8_t> data, CaptureFrame& out) {
     constexpr size_t kHeader = 16;
     if (data.size() < kHeader) return FrameStatus::Truncated;
     if (be16(&data[0]) == kPacketOutgoing) return FrameStatus::Outgoing;
+    out.tunnel = be16(&data[2]) == kArphrdNone;
     return ip_at(data, kHeader, be16(&data[14]), out);
 }
 
@@ -64,6 +66,7 @@ FrameStatus cooked2(std::span<const uint8_t> data, CaptureFrame& out) {
     constexpr size_t kHeader = 20;
     if (data.size() < kHeader) return FrameStatus::Truncated;
     if (data[10] == kPacketOutgoing) return FrameStatus::Outgoing;
+    out.tunnel = be16(&data[8]) == kArphrdNone;
     return ip_at(data, kHeader, be16(&data[0]), out);
 }
 

@@ -160,6 +160,7 @@ ReplayReport replay_capture(const ReplayOptions& options) {
     };
 
     const auto started = std::chrono::steady_clock::now();
+    const bool skip_tunnels = !options.config->stream.relay_device.empty();
     uint64_t next_tick_ms = 0;
     uint32_t id = 0;
     CapturedPacket captured;
@@ -198,6 +199,10 @@ ReplayReport replay_capture(const ReplayOptions& options) {
             default:
                 ++report.bad_frames;
                 continue;
+        }
+        if (frame.tunnel && skip_tunnels) {
+            ++report.tunnel;
+            continue;
         }
         if (captured.wire_length > captured.data.size()) ++report.snapped;
         ++report.ip_packets;
@@ -271,9 +276,9 @@ std::string format_replay_summary(const ReplayReport& r) {
     out += fmt::format("capture: {} ({}), {} frames over {:.3f} s, replayed in {:.3f} s\n",
                        r.capture, r.link_type, r.frames, span, r.elapsed_s);
     out += fmt::format(
-        "packets: {} IPv4/IPv6 replayed; skipped: {} outgoing copies, {} not IP, {} bad "
-        "frames; {} cut by the snap length, {} timestamps out of order\n",
-        r.ip_packets, r.outgoing, r.not_ip, r.bad_frames, r.snapped, r.time_went_back);
+        "packets: {} IPv4/IPv6 replayed; skipped: {} outgoing copies, {} from TUN devices, {} "
+        "not IP, {} bad frames; {} cut by the snap length, {} timestamps out of order\n",
+        r.ip_packets, r.outgoing, r.tunnel, r.not_ip, r.bad_frames, r.snapped, r.time_went_back);
     if (!r.read_error.empty()) out += "read error: " + r.read_error + "\n";
     const ReplayVerdicts& v = r.verdicts;
     out += fmt::format(
@@ -288,6 +293,17 @@ std::string format_replay_summary(const ReplayReport& r) {
         if (c.objects == 0 && c.infected == 0) continue;
         out +=
             fmt::format("  {}: {} objects, {} infected\n", kServiceNames[s], c.objects, c.infected);
+    }
+    // Packets the stream engine refused: where a replay parts from what the
+    // peers saw (a capture that missed packets, or one taken downstream of
+    // a live nfqscand).
+    std::string refused;
+    for (const auto& [name, field] : PeerCheckCounters::kFields)
+        if (w.streams.peer_checks.*field)
+            refused += fmt::format(" {} {},", name, w.streams.peer_checks.*field);
+    if (!refused.empty()) {
+        refused.pop_back();
+        out += "stream engine refused:" + refused + "\n";
     }
     out += fmt::format("events: {}\n", r.events.size());
     return out;
