@@ -37,10 +37,13 @@ struct ReplayReport {
     // Cooked capture, from a TUN device while [stream] relay_device is set:
     // nfqscand's own relayed output, skipped.
     uint64_t tunnel = 0;
-    uint64_t not_ip = 0;                 // not IPv4/IPv6
-    uint64_t bad_frames = 0;             // link header cut off, or an unknown link type
-    uint64_t snapped = 0;                // cut by the snap length (tcpdump -s 0 captures whole)
-    uint64_t time_went_back = 0;         // timestamps older than the one before (taken as equal)
+    uint64_t not_ip = 0;      // not IPv4/IPv6
+    uint64_t bad_frames = 0;  // link header cut off, or an unknown link type
+    uint64_t snapped = 0;     // cut by the snap length (tcpdump -s 0 captures whole)
+    uint64_t time_went_back = 0;
+    uint64_t nat_flows = 0;    // flows whose halves were paired across NAT (nat_undo.h)
+    uint64_t nat_packets = 0;  // packets given the address nfqscand saw         // timestamps older
+                               // than the one before (taken as equal)
     uint64_t first_us = 0, last_us = 0;  // capture time span
     double elapsed_s = 0;                // how long the replay took
     std::string read_error;              // the capture ended with a read error

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "nat_undo.h"
 #include "nfqscan/capture.h"
 #include "nfqscan/ftp_expectations.h"
 #include "nfqscan/scan.h"
@@ -104,6 +105,21 @@ class ReplayCompletions final : public CompletionSink {
     std::deque<std::function<void()>> tasks_;
 };
 
+// The capture's handshakes, paired across NAT: a first pass over the file
+// with the replay's own choice of frames.
+NatUndo learn_nat(const std::string& path, int link_type, bool skip_tunnels) {
+    NatUndo nat;
+    CaptureReader reader(path);
+    CapturedPacket captured;
+    CaptureFrame frame;
+    DecodedPacket p;
+    while (reader.next(captured))
+        if (parse_frame(link_type, captured.data, frame) == FrameStatus::Ok &&
+            !(frame.tunnel && skip_tunnels) && decode_packet(frame.ip, p) == DecodeStatus::Ok)
+            nat.learn(p);
+    return nat;
+}
+
 std::chrono::system_clock::time_point capture_time(uint64_t us) {
     return std::chrono::system_clock::time_point(std::chrono::microseconds(us));
 }
@@ -162,6 +178,8 @@ ReplayReport replay_capture(const ReplayOptions& options) {
     const auto started = std::chrono::steady_clock::now();
     const bool skip_tunnels = !options.config->stream.relay_device.empty();
     uint64_t next_tick_ms = 0;
+    NatUndo nat = learn_nat(options.capture, reader.link_type(), skip_tunnels);
+    std::vector<uint8_t> nat_scratch;
     uint32_t id = 0;
     CapturedPacket captured;
     while (reader.next(captured)) {
@@ -206,6 +224,9 @@ ReplayReport replay_capture(const ReplayOptions& options) {
         }
         if (captured.wire_length > captured.data.size()) ++report.snapped;
         ++report.ip_packets;
+        // As nfqscand saw it on the router: with NAT undone.
+        if (DecodedPacket decoded; decode_packet(frame.ip, decoded) == DecodeStatus::Ok)
+            frame.ip = nat.apply(frame.ip, decoded, nat_scratch);
         QueuedPacket packet;
         packet.id = ++id;
         packet.hw_protocol = frame.ethertype;
@@ -216,6 +237,8 @@ ReplayReport replay_capture(const ReplayOptions& options) {
         settle();
     }
     report.read_error = reader.error();
+    report.nat_flows = nat.flows();
+    report.nat_packets = nat.rewritten();
     settle();
     report.verdicts.held_at_end = queue.held();
     report.worker = worker.snapshot();
@@ -280,6 +303,9 @@ std::string format_replay_summary(const ReplayReport& r) {
         "not IP, {} bad frames; {} cut by the snap length, {} timestamps out of order\n",
         r.ip_packets, r.outgoing, r.tunnel, r.not_ip, r.bad_frames, r.snapped, r.time_went_back);
     if (!r.read_error.empty()) out += "read error: " + r.read_error + "\n";
+    if (r.nat_flows)
+        out += fmt::format("NAT undone: {} flows paired across it, {} packets readdressed\n",
+                           r.nat_flows, r.nat_packets);
     const ReplayVerdicts& v = r.verdicts;
     out += fmt::format(
         "verdicts: {} accepted, {} replaced, {} dropped, {} released to the fast path, {} "

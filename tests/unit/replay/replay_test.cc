@@ -169,15 +169,34 @@ TEST(CaptureReader, RefusesWhatIsNoCapture) {
     EXPECT_THROW(CaptureReader(dir.file("missing.pcap")), CaptureError);
 }
 
-// One HTTP download of `body` on 198.51.100.2:40000 -> 203.0.113.2:80, as an
-// Ethernet capture taken on the client's side, starting at `t0` (us), one
-// millisecond between packets.
-PcapWriter http_download(const std::string& body, uint64_t t0 = 1'700'000'000'000'000) {
-    PcapWriter w(kLinkEthernet);
+// Where each peer's packets of a download are addressed in a capture.
+struct Addressing {
+    std::string client_to = "203.0.113.2";  // the client's packets: to this address
+    uint16_t client_to_port = 80;
+    std::string server_to = "198.51.100.2";  // the server's packets
+    uint16_t server_to_port = 40000;
+};
+
+// One HTTP download of `body` from 198.51.100.2:40000 to 203.0.113.2:80, as
+// an Ethernet capture (a cooked one with `cooked`), starting at `t0` (us),
+// one millisecond between packets.
+PcapWriter http_download(const std::string& body, uint64_t t0 = 1'700'000'000'000'000,
+                         const Addressing& a = {}, bool cooked = false) {
+    PcapWriter w(cooked ? kLinkSll2 : kLinkEthernet);
     uint64_t t = t0;
     auto add = [&](bool client, uint8_t flags, uint32_t seq, uint32_t ack,
                    const std::string& payload = "") {
-        w.add(t, ethernet(flow_segment(client, flags, seq, ack, payload)));
+        test::PacketSpec p;
+        p.src = client ? "198.51.100.2" : "203.0.113.2";
+        p.sport = client ? 40000 : 80;
+        p.dst = client ? a.client_to : a.server_to;
+        p.dport = client ? a.client_to_port : a.server_to_port;
+        p.flags = flags;
+        p.seq = seq;
+        p.ack = ack;
+        p.payload = payload;
+        std::vector<uint8_t> ip = test::build_packet(p);
+        w.add(t, cooked ? sll2(ip, 0) : ethernet(ip));
         t += 1000;
     };
     std::string request = "GET /file.bin HTTP/1.1\r\nHost: lab.test\r\n\r\n";
@@ -236,6 +255,34 @@ TEST(Replay, InfectedHttpDownloadGetsTheBlockPageAtTheCapturesTime) {
     // The block page would have gone out; nothing here sent it.
     EXPECT_GT(r.verdicts.replaced + r.verdicts.injected, 0u);
     EXPECT_NE(format_replay_table(r).find("NfqScan_Test_EICAR"), std::string::npos);
+}
+
+TEST(Replay, NatIsUndoneAsTheRouterSawTheFlow) {
+    // tcpdump -i any on a router: behind masquerade the server answers the
+    // router's outside address and port; through a port forward the client
+    // talks to the router's inside address. nfqscand saw neither.
+    Addressing masquerade;
+    masquerade.server_to = "203.0.113.1";
+    masquerade.server_to_port = 51000;
+    Addressing forward;
+    forward.client_to = "198.51.100.1";
+    forward.client_to_port = 8080;
+    for (const Addressing& a : {masquerade, forward}) {
+        test::TempDir dir;
+        ReplayReport r = replay(
+            http_download(wiretest::kEicar, 1'700'000'000'000'000, a, true).save(dir, "nat.pcap"));
+        EXPECT_EQ(r.nat_flows, 1u);
+        EXPECT_EQ(r.nat_packets, 5u);  // one peer's five packets
+        ASSERT_EQ(r.events.size(), 1u) << format_replay_summary(r);
+        EXPECT_EQ(r.events[0].flow, "198.51.100.2:40000 -> 203.0.113.2:80");
+        EXPECT_EQ(r.events[0].action, "block");
+        EXPECT_EQ(r.worker.flows_created, 1u);
+    }
+    // Without NAT nothing is paired or readdressed.
+    test::TempDir dir;
+    ReplayReport r = replay(http_download(wiretest::kEicar).save(dir, "plain.pcap"));
+    EXPECT_EQ(r.nat_flows, 0u);
+    EXPECT_EQ(r.nat_packets, 0u);
 }
 
 TEST(Replay, CleanDownloadHasNoEvents) {
