@@ -47,7 +47,8 @@ struct ReplayReport {
     uint64_t first_us = 0, last_us = 0;  // capture time span
     double elapsed_s = 0;                // how long the replay took
     std::string read_error;              // the capture ended with a read error
-    std::vector<ScanEvent> events;       // time: the capture's
+    std::vector<ScanEvent> events;       // time: the capture's; none with on_event
+    uint64_t event_count = 0;
     ReplayVerdicts verdicts;
     WorkerSnapshot worker;
 };
@@ -56,7 +57,8 @@ struct ReplayOptions {
     std::string capture;
     std::shared_ptr<const Config> config;
     ScanService* scan = nullptr;  // nullptr: objects get engine-not-ready
-    // Each event as it happens (e.g. --json prints it at once).
+    // Each event as it happens (--json prints it at once), instead of
+    // keeping them all in the report.
     std::function<void(const ScanEvent&)> on_event;
 };
 

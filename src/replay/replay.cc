@@ -155,8 +155,12 @@ ReplayReport replay_capture(const ReplayOptions& options) {
     services.on_event = [&](const ScanEvent& e) {
         ScanEvent event = e;
         event.time = capture_time(now_us);
-        if (options.on_event) options.on_event(event);
-        report.events.push_back(std::move(event));
+        ++report.event_count;
+        // Printed as they come, or kept for the table.
+        if (options.on_event)
+            options.on_event(event);
+        else
+            report.events.push_back(std::move(event));
     };
     OfflineWorld world;
     world.clock = [&] { return now_ms; };
@@ -331,7 +335,7 @@ std::string format_replay_summary(const ReplayReport& r) {
         refused.pop_back();
         out += "stream engine refused:" + refused + "\n";
     }
-    out += fmt::format("events: {}\n", r.events.size());
+    out += fmt::format("events: {}\n", r.event_count);
     return out;
 }
 

@@ -171,6 +171,7 @@ TEST(CaptureReader, RefusesWhatIsNoCapture) {
 
 // Where each peer's packets of a download are addressed in a capture.
 struct Addressing {
+    bool v6 = false;                        // then the addresses below are not used
     std::string client_to = "203.0.113.2";  // the client's packets: to this address
     uint16_t client_to_port = 80;
     std::string server_to = "198.51.100.2";  // the server's packets
@@ -187,9 +188,14 @@ PcapWriter http_download(const std::string& body, uint64_t t0 = 1'700'000'000'00
     auto add = [&](bool client, uint8_t flags, uint32_t seq, uint32_t ack,
                    const std::string& payload = "") {
         test::PacketSpec p;
+        p.v6 = a.v6;
         p.src = client ? "198.51.100.2" : "203.0.113.2";
         p.sport = client ? 40000 : 80;
         p.dst = client ? a.client_to : a.server_to;
+        if (a.v6) {
+            p.src = client ? "2001:db8:1::2" : "2001:db8:2::2";
+            p.dst = client ? "2001:db8:2::2" : "2001:db8:1::2";
+        }
         p.dport = client ? a.client_to_port : a.server_to_port;
         p.flags = flags;
         p.seq = seq;
@@ -283,6 +289,72 @@ TEST(Replay, NatIsUndoneAsTheRouterSawTheFlow) {
     ReplayReport r = replay(http_download(wiretest::kEicar).save(dir, "plain.pcap"));
     EXPECT_EQ(r.nat_flows, 0u);
     EXPECT_EQ(r.nat_packets, 0u);
+}
+
+TEST(Replay, Ipv6DownloadInACookedCapture) {
+    Addressing v6;
+    v6.v6 = true;
+    test::TempDir dir;
+    ReplayReport r = replay(
+        http_download(wiretest::kEicar, 1'700'000'000'000'000, v6, true).save(dir, "v6.pcap"));
+    ASSERT_EQ(r.events.size(), 1u) << format_replay_summary(r);
+    EXPECT_EQ(r.events[0].flow, "[2001:db8:1::2]:40000 -> [2001:db8:2::2]:80");
+    EXPECT_EQ(r.events[0].action, "block");
+}
+
+// The same download as a pcapng file (section header, one interface,
+// enhanced packet blocks), as Wireshark and dumpcap write it.
+TEST(Replay, ReadsPcapng) {
+    std::string pcap = http_download(wiretest::kEicar).bytes();
+    std::string ng;
+    auto block = [&](uint32_t type, std::string body) {
+        body.append((4 - body.size() % 4) % 4, '\0');
+        le32(ng, type);
+        le32(ng, uint32_t(body.size() + 12));
+        ng += body;
+        le32(ng, uint32_t(body.size() + 12));
+    };
+    std::string shb;
+    le32(shb, 0x1a2b3c4d);
+    le16(shb, 1);
+    le16(shb, 0);
+    le32(shb, 0xffffffff);
+    le32(shb, 0xffffffff);
+    block(0x0a0d0d0a, shb);
+    std::string idb;
+    le16(idb, kLinkEthernet);
+    le16(idb, 0);
+    le32(idb, 262144);
+    block(1, idb);
+    // The classic file's records, re-wrapped (timestamps in microseconds).
+    for (size_t at = 24; at + 16 <= pcap.size();) {
+        auto rd = [&](size_t o) {
+            uint32_t v;
+            std::memcpy(&v, pcap.data() + o, 4);
+            return v;
+        };
+        uint64_t us = uint64_t(rd(at)) * 1'000'000 + rd(at + 4);
+        uint32_t len = rd(at + 8);
+        std::string epb;
+        le32(epb, 0);
+        le32(epb, uint32_t(us >> 32));
+        le32(epb, uint32_t(us));
+        le32(epb, len);
+        le32(epb, len);
+        epb += pcap.substr(at + 16, len);
+        block(6, epb);
+        at += 16 + len;
+    }
+    test::TempDir dir;
+    test::write_file(dir.file("eicar.pcapng"), ng);
+    ReplayReport r = replay(dir.file("eicar.pcapng"));
+    EXPECT_EQ(r.frames, 10u);
+    ASSERT_EQ(r.events.size(), 1u) << format_replay_summary(r);
+    EXPECT_EQ(r.events[0].action, "block");
+    EXPECT_EQ(
+        std::chrono::duration_cast<std::chrono::milliseconds>(r.events[0].time.time_since_epoch())
+            .count(),
+        1'700'000'000'005);
 }
 
 TEST(Replay, CleanDownloadHasNoEvents) {
