@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
                  "accept test inspectors ([test_rewrite]) in the configuration");
     app.set_version_flag("--version", NFQSCAN_VERSION);
     CLI11_PARSE(app, argc, argv);
+    if (replay.json && replay.capture.empty()) {
+        std::fprintf(stderr, "nfqscand: --json goes with --replay\n");
+        return 2;
+    }
     if (options.config_path.empty()) {
         if (replay.capture.empty()) {
             std::fprintf(stderr, "nfqscand: --config is required\n");

@@ -22,6 +22,9 @@ namespace {
 // From <linux/netfilter.h>, which clashes with <netinet/in.h>.
 constexpr uint32_t kVerdictDrop = 0, kVerdictAccept = 1, kVerdictRepeat = 4;
 constexpr uint64_t kHousekeepingMs = 1000;  // the live worker's tick
+// Ticks run for one silence in the capture: more than the memory cap's
+// "stuck" period (10 s), which needs consecutive ticks.
+constexpr uint64_t kMaxTicksPerGap = 30;
 // A scan's verdict is waited for this long: a scanner that hangs is killed
 // by the scan service's own timeout well before.
 constexpr auto kVerdictWait = std::chrono::minutes(10);
@@ -199,10 +202,18 @@ ReplayReport replay_capture(const ReplayOptions& options) {
         }
         now_us = captured.time_us;
         report.last_us = now_us;
-        // The worker's timers, at the capture's time.
-        for (; next_tick_ms <= now_us / 1000; next_tick_ms += kHousekeepingMs) {
+        // The worker's timers, at the capture's time. Over a long silence
+        // only the last ticks run: with no packet between them the first
+        // ones would change nothing the last ones do not (expiry is by
+        // age), and a hostile timestamp years ahead must not cost a tick
+        // per second.
+        const uint64_t packet_ms = now_us / 1000;
+        if (packet_ms > next_tick_ms + kMaxTicksPerGap * kHousekeepingMs)
+            next_tick_ms = packet_ms - kMaxTicksPerGap * kHousekeepingMs;
+        for (; next_tick_ms <= packet_ms; next_tick_ms += kHousekeepingMs) {
             now_ms = next_tick_ms;
             worker.housekeeping();
+            worker.relay_timers();
             settle();
         }
         now_ms = now_us / 1000;

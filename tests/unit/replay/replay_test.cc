@@ -398,6 +398,18 @@ TEST(Replay, TimeoutsFollowTheCapturesClock) {
     EXPECT_EQ(r.worker.flows_active, 1u);
 }
 
+TEST(Replay, TimestampsYearsApartCostNoTickPerSecond) {
+    PcapWriter w(kLinkEthernet);
+    w.add(1'000'000, ethernet(flow_segment(true, kSyn, 1000, 0)));
+    w.add(4'000'000'000'000'000, ethernet(flow_segment(false, kSyn | kAck, 5000, 1001)));
+    w.add(2'000'000, ethernet(flow_segment(true, kAck, 1001, 5001)));  // back in time
+    test::TempDir dir;
+    ReplayReport r = replay(w.save(dir, "years.pcap"));
+    EXPECT_LT(r.elapsed_s, 30.0);
+    EXPECT_EQ(r.time_went_back, 1u);
+    EXPECT_EQ(r.worker.flows_expired, 1u);  // the SYN's flow, after ~127 years
+}
+
 TEST(Replay, CookedCaptureOfARouterCountsEachPacketOnce) {
     // tcpdump -i any on a router: each forwarded packet arrives (kept) and
     // leaves (skipped).
