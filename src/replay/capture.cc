@@ -135,7 +135,11 @@ FrameStatus parse_frame(int dlt, std::span<const uint8_t> data, CaptureFrame& ou
 CaptureReader::CaptureReader(const std::string& path) : name_(path) {
     char error[PCAP_ERRBUF_SIZE] = "";
     pcap_ = pcap_open_offline(path.c_str(), error);
-    if (!pcap_) throw CaptureError(path + ": " + error);
+    if (!pcap_) {
+        // libpcap names the file itself when it could not open it.
+        std::string reason = error;
+        throw CaptureError(reason.starts_with(path) ? reason : path + ": " + reason);
+    }
     dlt_ = pcap_datalink(pcap_);
 }
 
