@@ -72,15 +72,17 @@ std::vector<uint8_t> ethernet(const std::vector<uint8_t>& ip, bool vlan = false)
     return with_header(h, ip);
 }
 
-std::vector<uint8_t> sll(const std::vector<uint8_t>& ip, uint16_t pkttype) {
-    std::vector<uint8_t> h = {uint8_t(pkttype >> 8), uint8_t(pkttype), 0, 1, 0, 6};
+std::vector<uint8_t> sll(const std::vector<uint8_t>& ip, uint16_t pkttype, uint16_t hatype = 1) {
+    std::vector<uint8_t> h = {
+        uint8_t(pkttype >> 8), uint8_t(pkttype), uint8_t(hatype >> 8), uint8_t(hatype), 0, 6};
     h.resize(14, 0);
     h.insert(h.end(), {0x08, 0x00});
     return with_header(h, ip);
 }
 
-std::vector<uint8_t> sll2(const std::vector<uint8_t>& ip, uint8_t pkttype) {
-    std::vector<uint8_t> h = {0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, pkttype, 6};
+std::vector<uint8_t> sll2(const std::vector<uint8_t>& ip, uint8_t pkttype, uint16_t hatype = 1) {
+    std::vector<uint8_t> h = {
+        0x08, 0x00, 0, 0, 0, 0, 0, 3, uint8_t(hatype >> 8), uint8_t(hatype), pkttype, 6};
     h.resize(20, 0);
     return with_header(h, ip);
 }
@@ -106,6 +108,12 @@ TEST(CaptureFrame, CookedCapturesSkipWhatTheHostSent) {
     EXPECT_EQ(parse_frame(kLinkSll2, sll2(ip, 0), f), FrameStatus::Ok);
     EXPECT_EQ(f.ip.size(), ip.size());
     EXPECT_EQ(parse_frame(kLinkSll2, sll2(ip, 4), f), FrameStatus::Outgoing);
+    // In on a TUN device (ARPHRD_NONE), such as nfqscand's relay device.
+    EXPECT_FALSE(f.tunnel);
+    ASSERT_EQ(parse_frame(kLinkSll, sll(ip, 0, 0xfffe), f), FrameStatus::Ok);
+    EXPECT_TRUE(f.tunnel);
+    ASSERT_EQ(parse_frame(kLinkSll2, sll2(ip, 0, 0xfffe), f), FrameStatus::Ok);
+    EXPECT_TRUE(f.tunnel);
 }
 
 TEST(CaptureFrame, RefusesWhatItCannotRead) {
@@ -426,6 +434,27 @@ TEST(Replay, CookedCaptureOfARouterCountsEachPacketOnce) {
     EXPECT_EQ(r.ip_packets, 2u);
     EXPECT_EQ(r.outgoing, 2u);
     EXPECT_EQ(r.worker.flows_created, 1u);
+}
+
+TEST(Replay, RelayDeviceFramesAreSkippedOnlyWithARelayDevice) {
+    PcapWriter w(kLinkSll2);
+    w.add(1'700'000'000'000'000, sll2(flow_segment(true, kSyn, 1000, 0), 0));
+    w.add(1'700'000'000'001'000, sll2(flow_segment(false, kSyn | kAck, 5000, 1001), 0, 0xfffe));
+    test::TempDir dir;
+    std::string path = w.save(dir, "tun.pcap");
+    ReplayReport with = replay(path);  // rules/nfqscan.toml: relay_device = "nfqscan0"
+    EXPECT_EQ(with.tunnel, 1u);
+    EXPECT_EQ(with.ip_packets, 1u);
+    Config c = load_config(test::source_root() + "/rules/nfqscan.toml");
+    c.scan = test::shipped_rules_config();
+    c.stream.relay_device = "";
+    ReplayOptions o;
+    o.capture = path;
+    o.config = replay_config(c);
+    o.scan = &test::shared_service();
+    ReplayReport without = replay_capture(o);
+    EXPECT_EQ(without.tunnel, 0u);
+    EXPECT_EQ(without.ip_packets, 2u);
 }
 
 TEST(Replay, UnsupportedLinkTypeIsRefused) {
