@@ -80,9 +80,11 @@ def wait_live_events(daemon, count: int) -> list[dict]:
                       30, f"{count} events in the live event log")
 
 
-@pytest.mark.parametrize("nat", [None, "masquerade"])
+@pytest.mark.parametrize("family,nat", [pytest.param(4, None, id="ipv4"),
+                                        pytest.param(6, None, id="ipv6"),
+                                        pytest.param(4, "masquerade", id="ipv4-masquerade")])
 def test_replay_of_a_router_capture_has_the_detections_of_live(lab, mail_av, mail_servers,
-                                                                 corpus, nat):
+                                                                 corpus, family, nat):
     if nat == "masquerade":
         # The server's packets come in addressed to the router: the replay
         # pairs the halves by their handshakes.
@@ -96,18 +98,19 @@ def test_replay_of_a_router_capture_has_the_detections_of_live(lab, mail_av, mai
     # SMTP: an infected mail (replaced), then a clean one.
     rcpt = mail_servers.address("alice")
     message = infected_messages()["base64"]
-    with smtp_session(lab, 4, 25) as smtp:
+    with smtp_session(lab, family, 25) as smtp:
         code, text = send(smtp, rcpt, message)
         assert code == 250, (code, text)
         code, text = send(smtp, rcpt, clean_message("clean after the infected one"))
         assert code == 250, (code, text)
     # HTTP: the block page instead of an infected download, then a clean one.
-    got = curl_fetch(lab, nginx.url("/infected/eicar.com", family=4), check=False)
+    got = curl_fetch(lab, nginx.url("/infected/eicar.com", family=family), check=False)
     assert got["http_code"] == 403, got["http_code"]
-    got = curl_fetch(lab, nginx.url("/clean/eicar.com", family=4))
+    got = curl_fetch(lab, nginx.url("/clean/eicar.com", family=family))
     assert got["http_code"] == 200
-    # FTP: an infected download (the drop message and 550), then a clean one.
-    with ftp_session(lab, (4, True, False, STANDARD_PORT)) as ftp:
+    # FTP: an infected download (the drop message and 550), then a clean one
+    # (PASV over IPv4, EPSV over IPv6).
+    with ftp_session(lab, (family, True, family == 6, STANDARD_PORT)) as ftp:
         _, reply = retr(ftp, "infected/eicar.zip")
         expect(reply, "550", "RETR infected/eicar.zip")
         _, reply = retr(ftp, "clean/eicar.zip")
