@@ -10,9 +10,9 @@
 //   - size() never exceeds limit(): an append that would pass it appends
 //     nothing and answers OverLimit;
 //   - growth doubles the file (and its mapping, moved by mremap) up to the
-//     limit rounded to a page, so appends are amortised O(1) per byte and
-//     the file is never more than twice the bytes it holds (or the first
-//     allocation, kInitialCapacity);
+//     limit rounded to a page, or takes a kept larger file (Recycling), so
+//     appends are amortised O(1) per byte; a file of its own is never more
+//     than twice the bytes it holds (or kInitialCapacity);
 //   - the first size() bytes of the file (pread on fd()) are bytes();
 //   - a child forked meanwhile does not inherit the mapping (MADV_DONTFORK):
 //     a scanner forked while objects are held would otherwise keep their
@@ -21,11 +21,11 @@
 // object is appended to by one owner, then shared read-only
 // (std::shared_ptr<const ObjectBuffer>) and never written again.
 //
-// Recycling: a new memory file costs ~20 us here (memfd_create, ftruncate,
-// mmap, a first write fault on fresh pages, munmap and close), against
-// ~0.1 us for a small heap buffer. make() therefore hands out buffers
-// recycled when their last owner lets go (at most kRecycled, only those
-// still at kInitialCapacity), emptied, with their file and mapping kept.
+// Recycling: a new memory file costs ~20 us here, and each fresh page a fault
+// that allocates and zeroes it (~1.3 ms of CPU per MiB). make() hands out the
+// smallest buffer kept when its last owner let go (at most kRecycled; grown
+// files only up to 32 MiB in all, object_buffer.cc), emptied, with its file,
+// mapping and pages; a buffer that outgrows its file takes a kept larger one.
 // Whatever a recycled file holds past size() is never part of an object.
 //
 // Digest: while hashing() is on (the scan service turns it on when its

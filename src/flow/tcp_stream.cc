@@ -428,6 +428,15 @@ uint32_t StreamDirection::translate_ack(uint32_t ack) {
     }
     if (fin) {
         fin_acked_ = true;
+        // The receiver has every byte and the FIN: nothing is stored here
+        // any more. A relay kept its store's capacity (it refills); a closed
+        // flow lingers for the closing timeout, and its empty buffers (about
+        // twice its largest object) would count against memory_limit all
+        // that time.
+        out_retained_.keep_capacity(false);
+        if (out_retained_.empty()) out_retained_.release();
+        if (replaced_input_.empty()) replaced_input_.release();
+        if (pending_.empty()) std::vector<uint8_t>().swap(pending_);
         return uint32_t(base_ + in_next_ + 1);
     }
     maybe_end_relay();

@@ -34,6 +34,43 @@ std::vector<std::unique_ptr<ObjectBuffer>>& recycled() {
     return *kept;
 }
 
+// Kept buffers may also be grown ones, while their files hold at most this
+// much in all. Every fresh page of a memory file costs a write fault that
+// allocates and zeroes it (~1.3 ms of CPU per MiB on the build machines'
+// VMs, as much as the rest of a queue worker's work on a relayed object);
+// a kept file's pages are written again without either. The price: up to
+// this much memory stays with the process, outside the stream memory cap,
+// and a small object may sit in a larger file than it needs.
+constexpr uint64_t kKeptGrownBytes = 32u << 20;
+
+// File bytes of the kept buffers grown past kInitialCapacity (under
+// recycled_mutex()).
+uint64_t& kept_grown_bytes() {
+    static uint64_t bytes = 0;
+    return bytes;
+}
+
+bool grown(const ObjectBuffer& buffer) {
+    return buffer.capacity() > ObjectBuffer::kInitialCapacity;
+}
+
+// The smallest kept buffer whose file holds `at_least` bytes (among equals
+// the one let go last), or null.
+std::unique_ptr<ObjectBuffer> take_kept(uint64_t at_least) {
+    std::lock_guard lock(recycled_mutex());
+    std::vector<std::unique_ptr<ObjectBuffer>>& kept = recycled();
+    size_t best = kept.size();
+    for (size_t i = kept.size(); i-- > 0;) {
+        const uint64_t c = kept[i]->capacity();
+        if (c >= at_least && (best == kept.size() || c < kept[best]->capacity())) best = i;
+    }
+    if (best == kept.size()) return nullptr;
+    std::unique_ptr<ObjectBuffer> taken = std::move(kept[best]);
+    kept.erase(kept.begin() + static_cast<ptrdiff_t>(best));
+    if (grown(*taken)) kept_grown_bytes() -= taken->capacity();
+    return taken;
+}
+
 std::atomic<bool>& hashing_flag() {
     static std::atomic<bool> on{false};
     return on;
@@ -59,15 +96,8 @@ std::optional<Sha256Digest> ObjectBuffer::sha256() const {
 }
 
 std::shared_ptr<ObjectBuffer> ObjectBuffer::make(uint64_t limit) {
-    ObjectBuffer* buffer = nullptr;
-    {
-        std::lock_guard lock(recycled_mutex());
-        std::vector<std::unique_ptr<ObjectBuffer>>& kept = recycled();
-        if (!kept.empty()) {
-            buffer = kept.back().release();
-            kept.pop_back();
-        }
-    }
+    // The smallest kept one: a grown file stays for an object that grows.
+    ObjectBuffer* buffer = take_kept(0).release();
     if (buffer) {
         buffer->limit_ = limit;
         buffer->size_ = 0;
@@ -86,11 +116,18 @@ std::shared_ptr<ObjectBuffer> ObjectBuffer::make(uint64_t limit) {
 
 void ObjectBuffer::recycle(ObjectBuffer* buffer) {
     std::unique_ptr<ObjectBuffer> owned(buffer);
-    // Only small files are kept: a grown one gives its memory back.
-    if (buffer->capacity_ != kInitialCapacity) return;
+    // Kept: files of kInitialCapacity (the common small body), and grown
+    // ones within kKeptGrownBytes; not a buffer that never got a file, nor
+    // one a small limit kept smaller.
+    if (buffer->capacity_ < kInitialCapacity) return;
     std::lock_guard lock(recycled_mutex());
     std::vector<std::unique_ptr<ObjectBuffer>>& kept = recycled();
-    if (kept.size() < kRecycled) kept.push_back(std::move(owned));
+    if (kept.size() >= kRecycled) return;
+    if (grown(*buffer)) {
+        if (kept_grown_bytes() + buffer->capacity_ > kKeptGrownBytes) return;
+        kept_grown_bytes() += buffer->capacity_;
+    }
+    kept.push_back(std::move(owned));
 }
 
 ObjectBuffer::~ObjectBuffer() {
@@ -114,6 +151,17 @@ ObjectBuffer::Append ObjectBuffer::append(std::span<const uint8_t> bytes) {
 }
 
 bool ObjectBuffer::grow(uint64_t needed) {
+    // A kept file that holds `needed` takes this one's place: the bytes so
+    // far are copied over (at most half of what a doubling would have
+    // faulted in), and this file goes back to be kept (or closed).
+    if (std::unique_ptr<ObjectBuffer> kept = take_kept(needed)) {
+        if (size_ > 0) std::memcpy(kept->data_, data_, size_);
+        std::swap(fd_, kept->fd_);
+        std::swap(data_, kept->data_);
+        std::swap(capacity_, kept->capacity_);
+        recycle(kept.release());
+        return true;
+    }
     auto fail = [this](const char* what) {
         error_ = std::string(what) + ": " + std::strerror(errno);
         return false;

@@ -76,6 +76,10 @@ def main() -> int:
                         help="http: size of the generated corpus in MB")
     parser.add_argument("--ttfb-requests", type=int, default=1000,
                         help="http: small-object requests each way for the time to first byte")
+    parser.add_argument("--temp-dir", default="",
+                        help="http: [scan] temp_dir of nfqscand and the bench runner (created "
+                             "mode 1777: the scanners write it as nobody), e.g. a folder on "
+                             "a tmpfs; default: their default (/tmp)")
     parser.add_argument("--mail-mb", type=float, default=100.0,
                         help="mail: size of the generated mail corpus in MB")
     parser.add_argument("--ftp-mb", type=float, default=100.0,

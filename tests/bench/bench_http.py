@@ -17,13 +17,15 @@ and binary members, random binaries; sizes log-uniform from 4 KiB to 8 MiB,
   connection per object: nginx closes right after each response);
 - ctl-scan: `nfqscanctl scan` of the same files through the same daemon's
   pool (the scan service alone, the same scanners, the files mapped, no
-  network);
+  network), one nfqscanctl per client share at once (nfqscanctl waits for
+  each file's verdict, so one alone keeps only one scanner busy);
 - allowlisted: nfqscand with [protocols.http] allow_hosts = [the server]:
   the flows are parsed, the objects not scanned;
 - released: nfqscand with [protocols.http] scan = false: the flows are
   released to the conntrack-mark fast path;
 - scanbench: nfqscan-scanbench (the bench runner of `tools/bench scan`),
-  2 workers, ClamAV + YARA, the same files, with no daemon running.
+  2 workers, ClamAV + YARA, the same files, right after ctl-scan (the
+  daemon idle), so that both sides of the ratio see the same machine load.
 Ratios are paired within a round, then the median over rounds is printed.
 Then the time to first byte of small objects (4-16 KiB; --ttfb-requests,
 1000, each way): GETs one after another on one keep-alive connection (a
@@ -139,6 +141,13 @@ class HttpBench(Rounds):
         self.budget_mb = args.http_mb
         self.ttfb_requests = args.ttfb_requests
         self.perf = args.perf
+        # ClamAV's temp folder: it makes (and removes) a folder per scan,
+        # and files for HTML it normalises: on ext4 that is most of a small
+        # object's scan time.
+        self.temp_dir = getattr(args, "temp_dir", "") or ""
+        if self.temp_dir:
+            os.makedirs(self.temp_dir, exist_ok=True)
+            os.chmod(self.temp_dir, 0o1777)
         self.ttfb: dict = {"plain": [], "scanned": []}
         self.ttfb_total: dict = {"plain": [], "scanned": []}
         self.notes: list[str] = []
@@ -172,7 +181,8 @@ class HttpBench(Rounds):
             f"one keep-alive connection each")
 
     def daemon(self, http: dict | None = None, scan: dict | None = None) -> Nfqscand:
-        overrides = {"scan": {**SCAN, **(scan or {})},
+        temp = {"temp_dir": self.temp_dir} if self.temp_dir else {}
+        overrides = {"scan": {**SCAN, **temp, **(scan or {})},
                      "protocols": {"http": {"ports": [PORT], **(http or {})}}}
         d = Nfqscand(self.lab, overrides, name="nfqscand")
         d.start()
@@ -254,6 +264,11 @@ class HttpBench(Rounds):
         run = {"round": r, "seconds": wall, "mbps": got / wall / MB, "ok": not bad,
                "machine_busy": busy, "nfqscand_cpu": dcpu, "scanner_cpu": scanner_cpu}
         run["transfers"] = transfers
+        if scanner_cpu:
+            # MB per CPU second of nfqscan's own processes (queue workers and
+            # scanners): what a scanned byte costs, whatever else the machine
+            # runs (the lab's nginx and curl, other load).
+            run["mb_per_cpu_s"] = got / MB / max(1e-9, sum(scanner_cpu.values()) + dcpu)
         if scan0 and scan1:
             run.update(scan_delta(scan0, scan1, "http"))
             q0, q1 = daemon_counters(scan0), daemon_counters(scan1)
@@ -313,25 +328,31 @@ class HttpBench(Rounds):
     def ctl_scan(self, daemon: Nfqscand, r: int) -> dict:
         """`nfqscanctl scan` of the corpus files through the daemon's pool."""
         paths = [str(o["path"]) for o in self.objects]
-        scanned = ctl_scan_files(daemon, paths, "http")
+        # As many nfqscanctl at once as download clients, each over a
+        # client's share: the same objects at the same concurrency.
+        scanned = ctl_scan_files(daemon, paths, "http",
+                                 [[str(o["path"]) for o in share] for share in self.shares])
         verdicts, wall = scanned.pop("verdicts"), scanned["seconds"]
         clean = scanned["clean_verdicts"]
         run = {"round": r, "mbps": self.corpus_bytes / wall / MB, "ok": clean == len(paths),
                **scanned}
+        run["mb_per_cpu_s"] = self.corpus_bytes / MB / max(
+            1e-9, sum(scanned["scanner_cpu"].values()) + scanned["nfqscand_cpu"])
         self.runs["ctl-scan"].append(run)
         shares = "/".join(f"{v / wall * 100:.0f}%" for v in run["scanner_cpu"].values())
         say(f"  {'ctl-scan':<11} {wall:6.2f} s {run['mbps']:7.1f} MB/s, {clean}/{len(paths)} "
-            f"clean, scanners busy {shares}")
+            f"clean, {run['concurrency']} nfqscanctl at once, scanners busy {shares}, "
+            f"nfqscand cpu {run['nfqscand_cpu'] / wall * 100:.0f}%")
         if not run["ok"]:
             others = [v for v in verdicts if v.get("verdict") != "clean"][:3]
             self.notes.append(f"ctl-scan round {r}: not all clean: {others}")
         return run
 
     def scanbench(self, r: int) -> dict:
-        res = bench_scan.run_inprocess(self.corpus_root, 2, yara=True)
+        res = bench_scan.run_inprocess(self.corpus_root, 2, yara=True, temp_dir=self.temp_dir)
         run = {"round": r, "seconds": res["seconds"], "mbps": res["mb_per_s"],
                "ok": not res["infected"] and not res["errors"],
-               "cpu": res["cpu_seconds"]}
+               "cpu": res["cpu_seconds"], "mb_per_cpu_s": res["mb_per_cpu_s"]}
         self.runs["scanbench"].append(run)
         say(f"  {'scanbench':<11} {res['seconds']:6.2f} s {res['mb_per_s']:7.1f} MB/s "
             f"(2 workers, ClamAV + YARA, {res['cpu_seconds'] / res['seconds'] * 100:.0f}% CPU "
@@ -457,6 +478,11 @@ class HttpBench(Rounds):
                     finally:
                         set_queue_jump(lab.router, True)
                 self.ctl_scan(daemon, r)
+                # Right after the scanned downloads, so that both sides of
+                # the ratio see the same load on a shared machine (the
+                # daemon is idle meanwhile: no flows, no scans).
+                say(f"round {r}/{self.rounds}: the bench runner on the same files ...")
+                self.scanbench(r)
                 if r == 1 and self.perf:
                     self.profile(daemon)
             finally:
@@ -486,8 +512,6 @@ class HttpBench(Rounds):
                 self.download("cache-hit", r, daemon)
             finally:
                 self.stop(daemon)
-            say(f"round {r}/{self.rounds}: the bench runner on the same files (no daemon) ...")
-            self.scanbench(r)
         self.summarise()
 
     @staticmethod
@@ -520,6 +544,7 @@ class HttpBench(Rounds):
             "nfqscand CPU: the daemon process (its queue workers), not the scanners")
         rep.add(S, "corpus", f"{len(self.objects)} objects, {self.corpus_bytes / MB:.0f} MB, "
                 f"{self.clients} clients")
+        rep.add(S, "ClamAV temp folder ([scan] temp_dir)", self.temp_dir or "default (/tmp)")
         titles = {"plain": "plain forwarding",
                   "scanned": "scanned through nfqscand (keep-alive)",
                   "scanned-close": "scanned through nfqscand (Connection: close)",
@@ -536,6 +561,19 @@ class HttpBench(Rounds):
                       self.paired(v, "ctl-scan"), 0.8)
             rep.ratio(S, f"scanned ({how}) / nfqscan-scanbench (2 workers)",
                       self.paired(v, "scanbench"), 0.8)
+        # The same in CPU: scanned MB per CPU second of nfqscand and its
+        # scanners against the scan service alone's. Independent of how busy
+        # the machine is, and it leaves out what the lab's own endpoints
+        # (nginx, curl, their TCP stacks) take from the 2 cores the scanners
+        # share with them.
+        for v, how in (("scanned", "keep-alive"), ("scanned-close", "Connection: close")):
+            rep.ratio(S, f"CPU: scanned ({how}) / nfqscan-scanbench, MB per CPU second",
+                      self.paired(v, "scanbench", "mb_per_cpu_s"), 0.8,
+                      note=f"{fmt(self.med(v, 'mb_per_cpu_s'), 1)} vs "
+                           f"{fmt(self.med('scanbench', 'mb_per_cpu_s'), 1)} MB/CPU-s")
+        rep.ratio(S, "CPU: nfqscanctl scan / nfqscan-scanbench, MB per CPU second",
+                  self.paired("ctl-scan", "scanbench", "mb_per_cpu_s"),
+                  note=f"{fmt(self.med('ctl-scan', 'mb_per_cpu_s'), 1)} MB/CPU-s")
         rep.ratio(S, "scanned (keep-alive) / plain", self.paired("scanned", "plain"))
         stalled = [sum(1 for t in r["transfers"] if t["total"] > 1.0)
                    for r in self.runs.get("scanned", [])]

@@ -196,11 +196,14 @@ def scanbench_binary() -> Path:
     return build_dir() / "src" / "scan" / "nfqscan-scanbench"
 
 
-def inprocess_cmd(corpus: Path, threads: int, yara: bool, isolation: str = "process") -> list[str]:
+def inprocess_cmd(corpus: Path, threads: int, yara: bool, isolation: str = "process",
+                  temp_dir: str = "") -> list[str]:
     cmd = [str(scanbench_binary()), "--threads", str(threads), "--isolation", isolation,
            "--clamav-dir", str(SIGNATURES)]
     if yara:
         cmd += ["--yara-dir", str(YARA_RULES)]
+    if temp_dir:
+        cmd += ["--temp-dir", temp_dir]
     return cmd + [str(corpus)]
 
 
@@ -212,8 +215,9 @@ def finish(proc: subprocess.Popen) -> dict:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
-def run_inprocess(corpus: Path, threads: int, yara: bool, isolation: str = "process") -> dict:
-    return finish(subprocess.Popen(inprocess_cmd(corpus, threads, yara, isolation),
+def run_inprocess(corpus: Path, threads: int, yara: bool, isolation: str = "process",
+                  temp_dir: str = "") -> dict:
+    return finish(subprocess.Popen(inprocess_cmd(corpus, threads, yara, isolation, temp_dir),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
 
 

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -521,24 +522,45 @@ def scan_delta(a: dict, b: dict, protocol: str) -> dict:
                              - sa.get("cache", {}).get("misses", 0))}
 
 
-def ctl_scan_files(daemon, paths: list[str], protocol: str) -> dict:
-    """`nfqscanctl scan` of `paths` through the daemon's pool (at most 200
-    paths per request: the pool's queue holds 256): scan_delta's keys and
-    "verdicts", "seconds", "clean_verdicts" (how many), "scanner_cpu" (pid ->
-    CPU seconds)."""
+def ctl_scan_files(daemon, paths: list[str], protocol: str,
+                   shares: list[list[str]] | None = None) -> dict:
+    """`nfqscanctl scan` of `paths` through the daemon's pool: scan_delta's
+    keys and "verdicts", "seconds", "clean_verdicts" (how many),
+    "scanner_cpu" (pid -> CPU seconds), "nfqscand_cpu" (the daemon's own).
+
+    nfqscanctl sends one file per request and waits for its verdict, so one
+    nfqscanctl keeps one scanner busy. Like the traffic side (several
+    clients at once), several run at once: one per share in `shares` (the
+    download clients' shares of the same files), else two per scanner
+    process, so the scan service alone has every scanner busy too."""
     status0 = daemon.status()
     pids = [int(p) for p in status0["scan"]["scanner_pids"]]
+    if not shares:
+        n = max(1, 2 * len(pids))
+        shares = [paths[i::n] for i in range(n)]
     cpu0 = {p: cpu_seconds_precise(p) for p in pids}
+    dcpu0 = cpu_seconds_precise(daemon.process.pid)
+    results: list[list] = [[] for _ in shares]
+
+    def scan_share(i: int) -> None:
+        share = shares[i]
+        for j in range(0, len(share), 200):
+            proc = daemon.ctl("scan", "--json", *share[j:j + 200], check=False, timeout=900)
+            results[i] += json.loads(proc.stdout or b"[]")
+
     t0 = time.monotonic()
-    verdicts = []
-    for i in range(0, len(paths), 200):
-        proc = daemon.ctl("scan", "--json", *paths[i:i + 200], check=False, timeout=600)
-        verdicts += json.loads(proc.stdout or b"[]")
+    threads = [threading.Thread(target=scan_share, args=(i,)) for i in range(len(shares))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     wall = time.monotonic() - t0
+    verdicts = [v for r in results for v in r]
     return {**scan_delta(status0, daemon.status(), protocol), "verdicts": verdicts,
-            "seconds": wall,
+            "seconds": wall, "concurrency": len(shares),
             "clean_verdicts": sum(1 for v in verdicts if v.get("verdict") == "clean"),
-            "scanner_cpu": {p: cpu_seconds_precise(p) - cpu0[p] for p in pids}}
+            "scanner_cpu": {p: cpu_seconds_precise(p) - cpu0[p] for p in pids},
+            "nfqscand_cpu": cpu_seconds_precise(daemon.process.pid) - dcpu0}
 
 
 def alternate_batches(router: Namespace, items: list, size: int, measure, progress,

@@ -492,6 +492,21 @@ TEST(Relay, WholeStreamGoesOutAsGsoFrames) {
     EXPECT_EQ(f.fin_frames, 1u);
 }
 
+TEST(Relay, AFinishedRelayGivesItsMemoryBackWhenTheFinIsAcknowledged) {
+    // A closed flow stays in the table for the closing timeout; its relay
+    // store (the whole 2 MB response) must not count against the memory
+    // cap all that time.
+    std::mt19937 rng(42);
+    std::string input = token_text(rng, 2'000'000, 200);
+    TokenReplacer replacer(kTokens, true);
+    RelayedConnection c(input, replacer, {0.01, 0.01, 0.02}, 7);
+    ASSERT_TRUE(c.run()) << c.progress();
+    EXPECT_TRUE(c.received() == TokenReplacer::apply(kTokens, input));
+    const StreamDirection& s2c = c.stream().direction(Direction::ServerToClient);
+    ASSERT_TRUE(s2c.fin_acknowledged());
+    EXPECT_LT(c.stream().memory_bytes(), 64u << 10);
+}
+
 TEST(Relay, WholeStreamReplacedAtTheEnd) {
     std::mt19937 rng(42);
     std::string input = token_text(rng, 300'000, 200);

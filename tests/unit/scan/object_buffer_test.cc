@@ -1,11 +1,13 @@
 // ObjectBuffer: the invariants stated in include/nfqscan/object_buffer.h.
 #include "nfqscan/object_buffer.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <string>
@@ -137,16 +139,66 @@ TEST(ObjectBuffer, RecycledBuffersComeBackEmptyWithTheirFile) {
     EXPECT_EQ(text_of(again->bytes()), "new");
     EXPECT_EQ(file_prefix(again->fd(), 3), "new");
 
-    // A grown buffer is not kept.
+    // A grown buffer is kept too (its pages need no fault and no zeroing
+    // again). A new object gets a small file first; once it outgrows it,
+    // the kept larger file takes its place, with the bytes so far.
+    int grown_fd = -1;
+    uint64_t grown_capacity = 0;
     {
         auto grown = ObjectBuffer::make(1 << 20);
         const std::string big(2 * ObjectBuffer::kInitialCapacity, 'g');
         ASSERT_EQ(grown->append(bytes_of(big)), ObjectBuffer::Append::Ok);
         EXPECT_GT(grown->capacity(), ObjectBuffer::kInitialCapacity);
+        grown_fd = grown->fd();
+        grown_capacity = grown->capacity();
     }
+    again.reset();  // a small file kept, at least
     auto next = ObjectBuffer::make(1 << 20);
+    EXPECT_NE(next->fd(), grown_fd);
     EXPECT_TRUE(next->capacity() == 0 || next->capacity() == ObjectBuffer::kInitialCapacity)
         << next->capacity();
+    const std::string first(1000, 'a');
+    ASSERT_EQ(next->append(bytes_of(first)), ObjectBuffer::Append::Ok);
+    const std::string rest(grown_capacity - first.size(), 'h');
+    ASSERT_EQ(next->append(bytes_of(rest)), ObjectBuffer::Append::Ok);
+    EXPECT_EQ(next->fd(), grown_fd);
+    EXPECT_EQ(next->capacity(), grown_capacity);  // the kept file held it all
+    EXPECT_EQ(text_of(next->bytes()), first + rest);
+    EXPECT_EQ(file_prefix(next->fd(), 1001), first + "h");
+}
+
+TEST(ObjectBuffer, GrownBuffersAreKeptOnlyWithinABudget) {
+    // Eight 8 MiB files let go at once: those over the budget for grown
+    // files (32 MiB, object_buffer.cc) are closed, the others kept open,
+    // and the next objects that grow that large take them.
+    const uint64_t each = 8u << 20;
+    const size_t count = 8;
+    std::vector<int> fds;
+    {
+        std::vector<std::shared_ptr<ObjectBuffer>> held;
+        const std::string big(each, 'b');
+        for (size_t i = 0; i < count; ++i) {
+            held.push_back(ObjectBuffer::make(each));
+            ASSERT_EQ(held.back()->append(bytes_of(big)), ObjectBuffer::Append::Ok);
+            fds.push_back(held.back()->fd());
+        }
+    }
+    std::vector<int> kept;
+    for (int fd : fds)
+        if (::fcntl(fd, F_GETFD) != -1) kept.push_back(fd);
+    EXPECT_GE(kept.size(), 1u);
+    EXPECT_LE(kept.size(), (32u << 20) / each);
+
+    std::vector<std::shared_ptr<ObjectBuffer>> again;
+    const std::string big(each, 'c');
+    size_t reused = 0;
+    for (size_t i = 0; i < count; ++i) {
+        again.push_back(ObjectBuffer::make(each));
+        ASSERT_EQ(again.back()->append(bytes_of(big)), ObjectBuffer::Append::Ok);
+        EXPECT_EQ(text_of(again.back()->bytes()), big);
+        if (std::find(kept.begin(), kept.end(), again.back()->fd()) != kept.end()) ++reused;
+    }
+    EXPECT_EQ(reused, kept.size());
 }
 
 }  // namespace
