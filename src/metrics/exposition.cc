@@ -123,8 +123,8 @@ void Exposition::histogram(std::string_view name, std::string_view help, const L
         cumulative = i < bounds.size() ? cumulative + (i < counts.size() ? counts[i] : 0) : total;
         Labels with_le = labels;
         with_le.emplace_back("le", i < bounds.size() ? format_double(bounds[i]) : "+Inf");
-        f.samples += f.name + "_bucket" + label_text(with_le) + ' ' + std::to_string(cumulative) +
-                     '\n';
+        f.samples +=
+            f.name + "_bucket" + label_text(with_le) + ' ' + std::to_string(cumulative) + '\n';
     }
     f.samples += f.name + "_sum" + label_text(labels) + ' ' + format_double(sum) + '\n';
     f.samples += f.name + "_count" + label_text(labels) + ' ' + std::to_string(total) + '\n';

@@ -267,8 +267,8 @@ void protocols(Exposition& out, const json& table) {
                        "Objects judged, by verdict (errors: nfqscan_object_errors_total).",
                        with(labels, "result", result), member(p, result));
         labelled(out, member(p, "errors"), "nfqscan_object_errors_total", kCounter,
-                 "Objects not judged, by error category (each has a fallback action).",
-                 "category", labels);
+                 "Objects not judged, by error category (each has a fallback action).", "category",
+                 labels);
         labelled(out, member(p, "actions"), "nfqscan_actions_total", kCounter,
                  "Actions on objects not judged clean.", "action", labels);
         labelled(out, member(p, "released"), "nfqscan_protocol_flows_released_total", kCounter,
@@ -359,8 +359,8 @@ void scan(Exposition& out, const json& s) {
                        member(c, "bytes"));
             const json& busy = member(c, "busy_us");
             if (busy.is_number())
-                out.sample("nfqscan_engine_busy_seconds_total", kCounter,
-                           "Time spent scanning.", labels, busy.get<double>() / 1e6);
+                out.sample("nfqscan_engine_busy_seconds_total", kCounter, "Time spent scanning.",
+                           labels, busy.get<double>() / 1e6);
         }
     }
     add_fields(out, member(s, "cache"), kCacheFields);
@@ -375,8 +375,8 @@ void notify(Exposition& out, const json& n) {
                        "Sender notifications by outcome (queued: accepted; then sent, failed, "
                        "rate_limited, null_sender, invalid, dropped).",
                        {{"outcome", key}}, value);
-    out.sample("nfqscan_notifications_waiting", kGauge, "Notifications waiting to be sent now.",
-               {}, member(n, "queued_now"));
+    out.sample("nfqscan_notifications_waiting", kGauge, "Notifications waiting to be sent now.", {},
+               member(n, "queued_now"));
 }
 
 void ftp(Exposition& out, const json& f) {

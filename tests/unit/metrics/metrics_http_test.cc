@@ -36,8 +36,8 @@ TEST(ListenAddress, ParsesIpv4AndBracketedIpv6) {
 
 TEST(ListenAddress, RefusesWhatIsNotAnAddressAndPort) {
     for (const char* bad : {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
-                            "127.0.0.1:9x", "localhost:9464", "::1:9464", "[::1]9464", "[::1]:",
-                            "[127.0.0.1]:80", "1.2.3:80", ":9464", "[]:1"})
+                            "127.0.0.1:9x", "localhost:9464", "::1:9464", "[::1]9464",
+                            "[::1]:", "[127.0.0.1]:80", "1.2.3:80", ":9464", "[]:1"})
         EXPECT_THROW(ListenAddress::parse(bad), std::invalid_argument) << bad;
 }
 
@@ -74,9 +74,9 @@ TEST(MetricsHttp, EverythingElseGetsAnErrorAndNoMetrics) {
     const std::string post = metrics_http_response("POST /metrics HTTP/1.1\r\n\r\n", exposition);
     EXPECT_EQ(status_line(post), "HTTP/1.0 405 Method Not Allowed");
     EXPECT_NE(post.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos);
-    for (const char* bad : {"GET /metrics\r\n\r\n", "GET\r\n\r\n", "\r\n\r\n",
-                            "GET /metrics HTTP/2\r\n\r\n", "GET  /metrics HTTP/1.1\r\n\r\n",
-                            "GET /metrics HTTP/1.1 x\r\n\r\n"})
+    for (const char* bad :
+         {"GET /metrics\r\n\r\n", "GET\r\n\r\n", "\r\n\r\n", "GET /metrics HTTP/2\r\n\r\n",
+          "GET  /metrics HTTP/1.1\r\n\r\n", "GET /metrics HTTP/1.1 x\r\n\r\n"})
         EXPECT_EQ(status_line(metrics_http_response(bad, exposition)), "HTTP/1.0 400 Bad Request")
             << bad;
     EXPECT_EQ(status_line(metrics_http_response(std::string(9000, 'a'), exposition)),
@@ -85,9 +85,9 @@ TEST(MetricsHttp, EverythingElseGetsAnErrorAndNoMetrics) {
 }
 
 TEST(MetricsHttp, AFailedSnapshotIs503WithTheReason) {
-    const std::string r = metrics_http_response("GET /metrics HTTP/1.1\r\n\r\n", []() -> std::string {
-        throw std::runtime_error("queue 1 did not answer");
-    });
+    const std::string r = metrics_http_response(
+        "GET /metrics HTTP/1.1\r\n\r\n",
+        []() -> std::string { throw std::runtime_error("queue 1 did not answer"); });
     EXPECT_EQ(status_line(r), "HTTP/1.0 503 Service Unavailable");
     EXPECT_TRUE(r.ends_with("queue 1 did not answer\n")) << r;
 }
