@@ -21,8 +21,9 @@ std::string_view type_name(Exposition::Type type) {
     return "untyped";
 }
 
-// HELP text escapes only \ and newline (label values also ").
-std::string escape_help(std::string_view text) {
+// Backslash and newline escaped; with `quote`, '"' too (label values; HELP
+// text leaves it).
+std::string escape(std::string_view text, bool quote) {
     std::string out;
     out.reserve(text.size());
     for (char c : text) {
@@ -30,6 +31,8 @@ std::string escape_help(std::string_view text) {
             out += "\\\\";
         else if (c == '\n')
             out += "\\n";
+        else if (c == '"' && quote)
+            out += "\\\"";
         else
             out += c;
     }
@@ -67,19 +70,7 @@ std::string label_text(const Exposition::Labels& labels) {
 }  // namespace
 
 std::string escape_label_value(std::string_view value) {
-    std::string out;
-    out.reserve(value.size());
-    for (char c : value) {
-        if (c == '\\')
-            out += "\\\\";
-        else if (c == '"')
-            out += "\\\"";
-        else if (c == '\n')
-            out += "\\n";
-        else
-            out += c;
-    }
-    return out;
+    return escape(value, true);
 }
 
 std::string metric_name(std::string_view name) {
@@ -133,7 +124,7 @@ void Exposition::histogram(std::string_view name, std::string_view help, const L
 std::string Exposition::text() const {
     std::string out;
     for (const Family& f : families_) {
-        out += "# HELP " + f.name + ' ' + escape_help(f.help) + '\n';
+        out += "# HELP " + f.name + ' ' + escape(f.help, false) + '\n';
         out += "# TYPE " + f.name + ' ' + std::string(type_name(f.type)) + '\n';
         out += f.samples;
     }
