@@ -9,6 +9,7 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -69,6 +70,22 @@ std::string metrics_text(const nlohmann::json& status);
 
 // The Content-Type of the exposition.
 inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+// The last exposition, handed out again while younger than `max_age`:
+// scrapes that come faster (several Prometheus servers, a client in a loop)
+// cost the workers one snapshot per max_age, not one each. A failure is not
+// kept. Not thread-safe: the control thread's.
+class ExpositionCache {
+  public:
+    explicit ExpositionCache(std::chrono::milliseconds max_age) : max_age_(max_age) {}
+    std::string get(const std::function<std::string()>& produce);
+
+  private:
+    std::chrono::milliseconds max_age_;
+    std::chrono::steady_clock::time_point taken_{};
+    std::string text_;
+    bool valid_ = false;
+};
 
 // [daemon] metrics_listen: "A.B.C.D:PORT" or "[IPv6]:PORT", addresses only
 // (nothing is resolved). Throws std::invalid_argument saying what is wrong.

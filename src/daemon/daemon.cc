@@ -211,8 +211,12 @@ void Daemon::open_control_socket() {
             throw std::runtime_error(fmt::format("{}: daemon.metrics_listen: cannot listen: {}",
                                                  config_->source, e.what()));
         }
-        control_->serve_http(std::move(fd), [this](std::string_view request) {
-            return metrics_http_response(request, [this] { return metrics_text(status()); });
+        // Anyone who reaches the address may scrape, as often as they like:
+        // the workers' snapshots are taken at most once a second for them.
+        auto cache = std::make_shared<ExpositionCache>(std::chrono::seconds(1));
+        control_->serve_http(std::move(fd), [this, cache](std::string_view request) {
+            return metrics_http_response(
+                request, [&] { return cache->get([this] { return metrics_text(status()); }); });
         });
         spdlog::info("metrics at http://{}/metrics", listen);
     }

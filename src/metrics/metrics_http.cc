@@ -99,6 +99,17 @@ UniqueFd listen_socket(const ListenAddress& address) {
     return fd;
 }
 
+std::string ExpositionCache::get(const std::function<std::string()>& produce) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!valid_ || now - taken_ >= max_age_) {
+        valid_ = false;
+        text_ = produce();  // may throw: nothing kept
+        taken_ = now;
+        valid_ = true;
+    }
+    return text_;
+}
+
 std::string metrics_http_response(std::string_view request,
                                   const std::function<std::string()>& exposition) {
     const bool whole = request.find("\r\n\r\n") != std::string_view::npos ||

@@ -171,7 +171,17 @@ def test_scraped_counters_follow_the_traffic_as_status_does(lab, nfqscand, corpu
 
     wait_until(judged, 20, "both objects judged")
     status = daemon.wait_queues_idle()
-    after = scrape(lab)
+    # A scrape may be the answer of up to a second ago (nfqscand takes one
+    # snapshot a second for HTTP): wait for one taken after the idle status.
+    found = {}
+
+    def caught_up():
+        found["after"] = scrape(lab)
+        return all(value(found["after"], "nfqscan_queue_packets_total",
+                         queue=str(q["queue"])) == q["packets"] for q in status["queues"])
+
+    wait_until(caught_up, 15, "a scrape as new as the idle status", interval=0.2)
+    after = found["after"]
     promtool_check(
         http_get(lab, b"GET /metrics HTTP/1.0\r\n\r\n")[2].decode())
 

@@ -92,5 +92,24 @@ TEST(MetricsHttp, AFailedSnapshotIs503WithTheReason) {
     EXPECT_TRUE(r.ends_with("queue 1 did not answer\n")) << r;
 }
 
+TEST(ExpositionCache, ScrapesWithinMaxAgeShareOneSnapshot) {
+    int produced = 0;
+    auto produce = [&] { return "n " + std::to_string(++produced) + "\n"; };
+    ExpositionCache cache(std::chrono::seconds(60));
+    EXPECT_EQ(cache.get(produce), "n 1\n");
+    EXPECT_EQ(cache.get(produce), "n 1\n");
+    EXPECT_EQ(produced, 1);
+    ExpositionCache fresh(std::chrono::milliseconds(0));
+    EXPECT_EQ(fresh.get(produce), "n 2\n");
+    EXPECT_EQ(fresh.get(produce), "n 3\n");
+}
+
+TEST(ExpositionCache, AFailureIsNotKept) {
+    ExpositionCache cache(std::chrono::seconds(60));
+    EXPECT_THROW(cache.get([]() -> std::string { throw std::runtime_error("no answer"); }),
+                 std::runtime_error);
+    EXPECT_EQ(cache.get([] { return std::string("ok\n"); }), "ok\n");
+}
+
 }  // namespace
 }  // namespace nfqscan
