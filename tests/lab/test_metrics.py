@@ -10,6 +10,8 @@ scraper out."""
 
 from __future__ import annotations
 
+import grp
+import os
 import re
 import shutil
 import socket
@@ -21,7 +23,7 @@ import pytest
 from clients import curl_fetch
 from http_corpus import Corpus
 from lab import REPO, wait_until
-from nfqscand import Nfqscand
+from nfqscand import Nfqscand, ctl_binary
 from servers import Nginx
 
 PORT = 9464
@@ -325,3 +327,32 @@ def test_bad_metrics_listen_stops_the_start_naming_file_line_and_key(lab):
             in err, err
     finally:
         holder.close()
+
+
+def test_nfqscanctl_metrics_is_a_query_like_status(lab, nfqscand):
+    """With [daemon] control_group, a member (not root) gets the metrics as
+    it gets status; without the socket's permission nobody does."""
+    daemon = nfqscand({"daemon": {"control_group": "nogroup"}})
+    for folder in (lab.dir, daemon.dir):
+        os.chmod(folder, 0o711)  # the lab's folders are root's: let nobody reach the socket
+
+    def as_nobody(group: str):
+        return lab.router.run(["setpriv", "--reuid=nobody", f"--regid={group}", "--clear-groups",
+                               ctl_binary(), "--control", daemon.control, "metrics"],
+                              check=False, timeout=20)
+
+    member = as_nobody("nogroup")
+    assert member.returncode == 0, member.stderr
+    families = parse_exposition(member.stdout.decode())
+    assert value(families, "nfqscan_flows_max") > 0
+    outsider = as_nobody("nobody" if _group_exists("nobody") else "daemon")
+    assert outsider.returncode == 1 and outsider.stdout == b"", outsider
+    assert b"cannot reach nfqscand" in outsider.stderr, outsider.stderr
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
