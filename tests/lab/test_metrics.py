@@ -14,7 +14,6 @@ import grp
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 
