@@ -79,11 +79,16 @@ std::string read_all(const UniqueFd& fd, std::chrono::milliseconds timeout = 4s)
     }
 }
 
+// One request on a new connection; the answer until the server closes.
+std::string exchange(const HttpServer& s, const std::string& request) {
+    UniqueFd c = s.connect_raw();
+    send_text(c, request);
+    return read_all(c);
+}
+
 TEST(ControlHttp, AnswersAScrapeAndCloses) {
     HttpServer s;
-    UniqueFd c = s.connect_raw();
-    send_text(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    const std::string r = read_all(c);
+    const std::string r = exchange(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_TRUE(r.starts_with("HTTP/1.0 200 OK\r\n")) << r;
     EXPECT_TRUE(r.ends_with("\r\n\r\nnfqscan_up 1\n")) << r;
     // The control socket goes on answering beside it.
@@ -139,9 +144,7 @@ TEST(ControlHttp, IdleClientsDoNotLockAScraperOut) {
 
 TEST(ControlHttp, AControlCommandOverHttpIsJustABadRequest) {
     HttpServer s;
-    UniqueFd c = s.connect_raw();
-    send_text(c, "{\"command\":\"echo\",\"value\":1}\n\n");
-    const std::string r = read_all(c);
+    const std::string r = exchange(s, "{\"command\":\"echo\",\"value\":1}\n\n");
     EXPECT_TRUE(r.starts_with("HTTP/1.0 400 ")) << r;
 }
 
