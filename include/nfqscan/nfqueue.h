@@ -90,6 +90,24 @@ class PacketGuard final : public PacketSink {
     uint64_t dropped_ = 0, errors_ = 0;
 };
 
+struct QueueCounters;
+
+// What a worker's packet handling needs of its queue: NfQueue live, a
+// recorder when it replays a capture (replay.h).
+class VerdictQueue : public VerdictLedger {
+  public:
+    virtual uint16_t queue() const = 0;
+    virtual void accept(uint32_t id) = 0;
+    // `packet`, when given, replaces the packet (headers included).
+    virtual void verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mark,
+                         std::span<const uint8_t> packet = {}) = 0;
+    // A packet kept without a verdict for now.
+    virtual void hold(uint32_t id) = 0;
+    virtual const QueueCounters& counters() const = 0;
+    virtual void set_fail_open(bool on) = 0;
+    virtual bool fail_open() const = 0;
+};
+
 struct QueueCounters {
     uint64_t packets = 0;
     uint64_t bytes = 0;
@@ -113,7 +131,7 @@ struct QueueOptions {
     uint32_t batch_size = 32;
 };
 
-class NfQueue final : public VerdictLedger {
+class NfQueue final : public VerdictQueue {
   public:
     // Binds the queue; throws std::system_error (e.g. EBUSY: another process
     // is bound, EPERM: no CAP_NET_ADMIN).
@@ -123,30 +141,30 @@ class NfQueue final : public VerdictLedger {
     NfQueue& operator=(const NfQueue&) = delete;
 
     int fd() const;
-    uint16_t queue() const { return options_.queue; }
+    uint16_t queue() const override { return options_.queue; }
 
     // Reads what is waiting (one recvmmsg, non-blocking) and hands each packet
     // to `sink`. Returns the number of datagrams read; 0 when none waited.
     size_t receive(PacketSink& sink);
 
     // Verdicts, sent at the next flush(). Ids arrive in increasing order.
-    void accept(uint32_t id);
+    void accept(uint32_t id) override;
     void drop(uint32_t id) override;
     // `packet`, when given, replaces the packet (headers included).
     void verdict(uint32_t id, uint32_t verdict, std::optional<uint32_t> mark,
-                 std::span<const uint8_t> packet = {});
+                 std::span<const uint8_t> packet = {}) override;
     void flush();
 
     // A packet kept without a verdict for now. While any is held, accepts are
     // not coalesced into batch verdicts (those would accept it too).
-    void hold(uint32_t id) {
+    void hold(uint32_t id) override {
         held_.insert(id);
         answered_.note(id);
     }
     size_t held() const { return held_.size(); }
     bool answered(uint32_t id) const override;
 
-    const QueueCounters& counters() const { return counters_; }
+    const QueueCounters& counters() const override { return counters_; }
 
     // Fail-open (when configured) turned off or on again, with the next
     // flush(). A packet the kernel accepts on its own bypasses nfqscand: fine
@@ -154,8 +172,8 @@ class NfQueue final : public VerdictLedger {
     // shifted or whose data a relay stores would get a packet the receiver
     // misreads (bytes at the wrong offset). The owner turns fail-open off
     // while such a flow lives on the queue.
-    void set_fail_open(bool on);
-    bool fail_open() const { return fail_open_now_; }
+    void set_fail_open(bool on) override;
+    bool fail_open() const override { return fail_open_now_; }
 
   private:
     void configure();

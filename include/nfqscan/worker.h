@@ -160,6 +160,8 @@ struct WorkerServices {
     // The FTP data connections every worker's control inspectors predict
     // (nullptr: none are predicted).
     FtpExpectations* ftp = nullptr;
+    // Besides the event log: every event as it is logged (a replay's report).
+    std::function<void(const ScanEvent&)> on_event;
 };
 
 // A worker's queue of the relay device, when nfqscand has one.
@@ -208,6 +210,7 @@ class QueueWorker {
     void apply_config(std::shared_ptr<const Config> config);
 
   private:
+    friend class OfflineWorker;
     class Loop;      // the thread's state: flow table, classifier, counters
     class TaskSink;  // scan completions, posted to this worker's loop
     void run();
@@ -224,6 +227,42 @@ class QueueWorker {
     Loop* loop_ = nullptr;  // set while the thread runs; used only on it
     std::atomic<bool> running_{false};
     std::thread thread_;
+};
+
+// What stands in for the live world around a worker's packet handling when
+// it runs offline (nfqscand --replay, replay.h): the clock it reads, and
+// where the segments it would send go. Conntrack is never asked.
+struct OfflineWorld {
+    std::function<uint64_t()> clock;                 // milliseconds, the capture's time
+    std::function<void(const PacketVerdict&)> sent;  // Inject / InjectFrame, never sent
+};
+
+// A worker's packet handling (QueueWorker's Loop: the same flow table,
+// classifier, stream engine, inspectors and policy) without its thread,
+// queue socket, raw sockets and relay device, driven by the caller.
+class OfflineWorker {
+  public:
+    OfflineWorker(VerdictQueue& queue, std::shared_ptr<const Config> config,
+                  WorkerServices services, std::shared_ptr<CompletionSink> completions,
+                  OfflineWorld world);
+    ~OfflineWorker();
+    OfflineWorker(const OfflineWorker&) = delete;
+    OfflineWorker& operator=(const OfflineWorker&) = delete;
+
+    // As the queue hands packets over: a throw drops the packet (PacketGuard).
+    void on_packet(const QueuedPacket& packet);
+    // The end of a batch of packets or tasks: deferred output goes out.
+    void end_batch();
+    // The worker's 1 s tick: expiry, inspector ticks, memory accounting.
+    void housekeeping();
+    // The relays' retransmission timers; whether any relay is still active.
+    bool relay_timers();
+    // Objects handed to the scan service whose verdict has not come back.
+    uint64_t scans_in_flight() const;
+    WorkerSnapshot snapshot();
+
+  private:
+    std::unique_ptr<QueueWorker::Loop> loop_;
 };
 
 }  // namespace nfqscan

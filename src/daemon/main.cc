@@ -1,6 +1,7 @@
 // nfqscand: inline content scanner on NFQUEUE. See README.md.
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/signalfd.h>
@@ -11,6 +12,7 @@
 #include <filesystem>
 
 #include "nfqscan/daemon.h"
+#include "nfqscan/replay.h"
 
 int main(int argc, char** argv) {
     using namespace nfqscan;
@@ -18,7 +20,13 @@ int main(int argc, char** argv) {
     DaemonOptions options;
     std::string queues, control;
     bool foreground = false;
-    app.add_option("--config", options.config_path, "configuration file")->required();
+    ReplayCommand replay;
+    app.add_option("--config", options.config_path,
+                   "configuration file (with --replay: default /etc/nfqscan/nfqscan.toml)");
+    app.add_option("--replay", replay.capture,
+                   "run a capture (pcap, pcapng) through the configuration offline and print "
+                   "what nfqscand would have done; sends nothing");
+    app.add_flag("--json", replay.json, "with --replay: event log lines instead of a table");
     app.add_option("--queue", queues, "queue number N or range N-M (overrides the config)");
     app.add_option("--control", control, "control socket path (overrides the config)");
     app.add_flag("--foreground", foreground, "stay in the foreground, log to stderr");
@@ -26,6 +34,17 @@ int main(int argc, char** argv) {
                  "accept test inspectors ([test_rewrite]) in the configuration");
     app.set_version_flag("--version", NFQSCAN_VERSION);
     CLI11_PARSE(app, argc, argv);
+    if (replay.json && replay.capture.empty()) {
+        std::fprintf(stderr, "nfqscand: --json goes with --replay\n");
+        return 2;
+    }
+    if (options.config_path.empty()) {
+        if (replay.capture.empty()) {
+            std::fprintf(stderr, "nfqscand: --config is required\n");
+            return 2;
+        }
+        options.config_path = "/etc/nfqscan/nfqscan.toml";
+    }
 
     try {
         if (!queues.empty()) options.queues = QueueRange::parse(queues);
@@ -59,6 +78,13 @@ int main(int argc, char** argv) {
                               "a test inspector: nfqscand accepts it only when started with "
                               "--allow-test-inspectors");
         spdlog::set_level(spdlog::level::from_str(config.daemon.log_level));
+        if (!replay.capture.empty()) {
+            // The report goes to stdout; the log only says what went wrong.
+            spdlog::set_default_logger(spdlog::stderr_color_mt("replay"));
+            spdlog::set_level(spdlog::level::warn);
+            pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);  // Ctrl-C ends a replay
+            return run_replay(replay, config);
+        }
         if (!foreground) {
             if (::daemon(0, 0) < 0) {
                 std::perror("nfqscand: daemon");

@@ -150,15 +150,21 @@ class QueueWorker::TaskSink final : public CompletionSink {
 // is accounted to it.
 class QueueWorker::Loop : public PacketSink, public InspectionContext {
   public:
-    Loop(NfQueue& queue, std::shared_ptr<const Config> config, WorkerRelayDevice relay_device,
-         WorkerServices services, std::shared_ptr<CompletionSink> completions)
+    // `offline`: replaying a capture (OfflineWorker), not on a live queue.
+    Loop(VerdictQueue& queue, std::shared_ptr<const Config> config, WorkerRelayDevice relay_device,
+         WorkerServices services, std::shared_ptr<CompletionSink> completions,
+         std::optional<OfflineWorld> offline = std::nullopt)
         : queue_(queue),
           config_(std::move(config)),
           flows_(per_worker_cap(*config_), timeouts_of(config_->flows)),
           classifier_(*config_),
           relay_device_(std::move(relay_device)),
           services_(std::move(services)),
-          completions_(std::move(completions)) {
+          completions_(std::move(completions)),
+          offline_(std::move(offline)) {
+        now_ms_ = clock();
+        // A capture's flows are not this host's connections.
+        if (offline_) conntrack_failed_ = true;
         classifier_.set_expectations(services_.ftp);
         flows_.set_on_remove([this](const Flow& f, bool) {
             ++removed_by_label_[label_key(f.dpi_master, f.dpi_app)];
@@ -286,6 +292,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     void set_now(uint64_t now_ms) { now_ms_ = now_ms; }
+    // The monotonic clock in milliseconds; a replay's is the capture's.
+    uint64_t clock() const { return offline_ ? offline_->clock() : monotonic_ms(); }
+    uint64_t scans_in_flight() const { return scans_in_flight_; }
 
     // Whether the test inspector ([test_rewrite]) wants the stream engine on
     // this flow: its ports.
@@ -477,7 +486,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (it == inspections_.end()) return;
         FlowInspection& inspection = *it->second;
         Flow& flow = inspection.flow();
-        now_ms_ = monotonic_ms();
+        now_ms_ = clock();
         inspection.on_verdict(object_id, verdict);
         redrive(flow);
     }
@@ -509,7 +518,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // InspectionContext
     const Config& config() const override { return *config_; }
     void submit(uint64_t inspection_id, uint64_t object_id, ScanObject object) override {
+        ++scans_in_flight_;
         auto done = [this, inspection_id, object_id](ScanVerdict v) {
+            --scans_in_flight_;
             on_scan_verdict(inspection_id, object_id, v);
         };
         if (!services_.scan) {
@@ -528,6 +539,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                              ? std::string(scan_error_name(event.verdict.error))
                              : event.category,
                          event.action);
+        if (services_.on_event) services_.on_event(event);
         if (!services_.event_log) return;
         if (std::shared_ptr<EventLog> log = services_.event_log()) log->append(event);
     }
@@ -548,7 +560,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                 s->post([this, inspection_id] {
                     auto it = inspections_.find(inspection_id);
                     if (it == inspections_.end()) return;
-                    now_ms_ = monotonic_ms();
+                    now_ms_ = clock();
                     redrive(it->second->flow());
                 });
         };
@@ -701,7 +713,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
     // The relays' retransmission timers; whether any relay is still active.
     bool relay_timers() {
-        uint64_t now = monotonic_ms();
+        uint64_t now = clock();
         for (auto it = relayed_.begin(); it != relayed_.end();) {
             FlowStream* stream = *it;
             std::optional<uint64_t> deadline = stream->deadline();
@@ -749,6 +761,12 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // through this worker's queue of the relay device.
     void send_injections() {
         if (injections_.empty()) return;
+        if (offline_) {
+            for (const PacketVerdict& v : injections_)
+                offline_->sent(v);
+            injections_.clear();
+            return;
+        }
         for (size_t i = 0; i < injections_.size();) {
             if (injections_[i].kind == PacketVerdict::Kind::InjectFrame) {
                 send_frame(injections_[i++].packet);
@@ -784,7 +802,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     void housekeeping() {
-        now_ms_ = monotonic_ms();
+        now_ms_ = clock();
         flows_.expire(now_ms_);
         tick_inspections();
         recount_stream_memory();
@@ -931,7 +949,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
 
     std::vector<FlowInfo> list_flows(size_t limit) {
         std::vector<FlowInfo> out;
-        uint64_t now = monotonic_ms();
+        uint64_t now = clock();
         flows_.for_each([&](const Flow& f) {
             if (out.size() >= limit) return;
             FlowInfo i;
@@ -987,7 +1005,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             flow.inspection->attach(flow.service);
     }
 
-    NfQueue& queue_;
+    VerdictQueue& queue_;
     PacketGuard guard_{*this, queue_, queue_.queue()};
     std::shared_ptr<const Config> config_;
     FlowTable flows_;
@@ -1038,6 +1056,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     uint64_t engine_marked_ = 0;  // flows given the engine mark
     uint64_t events_ = 0;
     uint64_t removed_by_service_[kServiceCount] = {};
+    uint64_t scans_in_flight_ = 0;  // submitted, verdict not back yet
+    std::optional<OfflineWorld> offline_;
 };
 
 QueueWorker::QueueWorker(uint16_t queue, std::shared_ptr<const Config> config,
@@ -1204,6 +1224,35 @@ void QueueWorker::run() {
     close(relay_timer);
     close(timer);
     close(epoll);
+}
+
+OfflineWorker::OfflineWorker(VerdictQueue& queue, std::shared_ptr<const Config> config,
+                             WorkerServices services, std::shared_ptr<CompletionSink> completions,
+                             OfflineWorld world)
+    : loop_(std::make_unique<QueueWorker::Loop>(queue, std::move(config), WorkerRelayDevice{},
+                                                std::move(services), std::move(completions),
+                                                std::move(world))) {}
+
+OfflineWorker::~OfflineWorker() = default;
+
+void OfflineWorker::on_packet(const QueuedPacket& packet) {
+    loop_->set_now(loop_->clock());
+    loop_->guarded().on_packet(packet);
+}
+void OfflineWorker::end_batch() {
+    loop_->end_batch();
+}
+void OfflineWorker::housekeeping() {
+    loop_->housekeeping();
+}
+bool OfflineWorker::relay_timers() {
+    return loop_->relay_timers();
+}
+uint64_t OfflineWorker::scans_in_flight() const {
+    return loop_->scans_in_flight();
+}
+WorkerSnapshot OfflineWorker::snapshot() {
+    return loop_->snapshot();
 }
 
 std::optional<std::vector<FlowInfo>> QueueWorker::flows(size_t limit,

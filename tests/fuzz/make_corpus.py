@@ -583,11 +583,49 @@ def ftp_control_seeds():
     yield "garbage", b"\1\0" + login + server(b"no reply\r\n") + end(True)
 
 
+# -- capture_fuzz: pcap and pcapng files ------------------------------------------
+def pcap_file(linktype, frames, magic=0xa1b2c3d4, snaplen=262144):
+    out = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)
+    for i, frame in enumerate(frames):
+        out += struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame
+    return out
+
+
+def pcapng_file(linktype, frames):
+    def block(kind, body):
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack("<HHI", linktype, 0, 262144))
+    for i, frame in enumerate(frames):
+        out += block(6, struct.pack("<IIIII", 0, 0, i, len(frame), len(frame)) + frame)
+    return out
+
+
+def capture_seeds():
+    syn = ipv4(6, tcp(flags=0x02))
+    data = ipv4(6, tcp(payload=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    ether = b"\x02" * 12 + b"\x08\x00"
+    vlan = b"\x02" * 12 + b"\x81\x00\x00\x07\x08\x00"
+    sll = lambda pkttype: struct.pack(">HHH8sH", pkttype, 1, 6, b"", 0x0800)
+    sll2 = lambda pkttype: struct.pack(">HHIHBB8s", 0x0800, 0, 3, 1, pkttype, 6, b"")
+    yield "ethernet", pcap_file(1, [ether + syn, vlan + data])
+    yield "sll", pcap_file(113, [sll(0) + syn, sll(4) + syn, sll(0) + data])
+    yield "sll2", pcap_file(276, [sll2(0) + syn, sll2(4) + syn, sll2(0) + data])
+    yield "raw", pcap_file(101, [syn, data])
+    yield "big-endian", struct.pack(">IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1) + \
+        struct.pack(">IIII", 1, 0, len(ether + syn), len(ether + syn)) + ether + syn
+    yield "pcapng", pcapng_file(1, [ether + syn, ether + data])
+    yield "cut-record", pcap_file(1, [ether + syn])[:-7]
+    yield "bad-length", pcap_file(1, [])[:24] + struct.pack("<IIII", 1, 0, 0xFFFFFF, 40) + syn
+
+
 SEEDS = {
     "decode_fuzz": decode_seeds,
     "probe_fuzz": probe_seeds,
     "config_fuzz": config_seeds,
     "tcp_stream_fuzz": stream_seeds,
+    "capture_fuzz": capture_seeds,
     "http_inspector_fuzz": http_seeds,
     "smtp_inspector_fuzz": smtp_seeds,
     "pop3_inspector_fuzz": pop3_seeds,
