@@ -61,6 +61,9 @@ struct DaemonConfig {
     // key is absent and the folder does not exist, the built-in texts too (a
     // folder that is named must exist).
     std::string messages_dir = "messages";
+    // Prometheus metrics over HTTP (GET /metrics), "address:port" or
+    // "[v6]:port" (metrics.h ListenAddress); "" = off. Applies at restart.
+    std::string metrics_listen;
 };
 
 struct QueueConfig {

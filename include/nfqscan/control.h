@@ -11,7 +11,8 @@
 //
 // One thread serves every connection without blocking on any of them: each
 // is read and written as poll() allows, with a deadline, so a slow or stuck
-// client costs a slot, not the control thread.
+// client costs a slot, not the control thread. The same loop serves the
+// HTTP metrics listener (serve_http), one request per connection.
 //
 // A request that takes long (a scan) has an asynchronous handler: it starts
 // the work and returns at once with the connection held open; the answer is
@@ -30,6 +31,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -98,6 +100,16 @@ class ControlServer {
                 ControlAccess access = ControlAccess::Query);
     void handle_async(const std::string& command, AsyncHandler handler,
                       ControlAccess access = ControlAccess::Admin);
+    // Also serves HTTP on `listener` (a listening TCP socket, [daemon]
+    // metrics_listen): each connection sends one request, its header up to
+    // the blank line (at most kMaxHttpRequest bytes: beyond, what came is
+    // handed on as it is), gets `handler`'s answer to it and is closed.
+    // Same thread and deadlines as the control clients; at most
+    // kMaxHttpConnections at a time, the oldest one still sending its
+    // request closed to make room for a new one. Call before start().
+    using HttpHandler = std::function<std::string(std::string_view request)>;
+    void serve_http(UniqueFd listener, HttpHandler handler);
+
     void start();
     // Held requests still unanswered are dropped (their clients see no reply).
     void stop();
@@ -123,6 +135,9 @@ class ControlServer {
     static constexpr std::chrono::milliseconds kClientTimeout{5000};
     // Descriptors one request may carry (the kernel's SCM_MAX_FD).
     static constexpr size_t kMaxFiles = 253;
+    // serve_http(): connections at a time, and the size of one request.
+    static constexpr size_t kMaxHttpConnections = 8;
+    static constexpr size_t kMaxHttpRequest = 8 * 1024;
 
   private:
     friend class PendingReply;
@@ -136,6 +151,7 @@ class ControlServer {
 
     void run();
     void accept_clients();
+    void accept_http_clients();
     // Reads what `c` has sent; a complete request is served.
     void read_from(uint64_t id, Connection& c);
     void serve(uint64_t id, Connection& c, const std::string& line);
@@ -150,6 +166,8 @@ class ControlServer {
     int stop_fd_ = -1;
     std::map<std::string, Command> commands_;
     std::shared_ptr<Inbox> inbox_;
+    UniqueFd http_fd_;  // serve_http()'s listener
+    HttpHandler http_handler_;
     // Control thread only: open connections by id.
     std::map<uint64_t, std::unique_ptr<Connection>> connections_;
     size_t held_ = 0;

@@ -1,6 +1,7 @@
 // TOML configuration: every table is read through a TableReader that records
 // which keys it consumed, so anything left over is an unknown key and an error.
 #include "nfqscan/config.h"
+#include "nfqscan/metrics.h"
 
 #include <grp.h>
 #include <pwd.h>
@@ -256,6 +257,16 @@ void read_daemon(TableReader& r, DaemonConfig& c) {
     r.read_choice("log_level", c.log_level, {"trace", "debug", "info", "warn", "error"});
     r.read("event_log", c.event_log);
     r.read("messages_dir", c.messages_dir, true);
+    if (const toml::node* node = r.take("metrics_listen")) {
+        if (!node->is_string())
+            r.fail(*node, "metrics_listen", "must be a string \"address:port\" or \"\" (off)");
+        c.metrics_listen = *node->value<std::string>();
+        try {
+            if (!c.metrics_listen.empty()) ListenAddress::parse(c.metrics_listen);
+        } catch (const std::invalid_argument& e) {
+            r.fail(*node, "metrics_listen", e.what());
+        }
+    }
 }
 
 void read_queue(TableReader& r, QueueConfig& c) {

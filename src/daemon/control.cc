@@ -141,6 +141,7 @@ struct ControlServer::Connection {
 
     UniqueFd fd;
     ControlPeer peer;
+    bool http = false;  // from serve_http()'s listener
     State state = State::Reading;
     std::string input;
     std::vector<UniqueFd> files;
@@ -282,6 +283,11 @@ void ControlServer::post(std::function<void()> task) {
     inbox_->post(std::move(task));
 }
 
+void ControlServer::serve_http(UniqueFd listener, HttpHandler handler) {
+    http_fd_ = std::move(listener);
+    http_handler_ = std::move(handler);
+}
+
 void ControlServer::start() {
     {
         std::lock_guard lock(inbox_->mutex);
@@ -411,6 +417,35 @@ void ControlServer::accept_clients() {
     }
 }
 
+void ControlServer::accept_http_clients() {
+    for (;;) {
+        UniqueFd client(accept4(http_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!client) return;
+        size_t open = 0;
+        auto oldest_reading = connections_.end();
+        for (auto it = connections_.begin(); it != connections_.end(); ++it) {
+            if (!it->second->http) continue;
+            ++open;
+            if (oldest_reading == connections_.end() &&
+                it->second->state == Connection::State::Reading)
+                oldest_reading = it;
+        }
+        if (open >= kMaxHttpConnections) {
+            // Idle connections must not lock a scraper out: the one that has
+            // waited longest without a whole request goes. All answering: the
+            // new one goes.
+            if (oldest_reading == connections_.end()) continue;
+            connections_.erase(oldest_reading);
+        }
+        auto c = std::make_unique<Connection>();
+        c->peer.uid = c->peer.gid = static_cast<uid_t>(-1);  // no one's: never a control peer
+        c->http = true;
+        c->fd = std::move(client);
+        c->deadline = std::chrono::steady_clock::now() + kClientTimeout;
+        connections_.emplace(next_id_++, std::move(c));
+    }
+}
+
 void ControlServer::read_from(uint64_t id, Connection& c) {
     char buffer[4096];
     alignas(cmsghdr) char control[CMSG_SPACE(kMaxFiles * sizeof(int))];
@@ -446,6 +481,24 @@ void ControlServer::read_from(uint64_t id, Connection& c) {
             return;
         }
         c.input.append(buffer, static_cast<size_t>(n));
+        if (c.http) {
+            // One request: its header ends at a blank line.
+            const bool whole = c.input.find("\r\n\r\n") != std::string::npos ||
+                               c.input.find("\n\n") != std::string::npos;
+            if (whole || c.input.size() > kMaxHttpRequest) {
+                std::string answer;
+                try {
+                    answer = http_handler_(std::exchange(c.input, {}));
+                } catch (const std::exception& e) {
+                    spdlog::error("metrics: {}", e.what());
+                    connections_.erase(id);
+                    return;
+                }
+                c.reply(std::move(answer));
+                return;
+            }
+            continue;
+        }
         const auto newline = c.input.find('\n');
         if (newline != std::string::npos) {
             const std::string line = c.input.substr(0, newline);
@@ -473,7 +526,9 @@ void ControlServer::run() {
         for (auto it = connections_.begin(); it != connections_.end();) {
             Connection& c = *it->second;
             if (c.state != Connection::State::Held && c.deadline <= now) {
-                if (c.state == Connection::State::Reading)
+                if (c.state == Connection::State::Reading && c.http)
+                    spdlog::debug("metrics: a client sent no whole request in time; closed");
+                else if (c.state == Connection::State::Reading)
                     spdlog::debug("control: client pid {} sent no request in time; closed",
                                   c.peer.pid);
                 it = connections_.erase(it);
@@ -487,7 +542,12 @@ void ControlServer::run() {
             }
             ++it;
         }
-        fds.assign({{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inbox_->wake_fd, POLLIN, 0}});
+        // poll() skips a negative descriptor: no serve_http(), no listener.
+        fds.assign({{listen_fd_, POLLIN, 0},
+                    {stop_fd_, POLLIN, 0},
+                    {inbox_->wake_fd, POLLIN, 0},
+                    {http_fd_ ? http_fd_.get() : -1, POLLIN, 0}});
+        constexpr size_t kFixed = 4;
         ids.clear();
         for (const auto& [id, c] : connections_) {
             if (c->state == Connection::State::Held) continue;
@@ -511,7 +571,7 @@ void ControlServer::run() {
             }
         }
         for (size_t i = 0; i < ids.size(); ++i) {
-            if (fds[3 + i].revents == 0) continue;
+            if (fds[kFixed + i].revents == 0) continue;
             auto it = connections_.find(ids[i]);
             if (it == connections_.end()) continue;
             Connection& c = *it->second;
@@ -526,6 +586,7 @@ void ControlServer::run() {
             }
         }
         if (fds[0].revents) accept_clients();
+        if (fds[3].revents) accept_http_clients();
     }
     connections_.clear();
     held_ = 0;

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "nfqscan/conntrack.h"
+#include "nfqscan/metrics.h"
 #include "nfqscan/nfqueue.h"
 #include "nfqscan/privileges.h"
 
@@ -191,6 +192,7 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
         },
         ControlAccess::Admin);
     control_->handle("engines", [this](const nlohmann::json&) { return engines(); });
+    control_->handle("metrics", [this](const nlohmann::json&) { return metrics_text(status()); });
     control_->handle("detections", [this](const nlohmann::json& request) {
         return detections(request.value("count", size_t(20)));
     });
@@ -199,6 +201,25 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
 void Daemon::open_control_socket() {
     control_ = std::make_unique<ControlServer>(config_->daemon.control_socket,
                                                control_permissions(config_->daemon));
+    // Bound here, before the switch to [daemon] user, as the control socket:
+    // a port below 1024 works too. Served by the control thread.
+    if (const std::string& listen = config_->daemon.metrics_listen; !listen.empty()) {
+        UniqueFd fd;
+        try {
+            fd = listen_socket(ListenAddress::parse(listen));
+        } catch (const std::exception& e) {
+            throw std::runtime_error(fmt::format("{}: daemon.metrics_listen: cannot listen: {}",
+                                                 config_->source, e.what()));
+        }
+        // Anyone who reaches the address may scrape, as often as they like:
+        // the workers' snapshots are taken at most once a second for them.
+        auto cache = std::make_shared<ExpositionCache>(std::chrono::seconds(1));
+        control_->serve_http(std::move(fd), [this, cache](std::string_view request) {
+            return metrics_http_response(
+                request, [&] { return cache->get([this] { return metrics_text(status()); }); });
+        });
+        spdlog::info("metrics at http://{}/metrics", listen);
+    }
 }
 
 void Daemon::prepare_owned_paths(const Account& account) {
@@ -303,6 +324,10 @@ ReloadStarted Daemon::reload() {
         spdlog::warn("reload: daemon.user applies at restart");
         fresh->daemon.user = old.daemon.user;
         fresh->daemon.user_line = old.daemon.user_line;
+    }
+    if (fresh->daemon.metrics_listen != old.daemon.metrics_listen) {
+        spdlog::warn("reload: daemon.metrics_listen applies at restart");
+        fresh->daemon.metrics_listen = old.daemon.metrics_listen;
     }
     if (fresh->stream.relay_device != old.stream.relay_device) {
         spdlog::warn("reload: stream.relay_device applies at restart");

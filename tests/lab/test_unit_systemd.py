@@ -2,7 +2,7 @@
 its own namespaces on an overlay of / (nothing it writes reaches the host)
 and checks what systemd/nfqscand.service runs as (account, capabilities of
 every thread, no_new_privs, seccomp), that the scanners are confined, that a
-scan, both reloads and the stop work. Issue 14's "run the unit for real"."""
+scan, a scrape of metrics_listen, both reloads and the stop work. Issue 14's "run the unit for real"."""
 from __future__ import annotations
 
 import subprocess
@@ -21,5 +21,7 @@ def test_the_unit_runs_nfqscand_confined_under_systemd():
                   "every thread has the same",
                   "the scanner processes run as nfqscan without capabilities, under seccomp",
                   "nfqscanctl scan finds EICAR",
+                  "GET /metrics on metrics_listen counts the EICAR scan",
+                  "nfqscanctl metrics prints the exposition",
                   "systemctl stop: success, socket removed"):
         assert f"PASS {check}" in out, (check, out)

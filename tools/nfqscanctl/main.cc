@@ -481,6 +481,10 @@ int main(int argc, char** argv) {
     detections->add_flag("--json", as_json, "machine-readable output");
     size_t count = 20;
     detections->add_option("-n,--count", count, "how many")->capture_default_str();
+    auto* metrics = app.add_subcommand(
+        "metrics",
+        "the status counters in Prometheus' text format (node_exporter's textfile collector: "
+        "nfqscanctl metrics > f.tmp && mv f.tmp f.prom)");
     auto* config = app.add_subcommand("config", "configuration tools");
     config->require_subcommand(1);
     auto* check = config->add_subcommand("check", "validate a configuration file");
@@ -565,6 +569,12 @@ int main(int argc, char** argv) {
                 std::puts(e.dump(2).c_str());
             else
                 print_engines(e);
+        } else if (metrics->parsed()) {
+            json m = nfqscan::control_request(control, {{"command", "metrics"}});
+            if (!m.is_string()) throw std::runtime_error("metrics: the daemon sent no text");
+            std::fputs(m.get_ref<const std::string&>().c_str(), stdout);
+            if (std::fflush(stdout) != 0 || std::ferror(stdout))
+                throw std::runtime_error(std::string("metrics: write: ") + std::strerror(errno));
         } else if (detections->parsed()) {
             json d =
                 nfqscan::control_request(control, {{"command", "detections"}, {"count", count}});

@@ -75,6 +75,22 @@ TEST(Config, ControlGroupMustExist) {
               "root");
 }
 
+TEST(Config, MetricsListenIsOffOrAnAddressAndPort) {
+    EXPECT_EQ(parse_config("", "t.toml").daemon.metrics_listen, "");
+    EXPECT_EQ(parse_config("[daemon]\nmetrics_listen = \"127.0.0.1:9464\"\n", "t.toml")
+                  .daemon.metrics_listen,
+              "127.0.0.1:9464");
+    EXPECT_EQ(
+        parse_config("[daemon]\nmetrics_listen = \"[::1]:9464\"\n", "t.toml").daemon.metrics_listen,
+        "[::1]:9464");
+    expect_error("[daemon]\n\nmetrics_listen = \"localhost:9464\"\n", 3, "daemon.metrics_listen",
+                 "not an IPv4 address");
+    expect_error("[daemon]\nmetrics_listen = \"127.0.0.1\"\n", 2, "daemon.metrics_listen",
+                 "address:port");
+    expect_error("[daemon]\nmetrics_listen = \"[::1]:0\"\n", 2, "daemon.metrics_listen", "port");
+    expect_error("[daemon]\nmetrics_listen = 9464\n", 2, "daemon.metrics_listen", "string");
+}
+
 TEST(Config, UnknownSectionIsAnError) {
     expect_error("[daemon]\n[deamon]\nqueues = \"1\"\n", 2, "deamon", "unknown key");
 }
