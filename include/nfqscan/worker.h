@@ -160,6 +160,8 @@ struct WorkerServices {
     // The FTP data connections every worker's control inspectors predict
     // (nullptr: none are predicted).
     FtpExpectations* ftp = nullptr;
+    // The spam engine's callers ([spam]; nullptr: no mail is asked about).
+    SpamChecker* spam = nullptr;
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

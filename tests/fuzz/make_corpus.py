@@ -583,6 +583,16 @@ def ftp_control_seeds():
     yield "garbage", b"\1\0" + login + server(b"no reply\r\n") + end(True)
 
 
+def rspamd_reply_seeds():
+    # [threshold byte][reply JSON]
+    gtube = (b'{"is_skipped":false,"score":0.0,"required_score":15.0,"action":"reject",'
+             b'"symbols":{"GTUBE":{"name":"GTUBE","score":0.0}},"messages":{}}')
+    yield "gtube", b"\x00" + gtube
+    yield "clean", b"\x28" + b'{"score":1.5,"action":"no action","symbols":{}}'
+    yield "greylist", b"\x00" + b'{"score":4,"action":"greylist"}'
+    yield "not-json", b"\x00<html>502</html>"
+
+
 SEEDS = {
     "decode_fuzz": decode_seeds,
     "probe_fuzz": probe_seeds,
@@ -593,6 +603,7 @@ SEEDS = {
     "pop3_inspector_fuzz": pop3_seeds,
     "imap_inspector_fuzz": imap_seeds,
     "ftp_control_fuzz": ftp_control_seeds,
+    "rspamd_reply_fuzz": rspamd_reply_seeds,
 }
 
 
