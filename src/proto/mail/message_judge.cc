@@ -73,7 +73,11 @@ void MessageJudge::decide(uint64_t& next_id) {
     const ProtocolPolicy& policy = host_.policy();
     const ScanVerdict& v = *whole_;
     std::span<const uint8_t> message = message_->bytes();
-    if (v.is_clean() || (v.is_infected() && v.detection.category == ThreatCategory::Spam)) {
+    // Spam is about mail on its way to a reader: SMTP, and what POP3 and
+    // IMAP readers fetch, not what an IMAP client uploads itself (APPEND).
+    const bool spam_applies = protocol_ == Service::Smtp || direction_ == Direction::ServerToClient;
+    if (spam_applies &&
+        (v.is_clean() || (v.is_infected() && v.detection.category == ThreatCategory::Spam))) {
         if (ask_spam_engine(next_id)) return;  // decide() again with its verdict
         decide_spam();
         return;

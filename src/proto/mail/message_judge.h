@@ -21,6 +21,8 @@
 //                        that fails -> its category's fallback: pass =
 //                        Deliver (logged), block = handled as spam
 // Virus, policy and scan errors outrank spam: the engine is not asked then.
+// IMAP APPEND uploads (a client storing its own message) get no spam
+// handling: a YARA spam match there is logged and passed.
 //
 // Everything not clean is logged through the host (one event per message).
 #pragma once
