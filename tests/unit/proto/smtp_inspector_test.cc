@@ -554,14 +554,8 @@ TEST(SmtpInspector, TwoMessagesInOneSession) {
 
 // -- Spam (issue 11) --------------------------------------------------------
 
-ScanVerdict spam_verdict(ScanEngineKind engine, std::string signature, std::string layer = {},
-                         std::optional<double> score = {}) {
-    return ScanVerdict::infected(
-        {engine, std::move(signature), std::move(layer), ThreatCategory::Spam, score});
-}
-
 ScanVerdict yara_spam() {
-    return spam_verdict(ScanEngineKind::Yara, "NfqScan_Test_Spam_Marker");
+    return spam_verdict();
 }
 
 ScanVerdict rspamd_spam(double score) {
