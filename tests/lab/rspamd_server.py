@@ -34,7 +34,7 @@ class Rspamd:
     def url(self) -> str:
         return f"http://127.0.0.1:{PORT}"
 
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         d = self.dir
         self.process = self.namespace.spawn(self.name, [
             "rspamd", "-f", "-u", "_rspamd", "-g", "_rspamd", "-c", "/etc/rspamd/rspamd.conf",
