@@ -16,6 +16,7 @@
 #include "nfqscan/policy.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
+#include "nfqscan/spam.h"
 
 namespace nfqscan {
 
@@ -152,6 +153,8 @@ struct Config {
     ScanConfig scan;
     // [notify]: the relay and sender of mail notifications.
     NotifyConfig notify;
+    // [spam]: the spam engine beside the YARA spam rules (issue 11).
+    SpamConfig spam;
     // The templates of daemon.messages_dir, loaded with the configuration (a
     // broken template is a configuration error). Never null.
     std::shared_ptr<const MessageTemplates> messages;

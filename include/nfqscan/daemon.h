@@ -107,6 +107,9 @@ class Daemon {
     std::unique_ptr<ScanService> scan_;
     // Sender notifications of the mail inspectors ([notify]; applies at restart).
     std::unique_ptr<Notifier> notifier_;
+    // Calls to the spam engine ([spam]; the engine's address is read per call,
+    // so a reload applies at once).
+    std::unique_ptr<SpamChecker> spam_;
     std::unique_ptr<EngineLoader> loader_;
     mutable std::mutex event_log_mutex_;
     std::shared_ptr<EventLog> event_log_;

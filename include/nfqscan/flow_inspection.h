@@ -37,6 +37,14 @@ class InspectionContext {
     // worker, which hands it to inspection `inspection_id` (if it still
     // exists) as FlowInspection::on_verdict(object_id, ...).
     virtual void submit(uint64_t inspection_id, uint64_t object_id, ScanObject object) = 0;
+    // Queues `query` for the spam engine; its verdict comes back as
+    // FlowInspection::on_spam_verdict(object_id, ...). False: no engine.
+    virtual bool check_spam(uint64_t inspection_id, uint64_t object_id, SpamQuery query) {
+        (void)inspection_id;
+        (void)object_id;
+        (void)query;
+        return false;
+    }
     virtual void log(const ScanEvent& event) = 0;
     // Hands a sender notification to the daemon's Notifier (if any).
     virtual void notify(Notification notification) = 0;
@@ -77,6 +85,9 @@ class FlowInspection final : public InspectorHost {
     bool released() const { return released_; }
 
     void on_verdict(uint64_t object_id, const ScanVerdict& verdict);
+    // The spam engine's verdict (check_spam()): to the inspector, not
+    // counted as a scan.
+    void on_spam_verdict(uint64_t object_id, const ScanVerdict& verdict);
     // The inspector asked for ticks (want_ticks()) and still inspects.
     bool wants_ticks() const { return ticks_ && inspecting(); }
     // A tick of the worker's timer: true if the flow's stream must be shown
@@ -100,6 +111,7 @@ class FlowInspection final : public InspectorHost {
     // InspectorHost
     void scan(uint64_t id, const ObjectInfo& info,
               std::shared_ptr<const ObjectBuffer> bytes) override;
+    bool check_spam(uint64_t id, SpamQuery query) override;
     std::string record(const ObjectInfo& info, const ScanVerdict& verdict,
                        std::string_view action) override;
     std::string record_fallback(const ObjectInfo& info, Category category, std::string_view reason,

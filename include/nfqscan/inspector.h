@@ -50,6 +50,7 @@
 #include "nfqscan/policy.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
+#include "nfqscan/spam.h"
 #include "nfqscan/tcp_stream.h"
 
 namespace nfqscan {
@@ -94,6 +95,16 @@ class InspectorHost {
     // only one.
     virtual void scan(uint64_t id, const ObjectInfo& info,
                       std::shared_ptr<const ObjectBuffer> bytes) = 0;
+    // Asks the spam engine ([spam] engine) about a mail message; the host
+    // adds where the engine is and the client's address. True when an
+    // engine is configured: its verdict then comes as on_verdict(id, ...),
+    // later (never inside this call), unless the flow ends first. False: no
+    // engine, nothing follows.
+    virtual bool check_spam(uint64_t id, SpamQuery query) {
+        (void)id;
+        (void)query;
+        return false;
+    }
     // One event log line for an object not judged clean (a detection, a
     // fallback) or not scanned (allowlisted objects are not recorded), and the
     // per-protocol counters. `action` is what was done: "block", "pass",
@@ -202,7 +213,8 @@ struct InspectionCounters {
     uint64_t allowlisted = 0;                       // objects not scanned: an allowlist names them
     uint64_t blocked = 0, passed = 0, resets = 0;   // actions on objects not judged clean
     std::array<uint64_t, kReleaseReasonCount> released{};  // flows released, by reason
-    uint64_t held_bytes = 0;  // gauge: bytes the engine and inspectors hold now
+    uint64_t held_bytes = 0;         // gauge: bytes the engine and inspectors hold now
+    std::array<uint64_t, 5> spam{};  // spam verdicts by what was done (SpamAction)
     // The inspector's own counters by name (InspectorHost::count()).
     std::map<std::string, uint64_t, std::less<>> inspector;
 

@@ -63,6 +63,19 @@ enum class MailBlock : uint8_t {
 };
 std::string_view mail_block_name(MailBlock b);  // "replace", "strip", "reject", "drop"
 
+// on_spam of a mail protocol (issue 11): what a message found to be spam
+// becomes. POP3 and IMAP only accept or tag (their clients already count
+// the messages they fetch); SMTP also rejects, drops or forwards.
+enum class SpamAction : uint8_t {
+    Accept,   // delivered as sent, logged
+    Tag,      // Subject prefixed ([spam] tag), X-Spam-Flag / X-Spam-Score / X-Spam-Report added
+    Reject,   // SMTP: 550 5.7.1 at the end of DATA, nothing delivered
+    Drop,     // SMTP: 250 at the end of DATA, nothing delivered
+    Forward,  // SMTP: delivered to spam_forward_to only, the original recipients in a header
+};
+std::string_view spam_action_name(SpamAction a);  // "accept", "tag", "reject", "drop", "forward"
+std::optional<SpamAction> spam_action_from_name(std::string_view name);
+
 // STARTTLS (SMTP), STLS (POP3), STARTTLS (IMAP).
 enum class StartTls : uint8_t {
     Allow,  // the flow is released once TLS starts (counted: tls)
@@ -76,7 +89,7 @@ struct ProtocolPolicy {
     std::string profile;  // scan profile ([scan.profiles]); "" = "default"
     Action on_virus = Action::Block;
     // YARA rules with category = "policy" are blocked like a virus unless
-    // configured otherwise; category = "spam" is logged only (mail issues).
+    // configured otherwise; category = "spam" passes here (mail: on_spam).
     Action on_policy = Action::Block;
     // By Category. Defaults: pass, except too-many-requests and
     // protocol-error (block): see default_fallbacks().
@@ -100,6 +113,12 @@ struct ProtocolPolicy {
     bool notify_sender_on_error_drop = false;
     bool notify_recipient_on_error_pass = false;     // Subject tag ([notify] error_pass_tag)
     std::string error_pass_tag = "***UNCHECKED***";  // [notify] error_pass_tag, copied here
+    // Spam (issue 11): on_spam and, copied from [spam], whether an engine is
+    // asked and the Subject tag.
+    SpamAction on_spam = SpamAction::Tag;
+    std::string spam_forward_to;  // SMTP, on_spam = "forward": "<spam@example.com>"
+    bool spam_engine = false;     // [spam] engine is not "none"
+    std::string spam_tag = "[SPAM]";
     // How the mail protocol blocks the object of `verdict` (decide() said Block).
     MailBlock mail_block_for(const ScanVerdict& verdict) const;
 

@@ -65,19 +65,21 @@ enum class ScanError : uint8_t {
 };
 inline constexpr size_t kScanErrorCount = 8;
 
-enum class ScanEngineKind : uint8_t { ClamAV, Yara };
+// Rspamd: a spam engine's verdict (nfqscan/spam.h), never the scan service's.
+enum class ScanEngineKind : uint8_t { ClamAV, Yara, Rspamd };
 
 std::string_view threat_category_name(ThreatCategory c);  // "virus" | "spam" | "policy"
 std::optional<ThreatCategory> threat_category_from_name(std::string_view name);
 std::string_view scan_error_name(ScanError e);  // "content-size", ..., "too-many-requests"
 std::optional<ScanError> scan_error_from_name(std::string_view name);
-std::string_view scan_engine_name(ScanEngineKind e);  // "clamav" | "yara"
+std::string_view scan_engine_name(ScanEngineKind e);  // "clamav" | "yara" | "rspamd"
 
 struct Detection {
     ScanEngineKind engine = ScanEngineKind::ClamAV;
     std::string signature;   // ClamAV virus name or YARA rule identifier
     std::string layer_path;  // "mail/attachment.zip/inner.exe"; unnamed layers as "(msexe)"
     ThreatCategory category = ThreatCategory::Virus;
+    std::optional<double> score;  // spam engines: the message's score
 };
 
 // One verdict per object. When engines or layers disagree the most severe

@@ -162,6 +162,8 @@ struct WorkerServices {
     FtpExpectations* ftp = nullptr;
     // Besides the event log: every event as it is logged (a replay's report).
     std::function<void(const ScanEvent&)> on_event;
+    // The spam engine's callers ([spam]; nullptr: no mail is asked about).
+    SpamChecker* spam = nullptr;
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

@@ -346,6 +346,73 @@ void read_notify(TableReader& r, NotifyConfig& c) {
     r.read("per_sender_per_minute", c.per_sender_per_minute, 1, 1000);
 }
 
+// [spam]: the spam engine (nfqscan/spam.h).
+void read_spam(TableReader& r, SpamConfig& c) {
+    std::string engine;
+    if (r.read_choice("engine", engine, {"none", "rspamd"}))
+        c.engine = engine == "rspamd" ? SpamConfig::Engine::Rspamd : SpamConfig::Engine::None;
+    if (const toml::node* node = r.take("rspamd_url")) {
+        std::optional<std::string> url = node->value<std::string>();
+        const bool ok = node->is_string() &&
+                        (url->starts_with("http://") || url->starts_with("https://")) &&
+                        url->size() > 8 && std::none_of(url->begin(), url->end(), [](char ch) {
+                            return std::isspace(static_cast<unsigned char>(ch)) || ch < 0x20;
+                        });
+        if (!ok)
+            r.fail(*node, "rspamd_url",
+                   "must be the URL of rspamd's normal worker, such as "
+                   "\"http://127.0.0.1:11333\" (/checkv2 is added)");
+        c.rspamd_url = *url;
+    }
+    if (const toml::node* node = r.take("threshold")) {
+        std::optional<double> v = node->value<double>();  // an integer converts too
+        if (!(node->is_floating_point() || node->is_integer()) || !v || !(*v >= 0) || *v > 1e6)
+            r.fail(*node, "threshold",
+                   "must be a number from 0 (rspamd's action decides) to 1000000 (a score)");
+        c.threshold = *v;
+    }
+    r.read("timeout_ms", c.timeout_ms, 100, 600000);
+    r.read("tag", c.tag, true);
+    if (std::any_of(c.tag.begin(), c.tag.end(),
+                    [](unsigned char ch) { return ch < 0x20 || ch == 0x7f; }))
+        r.fail(*r.table_node("tag"), "tag",
+               "must be one line without control characters (it goes into the Subject)");
+}
+
+// on_spam of a mail protocol: SMTP takes every SpamAction, POP3 and IMAP
+// accept or tag only.
+void read_spam_keys(TableReader& r, Service service, ProtocolPolicy& p) {
+    if (const toml::node* node = r.take("on_spam")) {
+        std::optional<std::string> value = node->value<std::string>();
+        std::optional<SpamAction> a;
+        if (node->is_string()) a = spam_action_from_name(*value);
+        if (service == Service::Smtp) {
+            if (!a) r.fail(*node, "on_spam", "must be one of accept, tag, reject, drop, forward");
+        } else if (!a || (*a != SpamAction::Accept && *a != SpamAction::Tag)) {
+            r.fail(*node, "on_spam",
+                   "must be accept or tag: a " + std::string(service_name(service)) +
+                       " client already counts the messages it fetches, so a message can "
+                       "only be delivered as it is or tagged (reject, drop and forward are "
+                       "SMTP's)");
+        }
+        p.on_spam = *a;
+    }
+    if (service == Service::Smtp) {
+        if (const toml::node* node = r.take("spam_forward_to")) {
+            std::optional<std::string> v = node->value<std::string>();
+            if (!node->is_string() || !valid_mail_address(*v))
+                r.fail(*node, "spam_forward_to",
+                       "must be a plain address local@domain (no name, brackets or spaces)");
+            p.spam_forward_to = "<" + *v + ">";
+        }
+        if (p.on_spam == SpamAction::Forward && p.spam_forward_to.empty())
+            r.fail(*r.table_node("on_spam"), "on_spam",
+                   "\"forward\" needs spam_forward_to, the address that gets the spam instead");
+    } else if (const toml::node* node = r.table_node("spam_forward_to")) {
+        r.fail(*node, "spam_forward_to", "only [protocols.smtp] can forward spam");
+    }
+}
+
 void read_action(TableReader& r, std::string_view key, Action& out) {
     std::string value;
     if (r.read_choice(key, value, {"block", "pass"})) out = *action_from_name(value);
@@ -443,6 +510,7 @@ void read_mail_keys(TableReader& r, Service service, ProtocolPolicy& p) {
     r.read("notify_sender_on_virus", p.notify_sender_on_virus);
     r.read("notify_sender_on_error_drop", p.notify_sender_on_error_drop);
     r.read("notify_recipient_on_error_pass", p.notify_recipient_on_error_pass);
+    read_spam_keys(r, service, p);
 }
 
 void read_protocol(TableReader& r, Service service, ProtocolConfig& c) {
@@ -457,7 +525,7 @@ void read_protocol(TableReader& r, Service service, ProtocolConfig& c) {
         read_action(r, "on_policy", p.on_policy);
         for (std::string_view key :
              {"starttls", "notify_sender_on_virus", "notify_sender_on_error_drop",
-              "notify_recipient_on_error_pass"})
+              "notify_recipient_on_error_pass", "on_spam", "spam_forward_to"})
             if (const toml::node* node = r.table_node(key))
                 r.fail(*node, key, "only the mail protocols (smtp, pop3, imap) have this key");
     }
@@ -744,11 +812,16 @@ Config parse_config(std::string_view text, const std::string& source) {
     section("test_rewrite", [&](TableReader& r) { read_test_rewrite(r, c.test_rewrite); });
     section("scan", [&](TableReader& r) { read_scan(r, c.scan); });
     section("notify", [&](TableReader& r) { read_notify(r, c.notify); });
+    section("spam", [&](TableReader& r) { read_spam(r, c.spam); });
     top.finish();
     validate(root, c, source);
     derive(c);
-    for (Service s : {Service::Smtp, Service::Pop3, Service::Imap})
-        c.protocols[size_t(s)].policy.error_pass_tag = c.notify.error_pass_tag;
+    for (Service s : {Service::Smtp, Service::Pop3, Service::Imap}) {
+        ProtocolPolicy& p = c.protocols[size_t(s)].policy;
+        p.error_pass_tag = c.notify.error_pass_tag;
+        p.spam_engine = c.spam.engine != SpamConfig::Engine::None;
+        p.spam_tag = c.spam.tag;
+    }
     resolve_scan_paths(c.scan, source);
     load_messages(root, c);
     return c;

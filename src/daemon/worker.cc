@@ -531,6 +531,18 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         }
         services_.scan->submit(std::move(object), completions_, std::move(done));
     }
+    bool check_spam(uint64_t inspection_id, uint64_t object_id, SpamQuery query) override {
+        if (!services_.spam) return false;
+        services_.spam->submit(std::move(query), completions_,
+                               [this, inspection_id, object_id](ScanVerdict v) {
+                                   auto it = inspections_.find(inspection_id);
+                                   if (it == inspections_.end()) return;
+                                   now_ms_ = monotonic_ms();
+                                   it->second->on_spam_verdict(object_id, v);
+                                   redrive(it->second->flow());
+                               });
+        return true;
+    }
     void log(const ScanEvent& event) override {
         if (!event.verdict.is_clean())
             spdlog::info("{} {} {}: {} -> {}", event.protocol, event.flow, event.object,

@@ -137,6 +137,21 @@ std::string_view mail_block_name(MailBlock b) {
     return kNames[size_t(b)];
 }
 
+namespace {
+constexpr std::array<std::string_view, 5> kSpamActionNames = {"accept", "tag", "reject", "drop",
+                                                              "forward"};
+}  // namespace
+
+std::string_view spam_action_name(SpamAction a) {
+    return kSpamActionNames[size_t(a)];
+}
+
+std::optional<SpamAction> spam_action_from_name(std::string_view name) {
+    for (size_t i = 0; i < kSpamActionNames.size(); ++i)
+        if (kSpamActionNames[i] == name) return static_cast<SpamAction>(i);
+    return std::nullopt;
+}
+
 bool ProtocolPolicy::allowlisted(std::string_view host, std::string_view url) const {
     const std::string_view name = host_only(host);
     if (!name.empty()) {

@@ -85,6 +85,20 @@ void FlowInspection::on_verdict(uint64_t object_id, const ScanVerdict& verdict) 
     inspector_->on_verdict(object_id, verdict);
 }
 
+void FlowInspection::on_spam_verdict(uint64_t object_id, const ScanVerdict& verdict) {
+    if (inspector_) inspector_->on_verdict(object_id, verdict);
+}
+
+bool FlowInspection::check_spam(uint64_t id, SpamQuery query) {
+    const SpamConfig& spam = context_.config().spam;
+    if (spam.engine == SpamConfig::Engine::None) return false;
+    query.url = spam.rspamd_url;
+    query.timeout_ms = spam.timeout_ms;
+    query.threshold = spam.threshold;
+    if (service_ == Service::Smtp) query.ip = flow_.client().to_string();
+    return context_.check_spam(id_, id, std::move(query));
+}
+
 bool FlowInspection::on_tick(uint64_t now_ms) {
     return wants_ticks() && inspector_->on_tick(now_ms);
 }
@@ -114,7 +128,7 @@ void FlowInspection::count_action(std::string_view action) {
     // Mail blocks in several ways (replace, strip, reject, drop): all of them
     // kept the object from its receiver as it was sent.
     InspectionCounters& c = context_.counters(service_);
-    if (action == "pass")
+    if (action == "pass" || action == "accept")
         ++c.passed;
     else if (action == "reset")
         ++c.resets;
@@ -150,6 +164,9 @@ std::string FlowInspection::log_event(const ObjectInfo& info, const ScanVerdict&
     event.category = std::string(category);
     event.action = std::string(action);
     count_action(action);
+    if (verdict.is_infected() && verdict.detection.category == ThreatCategory::Spam)
+        if (std::optional<SpamAction> a = spam_action_from_name(action))
+            ++context_.counters(service_).spam[size_t(*a)];
     context_.log(event);
     return event.id;
 }

@@ -19,6 +19,8 @@ InspectionCounters& InspectionCounters::operator+=(const InspectionCounters& o) 
     for (size_t i = 0; i < released.size(); ++i)
         released[i] += o.released[i];
     held_bytes += o.held_bytes;
+    for (size_t i = 0; i < spam.size(); ++i)
+        spam[i] += o.spam[i];
     for (const auto& [name, n] : o.inspector)
         inspector[name] += n;
     return *this;
@@ -41,6 +43,10 @@ void to_json(nlohmann::json& j, const InspectionCounters& c) {
          {"actions", {{"block", c.blocked}, {"pass", c.passed}, {"reset", c.resets}}},
          {"released", released},
          {"held_bytes", c.held_bytes}};
+    nlohmann::json spam = nlohmann::json::object();
+    for (size_t i = 0; i < c.spam.size(); ++i)
+        spam[std::string(spam_action_name(SpamAction(i)))] = c.spam[i];
+    j["spam"] = std::move(spam);
     if (!c.inspector.empty()) {
         nlohmann::json own = nlohmann::json::object();
         for (const auto& [name, n] : c.inspector)

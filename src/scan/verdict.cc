@@ -65,7 +65,15 @@ std::optional<ScanError> scan_error_from_name(std::string_view name) {
 }
 
 std::string_view scan_engine_name(ScanEngineKind e) {
-    return e == ScanEngineKind::ClamAV ? "clamav" : "yara";
+    switch (e) {
+        case ScanEngineKind::ClamAV:
+            return "clamav";
+        case ScanEngineKind::Yara:
+            return "yara";
+        case ScanEngineKind::Rspamd:
+            return "rspamd";
+    }
+    return "clamav";
 }
 
 std::string_view backend_name(ScanConfig::Backend b) {
@@ -148,6 +156,7 @@ void to_json(nlohmann::json& j, const ScanVerdict& v) {
                  {"name", v.detection.signature},
                  {"layer", v.detection.layer_path},
                  {"category", threat_category_name(v.detection.category)}};
+            if (v.detection.score) j["score"] = *v.detection.score;
             break;
         case ScanVerdict::Kind::Error:
             j = {{"verdict", "error"},

@@ -620,6 +620,16 @@ def capture_seeds():
     yield "bad-length", pcap_file(1, [])[:24] + struct.pack("<IIII", 1, 0, 0xFFFFFF, 40) + syn
 
 
+def rspamd_reply_seeds():
+    # [threshold byte][reply JSON]
+    gtube = (b'{"is_skipped":false,"score":0.0,"required_score":15.0,"action":"reject",'
+             b'"symbols":{"GTUBE":{"name":"GTUBE","score":0.0}},"messages":{}}')
+    yield "gtube", b"\x00" + gtube
+    yield "clean", b"\x28" + b'{"score":1.5,"action":"no action","symbols":{}}'
+    yield "greylist", b"\x00" + b'{"score":4,"action":"greylist"}'
+    yield "not-json", b"\x00<html>502</html>"
+
+
 SEEDS = {
     "decode_fuzz": decode_seeds,
     "probe_fuzz": probe_seeds,
@@ -631,6 +641,7 @@ SEEDS = {
     "pop3_inspector_fuzz": pop3_seeds,
     "imap_inspector_fuzz": imap_seeds,
     "ftp_control_fuzz": ftp_control_seeds,
+    "rspamd_reply_fuzz": rspamd_reply_seeds,
 }
 
 

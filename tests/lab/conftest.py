@@ -76,11 +76,11 @@ def mail_av(lab, nfqscand):
     scan) runs nfqscand with the project's signatures (rules/clamav,
     rules/yara, two scan threads), `protocols` as [protocols.*] (e.g.
     {"smtp": {"on_virus": "reject"}}), `limits` as [scan.limits], `notify`
-    as [notify] and `scan` merged into [scan], and returns it once its
+    as [notify], `spam` as [spam] and `scan` merged into [scan], and returns it once its
     engines are loaded."""
 
     def start(protocols: dict | None = None, limits: dict | None = None,
-              notify: dict | None = None, scan: dict | None = None):
+              notify: dict | None = None, scan: dict | None = None, spam: dict | None = None):
         table = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
                  "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2,
                  **(scan or {})}
@@ -91,6 +91,8 @@ def mail_av(lab, nfqscand):
             overrides["protocols"] = protocols
         if notify:
             overrides["notify"] = notify
+        if spam:
+            overrides["spam"] = spam
         daemon = nfqscand(overrides)
         daemon.wait_engines()
         return daemon

@@ -183,6 +183,14 @@ void print_protocols(const json& protocols) {
                 own += fmt::format("{}{} {}", own.empty() ? "" : ", ", counter, num(n));
             notes.push_back(fmt::format("{}: {}", name, own));
         }
+        if (c.contains("spam")) {
+            // Spam verdicts by action, when there were any.
+            std::string spam;
+            for (const auto& [action, n] : c["spam"].items())
+                if (n.get<uint64_t>())
+                    spam += fmt::format("{}{} {}", spam.empty() ? "" : ", ", action, num(n));
+            if (!spam.empty()) notes.push_back(fmt::format("{} spam: {}", name, spam));
+        }
         const json& a = c["actions"];
         t.add({name, num(c["flows"]), num(c["objects"]),
                human_bytes(c["scanned_bytes"].get<uint64_t>()), num(c["clean"]), num(c["infected"]),
@@ -395,6 +403,8 @@ void print_detections(const json& events) {
         if (verdict.starts_with("infected"))
             detail = fmt::format("{} {} ({}) in {}", str(ev, "engine"), str(ev, "name"),
                                  str(ev, "category"), str(ev, "layer"));
+        if (verdict.starts_with("infected") && ev.contains("score") && ev["score"].is_number())
+            detail += fmt::format(" score {:.2f}", ev["score"].get<double>());
         else if (verdict == "error")
             detail = fmt::format("{}: {}", str(ev, "category"), str(ev, "reason"));
         t.add({str(ev, "time"), str(ev, "protocol"), str(ev, "flow"), str(ev, "object"), verdict,

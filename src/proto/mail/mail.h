@@ -90,8 +90,8 @@ std::string replace_body(std::span<const uint8_t> message, std::string_view noti
                          const Headers& extra);
 
 // The message with `tag` and a space before its Subject (or a Subject of
-// just the tag), and `extra` headers added. Everything else is written back
-// as GMime read it.
+// just the tag), and `extra` headers added; an empty tag leaves the Subject
+// as it is. Everything else is written back as GMime read it.
 std::string tag_subject(std::span<const uint8_t> message, std::string_view tag,
                         const Headers& extra);
 

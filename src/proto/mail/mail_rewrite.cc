@@ -187,11 +187,13 @@ std::string tag_subject(std::span<const uint8_t> message, std::string_view tag,
                         const Headers& extra) {
     Ref<GMimeMessage> m = parse(message);
     if (!m) return std::string(message.begin(), message.end());
-    std::string subject = or_empty(g_mime_message_get_subject(m.get()));
-    std::string tagged = subject.empty() ? std::string(tag) : std::string(tag) + " " + subject;
-    // Set from the decoded text: GMime encodes it anew where it needs encoded
-    // words, so a tagged "=?utf-8?...?=" subject stays valid.
-    g_mime_message_set_subject(m.get(), tagged.c_str(), "utf-8");
+    if (!tag.empty()) {
+        std::string subject = or_empty(g_mime_message_get_subject(m.get()));
+        std::string tagged = subject.empty() ? std::string(tag) : std::string(tag) + " " + subject;
+        // Set from the decoded text: GMime encodes it anew where it needs
+        // encoded words, so a tagged "=?utf-8?...?=" subject stays valid.
+        g_mime_message_set_subject(m.get(), tagged.c_str(), "utf-8");
+    }
     add_headers(GMIME_OBJECT(m.get()), extra);
     return write(GMIME_OBJECT(m.get()));
 }

@@ -2,6 +2,7 @@
 #include "message_judge.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "../text.h"
 
@@ -37,6 +38,9 @@ void MessageJudge::submit(uint64_t& next_id, ObjectInfo info, std::shared_ptr<Ob
     message_ = message;
     scans_.clear();
     whole_.reset();
+    spam_id_.reset();
+    engine_.reset();
+    spam_asked_ = false;
     parts_.clear();
     infected_parts_.clear();
     part_detections_.clear();
@@ -51,7 +55,10 @@ bool MessageJudge::on_verdict(uint64_t scan_id, const ScanVerdict& verdict, uint
     if (it == scans_.end()) return false;
     std::optional<size_t> part = it->second;
     scans_.erase(it);
-    if (!part) {
+    if (spam_id_ == scan_id) {
+        spam_id_.reset();
+        engine_ = verdict;
+    } else if (!part) {
         whole_ = verdict;
     } else if (verdict.is_infected()) {
         infected_parts_.insert(*part);
@@ -66,6 +73,15 @@ void MessageJudge::decide(uint64_t& next_id) {
     const ProtocolPolicy& policy = host_.policy();
     const ScanVerdict& v = *whole_;
     std::span<const uint8_t> message = message_->bytes();
+    // Spam is about mail on its way to a reader: SMTP, and what POP3 and
+    // IMAP readers fetch, not what an IMAP client uploads itself (APPEND).
+    const bool spam_applies = protocol_ == Service::Smtp || direction_ == Direction::ServerToClient;
+    if (spam_applies &&
+        (v.is_clean() || (v.is_infected() && v.detection.category == ThreatCategory::Spam))) {
+        if (ask_spam_engine(next_id)) return;  // decide() again with its verdict
+        decide_spam();
+        return;
+    }
     if (policy.decide(v) == Action::Pass) {
         outcome_ = {};
         if (v.is_clean()) {
@@ -161,6 +177,117 @@ void MessageJudge::finish_blocked(MailBlock how, const ScanVerdict& v, const std
             return;
         }
     }
+}
+
+bool MessageJudge::ask_spam_engine(uint64_t& next_id) {
+    if (spam_asked_ || !host_.policy().spam_engine) return false;
+    spam_asked_ = true;
+    SpamQuery q;
+    q.message = message_;
+    q.from = envelope_.sender;
+    // "<a@b>, <c@d>" -> one Rcpt header each
+    std::string_view rest = envelope_.recipients;
+    while (!rest.empty()) {
+        size_t comma = rest.find(", ");
+        std::string_view one = rest.substr(0, comma);
+        if (!one.empty()) q.rcpts.emplace_back(one);
+        rest.remove_prefix(comma == std::string_view::npos ? rest.size() : comma + 2);
+    }
+    q.helo = envelope_.helo;
+    q.queue_id = info_.name.substr(0, 200);
+    const uint64_t id = next_id++;
+    if (!host_.check_spam(id, std::move(q))) return false;
+    spam_id_ = id;
+    scans_[id] = std::nullopt;
+    return true;
+}
+
+void MessageJudge::decide_spam() {
+    const ProtocolPolicy& policy = host_.policy();
+    std::optional<ScanVerdict> spam;
+    if (whole_->is_infected()) spam = *whole_;  // a YARA spam rule
+    if (engine_ && engine_->is_infected()) {
+        if (spam)
+            spam->detection.score = engine_->detection.score;  // the rule named it; the score too
+        else
+            spam = *engine_;
+    } else if (engine_ && engine_->is_error() && !spam) {
+        const Category category = category_of(engine_->error);
+        if (policy.fallback_for(category) == Action::Pass) {
+            outcome_ = {};
+            outcome_.action = "pass";
+            outcome_.error = true;
+            event_id_ = host_.record_fallback(info_, category, engine_->reason, "pass");
+            message_.reset();
+            return;
+        }
+        // The fallback blocks: a message the engine could not judge is
+        // handled as spam.
+        Detection d;
+        d.engine = ScanEngineKind::Rspamd;
+        d.category = ThreatCategory::Spam;
+        d.signature = "rspamd: " + std::string(category_name(category)) + " (fallback block)";
+        spam = ScanVerdict::infected(std::move(d));
+    }
+    outcome_ = {};
+    if (!spam) {
+        message_.reset();
+        return;
+    }
+    SpamAction how = policy.on_spam;
+    // The configuration refuses the rest for POP3 and IMAP.
+    if (protocol_ != Service::Smtp && how != SpamAction::Accept) how = SpamAction::Tag;
+    outcome_.action = std::string(spam_action_name(how));
+    event_id_ = host_.record(spam_record_info(how), *spam, outcome_.action);
+    std::span<const uint8_t> message = message_->bytes();
+    const std::string detection = spam->detection.signature;
+    switch (how) {
+        case SpamAction::Accept:
+            outcome_.kind = Outcome::Kind::Deliver;
+            break;
+        case SpamAction::Tag:
+            outcome_.kind = Outcome::Kind::Rewrite;
+            outcome_.message = tag_subject(message, policy.spam_tag, spam_headers(*spam));
+            break;
+        case SpamAction::Reject:
+        case SpamAction::Drop:
+            outcome_.kind = how == SpamAction::Reject ? Outcome::Kind::Reject : Outcome::Kind::Drop;
+            outcome_.blocked = true;
+            outcome_.reply_text = "spam: " + detection + " (event " + event_id_ + ")";
+            break;
+        case SpamAction::Forward: {
+            outcome_.kind = Outcome::Kind::Forward;
+            outcome_.blocked = true;
+            outcome_.forward_to = policy.spam_forward_to;
+            Headers headers = spam_headers(*spam);
+            headers.emplace_back("X-Nfqscan-Original-Recipients", envelope_.recipients);
+            outcome_.message = tag_subject(message, "", headers);
+            break;
+        }
+    }
+    message_.reset();
+}
+
+ObjectInfo MessageJudge::spam_record_info(SpamAction how) {
+    (void)how;  // reject, drop: the quarantine's original goes here
+    return info_;
+}
+
+Headers MessageJudge::spam_headers(const ScanVerdict& spam) const {
+    const Detection& d = spam.detection;
+    char score[32] = "";
+    if (d.score) std::snprintf(score, sizeof score, "%.2f", *d.score);
+    // "yara: Rule_Name"; rspamd's signature names the engine already.
+    std::string report = d.engine == ScanEngineKind::Rspamd
+                             ? d.signature
+                             : std::string(scan_engine_name(d.engine)) + ": " + d.signature;
+    // rspamd's layer is its top symbols (a rule's is where it matched).
+    if (d.engine == ScanEngineKind::Rspamd && !d.layer_path.empty()) report += "; " + d.layer_path;
+    Headers h = {{"X-Spam-Flag", "YES"}};
+    if (d.score) h.emplace_back("X-Spam-Score", score);
+    h.emplace_back("X-Spam-Report", report);
+    h.emplace_back("X-Nfqscan-Event", event_id_);
+    return h;
 }
 
 Outcome MessageJudge::fallback(ObjectInfo info, Category category, std::string_view reason,

@@ -14,6 +14,15 @@
 //                        action with the error in the notice; pass = Deliver,
 //                        or Rewrite with a tagged Subject
 //                        (notify_recipient_on_error_pass)
+//   clean or spam     -> with [spam] engine set, the spam engine is asked
+//                        (host.check_spam) before anything is decided; then
+//   spam (a YARA spam rule or the engine) -> on_spam: Deliver (accept),
+//                        Rewrite (tag), Reject, Drop, Forward; an engine
+//                        that fails -> its category's fallback: pass =
+//                        Deliver (logged), block = handled as spam
+// Virus, policy and scan errors outrank spam: the engine is not asked then.
+// IMAP APPEND uploads (a client storing its own message) get no spam
+// handling: a YARA spam match there is logged and passed.
 //
 // Everything not clean is logged through the host (one event per message).
 #pragma once
@@ -38,6 +47,7 @@ struct Envelope {
     // Whom notify_sender_on_* tells, "<a@example.com>"; empty: `sender`
     // (SMTP's MAIL FROM). POP3/IMAP: Summary::reply_address.
     std::string reply_to;
+    std::string helo;  // SMTP: the client's EHLO/HELO name, for the spam engine
 };
 
 // POP3 and IMAP have no envelope: the message's header says who sent it to
@@ -51,6 +61,7 @@ struct Outcome {
         Rewrite,  // `message` instead (replace, strip, tag)
         Reject,   // SMTP: refuse it (550); `reply_text` says why
         Drop,     // SMTP: accept it (250) and deliver nothing
+        Forward,  // SMTP: `message` to `forward_to` only (on_spam = "forward")
     };
     Kind kind = Kind::Deliver;
     std::string message;     // Rewrite: the new message (not dot-stuffed), CRLF line ends
@@ -58,6 +69,7 @@ struct Outcome {
     std::string action;      // what the event log said: "pass", "replace", "strip", ...
     bool blocked = false;    // the message did not reach its receiver as sent
     bool error = false;      // not judged (a fallback)
+    std::string forward_to;  // Forward: "<spam@example.com>"
 };
 
 class MessageJudge {
@@ -86,6 +98,17 @@ class MessageJudge {
 
   private:
     void decide(uint64_t& next_id);
+    // Clean or spam so far: asks the spam engine first, if there is one
+    // (true: its verdict is awaited).
+    bool ask_spam_engine(uint64_t& next_id);
+    // The message is clean or spam (`whole_`, `engine_`): on_spam.
+    void decide_spam();
+    Headers spam_headers(const ScanVerdict& spam) const;
+    // What the event of a spam verdict describes. Reject and drop keep the
+    // message from every receiver as a blocked virus does: where the
+    // quarantine's hook (issue 11, the original attached to the record()
+    // that blocks) belongs for spam.
+    ObjectInfo spam_record_info(SpamAction how);
     // A mail to the sender (notify_sender_on_*): Envelope::reply_to, else
     // Envelope::sender.
     void notify_sender(const std::string& detection, const std::string& category,
@@ -107,6 +130,9 @@ class MessageJudge {
     std::shared_ptr<const ObjectBuffer> message_;
     std::map<uint64_t, std::optional<size_t>> scans_;  // id -> part index (nullopt: whole)
     std::optional<ScanVerdict> whole_;                 // the whole message's verdict
+    std::optional<uint64_t> spam_id_;                  // the spam engine's pending check
+    std::optional<ScanVerdict> engine_;                // the spam engine's verdict
+    bool spam_asked_ = false;
     std::string event_id_;
     std::vector<Part> parts_;
     std::set<size_t> infected_parts_;

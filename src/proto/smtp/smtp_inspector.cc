@@ -119,7 +119,9 @@ class SmtpInspector::Client final : public StreamTransform {
     void queue_own(std::string text);
     void finish(MapCursor& c);
     ObjectInfo info() const;
-    mail::Envelope envelope() const { return {in_.sender_, in_.envelope_recipients()}; }
+    mail::Envelope envelope() const {
+        return {in_.sender_, in_.envelope_recipients(), {}, in_.helo_};
+    }
 
     SmtpInspector& in_;
     Mode mode_ = Mode::Command;
@@ -286,7 +288,8 @@ void SmtpInspector::Client::on_bytes(uint64_t offset, std::span<const uint8_t> p
                     }
                     continue;
                 }
-                if (outcome_->kind == mail::Outcome::Kind::Rewrite) {
+                if (outcome_->kind == mail::Outcome::Kind::Rewrite ||
+                    outcome_->kind == mail::Outcome::Kind::Forward) {
                     c.replace_to(message_end_, mail::dot_stuff(outcome_->message));
                 } else {
                     c.pass_to(message_end_);
@@ -392,10 +395,13 @@ bool SmtpInspector::Client::command(MapCursor& c, std::string_view line) {
     }
     c.pass_to(line_end);
     Expect e;
-    if (verb == "EHLO") {
-        e.kind = Expect::Kind::Ehlo;
-    } else if (verb == "HELO") {
-        e.kind = Expect::Kind::Helo;
+    if (verb == "EHLO" || verb == "HELO") {
+        e.kind = verb == "EHLO" ? Expect::Kind::Ehlo : Expect::Kind::Helo;
+        std::string_view arg = without_line_end(line);
+        arg.remove_prefix(std::min(arg.size(), arg.find_first_not_of(" \t")));
+        arg.remove_prefix(std::min(arg.size(), size_t(4)));
+        arg.remove_prefix(std::min(arg.size(), arg.find_first_not_of(" \t")));
+        in_.helo_ = std::string(arg.substr(0, std::min(arg.size(), size_t(255))));
     } else if (verb == "MAIL") {
         e.kind = Expect::Kind::Mail;
         e.text = address_of(line);
@@ -515,6 +521,19 @@ void SmtpInspector::Client::act(MapCursor& c) {
             c.replace_to(message_end_, "RSET\r\n");
             in_.expects_.push_back({Expect::Kind::OwnRset, {}});
             finish(c);
+            return;
+        }
+        case mail::Outcome::Kind::Forward: {
+            // The server's transaction names the original recipients: it is
+            // begun anew for spam_forward_to, one command per reply (the
+            // server need not offer PIPELINING).
+            in_.counters_.add(&SmtpCounters::forwarded);
+            c.replace_to(held ? body_begin_ : c.at, "RSET\r\n");
+            in_.expects_.push_back(
+                {Expect::Kind::ForwardStep,
+                 "MAIL FROM:" + (in_.sender_.empty() ? std::string("<>") : in_.sender_) +
+                     "\r\nRCPT TO:" + o.forward_to + "\r\nDATA\r\n"});
+            mode_ = Mode::AwaitGo;
             return;
         }
     }
@@ -664,6 +683,28 @@ void SmtpInspector::Server::reply(MapCursor& c, uint64_t end, int code, std::str
             c.replace_to(end, "");
             in_.reset_transaction();
             return;
+        case Expect::Kind::ForwardStep: {
+            if (!ok) {
+                // The forward failed: this reply answers the client's
+                // message, which goes nowhere, and the server's half-begun
+                // transaction ends (RSET, its reply swallowed).
+                in_.client_->go(false);
+                in_.host_.redrive();
+                in_.reset_transaction();
+                in_.host_.send(Direction::ClientToServer,
+                               text::bytes(std::string_view("RSET\r\n")));
+                in_.expects_.push_back({Expect::Kind::OwnRset, {}});
+                break;
+            }
+            c.replace_to(end, "");
+            const size_t lf = e.text.find('\n');
+            std::string next = e.text.substr(0, lf + 1);
+            std::string rest = e.text.substr(lf + 1);
+            in_.host_.send(Direction::ClientToServer, text::bytes(next));
+            in_.expects_.push_back(rest.empty() ? Expect{Expect::Kind::DataGo, {}}
+                                                : Expect{Expect::Kind::ForwardStep, rest});
+            return;
+        }
         case Expect::Kind::StartTls:
             if (code == 220) {
                 c.pass_to(end);

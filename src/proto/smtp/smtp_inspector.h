@@ -12,6 +12,11 @@
 //                        answer to its message;
 //   reject / drop     -> the server gets "RSET" instead (its reply
 //                        swallowed) and the client "550 5.7.1 ..." or "250";
+//   forward (spam)    -> the server gets "RSET", then (each after the
+//                        previous reply, all swallowed) "MAIL FROM:<sender>",
+//                        "RCPT TO:<spam_forward_to>", "DATA"; on its 354 the
+//                        message with X-Nfqscan-Original-Recipients follows,
+//                        and its final reply reaches the client;
 // so the session stays in step for both peers, and a message that is
 // refused leaves nothing at the server. The EHLO reply the client sees loses
 // CHUNKING and BINARYMIME (BDAT would bypass this framing) and, unless
@@ -43,8 +48,9 @@ struct SmtpCounters {
     uint64_t aborted = 0;          // the client left inside a message: nothing delivered
     uint64_t protocol_errors = 0;  // BDAT, smuggling, overlong lines
     uint64_t starttls_refused = 0;
+    uint64_t forwarded = 0;  // spam delivered to spam_forward_to instead
 
-    static constexpr std::array<std::pair<std::string_view, uint64_t SmtpCounters::*>, 9> kFields{{
+    static constexpr std::array<std::pair<std::string_view, uint64_t SmtpCounters::*>, 10> kFields{{
         {"commands", &SmtpCounters::commands},
         {"messages", &SmtpCounters::messages},
         {"delivered", &SmtpCounters::delivered},
@@ -54,6 +60,7 @@ struct SmtpCounters {
         {"aborted", &SmtpCounters::aborted},
         {"protocol_errors", &SmtpCounters::protocol_errors},
         {"starttls_refused", &SmtpCounters::starttls_refused},
+        {"forwarded", &SmtpCounters::forwarded},
     }};
 };
 
@@ -98,6 +105,9 @@ class SmtpInspector final : public Inspector {
             DataGo,      // DATA sent after the verdict: its 354 is swallowed
             DataEnd,     // the message's end: the reply goes to the client
             OwnRset,     // our RSET after a refused message: the reply is swallowed
+            // A spam forward: our RSET, MAIL, RCPT in turn (`text`: the
+            // commands still to send, the last "DATA"); replies swallowed.
+            ForwardStep,
             StartTls,
             Auth,  // AUTH, and each SASL line after a 334
             Quit,
@@ -131,6 +141,7 @@ class SmtpInspector final : public Inspector {
     bool mail_accepted_ = false;
     std::string sender_;
     std::vector<std::string> recipients_;
+    std::string helo_;  // the client's EHLO/HELO name (for the spam engine)
     // A 334 came: the client's next line is a SASL response, not a command.
     bool sasl_next_ = false;
     uint64_t next_id_ = 1;

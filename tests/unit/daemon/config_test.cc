@@ -585,5 +585,51 @@ TEST(Config, AFloatWhereAnIntegerBelongsIsAnError) {
     EXPECT_THROW(parse_config("[protocols.http]\nports = [80.0]\n", "f.toml"), ConfigError);
 }
 
+TEST(ConfigSpam, SpamKeysAreRead) {
+    Config c = parse_config(
+        "[spam]\nengine = \"rspamd\"\nrspamd_url = \"http://10.0.0.1:11333\"\nthreshold = 7.5\n"
+        "timeout_ms = 2000\ntag = \"{Spam?}\"\n"
+        "[protocols.smtp]\non_spam = \"forward\"\nspam_forward_to = \"spam@example.com\"\n"
+        "[protocols.imap]\non_spam = \"accept\"\n",
+        "test.toml");
+    EXPECT_EQ(c.spam.engine, SpamConfig::Engine::Rspamd);
+    EXPECT_EQ(c.spam.rspamd_url, "http://10.0.0.1:11333");
+    EXPECT_EQ(c.spam.threshold, 7.5);
+    EXPECT_EQ(c.spam.timeout_ms, 2000u);
+    const ProtocolPolicy& smtp = c.protocols[size_t(Service::Smtp)].policy;
+    EXPECT_EQ(smtp.on_spam, SpamAction::Forward);
+    EXPECT_EQ(smtp.spam_forward_to, "<spam@example.com>");
+    EXPECT_TRUE(smtp.spam_engine);
+    EXPECT_EQ(smtp.spam_tag, "{Spam?}");
+    EXPECT_EQ(c.protocols[size_t(Service::Imap)].policy.on_spam, SpamAction::Accept);
+    EXPECT_EQ(c.protocols[size_t(Service::Pop3)].policy.on_spam, SpamAction::Tag) << "default";
+    Config d = parse_config("", "test.toml");
+    EXPECT_EQ(d.spam.engine, SpamConfig::Engine::None);
+    EXPECT_FALSE(d.protocols[size_t(Service::Smtp)].policy.spam_engine);
+    EXPECT_EQ(d.protocols[size_t(Service::Smtp)].policy.spam_tag, "[SPAM]");
+}
+
+TEST(ConfigSpam, BadSpamKeysNameFileLineAndKey) {
+    expect_error("[protocols.pop3]\n\non_spam = \"reject\"\n", 3, "protocols.pop3.on_spam",
+                 "already counts the messages");
+    expect_error("[protocols.imap]\non_spam = \"forward\"\n", 2, "protocols.imap.on_spam",
+                 "must be accept or tag");
+    expect_error("[protocols.smtp]\non_spam = \"bounce\"\n", 2, "protocols.smtp.on_spam",
+                 "accept, tag, reject, drop, forward");
+    expect_error("[protocols.smtp]\non_spam = \"forward\"\n", 2, "protocols.smtp.on_spam",
+                 "needs spam_forward_to");
+    expect_error("[protocols.smtp]\nspam_forward_to = \"Spam <s@x>\"\n", 2,
+                 "protocols.smtp.spam_forward_to", "plain address");
+    expect_error("[protocols.pop3]\nspam_forward_to = \"s@x.org\"\n", 2,
+                 "protocols.pop3.spam_forward_to", "only [protocols.smtp]");
+    expect_error("[protocols.http]\non_spam = \"tag\"\n", 2, "protocols.http.on_spam",
+                 "only the mail protocols");
+    expect_error("[spam]\nengine = \"spamd\"\n", 2, "spam.engine", "none, rspamd");
+    expect_error("[spam]\nrspamd_url = \"127.0.0.1:11333\"\n", 2, "spam.rspamd_url", "/checkv2");
+    expect_error("[spam]\nthreshold = -1\n", 2, "spam.threshold", "from 0");
+    expect_error("[spam]\ntimeout_ms = 5\n", 2, "spam.timeout_ms", "from 100");
+    expect_error("[spam]\ntag = \"a\\nb\"\n", 2, "spam.tag", "one line");
+}
+
 }  // namespace
 }  // namespace nfqscan

@@ -267,5 +267,14 @@ TEST(MessageTemplates, HtmlEscape) {
     EXPECT_EQ(html_escape("plain"), "plain");
 }
 
+TEST(Policy, SpamActionNamesRoundTrip) {
+    for (SpamAction a : {SpamAction::Accept, SpamAction::Tag, SpamAction::Reject, SpamAction::Drop,
+                         SpamAction::Forward})
+        EXPECT_EQ(spam_action_from_name(spam_action_name(a)), a);
+    EXPECT_EQ(spam_action_name(SpamAction::Tag), "tag");
+    EXPECT_FALSE(spam_action_from_name("bounce"));
+    EXPECT_EQ(ProtocolPolicy{}.on_spam, SpamAction::Tag) << "tag is the default";
+}
+
 }  // namespace
 }  // namespace nfqscan

@@ -400,5 +400,33 @@ TEST(ImapInspector, AReleaseWaitsForTheUploadBeingJudged) {
     EXPECT_NE(f.wire.out(C2S).find("mail-virus-notice"), std::string::npos);
 }
 
+TEST(ImapInspector, SpamFetchedIsTaggedWithItsLengthRewritten) {
+    Flow f;
+    login(f);
+    std::string spam = message("offer");
+    f.client("a3 FETCH 1 (BODY.PEEK[])\r\n");
+    f.server("* 1 FETCH (BODY[] " + literal(spam) + ")\r\na3 OK done\r\n");
+    f.verdict(0, wiretest::spam_verdict());
+    std::string tagged = literal_after(f.wire.out(S2C), "BODY[]");
+    EXPECT_NE(tagged.find("Subject: [SPAM] offer"), std::string::npos) << tagged;
+    EXPECT_NE(tagged.find("X-Spam-Flag: YES"), std::string::npos) << tagged;
+    ASSERT_EQ(f.host.records.size(), 1u);
+    EXPECT_EQ(f.host.records[0].action, "tag");
+}
+
+TEST(ImapInspector, SpamAppendedIsStoredAsSent) {
+    Flow f;
+    login(f);
+    f.host.policy_.spam_engine = true;  // not asked for an upload either
+    std::string spam = message("draft");
+    f.client("a3 APPEND INBOX {" + std::to_string(spam.size()) + "+}\r\n" + spam + "\r\n");
+    f.verdict(0, wiretest::spam_verdict());
+    f.answer_all();
+    EXPECT_TRUE(
+        f.wire.out(C2S).ends_with("{" + std::to_string(spam.size()) + "+}\r\n" + spam + "\r\n"));
+    ASSERT_EQ(f.host.records.size(), 1u);
+    EXPECT_EQ(f.host.records[0].action, "pass");
+}
+
 }  // namespace
 }  // namespace nfqscan

@@ -48,6 +48,13 @@ class FakeHost : public InspectorHost {
         records.push_back(std::string(category_name(c)) + " " + std::string(action));
         return "ev-" + std::to_string(records.size());
     }
+    // The spam engine's queries (policy_.spam_engine: one is configured).
+    std::vector<std::pair<uint64_t, SpamQuery>> spam_checks;
+    bool check_spam(uint64_t id, SpamQuery query) override {
+        if (!policy_.spam_engine) return false;
+        spam_checks.emplace_back(id, std::move(query));
+        return true;
+    }
     void send_and_close(Direction, std::span<const uint8_t>) override { ADD_FAILURE(); }
     void reset_both() override;
     void send(Direction d, std::span<const uint8_t> bytes) override;
@@ -543,6 +550,187 @@ TEST(SmtpInspector, TwoMessagesInOneSession) {
     ASSERT_EQ(s.server.messages.size(), 2u);
     EXPECT_EQ(s.server.messages[0], "Subject: one\r\n\r\n1\r\n");
     EXPECT_EQ(s.server.messages[1].find("EICAR"), std::string::npos);
+}
+
+// -- Spam (issue 11) --------------------------------------------------------
+
+ScanVerdict yara_spam() {
+    return spam_verdict();
+}
+
+ScanVerdict rspamd_spam(double score) {
+    return spam_verdict(ScanEngineKind::Rspamd, "rspamd: reject", "GTUBE(0.00)", score);
+}
+
+const std::string kSpamMessage = "From: alice@lab.test\r\nSubject: offer\r\n\r\nbuy now\r\n";
+
+TEST(SmtpSpam, TagIsTheDefault) {
+    Session s;
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\n");
+    s.verdict(0, yara_spam());
+    ASSERT_EQ(s.server.messages.size(), 1u);
+    const std::string& m = s.server.messages[0];
+    EXPECT_EQ(mail::summarize(bytes_of(m)).subject, "[SPAM] offer");
+    EXPECT_NE(m.find("X-Spam-Flag: YES"), std::string::npos) << m;
+    EXPECT_NE(m.find("X-Spam-Report: yara: NfqScan_Test_Spam_Marker"), std::string::npos) << m;
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"NfqScan_Test_Spam_Marker tag"});
+    EXPECT_NE(s.to_client().find("250 2.0.0 Ok: queued"), std::string::npos);
+}
+
+TEST(SmtpSpam, AcceptDeliversTheMessageAsSent) {
+    Session s;
+    s.host.policy_.on_spam = SpamAction::Accept;
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\n");
+    s.verdict(0, yara_spam());
+    ASSERT_EQ(s.server.messages.size(), 1u);
+    EXPECT_EQ(s.server.messages[0], kSpamMessage);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"NfqScan_Test_Spam_Marker accept"});
+}
+
+TEST(SmtpSpam, RejectAnswers550AndDeliversNothing) {
+    Session s;
+    s.host.policy_.on_spam = SpamAction::Reject;
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\nQUIT\r\n");
+    s.verdict(0, yara_spam());
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_NE(s.to_client().find("550 5.7.1 Message rejected by nfqscan: spam: "
+                                 "NfqScan_Test_Spam_Marker (event ev-1)\r\n"),
+              std::string::npos)
+        << s.to_client();
+    EXPECT_EQ(s.to_server().find("DATA"), std::string::npos);
+    EXPECT_NE(s.to_client().find("221 2.0.0 Bye"), std::string::npos);
+    EXPECT_EQ(s.inspector.counters().rejected, 1u);
+}
+
+TEST(SmtpSpam, DropAnswers250AndDeliversNothing) {
+    Session s;
+    s.host.policy_.on_spam = SpamAction::Drop;
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\n");
+    s.verdict(0, yara_spam());
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_NE(s.to_client().find("250 2.0.0 Ok: message dropped by nfqscan: spam"),
+              std::string::npos);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"NfqScan_Test_Spam_Marker drop"});
+}
+
+// The client pipelines its whole session; the RCPT commands reached the
+// server long before the verdict. Forward begins the server's transaction
+// anew for spam_forward_to, each command after the previous reply, and the
+// client sees none of those replies.
+TEST(SmtpSpam, ForwardRewritesTheRecipientsUnderPipelining) {
+    Session s;
+    s.host.policy_.on_spam = SpamAction::Forward;
+    s.host.policy_.spam_forward_to = "<spam@lab.test>";
+    s.client(kHello +
+             "MAIL FROM:<alice@lab.test>\r\nRCPT TO:<bob@lab.test>\r\nRCPT TO:<carol@lab.test>\r\n"
+             "DATA\r\n" +
+             kSpamMessage + ".\r\nQUIT\r\n");
+    ASSERT_EQ(s.host.scans.size(), 1u);
+    const size_t commands_before = s.server.commands.size();
+    s.verdict(0, yara_spam());
+    ASSERT_EQ(s.server.messages.size(), 1u);
+    const std::vector<std::string> after(s.server.commands.begin() + long(commands_before),
+                                         s.server.commands.end());
+    EXPECT_EQ(after, (std::vector<std::string>{"RSET", "MAIL FROM:<alice@lab.test>",
+                                               "RCPT TO:<spam@lab.test>", "DATA", "QUIT"}));
+    const std::string& m = s.server.messages[0];
+    EXPECT_NE(m.find("X-Nfqscan-Original-Recipients: <bob@lab.test>, <carol@lab.test>"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("X-Spam-Flag: YES"), std::string::npos);
+    EXPECT_EQ(mail::summarize(bytes_of(m)).subject, "offer") << "forwarded, not tagged";
+    // The client: its own replies only, one 354 (ours), the message's 250.
+    EXPECT_EQ(s.to_client().find("250 2.0.0 Ok\r\n"), std::string::npos) << "RSET reply swallowed";
+    EXPECT_EQ(s.to_client().find("354"), s.to_client().rfind("354"));
+    EXPECT_NE(s.to_client().find("250 2.0.0 Ok: queued as X\r\n221 2.0.0 Bye"), std::string::npos)
+        << s.to_client();
+    EXPECT_EQ(s.inspector.counters().forwarded, 1u);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"NfqScan_Test_Spam_Marker forward"});
+}
+
+TEST(SmtpSpam, ForwardRefusedByTheServerDeliversNothing) {
+    Session s;
+    s.host.policy_.on_spam = SpamAction::Forward;
+    s.host.policy_.spam_forward_to = "<nobody@lab.test>";  // the server refuses it
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\n");
+    s.verdict(0, yara_spam());
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_NE(s.to_client().find("550 5.1.1 unknown\r\n"), std::string::npos)
+        << "the refusal answers the client's message: " << s.to_client();
+    EXPECT_EQ(s.server.commands.back(), "RSET") << "the half-begun transaction ends";
+    const size_t replies = s.to_client().size();
+    s.client(kEnvelope + "Subject: fine\r\n\r\nclean\r\n.\r\n");
+    s.verdict(1, ScanVerdict::clean());
+    ASSERT_EQ(s.server.messages.size(), 1u) << "the session stayed in step";
+    EXPECT_EQ(s.to_client().substr(replies),
+              "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+              "250 2.0.0 Ok: queued as X\r\n")
+        << "the swallowed RSET reply never reached the client";
+}
+
+TEST(SmtpSpam, EngineIsAskedWithTheEnvelopeAndItsScoreTagged) {
+    Session s;
+    s.host.policy_.spam_engine = true;
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\n");
+    s.verdict(0, ScanVerdict::clean());
+    ASSERT_EQ(s.host.spam_checks.size(), 1u);
+    EXPECT_TRUE(s.server.messages.empty()) << "nothing before the engine's verdict";
+    const SpamQuery& q = s.host.spam_checks[0].second;
+    EXPECT_EQ(q.from, "<alice@lab.test>");
+    EXPECT_EQ(q.rcpts, std::vector<std::string>{"<bob@lab.test>"});
+    EXPECT_EQ(q.helo, "client.lab.test");
+    ASSERT_TRUE(q.message);
+    EXPECT_EQ(text_of(q.message->bytes()), kSpamMessage);
+    s.inspector.on_verdict(s.host.spam_checks[0].first, rspamd_spam(1006.5));
+    s.wire.redrive();
+    s.pump();
+    ASSERT_EQ(s.server.messages.size(), 1u);
+    const std::string& m = s.server.messages[0];
+    EXPECT_NE(m.find("X-Spam-Score: 1006.50"), std::string::npos) << m;
+    EXPECT_NE(m.find("X-Spam-Report: rspamd: reject; GTUBE(0.00)"), std::string::npos) << m;
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"rspamd: reject tag"});
+}
+
+TEST(SmtpSpam, EngineDownFallsBackToPass) {
+    Session s;
+    s.host.policy_.spam_engine = true;
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\n");
+    s.verdict(0, ScanVerdict::clean());
+    ASSERT_EQ(s.host.spam_checks.size(), 1u);
+    s.inspector.on_verdict(
+        s.host.spam_checks[0].first,
+        ScanVerdict::failed(ScanError::EngineNotReady, "rspamd: Couldn't connect to server"));
+    s.wire.redrive();
+    s.pump();
+    ASSERT_EQ(s.server.messages.size(), 1u);
+    EXPECT_EQ(s.server.messages[0], kSpamMessage);
+    EXPECT_EQ(s.host.records, std::vector<std::string>{"engine-not-ready pass"});
+}
+
+TEST(SmtpSpam, EngineTimeoutThatBlocksIsHandledAsSpam) {
+    Session s;
+    s.host.policy_.spam_engine = true;
+    s.host.policy_.on_spam = SpamAction::Reject;
+    s.host.policy_.fallback[size_t(Category::Timeout)] = Action::Block;
+    s.client(kHello + kEnvelope + kSpamMessage + ".\r\n");
+    s.verdict(0, ScanVerdict::clean());
+    s.inspector.on_verdict(s.host.spam_checks.at(0).first,
+                           ScanVerdict::failed(ScanError::Timeout, "rspamd: slow"));
+    s.wire.redrive();
+    s.pump();
+    EXPECT_TRUE(s.server.messages.empty());
+    EXPECT_NE(s.to_client().find("550 5.7.1"), std::string::npos);
+}
+
+TEST(SmtpSpam, VirusOutranksSpamAndTheEngineIsNotAsked) {
+    Session s;
+    s.host.policy_.spam_engine = true;
+    s.host.policy_.on_spam = SpamAction::Accept;
+    s.client(kHello + kEnvelope + "Subject: x\r\n\r\n" + kEicar + "\r\n.\r\n");
+    s.verdict(0, virus());
+    EXPECT_TRUE(s.host.spam_checks.empty());
+    ASSERT_EQ(s.server.messages.size(), 1u);
+    EXPECT_EQ(s.server.messages[0].find("EICAR"), std::string::npos) << "replaced as infected";
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -40,6 +41,14 @@ inline ScanVerdict virus(std::string name = "Eicar-Test-Signature") {
     Detection d;
     d.signature = std::move(name);
     return ScanVerdict::infected(d);
+}
+
+// A spam verdict of `engine` (the project's YARA test rule by default).
+inline ScanVerdict spam_verdict(ScanEngineKind engine = ScanEngineKind::Yara,
+                                std::string signature = "NfqScan_Test_Spam_Marker",
+                                std::string layer = {}, std::optional<double> score = {}) {
+    return ScanVerdict::infected(
+        {engine, std::move(signature), std::move(layer), ThreatCategory::Spam, score});
 }
 
 // What the inspectors' fake hosts share: the scans asked for (each id
