@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -63,6 +64,11 @@ class EngineRetirer {
         }
         destroy(generation);
     }
+    // Returns once every generation handed over so far is destroyed.
+    void wait_idle() {
+        std::unique_lock lock(mutex_);
+        idle_.wait(lock, [this] { return retired_.empty() && !destroying_; });
+    }
 
   private:
     void run() {
@@ -72,16 +78,21 @@ class EngineRetirer {
             while (!retired_.empty()) {
                 const ScanGeneration* generation = retired_.back();
                 retired_.pop_back();
+                destroying_ = true;
                 lock.unlock();
                 destroy(generation);
                 lock.lock();
+                destroying_ = false;
             }
+            idle_.notify_all();
             if (stopping_) return;
         }
     }
 
     std::mutex mutex_;
     std::condition_variable wake_;
+    std::condition_variable idle_;
+    bool destroying_ = false;
     // The scanners go first (killed and reaped); the engines are freed under
     // the fork lock, so no scanner is forked while libclamav or libyara
     // runs teardown code that may hold one of their global locks.
@@ -93,6 +104,10 @@ class EngineRetirer {
             g->set.reset();
         }
         delete g;
+        // The engines' memory goes back to the system now, not whenever
+        // malloc gets round to it: a blocking reload counts on it, and the
+        // daemon's RSS shows what the running set takes.
+        ::malloc_trim(0);
     }
 
     std::vector<const ScanGeneration*> retired_;
@@ -187,6 +202,7 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
         spdlog::error("scan engines not reloaded: {}", result.error);
         return result;
     };
+    if (config.reload == ScanConfig::ReloadMode::Blocking) release_engines();
     EngineSet::Built built;
     {
         // No scanner may be forked while libclamav/libyara load (see fork_mutex()).
@@ -231,6 +247,30 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
         old = std::exchange(state_->current, std::move(fresh));
     }
     return result;  // `old` goes to the retirer once its last scan is done
+}
+
+void ScanService::release_engines() {
+    std::shared_ptr<const ScanGeneration> old;
+    {
+        std::lock_guard lock(state_->current_mutex);
+        old = std::exchange(state_->current, nullptr);
+    }
+    if (!old) return;
+    const auto start = Clock::now();
+    spdlog::info(
+        "scan engines generation {}: freed before the reload (reload = \"blocking\"); "
+        "objects are engine-not-ready until the new engines are in",
+        old->set->info().generation);
+    // Scans in flight still hold it; each ends within its scan time limit
+    // (a hung scanner is killed).
+    const std::weak_ptr<const ScanGeneration> watch = old;
+    old.reset();
+    while (!watch.expired())
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    state_->retirer->wait_idle();
+    spdlog::info(
+        "scan engines freed in {} ms",
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
 }
 
 bool ScanService::start_reload(ScanConfig config, std::shared_ptr<CompletionSink> sink,
