@@ -64,6 +64,12 @@ class EngineRetirer {
         }
         destroy(generation);
     }
+    // Once `old` is destroyed, the scanners of `current` are forked again
+    // (ScannerGroup::refork): they were forked while `old` was in memory.
+    void refresh_after(const ScanGeneration* old, std::weak_ptr<const ScanGeneration> current) {
+        std::lock_guard lock(mutex_);
+        refresh_.push_back({old, std::move(current)});
+    }
     // Returns once every generation handed over so far is destroyed.
     void wait_idle() {
         std::unique_lock lock(mutex_);
@@ -83,6 +89,7 @@ class EngineRetirer {
                 destroy(generation);
                 lock.lock();
                 destroying_ = false;
+                refresh_scanners(generation, lock);
             }
             idle_.notify_all();
             if (stopping_) return;
@@ -110,7 +117,22 @@ class EngineRetirer {
         ::malloc_trim(0);
     }
 
+    void refresh_scanners(const ScanGeneration* destroyed, std::unique_lock<std::mutex>& lock) {
+        for (auto it = refresh_.begin(); it != refresh_.end(); ++it) {
+            if (it->first != destroyed) continue;
+            std::weak_ptr<const ScanGeneration> current = std::move(it->second);
+            refresh_.erase(it);
+            lock.unlock();
+            if (auto g = current.lock(); g && g->scanners) g->scanners->refork();
+            lock.lock();  // `g` may have been the last holder: retired above
+            return;
+        }
+    }
+
     std::vector<const ScanGeneration*> retired_;
+    // Destroyed generation (compared, never dereferenced) -> the one whose
+    // scanners are forked again then.
+    std::vector<std::pair<const ScanGeneration*, std::weak_ptr<const ScanGeneration>>> refresh_;
     bool stopping_ = false;
     std::thread thread_;
 };
@@ -210,6 +232,9 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
         if (processes) fork_lock.lock();
         built = EngineSet::build(config, state_->generation + 1);
     }
+    // Loading leaves freed scratch memory in malloc's free lists; the
+    // scanners forked next would each keep a copy of those pages alive.
+    ::malloc_trim(0);
     if (!built.set) return fail(built.failure.value_or(LoadFailure{{}, 0, "unknown failure"}));
 
     auto generation = std::make_unique<ScanGeneration>();
@@ -244,8 +269,9 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
     {
         std::lock_guard lock(state_->current_mutex);
         state_->cache.start_generation(result.engines.generation, cache_entries);
-        old = std::exchange(state_->current, std::move(fresh));
+        old = std::exchange(state_->current, fresh);
     }
+    if (old && fresh->scanners) state_->retirer->refresh_after(old.get(), fresh);
     return result;  // `old` goes to the retirer once its last scan is done
 }
 

@@ -58,24 +58,23 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def pss_bytes(pid: int) -> int:
+def proc_kib(path: str, key: str) -> int:
+    """A "Key:  N kB" line of a /proc file, in bytes; 0 if the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass  # a scanner that just ended
     return 0
 
 
+def pss_bytes(pid: int) -> int:
+    return proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
 def rss_of(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return proc_kib(f"/proc/{pid}/status", "VmRSS:")
 
 
 class Sampler:
@@ -157,6 +156,13 @@ def measure(lab: Lab, report: Report, db: Path, mode: str) -> None:
                 daemon.ctl("reload", timeout=1800)
                 second = daemon.wait_engines(timeout=1800, generation=2)
                 switch_s = time.monotonic() - t0
+                if mode == "concurrent":
+                    # Once the old set is freed, the scanners are forked again.
+                    forked = daemon.status()["scan"]["scanner_pids"]
+                    deadline = time.monotonic() + 600
+                    while (time.monotonic() < deadline and
+                           set(daemon.status()["scan"]["scanner_pids"]) & set(forked)):
+                        time.sleep(0.2)
                 # The peak can come after the switch: the old set is freed
                 # by the retirer thread once its last scan is done.
                 settle_s = wait_settled(pid, 2)

@@ -18,10 +18,8 @@ import random
 import threading
 import time
 
-import pytest
-
 from lab import wait_until
-from test_scan import BROKEN_LINE, BROKEN_RULE, EICAR, ScanLab, zip_bytes
+from test_scan import BROKEN_LINE, BROKEN_RULE, EICAR, ScanLab, scanlab, zip_bytes  # noqa: F401
 
 # Generous: the rebuild is 2 s after the last change, and the machine is busy.
 PICKED_UP = 60
@@ -65,24 +63,17 @@ def last_build(daemon) -> dict:
     return daemon.engines()["reload"]["last"]
 
 
-@pytest.fixture
-def signatures(lab, nfqscand):
-    s = ScanLab(lab, nfqscand)
-    s.daemon.wait_engines()
-    return s
-
-
-def test_clamav_signature_dropped_into_the_folder_is_in_use_within_seconds(signatures):
-    daemon = signatures.daemon
-    body = signatures.file("body.txt", b"some text " + NDB_MARKER + b" more text\n")
+def test_clamav_signature_dropped_into_the_folder_is_in_use_within_seconds(scanlab):
+    daemon = scanlab.daemon
+    body = scanlab.file("body.txt", b"some text " + NDB_MARKER + b" more text\n")
     hashed_data = random.Random(15).randbytes(4096)
-    hashed = signatures.file("hashed.bin", hashed_data)
+    hashed = scanlab.file("hashed.bin", hashed_data)
     assert verdict(daemon, body)["verdict"] == "clean"
     assert verdict(daemon, hashed)["verdict"] == "clean"
     before = generation(daemon)
 
-    (signatures.clamav / "lab-dropped.ndb").write_bytes(NDB_SIGNATURE)
-    (signatures.clamav / "lab-dropped.hdb").write_bytes(hdb_line(hashed_data, "Lab.Dropped.Hdb"))
+    (scanlab.clamav / "lab-dropped.ndb").write_bytes(NDB_SIGNATURE)
+    (scanlab.clamav / "lab-dropped.hdb").write_bytes(hdb_line(hashed_data, "Lab.Dropped.Hdb"))
 
     v = wait_detected(daemon, body, "Lab.Dropped.Ndb.UNOFFICIAL")
     assert v["engine"] == "clamav", v
@@ -100,13 +91,13 @@ def test_clamav_signature_dropped_into_the_folder_is_in_use_within_seconds(signa
     assert "(signature update: added" in daemon.ctl("engines").stdout.decode()
 
 
-def test_yara_rule_dropped_into_the_folder_is_in_use_within_seconds(signatures):
-    daemon = signatures.daemon
-    sample = signatures.file("sample.zip", zip_bytes([("inner.txt", b"x " + YARA_MARKER + b" y")]))
+def test_yara_rule_dropped_into_the_folder_is_in_use_within_seconds(scanlab):
+    daemon = scanlab.daemon
+    sample = scanlab.file("sample.zip", zip_bytes([("inner.txt", b"x " + YARA_MARKER + b" y")]))
     assert verdict(daemon, sample)["verdict"] == "clean"
 
     # Into a subfolder created after the start: it is watched as it appears.
-    sub = signatures.yara / "local"
+    sub = scanlab.yara / "local"
     sub.mkdir()
     (sub / "lab-dropped.yar").write_bytes(YARA_RULE)
 
@@ -115,10 +106,10 @@ def test_yara_rule_dropped_into_the_folder_is_in_use_within_seconds(signatures):
     assert str(sub / "lab-dropped.yar") in daemon.engines()["engines"]["yara"]["rule_files"]
 
 
-def test_freshclam_like_renames_lead_to_one_rebuild(signatures):
+def test_freshclam_like_renames_lead_to_one_rebuild(scanlab):
     """freshclam downloads into temporary names and renames each database into
     place, one after another, and rewrites freshclam.dat: one rebuild."""
-    daemon = signatures.daemon
+    daemon = scanlab.daemon
     before = generation(daemon)
     builds = daemon.status()["scan"]["signatures"]["builds"]
     files = {
@@ -127,11 +118,11 @@ def test_freshclam_like_renames_lead_to_one_rebuild(signatures):
         "bytecode.hdb": hdb_line(b"bytecode database sample", "Lab.Bytecode.Hdb"),
     }
     for name, content in files.items():
-        tmp = signatures.clamav / f"tmp.{name}.part"
+        tmp = scanlab.clamav / f"tmp.{name}.part"
         tmp.write_bytes(content)
-        os.rename(tmp, signatures.clamav / name)
+        os.rename(tmp, scanlab.clamav / name)
         time.sleep(0.2)  # freshclam handles one database after the other
-    (signatures.clamav / "freshclam.dat").write_bytes(b"freshclam state\n")
+    (scanlab.clamav / "freshclam.dat").write_bytes(b"freshclam state\n")
 
     engines = daemon.wait_engines(timeout=PICKED_UP, generation=before + 1)
     assert engines["engines"]["generation"] == before + 1
@@ -146,11 +137,11 @@ def test_freshclam_like_renames_lead_to_one_rebuild(signatures):
     assert daemon.status()["scan"]["signatures"]["builds"] == builds + 1
 
 
-def test_broken_signature_file_is_refused_and_the_running_engines_stay(signatures):
-    daemon = signatures.daemon
-    eicar = signatures.file("eicar.zip", zip_bytes([("eicar.com", EICAR)]))
+def test_broken_signature_file_is_refused_and_the_running_engines_stay(scanlab):
+    daemon = scanlab.daemon
+    eicar = scanlab.file("eicar.zip", zip_bytes([("eicar.com", EICAR)]))
     before = daemon.engines()
-    broken = signatures.yara / "lab-broken.yar"
+    broken = scanlab.yara / "lab-broken.yar"
 
     broken.write_bytes(BROKEN_RULE)
 
@@ -173,8 +164,8 @@ def test_broken_signature_file_is_refused_and_the_running_engines_stay(signature
 
     # Fixed: picked up like any update.
     broken.unlink()
-    (signatures.yara / "lab-dropped.yar").write_bytes(YARA_RULE)
-    sample = signatures.file("sample.txt", YARA_MARKER)
+    (scanlab.yara / "lab-dropped.yar").write_bytes(YARA_RULE)
+    sample = scanlab.file("sample.txt", YARA_MARKER)
     wait_detected(daemon, sample, "Lab_Dropped_Yara")
     assert daemon.status()["scan"]["last_reload_error"] is None
 
