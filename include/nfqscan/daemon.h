@@ -19,6 +19,7 @@
 #include "nfqscan/relay_device.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/scan_event_log.h"
+#include "nfqscan/signature_watch.h"
 #include "nfqscan/worker.h"
 
 namespace nfqscan {
@@ -83,6 +84,11 @@ class Daemon {
     // file (logrotate). A failure is logged and leaves no event log.
     void open_event_log(const std::string& path);
     std::shared_ptr<EventLog> event_log() const;
+    // Signature updates: the watcher follows `scan`'s folders; a check
+    // rebuilds the engines when the signature files differ from those the
+    // latest build loaded (configuration as it is, not re-read).
+    void watch_signatures(const ScanConfig& scan);
+    void check_signatures(SignatureWatcher::Trigger trigger);
     nlohmann::json scan_status() const;
     nlohmann::json notify_status() const;
     void open_control_socket();
@@ -111,6 +117,7 @@ class Daemon {
     // so a reload applies at once).
     std::unique_ptr<SpamChecker> spam_;
     std::unique_ptr<EngineLoader> loader_;
+    std::unique_ptr<SignatureWatcher> watcher_;  // after loader_: stops first
     mutable std::mutex event_log_mutex_;
     std::shared_ptr<EventLog> event_log_;
     std::string event_log_error_;

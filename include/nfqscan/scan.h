@@ -183,12 +183,32 @@ struct ScanConfig {
     // The user scanner processes switch to when the daemon runs as root
     // ("" = keep the daemon's uid; capabilities are dropped either way).
     std::string scanner_user = "nobody";
+
+    // How a reload switches engines. Concurrent: the new set is built while
+    // the old one keeps scanning (memory for two sets during the switch).
+    // Blocking: the old set is freed first and objects are engine-not-ready
+    // until the new one is in (clamd's ConcurrentDatabaseReload no); a
+    // broken update then leaves no engines until it is fixed.
+    enum class ReloadMode : uint8_t { Concurrent, Blocking };
+    ReloadMode reload = ReloadMode::Concurrent;
+    // Signature updates (clamav_db_dirs, yara_rule_dirs) are picked up by
+    // nfqscand itself: inotify on the directories (watch_signatures) and a
+    // check of every file's size and mtime each self_check_s seconds
+    // (0: never), as clamd's SelfCheck.
+    bool watch_signatures = true;
+    uint32_t self_check_s = 600;
 };
 
 std::string_view backend_name(ScanConfig::Backend b);  // "inprocess" | "clamd"
 std::optional<ScanConfig::Backend> backend_from_name(std::string_view name);
 std::string_view isolation_name(ScanConfig::Isolation i);  // "process" | "thread"
 std::optional<ScanConfig::Isolation> isolation_from_name(std::string_view name);
+std::string_view reload_mode_name(ScanConfig::ReloadMode m);  // "concurrent" | "blocking"
+std::optional<ScanConfig::ReloadMode> reload_mode_from_name(std::string_view name);
+// Whether libclamav's cl_load() picks `filename` up from a database
+// directory (by its extension), and whether a YARA rule directory does.
+bool is_clamav_database_name(std::string_view filename);
+bool is_yara_rule_name(std::string_view filename);
 
 // ---------------------------------------------------------------------------
 // Objects and completions
@@ -328,7 +348,9 @@ class ScanService {
     // Builds a new EngineSet on the calling thread (seconds with the official
     // ClamAV databases) and swaps it in; scans in flight finish on the old one.
     // On failure the running set stays. Reloads are serialized. The pool's
-    // size and queue length stay those given to the constructor.
+    // size and queue length stay those given to the constructor. With
+    // config.reload = Blocking the running set is freed first (objects are
+    // engine-not-ready meanwhile, and a failure leaves no engines).
     ReloadResult reload(const ScanConfig& config);
     // The same on a background thread; `done` is posted to `sink`. Returns false
     // (and posts nothing) if a reload is already running.
@@ -367,6 +389,9 @@ class ScanService {
 
   private:
     std::shared_ptr<const ScanGeneration> current() const;
+    // reload = "blocking": takes the running engines out of service and
+    // returns once their scans are done and they are freed.
+    void release_engines();
     // A pool job: the verdict cache, then a scan on the current engines.
     ScanVerdict judge(const ScanObject& object, std::optional<std::array<uint8_t, 32>> digest);
     ScanVerdict scan_on(const ScanGeneration* generation, const ScanObject& object);

@@ -639,6 +639,11 @@ void read_scan(TableReader& r, ScanConfig& c) {
     std::string isolation(isolation_name(c.isolation));
     r.read_choice("isolation", isolation, {"process", "thread"});
     c.isolation = *isolation_from_name(isolation);
+    std::string reload(reload_mode_name(c.reload));
+    r.read_choice("reload", reload, {"concurrent", "blocking"});
+    c.reload = *reload_mode_from_name(reload);
+    r.read("watch_signatures", c.watch_signatures);
+    r.read("self_check_s", c.self_check_s, 0, 7 * 86400);
     if (const toml::node* node = r.take("scanner_user")) {
         if (!node->is_string()) r.fail(*node, "scanner_user", "must be a user name");
         c.scanner_user = *node->value<std::string>();

@@ -42,11 +42,21 @@ nlohmann::json label_counts_json(const std::map<std::string, LabelCount>& counts
 class Daemon::EngineLoader {
   public:
     struct State {
-        uint64_t requested = 0;  // id of the latest request
-        uint64_t done = 0;       // id of the latest request a finished build covered
+        uint64_t requested = 0;         // id of the latest request
+        uint64_t done = 0;              // id of the latest request a finished build covered
+        uint64_t started = 0;           // id of the latest request a build started on
+        uint64_t signature_builds = 0;  // builds started for a signature update
         bool running = false;
         std::optional<ReloadResult> last;  // that build's outcome
         std::chrono::system_clock::time_point finished_at{};
+        // Why that build ran ("start", "reload", "signatures") and, for a
+        // signature update, what changed.
+        std::string trigger, changes;
+        // The signature files as the latest build started to load them
+        // (whether it succeeded or not): a change is judged against them.
+        // Taken under the loader's lock, so that a check never sees a
+        // started build without its snapshot.
+        std::optional<SignatureSnapshot> attempted;
     };
 
     explicit EngineLoader(ScanService& service) : service_(service) {
@@ -63,11 +73,13 @@ class Daemon::EngineLoader {
     EngineLoader(const EngineLoader&) = delete;
     EngineLoader& operator=(const EngineLoader&) = delete;
 
-    uint64_t request(ScanConfig config) {
+    uint64_t request(ScanConfig config, std::string trigger, std::string changes = {}) {
         uint64_t id;
         {
             std::lock_guard lock(mutex_);
             pending_ = std::move(config);
+            pending_trigger_ = std::move(trigger);
+            pending_changes_ = std::move(changes);
             id = ++state_.requested;
         }
         wake_.notify_all();
@@ -89,7 +101,14 @@ class Daemon::EngineLoader {
             ScanConfig config = std::move(*pending_);
             pending_.reset();
             const uint64_t id = state_.requested;
+            std::string trigger = std::move(pending_trigger_),
+                        changes = std::move(pending_changes_);
             state_.running = true;
+            state_.started = id;
+            if (trigger == "signatures") ++state_.signature_builds;
+            // Before the engines read the files: a change during the build
+            // differs from it and is picked up by the next check.
+            state_.attempted = SignatureSnapshot::take(config);
             lock.unlock();
             // Logs its outcome itself (ready with counts, or the failure).
             ReloadResult result = service_.reload(config);
@@ -98,6 +117,8 @@ class Daemon::EngineLoader {
             state_.done = id;
             state_.last = std::move(result);
             state_.finished_at = std::chrono::system_clock::now();
+            state_.trigger = std::move(trigger);
+            state_.changes = std::move(changes);
         }
     }
 
@@ -105,6 +126,7 @@ class Daemon::EngineLoader {
     mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::optional<ScanConfig> pending_;
+    std::string pending_trigger_, pending_changes_;
     State state_;
     bool stopping_ = false;
     std::thread thread_;  // last: starts after everything above exists
@@ -280,7 +302,10 @@ void Daemon::start() {
     for (auto& w : workers_)
         w->start();
     control_->start();
-    loader_->request(c->scan);
+    loader_->request(c->scan, "start");
+    watcher_ = std::make_unique<SignatureWatcher>(
+        [this](SignatureWatcher::Trigger trigger) { check_signatures(trigger); });
+    watch_signatures(c->scan);
     spdlog::info(
         "nfqscand {} running on queues {}-{}, control socket {}; scan engines ({}) "
         "loading in the background",
@@ -360,10 +385,33 @@ ReloadStarted Daemon::reload() {
     }
     for (auto& w : workers_)
         w->apply_config(fresh);
-    const uint64_t id = loader_->request(fresh->scan);
+    const uint64_t id = loader_->request(fresh->scan, "reload");
+    if (watcher_) watch_signatures(fresh->scan);
     spdlog::info("configuration reloaded from {}; scan engines rebuilding in the background",
                  fresh->source);
     return {{}, id};
+}
+
+void Daemon::watch_signatures(const ScanConfig& scan) {
+    SignatureWatcher::Options options;
+    options.folders = SignatureSnapshot::take(scan).folders();
+    options.inotify = scan.watch_signatures;
+    options.self_check = std::chrono::seconds(scan.self_check_s);
+    watcher_->configure(std::move(options));
+}
+
+void Daemon::check_signatures(SignatureWatcher::Trigger trigger) {
+    const std::shared_ptr<const Config> current = config();
+    const EngineLoader::State state = loader_->state();
+    // A build that has not started yet reads the files anyway.
+    if (!state.attempted || state.started < state.requested) return;
+    const SignatureChanges changes =
+        compare(*state.attempted, SignatureSnapshot::take(current->scan));
+    if (changes.empty()) return;
+    const std::string summary = changes.summary();
+    spdlog::info("signature files changed ({}): {}; scan engines rebuilding in the background",
+                 trigger_name(trigger), summary);
+    loader_->request(current->scan, "signatures", summary);
 }
 
 void Daemon::open_event_log(const std::string& path) {
@@ -478,8 +526,11 @@ nlohmann::json Daemon::engines() const {
         {"requested", state.requested}, {"done", state.done}, {"running", state.running}};
     if (state.last) {
         const ReloadResult& r = *state.last;
-        nlohmann::json last = {
-            {"id", state.done}, {"ok", r.ok}, {"finished_at", iso8601(state.finished_at)}};
+        nlohmann::json last = {{"id", state.done},
+                               {"ok", r.ok},
+                               {"finished_at", iso8601(state.finished_at)},
+                               {"trigger", state.trigger},
+                               {"changes", state.changes}};
         if (r.ok) {
             last["generation"] = r.engines.generation;
         } else {
@@ -521,6 +572,9 @@ nlohmann::json Daemon::scan_status() const {
     s["loading"] = state.running || state.done < state.requested;
     s["last_reload_error"] =
         state.last && !state.last->ok ? nlohmann::json(state.last->error) : nlohmann::json();
+    s["reload_mode"] = reload_mode_name(config()->scan.reload);
+    s["signatures"] = watcher_ ? watcher_->status() : nlohmann::json();
+    if (watcher_) s["signatures"]["builds"] = state.signature_builds;
     nlohmann::json log = {{"path", config()->daemon.event_log}};
     std::shared_ptr<EventLog> events = event_log();
     log["open"] = events != nullptr;

@@ -53,17 +53,9 @@ using EnginePtr = std::unique_ptr<cl_engine, EngineFree>;
 // Files cl_load() picks up from a directory; used only to tell an empty
 // directory (a warning) from a broken one (an error).
 bool has_database_files(const fs::path& dir) {
-    static const std::vector<std::string> kExtensions = {
-        ".cvd", ".cld", ".cud", ".db",   ".hdb",  ".hdu",  ".hsb", ".hsu", ".mdb", ".mdu",
-        ".msb", ".msu", ".ndb", ".ndu",  ".ldb",  ".ldu",  ".sdb", ".zmd", ".rmd", ".idb",
-        ".fp",  ".sfp", ".ign", ".ign2", ".cdb",  ".cbc",  ".pdb", ".gdb", ".wdb", ".crb",
-        ".ftm", ".cat", ".cfg", ".yar",  ".yara", ".pwdb", ".imp", ".info"};
     std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir, ec)) {
-        const std::string ext = entry.path().extension().string();
-        if (std::find(kExtensions.begin(), kExtensions.end(), ext) != kExtensions.end())
-            return true;
-    }
+    for (const auto& entry : fs::directory_iterator(dir, ec))
+        if (is_clamav_database_name(entry.path().filename().string())) return true;
     return false;
 }
 
@@ -383,6 +375,19 @@ int64_t ClamEngine::db_time() const {
 
 std::string ClamEngine::version() {
     return cl_retver();
+}
+
+bool is_clamav_database_name(std::string_view filename) {
+    // libclamav's CLI_DBEXT: what cl_load() reads from a directory.
+    static constexpr std::string_view kExtensions[] = {
+        ".cvd", ".cld", ".cud", ".db",   ".hdb",  ".hdu",  ".hsb", ".hsu", ".mdb", ".mdu",
+        ".msb", ".msu", ".ndb", ".ndu",  ".ldb",  ".ldu",  ".sdb", ".zmd", ".rmd", ".idb",
+        ".fp",  ".sfp", ".ign", ".ign2", ".cdb",  ".cbc",  ".pdb", ".gdb", ".wdb", ".crb",
+        ".ftm", ".cat", ".cfg", ".yar",  ".yara", ".pwdb", ".imp", ".info"};
+    const size_t dot = filename.rfind('.');
+    if (dot == std::string_view::npos || dot == 0) return false;
+    const std::string_view ext = filename.substr(dot);
+    return std::find(std::begin(kExtensions), std::end(kExtensions), ext) != std::end(kExtensions);
 }
 
 }  // namespace nfqscan

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -63,6 +64,17 @@ class EngineRetirer {
         }
         destroy(generation);
     }
+    // Once `old` is destroyed, the scanners of `current` are forked again
+    // (ScannerGroup::refork): they were forked while `old` was in memory.
+    void refresh_after(const ScanGeneration* old, std::weak_ptr<const ScanGeneration> current) {
+        std::lock_guard lock(mutex_);
+        refresh_.push_back({old, std::move(current)});
+    }
+    // Returns once every generation handed over so far is destroyed.
+    void wait_idle() {
+        std::unique_lock lock(mutex_);
+        idle_.wait(lock, [this] { return retired_.empty() && !destroying_; });
+    }
 
   private:
     void run() {
@@ -72,16 +84,22 @@ class EngineRetirer {
             while (!retired_.empty()) {
                 const ScanGeneration* generation = retired_.back();
                 retired_.pop_back();
+                destroying_ = true;
                 lock.unlock();
                 destroy(generation);
                 lock.lock();
+                destroying_ = false;
+                refresh_scanners(generation, lock);
             }
+            idle_.notify_all();
             if (stopping_) return;
         }
     }
 
     std::mutex mutex_;
     std::condition_variable wake_;
+    std::condition_variable idle_;
+    bool destroying_ = false;
     // The scanners go first (killed and reaped); the engines are freed under
     // the fork lock, so no scanner is forked while libclamav or libyara
     // runs teardown code that may hold one of their global locks.
@@ -93,9 +111,28 @@ class EngineRetirer {
             g->set.reset();
         }
         delete g;
+        // The engines' memory goes back to the system now, not whenever
+        // malloc gets round to it: a blocking reload counts on it, and the
+        // daemon's RSS shows what the running set takes.
+        ::malloc_trim(0);
+    }
+
+    void refresh_scanners(const ScanGeneration* destroyed, std::unique_lock<std::mutex>& lock) {
+        for (auto it = refresh_.begin(); it != refresh_.end(); ++it) {
+            if (it->first != destroyed) continue;
+            std::weak_ptr<const ScanGeneration> current = std::move(it->second);
+            refresh_.erase(it);
+            lock.unlock();
+            if (auto g = current.lock(); g && g->scanners) g->scanners->refork();
+            lock.lock();  // `g` may have been the last holder: retired above
+            return;
+        }
     }
 
     std::vector<const ScanGeneration*> retired_;
+    // Destroyed generation (compared, never dereferenced) -> the one whose
+    // scanners are forked again then.
+    std::vector<std::pair<const ScanGeneration*, std::weak_ptr<const ScanGeneration>>> refresh_;
     bool stopping_ = false;
     std::thread thread_;
 };
@@ -187,6 +224,7 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
         spdlog::error("scan engines not reloaded: {}", result.error);
         return result;
     };
+    if (config.reload == ScanConfig::ReloadMode::Blocking) release_engines();
     EngineSet::Built built;
     {
         // No scanner may be forked while libclamav/libyara load (see fork_mutex()).
@@ -194,6 +232,9 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
         if (processes) fork_lock.lock();
         built = EngineSet::build(config, state_->generation + 1);
     }
+    // Loading leaves freed scratch memory in malloc's free lists; the
+    // scanners forked next would each keep a copy of those pages alive.
+    ::malloc_trim(0);
     if (!built.set) return fail(built.failure.value_or(LoadFailure{{}, 0, "unknown failure"}));
 
     auto generation = std::make_unique<ScanGeneration>();
@@ -228,9 +269,34 @@ ReloadResult ScanService::reload(const ScanConfig& config) {
     {
         std::lock_guard lock(state_->current_mutex);
         state_->cache.start_generation(result.engines.generation, cache_entries);
-        old = std::exchange(state_->current, std::move(fresh));
+        old = std::exchange(state_->current, fresh);
     }
+    if (old && fresh->scanners) state_->retirer->refresh_after(old.get(), fresh);
     return result;  // `old` goes to the retirer once its last scan is done
+}
+
+void ScanService::release_engines() {
+    std::shared_ptr<const ScanGeneration> old;
+    {
+        std::lock_guard lock(state_->current_mutex);
+        old = std::exchange(state_->current, nullptr);
+    }
+    if (!old) return;
+    const auto start = Clock::now();
+    spdlog::info(
+        "scan engines generation {}: freed before the reload (reload = \"blocking\"); "
+        "objects are engine-not-ready until the new engines are in",
+        old->set->info().generation);
+    // Scans in flight still hold it; each ends within its scan time limit
+    // (a hung scanner is killed).
+    const std::weak_ptr<const ScanGeneration> watch = old;
+    old.reset();
+    while (!watch.expired())
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    state_->retirer->wait_idle();
+    spdlog::info(
+        "scan engines freed in {} ms",
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
 }
 
 bool ScanService::start_reload(ScanConfig config, std::shared_ptr<CompletionSink> sink,

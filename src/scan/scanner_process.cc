@@ -478,11 +478,43 @@ ScannerGroup::Slot* ScannerGroup::borrow() {
 }
 
 void ScannerGroup::give_back(Slot* slot) {
+    bool stale;
+    {
+        std::lock_guard lock(mutex_);
+        stale = slot->epoch != epoch_;
+    }
+    if (stale) replace(*slot);
     {
         std::lock_guard lock(mutex_);
         idle_.push_back(slot);
     }
     freed_.notify_one();
+}
+
+void ScannerGroup::replace(Slot& slot) {
+    std::unique_ptr<ScannerProcess> old;
+    {
+        std::lock_guard lock(mutex_);
+        old = std::move(slot.process);
+        slot.epoch = epoch_;
+    }
+    old.reset();  // killed and reaped: it was idle
+    // A failed fork leaves the slot empty: forked again on its next use.
+    std::string error;
+    if (!ensure_running(slot, error))
+        spdlog::warn("scanner process not forked again after a reload: {}", error);
+}
+
+void ScannerGroup::refork() {
+    std::vector<Slot*> idle;
+    {
+        std::lock_guard lock(mutex_);
+        ++epoch_;
+        idle = std::exchange(idle_, {});
+    }
+    // Busy ones are replaced by give_back() when their scan is done.
+    for (Slot* slot : idle)
+        give_back(slot);
 }
 
 bool ScannerGroup::ensure_running(Slot& slot, std::string& error) {

@@ -131,10 +131,18 @@ class ScannerGroup {
 
     std::vector<int> pids() const;
 
+    // Replaces every scanner with a fresh fork: idle ones now, busy ones
+    // when their scan is done. A scanner forked while an older engine set was
+    // still in nfqscand's memory keeps that set's pages (copy-on-write) after
+    // nfqscand has freed it; forked again, it holds only this set.
+    void refork();
+
   private:
     struct Slot {
         std::unique_ptr<ScannerProcess> process;  // null: to be forked on next use
+        uint64_t epoch = 0;                       // refork() count when it was forked
     };
+    void replace(Slot& slot);
     Slot* borrow();
     void give_back(Slot* slot);
     bool ensure_running(Slot& slot, std::string& error);
@@ -146,6 +154,7 @@ class ScannerGroup {
     std::condition_variable freed_;
     std::vector<std::unique_ptr<Slot>> slots_;
     std::vector<Slot*> idle_;
+    uint64_t epoch_ = 0;  // guarded by mutex_
 };
 
 }  // namespace nfqscan

@@ -96,6 +96,16 @@ std::optional<ScanConfig::Isolation> isolation_from_name(std::string_view name) 
     return std::nullopt;
 }
 
+std::string_view reload_mode_name(ScanConfig::ReloadMode m) {
+    return m == ScanConfig::ReloadMode::Blocking ? "blocking" : "concurrent";
+}
+
+std::optional<ScanConfig::ReloadMode> reload_mode_from_name(std::string_view name) {
+    if (name == "concurrent") return ScanConfig::ReloadMode::Concurrent;
+    if (name == "blocking") return ScanConfig::ReloadMode::Blocking;
+    return std::nullopt;
+}
+
 ScanVerdict ScanVerdict::clean() {
     return {};
 }

@@ -54,8 +54,8 @@ std::vector<std::string> rule_files(const std::string& dir) {
     std::error_code ec;
     for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {
         if (!entry.is_regular_file(ec)) continue;
-        const std::string ext = entry.path().extension().string();
-        if (ext == ".yar" || ext == ".yara") files.push_back(entry.path().string());
+        if (is_yara_rule_name(entry.path().filename().string()))
+            files.push_back(entry.path().string());
     }
     // Deterministic order: the same directory always compiles the same way.
     std::sort(files.begin(), files.end());
@@ -232,6 +232,10 @@ YaraOutcome YaraRules::scan(std::span<const uint8_t> bytes, const YaraLayer& lay
 
 std::string YaraRules::version() {
     return YR_VERSION;
+}
+
+bool is_yara_rule_name(std::string_view filename) {
+    return filename.ends_with(".yar") || filename.ends_with(".yara");
 }
 
 }  // namespace nfqscan

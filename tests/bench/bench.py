@@ -25,6 +25,9 @@ mail:  SMTP antivirus end to end: concurrent smtplib senders submitting a
 ftp:   FTP antivirus end to end: concurrent curl clients downloading a
        corpus of clean files from vsftpd through nfqscand (scanned) vs plain
        forwarding vs the scan service alone on the same files.
+reload: the memory a signature reload needs, [scan] reload = "concurrent" vs
+       "blocking", with a generated ClamAV database of realistic size (peak
+       PSS of nfqscand and its scanners, build time, engine-not-ready time).
 
 Needs root (network namespaces, iptables). Every namespace, process and temp
 file goes away at the end, on Ctrl-C and on failure. The build directory is
@@ -56,7 +59,7 @@ def _terminate(signum, frame):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", nargs="?", default="all", choices=["all", "net", "stream", "flows", "scan", "http", "mail",
-                                 "ftp"])
+                                 "ftp", "reload"])
     parser.add_argument("--rounds", type=int, default=3,
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
@@ -84,6 +87,11 @@ def main() -> int:
                         help="mail: size of the generated mail corpus in MB")
     parser.add_argument("--ftp-mb", type=float, default=100.0,
                         help="ftp: size of the generated corpus in MB")
+    parser.add_argument("--reload-hdb", type=int, default=4_000_000,
+                        help="reload: MD5 hash signatures generated (plus a quarter as "
+                             "many SHA-256 ones)")
+    parser.add_argument("--reload-ndb", type=int, default=100_000,
+                        help="reload: body signatures generated")
     parser.add_argument("--latency-messages", type=int, default=300,
                         help="mail: small messages each way for the delivery latency")
     args = parser.parse_args()
@@ -124,6 +132,9 @@ def main() -> int:
                 elif name == "http":
                     import bench_http
                     bench_http.run(report, files, args)
+                elif name == "reload":
+                    import reload
+                    reload.run(report, files, args)
                 elif name == "mail":
                     import bench_mail
                     bench_mail.run(report, files, args)

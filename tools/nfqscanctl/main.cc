@@ -109,8 +109,23 @@ void print_scan_status(const json& s) {
                     pids.empty() ? " none" : pids.c_str(), num(s["scanner_restarts"]).c_str());
     }
     if (!str(s, "last_reload_error").empty())
-        std::printf("  last reload FAILED (running engines kept): %s\n",
+        std::printf("  last reload FAILED (%s): %s\n",
+                    s.value("ready", false) ? "running engines kept" : "no engines",
                     str(s, "last_reload_error").c_str());
+    if (s.contains("signatures") && s["signatures"].is_object()) {
+        const json& w = s["signatures"];
+        std::printf(
+            "  signature updates: %s, self-check %s; %s checks, %s rebuilds (reload = %s)\n",
+            w.value("inotify", false)
+                ? fmt::format("inotify on {} folders", num(w["watched_folders"])).c_str()
+                : "inotify off",
+            w.value("self_check_s", 0) > 0
+                ? fmt::format("every {} s", num(w["self_check_s"])).c_str()
+                : "off",
+            num(w["checks"]["inotify"].get<uint64_t>() + w["checks"]["self_check"].get<uint64_t>())
+                .c_str(),
+            num(w["builds"]).c_str(), str(s, "reload_mode").c_str());
+    }
     std::string errors;
     uint64_t error_total = 0;
     for (const auto& [name, n] : s["errors"].items()) {
@@ -383,9 +398,12 @@ void print_engines(const json& e) {
             std::printf("last reload: #%s ok at %s\n", num(last["id"]).c_str(),
                         num(last["finished_at"]).c_str());
         else
-            std::printf("last reload: #%s FAILED at %s, the running engines stay: %s\n",
-                        num(last["id"]).c_str(), num(last["finished_at"]).c_str(),
+            std::printf("last reload: #%s FAILED at %s, %s: %s\n", num(last["id"]).c_str(),
+                        num(last["finished_at"]).c_str(),
+                        e.value("ready", false) ? "the running engines stay" : "no engines",
                         num(last["error"]).c_str());
+        if (last.value("trigger", "") == "signatures")
+            std::printf("  (signature update: %s)\n", num(last["changes"]).c_str());
     }
 }
 

@@ -140,6 +140,11 @@ TEST(ScanConfig, ShippedFileMatchesLibraryDefaultsAndFindsTheShippedRules) {
     EXPECT_EQ(c.scan.isolation, d.isolation);
     EXPECT_EQ(c.scan.cache_entries, 100000u);
     EXPECT_EQ(c.scan.cache_entries, d.cache_entries);
+    EXPECT_EQ(c.scan.reload, ScanConfig::ReloadMode::Concurrent);
+    EXPECT_EQ(c.scan.reload, d.reload);
+    EXPECT_EQ(c.scan.watch_signatures, d.watch_signatures);
+    EXPECT_EQ(c.scan.self_check_s, 600u);
+    EXPECT_EQ(c.scan.self_check_s, d.self_check_s);
     // Relative folders resolve beside the file: rules/clamav, rules/yara.
     EXPECT_EQ(c.scan.clamav_db_dirs, (std::vector<std::string>{"/var/lib/clamav", "rules/clamav"}));
     EXPECT_EQ(c.scan.yara_rule_dirs, (std::vector<std::string>{"rules/yara"}));
@@ -168,6 +173,9 @@ pool_threads = 3
 queue_length = 10
 isolation = "thread"
 cache_entries = 0
+reload = "blocking"
+watch_signatures = false
+self_check_s = 0
 [scan.limits]
 max_content_size = "16M"
 max_scan_size = 100000000
@@ -193,6 +201,9 @@ mode = "all"
     EXPECT_EQ(c.scan.queue_length, 10u);
     EXPECT_EQ(c.scan.isolation, ScanConfig::Isolation::Thread);
     EXPECT_EQ(c.scan.cache_entries, 0u);
+    EXPECT_EQ(c.scan.reload, ScanConfig::ReloadMode::Blocking);
+    EXPECT_FALSE(c.scan.watch_signatures);
+    EXPECT_EQ(c.scan.self_check_s, 0u);
     EXPECT_EQ(c.scan.limits.max_content_size, 16ull << 20);
     EXPECT_EQ(c.scan.limits.max_scan_size, 100000000u);
     EXPECT_EQ(c.scan.limits.max_layers, 5u);
@@ -259,6 +270,9 @@ TEST(ScanConfig, ErrorsNameFileLineAndKey) {
     expect_error("[scan]\n\ncache_entries = -1\n", 3, "scan.cache_entries", "0 to 10000000");
     expect_error("[scan]\ncache_entries = 10000001\n", 2, "scan.cache_entries", "0 to");
     expect_error("[scan]\nisolation = \"fork\"\n", 2, "scan.isolation", "process");
+    expect_error("[scan]\nreload = \"lazy\"\n", 2, "scan.reload", "concurrent, blocking");
+    expect_error("[scan]\nwatch_signatures = 1\n", 2, "scan.watch_signatures", "true or false");
+    expect_error("[scan]\n\nself_check_s = -5\n", 3, "scan.self_check_s", "0 to 604800");
     expect_error("[scan]\ntemp_dir = 3\n", 2, "scan.temp_dir", "string");
     expect_error("[scan]\nlimits = 5\n", 2, "scan.limits", "table");
 }

@@ -97,6 +97,35 @@ TEST_F(RulesFixture, BrokenYaraFileIsReportedAndTheOldRulesKeepWorking) {
     EXPECT_EQ(j["line"], 4);
 }
 
+// reload = "blocking": the old set is freed before the new one is built, so
+// a broken update leaves no engines (engine-not-ready) until it is fixed.
+TEST_F(RulesFixture, BlockingReloadWithABrokenFileLeavesNoEnginesUntilFixed) {
+    config.reload = ScanConfig::ReloadMode::Blocking;
+    ASSERT_TRUE(service.reload(config).ok);
+    test::write_file(yara_dir + "/reload.yar", kNewRule);
+    const ReloadResult good = service.reload(config);
+    ASSERT_TRUE(good.ok) << good.error;
+    EXPECT_EQ(good.engines.generation, 2u);
+    EXPECT_TRUE(scan_marker().is_infected());
+
+    const std::string broken = yara_dir + "/zz-broken.yar";
+    test::write_file(broken, kBrokenRule);
+    const ReloadResult r = service.reload(config);
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.file, broken);
+    EXPECT_FALSE(service.ready());
+    EXPECT_FALSE(service.engines_info());
+    const ScanVerdict v = scan_marker();
+    ASSERT_TRUE(v.is_error()) << describe(v);
+    EXPECT_EQ(v.error, ScanError::EngineNotReady);
+
+    fs::remove(broken);
+    const ReloadResult fixed = service.reload(config);
+    ASSERT_TRUE(fixed.ok) << fixed.error;
+    EXPECT_EQ(fixed.engines.generation, 3u);
+    EXPECT_TRUE(scan_marker().is_infected());
+}
+
 TEST_F(RulesFixture, BrokenClamAVSignatureIsReportedWithFileAndLine) {
     ASSERT_TRUE(service.reload(config).ok);
     const std::string bad = clamav_dir + "/local.ndb";

@@ -1,7 +1,8 @@
 // Scanner processes (process isolation): verdicts come back from child
 // processes that share the engines; a scanner that crashes or hangs costs its
 // object an error verdict and is replaced; a reload replaces the scanners,
-// and a scan in flight finishes on the old ones. Also the wire format.
+// and a scan in flight finishes on the old ones (then the new ones are forked
+// again, without the old engines' pages). Also the wire format.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -354,8 +355,24 @@ TEST(ScannerProcesses, ReloadReplacesTheScannersAndScansInFlightFinishOnTheOldOn
     EXPECT_TRUE(in_flight->is_clean()) << describe(*in_flight);
     for (int pid : old_pids)
         EXPECT_TRUE(gone_soon(pid)) << pid;
+    // Once the old engines are freed, the new scanners are forked again:
+    // forked while the old engines were in memory, they kept those pages.
+    for (int i = 0; i < 2000 && std::any_of(new_pids.begin(), new_pids.end(), alive); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     for (int pid : new_pids)
-        EXPECT_TRUE(alive(pid));
+        EXPECT_FALSE(alive(pid)) << pid;
+    std::vector<int> refreshed = service.stats().scanner_pids;
+    for (int i = 0; i < 2000 && refreshed.size() < 2; ++i) {  // one may be forking
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        refreshed = service.stats().scanner_pids;
+    }
+    ASSERT_EQ(refreshed.size(), 2u);
+    for (int pid : refreshed) {
+        EXPECT_TRUE(alive(pid)) << pid;
+        EXPECT_EQ(std::count(new_pids.begin(), new_pids.end(), pid), 0);
+    }
+    const ScanVerdict again = service.scan(ScanObject::copy_of(marker, "m.txt"));
+    EXPECT_TRUE(again.is_infected()) << describe(again);
 }
 
 TEST(ScannerProcesses, ScannersEndWithTheService) {
