@@ -174,8 +174,11 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     open_event_log(config_->daemon.event_log);
     notifier_ = std::make_unique<Notifier>(config_->notify);
     spam_ = std::make_unique<SpamChecker>();
-    WorkerServices services{scan_.get(), [this] { return event_log(); }, notifier_.get(),
-                            &ftp_expectations_, spam_.get()};
+    WorkerServices services{.scan = scan_.get(),
+                            .event_log = [this] { return event_log(); },
+                            .notifier = notifier_.get(),
+                            .ftp = &ftp_expectations_,
+                            .spam = spam_.get()};
     // NFQUEUE binds with CAP_NET_ADMIN, as under systemd's User=.
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
         WorkerRelayDevice device;

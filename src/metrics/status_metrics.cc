@@ -276,6 +276,9 @@ void protocols(Exposition& out, const json& table) {
                  "Flows of the protocol released unscanned, by reason.", "reason", labels);
         labelled(out, member(p, "inspector"), "nfqscan_inspector_events_total", kCounter,
                  "The inspector's own counters, summed over flows.", "event", labels);
+        labelled(out, member(p, "spam"), "nfqscan_spam_total", kCounter,
+                 "Messages judged spam, by the action taken ([protocols.*] on_spam).", "action",
+                 labels);
     }
 }
 
@@ -334,6 +337,14 @@ void scan(Exposition& out, const json& s) {
                    {{"backend", format_label(member(s, "backend"))},
                     {"isolation", format_label(member(s, "isolation"))}},
                    1);
+    const json& signatures = member(s, "signatures");
+    if (signatures.is_object()) {
+        out.sample("nfqscan_signature_rebuilds_total", kCounter,
+                   "Engine builds started because signature files changed.", {},
+                   member(signatures, "builds"));
+        labelled(out, member(signatures, "checks"), "nfqscan_signature_checks_total", kCounter,
+                 "Checks of the signature folders, by what started them.", "trigger");
+    }
     add_fields(out, member(s, "queue"), kScanQueueFields);
     for (const char* result : {"clean", "skipped", "infected"})
         out.sample("nfqscan_scan_verdicts_total", kCounter,
