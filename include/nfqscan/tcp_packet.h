@@ -109,6 +109,11 @@ struct ControlSegment {
 // that negotiated timestamps expects it) and every other option dropped.
 std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const ControlSegment& c);
 
+// Whether the TCP checksum of `packet` (an IPv4 or IPv6 packet whose
+// transport header starts at `l3_length`) is right. IPv6: the pseudo-header
+// takes the destination field as it stands (no routing header walked).
+bool tcp_checksum_valid(std::span<const uint8_t> packet, uint8_t ip_version, uint16_t l3_length);
+
 // Recomputes the IPv4 header checksum and the TCP checksum of `packet`.
 void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length);
 

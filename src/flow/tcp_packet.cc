@@ -201,6 +201,21 @@ void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_le
     store16(tcp + 16, fold(sum_words(tcp, tcp_length, sum)));
 }
 
+bool tcp_checksum_valid(std::span<const uint8_t> packet, uint8_t ip_version, uint16_t l3_length) {
+    if (packet.size() < size_t(l3_length) + 20) return false;
+    const uint8_t* tcp = packet.data() + l3_length;
+    size_t tcp_length = packet.size() - l3_length;
+    uint32_t sum;
+    if (ip_version == 4) {
+        sum = sum_words(packet.data() + 12, 8) + IPPROTO_TCP + uint32_t(tcp_length);
+    } else {
+        sum = sum_words(packet.data() + 8, 32);
+        sum += uint32_t(tcp_length >> 16) + uint32_t(tcp_length & 0xffff) + IPPROTO_TCP;
+    }
+    // Summed with its own checksum field, a valid segment folds to zero.
+    return fold(sum_words(tcp, tcp_length, sum)) == 0;
+}
+
 std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const ControlSegment& c) {
     std::vector<uint8_t> out(from.bytes.begin(), from.bytes.begin() + from.l3_length + 20);
     const uint8_t* options = from.bytes.data() + from.l3_length + 20;

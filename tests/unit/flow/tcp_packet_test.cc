@@ -68,6 +68,34 @@ TEST(TcpPacket, ChecksumsMatchTheReference) {
     }
 }
 
+TEST(TcpPacket, ChecksumValidationTakesFixedPacketsAndRefusesAnyFlippedBit) {
+    std::mt19937 rng(5);
+    for (int round = 0; round < 200; ++round) {
+        bool v6 = round % 2;
+        test::PacketSpec s;
+        s.v6 = v6;
+        if (v6) {
+            s.src = "2001:db8:1::2";
+            s.dst = "2001:db8:2::2";
+        }
+        s.payload.resize(rng() % 2000);
+        for (auto& c : s.payload)
+            c = char(rng());
+        std::vector<uint8_t> packet = test::build_packet(s);
+        uint16_t l3 = v6 ? 40 : 20;
+        fix_checksums(packet, v6 ? 6 : 4, l3);
+        ASSERT_TRUE(tcp_checksum_valid(packet, v6 ? 6 : 4, l3)) << "round " << round;
+        // One bit anywhere in the TCP segment or the addresses.
+        size_t first = v6 ? 8 : 12;
+        size_t at = first + rng() % (packet.size() - first);
+        packet[at] ^= uint8_t(1u << (rng() % 8));
+        ASSERT_FALSE(tcp_checksum_valid(packet, v6 ? 6 : 4, l3))
+            << "round " << round << ", byte " << at;
+    }
+    std::vector<uint8_t> short_packet(30);
+    EXPECT_FALSE(tcp_checksum_valid(short_packet, 4, 20));
+}
+
 // A template as the relay has it: the server's latest segment, taken at
 // FORWARD (TTL already decremented to 63 by the router).
 SegmentHeaders server_template(bool v6, uint8_t ttl = 63) {
