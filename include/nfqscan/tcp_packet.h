@@ -5,10 +5,12 @@
 // a GSO packet by its own segment size after the verdict).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "nfqscan/packet.h"
@@ -24,6 +26,10 @@ struct TcpOptions {
 
 // Options of a segment (meaningful on SYNs); malformed options end the walk.
 TcpOptions parse_tcp_options(const DecodedPacket& p);
+
+// The SACK blocks of a segment ([left, right) sequence numbers, as sent),
+// at most 4; returns how many.
+size_t parse_sack_blocks(const DecodedPacket& p, std::array<std::pair<uint32_t, uint32_t>, 4>& out);
 
 // The headers of a packet, kept while the packet is held.
 struct SegmentHeaders {

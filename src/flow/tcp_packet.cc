@@ -111,6 +111,19 @@ TcpOptions parse_tcp_options(const DecodedPacket& p) {
     return o;
 }
 
+size_t parse_sack_blocks(const DecodedPacket& p,
+                         std::array<std::pair<uint32_t, uint32_t>, 4>& out) {
+    size_t n = 0;
+    if (!p.is_tcp() || p.l4_header_length <= 20) return n;
+    const uint8_t* options = p.packet.data() + p.l3_header_length + 20;
+    walk_options(options, p.l4_header_length - 20, [&](uint8_t kind, size_t at, uint8_t len) {
+        if (kind != 5 || len < 10 || (len - 2) % 8 != 0) return;
+        for (size_t b = at + 2; b + 8 <= at + len && n < out.size(); b += 8)
+            out[n++] = {load32(options + b), load32(options + b + 4)};
+    });
+    return n;
+}
+
 SegmentHeaders SegmentHeaders::of(const DecodedPacket& p) {
     SegmentHeaders h;
     h.ip_version = p.ip_version;
