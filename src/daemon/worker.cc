@@ -816,7 +816,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                 raw_run_.push_back(std::move(injections_[i].packet));
             if (!injector_) {
                 try {
-                    injector_ = std::make_unique<RawInjector>(config_->marks.inject);
+                    injector_ = std::make_unique<RawInjector>(
+                        config_->marks.inject, int(config_->stream.inject_send_buffer));
                 } catch (const std::exception& e) {
                     spdlog::error("queue {}: cannot inject packets: {}", queue_.queue(), e.what());
                 }
