@@ -730,17 +730,25 @@ std::vector<std::pair<uint64_t, uint64_t>> retransmitted(const std::vector<Relay
 
 using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
 
+// A sender with ten 1000-byte segments of a 10000-byte output in flight.
+struct TenSegmentsOut {
+    static constexpr size_t kMss = 1000;
+    RelaySender sender{0, 0, kMss, 0};
+    RelayOutput output{10 * kMss, false};
+    std::vector<RelaySegment> send;
+    TenSegmentsOut() {
+        sender.pump(output, 0, send);
+        EXPECT_EQ(send.size(), 10u);
+        send.clear();
+    }
+};
+
 TEST(RelaySender, SackedDataIsNeverSentAgainOnlyTheHoles) {
     // Ten segments out; the second and the fifth are lost, the receiver
     // SACKs the rest as it comes. Recovery sends both holes, once each,
     // and nothing the receiver holds.
-    constexpr size_t kMss = 1000;
-    RelaySender sender(0, 0, kMss, 0);
-    RelayOutput output{10 * kMss, false};
-    std::vector<RelaySegment> send;
-    sender.pump(output, 0, send);
-    ASSERT_EQ(send.size(), 10u);
-    send.clear();
+    TenSegmentsOut t;
+    auto [sender, output, send] = std::tie(t.sender, t.output, t.send);
     sender.on_ack(1000, false, 1 << 20, false, output, 10, send);  // the first arrived
     Ranges sacked = {{2000, 4000}};
     sender.on_ack(1000, false, 1 << 20, true, output, 11, send, sacked);
@@ -764,14 +772,10 @@ TEST(RelaySender, SackedDataIsNeverSentAgainOnlyTheHoles) {
 }
 
 TEST(RelaySender, AfterATimeoutTheGoBackSkipsWhatTheReceiverHolds) {
-    constexpr size_t kMss = 1000;
-    RelaySender sender(0, 0, kMss, 0);
-    RelayOutput output{10 * kMss, false};
-    std::vector<RelaySegment> send;
-    sender.pump(output, 0, send);
+    TenSegmentsOut t;
+    auto [sender, output, send] = std::tie(t.sender, t.output, t.send);
     // Only two ACKs come back, each SACKing part of what followed a loss:
     // not enough for a fast retransmit.
-    send.clear();
     sender.on_ack(0, false, 1 << 20, true, output, 5, send, Ranges{{3000, 4000}});
     sender.on_ack(0, false, 1 << 20, true, output, 6, send, Ranges{{3000, 4000}, {6000, 7000}});
     EXPECT_TRUE(retransmitted(send).empty());
