@@ -37,8 +37,17 @@ class FlowClassifier {
 
     // Observe one packet of the flow; returns true when this packet decided
     // the flow (claimed or released). Frees the classification state once the
-    // flow is decided and labelled.
-    bool observe(Flow& flow, Direction direction, const DecodedPacket& packet, uint64_t now_ms);
+    // flow is decided and labelled. `ordered`: the stream engine orders the
+    // flow's bytes and hands them to observe_bytes(); the packet, which may
+    // be one its receiver discards (out of the window, a bad checksum), then
+    // only feeds nDPI, whose label may claim the flow but never release it.
+    // A flow picked up mid-stream is never probed.
+    bool observe(Flow& flow, Direction direction, const DecodedPacket& packet, uint64_t now_ms,
+                 bool ordered = false);
+    // The next ordered, validated bytes of a flow still being decided (from
+    // the stream engine, before any inspector sees them): the probes read
+    // them. Returns true when they decided the flow.
+    bool observe_bytes(Flow& flow, Direction direction, std::span<const uint8_t> bytes);
 
     DpiEngine& dpi() { return dpi_; }
     const DpiEngine& dpi() const { return dpi_; }
@@ -46,6 +55,9 @@ class FlowClassifier {
   private:
     void decide(Flow& flow, ProbeResult probe, DpiLabel label);
     void finish_labelling(Flow& flow);
+    // The probes' and nDPI's answers so far decide, or patience runs out.
+    bool settle(Flow& flow);
+    FlowClassification& state(Flow& flow);
 
     const Config* config_;
     FtpExpectations* expectations_ = nullptr;

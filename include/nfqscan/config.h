@@ -108,6 +108,10 @@ struct StreamConfig {
     // relay_device.h); "" = one segment per packet through raw sockets.
     // Applies at restart.
     std::string relay_device = "nfqscan0";
+    // SO_SNDBUF of the raw injection sockets: what a burst of nfqscand's own
+    // segments may queue behind a slow device (beyond: dropped and counted,
+    // streams.inject.busy). Applies at restart.
+    uint64_t inject_send_buffer = 4u << 20;
 };
 
 struct ProtocolConfig {

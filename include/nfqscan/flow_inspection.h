@@ -55,6 +55,12 @@ class InspectionContext {
     virtual uint64_t now_ms() const = 0;
     // The daemon's FTP expectations (nullptr: none).
     virtual FtpExpectations* ftp_expectations() { return nullptr; }
+    // The next ordered bytes of direction d of a flow still being decided
+    // (FlowClassifier::observe_bytes()); a claim attaches the flow's
+    // inspector (attach()) before this returns.
+    virtual void classify(Flow& flow, Direction d, std::span<const uint8_t> bytes) {
+        (void)flow, (void)d, (void)bytes;
+    }
     // A callable for any thread: the worker redrives inspection
     // `inspection_id`'s flow on its own thread, if it still exists.
     virtual std::function<void()> waker(uint64_t inspection_id) {

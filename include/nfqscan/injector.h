@@ -19,8 +19,9 @@ struct InjectorCounters {
 class RawInjector {
   public:
     // Opens the IPv4 and IPv6 raw sockets (CAP_NET_RAW; the mark needs
-    // CAP_NET_ADMIN). Throws std::system_error.
-    explicit RawInjector(uint32_t mark);
+    // CAP_NET_ADMIN) with `send_buffer` bytes of SO_SNDBUF each (the kernel
+    // keeps a floor of a few KiB). Throws std::system_error.
+    explicit RawInjector(uint32_t mark, int send_buffer = 4 << 20);
     ~RawInjector();
     RawInjector(const RawInjector&) = delete;
     RawInjector& operator=(const RawInjector&) = delete;

@@ -5,10 +5,12 @@
 // a GSO packet by its own segment size after the verdict).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "nfqscan/packet.h"
@@ -24,6 +26,10 @@ struct TcpOptions {
 
 // Options of a segment (meaningful on SYNs); malformed options end the walk.
 TcpOptions parse_tcp_options(const DecodedPacket& p);
+
+// The SACK blocks of a segment ([left, right) sequence numbers, as sent),
+// at most 4; returns how many.
+size_t parse_sack_blocks(const DecodedPacket& p, std::array<std::pair<uint32_t, uint32_t>, 4>& out);
 
 // The headers of a packet, kept while the packet is held.
 struct SegmentHeaders {
@@ -108,6 +114,11 @@ struct ControlSegment {
 // The template's IP and TCP header with the timestamp option kept (a peer
 // that negotiated timestamps expects it) and every other option dropped.
 std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const ControlSegment& c);
+
+// Whether the TCP checksum of `packet` (an IPv4 or IPv6 packet whose
+// transport header starts at `l3_length`) is right. IPv6: the pseudo-header
+// takes the destination field as it stands (no routing header walked).
+bool tcp_checksum_valid(std::span<const uint8_t> packet, uint8_t ip_version, uint16_t l3_length);
 
 // Recomputes the IPv4 header checksum and the TCP checksum of `packet`.
 void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_length);

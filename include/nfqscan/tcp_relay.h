@@ -7,7 +7,10 @@
 // It honours the receiver's window and the path's MSS, and it is a careful
 // sender on a real network: slow start and congestion avoidance (RFC 5681),
 // fast retransmit after three duplicate ACKs with NewReno partial-ACK
-// recovery (RFC 6582), a retransmission timer from measured round trips
+// recovery (RFC 6582), the receiver's SACK blocks (RFC 2018) so that only
+// holes are sent again (in recovery, each hole once SACKed data lies past
+// it, as RFC 6675's IsLost() says; after a timeout, the go-back skips what
+// the receiver holds), a retransmission timer from measured round trips
 // (RFC 6298: Karn's rule, 200 ms floor, exponential backoff to 60 s), and a
 // persist probe when the receiver's window is zero (for as long as the
 // receiver answers the probes). After kMaxBackoffs timeouts without progress
@@ -45,6 +48,7 @@ struct RelayCounters {
     uint64_t retransmissions = 0;  // of them, retransmissions
     uint64_t timeouts = 0;
     uint64_t fast_retransmits = 0;
+    uint64_t sack_skipped = 0;  // bytes not sent again: the receiver SACKed them
 };
 
 // What the relayed stream has to offer at the time of a call.
@@ -62,11 +66,16 @@ class RelaySender {
     // need be). `mss`: payload bytes per segment.
     RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms);
 
+    // Output ranges [begin, end) a receiver's SACK blocks name.
+    using SackRanges = std::span<const std::pair<uint64_t, uint64_t>>;
     // An ACK from the receiver: cumulative `acked` (and whether it covers the
     // FIN), its window in bytes, and whether it is a duplicate candidate (no
-    // data, no window change: RFC 5681's definition).
+    // data, no window change: RFC 5681's definition); `sacked`: its SACK
+    // blocks (what lies outside what was sent and not acknowledged is
+    // ignored).
     void on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool duplicate_candidate,
-                const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send);
+                const RelayOutput& output, uint64_t now_ms, std::vector<RelaySegment>& send,
+                SackRanges sacked = {});
     // The receiver's acknowledgement as the stream knows it (it may have
     // advanced through packets the relay did not see, e.g. released from a
     // hold): brings the sender up to it, as an ACK without a new window: the
@@ -101,6 +110,9 @@ class RelaySender {
     uint64_t congestion_window() const { return cwnd_; }
     // Payload bytes per segment (the MSS it was built with, at least 64).
     size_t segment_size() const { return mss_; }
+    // The SACK scoreboard: output the receiver holds above the cumulative
+    // acknowledgement, merged and ascending.
+    const std::vector<std::pair<uint64_t, uint64_t>>& sacked() const { return sacked_; }
 
   private:
     uint64_t in_flight() const { return nxt_ - una_; }
@@ -108,6 +120,16 @@ class RelaySender {
                     std::vector<RelaySegment>& send);
     void arm(uint64_t now_ms);
     void sample_rtt(uint64_t rtt_ms);
+    // Adds SACK blocks to the scoreboard; drops what una_ passed.
+    void note_sacked(SackRanges sacked);
+    // The scoreboard range holding `at`, or the first one after it (end()).
+    std::vector<std::pair<uint64_t, uint64_t>>::const_iterator sacked_from(uint64_t at) const;
+    // Outstanding bytes the receiver does not hold (RFC 6675's pipe,
+    // without the retransmissions counted twice).
+    uint64_t pipe() const;
+    // In recovery with SACK: the holes below the highest SACKed byte that
+    // count as lost, each once, as far as the congestion window allows.
+    void retransmit_holes(const RelayOutput& output, std::vector<RelaySegment>& send);
 
     size_t mss_;
     uint64_t una_;       // oldest unacknowledged output byte
@@ -122,6 +144,11 @@ class RelaySender {
     uint32_t dupacks_ = 0;
     bool recovering_ = false;
     uint64_t recover_ = 0;  // NewReno: recovery ends when this is acknowledged
+    // The SACK scoreboard (sacked()), bounded: the lowest ranges are kept,
+    // they are the ones retransmission decisions look at first.
+    static constexpr size_t kMaxSackRanges = 64;
+    std::vector<std::pair<uint64_t, uint64_t>> sacked_;
+    uint64_t high_rxt_ = 0;  // holes below this were sent again in this recovery
     // The round trip being timed: the segment ending at timed_end_ sent at
     // timed_at_ (never a retransmitted one).
     std::optional<uint64_t> timed_end_;

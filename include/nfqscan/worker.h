@@ -65,7 +65,9 @@ struct StreamTotals {
     uint64_t resets = 0;               // RSTs sent to peers
     uint64_t nat_flows = 0;            // flows whose own segments carry NAT addresses (conntrack)
     uint64_t engine_marked = 0;        // flows given the engine mark (engine_mark.h)
-    PeerCheckCounters peer_checks;     // packets of the peers refused (flow_stream.h)
+    // Of those, by the very packet after which they needed the engine.
+    uint64_t engine_mark_carried = 0;
+    PeerCheckCounters peer_checks;  // packets of the peers refused (flow_stream.h)
     // The counters (not the gauges) of one flow's stream.
     void add_counters(const FlowStream& stream);
     StreamTotals& operator+=(const StreamTotals& o);
@@ -78,6 +80,9 @@ struct PacketCounters {
     // Of those, dropped: they named a flow in the stream engine, which never
     // saw their bytes (an evasion, or a desync of its sequence numbers).
     uint64_t malformed_dropped = 0;
+    // TCP segments with a wrong checksum (one the kernel had not verified):
+    // never classified nor taken into a stream; dropped for engine flows.
+    uint64_t bad_checksum = 0;
     // Queued again with the release mark (the ruleset lacks the rule that
     // saves it): accepted, since NF_REPEAT would loop forever.
     uint64_t repeat_marked = 0;
@@ -100,6 +105,7 @@ struct PacketCounters {
         {"other", &PacketCounters::other},
         {"malformed", &PacketCounters::malformed},
         {"malformed_dropped", &PacketCounters::malformed_dropped},
+        {"bad_checksum", &PacketCounters::bad_checksum},
         {"repeat_marked", &PacketCounters::repeat_marked},
         {"engine_orphans", &PacketCounters::engine_orphans},
         {"orphan_answers", &PacketCounters::orphan_answers},

@@ -298,6 +298,7 @@ void read_stream(TableReader& r, StreamConfig& c) {
     r.read_size("pending_limit", c.pending_limit, 4 << 10, kMax);
     r.read_size("relay_limit", c.relay_limit, 64 << 10, kMax);
     r.read_size("memory_limit", c.memory_limit, 1 << 20, 1ull << 40);
+    r.read_size("inject_send_buffer", c.inject_send_buffer, 1 << 10, 1 << 30);
     if (const toml::node* node = r.take("overflow")) {
         std::optional<std::string> v = node->value<std::string>();
         if (v == "bypass")

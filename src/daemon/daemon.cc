@@ -714,7 +714,8 @@ nlohmann::json Daemon::status() {
           {"resets", streams.resets},
           {"nat_flows", streams.nat_flows},
           {"conntrack_tcp_liberal", liberal ? nlohmann::json(*liberal) : nlohmann::json()},
-          {"engine_marked", streams.engine_marked}}},
+          {"engine_marked", streams.engine_marked},
+          {"engine_mark_carried", streams.engine_mark_carried}}},
         {"scan", scan_status()},
         {"notify", notify_status()}};
     nlohmann::json& ftp = status["ftp"];

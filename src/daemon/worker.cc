@@ -30,10 +30,12 @@ namespace nfqscan {
 namespace {
 
 // From <linux/netfilter.h>, which clashes with <netinet/in.h>.
-constexpr uint32_t kVerdictDrop = 0;    // NF_DROP
-constexpr uint32_t kVerdictAccept = 1;  // NF_ACCEPT
-constexpr uint32_t kVerdictRepeat = 4;  // NF_REPEAT
-constexpr uint32_t kSkbGso = 2;         // NFQA_SKB_GSO
+constexpr uint32_t kVerdictDrop = 0;         // NF_DROP
+constexpr uint32_t kVerdictAccept = 1;       // NF_ACCEPT
+constexpr uint32_t kVerdictRepeat = 4;       // NF_REPEAT
+constexpr uint32_t kSkbGso = 2;              // NFQA_SKB_GSO
+constexpr uint32_t kSkbCsumNotReady = 1;     // NFQA_SKB_CSUMNOTREADY
+constexpr uint32_t kSkbCsumNotVerified = 4;  // NFQA_SKB_CSUM_NOTVERIFIED
 
 // recvmmsg batches handled per epoll wakeup before timers and requests.
 constexpr int kMaxBatchesPerWakeup = 16;
@@ -123,6 +125,7 @@ StreamTotals& StreamTotals::operator+=(const StreamTotals& o) {
     resets += o.resets;
     nat_flows += o.nat_flows;
     engine_marked += o.engine_marked;
+    engine_mark_carried += o.engine_mark_carried;
     peer_checks += o.peer_checks;
     return *this;
 }
@@ -256,6 +259,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             return;
         }
 
+        if (!checksum_acceptable(qp, p)) return;
+
         FlowTable::Lookup l = flows_.track(p, now_ms_, config_->ports);
         Flow& flow = *l.flow;
         if (!pass_engine_mark(qp, flow, l.direction, p)) return;
@@ -268,7 +273,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         } else if ((l.created || flow.stream_refused) && wants_inspection(flow, p)) {
             if (!admit_inspection(flow, qp.id)) return;
         }
-        if (classifier_.observe(flow, l.direction, p, now_ms_)) on_decided(flow);
+        if (classifier_.observe(flow, l.direction, p, now_ms_, flow.stream != nullptr))
+            on_decided(flow);
 
         if (flow.stream) {
             if (l.direction == Direction::ServerToClient && !flow.stream->wire_checked())
@@ -277,7 +283,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             StreamStep step(*flow.stream);
             flow.stream->on_packet(qp.id, l.direction, p, qp.skb_info & kSkbGso, now_ms_,
                                    stream_verdicts_);
-            settle(flow, step);
+            settle(flow, step, &qp);
             return;
         }
 
@@ -295,6 +301,24 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // The monotonic clock in milliseconds; a replay's is the capture's.
     uint64_t clock() const { return offline_ ? offline_->clock() : monotonic_ms(); }
     uint64_t scans_in_flight() const { return scans_in_flight_; }
+
+    // A TCP segment whose checksum the kernel could not vouch for and which
+    // is wrong is one its receiver discards: it must neither decide a flow's
+    // class nor enter a stream (whose bytes it would stand for). Dropped
+    // for a flow in the engine, otherwise passed untracked (the receiver
+    // judges it). False: answered here.
+    bool checksum_acceptable(const QueuedPacket& qp, const DecodedPacket& p) {
+        bool unverified = (qp.skb_info & kSkbCsumNotVerified) &&
+                          !(qp.skb_info & (kSkbCsumNotReady | kSkbGso)) && p.is_tcp() && !p.cut;
+        // Without a routing header walk the IPv6 pseudo-header may be wrong.
+        if (!unverified || (p.ip_version == 6 && p.l3_header_length != 40) ||
+            tcp_checksum_valid(p.packet, p.ip_version, p.l3_header_length))
+            return true;
+        ++packets_.bad_checksum;
+        const Flow* flow = flows_.find(p);
+        queue_.verdict(qp.id, flow && flow->stream ? kVerdictDrop : kVerdictAccept, {});
+        return false;
+    }
 
     // Whether the test inspector ([test_rewrite]) wants the stream engine on
     // this flow: its ports.
@@ -432,7 +456,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         size_t memory, held;
     };
     static constexpr int kRequestRounds = 8;
-    void settle(Flow& flow, const StreamStep& step) {
+    void settle(Flow& flow, const StreamStep& step, const QueuedPacket* packet = nullptr) {
         FlowStream& stream = *flow.stream;
         // A redrive can ask for more (an SMTP reply lets the held command
         // go, whose answer is then sent): a few rounds at most, since each
@@ -454,8 +478,37 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         if (stream.has_deferred()) deferred_.insert(&stream);
         if (flow.inspection && flow.inspection->wants_ticks())
             ticking_.insert(flow.inspection->id());
+        if (packet) carry_engine_mark(flow, *packet);
         take_stream_verdicts();
         maybe_detach(flow);
+    }
+
+    // The packet after which the flow needs the engine asks for the engine
+    // mark itself (engine_mark.h): its verdict becomes NF_REPEAT with the
+    // bit, its payload as it came. The ruleset saves the bit before any
+    // verdict behind it in the batch is carried out, and queues the packet
+    // again, now without bypass; the engine answers it then as a
+    // retransmission of bytes it already took. Asked by the flow's next
+    // packet instead, a nfqscand killed in between would let that one pass
+    // raw. A held packet cannot ask (its verdict comes later): the next one
+    // does.
+    void carry_engine_mark(Flow& flow, const QueuedPacket& qp) {
+        uint32_t mark = config_->marks.engine;
+        if (!mark || flow.engine_marked || flow.engine_mark_requested || !flow.stream ||
+            !flow.stream->needs_engine())
+            return;
+        auto own = std::find_if(stream_verdicts_.begin(), stream_verdicts_.end(),
+                                [&](const PacketVerdict& v) {
+                                    return v.id == qp.id && v.kind != PacketVerdict::Kind::Hold &&
+                                           v.kind != PacketVerdict::Kind::Inject &&
+                                           v.kind != PacketVerdict::Kind::InjectFrame;
+                                });
+        if (own == stream_verdicts_.end()) return;
+        stream_verdicts_.erase(own);
+        flow.engine_mark_requested = true;
+        ++engine_marked_;
+        ++engine_mark_carried_;
+        queue_.verdict(qp.id, kVerdictRepeat, qp.mark | mark);
     }
 
     // A flow no inspector needs any more (classified as something else,
@@ -562,6 +615,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         return protocol_counters_[size_t(service)];
     }
     uint64_t now_ms() const override { return now_ms_; }
+    void classify(Flow& flow, Direction d, std::span<const uint8_t> bytes) override {
+        if (classifier_.observe_bytes(flow, d, bytes)) on_decided(flow);
+    }
     FtpExpectations* ftp_expectations() override { return services_.ftp; }
     std::function<void()> waker(uint64_t inspection_id) override {
         // The task runs on this worker's thread while its Loop lives (the
@@ -790,7 +846,8 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
                 raw_run_.push_back(std::move(injections_[i].packet));
             if (!injector_) {
                 try {
-                    injector_ = std::make_unique<RawInjector>(config_->marks.inject);
+                    injector_ = std::make_unique<RawInjector>(
+                        config_->marks.inject, int(config_->stream.inject_send_buffer));
                 } catch (const std::exception& e) {
                     spdlog::error("queue {}: cannot inject packets: {}", queue_.queue(), e.what());
                 }
@@ -921,6 +978,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         }
         s.streams.nat_flows = nat_flows_;
         s.streams.engine_marked = engine_marked_;
+        s.streams.engine_mark_carried = engine_mark_carried_;
         flows_.for_each([&](const Flow& f) {
             ++active_labels[label_key(f.dpi_master, f.dpi_app)];
             ++active_services[size_t(f.service)];
@@ -1066,6 +1124,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     bool conntrack_failed_ = false;
     uint64_t nat_flows_ = 0;      // stream flows whose own segments are addressed for NAT
     uint64_t engine_marked_ = 0;  // flows given the engine mark
+    uint64_t engine_mark_carried_ = 0;
     uint64_t events_ = 0;
     uint64_t removed_by_service_[kServiceCount] = {};
     uint64_t scans_in_flight_ = 0;  // submitted, verdict not back yet

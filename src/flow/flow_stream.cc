@@ -379,9 +379,21 @@ void FlowStream::relay_on_ack(Direction d, const DecodedPacket& p, uint64_t now_
     const StreamDirection& mine = *directions_[size_t(d)];
     uint64_t window = uint64_t(p.window) << window_shift(Direction(1 - size_t(d)));
     bool duplicate_candidate = p.payload.empty() && !p.has(tcp_flag::kFin);
+    // The receiver's SACK blocks, in output offsets: only holes go again.
+    // A block at or behind the cumulative ACK (a D-SACK) says nothing new.
+    std::array<std::pair<uint32_t, uint32_t>, 4> blocks;
+    std::array<std::pair<uint64_t, uint64_t>, 4> sacked;
+    size_t count = 0;
+    uint64_t acked = mine.output_acked();
+    uint32_t acked_seq = mine.output_seq(acked);
+    for (size_t i = 0, n = parse_sack_blocks(p, blocks); i < n; ++i) {
+        uint32_t left = blocks[i].first - acked_seq, right = blocks[i].second - acked_seq;
+        if (int32_t(left) <= 0 || int32_t(right) <= int32_t(left)) continue;
+        sacked[count++] = {acked + left, acked + right};
+    }
     std::vector<RelaySegment> send;
-    relay->on_ack(mine.output_acked(), mine.fin_acknowledged(), window, duplicate_candidate,
-                  relay_output(d), now_ms, send);
+    relay->on_ack(acked, mine.fin_acknowledged(), window, duplicate_candidate, relay_output(d),
+                  now_ms, send, std::span(sacked.data(), count));
     emit(d, send, out);
     if (!mine.relaying()) {
         relays_[size_t(d)].reset();  // caught up: back to pass mode

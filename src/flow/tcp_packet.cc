@@ -111,6 +111,19 @@ TcpOptions parse_tcp_options(const DecodedPacket& p) {
     return o;
 }
 
+size_t parse_sack_blocks(const DecodedPacket& p,
+                         std::array<std::pair<uint32_t, uint32_t>, 4>& out) {
+    size_t n = 0;
+    if (!p.is_tcp() || p.l4_header_length <= 20) return n;
+    const uint8_t* options = p.packet.data() + p.l3_header_length + 20;
+    walk_options(options, p.l4_header_length - 20, [&](uint8_t kind, size_t at, uint8_t len) {
+        if (kind != 5 || len < 10 || (len - 2) % 8 != 0) return;
+        for (size_t b = at + 2; b + 8 <= at + len && n < out.size(); b += 8)
+            out[n++] = {load32(options + b), load32(options + b + 4)};
+    });
+    return n;
+}
+
 SegmentHeaders SegmentHeaders::of(const DecodedPacket& p) {
     SegmentHeaders h;
     h.ip_version = p.ip_version;
@@ -199,6 +212,21 @@ void fix_checksums(std::span<uint8_t> packet, uint8_t ip_version, uint16_t l3_le
         sum += uint32_t(tcp_length >> 16) + uint32_t(tcp_length & 0xffff) + IPPROTO_TCP;
     }
     store16(tcp + 16, fold(sum_words(tcp, tcp_length, sum)));
+}
+
+bool tcp_checksum_valid(std::span<const uint8_t> packet, uint8_t ip_version, uint16_t l3_length) {
+    if (packet.size() < size_t(l3_length) + 20) return false;
+    const uint8_t* tcp = packet.data() + l3_length;
+    size_t tcp_length = packet.size() - l3_length;
+    uint32_t sum;
+    if (ip_version == 4) {
+        sum = sum_words(packet.data() + 12, 8) + IPPROTO_TCP + uint32_t(tcp_length);
+    } else {
+        sum = sum_words(packet.data() + 8, 32);
+        sum += uint32_t(tcp_length >> 16) + uint32_t(tcp_length & 0xffff) + IPPROTO_TCP;
+    }
+    // Summed with its own checksum field, a valid segment folds to zero.
+    return fold(sum_words(tcp, tcp_length, sum)) == 0;
 }
 
 std::vector<uint8_t> build_control_segment(const SegmentHeaders& from, const ControlSegment& c) {

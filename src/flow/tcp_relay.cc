@@ -73,15 +73,106 @@ void RelaySender::send_range(uint64_t begin, const RelayOutput& output, bool ret
     if (retransmission) ++counters_.retransmissions;
 }
 
+void RelaySender::note_sacked(SackRanges sacked) {
+    for (auto [begin, end] : sacked) {
+        begin = std::max(begin, una_);
+        end = std::min(end, max_sent_);
+        if (begin >= end) continue;
+        // Merge with every range it touches.
+        auto first = std::lower_bound(
+            sacked_.begin(), sacked_.end(), begin,
+            [](const std::pair<uint64_t, uint64_t>& r, uint64_t b) { return r.second < b; });
+        auto last = first;
+        while (last != sacked_.end() && last->first <= end) {
+            begin = std::min(begin, last->first);
+            end = std::max(end, last->second);
+            ++last;
+        }
+        first = sacked_.erase(first, last);
+        sacked_.insert(first, {begin, end});
+    }
+    if (sacked_.size() > kMaxSackRanges) sacked_.resize(kMaxSackRanges);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>>::const_iterator RelaySender::sacked_from(
+    uint64_t at) const {
+    return std::upper_bound(
+        sacked_.begin(), sacked_.end(), at,
+        [](uint64_t a, const std::pair<uint64_t, uint64_t>& r) { return a < r.second; });
+}
+
+uint64_t RelaySender::pipe() const {
+    if (sacked_.empty()) return in_flight();
+    // A hole counts as lost once more than two segments' worth of SACKed
+    // bytes lie past it (RFC 6675 IsLost()): lost_edge is where that starts.
+    uint64_t lost_edge = una_, above = 0;
+    for (auto r = sacked_.rbegin(); r != sacked_.rend(); ++r) {
+        above += r->second - r->first;
+        if (above > 2 * mss_) {
+            lost_edge = r->first;
+            break;
+        }
+    }
+    uint64_t held = 0, lost = 0, at = una_;
+    for (auto [begin, end] : sacked_) {
+        if (begin >= nxt_) break;
+        held += std::min(end, nxt_) - begin;
+        // Lost and not sent again in this recovery: not in the network.
+        uint64_t from = std::max(at, high_rxt_), to = std::min(begin, lost_edge);
+        if (to > from) lost += to - from;
+        at = end;
+    }
+    uint64_t gone = held + lost;
+    return in_flight() > gone ? in_flight() - gone : 0;
+}
+
+void RelaySender::retransmit_holes(const RelayOutput& output, std::vector<RelaySegment>& send) {
+    if (sacked_.empty()) return;
+    uint64_t above = 0, lost_edge = una_;
+    for (auto r = sacked_.rbegin(); r != sacked_.rend(); ++r) {
+        above += r->second - r->first;
+        if (above > 2 * mss_) {
+            lost_edge = r->first;
+            break;
+        }
+    }
+    uint64_t at = std::max(high_rxt_, una_);
+    lost_edge = std::min(lost_edge, nxt_);  // past nxt_, pump() sends anyway
+    while (at < lost_edge && pipe() < cwnd_) {
+        auto r = sacked_from(at);
+        if (r != sacked_.end() && r->first <= at) {
+            at = r->second;
+            continue;
+        }
+        uint64_t end = std::min({at + mss_, r == sacked_.end() ? lost_edge : r->first, output.end});
+        if (end <= at) break;
+        RelaySegment s{at, end, output.fin && end == output.end, true};
+        send.push_back(s);
+        ++counters_.segments;
+        ++counters_.retransmissions;
+        high_rxt_ = end;
+        at = end;
+    }
+}
+
 void RelaySender::pump(const RelayOutput& output, uint64_t now_ms,
                        std::vector<RelaySegment>& send) {
     while (true) {
         uint64_t window = std::min(cwnd_, rwnd_);
-        uint64_t flight = in_flight();
+        // What the receiver holds past a hole (SACK) is not in the network.
+        uint64_t flight = pipe();
         if (nxt_ < output.end) {
+            // Going back over what was sent before (after a timeout): what
+            // the receiver SACKed is skipped.
+            auto r = nxt_ < max_sent_ ? sacked_from(nxt_) : sacked_.end();
+            if (r != sacked_.end() && r->first <= nxt_) {
+                counters_.sack_skipped += r->second - nxt_;
+                nxt_ = r->second;
+                continue;
+            }
             if (flight >= window) break;
             uint64_t room = window - flight;
-            uint64_t left = output.end - nxt_;
+            uint64_t left = std::min(output.end, r != sacked_.end() ? r->first : output.end) - nxt_;
             // No runt segments while more is in flight (the ACKs open room).
             if (room < std::min<uint64_t>(mss_, left) && flight > 0) break;
             uint64_t length = std::min({uint64_t(mss_), left, room});
@@ -114,7 +205,7 @@ void RelaySender::pump(const RelayOutput& output, uint64_t now_ms,
 
 void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool duplicate_candidate,
                          const RelayOutput& output, uint64_t now_ms,
-                         std::vector<RelaySegment>& send) {
+                         std::vector<RelaySegment>& send, SackRanges sacked) {
     rwnd_ = window;
     // A receiver answering while its window is closed is alive: probing goes
     // on for as long as it answers (RFC 9293 3.8.6.1), the probes spaced by
@@ -129,10 +220,21 @@ void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool d
     // The receiver has the FIN, whatever a timeout made of fin_sent_ since.
     bool fin_news = fin_acked && !fin_acked_;
     if (fin_news) fin_acked_ = fin_sent_ = true;
+    bool sack_news = false;
+    if (!sacked.empty()) {
+        size_t before = sacked_.size();
+        uint64_t top = before ? sacked_.back().second : 0;
+        note_sacked(sacked);
+        sack_news = sacked_.size() != before || (!sacked_.empty() && sacked_.back().second != top);
+    }
     if (acked > una_ || fin_news) {
         uint64_t newly = acked - una_;
         una_ = std::max(una_, acked);
         nxt_ = std::max(nxt_, una_);
+        // What the cumulative acknowledgement passed leaves the scoreboard.
+        while (!sacked_.empty() && sacked_.front().second <= una_)
+            sacked_.erase(sacked_.begin());
+        if (!sacked_.empty()) sacked_.front().first = std::max(sacked_.front().first, una_);
         if (backoffs_ > 0 && srtt_ms_) {
             // Progress ends the backoff (as Linux does): the timer goes back
             // to what the measured round trips say.
@@ -148,6 +250,14 @@ void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool d
             if (una_ >= recover_) {
                 recovering_ = false;
                 cwnd_ = std::max<uint64_t>(ssthresh_, mss_);
+            } else if (!sacked_.empty()) {
+                // A partial ACK with SACK: the holes the scoreboard shows
+                // lost go again, each once (RFC 6675); the window stays.
+                if (una_ >= high_rxt_) {
+                    send_range(una_, output, true, send);
+                    high_rxt_ = send.back().end;
+                }
+                retransmit_holes(output, send);
             } else {
                 // A partial ACK: the next hole is lost too (RFC 6582).
                 send_range(una_, output, true, send);
@@ -178,16 +288,32 @@ void RelaySender::on_ack(uint64_t acked, bool fin_acked, uint64_t window, bool d
         // shrinks it while out-of-order data piles up, so, as Linux senders
         // do, any pure ACK repeating the cumulative one counts.
         ++dupacks_;
-        if (dupacks_ == 3 && !recovering_) {
+        // SACK tells loss sooner: more than two segments held past the
+        // oldest unacknowledged byte (RFC 6675 5, IsLost(HighACK + 1)).
+        bool sack_lost = false;
+        if (!sacked_.empty()) {
+            uint64_t above = 0;
+            for (auto [begin, end] : sacked_)
+                above += end - begin;
+            sack_lost = above > 2 * mss_;
+        }
+        if ((dupacks_ == 3 || sack_lost) && !recovering_) {
             ++counters_.fast_retransmits;
             ssthresh_ = std::max<uint64_t>(in_flight() / 2, 2 * mss_);
-            cwnd_ = ssthresh_ + 3 * mss_;
+            // With SACK the pipe counts what is in the network: no
+            // inflation (RFC 6675); without, NewReno's (RFC 6582).
+            cwnd_ = sacked_.empty() ? ssthresh_ + 3 * mss_ : ssthresh_;
             recover_ = nxt_;
             recovering_ = true;
             timed_end_.reset();
             send_range(una_, output, true, send);
+            high_rxt_ = send.back().end;
+            retransmit_holes(output, send);
         } else if (recovering_) {
-            cwnd_ += mss_;
+            if (sacked_.empty())
+                cwnd_ += mss_;
+            else if (sack_news)
+                retransmit_holes(output, send);
         }
     }
     pump(output, now_ms, send);
@@ -210,6 +336,7 @@ void RelaySender::on_timer(const RelayOutput& output, uint64_t now_ms,
         recovering_ = false;
         dupacks_ = 0;
         nxt_ = una_;
+        high_rxt_ = una_;
         fin_sent_ = false;
         if (una_ == output.end) {
             send.push_back({una_, una_, output.fin, true});  // the FIN alone

@@ -13,13 +13,11 @@ namespace nfqscan {
 
 namespace {
 
-constexpr int kSendBufferBytes = 4 << 20;
-
 bool would_block(int error) {
     return error == EAGAIN || error == EWOULDBLOCK || error == ENOBUFS;
 }
 
-int open_raw(int family, uint32_t mark) {
+int open_raw(int family, uint32_t mark, int send_buffer) {
     // IPPROTO_RAW: the packet carries its own IP header (IPv4 and IPv6).
     // Non-blocking: the worker thread answers the queue; with the send
     // buffer full it must not wait for the device. A packet that does not
@@ -29,7 +27,7 @@ int open_raw(int family, uint32_t mark) {
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "raw socket");
     // Room for a relay's burst (hundreds of segments per wakeup); FORCE needs
     // CAP_NET_ADMIN, which nfqscand has; otherwise the default stays.
-    int size = kSendBufferBytes;
+    int size = send_buffer;
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
@@ -42,10 +40,10 @@ int open_raw(int family, uint32_t mark) {
 
 }  // namespace
 
-RawInjector::RawInjector(uint32_t mark) {
-    v4_ = open_raw(AF_INET, mark);
+RawInjector::RawInjector(uint32_t mark, int send_buffer) {
+    v4_ = open_raw(AF_INET, mark, send_buffer);
     try {
-        v6_ = open_raw(AF_INET6, mark);
+        v6_ = open_raw(AF_INET6, mark, send_buffer);
     } catch (...) {
         close(v4_);
         throw;

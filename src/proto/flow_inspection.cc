@@ -35,6 +35,9 @@ void FlowInspectionDeleter::operator()(FlowInspection* i) const {
 
 void FlowInspection::Dispatch::on_bytes(uint64_t offset, std::span<const uint8_t> pending,
                                         Push push, StreamSink& sink) {
+    // Bytes pass unchanged while the flow is decided: each is shown once.
+    if (owner_.flow_.disposition == Disposition::Deciding && !owner_.released_)
+        owner_.context_.classify(owner_.flow_, direction_, pending);
     if (owner_.inspecting()) {
         owner_.inspector_->transform(direction_).on_bytes(offset, pending, push, sink);
         return;

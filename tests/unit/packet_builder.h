@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace nfqscan::test {
@@ -22,7 +23,8 @@ struct PacketSpec {
     uint8_t flags = 0x10;  // ACK
     uint32_t seq = 1000, ack = 1;
     std::string payload;
-    std::optional<uint32_t> tsval;       // TCP: NOP NOP TIMESTAMP(tsval, echo 0)
+    std::optional<uint32_t> tsval;                    // TCP: NOP NOP TIMESTAMP(tsval, echo 0)
+    std::vector<std::pair<uint32_t, uint32_t>> sack;  // TCP: NOP NOP SACK(blocks), at most 4
     std::vector<uint8_t> v6_extensions;  // raw extension headers; first next-header in ext_first
     uint8_t ext_first = 0;
 };
@@ -56,6 +58,16 @@ inline std::vector<uint8_t> build_packet(const PacketSpec& s) {
             l4.insert(l4.end(), {1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0});
             put32(l4, 24, *s.tsval);
             l4[12] = 8 << 4;
+        }
+        if (!s.sack.empty()) {
+            size_t at = l4.size();
+            l4.insert(l4.end(), {1, 1, 5, uint8_t(2 + 8 * s.sack.size())});
+            l4.resize(l4.size() + 8 * s.sack.size());
+            for (size_t i = 0; i < s.sack.size(); ++i) {
+                put32(l4, at + 4 + 8 * i, s.sack[i].first);
+                put32(l4, at + 8 + 8 * i, s.sack[i].second);
+            }
+            l4[12] = uint8_t((l4.size() / 4) << 4);
         }
     } else if (s.protocol == IPPROTO_UDP) {
         l4.assign(8, 0);

@@ -13,11 +13,22 @@ using test::PacketSpec;
 // real nDPI), as the worker does.
 class Conversation {
   public:
-    Conversation(FlowClassifier& classifier, uint16_t server_port, const Config& config)
-        : classifier_(classifier), config_(config), server_port_(server_port) {
+    // `ordered`: as for a flow in the stream engine, packets only feed nDPI
+    // and bytes() hands the probes what the engine ordered. `handshake`:
+    // false picks the flow up mid-stream.
+    Conversation(FlowClassifier& classifier, uint16_t server_port, const Config& config,
+                 bool ordered = false, bool handshake = true)
+        : classifier_(classifier), config_(config), server_port_(server_port), ordered_(ordered) {
+        if (!handshake) return;
         send(true, 0x02, "");
         send(false, 0x12, "");
         send(true, 0x10, "");
+    }
+    // The stream engine's ordered bytes of one direction.
+    bool bytes(bool from_client, const std::string& data) {
+        auto span = std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+        return classifier_.observe_bytes(
+            *flow_, from_client ? Direction::ClientToServer : Direction::ServerToClient, span);
     }
 
     // Returns true when this packet decided the flow.
@@ -40,7 +51,7 @@ class Conversation {
         auto l = table_.track(p, ++now_, config_.ports);
         flow_ = l.flow;
         if (l.created) classifier_.on_new_flow(*flow_, p, now_);
-        return classifier_.observe(*flow_, l.direction, p, now_);
+        return classifier_.observe(*flow_, l.direction, p, now_, ordered_);
     }
     bool client(const std::string& data) { return send(true, 0x18, data); }
     bool server(const std::string& data) { return send(false, 0x18, data); }
@@ -53,6 +64,7 @@ class Conversation {
     FlowClassifier& classifier_;
     const Config& config_;
     uint16_t server_port_;
+    bool ordered_;
     FlowTable table_{100, {}};
     Flow* flow_ = nullptr;
     uint64_t now_ = 0;
@@ -185,6 +197,53 @@ TEST_F(ClassifierTest, LabellingStopsAndStateIsFreedOnceDecided) {
         c.server(std::string(1000, 'x'));
     EXPECT_EQ(c.flow().classification, nullptr);
     EXPECT_EQ(c.flow().disposition, Disposition::Claimed);
+}
+
+TEST_F(ClassifierTest, OrderedFlowIsDecidedByItsOrderedBytesNotByARawSegment) {
+    // Junk from the server's side that its receiver discards (the engine
+    // never orders it): nDPI reads the packet, the probes never see it.
+    Conversation c(classifier, 8888, config, true);
+    EXPECT_FALSE(c.server("JUNK \x01\x02 nobody speaks this\r\n"));
+    EXPECT_FALSE(c.server("SSH-2.0-junk\r\n"));
+    EXPECT_EQ(c.flow().disposition, Disposition::Deciding);
+    // The real request, then the engine's ordered bytes of it.
+    std::string request = "GET /f HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.client(request);
+    EXPECT_TRUE(c.flow().disposition != Disposition::Released);
+    c.bytes(true, request);
+    EXPECT_EQ(c.flow().disposition, Disposition::Claimed);
+    EXPECT_EQ(c.flow().service, Service::Http);
+}
+
+TEST_F(ClassifierTest, OrderedBytesReleaseAndRunOutOfPatience) {
+    config.flows.classify_packets = 3;
+    Conversation ssh(classifier, 2222, config, true);
+    EXPECT_FALSE(ssh.server("SSH-2.0-OpenSSH_9.2p1\r\n"));
+    EXPECT_TRUE(ssh.bytes(false, "SSH-2.0-OpenSSH_9.2p1\r\n"));
+    EXPECT_EQ(ssh.flow().disposition, Disposition::Released);
+
+    Conversation slow(classifier, 7000, config, true);
+    for (int i = 0; i < 5; ++i)
+        slow.client("P");  // raw packets alone never run out of patience
+    EXPECT_EQ(slow.flow().disposition, Disposition::Deciding);
+    EXPECT_FALSE(slow.bytes(true, "P"));
+    EXPECT_FALSE(slow.bytes(true, "R"));
+    EXPECT_TRUE(slow.bytes(true, "O"));
+    EXPECT_EQ(slow.flow().disposition, Disposition::Released);
+}
+
+TEST_F(ClassifierTest, MidstreamFlowIsNeverProbed) {
+    // Picked up after a restart: a greeting-like line in the middle of some
+    // other stream claims nothing; patience releases the flow.
+    config.flows.classify_packets = 3;
+    Conversation c(classifier, 9100, config, false, false);
+    EXPECT_FALSE(c.server("+OK this is the middle of a file\r\n"));
+    EXPECT_TRUE(c.flow().midstream);
+    EXPECT_EQ(c.flow().disposition, Disposition::Deciding);
+    EXPECT_FALSE(c.server("more of it\r\n"));
+    EXPECT_TRUE(c.server("and more\r\n"));
+    EXPECT_EQ(c.flow().disposition, Disposition::Released);
+    EXPECT_EQ(c.flow().claimed_by, ClaimSource::None);
 }
 
 TEST_F(ClassifierTest, UdpIsReleasedAtOnce) {

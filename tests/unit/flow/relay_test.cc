@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <iostream>
 #include <map>
 #include <random>
 
@@ -67,7 +68,8 @@ struct WireOptions {
     double loss = 0.0;
     double duplicate = 0.0;
     double reorder = 0.0;
-    bool gso = false;  // the relay sends GSO frames (the relay device)
+    bool gso = false;   // the relay sends GSO frames (the relay device)
+    bool sack = false;  // the client's ACKs carry SACK blocks for what it holds past a gap
 };
 
 // What went out as frames through the relay device.
@@ -350,7 +352,32 @@ class RelayedConnection {
             received_ += seen_[received_.size()];
         if (fin_at_ && *fin_at_ == received_.size()) client_fin_ = true;
         uint32_t ack = uint32_t(kServerIsn + 1 + received_.size() + (client_fin_ ? 1 : 0));
-        push(c2e_, make(true, 0x10, kClientIsn + 1, ack));
+        test::PacketSpec s;
+        s.seq = kClientIsn + 1;
+        s.ack = ack;
+        if (wire_.sack) s.sack = sack_blocks(begin);
+        push(c2e_, test::build_packet(s));
+    }
+
+    // What the client holds past its first gap, as SACK blocks (RFC 2018):
+    // the block holding `latest` first, then the others from the top, 3 at most.
+    std::vector<std::pair<uint32_t, uint32_t>> sack_blocks(uint64_t latest) const {
+        std::vector<std::pair<uint64_t, uint64_t>> runs;
+        for (auto it = seen_.upper_bound(received_.size()); it != seen_.end(); ++it) {
+            if (!runs.empty() && runs.back().second == it->first)
+                ++runs.back().second;
+            else
+                runs.push_back({it->first, it->first + 1});
+        }
+        std::vector<std::pair<uint32_t, uint32_t>> blocks;
+        auto seq = [](uint64_t offset) { return uint32_t(kServerIsn + 1 + offset); };
+        for (auto& r : runs)
+            if (r.first <= latest && latest < r.second)
+                blocks.push_back({seq(r.first), seq(r.second)});
+        for (auto r = runs.rbegin(); r != runs.rend() && blocks.size() < 3; ++r)
+            if (!(r->first <= latest && latest < r->second))
+                blocks.push_back({seq(r->first), seq(r->second)});
+        return blocks;
     }
 
     bool deliver_one() {
@@ -461,15 +488,17 @@ TEST_P(RelayProperty, ReceiverGetsExactlyTheInspectorsOutput) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Wires, RelayProperty,
-                         ::testing::Values(RelayCase{"clean", {}}, RelayCase{"loss", {0.05, 0, 0}},
-                                           RelayCase{"reorder", {0, 0, 0.2}},
-                                           RelayCase{"duplicates", {0, 0.1, 0}},
-                                           RelayCase{"everything", {0.05, 0.05, 0.1}},
-                                           RelayCase{"gso_clean", {0, 0, 0, true}},
-                                           RelayCase{"gso_loss", {0.05, 0, 0, true}},
-                                           RelayCase{"gso_everything", {0.05, 0.05, 0.1, true}}),
-                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Wires, RelayProperty,
+    ::testing::Values(RelayCase{"clean", {}}, RelayCase{"loss", {0.05, 0, 0}},
+                      RelayCase{"reorder", {0, 0, 0.2}}, RelayCase{"duplicates", {0, 0.1, 0}},
+                      RelayCase{"everything", {0.05, 0.05, 0.1}},
+                      RelayCase{"gso_clean", {0, 0, 0, true}},
+                      RelayCase{"gso_loss", {0.05, 0, 0, true}},
+                      RelayCase{"sack_loss", {0.05, 0, 0, false, true}},
+                      RelayCase{"sack_everything", {0.05, 0.05, 0.1, true, true}},
+                      RelayCase{"gso_everything", {0.05, 0.05, 0.1, true}}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 TEST(Relay, WholeStreamGoesOutAsGsoFrames) {
     std::mt19937 rng(42);
@@ -704,6 +733,113 @@ TEST(RelaySender, AReceiverAnsweringProbesIsProbedForeverOneThatFallsSilentIsGiv
         sender.on_timer(output, now, send);
     }
     EXPECT_TRUE(sender.gave_up());
+}
+
+// The output ranges of `send` that are retransmissions, as offsets.
+std::vector<std::pair<uint64_t, uint64_t>> retransmitted(const std::vector<RelaySegment>& send) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (const RelaySegment& s : send)
+        if (s.retransmission) out.push_back({s.begin, s.end});
+    return out;
+}
+
+using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
+
+// A sender with ten 1000-byte segments of a 10000-byte output in flight.
+struct TenSegmentsOut {
+    static constexpr size_t kMss = 1000;
+    RelaySender sender{0, 0, kMss, 0};
+    RelayOutput output{10 * kMss, false};
+    std::vector<RelaySegment> send;
+    TenSegmentsOut() {
+        sender.pump(output, 0, send);
+        EXPECT_EQ(send.size(), 10u);
+        send.clear();
+    }
+};
+
+TEST(RelaySender, SackedDataIsNeverSentAgainOnlyTheHoles) {
+    // Ten segments out; the second and the fifth are lost, the receiver
+    // SACKs the rest as it comes. Recovery sends both holes, once each,
+    // and nothing the receiver holds.
+    TenSegmentsOut t;
+    auto [sender, output, send] = std::tie(t.sender, t.output, t.send);
+    sender.on_ack(1000, false, 1 << 20, false, output, 10, send);  // the first arrived
+    Ranges sacked = {{2000, 4000}};
+    sender.on_ack(1000, false, 1 << 20, true, output, 11, send, sacked);
+    sacked = {{5000, 7000}, {2000, 4000}};
+    sender.on_ack(1000, false, 1 << 20, true, output, 12, send, sacked);
+    sacked = {{5000, 10000}, {2000, 4000}};
+    sender.on_ack(1000, false, 1 << 20, true, output, 13, send, sacked);
+    EXPECT_EQ(retransmitted(send), (Ranges{{1000, 2000}, {4000, 5000}}));
+    EXPECT_EQ(sender.counters().fast_retransmits, 1u);
+    EXPECT_EQ(sender.sacked(), (Ranges{{2000, 4000}, {5000, 10000}}));
+
+    // The first hole arrives: a partial ACK, the other hole already went.
+    send.clear();
+    sender.on_ack(4000, false, 1 << 20, false, output, 20, send, Ranges{{5000, 10000}});
+    EXPECT_TRUE(retransmitted(send).empty()) << retransmitted(send).size();
+    EXPECT_EQ(sender.sacked(), (Ranges{{5000, 10000}}));
+    send.clear();
+    sender.on_ack(10000, false, 1 << 20, false, output, 21, send);
+    EXPECT_TRUE(sender.done(output));
+    EXPECT_TRUE(sender.sacked().empty());
+}
+
+TEST(RelaySender, AfterATimeoutTheGoBackSkipsWhatTheReceiverHolds) {
+    TenSegmentsOut t;
+    auto [sender, output, send] = std::tie(t.sender, t.output, t.send);
+    // Only two ACKs come back, each SACKing part of what followed a loss:
+    // not enough for a fast retransmit.
+    sender.on_ack(0, false, 1 << 20, true, output, 5, send, Ranges{{3000, 4000}});
+    sender.on_ack(0, false, 1 << 20, true, output, 6, send, Ranges{{3000, 4000}, {6000, 7000}});
+    EXPECT_TRUE(retransmitted(send).empty());
+    ASSERT_TRUE(sender.deadline());
+    uint64_t now = *sender.deadline();
+    send.clear();
+    sender.on_timer(output, now, send);
+    EXPECT_EQ(retransmitted(send), (Ranges{{0, 1000}}));
+    // Each ACK opens the window; what went again never includes a SACKed byte.
+    Ranges all;
+    for (uint64_t acked = 1000; acked <= 3000; acked += 1000) {
+        send.clear();
+        sender.on_ack(acked, false, 1 << 20, false, output, ++now, send,
+                      Ranges{{3000, 4000}, {6000, 7000}});
+        for (auto r : retransmitted(send))
+            all.push_back(r);
+    }
+    for (auto [begin, end] : all) {
+        EXPECT_FALSE(begin < 4000 && end > 3000) << begin << "-" << end;
+        EXPECT_FALSE(begin < 7000 && end > 6000) << begin << "-" << end;
+    }
+    EXPECT_GE(sender.counters().sack_skipped, 1000u);
+}
+
+TEST(Relay, SackBlocksCutWhatTheRelaySendsAgainUnderLoss) {
+    // The same streams over the same lossy wire, with and without the
+    // client's SACK blocks: exact either way, and fewer retransmitted
+    // segments with them (measured: 100 against 144).
+    uint64_t with = 0, without = 0;
+    for (uint32_t seed = 1; seed <= 12; ++seed) {
+        for (bool sack : {false, true}) {
+            std::mt19937 rng(seed);
+            std::string input = random_text(rng, 60'000 + rng() % 40'000);
+            RandomRelay transform(seed * 7919);
+            // 10 %: at 5 % losses come one per window, where a fast retransmit
+            // alone repairs them and SACK changes nothing.
+            WireOptions wire{0.10, 0, 0, false, sack};
+            RelayedConnection c(input, transform, wire, seed);
+            c.expect(&transform.expected);
+            ASSERT_TRUE(c.run()) << "seed " << seed << (sack ? " sack: " : ": ") << c.progress();
+            ASSERT_TRUE(c.received() == transform.expected) << "seed " << seed;
+            EXPECT_EQ(c.violations(), 0u);
+            (sack ? with : without) += c.stream().counters().relay_retransmissions;
+        }
+    }
+    EXPECT_LT(with, without) << "retransmitted segments: " << with << " with SACK, " << without
+                             << " without";
+    std::cout << "relay retransmissions over 12 lossy streams: " << with << " with SACK, "
+              << without << " without\n";
 }
 
 }  // namespace

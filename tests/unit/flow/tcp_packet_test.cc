@@ -25,23 +25,31 @@ uint16_t reference_checksum(const std::vector<uint8_t>& pseudo, const uint8_t* d
     return uint16_t(~sum);
 }
 
+// A segment of `length` random payload bytes (all ones when `ones`), its
+// checksums set.
+std::vector<uint8_t> random_segment(std::mt19937& rng, bool v6, size_t length, bool ones) {
+    test::PacketSpec s;
+    s.v6 = v6;
+    if (v6) {
+        s.src = "2001:db8:1::2";
+        s.dst = "2001:db8:2::2";
+    }
+    s.payload.resize(length);
+    for (auto& c : s.payload)
+        c = ones ? char(0xff) : char(rng());
+    std::vector<uint8_t> packet = test::build_packet(s);
+    fix_checksums(packet, v6 ? 6 : 4, v6 ? 40 : 20);
+    return packet;
+}
+
 TEST(TcpPacket, ChecksumsMatchTheReference) {
     std::mt19937 rng(3);
     for (int round = 0; round < 400; ++round) {
         bool v6 = round % 2;
-        test::PacketSpec s;
-        s.v6 = v6;
-        if (v6) {
-            s.src = "2001:db8:1::2";
-            s.dst = "2001:db8:2::2";
-        }
         size_t length = rng() % 3000 + (round % 7 == 0 ? 60000 : 0);
-        s.payload.resize(length);
-        for (auto& c : s.payload)  // all ones now and then: every add carries
-            c = round % 11 == 0 ? char(0xff) : char(rng());
-        std::vector<uint8_t> packet = test::build_packet(s);
+        // All ones now and then: every add carries.
+        std::vector<uint8_t> packet = random_segment(rng, v6, length, round % 11 == 0);
         uint16_t l3 = v6 ? 40 : 20;
-        fix_checksums(packet, v6 ? 6 : 4, l3);
 
         size_t tcp_length = packet.size() - l3;
         std::vector<uint8_t> pseudo;
@@ -66,6 +74,24 @@ TEST(TcpPacket, ChecksumsMatchTheReference) {
             ASSERT_EQ(ip_stored, reference_checksum({}, ip.data(), ip.size()));
         }
     }
+}
+
+TEST(TcpPacket, ChecksumValidationTakesFixedPacketsAndRefusesAnyFlippedBit) {
+    std::mt19937 rng(5);
+    for (int round = 0; round < 200; ++round) {
+        bool v6 = round % 2;
+        std::vector<uint8_t> packet = random_segment(rng, v6, rng() % 2000, false);
+        uint16_t l3 = v6 ? 40 : 20;
+        ASSERT_TRUE(tcp_checksum_valid(packet, v6 ? 6 : 4, l3)) << "round " << round;
+        // One bit anywhere in the TCP segment or the addresses.
+        size_t first = v6 ? 8 : 12;
+        size_t at = first + rng() % (packet.size() - first);
+        packet[at] ^= uint8_t(1u << (rng() % 8));
+        ASSERT_FALSE(tcp_checksum_valid(packet, v6 ? 6 : 4, l3))
+            << "round " << round << ", byte " << at;
+    }
+    std::vector<uint8_t> short_packet(30);
+    EXPECT_FALSE(tcp_checksum_valid(short_packet, 4, 20));
 }
 
 // A template as the relay has it: the server's latest segment, taken at
