@@ -14,8 +14,7 @@ from lab import REPO
 
 
 def test_the_package_builds_lintian_clean_installs_runs_and_purges_clean():
-    # Into tools/package's own build-deb/: the same path as a build by hand,
-    # so ccache serves either from the other.
+    # Into tools/package's own build-deb/, where a build by hand goes too.
     built = subprocess.run([str(REPO / "tools" / "package")], capture_output=True, timeout=3600)
     log = built.stdout.decode(errors="replace") + built.stderr.decode(errors="replace")
     assert built.returncode == 0, log
