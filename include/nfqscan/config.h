@@ -14,6 +14,7 @@
 
 #include "nfqscan/notifier.h"
 #include "nfqscan/policy.h"
+#include "nfqscan/quarantine_config.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
 
@@ -149,6 +150,8 @@ struct Config {
     ScanConfig scan;
     // [notify]: the relay and sender of mail notifications.
     NotifyConfig notify;
+    // [quarantine]: where blocked objects are kept (quarantine.h).
+    QuarantineConfig quarantine;
     // The templates of daemon.messages_dir, loaded with the configuration (a
     // broken template is a configuration error). Never null.
     std::shared_ptr<const MessageTemplates> messages;

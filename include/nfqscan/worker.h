@@ -153,6 +153,8 @@ struct FlowInfo {
 
 // The daemon's services a worker's inspectors use (borrowed: they outlive
 // the workers' threads).
+class Quarantine;
+
 struct WorkerServices {
     ScanService* scan = nullptr;  // nullptr: objects get engine-not-ready
     std::function<std::shared_ptr<EventLog>()> event_log;
@@ -160,6 +162,8 @@ struct WorkerServices {
     // The FTP data connections every worker's control inspectors predict
     // (nullptr: none are predicted).
     FtpExpectations* ftp = nullptr;
+    // Where blocked objects are kept (nullptr: [quarantine] dir is "").
+    Quarantine* quarantine = nullptr;
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

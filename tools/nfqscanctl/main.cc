@@ -19,6 +19,7 @@
 
 #include "nfqscan/config.h"
 #include "nfqscan/control.h"
+#include "quarantine_cli.h"
 
 namespace {
 
@@ -487,6 +488,9 @@ int main(int argc, char** argv) {
     std::string config_file;
     check->add_option("FILE", config_file, "configuration file")->required();
 
+    nfqscan::QuarantineCli quarantine;
+    nfqscan::add_quarantine_cli(app, quarantine);
+
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -508,6 +512,7 @@ int main(int argc, char** argv) {
                         join(c.messages->names()).c_str());
             return 0;
         }
+        if (quarantine.command->parsed()) return nfqscan::run_quarantine_cli(quarantine, control);
         if (status->parsed()) {
             json s = nfqscan::control_request(control, {{"command", "status"}});
             if (as_json)

@@ -86,6 +86,8 @@ class MessageJudge {
 
   private:
     void decide(uint64_t& next_id);
+    // info_ with the original attached, for the record() that blocks.
+    ObjectInfo kept_info();
     // A mail to the sender (notify_sender_on_*): Envelope::reply_to, else
     // Envelope::sender.
     void notify_sender(const std::string& detection, const std::string& category,
@@ -105,6 +107,8 @@ class MessageJudge {
     ObjectInfo info_;
     Envelope envelope_;
     std::shared_ptr<const ObjectBuffer> message_;
+    // What the quarantine keeps if the message is blocked (host_.quarantining()).
+    std::shared_ptr<const QuarantineSource> original_;
     std::map<uint64_t, std::optional<size_t>> scans_;  // id -> part index (nullopt: whole)
     std::optional<ScanVerdict> whole_;                 // the whole message's verdict
     std::string event_id_;
