@@ -201,6 +201,7 @@ class Quarantine {
     // Runs `work` on the thread; its result, or its exception's text, to `done`.
     void command(Done done, std::function<nlohmann::json()> work);
     void warn(const std::string& what);
+    void refresh_gauges();  // entries, bytes, evicted from the store
 
     const std::string dir_;
     const QuarantineRelease release_;

@@ -155,9 +155,7 @@ Quarantine::Quarantine(QuarantineConfig config, QuarantineRelease release)
       max_size_(config.max_size),
       queue_bytes_(config.queue_bytes) {
     store_->expire();
-    counters_.entries = store_->entries();
-    counters_.bytes = store_->bytes();
-    counters_.evicted = store_->evicted();
+    refresh_gauges();
     counters_.corrupt = store_->corrupt();
     if (store_->corrupt() > 0)
         spdlog::warn("quarantine {}: {} entries with unreadable metadata left in place", dir_,
@@ -237,9 +235,7 @@ void Quarantine::run() {
                 lock.unlock();
                 store_->expire();
                 next_expiry = std::chrono::steady_clock::now() + kExpireInterval;
-                counters_.entries = store_->entries();
-                counters_.bytes = store_->bytes();
-                counters_.evicted = store_->evicted();
+                refresh_gauges();
                 continue;
             }
             job = std::move(queue_.front());
@@ -254,6 +250,8 @@ void Quarantine::run() {
             std::span<const uint8_t> bytes;
             if (job.bytes) bytes = job.bytes->bytes();
             std::string error = store_->put(std::move(job.entry), bytes);
+            // The gauges first: whoever sees `written` move sees the entry.
+            refresh_gauges();
             if (error.empty()) {
                 ++counters_.written;
             } else {
@@ -261,9 +259,6 @@ void Quarantine::run() {
                 warn("entry " + id + " not kept: " + error);
             }
         }
-        counters_.entries = store_->entries();
-        counters_.bytes = store_->bytes();
-        counters_.evicted = store_->evicted();
     }
 }
 
@@ -291,19 +286,28 @@ QuarantineCounters Quarantine::counters() const {
 }
 
 void Quarantine::command(Done done, std::function<nlohmann::json()> work) {
-    post([done = std::move(done), work = std::move(work)] {
+    post([this, done = std::move(done), work = std::move(work)] {
         nlohmann::json result;
+        std::string error;
         try {
             result = work();
         } catch (const std::exception& e) {
-            done(nullptr, e.what());
-            return;
+            error = e.what();
         }
-        done(std::move(result), {});
+        // Before the answer: a caller that reads status next sees the change.
+        refresh_gauges();
+        done(error.empty() ? std::move(result) : nlohmann::json(), error);
     });
 }
 
+void Quarantine::refresh_gauges() {
+    counters_.entries = store_->entries();
+    counters_.bytes = store_->bytes();
+    counters_.evicted = store_->evicted();
+}
+
 void Quarantine::list(nlohmann::json request, Done done) {
+    if (!request.is_object()) request = nlohmann::json::object();
     command(std::move(done), [this, request = std::move(request)] {
         const std::string protocol = request.value("protocol", std::string());
         const size_t limit = request.value("limit", size_t(1000));

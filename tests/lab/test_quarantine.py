@@ -144,6 +144,8 @@ def test_infected_smtp_mail_is_kept_exported_identical_and_released_to_the_maild
     status = quarantine_status(daemon)
     assert status["released"] == 1 and status["written"] == 1, status
     assert f"quarantine: {entry['id']} released" in daemon.log_text()
+    table = daemon.ctl("status").stdout.decode()
+    assert f"quarantine {folder}: 1 entries" in table, table
 
 
 # -- HTTP -------------------------------------------------------------------------

@@ -258,6 +258,16 @@ void print_status(const json& s) {
             num(ftp["aborted"]).c_str(), num(ftp["data_unseen"]).c_str(), num(ftp["tls"]).c_str(),
             num(ftp["refused_addresses"]).c_str(), num(ftp["protocol_errors"]).c_str());
     }
+    if (s.contains("quarantine") && !str(s["quarantine"], "dir").empty()) {
+        const json& q = s["quarantine"];
+        std::printf(
+            "quarantine %s: %s entries, %s; %s written, %s evicted, %s write failures, %s "
+            "dropped, %s too big, %s released\n\n",
+            str(q, "dir").c_str(), num(q["entries"]).c_str(),
+            human_bytes(q.value("bytes", uint64_t(0))).c_str(), num(q["written"]).c_str(),
+            num(q["evicted"]).c_str(), num(q["write_failures"]).c_str(), num(q["dropped"]).c_str(),
+            num(q["too_big"]).c_str(), num(q["released"]).c_str());
+    }
     Table dpi({"nDPI protocol", "active", "total"});
     for (const json& e : s["dpi_protocols"])
         dpi.add({num(e["name"]), num(e["active"]), num(e["total"])});
