@@ -14,6 +14,7 @@
 
 #include "nfqscan/notifier.h"
 #include "nfqscan/policy.h"
+#include "nfqscan/quarantine_config.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
 #include "nfqscan/spam.h"
@@ -159,6 +160,8 @@ struct Config {
     NotifyConfig notify;
     // [spam]: the spam engine beside the YARA spam rules (issue 11).
     SpamConfig spam;
+    // [quarantine]: where blocked objects are kept (quarantine.h).
+    QuarantineConfig quarantine;
     // The templates of daemon.messages_dir, loaded with the configuration (a
     // broken template is a configuration error). Never null.
     std::shared_ptr<const MessageTemplates> messages;

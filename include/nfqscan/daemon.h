@@ -16,6 +16,7 @@
 #include "nfqscan/ftp_expectations.h"
 #include "nfqscan/nfqueue.h"
 #include "nfqscan/privileges.h"
+#include "nfqscan/quarantine.h"
 #include "nfqscan/relay_device.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/scan_event_log.h"
@@ -91,6 +92,10 @@ class Daemon {
     void check_signatures(SignatureWatcher::Trigger trigger);
     nlohmann::json scan_status() const;
     nlohmann::json notify_status() const;
+    nlohmann::json quarantine_status() const;
+    // `nfqscanctl quarantine ...`: one admin command, answered by the
+    // quarantine's thread.
+    void quarantine_command(ControlRequest& request, PendingReply reply);
     void open_control_socket();
     // Started as root with a [daemon] user: the folders of the control socket
     // and the event log, and the event log itself, made the account's.
@@ -116,6 +121,10 @@ class Daemon {
     // Calls to the spam engine ([spam]; the engine's address is read per call,
     // so a reload applies at once).
     std::unique_ptr<SpamChecker> spam_;
+    // Kept originals of blocked objects ([quarantine]; null when off; applies
+    // at restart). Like the notifier, used by the workers, which ~Daemon()
+    // stops first.
+    std::unique_ptr<Quarantine> quarantine_;
     std::unique_ptr<EngineLoader> loader_;
     std::unique_ptr<SignatureWatcher> watcher_;  // after loader_: stops first
     mutable std::mutex event_log_mutex_;

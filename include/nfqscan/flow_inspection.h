@@ -24,6 +24,7 @@
 #include "nfqscan/config.h"
 #include "nfqscan/flow.h"
 #include "nfqscan/inspector.h"
+#include "nfqscan/quarantine.h"
 #include "nfqscan/scan_event_log.h"
 
 namespace nfqscan {
@@ -53,6 +54,14 @@ class InspectionContext {
     virtual std::string next_event_id() = 0;
     // The worker's monotonic clock (milliseconds).
     virtual uint64_t now_ms() const = 0;
+    // Hands a blocked object's original to the quarantine; false when it is
+    // not kept (no quarantine, queue full, too big). Never blocks.
+    virtual bool quarantine(QuarantineEntry entry, std::shared_ptr<const ObjectBuffer> bytes) {
+        (void)entry;
+        (void)bytes;
+        return false;
+    }
+    virtual bool quarantining() const { return false; }
     // The daemon's FTP expectations (nullptr: none).
     virtual FtpExpectations* ftp_expectations() { return nullptr; }
     // The next ordered bytes of direction d of a flow still being decided
@@ -130,6 +139,7 @@ class FlowInspection final : public InspectorHost {
     void count(std::string_view name, uint64_t n) override;
     void note_allowlisted(const ObjectInfo& info) override;
     void release(ReleaseReason reason) override;
+    bool quarantining() const override { return context_.quarantining(); }
     const ProtocolPolicy& policy() const override;
     const MessageTemplates& messages() const override;
     const ScanLimits& limits() const override;
@@ -159,6 +169,9 @@ class FlowInspection final : public InspectorHost {
     // One event log line (and its action counted); returns its id.
     std::string log_event(const ObjectInfo& info, const ScanVerdict& verdict,
                           std::string_view category, std::string_view action);
+    // The quarantine hook: keeps info.original when `action` blocks (see
+    // quarantine.h); returns the entry id, or "".
+    std::string keep_original(const ObjectInfo& info, const ScanEvent& event);
     std::string flow_text() const;
 
     uint64_t id_;

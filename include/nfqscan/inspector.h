@@ -48,6 +48,7 @@
 #include "nfqscan/notifier.h"
 #include "nfqscan/object_buffer.h"
 #include "nfqscan/policy.h"
+#include "nfqscan/quarantine_config.h"
 #include "nfqscan/scan.h"
 #include "nfqscan/service.h"
 #include "nfqscan/spam.h"
@@ -63,6 +64,10 @@ struct ObjectInfo {
     std::string file_name;  // for scan modes by extension: Content-Disposition, URL path
     std::string mime_type;  // declared (Content-Type), may be empty
     std::optional<uint64_t> declared_size;  // Content-Length, SIZE, ...
+    // The object as the quarantine keeps it when the action recorded for it
+    // blocks (quarantine.h); set only while host.quarantining(), and only on
+    // the ObjectInfo given to the record() that decides the object's fate.
+    std::shared_ptr<const QuarantineSource> original;
 };
 
 // Why a flow leaves inspection before its end.
@@ -152,6 +157,10 @@ class InspectorHost {
     // as soon as nothing depends on the engine (no shifted offsets, nothing
     // held or relayed); until then passed through unchanged. Counted by reason.
     virtual void release(ReleaseReason reason) = 0;
+
+    // Whether blocked objects are kept ([quarantine] dir): only then do
+    // inspectors attach ObjectInfo::original (it keeps the bytes alive).
+    virtual bool quarantining() const { return false; }
 
     virtual const ProtocolPolicy& policy() const = 0;
     virtual const MessageTemplates& messages() const = 0;

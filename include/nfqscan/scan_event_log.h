@@ -25,7 +25,8 @@ struct ScanEvent {
     // An error category the scan service does not know ("partial",
     // "protocol-error"): replaces the verdict's own category.
     std::string category;
-    std::string action;  // what the policy did: "replace", "reject", "pass", ...
+    std::string action;      // what the policy did: "replace", "reject", "pass", ...
+    std::string quarantine;  // the quarantine entry of the object kept ("": none)
 };
 
 // {"time":"2024-05-01T12:00:00.123Z","id":..,"flow":..,"protocol":..,"direction":..,"object":..,

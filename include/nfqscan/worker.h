@@ -159,6 +159,8 @@ struct FlowInfo {
 
 // The daemon's services a worker's inspectors use (borrowed: they outlive
 // the workers' threads).
+class Quarantine;
+
 struct WorkerServices {
     ScanService* scan = nullptr;  // nullptr: objects get engine-not-ready
     std::function<std::shared_ptr<EventLog>()> event_log;
@@ -170,6 +172,8 @@ struct WorkerServices {
     std::function<void(const ScanEvent&)> on_event;
     // The spam engine's callers ([spam]; nullptr: no mail is asked about).
     SpamChecker* spam = nullptr;
+    // Where blocked objects are kept (nullptr: [quarantine] dir is "").
+    Quarantine* quarantine = nullptr;
 };
 
 // A worker's queue of the relay device, when nfqscand has one.

@@ -414,6 +414,15 @@ void read_spam_keys(TableReader& r, Service service, ProtocolPolicy& p) {
     }
 }
 
+// [quarantine]: the originals of blocked objects (quarantine.h).
+void read_quarantine(TableReader& r, QuarantineConfig& c) {
+    r.read("dir", c.dir, true);
+    if (!c.dir.empty() && !std::filesystem::path(c.dir).is_absolute())
+        r.fail(*r.table_node("dir"), "dir", "must be an absolute path (\"\" = no quarantine)");
+    r.read_size("max_size", c.max_size, 1 << 20, 1ull << 50);
+    r.read("max_age_days", c.max_age_days, 0, 36500);
+}
+
 void read_action(TableReader& r, std::string_view key, Action& out) {
     std::string value;
     if (r.read_choice(key, value, {"block", "pass"})) out = *action_from_name(value);
@@ -819,6 +828,7 @@ Config parse_config(std::string_view text, const std::string& source) {
     section("scan", [&](TableReader& r) { read_scan(r, c.scan); });
     section("notify", [&](TableReader& r) { read_notify(r, c.notify); });
     section("spam", [&](TableReader& r) { read_spam(r, c.spam); });
+    section("quarantine", [&](TableReader& r) { read_quarantine(r, c.quarantine); });
     top.finish();
     validate(root, c, source);
     derive(c);

@@ -174,11 +174,18 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
     open_event_log(config_->daemon.event_log);
     notifier_ = std::make_unique<Notifier>(config_->notify);
     spam_ = std::make_unique<SpamChecker>();
+    if (!config_->quarantine.dir.empty()) {
+        quarantine_ = std::make_unique<Quarantine>(
+            config_->quarantine, QuarantineRelease{config_->notify.relay, config_->marks.inject});
+        spdlog::info("quarantine {}: {} entries, {} bytes kept", quarantine_->dir(),
+                     quarantine_->counters().entries, quarantine_->counters().bytes);
+    }
     WorkerServices services{.scan = scan_.get(),
                             .event_log = [this] { return event_log(); },
                             .notifier = notifier_.get(),
                             .ftp = &ftp_expectations_,
-                            .spam = spam_.get()};
+                            .spam = spam_.get(),
+                            .quarantine = quarantine_.get()};
     // NFQUEUE binds with CAP_NET_ADMIN, as under systemd's User=.
     for (uint32_t q = queues.first; q <= queues.last; ++q) {
         WorkerRelayDevice device;
@@ -215,6 +222,12 @@ Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {
         "scan",
         [this](ControlRequest& request, PendingReply reply) {
             scan_files(request, std::move(reply));
+        },
+        ControlAccess::Admin);
+    control_->handle_async(
+        "quarantine",
+        [this](ControlRequest& request, PendingReply reply) {
+            quarantine_command(request, std::move(reply));
         },
         ControlAccess::Admin);
     control_->handle("engines", [this](const nlohmann::json&) { return engines(); });
@@ -258,6 +271,9 @@ void Daemon::prepare_owned_paths(const Account& account) {
     }
     // An event log a run as root left behind.
     give_file_to(config_->daemon.event_log, account);
+    // The quarantine folder itself (made 0700 by the store), not only its parent.
+    if (!config_->quarantine.dir.empty())
+        create_owned_directories(config_->quarantine.dir, account);
 }
 
 ControlPermissions Daemon::control_permissions(const DaemonConfig& daemon) {
@@ -379,6 +395,12 @@ ReloadStarted Daemon::reload() {
         fresh->notify.relay = old.notify.relay;
         fresh->notify.from = old.notify.from;
         fresh->notify.per_sender_per_minute = old.notify.per_sender_per_minute;
+    }
+    if (fresh->quarantine.dir != old.quarantine.dir ||
+        fresh->quarantine.max_size != old.quarantine.max_size ||
+        fresh->quarantine.max_age_days != old.quarantine.max_age_days) {
+        spdlog::warn("reload: [quarantine] applies at restart");
+        fresh->quarantine = old.quarantine;
     }
     spdlog::set_level(spdlog::level::from_str(fresh->daemon.log_level));
     open_event_log(fresh->daemon.event_log);
@@ -718,6 +740,7 @@ nlohmann::json Daemon::status() {
           {"engine_mark_carried", streams.engine_mark_carried}}},
         {"scan", scan_status()},
         {"notify", notify_status()}};
+    status["quarantine"] = quarantine_status();
     nlohmann::json& ftp = status["ftp"];
     ftp = ftp_expectations_.counters();
     ftp["expected_now"] = ftp_expectations_.size();
@@ -727,6 +750,53 @@ nlohmann::json Daemon::status() {
     for (const auto& [name, field] : PeerCheckCounters::kFields)
         peers[name] = streams.peer_checks.*field;
     return status;
+}
+
+nlohmann::json Daemon::quarantine_status() const {
+    if (!quarantine_) return {{"dir", ""}};
+    nlohmann::json j = quarantine_->counters();
+    j["dir"] = quarantine_->dir();
+    return j;
+}
+
+void Daemon::quarantine_command(ControlRequest& request, PendingReply reply) {
+    if (!quarantine_)
+        throw std::runtime_error("no quarantine: [quarantine] dir is not set in " +
+                                 config()->source);
+    const std::string op = request.body.value("op", std::string());
+    auto done = [reply](nlohmann::json result, std::string error) {
+        if (error.empty())
+            reply.ok(std::move(result));
+        else
+            reply.fail(error);
+    };
+    if (op == "list") {
+        quarantine_->list(request.body, done);
+        return;
+    }
+    const nlohmann::json id = request.body.value("id", nlohmann::json());
+    if (!id.is_string()) throw std::runtime_error("quarantine " + op + ": \"id\" must be a string");
+    if (op == "show") {
+        quarantine_->show(id, done);
+    } else if (op == "delete") {
+        quarantine_->remove(id, done);
+    } else if (op == "release") {
+        quarantine_->release(id, done);
+    } else if (op == "export") {
+        // The client opened the file it exports to and passed it
+        // (SCM_RIGHTS): the daemon never creates a path for a client.
+        if (request.files.size() != 1)
+            throw std::runtime_error(
+                "quarantine export: pass exactly one open file (as nfqscanctl does)");
+        auto file = std::make_shared<UniqueFd>(std::move(request.files[0]));
+        const int fd = file->get();
+        quarantine_->export_to(id, fd, [done, file](nlohmann::json result, std::string error) {
+            done(std::move(result), std::move(error));
+        });
+    } else {
+        throw std::runtime_error("quarantine: unknown operation \"" + op +
+                                 "\" (list, show, export, release, delete)");
+    }
 }
 
 nlohmann::json Daemon::notify_status() const {

@@ -611,6 +611,11 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     void notify(Notification notification) override {
         if (services_.notifier) services_.notifier->notify(std::move(notification));
     }
+    bool quarantine(QuarantineEntry entry, std::shared_ptr<const ObjectBuffer> bytes) override {
+        return services_.quarantine &&
+               services_.quarantine->submit(std::move(entry), std::move(bytes));
+    }
+    bool quarantining() const override { return services_.quarantine != nullptr; }
     InspectionCounters& counters(Service service) override {
         return protocol_counters_[size_t(service)];
     }

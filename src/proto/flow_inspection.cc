@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "nfqscan/timestamp.h"
 
 namespace nfqscan {
@@ -166,11 +168,36 @@ std::string FlowInspection::log_event(const ObjectInfo& info, const ScanVerdict&
     event.verdict = verdict;
     event.category = std::string(category);
     event.action = std::string(action);
+    event.quarantine = keep_original(info, event);
     count_action(action);
     if (verdict.is_infected() && verdict.detection.category == ThreatCategory::Spam)
         if (std::optional<SpamAction> a = spam_action_from_name(action))
             ++context_.counters(service_).spam[size_t(*a)];
     context_.log(event);
+    return event.id;
+}
+
+std::string FlowInspection::keep_original(const ObjectInfo& info, const ScanEvent& event) {
+    // Every verdict of every protocol that keeps an object from its receiver
+    // goes through here (record(), record_fallback()): the one hook.
+    if (!info.original || !info.original->bytes || !quarantine_keeps(event.action)) return {};
+    const QuarantineSource& source = *info.original;
+    QuarantineEntry entry;
+    entry.id = event.id;
+    entry.time = event.time;
+    entry.protocol = event.protocol;
+    entry.flow = event.flow;
+    entry.direction = event.direction;
+    entry.object = info.name;
+    entry.file_name = info.file_name;
+    entry.sender = source.sender;
+    entry.recipients = source.recipients;
+    entry.subject = source.subject;
+    entry.verdict = nlohmann::json(event.verdict);
+    if (!event.category.empty()) entry.verdict["category"] = event.category;
+    entry.action = event.action;
+    entry.event_id = event.id;
+    if (!context_.quarantine(std::move(entry), source.bytes)) return {};
     return event.id;
 }
 

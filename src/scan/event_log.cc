@@ -32,6 +32,7 @@ std::string format_scan_event(const ScanEvent& event) {
     j.update(nlohmann::json(event.verdict));
     if (!event.category.empty()) j["category"] = event.category;
     j["action"] = event.action;
+    if (!event.quarantine.empty()) j["quarantine"] = event.quarantine;
     // Invalid UTF-8 from the wire (file names, subjects) must not make the
     // line unwritable.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

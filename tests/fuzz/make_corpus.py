@@ -110,6 +110,21 @@ def probe_seeds():
     yield "script-long-garbage", probe_script((False, b"G" * 200), (True, b"2" * 200))
 
 
+# -- quarantine_meta_fuzz: a quarantine entry's ID.json ------------------------
+def quarantine_meta_seeds():
+    good = (b'{"id":"3fa2c1d0-0-17","time":"2026-12-06T10:00:00.000Z","time_ms":1796551200000,'
+            b'"protocol":"smtp","flow":"192.0.2.1:40000 -> 198.51.100.2:25",'
+            b'"direction":"upload","object":"message","file_name":"","sender":"<a@example.org>",'
+            b'"recipients":["b@example.org"],"subject":"invoice","verdict":{"verdict":'
+            b'"infected","engine":"yara","name":"NfqScan_Test_EICAR","category":"virus"},'
+            b'"action":"reject","event_id":"3fa2c1d0-0-17","size":1234}')
+    yield "entry", good
+    yield "traversal", good.replace(b'"3fa2c1d0-0-17"', b'"../../etc/passwd"', 1)
+    yield "negative-size", good.replace(b'"size":1234', b'"size":-1')
+    yield "truncated", good[:97]
+    yield "empty", b""
+
+
 # -- config_fuzz: TOML text ----------------------------------------------------
 def config_seeds():
     shipped = ROOT / "rules" / "nfqscan.toml"
@@ -642,6 +657,7 @@ SEEDS = {
     "imap_inspector_fuzz": imap_seeds,
     "ftp_control_fuzz": ftp_control_seeds,
     "rspamd_reply_fuzz": rspamd_reply_seeds,
+    "quarantine_meta_fuzz": quarantine_meta_seeds,
 }
 
 

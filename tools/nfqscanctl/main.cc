@@ -19,6 +19,7 @@
 
 #include "nfqscan/config.h"
 #include "nfqscan/control.h"
+#include "quarantine_cli.h"
 
 namespace {
 
@@ -280,6 +281,16 @@ void print_status(const json& s) {
             num(ftp["aborted"]).c_str(), num(ftp["data_unseen"]).c_str(), num(ftp["tls"]).c_str(),
             num(ftp["refused_addresses"]).c_str(), num(ftp["protocol_errors"]).c_str());
     }
+    if (s.contains("quarantine") && !str(s["quarantine"], "dir").empty()) {
+        const json& q = s["quarantine"];
+        std::printf(
+            "quarantine %s: %s entries, %s; %s written, %s evicted, %s write failures, %s "
+            "dropped, %s too big, %s released\n\n",
+            str(q, "dir").c_str(), num(q["entries"]).c_str(),
+            human_bytes(q.value("bytes", uint64_t(0))).c_str(), num(q["written"]).c_str(),
+            num(q["evicted"]).c_str(), num(q["write_failures"]).c_str(), num(q["dropped"]).c_str(),
+            num(q["too_big"]).c_str(), num(q["released"]).c_str());
+    }
     Table dpi({"nDPI protocol", "active", "total"});
     for (const json& e : s["dpi_protocols"])
         dpi.add({num(e["name"]), num(e["active"]), num(e["total"])});
@@ -519,6 +530,9 @@ int main(int argc, char** argv) {
     std::string config_file;
     check->add_option("FILE", config_file, "configuration file")->required();
 
+    nfqscan::QuarantineCli quarantine;
+    nfqscan::add_quarantine_cli(app, quarantine);
+
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -540,6 +554,7 @@ int main(int argc, char** argv) {
                         join(c.messages->names()).c_str());
             return 0;
         }
+        if (quarantine.command->parsed()) return nfqscan::run_quarantine_cli(quarantine, control);
         if (status->parsed()) {
             json s = nfqscan::control_request(control, {{"command", "status"}});
             if (as_json)

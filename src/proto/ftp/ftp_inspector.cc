@@ -480,6 +480,8 @@ class FtpDataInspector::Side final : public StreamTransform {
     uint64_t transfer_ = 0;
     ObjectInfo info_;
     std::shared_ptr<ObjectBuffer> object_;
+    // The file for the quarantine, until its verdict is in.
+    std::shared_ptr<const QuarantineSource> original_;
     uint64_t appended_ = 0;  // input offset appended to object_ up to
     uint64_t scan_id_ = 0;
     bool ready_ = false;  // the verdict is in
@@ -550,6 +552,11 @@ void FtpDataInspector::Side::hold(MapCursor& c, Push push) {
         mode_ = Mode::Judging;
         scan_id_ = in_.next_id_++;
         ++counters().files_scanned;
+        if (in_.host_.quarantining()) {
+            auto source = std::make_shared<QuarantineSource>();
+            source->bytes = object_;
+            original_ = std::move(source);
+        }
         in_.host_.scan(scan_id_, info_, std::move(object_));
         object_.reset();
         return;
@@ -596,11 +603,14 @@ bool FtpDataInspector::Side::on_verdict(uint64_t id, const ScanVerdict& v) {
     if (mode_ != Mode::Judging || id != scan_id_) return false;
     ready_ = true;
     if (v.is_clean()) {
+        original_.reset();
         finish(false, {});
         return true;
     }
     Action action = in_.host_.policy().decide(v);
-    std::string event_id = in_.host_.record(info_, v, action_name(action));
+    ObjectInfo kept = info_;
+    kept.original = std::move(original_);
+    std::string event_id = in_.host_.record(kept, v, action_name(action));
     if (action == Action::Pass) {
         finish(false, {});
         return true;

@@ -223,6 +223,8 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     size_t awaiting_ = 0;  // verdicts still to come
     bool verdicts_in_ = false;
     std::vector<std::pair<ObjectInfo, ScanVerdict>> results_;
+    // The body for the quarantine, until the message's verdicts are in.
+    std::shared_ptr<const QuarantineSource> original_;
     // Trickling (responses, [protocols.http] trickle_after_s): while the
     // object is held, the head and then a bounded prefix of its body are
     // mapped up to trickle_to_. Invariant: trickle_to_ < body_end_ once the
@@ -572,6 +574,14 @@ void HttpInspector::Side::submit_scan() {
             objects.emplace_back(std::move(info), std::move(part));
         }
     }
+    // The quarantine keeps the whole body (de-chunked), also of a form
+    // upload judged by its files.
+    original_.reset();
+    if (in_.host_.quarantining()) {
+        auto source = std::make_shared<QuarantineSource>();
+        source->bytes = body_;
+        original_ = std::move(source);
+    }
     if (objects.empty()) objects.emplace_back(info_, std::move(body_));
     body_.reset();
     awaiting_ = objects.size();
@@ -594,6 +604,7 @@ void HttpInspector::Side::on_verdict(const ObjectInfo& info, const ScanVerdict& 
     for (const auto& result : results_)
         if (!blocking && policy.decide(result.second) == Action::Block) blocking = &result;
     if (!blocking) {
+        original_.reset();
         for (const auto& [object, v] : results_)
             if (!v.is_clean()) in_.host_.record(object, v, "pass");
         verdicts_in_ = true;
@@ -602,8 +613,13 @@ void HttpInspector::Side::on_verdict(const ObjectInfo& info, const ScanVerdict& 
     std::string event_id;
     for (const auto& result : results_) {
         if (result.second.is_clean()) continue;
-        std::string id = in_.host_.record(result.first, result.second, block_action());
-        if (&result == blocking) event_id = id;
+        if (&result != blocking) {
+            in_.host_.record(result.first, result.second, block_action());
+            continue;
+        }
+        ObjectInfo kept = result.first;
+        kept.original = std::move(original_);
+        event_id = in_.host_.record(kept, result.second, block_action());
     }
     const ScanVerdict& v = blocking->second;
     std::string detection, category;

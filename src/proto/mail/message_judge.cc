@@ -45,6 +45,17 @@ void MessageJudge::submit(uint64_t& next_id, ObjectInfo info, std::shared_ptr<Ob
     infected_parts_.clear();
     part_detections_.clear();
     outcome_ = {};
+    original_.reset();
+    if (host_.quarantining()) {
+        auto source = std::make_shared<QuarantineSource>();
+        source->bytes = message;
+        source->sender = envelope_.sender;
+        source->recipients = split_recipients(envelope_.recipients);
+        std::span<const uint8_t> bytes = message->bytes();
+        size_t header = text::header_length(text::of(bytes));
+        source->subject = summarize(bytes.first(std::min(header, bytes.size()))).subject;
+        original_ = std::move(source);
+    }
     uint64_t id = next_id++;
     scans_[id] = std::nullopt;
     host_.scan(id, info_, std::move(message));
@@ -84,6 +95,7 @@ void MessageJudge::decide(uint64_t& next_id) {
     }
     if (policy.decide(v) == Action::Pass) {
         outcome_ = {};
+        original_.reset();
         if (v.is_clean()) {
             message_.reset();
             return;
@@ -122,11 +134,17 @@ void MessageJudge::decide(uint64_t& next_id) {
     }
     std::string action(mail_block_name(how));
     if (how == MailBlock::Strip && infected_parts_.empty()) action = "replace";
-    event_id_ = host_.record(info_, v, action);
+    event_id_ = host_.record(kept_info(), v, action);
     finish_blocked(how, v, event_id_, message);
     if (v.is_infected() ? policy.notify_sender_on_virus : policy.notify_sender_on_error_drop)
         notify_sender(detection_of(v), category_of_verdict(v), message);
     message_.reset();
+}
+
+ObjectInfo MessageJudge::kept_info() {
+    ObjectInfo info = info_;
+    info.original = std::move(original_);
+    return info;
 }
 
 void MessageJudge::finish_blocked(MailBlock how, const ScanVerdict& v, const std::string& event_id,
@@ -219,6 +237,7 @@ void MessageJudge::decide_spam() {
             outcome_.error = true;
             event_id_ = host_.record_fallback(info_, category, engine_->reason, "pass");
             message_.reset();
+            original_.reset();
             return;
         }
         // The fallback blocks: a message the engine could not judge is
@@ -232,6 +251,7 @@ void MessageJudge::decide_spam() {
     outcome_ = {};
     if (!spam) {
         message_.reset();
+        original_.reset();
         return;
     }
     SpamAction how = policy.on_spam;
@@ -266,10 +286,14 @@ void MessageJudge::decide_spam() {
         }
     }
     message_.reset();
+    original_.reset();
 }
 
 ObjectInfo MessageJudge::spam_record_info(SpamAction how) {
-    (void)how;  // reject, drop: the quarantine's original goes here
+    // Rejected and dropped spam reaches no receiver: kept like a blocked
+    // virus. Accepted, tagged and forwarded spam is delivered: not kept.
+    if (how == SpamAction::Reject || how == SpamAction::Drop) return kept_info();
+    original_.reset();
     return info_;
 }
 

@@ -105,10 +105,11 @@ class MessageJudge {
     void decide_spam();
     Headers spam_headers(const ScanVerdict& spam) const;
     // What the event of a spam verdict describes. Reject and drop keep the
-    // message from every receiver as a blocked virus does: where the
-    // quarantine's hook (issue 11, the original attached to the record()
-    // that blocks) belongs for spam.
+    // message from every receiver as a blocked virus does, so the original
+    // is attached for the quarantine.
     ObjectInfo spam_record_info(SpamAction how);
+    // info_ with the original attached, for the record() that blocks.
+    ObjectInfo kept_info();
     // A mail to the sender (notify_sender_on_*): Envelope::reply_to, else
     // Envelope::sender.
     void notify_sender(const std::string& detection, const std::string& category,
@@ -128,6 +129,8 @@ class MessageJudge {
     ObjectInfo info_;
     Envelope envelope_;
     std::shared_ptr<const ObjectBuffer> message_;
+    // What the quarantine keeps if the message is blocked (host_.quarantining()).
+    std::shared_ptr<const QuarantineSource> original_;
     std::map<uint64_t, std::optional<size_t>> scans_;  // id -> part index (nullopt: whole)
     std::optional<ScanVerdict> whole_;                 // the whole message's verdict
     std::optional<uint64_t> spam_id_;                  // the spam engine's pending check

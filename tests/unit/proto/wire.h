@@ -74,6 +74,9 @@ class RecordingHost : public InspectorHost {
     std::vector<Record> records;
     std::vector<Record> fallbacks;
     int events = 0;
+    bool keep = false;  // quarantining(): inspectors attach ObjectInfo::original
+
+    bool quarantining() const override { return keep; }
 
     void scan(uint64_t id, const ObjectInfo& info,
               std::shared_ptr<const ObjectBuffer> bytes) override {
