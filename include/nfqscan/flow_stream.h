@@ -66,6 +66,7 @@ struct PeerCheckCounters {
     uint64_t urgent_cleared = 0;      // segments whose URG flag was cleared (data inline)
     uint64_t syn_data_dropped = 0;    // SYNs whose payload was cut (sent again after the handshake)
     uint64_t syns_refused = 0;        // SYNs at another number on a flow in the engine
+    uint64_t paws = 0;                // data segments older than the receiver's recent TSval (PAWS)
 
     // Every counter with its name, for sums and status output.
     static constexpr std::pair<const char*, uint64_t PeerCheckCounters::*> kFields[] = {
@@ -78,6 +79,7 @@ struct PeerCheckCounters {
         {"urgent_cleared", &PeerCheckCounters::urgent_cleared},
         {"syn_data_dropped", &PeerCheckCounters::syn_data_dropped},
         {"syns_refused", &PeerCheckCounters::syns_refused},
+        {"paws", &PeerCheckCounters::paws},
     };
     PeerCheckCounters& operator+=(const PeerCheckCounters& o) {
         for (const auto& [name, field] : kFields)
@@ -254,6 +256,16 @@ class FlowStream {
     // took in order (PAWS, RFC 7323 5.3), and the sender, told by a SACK
     // that the held data arrived, would not send it again for long.
     std::array<std::optional<uint32_t>, 2> ts_newest_;
+    // PAWS (RFC 7323 5.3), only where both SYNs carried timestamps: the
+    // TSval the receiver of direction d keeps as its sender's recent one
+    // (Linux's ts_recent: from the SYN, then from segments that reach the
+    // acknowledged edge) and when it was taken. A data segment older than
+    // it is one the receiver discards, so the engine must not take it.
+    std::array<bool, 2> ts_offered_{false, false};
+    std::array<std::optional<uint32_t>, 2> ts_recent_;
+    std::array<uint64_t, 2> ts_recent_ms_{0, 0};
+    bool paws_rejects(Direction d, const DecodedPacket& p, uint64_t now_ms) const;
+    void note_ts_recent(Direction d, const DecodedPacket& p, uint64_t now_ms);
     // ts_newest_ of direction d where `h` carries an older TSval.
     std::optional<uint32_t> newer_ts(Direction d, const SegmentHeaders& h) const;
     // The largest window (bytes) the sender of direction d has offered the

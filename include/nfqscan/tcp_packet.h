@@ -22,6 +22,7 @@ struct TcpOptions {
     uint8_t window_scale = 0;
     bool has_window_scale = false;
     bool sack_permitted = false;
+    std::optional<uint32_t> ts_value;  // the timestamp option's TSval (on any segment)
 };
 
 // Options of a segment (meaningful on SYNs); malformed options end the walk.

@@ -22,6 +22,11 @@ constexpr uint64_t kMinMaxWindow = 65535;
 // a window edge rounded by scaling, a GSO packet cut from a window that an
 // ACK nfqscand forwarded moved meanwhile.
 constexpr uint64_t kWindowSlack = 64 << 10;
+// Linux's PAWS tolerance (TCP_PAWS_WINDOW): a TSval one tick older than the
+// recent one still passes; and a recent TSval older than 24 days no longer
+// counts (TCP_PAWS_24DAYS: the sender's clock may have wrapped since).
+constexpr int32_t kPawsWindow = 1;
+constexpr uint64_t kPawsIdleMs = uint64_t(60 * 60 * 24 * 24) * 1000;
 }  // namespace
 
 FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
@@ -172,6 +177,15 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         TcpOptions o = parse_tcp_options(p);
         if (o.mss) mss_[1 - di] = o.mss;
         if (o.has_window_scale) window_scale_[di] = o.window_scale;
+        if (o.ts_value) {
+            // The first SYN's TSval only: a copy with a later one could be
+            // anybody's, and an older recent TSval is only more lenient.
+            ts_offered_[di] = true;
+            if (!ts_recent_[di]) {
+                ts_recent_[di] = o.ts_value;
+                ts_recent_ms_[di] = now_ms;
+            }
+        }
         // Data on a SYN (TCP Fast Open) would reach the receiver before any
         // inspector saw it, and the engine, which starts the direction after
         // the SYN, would then wait for those bytes forever. It is cut: not
@@ -235,6 +249,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
         remember_headers(di, headers);
         std::optional<uint32_t> ts = headers.ts_value();
         if (ts && (!ts_newest_[di] || seq_before(*ts_newest_[di], *ts))) ts_newest_[di] = ts;
+        note_ts_recent(d, p, now_ms);
         uint32_t end = uint32_t(p.seq + p.payload.size() + (fin ? 1 : 0));
         if (!next_seq_[di] || seq_before(*next_seq_[di], end)) next_seq_[di] = end;
     }
@@ -355,10 +370,39 @@ bool FlowStream::admissible(uint32_t id, Direction d, const DecodedPacket& p, ui
         !mine.within_window(p.seq, p.payload.size(), std::max(max_window_[1 - di], kMinMaxWindow),
                             kWindowSlack))
         return refuse(c.data_out_of_window);
+    // RSTs are exempt, as in Linux (tcp_validate_incoming).
+    if (data && !p.has(tcp_flag::kRst) && paws_rejects(d, p, now_ms)) return refuse(c.paws);
     // Only windows of packets that passed count: a spoofed one could
     // otherwise widen what the next spoofed packet may claim.
     max_window_[di] = std::max(max_window_[di], uint64_t(p.window) << window_shift(d));
     return true;
+}
+
+bool FlowStream::paws_rejects(Direction d, const DecodedPacket& p, uint64_t now_ms) const {
+    // As Linux's tcp_paws_discard(), never stricter: a segment without a
+    // timestamp is not checked, one at most kPawsWindow older passes.
+    size_t di = size_t(d);
+    if (!ts_offered_[0] || !ts_offered_[1] || !ts_recent_[di]) return false;
+    std::optional<uint32_t> ts = parse_tcp_options(p).ts_value;
+    if (!ts || int32_t(*ts_recent_[di] - *ts) <= kPawsWindow) return false;
+    return now_ms < ts_recent_ms_[di] + kPawsIdleMs;
+}
+
+void FlowStream::note_ts_recent(Direction d, const DecodedPacket& p, uint64_t now_ms) {
+    // Linux takes a segment's TSval as the recent one only when the segment
+    // reaches the edge it last acknowledged (tcp_replace_ts_recent(): seq
+    // not after rcv_wup, end not before it). A newer TSval taken from a
+    // segment further ahead (reordered, or spoofed within the window) would
+    // make the engine drop data the receiver takes.
+    size_t di = size_t(d);
+    if (!ts_offered_[0] || !ts_offered_[1] || !directions_[di]->from_syn()) return;
+    std::optional<uint32_t> ts = parse_tcp_options(p).ts_value;
+    if (!ts) return;
+    uint32_t edge = directions_[di]->acknowledged_seq();
+    uint32_t end = uint32_t(p.seq + p.payload.size() + (p.has(tcp_flag::kFin) ? 1 : 0));
+    if (seq_before(edge, p.seq) || seq_before(end, edge)) return;
+    ts_recent_[di] = ts;
+    ts_recent_ms_[di] = now_ms;
 }
 
 void FlowStream::challenge(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out) {

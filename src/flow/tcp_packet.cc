@@ -107,6 +107,7 @@ TcpOptions parse_tcp_options(const DecodedPacket& p) {
             o.window_scale = std::min<uint8_t>(options[at + 2], 14);
         }
         if (kind == 4 && len == 2) o.sack_permitted = true;
+        if (kind == 8 && len == 10) o.ts_value = load32(options + at + 2);
     });
     return o;
 }

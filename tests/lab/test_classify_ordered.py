@@ -4,11 +4,12 @@ ordered, validated bytes, never from a raw segment the receiver discards.
 
 A third party (Scapy, from the server's namespace with the server's
 address) sends the client junk before the real exchange: a segment with a
-wrong TCP checksum at the exact next number, or one far outside the
-client's window. The client's kernel discards both; had nfqscand probed
-them, the flow would be released as "not a scanned protocol" and the
-EICAR download that follows would pass. It must still be classified as
-HTTP from the real request and get the block page.
+wrong TCP checksum at the exact next number, one far outside the client's
+window, or one at the exact next number whose timestamp (TSval) is older
+than the server's SYN-ACK's (PAWS, RFC 7323). The client's kernel discards
+all three; had nfqscand probed them, the flow would be released as "not a
+scanned protocol" and the EICAR download that follows would pass. It must
+still be classified as HTTP from the real request and get the block page.
 
 Both ends are sockets the test holds, so that the junk lands before the
 first real byte; the handshake's numbers are read off the wire with
@@ -33,7 +34,7 @@ SCAPY = "/usr/bin/python3"
 PORT = 18081  # in no [protocols.*] ports list: the probe must claim it
 
 # Sends one segment described by argv[1] (JSON); "bad_checksum" spoils the
-# TCP checksum Scapy computed.
+# TCP checksum Scapy computed; "ts": [TSval, TSecr] for a timestamp option.
 FORGE = r"""
 import json, sys
 from scapy.all import IP, IPv6, TCP, Raw, send, conf
@@ -41,20 +42,23 @@ conf.verb = 0
 s = json.loads(sys.argv[1])
 l3 = IPv6(src=s["src"], dst=s["dst"]) if ":" in s["src"] else IP(src=s["src"], dst=s["dst"])
 p = l3 / TCP(sport=s["sport"], dport=s["dport"], flags="PA", seq=s["seq"] % (1 << 32),
-             ack=s["ack"] % (1 << 32), window=65535) / Raw(bytes.fromhex(s["payload"]))
+             ack=s["ack"] % (1 << 32), window=65535,
+             options=[("NOP", None), ("NOP", None), ("Timestamp", tuple(s["ts"]))] if s.get("ts")
+             else []) / Raw(bytes.fromhex(s["payload"]))
 p = p.__class__(bytes(p))
 if s["bad_checksum"]:
     p[TCP].chksum ^= 0x5555
 send(p)
 """
 
-SYN_ACK_RE = re.compile(r"Flags \[S\.\], seq (\d+), ack (\d+)")
+SYN_ACK_RE = re.compile(r"Flags \[S\.\], seq (\d+), ack (\d+),[^\n]*?TS val (\d+) ecr (\d+)")
 JUNK = b"JUNK that no probe knows, from nobody the client listens to\r\n" * 3
 
 
 def open_pair(lab, family: int):
     """A connection from the client's namespace to PORT in the server's, and
-    the server's first data number and the client's (as the server acks)."""
+    the server's first data number, the client's (as the server acks) and
+    the SYN-ACK's timestamp option (TSval, TSecr)."""
     af = socket.AF_INET if family == 4 else socket.AF_INET6
     capture = lab.server.spawn(
         f"tcpdump-synack-{secrets.token_hex(3)}",
@@ -75,8 +79,9 @@ def open_pair(lab, family: int):
         server, _ = listener.accept()
         listener.close()
         found = wait_until(lambda: SYN_ACK_RE.search(capture.log_tail(50)), 10,
-                           "the SYN-ACK in tcpdump's capture")
-        return client, server, int(found.group(1)) + 1, int(found.group(2))
+                           "the SYN-ACK (with timestamps) in tcpdump's capture")
+        return (client, server, int(found.group(1)) + 1, int(found.group(2)),
+                (int(found.group(3)), int(found.group(4))))
     finally:
         capture.stop()
 
@@ -108,19 +113,23 @@ def close(*socks: socket.socket) -> None:
 
 
 @pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
-@pytest.mark.parametrize("junk", ["bad_checksum", "out_of_window"])
+@pytest.mark.parametrize("junk", ["bad_checksum", "out_of_window", "old_timestamp"])
 def test_junk_the_client_discards_does_not_release_an_http_flow_on_an_odd_port(
         lab, nfqscand, family, junk):
     daemon = nfqscand({"scan": SCAN})
     daemon.wait_engines()
     assert all(PORT not in p["ports"] for p in daemon.config["protocols"].values())
     before = daemon.status()
-    client, server, server_seq, client_seq = open_pair(lab, family)
+    client, server, server_seq, client_seq, (ts_val, ts_ecr) = open_pair(lab, family)
     try:
         far = (1 << 30) if junk == "out_of_window" else 0
         forge(lab, dict(src=lab.server_address(family), dst=lab.client_address(family),
                         sport=PORT, dport=client.getsockname()[1], seq=server_seq + far,
-                        ack=client_seq, payload=JUNK, bad_checksum=junk == "bad_checksum"))
+                        ack=client_seq, payload=JUNK, bad_checksum=junk == "bad_checksum",
+                        # A million ticks before the SYN-ACK's TSval (serial
+                        # arithmetic, as the client compares them).
+                        ts=[(ts_val - 1_000_000) % (1 << 32), ts_ecr]
+                        if junk == "old_timestamp" else None))
         after_junk = daemon.wait_queues_idle()
         flow = daemon.wait_flow(server_port=PORT)
         assert flow["disposition"] == "deciding", (
@@ -129,9 +138,10 @@ def test_junk_the_client_discards_does_not_release_an_http_flow_on_an_odd_port(
             assert (after_junk["packets"]["bad_checksum"]
                     > before["packets"]["bad_checksum"]), after_junk["packets"]
         else:
+            counter = "paws" if junk == "old_timestamp" else "data_out_of_window"
             checks = after_junk["streams"]["peer_checks"]
-            assert checks["data_out_of_window"] > before["streams"]["peer_checks"][
-                "data_out_of_window"], checks
+            assert checks.get(counter, 0) > before["streams"]["peer_checks"].get(counter, 0), (
+                counter, checks)
 
         client.sendall(b"GET /eicar.com HTTP/1.1\r\nHost: odd\r\nUser-Agent: lab\r\n\r\n")
         server.settimeout(10)

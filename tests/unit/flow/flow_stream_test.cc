@@ -719,6 +719,84 @@ TEST(FlowStreamPeers, DataOutsideTheReceiversWindowIsDroppedNotInspected) {
     EXPECT_EQ(seen.bytes, "ok");
 }
 
+// Sees the bytes the engine takes from the server.
+struct SeenBytes : StreamTransform {
+    std::string bytes;
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+        bytes.append(pending.begin(), pending.end());
+        sink.pass(pending.size());
+    }
+};
+
+// A handshake where both sides offer timestamps: the client's TSvals start
+// at 10, the server's at 500.
+void timestamped_handshake(Wire& w) {
+    w.send(true, 0x02, 999, 0, "", false, 10);
+    w.send(false, 0x12, 4999, 1000, "", false, 500);
+    w.send(true, 0x10, 1000, 5000, "", false, 11);
+}
+
+TEST(FlowStreamPeers, DataWithAnOldTimestampIsDroppedNotInspected) {
+    // PAWS (RFC 7323 5): the client took the server's TSval 500 (SYN-ACK)
+    // and discards a segment whose TSval is older. At the exact next number
+    // with other bytes, taken by the engine, it would be what the inspector
+    // sees instead of what the client gets.
+    SeenBytes seen;
+    Wire w(&seen);
+    timestamped_handshake(w);
+
+    auto old = w.send(false, 0x18, 5000, 1000, "junk", false, 400);
+    EXPECT_EQ(old[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().peer_checks.paws, 1u);
+    // Wrapped far back (serial arithmetic): older too.
+    auto wrapped = w.send(false, 0x18, 5000, 1000, "junk", false, 500u + (1u << 31) + 1);
+    EXPECT_EQ(wrapped[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.counters().peer_checks.paws, 2u);
+    EXPECT_EQ(seen.bytes, "");
+    EXPECT_EQ(w.stream.held_count(), 0u);
+
+    // The real segment, with a newer TSval, is taken; one tick older than
+    // the recent TSval still passes, as in Linux.
+    EXPECT_EQ(w.send(false, 0x18, 5000, 1000, "real", false, 501)[0].kind,
+              PacketVerdict::Kind::Accept);
+    // (Passed with the newest TSval written in, see newer_ts().)
+    EXPECT_NE(w.send(false, 0x18, 5004, 1000, "tick", false, 500)[0].kind,
+              PacketVerdict::Kind::Drop);
+    EXPECT_EQ(seen.bytes, "realtick");
+    EXPECT_EQ(w.stream.counters().peer_checks.paws, 2u);
+}
+
+TEST(FlowStreamPeers, PawsOnlyWhereBothSidesNegotiatedTimestampsAndNeverForRsts) {
+    SeenBytes seen;
+    Wire w(&seen);
+    w.send(true, 0x02, 999, 0);  // the client offers no timestamps
+    w.send(false, 0x12, 4999, 1000, "", false, 500);
+    w.send(true, 0x10, 1000, 5000);
+    EXPECT_EQ(w.send(false, 0x18, 5000, 1000, "a", false, 400)[0].kind,
+              PacketVerdict::Kind::Accept);
+    EXPECT_EQ(seen.bytes, "a");
+
+    Wire t;
+    timestamped_handshake(t);
+    auto rst = t.send(false, 0x04, 5000, 0, "", false, 400);
+    EXPECT_NE(rst[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(t.stream.counters().peer_checks.paws, 0u);
+}
+
+TEST(FlowStreamPeers, PawsKeepsTheTimestampOfTheAcknowledgedEdgeNotOfLaterSegments) {
+    // A segment ahead of the edge (held for a gap) does not move the recent
+    // TSval: the segment that fills the gap was sent earlier, with an older
+    // TSval, and the client takes it.
+    Wire w;
+    timestamped_handshake(w);
+    EXPECT_EQ(w.send(false, 0x18, 5100, 1000, std::string(100, 'b'), false, 600)[0].kind,
+              PacketVerdict::Kind::Hold);
+    auto fill = w.send(false, 0x18, 5000, 1000, std::string(100, 'a'), false, 520);
+    EXPECT_NE(fill[0].kind, PacketVerdict::Kind::Drop);
+    EXPECT_EQ(w.stream.held_count(), 0u);  // the held segment went out behind it
+    EXPECT_EQ(w.stream.counters().peer_checks.paws, 0u);
+}
+
 TEST(FlowStreamPeers, TheWindowMovesWithTheReceiversAcks) {
     PlainWire g;
     Wire& w = g.w;
