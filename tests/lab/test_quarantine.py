@@ -34,6 +34,9 @@ from lab import REPO, wait_until
 from servers import HttpLabServer, Nginx, Postfix, Vsftpd
 from test_http_av import same_url
 from test_smtp_av import SENDER, infected_messages, send, session
+from test_spam import SPAM_MARKER
+from test_spam import message as spam_body_message
+from test_spam import reconfigure as spam_reconfigure
 
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
         "yara_rule_dirs": [str(REPO / "rules" / "yara")], "pool_threads": 2}
@@ -75,6 +78,11 @@ def wait_entries(daemon, count: int, *args, timeout: float = 20.0) -> list[dict]
     thread of its own: an entry appears shortly after its verdict)."""
     return wait_until(lambda: (lambda e: e if len(e) >= count else None)(entries(daemon, *args)),
                       timeout, f"{count} quarantine entries")
+
+
+def spam_message(subject: str) -> bytes:
+    """A message the project's YARA spam rule (category = "spam") matches."""
+    return spam_body_message(subject, b"cheap offer " + SPAM_MARKER)
 
 
 def quarantine_status(daemon) -> dict:
@@ -146,6 +154,41 @@ def test_infected_smtp_mail_is_kept_exported_identical_and_released_to_the_maild
     assert f"quarantine: {entry['id']} released" in daemon.log_text()
     table = daemon.ctl("status").stdout.decode()
     assert f"quarantine {folder}: 1 entries" in table, table
+
+
+def test_rejected_and_dropped_spam_are_kept_and_tagged_spam_is_not(lab, quarantined, mail_servers):
+    """Spam that reaches no receiver (on_spam reject, drop) is kept like a
+    blocked virus; tagged spam is delivered, so nothing is kept."""
+    postfix = mail_servers.postfix
+    alice = mail_servers.address("alice")
+    daemon, _ = quarantined(protocols={"smtp": {"on_spam": "reject"}})
+    spam = spam_message("rejected spam")
+    with session(lab, 4, 25) as smtp:
+        code, _ = send(smtp, alice, spam)
+        assert code == 550
+    entry, = wait_entries(daemon, 1)
+    assert entry["protocol"] == "smtp" and entry["action"] == "reject", entry
+    assert entry["verdict"]["category"] == "spam", entry
+    assert entry["subject"] == "rejected spam", entry
+    assert exported(daemon, lab, entry["id"]) == spam
+    assert event_of(daemon, entry["id"])["quarantine"] == entry["id"]
+
+    spam_reconfigure(daemon, {"protocols": {"smtp": {"on_spam": "drop"}}})
+    dropped = spam_message("dropped spam")
+    with session(lab, 6, 25) as smtp:
+        code, _ = send(smtp, alice, dropped)
+        assert code == 250
+    newest = wait_entries(daemon, 2)[0]
+    assert newest["action"] == "drop" and newest["subject"] == "dropped spam", newest
+    assert exported(daemon, lab, newest["id"]) == dropped
+
+    spam_reconfigure(daemon, {"protocols": {"smtp": {"on_spam": "tag"}}})
+    with session(lab, 4, 25) as smtp:
+        assert send(smtp, alice, spam_message("tagged spam"))[0] == 250
+    tagged, = postfix.wait_for_delivery("alice", 1)
+    assert b"[SPAM] tagged spam" in tagged
+    assert len(entries(daemon)) == 2, entries(daemon)
+    assert quarantine_status(daemon)["written"] == 2
 
 
 # -- HTTP -------------------------------------------------------------------------
