@@ -10,6 +10,7 @@ two halves so that this file is not itself an EICAR carrier)."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import gzip
 import io
