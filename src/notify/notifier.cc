@@ -1,10 +1,9 @@
 // The notifier: admission (null sender, address check, rate limit, queue
 // bound) on the caller's thread under one mutex; composing and sending with
-// libcurl's SMTP client on the worker thread.
+// smtp_submit() on the worker thread.
 #include "nfqscan/notifier.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -13,10 +12,12 @@
 #include <cctype>
 #include <charconv>
 #include <ctime>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <span>
 #include <stdexcept>
+
+#include "nfqscan/smtp_submit.h"
 
 namespace nfqscan {
 
@@ -24,22 +25,6 @@ namespace {
 
 constexpr auto kRateWindow = std::chrono::seconds(60);
 constexpr auto kFailureLogInterval = std::chrono::seconds(60);
-
-struct CurlEasyDeleter {
-    void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
-};
-using CurlEasy = std::unique_ptr<CURL, CurlEasyDeleter>;
-
-struct CurlSlistDeleter {
-    void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
-using CurlSlist = std::unique_ptr<curl_slist, CurlSlistDeleter>;
-
-void curl_global_once() {
-    static const CURLcode result = curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (result != CURLE_OK)
-        throw std::runtime_error(std::string("curl_global_init: ") + curl_easy_strerror(result));
-}
 
 std::string lowercase(std::string_view s) {
     std::string out(s);
@@ -154,23 +139,6 @@ std::string host_name() {
     return name;
 }
 
-struct Upload {
-    std::string_view data;
-    size_t offset = 0;
-};
-
-size_t read_upload(char* buffer, size_t size, size_t count, void* user) {
-    auto* upload = static_cast<Upload*>(user);
-    const size_t n = std::min(size * count, upload->data.size() - upload->offset);
-    std::copy_n(upload->data.data() + upload->offset, n, buffer);
-    upload->offset += n;
-    return n;
-}
-
-int abort_when_stopping(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-    return static_cast<const std::atomic<bool>*>(user)->load() ? 1 : 0;
-}
-
 }  // namespace
 
 RelayAddress RelayAddress::parse(std::string_view text) {
@@ -275,7 +243,7 @@ Notifier::Notifier(const NotifyConfig& config) : Notifier(config, Options{}) {}
 
 Notifier::Notifier(const NotifyConfig& config, Options options)
     : config_(config), relay_(RelayAddress::parse(config.relay)), options_(std::move(options)) {
-    curl_global_once();
+    smtp_client_init();
     worker_ = std::thread([this] { run(); });
 }
 
@@ -380,52 +348,21 @@ void Notifier::run() {
 }
 
 bool Notifier::send(const Notification& n) {
-    std::string error;
-    if (relay_.host.empty()) {
-        error = "no relay configured ([notify] relay)";
-    } else {
-        const std::string_view domain =
-            std::string_view(config_.from).substr(config_.from.find('@') + 1);
-        const std::string message =
-            compose_notification(n, config_.from, rfc5322_date(std::chrono::system_clock::now()),
-                                 fmt::format("{}.nfqscan@{}", random_hex(12), domain));
-        CurlEasy curl(curl_easy_init());
-        if (!curl) {
-            error = "curl_easy_init failed";
-        } else {
-            CurlSlist rcpt(curl_slist_append(nullptr, fmt::format("<{}>", n.recipient).c_str()));
-            // The URL's path is the name libcurl says EHLO with.
-            const std::string url = relay_.url() + "/" + host_name();
-            const std::string from = fmt::format("<{}>", config_.from);
-            Upload upload{message};
-            char errbuf[CURL_ERROR_SIZE] = {};
-            CURL* h = curl.get();
-            curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-            curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp");
-            curl_easy_setopt(h, CURLOPT_PROXY, "");  // no proxy from the environment
-            curl_easy_setopt(h, CURLOPT_MAIL_FROM, from.c_str());
-            curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt.get());
-            curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-            curl_easy_setopt(h, CURLOPT_READFUNCTION, read_upload);
-            curl_easy_setopt(h, CURLOPT_READDATA, &upload);
-            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);  // a worker thread: no SIGALRM
-            curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                             static_cast<long>(options_.connect_timeout.count()));
-            curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
-                             static_cast<long>(options_.transfer_timeout.count()));
-            curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
-            curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-            curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, abort_when_stopping);
-            curl_easy_setopt(h, CURLOPT_XFERINFODATA, &stopping_);
-            curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-            const CURLcode rc = curl_easy_perform(h);
-            if (rc == CURLE_OK) return true;
-            long code = 0;
-            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-            error = errbuf[0] ? errbuf : curl_easy_strerror(rc);
-            if (code) error += fmt::format(" (last reply {})", code);
-        }
-    }
+    const std::string_view domain =
+        std::string_view(config_.from).substr(config_.from.find('@') + 1);
+    const std::string message =
+        compose_notification(n, config_.from, rfc5322_date(std::chrono::system_clock::now()),
+                             fmt::format("{}.nfqscan@{}", random_hex(12), domain));
+    const std::string helo_name = host_name();
+    const std::string error = smtp_submit({.relay = config_.relay,
+                                           .helo_name = helo_name,
+                                           .from = config_.from,
+                                           .recipients = std::span(&n.recipient, 1),
+                                           .message = message,
+                                           .connect_timeout = options_.connect_timeout,
+                                           .transfer_timeout = options_.transfer_timeout,
+                                           .abort = &stopping_});
+    if (error.empty()) return true;
     const Clock::time_point now = options_.now();
     ++failures_since_log_;
     if (last_failure_log_ == Clock::time_point{} ||

@@ -2,19 +2,18 @@
 // (quarantine.h).
 #include "nfqscan/quarantine.h"
 
-#include <curl/curl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <cerrno>
 #include <cstring>
 
 #include "nfqscan/notifier.h"
+#include "nfqscan/smtp_submit.h"
 #include "nfqscan/unique_fd.h"
 
 namespace nfqscan {
@@ -25,33 +24,6 @@ constexpr auto kExpireInterval = std::chrono::hours(1);
 constexpr auto kWarningInterval = std::chrono::seconds(60);
 // Entries waiting for the disk, at most (their bytes are bounded apart).
 constexpr size_t kQueueEntries = 256;
-
-struct CurlEasyDeleter {
-    void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct CurlSlistDeleter {
-    void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
-struct Upload {
-    std::span<const uint8_t> data;
-    size_t offset = 0;
-};
-
-size_t read_upload(char* buffer, size_t size, size_t count, void* user) {
-    auto* upload = static_cast<Upload*>(user);
-    const size_t n = std::min(size * count, upload->data.size() - upload->offset);
-    std::memcpy(buffer, upload->data.data() + upload->offset, n);
-    upload->offset += n;
-    return n;
-}
-
-int set_mark(void* user, curl_socket_t fd, curlsocktype) {
-    const uint32_t mark = *static_cast<const uint32_t*>(user);
-    // Without CAP_NET_ADMIN the mark is not set; the release still goes.
-    (void)setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark);
-    return CURL_SOCKOPT_OK;
-}
 
 // A read-only mapping of a whole file, for the release.
 class MappedFile {
@@ -91,61 +63,23 @@ std::string smtp_deliver(const std::string& relay, const std::string& sender,
                          const std::vector<std::string>& recipients,
                          std::span<const uint8_t> message, std::chrono::milliseconds timeout,
                          uint32_t mark) {
-    static const CURLcode init = curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (init != CURLE_OK) return std::string("curl_global_init: ") + curl_easy_strerror(init);
-    if (relay.empty()) return "no relay configured ([notify] relay)";
-    RelayAddress address;
-    try {
-        address = RelayAddress::parse(relay);
-    } catch (const std::exception& e) {
-        return e.what();
-    }
     if (recipients.empty()) return "the entry has no recipients";
-    std::unique_ptr<curl_slist, CurlSlistDeleter> rcpt;
-    for (const std::string& r : recipients) {
+    for (const std::string& r : recipients)
         if (!valid_mail_address(r)) return "recipient \"" + r + "\" is not a plain address";
-        curl_slist* l = curl_slist_append(rcpt.get(), ("<" + r + ">").c_str());
-        if (!l) return "out of memory";
-        (void)rcpt.release();
-        rcpt.reset(l);
-    }
-    std::string from = sender;
+    std::string_view from = sender;
     if (from.size() >= 2 && from.front() == '<' && from.back() == '>')
         from = from.substr(1, from.size() - 2);
     if (!from.empty() && !valid_mail_address(from))
         return "sender \"" + sender + "\" is not a plain address";
-    from = "<" + from + ">";
-    std::unique_ptr<CURL, CurlEasyDeleter> curl(curl_easy_init());
-    if (!curl) return "curl_easy_init failed";
-    CURL* h = curl.get();
-    const std::string url = address.url() + "/nfqscan";  // the path is EHLO's name
-    Upload upload{message};
-    char errbuf[CURL_ERROR_SIZE] = {};
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp");
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_MAIL_FROM, from.c_str());
-    curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt.get());
-    curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, curl_off_t(message.size()));
-    curl_easy_setopt(h, CURLOPT_READFUNCTION, read_upload);
-    curl_easy_setopt(h, CURLOPT_READDATA, &upload);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-    curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    if (mark != 0) {
-        curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, set_mark);
-        curl_easy_setopt(h, CURLOPT_SOCKOPTDATA, &mark);
-    }
-    const CURLcode rc = curl_easy_perform(h);
-    if (rc == CURLE_OK) return {};
-    long code = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    std::string error = errbuf[0] ? errbuf : curl_easy_strerror(rc);
-    if (code) error += fmt::format(" (last reply {})", code);
-    return error;
+    return smtp_submit(
+        {.relay = relay,
+         .helo_name = "nfqscan",
+         .from = from,
+         .recipients = recipients,
+         .message = std::string_view(reinterpret_cast<const char*>(message.data()), message.size()),
+         .connect_timeout = timeout,
+         .transfer_timeout = timeout,
+         .mark = mark});
 }
 
 Quarantine::Quarantine(QuarantineConfig config, QuarantineRelease release)
