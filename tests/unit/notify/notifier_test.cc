@@ -1,6 +1,7 @@
 // Notifier against a tiny SMTP relay on 127.0.0.1 (a thread of the test),
 // and its rules: null sender, address check, rate limit, bounded queue,
-// relay down or refusing.
+// relay down or refusing; smtp_submit(), which it and the quarantine's
+// release send with, against the same relay.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "nfqscan/notifier.h"
+#include "nfqscan/smtp_submit.h"
 
 namespace nfqscan {
 namespace {
@@ -402,6 +404,80 @@ TEST(RelayAddress, ParsesNamesAndBothFamilies) {
     for (const char* bad : {"mail.example.org", "mail:0", "mail:65536", "mail:25x", ":25",
                             "[2001:db8::25]25", "[mail]:25", "2001:db8::25:25", "a b:25"})
         EXPECT_THROW(RelayAddress::parse(bad), std::invalid_argument) << bad;
+}
+
+// The envelope as given (null sender, every recipient), EHLO with the given
+// name, the message unchanged once unstuffed.
+TEST(SmtpSubmit, SendsTheEnvelopeAndTheMessage) {
+    FakeRelay relay;
+    const std::vector<std::string> recipients = {"b@example.org", "c@example.org"};
+    const std::string message = "Subject: kept\r\n\r\n.a line with a dot\r\nbody\r\n";
+
+    const std::string error = smtp_submit({.relay = relay.relay(),
+                                           .helo_name = "nfqscan",
+                                           .from = "",
+                                           .recipients = recipients,
+                                           .message = message});
+
+    EXPECT_EQ(error, "");
+    const auto messages = relay.messages();
+    ASSERT_EQ(messages.size(), 1u);
+    EXPECT_EQ(messages[0].ehlo, "nfqscan");
+    EXPECT_EQ(messages[0].mail_from, "<>");
+    EXPECT_EQ(messages[0].rcpt_to,
+              (std::vector<std::string>{"<b@example.org>", "<c@example.org>"}));
+    EXPECT_EQ(messages[0].data, message);
+    EXPECT_NE(messages[0].wire.find("\r\n..a line with a dot\r\n"), std::string::npos);
+}
+
+// The texts the notifier logs and a release answers with.
+TEST(SmtpSubmit, FailuresSayWhatFailed) {
+    const std::vector<std::string> to = {"b@example.org"};
+    EXPECT_EQ(smtp_submit({.relay = "",
+                           .helo_name = "t",
+                           .from = "a@example.org",
+                           .recipients = to,
+                           .message = "x\r\n"}),
+              "no relay configured ([notify] relay)");
+    EXPECT_NE(smtp_submit({.relay = "mail.example.org",
+                           .helo_name = "t",
+                           .from = "a@example.org",
+                           .recipients = to,
+                           .message = "x\r\n"})
+                  .find("host:port"),
+              std::string::npos);
+
+    FakeRelay refusing("554 5.7.1 no thanks");
+    const std::string refused = smtp_submit({.relay = refusing.relay(),
+                                             .helo_name = "t",
+                                             .from = "a@example.org",
+                                             .recipients = to,
+                                             .message = "x\r\n"});
+    EXPECT_TRUE(refused.ends_with(" (last reply 554)")) << refused;
+    EXPECT_TRUE(refusing.messages().empty());
+}
+
+// A set abort flag ends the transfer instead of the 60 s transfer timeout.
+TEST(SmtpSubmit, AbortFlagEndsATransferUnderWay) {
+    uint16_t port = 0;
+    Fd silent = listen_loopback(port);  // connects, never says 220
+    std::atomic<bool> abort{false};
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(200ms);
+        abort = true;
+    });
+    const std::vector<std::string> to = {"b@example.org"};
+    const auto start = std::chrono::steady_clock::now();
+    const std::string error = smtp_submit({.relay = "127.0.0.1:" + std::to_string(port),
+                                           .helo_name = "t",
+                                           .from = "a@example.org",
+                                           .recipients = to,
+                                           .message = "x\r\n",
+                                           .transfer_timeout = 60s,
+                                           .abort = &abort});
+    stopper.join();
+    EXPECT_NE(error, "");
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
 }
 
 }  // namespace
