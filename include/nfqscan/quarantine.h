@@ -225,7 +225,8 @@ class Quarantine {
 };
 
 // Delivers `message` (not dot-stuffed, CRLF) from `sender` to `recipients`
-// through `relay` ("host:port") with libcurl. Returns "" or the error.
+// through `relay` ("host:port"): checks the envelope, then smtp_submit()
+// (smtp_submit.h). Returns "" or the error.
 // `mark`: SO_MARK of the connection (0: none).
 std::string smtp_deliver(const std::string& relay, const std::string& sender,
                          const std::vector<std::string>& recipients,
