@@ -124,6 +124,10 @@ class RelaySender {
     void note_sacked(SackRanges sacked);
     // The scoreboard range holding `at`, or the first one after it (end()).
     std::vector<std::pair<uint64_t, uint64_t>>::const_iterator sacked_from(uint64_t at) const;
+    // Where holes start to count as lost: the start of the SACKed range
+    // with more than two segments' worth of SACKed bytes from it up (RFC
+    // 6675 IsLost()); una_ while there is none.
+    uint64_t lost_edge() const;
     // Outstanding bytes the receiver does not hold (RFC 6675's pipe,
     // without the retransmissions counted twice).
     uint64_t pipe() const;

@@ -101,24 +101,26 @@ std::vector<std::pair<uint64_t, uint64_t>>::const_iterator RelaySender::sacked_f
         [](uint64_t a, const std::pair<uint64_t, uint64_t>& r) { return a < r.second; });
 }
 
+uint64_t RelaySender::lost_edge() const {
+    uint64_t above = 0;
+    for (auto r = sacked_.rbegin(); r != sacked_.rend(); ++r) {
+        above += r->second - r->first;
+        if (above > 2 * mss_) return r->first;
+    }
+    return una_;
+}
+
 uint64_t RelaySender::pipe() const {
     if (sacked_.empty()) return in_flight();
     // A hole counts as lost once more than two segments' worth of SACKed
-    // bytes lie past it (RFC 6675 IsLost()): lost_edge is where that starts.
-    uint64_t lost_edge = una_, above = 0;
-    for (auto r = sacked_.rbegin(); r != sacked_.rend(); ++r) {
-        above += r->second - r->first;
-        if (above > 2 * mss_) {
-            lost_edge = r->first;
-            break;
-        }
-    }
+    // bytes lie past it.
+    const uint64_t edge = lost_edge();
     uint64_t held = 0, lost = 0, at = una_;
     for (auto [begin, end] : sacked_) {
         if (begin >= nxt_) break;
         held += std::min(end, nxt_) - begin;
         // Lost and not sent again in this recovery: not in the network.
-        uint64_t from = std::max(at, high_rxt_), to = std::min(begin, lost_edge);
+        uint64_t from = std::max(at, high_rxt_), to = std::min(begin, edge);
         if (to > from) lost += to - from;
         at = end;
     }
@@ -128,23 +130,15 @@ uint64_t RelaySender::pipe() const {
 
 void RelaySender::retransmit_holes(const RelayOutput& output, std::vector<RelaySegment>& send) {
     if (sacked_.empty()) return;
-    uint64_t above = 0, lost_edge = una_;
-    for (auto r = sacked_.rbegin(); r != sacked_.rend(); ++r) {
-        above += r->second - r->first;
-        if (above > 2 * mss_) {
-            lost_edge = r->first;
-            break;
-        }
-    }
     uint64_t at = std::max(high_rxt_, una_);
-    lost_edge = std::min(lost_edge, nxt_);  // past nxt_, pump() sends anyway
-    while (at < lost_edge && pipe() < cwnd_) {
+    const uint64_t edge = std::min(lost_edge(), nxt_);  // past nxt_, pump() sends anyway
+    while (at < edge && pipe() < cwnd_) {
         auto r = sacked_from(at);
         if (r != sacked_.end() && r->first <= at) {
             at = r->second;
             continue;
         }
-        uint64_t end = std::min({at + mss_, r == sacked_.end() ? lost_edge : r->first, output.end});
+        uint64_t end = std::min({at + mss_, r == sacked_.end() ? edge : r->first, output.end});
         if (end <= at) break;
         RelaySegment s{at, end, output.fin && end == output.end, true};
         send.push_back(s);
