@@ -6,11 +6,11 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
 
+#include "nfqscan/host_port.h"
 #include "nfqscan/metrics.h"
 
 namespace nfqscan {
@@ -41,33 +41,15 @@ std::string text_response(std::string_view status, const std::string& body, bool
 ListenAddress ListenAddress::parse(std::string_view text) {
     ListenAddress out;
     out.text = std::string(text);
-    std::string_view host, port;
-    const bool v6 = !text.empty() && text.front() == '[';
-    if (v6) {
-        const size_t close = text.find(']');
-        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
-            throw std::invalid_argument("an IPv6 address is written \"[address]:port\"");
-        host = text.substr(1, close - 1);
-        port = text.substr(close + 2);
-    } else {
-        const size_t colon = text.find(':');
-        if (colon == std::string_view::npos || text.find(':', colon + 1) != std::string_view::npos)
-            throw std::invalid_argument(
-                "must be \"address:port\" (\"[address]:port\" for IPv6), e.g. "
-                "\"127.0.0.1:9464\", or \"\" for none");
-        host = text.substr(0, colon);
-        port = text.substr(colon + 1);
-    }
-    unsigned value = 0;
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value < 1 ||
-        value > 65535)
-        throw std::invalid_argument("the port must be a number from 1 to 65535");
-    const std::string h(host);
-    if (v6) {
+    const HostPort split =
+        split_host_port(text,
+                        "must be \"address:port\" (\"[address]:port\" for IPv6), e.g. "
+                        "\"127.0.0.1:9464\", or \"\" for none");
+    const std::string h(split.host);
+    if (split.bracketed) {
         sockaddr_in6 a{};
         a.sin6_family = AF_INET6;
-        a.sin6_port = htons(static_cast<uint16_t>(value));
+        a.sin6_port = htons(split.port);
         if (inet_pton(AF_INET6, h.c_str(), &a.sin6_addr) != 1)
             throw std::invalid_argument("\"" + h + "\" is not an IPv6 address");
         std::memcpy(&out.address, &a, sizeof a);
@@ -75,7 +57,7 @@ ListenAddress ListenAddress::parse(std::string_view text) {
     } else {
         sockaddr_in a{};
         a.sin_family = AF_INET;
-        a.sin_port = htons(static_cast<uint16_t>(value));
+        a.sin_port = htons(split.port);
         if (inet_pton(AF_INET, h.c_str(), &a.sin_addr) != 1)
             throw std::invalid_argument("\"" + h +
                                         "\" is not an IPv4 address (names are not resolved)");

@@ -10,13 +10,13 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <span>
 #include <stdexcept>
 
+#include "nfqscan/host_port.h"
 #include "nfqscan/smtp_submit.h"
 
 namespace nfqscan {
@@ -144,36 +144,22 @@ std::string host_name() {
 RelayAddress RelayAddress::parse(std::string_view text) {
     RelayAddress r;
     if (text.empty()) return r;
-    std::string_view host, port;
-    if (text.front() == '[') {
-        const size_t close = text.find(']');
-        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
-            throw std::invalid_argument("an IPv6 relay is written \"[address]:port\"");
-        host = text.substr(1, close - 1);
-        port = text.substr(close + 2);
+    const HostPort split = split_host_port(
+        text, "must be \"host:port\" (\"[address]:port\" for IPv6), or \"\" for none");
+    if (split.bracketed) {
         in6_addr addr{};
-        if (inet_pton(AF_INET6, std::string(host).c_str(), &addr) != 1)
-            throw std::invalid_argument("\"" + std::string(host) + "\" is not an IPv6 address");
+        if (inet_pton(AF_INET6, std::string(split.host).c_str(), &addr) != 1)
+            throw std::invalid_argument("\"" + std::string(split.host) +
+                                        "\" is not an IPv6 address");
     } else {
-        const size_t colon = text.rfind(':');
-        if (colon == std::string_view::npos || text.find(':') != colon)
-            throw std::invalid_argument(
-                "must be \"host:port\" (\"[address]:port\" for IPv6), or \"\" for none");
-        host = text.substr(0, colon);
-        port = text.substr(colon + 1);
-        const bool name_chars = std::all_of(host.begin(), host.end(), [](unsigned char c) {
-            return std::isalnum(c) || c == '.' || c == '-' || c == '_';
-        });
-        if (host.empty() || !name_chars)
+        const bool name_chars = std::all_of(
+            split.host.begin(), split.host.end(),
+            [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '-' || c == '_'; });
+        if (split.host.empty() || !name_chars)
             throw std::invalid_argument("the host must be a name or an address");
     }
-    unsigned value = 0;
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value < 1 ||
-        value > 65535)
-        throw std::invalid_argument("the port must be a number from 1 to 65535");
-    r.host = std::string(host);
-    r.port = static_cast<uint16_t>(value);
+    r.host = std::string(split.host);
+    r.port = split.port;
     return r;
 }
 
