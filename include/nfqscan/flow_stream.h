@@ -216,6 +216,8 @@ class FlowStream {
                           std::vector<PacketVerdict>& out);
     void relay_on_ack(Direction d, const DecodedPacket& ack_packet, uint64_t now_ms,
                       std::vector<PacketVerdict>& out);
+    // The relay of `d` caught up: back to pass mode, its path remembered.
+    void end_relay(Direction d, uint64_t now_ms);
     void pump_relay(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out);
     void emit(Direction d, const std::vector<RelaySegment>& segments,
               std::vector<PacketVerdict>& out);
@@ -276,6 +278,9 @@ class FlowStream {
     // The window (bytes) the relay offered the sender of direction d.
     std::array<uint64_t, 2> told_window_{0, 0};
     std::array<std::unique_ptr<RelaySender>, 2> relays_;
+    // What the last relay of each direction learned of its path (the next
+    // object on a keep-alive connection starts from it).
+    std::array<std::optional<RelayPathMemo>, 2> relay_memo_;
     bool dead_ = false;                // reset: nothing more to deliver
     std::optional<Direction> closed_;  // close_with(): the direction that ends
     std::array<std::optional<std::pair<Endpoint, Endpoint>>, 2> wire_;  // set_wire_endpoints()

@@ -57,6 +57,21 @@ struct RelayOutput {
     bool fin = false;  // and a FIN follows it
 };
 
+// What a relay learned of its path, handed to the next relay of the same
+// direction: a keep-alive connection relays each object anew, and a sender
+// that started every object from the initial window would spend each
+// object's first round trips in slow start on a path it already measured.
+// RFC 5681 (4.1) keeps the congestion window over an idle period shorter
+// than the retransmission timeout; RFC 6298's estimate carries over as is.
+struct RelayPathMemo {
+    uint64_t cwnd = 0;
+    uint64_t ssthresh = UINT64_MAX;
+    std::optional<uint64_t> srtt_ms;
+    uint64_t rttvar_ms = 0;
+    uint64_t rto_ms = 1000;
+    uint64_t at_ms = 0;  // when the relay that left it ended
+};
+
 class RelaySender {
   public:
     static constexpr uint32_t kMaxBackoffs = 12;
@@ -64,7 +79,12 @@ class RelaySender {
     // `acked`: what the receiver has acknowledged; `sent`: output that went
     // out before the relay took over (it is retransmitted from `acked` if
     // need be). `mss`: payload bytes per segment.
-    RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms);
+    // `path`: what the previous relay of this direction left (memo()), if any.
+    RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms,
+                const RelayPathMemo* path = nullptr);
+    // The path as this relay knows it now, for the next one (the window it
+    // reached, not one a loss is still shrinking: a relay ends caught up).
+    RelayPathMemo memo(uint64_t now_ms) const;
 
     // Output ranges [begin, end) a receiver's SACK blocks name.
     using SackRanges = std::span<const std::pair<uint64_t, uint64_t>>;

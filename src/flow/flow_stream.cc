@@ -440,7 +440,7 @@ void FlowStream::relay_on_ack(Direction d, const DecodedPacket& p, uint64_t now_
                   now_ms, send, std::span(sacked.data(), count));
     emit(d, send, out);
     if (!mine.relaying()) {
-        relays_[size_t(d)].reset();  // caught up: back to pass mode
+        end_relay(d, now_ms);  // caught up: back to pass mode
         return;
     }
     // The receiver took data: when that reopened a window the sender was
@@ -449,17 +449,25 @@ void FlowStream::relay_on_ack(Direction d, const DecodedPacket& p, uint64_t now_
     if (open > 2 * told_window_[size_t(d)]) ack_sender(d, out);
 }
 
+void FlowStream::end_relay(Direction d, uint64_t now_ms) {
+    std::unique_ptr<RelaySender>& relay = relays_[size_t(d)];
+    if (!relay) return;
+    relay_memo_[size_t(d)] = relay->memo(now_ms);
+    relay.reset();
+}
+
 void FlowStream::pump_relay(Direction d, uint64_t now_ms, std::vector<PacketVerdict>& out) {
     size_t di = size_t(d);
     const StreamDirection& mine = *directions_[di];
     if (dead_ || !last_headers_[di]) return;
     if (!mine.relaying()) {
-        relays_[di].reset();
+        end_relay(d, now_ms);
         return;
     }
     if (!relays_[di])
-        relays_[di] = std::make_unique<RelaySender>(mine.output_acked(), mine.output_sent(),
-                                                    segment_room(d), now_ms);
+        relays_[di] =
+            std::make_unique<RelaySender>(mine.output_acked(), mine.output_sent(), segment_room(d),
+                                          now_ms, relay_memo_[di] ? &*relay_memo_[di] : nullptr);
     std::vector<RelaySegment> send;
     relays_[di]->catch_up(mine.output_acked(), mine.fin_acknowledged(), relay_output(d), now_ms,
                           send);

@@ -30,16 +30,41 @@ size_t frame_run(std::span<const RelaySegment> send, size_t first, uint64_t begi
     return count;
 }
 
-RelaySender::RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms)
+RelaySender::RelaySender(uint64_t acked, uint64_t sent, size_t mss, uint64_t now_ms,
+                         const RelayPathMemo* path)
     : mss_(std::max<size_t>(mss, 64)),
       una_(acked),
       nxt_(std::max(acked, sent)),
       max_sent_(nxt_),
       rwnd_(65535),
       cwnd_(kInitialWindowSegments * mss_) {
+    if (path && path->cwnd > 0) {
+        srtt_ms_ = path->srtt_ms;
+        rttvar_ms_ = path->rttvar_ms;
+        rto_ms_ = std::clamp<uint64_t>(path->rto_ms, kMinRtoMs, kMaxRtoMs);
+        ssthresh_ = path->ssthresh;
+        // Idle for longer than a retransmission timeout: the window reached
+        // says nothing about the path any more (RFC 5681's restart window).
+        bool idle_too_long = now_ms - std::min(now_ms, path->at_ms) > rto_ms_;
+        cwnd_ = idle_too_long ? std::min(cwnd_, path->cwnd) : std::max(cwnd_, path->cwnd);
+    }
     // Output that went out before the relay took over is covered by the
     // timer from now on.
     if (nxt_ > una_) arm(now_ms);
+}
+
+RelayPathMemo RelaySender::memo(uint64_t now_ms) const {
+    RelayPathMemo m;
+    m.cwnd = cwnd_;
+    m.ssthresh = ssthresh_;
+    m.srtt_ms = srtt_ms_;
+    m.rttvar_ms = rttvar_ms_;
+    // Without the backoff of a timeout: the next relay starts afresh.
+    if (srtt_ms_)
+        m.rto_ms = std::clamp<uint64_t>(*srtt_ms_ + std::max<uint64_t>(1, 4 * rttvar_ms_),
+                                        kMinRtoMs, kMaxRtoMs);
+    m.at_ms = now_ms;
+    return m;
 }
 
 void RelaySender::arm(uint64_t now_ms) {

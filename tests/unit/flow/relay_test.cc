@@ -704,6 +704,43 @@ TEST(RelaySender, StretchAcksGrowTheWindowByTheBytesTheyAcknowledge) {
     EXPECT_EQ(sender.congestion_window(), 160 * kMss);
 }
 
+TEST(RelaySender, TheNextRelayStartsFromTheWindowTheLastOneReachedUnlessIdleTooLong) {
+    // A keep-alive connection relays each object anew: the next one starts
+    // from the path the last one measured (RFC 5681 4.1), unless the
+    // connection sat idle longer than a retransmission timeout.
+    constexpr size_t kMss = 1000;
+    RelaySender first(0, 0, kMss, 0);
+    RelayOutput output{10'000'000, false};
+    std::vector<RelaySegment> send;
+    first.pump(output, 0, send);
+    uint64_t acked = 0;
+    for (int round = 0; round < 4; ++round) {
+        send.clear();
+        acked += first.congestion_window();
+        first.on_ack(acked, false, 1 << 30, false, output, 10 * (round + 1), send);
+    }
+    ASSERT_EQ(first.congestion_window(), 160 * kMss);
+    RelayPathMemo memo = first.memo(40);
+    ASSERT_TRUE(memo.srtt_ms);  // round trips were timed
+
+    RelaySender soon(acked, acked, kMss, 40 + memo.rto_ms / 2, &memo);
+    EXPECT_EQ(soon.congestion_window(), 160 * kMss);
+    EXPECT_EQ(soon.rto_ms(), memo.rto_ms);
+    send.clear();
+    RelayOutput more{acked + 1'000'000, false};
+    soon.on_ack(acked, false, 1 << 30, false, more, 40 + memo.rto_ms / 2, send);
+    soon.pump(more, 40 + memo.rto_ms / 2, send);
+    uint64_t burst = 0;
+    for (const RelaySegment& s : send)
+        burst += s.end - s.begin;
+    EXPECT_EQ(burst, 160 * kMss);  // no slow start from the initial window
+
+    RelaySender later(acked, acked, kMss, 40 + memo.rto_ms + 1, &memo);
+    EXPECT_EQ(later.congestion_window(), 10 * kMss);  // the restart window
+    RelaySender fresh(acked, acked, kMss, 40);
+    EXPECT_EQ(fresh.congestion_window(), 10 * kMss);
+}
+
 TEST(RelaySender, AReceiverAnsweringProbesIsProbedForeverOneThatFallsSilentIsGivenUp) {
     // RFC 9293 3.8.6.1: a receiver that keeps its window closed but answers
     // every probe must not be dropped. One that stops answering is gone.
