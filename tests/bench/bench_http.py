@@ -20,7 +20,9 @@ and binary members, random binaries; sizes log-uniform from 4 KiB to 8 MiB,
   network), one nfqscanctl per client share at once (nfqscanctl waits for
   each file's verdict, so one alone keeps only one scanner busy);
 - allowlisted: nfqscand with [protocols.http] allow_hosts = [the server]:
-  the flows are parsed, the objects not scanned;
+  each connection is released after its first request (allowlist_release);
+- passed: the same with allowlist_release = false: the flows stay in the
+  stream engine, parsed, the objects passed unscanned (the engine's own cost);
 - released: nfqscand with [protocols.http] scan = false: the flows are
   released to the conntrack-mark fast path;
 - scanbench: nfqscan-scanbench (the bench runner of `tools/bench scan`),
@@ -59,7 +61,8 @@ PORT = 80
 MB = 1e6
 KIB = 1024
 # What `--variants` may name for http (cache: cache-fill and cache-hit).
-HTTP_VARIANTS = ("plain", "scanned", "scanned-close", "allowlisted", "released", "cache")
+HTTP_VARIANTS = ("plain", "scanned", "scanned-close", "allowlisted", "passed", "released",
+                 "cache")
 MIB = 1 << 20
 TTFB_BATCH = 100
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
@@ -501,6 +504,8 @@ class HttpBench(Rounds):
                 finally:
                     self.stop(daemon)
             for variant, http in (("allowlisted", {"allow_hosts": [SERVER4]}),
+                                  ("passed", {"allow_hosts": [SERVER4],
+                                              "allowlist_release": False}),
                                   ("released", {"scan": False})):
                 if variant not in want:
                     continue
@@ -543,7 +548,8 @@ class HttpBench(Rounds):
         section("http: downloads (medians over rounds)")
         say(f"{'variant':<12} {'MB/s':>8} {'seconds':>8} {'machine busy':>13} "
             f"{'scanners busy':>14} {'nfqscand CPU':>13}")
-        for v in ("plain", "scanned", "scanned-close", "allowlisted", "released", "cache-fill",
+        for v in ("plain", "scanned", "scanned-close", "allowlisted", "passed", "released",
+                  "cache-fill",
                   "cache-hit", "ctl-scan", "scanbench"):
             runs = self.runs.get(v, [])
             if not runs:
@@ -565,7 +571,9 @@ class HttpBench(Rounds):
         titles = {"plain": "plain forwarding",
                   "scanned": "scanned through nfqscand (keep-alive)",
                   "scanned-close": "scanned through nfqscand (Connection: close)",
-                  "allowlisted": "allowlisted (allow_hosts)", "released": "released (scan = false)",
+                  "allowlisted": "allowlisted (allow_hosts)",
+                  "passed": "allowlisted, allowlist_release = false (passed in the engine)",
+                  "released": "released (scan = false)",
                   "cache-fill": "verdict cache on, first download (all misses)",
                   "cache-hit": "verdict cache on, the same objects again (all hits)",
                   "ctl-scan": "scan service alone: nfqscanctl scan",
@@ -604,9 +612,11 @@ class HttpBench(Rounds):
         rep.ratio(S, "allowlisted / released", self.paired("allowlisted", "released"),
                   note="allowlisted connections are released too (allowlist_release)")
         # Repeated objects: what a cache hit costs against a scan, against the
-        # stream engine alone (allowlisted: passing, no relay) and the wire.
+        # stream engine alone (passed: parsed and passed, no relay) and the wire.
         rep.ratio(S, "cache hits / scanned (no cache)", self.paired("cache-hit", "scanned"))
-        rep.ratio(S, "cache hits / allowlisted", self.paired("cache-hit", "allowlisted"))
+        rep.ratio(S, "passed (allowlist_release = false) / released",
+                  self.paired("passed", "released"))
+        rep.ratio(S, "cache hits / passed in the engine", self.paired("cache-hit", "passed"))
         rep.ratio(S, "cache hits / plain", self.paired("cache-hit", "plain"))
         hits = self.runs.get("cache-hit", [])
         if hits:
@@ -642,7 +652,7 @@ class HttpBench(Rounds):
                         0, "%"))
             rep.add(S, "ctl-scan: mean scan time per object", self.med("ctl-scan", "scan_ms"),
                     "ms", 2)
-        for v in ("scanned", "scanned-close", "allowlisted", "released"):
+        for v in ("scanned", "scanned-close", "allowlisted", "passed", "released"):
             runs = self.runs.get(v, [])
             if runs:
                 rep.add(S, f"{v}: objects scanned / allowlisted / flows released / "
