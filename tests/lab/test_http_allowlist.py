@@ -61,6 +61,12 @@ def daemon(lab, nfqscand):
     return start
 
 
+def started(daemon, family: int = 4, release: bool = True):
+    """The daemon of the `daemon` factory and its HTTP counters at the start."""
+    d = daemon(family, release)
+    return d, http_counters(d.status())
+
+
 def host_in_url(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -100,8 +106,7 @@ def wait_disposition(daemon, family: int, lab, client_port: int, disposition: st
 def test_allowlisted_host_connection_is_released_and_leaves_nfqscand(lab, site, daemon,
                                                                      family):
     nginx, files = site
-    d = daemon(family)
-    before = http_counters(d.status())
+    d, before = started(daemon, family)
     with HttpExchange(lab, lab.server_address(family), 80) as http:
         http.host = ALLOWED_HOST
         port = http.sock.getsockname()[1]
@@ -145,8 +150,7 @@ def test_allowlisted_host_connection_is_released_and_leaves_nfqscand(lab, site, 
 def test_allowlisted_url_passes_in_the_engine_and_keeps_the_connection(lab, site, daemon,
                                                                        family):
     nginx, files = site
-    d = daemon(family)
-    before = http_counters(d.status())
+    d, before = started(daemon, family)
     allowlisted0 = allowlisted_objects(d)
     with HttpExchange(lab, lab.server_address(family), 80) as http:
         port = http.sock.getsockname()[1]
@@ -174,8 +178,7 @@ def test_allowlisted_url_passes_in_the_engine_and_keeps_the_connection(lab, site
 
 
 def test_allowlist_release_false_keeps_the_connection_inspected(lab, site, daemon):
-    d = daemon(release=False)
-    before = http_counters(d.status())
+    d, before = started(daemon, release=False)
     with HttpExchange(lab, lab.server_address(4), 80) as http:
         port = http.sock.getsockname()[1]
         http.host = ALLOWED_HOST
@@ -195,8 +198,7 @@ def test_allowlist_release_false_keeps_the_connection_inspected(lab, site, daemo
 def test_request_pipelined_behind_the_allowlisted_one_is_still_scanned(lab, site, daemon,
                                                                        family):
     _, files = site
-    d = daemon(family)
-    before = http_counters(d.status())
+    d, before = started(daemon, family)
     with HttpExchange(lab, lab.server_address(family), 80) as http:
         # Both requests in one segment: no point between them to release at.
         http.host = ALLOWED_HOST

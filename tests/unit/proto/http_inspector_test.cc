@@ -589,10 +589,27 @@ std::string get_from(const std::string& host, const std::string& path) {
     return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
 }
 
+// The server answers the next request with EICAR: scanned, blocked, and the
+// flow never released.
+void expect_eicar_blocked_unreleased(Flow& t) {
+    t.server(ok(kEicar));
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.verdict(0, virus());
+    EXPECT_EQ(t.host.closes.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
+// A flow with `hosts` on allow_hosts whose host, like the worker, passes
+// every byte without the inspector once it released the flow.
+struct AllowlistFlow : Flow {
+    explicit AllowlistFlow(std::vector<std::string> hosts) {
+        host.release_wire = true;
+        host.policy_.allow_hosts = std::move(hosts);
+    }
+};
+
 TEST(HttpInspector, AllowlistedHostReleasesTheConnectionRightAfterItsRequest) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {".example.org"};
+    AllowlistFlow t({".example.org"});
     std::string req = get_from("cdn.example.org", "/x");
     t.client(req);
     // Released before any byte of the response: the response, and all the
@@ -653,9 +670,7 @@ TEST(HttpInspector, AllowedUrlDoesNotReleaseTheConnection) {
 }
 
 TEST(HttpInspector, AllowlistReleaseFalsePassesAllowlistedObjectsOneByOne) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {".example.org"};
+    AllowlistFlow t({".example.org"});
     t.host.policy_.allowlist_release = false;
     std::string resp = ok("trusted");
     t.client(get_from("cdn.example.org", "/x"));
@@ -663,17 +678,11 @@ TEST(HttpInspector, AllowlistReleaseFalsePassesAllowlistedObjectsOneByOne) {
     EXPECT_EQ(t.wire.out(S2C), resp);
     EXPECT_EQ(t.host.allowlisted.size(), 1u);
     t.client(get_from("other.example.net", "/eicar.com"));
-    t.server(ok(kEicar));
-    ASSERT_EQ(t.host.scans.size(), 1u);
-    t.verdict(0, virus());
-    EXPECT_EQ(t.host.closes.size(), 1u);
-    EXPECT_TRUE(t.host.releases.empty());
+    expect_eicar_blocked_unreleased(t);
 }
 
 TEST(HttpInspector, RequestPipelinedBehindTheAllowlistedOneIsJudgedByItsOwnHost) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {"trusted.example"};
+    AllowlistFlow t({"trusted.example"});
     // Both requests in the engine at once: no release point between them.
     t.wire.deliver(C2S, get_from("trusted.example", "/a") + get_from("other.example", "/b"));
     EXPECT_TRUE(t.host.releases.empty());
@@ -689,9 +698,7 @@ TEST(HttpInspector, RequestPipelinedBehindTheAllowlistedOneIsJudgedByItsOwnHost)
 }
 
 TEST(HttpInspector, PartOfARequestBehindTheAllowlistedOneHoldsTheRelease) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {"trusted.example"};
+    AllowlistFlow t({"trusted.example"});
     // The next request's head has begun: its Host is not known yet.
     t.wire.deliver(C2S, get_from("trusted.example", "/a") + "GET /b HTTP/1.1\r\nHo");
     EXPECT_TRUE(t.host.releases.empty());
@@ -704,9 +711,7 @@ TEST(HttpInspector, PartOfARequestBehindTheAllowlistedOneHoldsTheRelease) {
 }
 
 TEST(HttpInspector, AllowlistedRequestBehindAHeldResponseReleasesAfterItsVerdict) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {"trusted.example"};
+    AllowlistFlow t({"trusted.example"});
     std::string req1 = get_from("other.example", "/file"), req2 = get_from("trusted.example", "/a");
     t.client(req1);
     std::string resp1 = ok("scanned body");
@@ -727,23 +732,15 @@ TEST(HttpInspector, AllowlistedRequestBehindAHeldResponseReleasesAfterItsVerdict
 }
 
 TEST(HttpInspector, AllowlistedRequestWhileAnEarlierOneAwaitsItsResponseWaitsForIt) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {"trusted.example"};
+    AllowlistFlow t({"trusted.example"});
     t.client(get_from("other.example", "/file"));
     t.client(get_from("trusted.example", "/a"));  // pipelined, but alone in the engine
     EXPECT_TRUE(t.host.releases.empty());         // /file's response must be scanned
-    t.server(ok(kEicar));
-    ASSERT_EQ(t.host.scans.size(), 1u);
-    t.verdict(0, virus());
-    EXPECT_EQ(t.host.closes.size(), 1u);
-    EXPECT_TRUE(t.host.releases.empty());
+    expect_eicar_blocked_unreleased(t);
 }
 
 TEST(HttpInspector, HeldUploadToAnotherHostHoldsTheRelease) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {"trusted.example"};
+    AllowlistFlow t({"trusted.example"});
     std::string upload = "POST /u HTTP/1.1\r\nHost: other.example\r\nContent-Length: " +
                          std::to_string(kEicar.size()) + "\r\n\r\n" + kEicar;
     t.client(upload);
@@ -757,9 +754,7 @@ TEST(HttpInspector, HeldUploadToAnotherHostHoldsTheRelease) {
 }
 
 TEST(HttpInspector, AllowlistedUploadReleasesAfterItsBodyPassed) {
-    Flow t;
-    t.host.release_wire = true;
-    t.host.policy_.allow_hosts = {"trusted.example"};
+    AllowlistFlow t({"trusted.example"});
     std::string head = "PUT /f HTTP/1.1\r\nHost: trusted.example\r\nContent-Length: 6\r\n\r\n";
     t.wire.deliver(C2S, head + "abc");
     EXPECT_TRUE(t.host.releases.empty());  // inside its body
