@@ -215,3 +215,26 @@ def test_request_pipelined_behind_the_allowlisted_one_is_still_scanned(lab, site
     delta = counter_delta(before, http_counters(d.status()))
     assert delta["released"] == {}, delta
     assert delta["infected"] == 1, delta
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_allowlisted_host_through_a_proxy_does_not_release_the_connection(lab, site, daemon,
+                                                                          family):
+    """Absolute URLs (what clients send to a forward proxy, here nginx on the
+    proxy's port): the connection serves every origin, so only the
+    allowlisted response itself passes."""
+    _, files = site
+    d, before = started(daemon, family)
+    with HttpExchange(lab, lab.server_address(family), 80) as http:
+        port = http.sock.getsockname()[1]
+        http.host = ALLOWED_HOST
+        status, _, body = http.request("GET", f"http://{ALLOWED_HOST}/files/small.bin")
+        assert (status, body) == (200, files["small.bin"])
+        d.wait_queues_idle()
+        assert (flow_of(d, family, lab, port) or {}).get("disposition") == "claimed"
+        http.host = OTHER_HOST
+        status, _, body = http.request("GET", f"http://{OTHER_HOST}/files/eicar.com")
+        assert status == 403 and EICAR not in body, (status, body[:200])
+    delta = counter_delta(before, http_counters(d.status()))
+    assert delta["released"] == {}, delta
+    assert delta["infected"] == 1, delta

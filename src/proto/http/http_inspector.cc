@@ -445,9 +445,12 @@ void HttpInspector::Side::on_head(Cursor& c) {
         bool absolute = h.url.starts_with("http://") || h.url.starts_with("https://");
         r.url = absolute || h.method == HTTP_CONNECT ? h.url : "http://" + r.host + h.url;
         r.wants_upgrade = h.method == HTTP_CONNECT;  // Upgrade: known at the message's end
-        r.host_allowlisted = policy.host_allowlisted(r.host);
+        // Origin form only ("/path?query"; RFC 9112 3.2.1): any other target
+        // (an absolute URL to a proxy, "*", CONNECT's authority) is not one
+        // origin's connection.
+        r.origin_allowlisted = h.url.starts_with('/') && policy.host_allowlisted(r.host);
         in_.any_request_ = true;
-        in_.last_request_allowlisted_ = r.host_allowlisted;
+        in_.last_request_allowlisted_ = r.origin_allowlisted;
         in_.requests_.push_back(r);
         // A request head goes on at once: only its body can be an object.
         c.pass_to(framer_.head_end());
@@ -756,7 +759,7 @@ void HttpInspector::release_if_allowlisted() {
     // An earlier request to another host still awaits its response, which
     // must be scanned.
     for (const Request& r : requests_)
-        if (!r.host_allowlisted) return;
+        if (!r.origin_allowlisted) return;
     release(ReleaseReason::Allowlisted);
 }
 

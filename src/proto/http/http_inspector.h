@@ -57,8 +57,10 @@ class HttpInspector final : public Inspector {
         std::string url;             // absolute: "http://host/path?query"
         std::string path;            // the request target's path
         bool wants_upgrade = false;  // CONNECT or Upgrade: what follows waits for the answer
-        // Its Host is on allow_hosts (not only its URL on allow_urls).
-        bool host_allowlisted = false;
+        // Its Host is on allow_hosts (not only its URL on allow_urls) and
+        // its target is in origin form ("/path"): an absolute URL goes to a
+        // proxy, whose connection serves every origin.
+        bool origin_allowlisted = false;
     };
     class Side;
     struct Pending {

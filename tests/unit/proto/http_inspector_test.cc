@@ -648,6 +648,18 @@ TEST(HttpInspector, AfterAnAllowlistReleaseTheInspectorPassesEverythingItIsShown
     EXPECT_EQ(t.host.releases.size(), 1u);
 }
 
+TEST(HttpInspector, AllowlistedHostThroughAProxyDoesNotReleaseTheConnection) {
+    // Absolute URLs go to a forward proxy: its connection serves every origin.
+    AllowlistFlow t({".example.org"});
+    std::string resp = ok("trusted");
+    t.client("GET http://cdn.example.org/x HTTP/1.1\r\nHost: cdn.example.org\r\n\r\n");
+    t.server(resp);
+    EXPECT_EQ(t.wire.out(S2C), resp);
+    EXPECT_EQ(t.host.allowlisted.size(), 1u);  // its own response still passes
+    t.client("GET http://evil.example.net/eicar.com HTTP/1.1\r\nHost: evil.example.net\r\n\r\n");
+    expect_eicar_blocked_unreleased(t);
+}
+
 TEST(HttpInspector, AllowedUrlDoesNotReleaseTheConnection) {
     Flow t;
     t.host.release_wire = true;
