@@ -4,8 +4,9 @@ releases its whole connection to the conntrack-mark fast path (status
 `released{allowlisted}`), so the rest of the connection is not seen by
 nfqscand at all; a URL on `allow_urls` passes its own response in the engine
 and keeps the connection inspected; a request pipelined behind the
-allowlisted one is judged by its own Host; downloads on other connections
-are still scanned and blocked.
+allowlisted one is judged by its own Host; a request with an absolute URL
+(to a forward proxy) does not release its connection; downloads on other
+connections are still scanned and blocked.
 
 Servers: nginx on port 80 (static files). Clients: raw keep-alive
 connections (tests/lab/clients.HttpExchange, whose Host header a test sets)
