@@ -103,6 +103,22 @@ def wait_disposition(daemon, family: int, lab, client_port: int, disposition: st
     return found["flow"]
 
 
+def assert_still_inspected(daemon, family: int, lab, client_port: int) -> None:
+    daemon.wait_queues_idle()
+    flow = flow_of(daemon, family, lab, client_port)
+    assert (flow or {}).get("disposition") == "claimed", flow
+
+
+def assert_blocked(status: int, body: bytes) -> None:
+    assert status == 403 and EICAR not in body, (status, body[:200])
+
+
+def assert_one_virus_nothing_released(daemon, before: dict) -> None:
+    delta = counter_delta(before, http_counters(daemon.status()))
+    assert delta["released"] == {}, delta
+    assert delta["infected"] == 1, delta
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_allowlisted_host_connection_is_released_and_leaves_nfqscand(lab, site, daemon,
                                                                      family):
@@ -160,11 +176,10 @@ def test_allowlisted_url_passes_in_the_engine_and_keeps_the_connection(lab, site
         assert (status, body) == (200, EICAR)
         status, _, body = http.request("GET", "/pub/big.bin")
         assert status == 200 and body == files["big.bin"]
-        d.wait_queues_idle()
-        assert (flow_of(d, family, lab, port) or {}).get("disposition") == "claimed"
+        assert_still_inspected(d, family, lab, port)
         # The next URL on the same connection is scanned.
         status, headers, body = http.request("GET", "/files/eicar.com")
-        assert status == 403 and EICAR not in body, (status, body[:200])
+        assert_blocked(status, body)
     delta = counter_delta(before, http_counters(d.status()))
     assert delta["released"] == {}, delta
     assert delta["infected"] == 1 and delta["actions"].get("block") == 1, delta
@@ -185,14 +200,11 @@ def test_allowlist_release_false_keeps_the_connection_inspected(lab, site, daemo
         http.host = ALLOWED_HOST
         status, _, body = http.request("GET", "/files/eicar.com")
         assert (status, body) == (200, EICAR)
-        d.wait_queues_idle()
-        assert (flow_of(d, 4, lab, port) or {}).get("disposition") == "claimed"
+        assert_still_inspected(d, 4, lab, port)
         http.host = OTHER_HOST
         status, _, body = http.request("GET", "/files/eicar.com")
-        assert status == 403 and EICAR not in body, (status, body[:200])
-    delta = counter_delta(before, http_counters(d.status()))
-    assert delta["released"] == {}, delta
-    assert delta["infected"] == 1, delta
+        assert_blocked(status, body)
+    assert_one_virus_nothing_released(d, before)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -212,10 +224,8 @@ def test_request_pipelined_behind_the_allowlisted_one_is_still_scanned(lab, site
         answer = http.read_response()
         assert answer is not None, "the connection ended without the block page"
         status, _, body = answer
-        assert status == 403 and EICAR not in body, (status, body[:200])
-    delta = counter_delta(before, http_counters(d.status()))
-    assert delta["released"] == {}, delta
-    assert delta["infected"] == 1, delta
+        assert_blocked(status, body)
+    assert_one_virus_nothing_released(d, before)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -231,11 +241,8 @@ def test_allowlisted_host_through_a_proxy_does_not_release_the_connection(lab, s
         http.host = ALLOWED_HOST
         status, _, body = http.request("GET", f"http://{ALLOWED_HOST}/files/small.bin")
         assert (status, body) == (200, files["small.bin"])
-        d.wait_queues_idle()
-        assert (flow_of(d, family, lab, port) or {}).get("disposition") == "claimed"
+        assert_still_inspected(d, family, lab, port)
         http.host = OTHER_HOST
         status, _, body = http.request("GET", f"http://{OTHER_HOST}/files/eicar.com")
-        assert status == 403 and EICAR not in body, (status, body[:200])
-    delta = counter_delta(before, http_counters(d.status()))
-    assert delta["released"] == {}, delta
-    assert delta["infected"] == 1, delta
+        assert_blocked(status, body)
+    assert_one_virus_nothing_released(d, before)
