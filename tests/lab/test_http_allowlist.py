@@ -5,8 +5,9 @@ releases its whole connection to the conntrack-mark fast path (status
 nfqscand at all; a URL on `allow_urls` passes its own response in the engine
 and keeps the connection inspected; a request pipelined behind the
 allowlisted one is judged by its own Host; a request with an absolute URL
-(to a forward proxy) does not release its connection; downloads on other
-connections are still scanned and blocked.
+(to a forward proxy) does not release its connection; behind a relayed
+(scanned) response, under loss, the release waits for the relay; downloads
+on other connections are still scanned and blocked.
 
 Servers: nginx on port 80 (static files). Clients: raw keep-alive
 connections (tests/lab/clients.HttpExchange, whose Host header a test sets)
@@ -24,6 +25,7 @@ from http_corpus import EICAR
 from lab import wait_until
 from servers import Nginx
 from test_http_av import SCAN, counter_delta, http_counters
+from test_stream_rewrite import LOSS
 
 FAMILIES = [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")]
 ALLOWED_HOST = "files.example.org"  # under the allowlisted suffix
@@ -246,3 +248,30 @@ def test_allowlisted_host_through_a_proxy_does_not_release_the_connection(lab, s
         status, _, body = http.request("GET", f"http://{OTHER_HOST}/files/eicar.com")
         assert_blocked(status, body)
     assert_one_virus_nothing_released(d, before)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_release_after_a_relayed_response_under_loss(lab, site, daemon, family):
+    """~1% loss: a scanned (relayed) download from another host first, then
+    a request to the allowlisted host on the same connection: the release
+    waits until the engine owes the client nothing, and every byte arrives
+    as sent."""
+    _, files = site
+    d, before = started(daemon, family)
+    lab.add_tcp_loss(LOSS)
+    digest = hashlib.sha256(files["big.bin"]).hexdigest()
+    with HttpExchange(lab, lab.server_address(family), 80) as http:
+        port = http.sock.getsockname()[1]
+        http.host = OTHER_HOST
+        status, _, body = http.request("GET", "/files/big.bin")
+        assert status == 200 and hashlib.sha256(body).hexdigest() == digest
+        http.host = ALLOWED_HOST
+        status, _, body = http.request("GET", "/files/small.bin")
+        assert (status, body) == (200, files["small.bin"])
+        wait_disposition(d, family, lab, port, "released")
+        status, _, body = http.request("GET", "/files/big.bin")
+        assert status == 200 and hashlib.sha256(body).hexdigest() == digest
+    assert lab.tcp_loss_drops() > 0, "the loss rules dropped nothing"
+    delta = counter_delta(before, http_counters(d.status()))
+    assert delta["released"] == {"allowlisted": 1}, delta
+    assert delta["scanned"] == 1 and delta["clean"] == 1, delta
