@@ -76,8 +76,8 @@ enum class ReleaseReason : uint8_t {
     Tls,          // TLS on the protocol's port / after STARTTLS
     Upgrade,      // HTTP Upgrade (WebSocket, h2c) or CONNECT
     NotProtocol,  // the bytes are not this protocol
-    Allowlisted,  // every object of the flow is on an allowlist (not used for HTTP:
-                  // allowlists apply per request)
+    Allowlisted,  // the flow goes to an allowlisted server (HTTP: allow_hosts,
+                  // [protocols.http] allowlist_release)
 };
 inline constexpr size_t kReleaseReasonCount = 5;
 std::string_view release_reason_name(ReleaseReason r);  // "scan-false", "tls", "upgrade", ...

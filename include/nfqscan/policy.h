@@ -103,6 +103,11 @@ struct ProtocolPolicy {
     // URL prefixes ("http://host/path"): scheme and host compare without
     // case and whole (a default port ignored), the path by prefix.
     std::vector<std::string> allow_urls;
+    // A connection whose request names an allow_hosts host leaves the
+    // engine (release reason "allowlisted") once nothing is held or
+    // pipelined after that request; false: each allowlisted body is passed
+    // in the engine, the connection stays inspected.
+    bool allowlist_release = true;
     uint32_t trickle_after_s = 0;  // 0: no trickling
 
     // Mail protocols only (smtp, pop3, imap).
@@ -131,6 +136,9 @@ struct ProtocolPolicy {
     // `host` as in a Host header ("Example.com:8080", "[::1]:80"), `url`
     // absolute ("http://example.com:8080/path?q"); either may be empty.
     bool allowlisted(std::string_view host, std::string_view url) const;
+    // Whether `host` (as in a Host header) is on allow_hosts: the part of
+    // allowlisted() that holds for a whole connection.
+    bool host_allowlisted(std::string_view host) const;
 };
 
 // What a message template can say ({{name}} placeholders).

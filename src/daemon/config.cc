@@ -547,8 +547,10 @@ void read_protocol(TableReader& r, Service service, ProtocolConfig& c) {
         read_allow_hosts(r, p.allow_hosts);
         read_allow_urls(r, p.allow_urls);
         r.read("trickle_after_s", p.trickle_after_s, 0, 3600);
+        r.read("allowlist_release", p.allowlist_release);
     } else {
-        for (std::string_view key : {"allow_hosts", "allow_urls", "trickle_after_s"})
+        for (std::string_view key :
+             {"allow_hosts", "allow_urls", "trickle_after_s", "allowlist_release"})
             if (const toml::node* node = r.table_node(key))
                 r.fail(*node, key, "only [protocols.http] has this key");
     }

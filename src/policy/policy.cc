@@ -152,14 +152,17 @@ std::optional<SpamAction> spam_action_from_name(std::string_view name) {
     return std::nullopt;
 }
 
-bool ProtocolPolicy::allowlisted(std::string_view host, std::string_view url) const {
+bool ProtocolPolicy::host_allowlisted(std::string_view host) const {
     const std::string_view name = host_only(host);
-    if (!name.empty()) {
-        for (const std::string& entry : allow_hosts) {
-            if (entry.starts_with('.') ? iends_with(name, entry) : iequals(name, entry))
-                return true;
-        }
+    if (name.empty()) return false;
+    for (const std::string& entry : allow_hosts) {
+        if (entry.starts_with('.') ? iends_with(name, entry) : iequals(name, entry)) return true;
     }
+    return false;
+}
+
+bool ProtocolPolicy::allowlisted(std::string_view host, std::string_view url) const {
+    if (host_allowlisted(host)) return true;
     if (allow_urls.empty() || url.empty()) return false;
     const std::optional<UrlParts> u = split_url(url);
     if (!u) return false;

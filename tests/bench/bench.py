@@ -64,7 +64,8 @@ def main() -> int:
                         help="net: runs of each variant and test (medians are printed)")
     parser.add_argument("--seconds", type=int, default=5, help="net: length of one iperf3 run")
     parser.add_argument("--variants", default="",
-                        help="stream: a comma-separated subset of plain,kept,pass,rewrite,relay")
+                        help="stream: a comma-separated subset of plain,kept,pass,rewrite,relay; "
+                             "http: of plain,scanned,scanned-close,allowlisted,passed,released,cache")
     parser.add_argument("--perf", action="store_true",
                         help="net: profile nfqscand and the reference under perf (extra runs); "
                              "http: nfqscand and its scanners during one extra scanned download")

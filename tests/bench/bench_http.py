@@ -20,7 +20,9 @@ and binary members, random binaries; sizes log-uniform from 4 KiB to 8 MiB,
   network), one nfqscanctl per client share at once (nfqscanctl waits for
   each file's verdict, so one alone keeps only one scanner busy);
 - allowlisted: nfqscand with [protocols.http] allow_hosts = [the server]:
-  the flows are parsed, the objects not scanned;
+  each connection is released after its first request (allowlist_release);
+- passed: the same with allowlist_release = false: the flows stay in the
+  stream engine, parsed, the objects passed unscanned (the engine's own cost);
 - released: nfqscand with [protocols.http] scan = false: the flows are
   released to the conntrack-mark fast path;
 - scanbench: nfqscan-scanbench (the bench runner of `tools/bench scan`),
@@ -58,6 +60,9 @@ S = "http"
 PORT = 80
 MB = 1e6
 KIB = 1024
+# What `--variants` may name for http (cache: cache-fill and cache-hit).
+HTTP_VARIANTS = ("plain", "scanned", "scanned-close", "allowlisted", "passed", "released",
+                 "cache")
 MIB = 1 << 20
 TTFB_BATCH = 100
 SCAN = {"clamav_db_dirs": [str(REPO / "rules" / "clamav")],
@@ -152,6 +157,13 @@ class HttpBench(Rounds):
         self.ttfb_total: dict = {"plain": [], "scanned": []}
         self.notes: list[str] = []
         self.flow_states: dict = {}
+        # --variants: a subset of HTTP_VARIANTS (default all); "scanned" also
+        # brings the time to first byte and the scan service alone.
+        self.variants = set(args.variants.split(",")) if args.variants else set(HTTP_VARIANTS)
+        unknown = self.variants - set(HTTP_VARIANTS)
+        if unknown:
+            raise LabError(f"http: unknown variants {sorted(unknown)} "
+                           f"(known: {', '.join(HTTP_VARIANTS)})")
 
     # -- set-up -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -468,38 +480,46 @@ class HttpBench(Rounds):
     # -- the whole section --------------------------------------------------------------
     def run(self) -> None:
         self.prepare()
-        build = subprocess.run(["ninja", "-C", str(build_dir()), "src/scan/nfqscan-scanbench"],
-                               capture_output=True, timeout=900)
-        if build.returncode != 0:
-            raise LabError("building nfqscan-scanbench failed:\n"
-                           + build.stdout.decode(errors="replace")[-2000:])
+        want = self.variants
+        if "scanned" in want:
+            build = subprocess.run(["ninja", "-C", str(build_dir()), "src/scan/nfqscan-scanbench"],
+                                   capture_output=True, timeout=900)
+            if build.returncode != 0:
+                raise LabError("building nfqscan-scanbench failed:\n"
+                               + build.stdout.decode(errors="replace")[-2000:])
         lab = self.lab
         for r in range(1, self.rounds + 1):
-            say(f"round {r}/{self.rounds}: nfqscand scanning (engines loading) ...")
-            daemon = self.daemon()
-            try:
-                if r == 1:  # on a fresh daemon
-                    self.measure_ttfb(daemon)
-                order = ("plain", "scanned", "scanned-close")
-                for variant in (order if r % 2 else order[::-1]):
-                    set_queue_jump(lab.router, variant != "plain")
-                    try:
-                        self.download(variant, r, daemon if variant != "plain" else None,
-                                      close=variant.endswith("-close"))
-                    finally:
-                        set_queue_jump(lab.router, True)
-                self.ctl_scan(daemon, r)
-                # Right after the scanned downloads, so that both sides of
-                # the ratio see the same load on a shared machine (the
-                # daemon is idle meanwhile: no flows, no scans).
-                say(f"round {r}/{self.rounds}: the bench runner on the same files ...")
-                self.scanbench(r)
-                if r == 1 and self.perf:
-                    self.profile(daemon)
-            finally:
-                self.stop(daemon)
+            order = tuple(v for v in ("plain", "scanned", "scanned-close") if v in want)
+            if order:
+                say(f"round {r}/{self.rounds}: nfqscand scanning (engines loading) ...")
+                daemon = self.daemon()
+                try:
+                    if r == 1 and "scanned" in want:  # on a fresh daemon
+                        self.measure_ttfb(daemon)
+                    for variant in (order if r % 2 else order[::-1]):
+                        set_queue_jump(lab.router, variant != "plain")
+                        try:
+                            self.download(variant, r, daemon if variant != "plain" else None,
+                                          close=variant.endswith("-close"))
+                        finally:
+                            set_queue_jump(lab.router, True)
+                    if "scanned" in want:
+                        self.ctl_scan(daemon, r)
+                        # Right after the scanned downloads, so that both sides of
+                        # the ratio see the same load on a shared machine (the
+                        # daemon is idle meanwhile: no flows, no scans).
+                        say(f"round {r}/{self.rounds}: the bench runner on the same files ...")
+                        self.scanbench(r)
+                        if r == 1 and self.perf:
+                            self.profile(daemon)
+                finally:
+                    self.stop(daemon)
             for variant, http in (("allowlisted", {"allow_hosts": [SERVER4]}),
+                                  ("passed", {"allow_hosts": [SERVER4],
+                                              "allowlist_release": False}),
                                   ("released", {"scan": False})):
+                if variant not in want:
+                    continue
                 say(f"round {r}/{self.rounds}: nfqscand with {json.dumps(http)} ...")
                 daemon = self.daemon(http)
                 try:
@@ -513,6 +533,8 @@ class HttpBench(Rounds):
                         self.flow_states[variant] = ", ".join(kinds)
                 finally:
                     self.stop(daemon)
+            if "cache" not in want:
+                continue
             # Repeated objects: the first download fills the verdict cache,
             # the second is answered from it (each object still relayed whole
             # and held for its verdict).
@@ -537,7 +559,8 @@ class HttpBench(Rounds):
         section("http: downloads (medians over rounds)")
         say(f"{'variant':<12} {'MB/s':>8} {'seconds':>8} {'machine busy':>13} "
             f"{'scanners busy':>14} {'nfqscand CPU':>13}")
-        for v in ("plain", "scanned", "scanned-close", "allowlisted", "released", "cache-fill",
+        for v in ("plain", "scanned", "scanned-close", "allowlisted", "passed", "released",
+                  "cache-fill",
                   "cache-hit", "ctl-scan", "scanbench"):
             runs = self.runs.get(v, [])
             if not runs:
@@ -559,7 +582,9 @@ class HttpBench(Rounds):
         titles = {"plain": "plain forwarding",
                   "scanned": "scanned through nfqscand (keep-alive)",
                   "scanned-close": "scanned through nfqscand (Connection: close)",
-                  "allowlisted": "allowlisted (allow_hosts)", "released": "released (scan = false)",
+                  "allowlisted": "allowlisted (allow_hosts)",
+                  "passed": "allowlisted, allowlist_release = false (passed in the engine)",
+                  "released": "released (scan = false)",
                   "cache-fill": "verdict cache on, first download (all misses)",
                   "cache-hit": "verdict cache on, the same objects again (all hits)",
                   "ctl-scan": "scan service alone: nfqscanctl scan",
@@ -599,10 +624,14 @@ class HttpBench(Rounds):
         rep.ratio(S, "allowlisted / plain", self.paired("allowlisted", "plain"), 0.9,
                   note="the released-flow figure (net: released / plain >= 0.9)")
         rep.ratio(S, "released / plain", self.paired("released", "plain"), 0.9)
+        rep.ratio(S, "allowlisted / released", self.paired("allowlisted", "released"),
+                  note="allowlisted connections are released too (allowlist_release)")
         # Repeated objects: what a cache hit costs against a scan, against the
-        # stream engine alone (allowlisted: passing, no relay) and the wire.
+        # stream engine alone (passed: parsed and passed, no relay) and the wire.
         rep.ratio(S, "cache hits / scanned (no cache)", self.paired("cache-hit", "scanned"))
-        rep.ratio(S, "cache hits / allowlisted", self.paired("cache-hit", "allowlisted"))
+        rep.ratio(S, "passed (allowlist_release = false) / released",
+                  self.paired("passed", "released"))
+        rep.ratio(S, "cache hits / passed in the engine", self.paired("cache-hit", "passed"))
         rep.ratio(S, "cache hits / plain", self.paired("cache-hit", "plain"))
         hits = self.runs.get("cache-hit", [])
         if hits:
@@ -638,7 +667,7 @@ class HttpBench(Rounds):
                         0, "%"))
             rep.add(S, "ctl-scan: mean scan time per object", self.med("ctl-scan", "scan_ms"),
                     "ms", 2)
-        for v in ("scanned", "scanned-close", "allowlisted", "released"):
+        for v in ("scanned", "scanned-close", "allowlisted", "passed", "released"):
             runs = self.runs.get(v, [])
             if runs:
                 rep.add(S, f"{v}: objects scanned / allowlisted / flows released / "

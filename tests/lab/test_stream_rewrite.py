@@ -185,10 +185,11 @@ def test_rewrite_leaves_other_ports_untouched(lab, nfqscand):
     original, expected = token_digests(SMALL)
     nginx.add_stream_file("tokens.txt", token_text(SMALL))
     # Port 8080 is HTTP: its inspector scans it, and passes what it allows
-    # as it comes (no relay, no rewrite).
+    # as it comes (no relay, no rewrite); allowlist_release = false keeps the
+    # allowlisted connection in the engine.
     config = rewrite_config([80])
-    config.setdefault("protocols", {}).setdefault("http", {})["allow_hosts"] = [
-        lab.server_address(4)]
+    config.setdefault("protocols", {}).setdefault("http", {}).update(
+        {"allow_hosts": [lab.server_address(4)], "allowlist_release": False})
     daemon = nfqscand(config, args=ALLOW)
     assert 8080 in daemon.config["protocols"]["http"]["ports"]
     before = daemon.status()

@@ -136,7 +136,9 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
 
     void on_bytes(uint64_t offset, std::span<const uint8_t> pending, Push push,
                   StreamSink& sink) override {
+        input_end_ = offset + pending.size();
         map(offset, pending, push, sink);
+        in_.release_if_allowlisted();
         in_.release_host_if_idle();
     }
     void on_body(uint64_t, std::span<const uint8_t> data) override;
@@ -155,6 +157,12 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     }
     // An object of this side is held or awaits its verdicts.
     bool holds_object() const { return mode_ == Mode::Holding || mode_ == Mode::Judging; }
+    // Between messages with every byte the engine showed parsed and mapped:
+    // the next input byte starts a message not seen yet.
+    bool idle_at_input_end() const {
+        return mode_ == Mode::Idle && !passthrough_ && !framer_.in_message() &&
+               framer_.parsed() >= input_end_;
+    }
     // Responses: a tick of the host's clock; true if more may be mapped now.
     bool on_tick(uint64_t now_ms);
 
@@ -209,6 +217,7 @@ class HttpInspector::Side final : public StreamTransform, public HttpBodyListene
     Mode mode_ = Mode::Idle;
     bool relay_ = false;
     bool passthrough_ = false;  // everything passes from here on
+    uint64_t input_end_ = 0;    // input offset after the last byte the engine showed
     // The current message.
     ObjectInfo info_;
     std::string content_type_;  // requests: of the body (multipart)
@@ -436,7 +445,12 @@ void HttpInspector::Side::on_head(Cursor& c) {
         bool absolute = h.url.starts_with("http://") || h.url.starts_with("https://");
         r.url = absolute || h.method == HTTP_CONNECT ? h.url : "http://" + r.host + h.url;
         r.wants_upgrade = h.method == HTTP_CONNECT;  // Upgrade: known at the message's end
+        // Origin form only ("/path?query"; RFC 9112 3.2.1): any other target
+        // (an absolute URL to a proxy, "*", CONNECT's authority) is not one
+        // origin's connection.
+        r.origin_allowlisted = h.url.starts_with('/') && policy.host_allowlisted(r.host);
         in_.any_request_ = true;
+        in_.last_request_allowlisted_ = r.origin_allowlisted;
         in_.requests_.push_back(r);
         // A request head goes on at once: only its body can be an object.
         c.pass_to(framer_.head_end());
@@ -733,6 +747,20 @@ void HttpInspector::release(ReleaseReason reason) {
     released_ = true;
     release_reason_ = reason;
     release_host_if_idle();
+}
+
+void HttpInspector::release_if_allowlisted() {
+    if (released_ || closing_ || !last_request_allowlisted_ || !host_.policy().allowlist_release)
+        return;
+    // A request behind the allowlisted one, already in the engine (pipelined
+    // or in pieces), is judged by its own Host first: the release point is a
+    // request boundary with nothing of the client's after it.
+    if (!client_->idle_at_input_end()) return;
+    // An earlier request to another host still awaits its response, which
+    // must be scanned.
+    for (const Request& r : requests_)
+        if (!r.origin_allowlisted) return;
+    release(ReleaseReason::Allowlisted);
 }
 
 void HttpInspector::release_host_if_idle() {

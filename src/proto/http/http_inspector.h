@@ -57,6 +57,10 @@ class HttpInspector final : public Inspector {
         std::string url;             // absolute: "http://host/path?query"
         std::string path;            // the request target's path
         bool wants_upgrade = false;  // CONNECT or Upgrade: what follows waits for the answer
+        // Its Host is on allow_hosts (not only its URL on allow_urls) and
+        // its target is in origin form ("/path"): an absolute URL goes to a
+        // proxy, whose connection serves every origin.
+        bool origin_allowlisted = false;
     };
     class Side;
     struct Pending {
@@ -71,6 +75,11 @@ class HttpInspector final : public Inspector {
     // verdict would reach its receiver unscanned.
     void release(ReleaseReason reason);
     void release_host_if_idle();
+    // [protocols.http] allowlist_release: the connection leaves inspection
+    // (reason Allowlisted) once the client's last request went to an
+    // allow_hosts host, every request still awaiting its response did too,
+    // and the client has nothing after it in the engine (see dev_notes.txt).
+    void release_if_allowlisted();
     // Ends the flow with a block page to the client.
     void block(const ObjectInfo& info, std::string detection, std::string category,
                const std::string& event_id);
@@ -80,6 +89,8 @@ class HttpInspector final : public Inspector {
     std::unique_ptr<Side> server_;  // ServerToClient: responses
     std::deque<Request> requests_;  // awaiting their responses, oldest first
     bool any_request_ = false;      // the client sent an HTTP head
+    // The client's latest request head named an allow_hosts host.
+    bool last_request_allowlisted_ = false;
     bool released_ = false;
     bool host_released_ = false;
     ReleaseReason release_reason_ = ReleaseReason::NotProtocol;

@@ -316,6 +316,7 @@ TEST(ConfigPolicy, ShippedFileHasTheLibraryDefaults) {
         EXPECT_TRUE(p.allow_hosts.empty());
         EXPECT_TRUE(p.allow_urls.empty());
         EXPECT_EQ(p.trickle_after_s, d.trickle_after_s);
+        EXPECT_EQ(p.allowlist_release, d.allowlist_release);
     }
     EXPECT_EQ(c.daemon.messages_dir, "rules/messages");
     ASSERT_TRUE(c.messages);
@@ -335,6 +336,7 @@ on_policy = "pass"
 allow_hosts = ["Updates.Example.com", ".cdn.example.net", "[2001:db8::1]"]
 allow_urls = ["http://example.com/pub/"]
 trickle_after_s = 20
+allowlist_release = false
 [protocols.http.fallback]
 default = "block"
 engine-not-ready = "pass"
@@ -356,6 +358,7 @@ mode = "all"
               (std::vector<std::string>{"updates.example.com", ".cdn.example.net", "2001:db8::1"}));
     EXPECT_EQ(http.allow_urls, (std::vector<std::string>{"http://example.com/pub/"}));
     EXPECT_EQ(http.trickle_after_s, 20u);
+    EXPECT_FALSE(http.allowlist_release);
     EXPECT_TRUE(http.allowlisted("updates.example.com:80", ""));
     // default = block applies to every category not listed.
     for (size_t i = 0; i < kCategoryCount; ++i) {
@@ -429,6 +432,8 @@ TEST(ConfigPolicy, HttpOnlyKeysElsewhereAreErrors) {
                  "only [protocols.http]");
     expect_error("[protocols.imap]\ntrickle_after_s = 5\n", 2, "protocols.imap.trickle_after_s",
                  "only [protocols.http]");
+    expect_error("[protocols.pop3]\nallowlist_release = false\n", 2,
+                 "protocols.pop3.allowlist_release", "only [protocols.http]");
 }
 
 TEST(ConfigPolicy, AllowlistEntriesAreChecked) {
@@ -446,6 +451,8 @@ TEST(ConfigPolicy, AllowlistEntriesAreChecked) {
                  "protocols.http.allow_urls", "URL prefixes");
     expect_error("[protocols.http]\ntrickle_after_s = -1\n", 2, "protocols.http.trickle_after_s",
                  "0 to 3600");
+    expect_error("[protocols.http]\nallow_hosts = []\nallowlist_release = \"yes\"\n", 3,
+                 "protocols.http.allowlist_release", "true or false");
 }
 
 TEST(ConfigPolicy, RelayLimitMustHoldTheLargestObject) {

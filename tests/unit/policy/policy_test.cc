@@ -114,6 +114,20 @@ TEST(PolicyAllowlist, UrlsMatchByPrefixWithHostWhole) {
     EXPECT_FALSE(p.allowlisted("example.com", ""));
 }
 
+TEST(PolicyAllowlist, OnlyHostsHoldForAWholeConnection) {
+    ProtocolPolicy p;
+    EXPECT_TRUE(p.allowlist_release);  // the default
+    p.allow_hosts = {"updates.example.com", ".cdn.example.net"};
+    p.allow_urls = {"http://example.com/downloads/"};
+    EXPECT_TRUE(p.host_allowlisted("Updates.Example.com:8080"));
+    EXPECT_TRUE(p.host_allowlisted("a.cdn.example.net"));
+    EXPECT_FALSE(p.host_allowlisted("cdn.example.net"));
+    EXPECT_FALSE(p.host_allowlisted(""));
+    // A URL on allow_urls is allowlisted, its host is not.
+    EXPECT_TRUE(p.allowlisted("example.com", "http://example.com/downloads/a.zip"));
+    EXPECT_FALSE(p.host_allowlisted("example.com"));
+}
+
 MessageFields sample_fields() {
     MessageFields f;
     f.detection = "Eicar-Signature";

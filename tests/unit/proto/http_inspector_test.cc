@@ -30,6 +30,9 @@ class FakeHost : public RecordingHost {
     std::vector<ObjectInfo> allowlisted;
     uint64_t now = 1'000'000;  // the host's clock (ms)
     bool ticks = false;        // the inspector wants on_tick()
+    // release() lets every later byte pass without the inspector, as the
+    // worker does; false: the inspector keeps being shown the bytes.
+    bool release_wire = false;
 
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override;
     void reset_both() override;
@@ -38,7 +41,10 @@ class FakeHost : public RecordingHost {
     void redrive() override { ADD_FAILURE() << "redrive()"; }
     void notify(Notification) override { ADD_FAILURE() << "notify()"; }
     void note_allowlisted(const ObjectInfo& info) override { allowlisted.push_back(info); }
-    void release(ReleaseReason reason) override { releases.push_back(reason); }
+    void release(ReleaseReason reason) override {
+        releases.push_back(reason);
+        if (release_wire) wire->release();
+    }
     const ProtocolPolicy& policy() const override { return policy_; }
     const MessageTemplates& messages() const override { return templates_; }
     const ScanLimits& limits() const override { return limits_; }
@@ -566,7 +572,7 @@ TEST(HttpInspector, ContentSizeBlockFallbackSendsTheBlockPage) {
 
 TEST(HttpInspector, AllowlistedUrlPassesAsItComesWithoutRelay) {
     Flow t;
-    t.host.policy_.allow_hosts = {".example.org"};
+    t.host.policy_.allow_urls = {"http://cdn.example.org/"};
     std::string resp = ok("trusted");
     t.client("GET /x HTTP/1.1\r\nHost: cdn.example.org\r\n\r\n");
     t.server(resp);
@@ -575,6 +581,200 @@ TEST(HttpInspector, AllowlistedUrlPassesAsItComesWithoutRelay) {
     EXPECT_TRUE(t.host.scans.empty());
     ASSERT_EQ(t.host.allowlisted.size(), 1u);
     EXPECT_EQ(t.host.allowlisted[0].name, "http://cdn.example.org/x");
+}
+
+// -- Allowlisted connections ([protocols.http] allowlist_release) -------------
+
+std::string get_from(const std::string& host, const std::string& path) {
+    return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
+}
+
+// The server answers the next request with EICAR: scanned, blocked, and the
+// flow never released.
+void expect_eicar_blocked_unreleased(Flow& t) {
+    t.server(ok(kEicar));
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.verdict(0, virus());
+    EXPECT_EQ(t.host.closes.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
+// A flow with `hosts` on allow_hosts whose host, like the worker, passes
+// every byte without the inspector once it released the flow.
+struct AllowlistFlow : Flow {
+    explicit AllowlistFlow(std::vector<std::string> hosts) {
+        host.release_wire = true;
+        host.policy_.allow_hosts = std::move(hosts);
+    }
+};
+
+TEST(HttpInspector, AllowlistedHostReleasesTheConnectionRightAfterItsRequest) {
+    AllowlistFlow t({".example.org"});
+    std::string req = get_from("cdn.example.org", "/x");
+    t.client(req);
+    // Released before any byte of the response: the response, and all the
+    // client sends later on this connection, pass without the inspector.
+    ASSERT_EQ(t.host.releases, std::vector<ReleaseReason>{ReleaseReason::Allowlisted});
+    EXPECT_TRUE(t.wire.out(S2C).empty());
+    std::string resp = ok(kEicar) + ok("second");
+    std::string later = get_from("other.example.net", "/eicar");
+    t.server(resp);
+    t.client(later);
+    EXPECT_EQ(t.wire.out(S2C), resp);
+    EXPECT_EQ(t.wire.out(C2S), req + later);
+    EXPECT_TRUE(t.host.scans.empty());
+    EXPECT_EQ(t.wire.dir(S2C).forced, 0u);
+    EXPECT_FALSE(t.wire.closed());
+}
+
+TEST(HttpInspector, AfterAnAllowlistReleaseTheInspectorPassesEverythingItIsShown) {
+    // A host that still shows the inspector bytes after release() (the
+    // engine while it is needed): they pass, nothing is held or scanned.
+    Flow t;
+    t.host.policy_.allow_hosts = {"trusted.example"};
+    std::string req = get_from("trusted.example", "/a");
+    t.client(req);
+    ASSERT_EQ(t.host.releases, std::vector<ReleaseReason>{ReleaseReason::Allowlisted});
+    std::string resp = ok(kEicar) + "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+    std::string later = get_from("evil.example", "/b") + "POST /u HTTP/1.1\r\nHost: x\r\n" +
+                        "Content-Length: 5\r\n\r\nhello";
+    t.client(later);
+    t.server(resp);
+    EXPECT_EQ(t.wire.out(S2C), resp);
+    EXPECT_EQ(t.wire.out(C2S), req + later);
+    EXPECT_TRUE(t.host.scans.empty());
+    EXPECT_FALSE(t.wire.dir(S2C).relay);
+    EXPECT_FALSE(t.wire.dir(C2S).relay);
+    EXPECT_EQ(t.host.releases.size(), 1u);
+}
+
+TEST(HttpInspector, AllowlistedHostThroughAProxyDoesNotReleaseTheConnection) {
+    // Absolute URLs go to a forward proxy: its connection serves every origin.
+    AllowlistFlow t({".example.org"});
+    std::string resp = ok("trusted");
+    t.client("GET http://cdn.example.org/x HTTP/1.1\r\nHost: cdn.example.org\r\n\r\n");
+    t.server(resp);
+    EXPECT_EQ(t.wire.out(S2C), resp);
+    EXPECT_EQ(t.host.allowlisted.size(), 1u);  // its own response still passes
+    t.client("GET http://evil.example.net/eicar.com HTTP/1.1\r\nHost: evil.example.net\r\n\r\n");
+    expect_eicar_blocked_unreleased(t);
+}
+
+TEST(HttpInspector, AllowedUrlDoesNotReleaseTheConnection) {
+    Flow t;
+    t.host.release_wire = true;
+    t.host.policy_.allow_urls = {"http://example.org/pub/"};
+    std::string resp = ok("public");
+    t.client(get("/pub/a.txt"));
+    t.server(resp);
+    EXPECT_EQ(t.wire.out(S2C), resp);
+    EXPECT_EQ(t.host.allowlisted.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
+    // The next request on the connection is another URL: scanned.
+    t.client(get("/eicar.com"));
+    t.server(ok(kEicar));
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    EXPECT_EQ(t.host.scans[0].info.name, "http://example.org/eicar.com");
+    EXPECT_EQ(t.wire.out(S2C), resp);  // held
+    t.verdict(0, virus());
+    ASSERT_EQ(t.host.closes.size(), 1u);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
+TEST(HttpInspector, AllowlistReleaseFalsePassesAllowlistedObjectsOneByOne) {
+    AllowlistFlow t({".example.org"});
+    t.host.policy_.allowlist_release = false;
+    std::string resp = ok("trusted");
+    t.client(get_from("cdn.example.org", "/x"));
+    t.server(resp);
+    EXPECT_EQ(t.wire.out(S2C), resp);
+    EXPECT_EQ(t.host.allowlisted.size(), 1u);
+    t.client(get_from("other.example.net", "/eicar.com"));
+    expect_eicar_blocked_unreleased(t);
+}
+
+TEST(HttpInspector, RequestPipelinedBehindTheAllowlistedOneIsJudgedByItsOwnHost) {
+    AllowlistFlow t({"trusted.example"});
+    // Both requests in the engine at once: no release point between them.
+    t.wire.deliver(C2S, get_from("trusted.example", "/a") + get_from("other.example", "/b"));
+    EXPECT_TRUE(t.host.releases.empty());
+    std::string first = ok("trusted"), second = ok(kEicar);
+    t.server(first + second);
+    EXPECT_EQ(t.wire.out(S2C), first);
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    EXPECT_EQ(t.host.scans[0].info.name, "http://other.example/b");
+    t.verdict(0, virus());
+    ASSERT_EQ(t.host.closes.size(), 1u);
+    EXPECT_NE(t.host.closes[0].second.find("Eicar-Test-Signature"), std::string::npos);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
+TEST(HttpInspector, PartOfARequestBehindTheAllowlistedOneHoldsTheRelease) {
+    AllowlistFlow t({"trusted.example"});
+    // The next request's head has begun: its Host is not known yet.
+    t.wire.deliver(C2S, get_from("trusted.example", "/a") + "GET /b HTTP/1.1\r\nHo");
+    EXPECT_TRUE(t.host.releases.empty());
+    t.wire.deliver(C2S, "st: other.example\r\n\r\n");
+    EXPECT_TRUE(t.host.releases.empty());
+    t.server(ok("trusted"));
+    t.server(ok(kEicar));
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    EXPECT_EQ(t.host.scans[0].info.name, "http://other.example/b");
+}
+
+TEST(HttpInspector, AllowlistedRequestBehindAHeldResponseReleasesAfterItsVerdict) {
+    AllowlistFlow t({"trusted.example"});
+    std::string req1 = get_from("other.example", "/file"), req2 = get_from("trusted.example", "/a");
+    t.client(req1);
+    std::string resp1 = ok("scanned body");
+    t.server(resp1);  // held for its verdict
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.client(req2);  // queued behind /file, whose response is held
+    EXPECT_TRUE(t.host.releases.empty());
+    EXPECT_TRUE(t.wire.out(S2C).empty());
+    t.verdict(0, ScanVerdict::clean());
+    EXPECT_EQ(t.wire.out(S2C), resp1);
+    // The only request left awaiting its response is the allowlisted one.
+    ASSERT_EQ(t.host.releases, std::vector<ReleaseReason>{ReleaseReason::Allowlisted});
+    std::string resp2 = ok(kEicar);
+    t.server(resp2);
+    EXPECT_EQ(t.wire.out(S2C), resp1 + resp2);
+    EXPECT_EQ(t.wire.out(C2S), req1 + req2);
+    EXPECT_EQ(t.host.scans.size(), 1u);
+}
+
+TEST(HttpInspector, AllowlistedRequestWhileAnEarlierOneAwaitsItsResponseWaitsForIt) {
+    AllowlistFlow t({"trusted.example"});
+    t.client(get_from("other.example", "/file"));
+    t.client(get_from("trusted.example", "/a"));  // pipelined, but alone in the engine
+    EXPECT_TRUE(t.host.releases.empty());         // /file's response must be scanned
+    expect_eicar_blocked_unreleased(t);
+}
+
+TEST(HttpInspector, HeldUploadToAnotherHostHoldsTheRelease) {
+    AllowlistFlow t({"trusted.example"});
+    std::string upload = "POST /u HTTP/1.1\r\nHost: other.example\r\nContent-Length: " +
+                         std::to_string(kEicar.size()) + "\r\n\r\n" + kEicar;
+    t.client(upload);
+    ASSERT_EQ(t.host.scans.size(), 1u);
+    t.client(get_from("trusted.example", "/a"));  // behind the upload awaiting its verdict
+    EXPECT_TRUE(t.host.releases.empty());
+    t.verdict(0, virus());
+    EXPECT_EQ(t.host.closes.size(), 1u);
+    EXPECT_EQ(t.wire.out(C2S).find(kEicar), std::string::npos);
+    EXPECT_TRUE(t.host.releases.empty());
+}
+
+TEST(HttpInspector, AllowlistedUploadReleasesAfterItsBodyPassed) {
+    AllowlistFlow t({"trusted.example"});
+    std::string head = "PUT /f HTTP/1.1\r\nHost: trusted.example\r\nContent-Length: 6\r\n\r\n";
+    t.wire.deliver(C2S, head + "abc");
+    EXPECT_TRUE(t.host.releases.empty());  // inside its body
+    EXPECT_EQ(t.wire.out(C2S), head + "abc");
+    t.wire.deliver(C2S, "def");
+    ASSERT_EQ(t.host.releases, std::vector<ReleaseReason>{ReleaseReason::Allowlisted});
+    EXPECT_EQ(t.wire.out(C2S), head + "abcdef");
+    EXPECT_TRUE(t.host.scans.empty());
 }
 
 // -- Leaving inspection -------------------------------------------------------
