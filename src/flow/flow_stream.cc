@@ -31,7 +31,7 @@ constexpr uint64_t kPawsIdleMs = uint64_t(60 * 60 * 24 * 24) * 1000;
 
 FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
                        const GsoOutput* gso)
-    : gso_(gso) {
+    : gso_(gso), memory_room_(limits.memory_room) {
     for (size_t d = 0; d < 2; ++d)
         directions_[d] = std::make_unique<StreamDirection>(
             transforms[d] ? *transforms[d] : passthrough_, limits);
@@ -290,6 +290,7 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     bool absorbed = v.kind == SegmentVerdict::Kind::Absorb;
     if (v.kind == SegmentVerdict::Kind::Hold) {
         held_.emplace(id, HeldPacket{std::move(headers), room});
+        if (memory_room_) *memory_room_ -= int64_t(kHeldPacketBytes);
         out.push_back({id, PacketVerdict::Kind::Hold, {}});
         ack_sender(d, out);
         ++counters_.sack_acks;
@@ -773,7 +774,7 @@ std::vector<uint32_t> FlowStream::held_ids() const {
 }
 
 size_t FlowStream::memory_bytes() const {
-    size_t bytes = sizeof(*this) + held_.size() * 128;
+    size_t bytes = sizeof(*this) + held_.size() * kHeldPacketBytes;
     for (const auto& d : directions_)
         bytes += d->memory_bytes();
     return bytes;

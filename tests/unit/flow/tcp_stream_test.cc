@@ -11,6 +11,7 @@
 #include <random>
 
 #include "../packet_builder.h"
+#include "memory_cap.h"
 #include "nfqscan/tcp_stream.h"
 #include "nfqscan/test_rewrite.h"
 
@@ -21,6 +22,7 @@ const TokenReplacer::Replacements kIssueTokens = {{"GROW", "GROWN-LONGER-TOKEN"}
                                                   {"SHRINKME", "S"}};
 
 using test::bytes_of;
+using test::MemoryCap;
 
 struct WireOptions {
     double loss = 0.0;
@@ -147,6 +149,7 @@ class SimulatedConnection {
             acks_.pop_front();
             on_ack(engine_.translate_ack(ack));
         }
+        if (after_call_) after_call_();
         return true;
     }
 
@@ -227,6 +230,9 @@ class SimulatedConnection {
     std::function<std::string(const std::string&)> transform_check_ = [](const std::string& s) {
         return TokenReplacer::apply(kIssueTokens, s);
     };
+    // Runs after each call into the engine (as the owner of many streams
+    // settles their memory after each packet).
+    std::function<void()> after_call_;
 };
 
 // Random text with tokens sprinkled in, also straddling segment boundaries.
@@ -637,6 +643,126 @@ TEST(TcpStream, ALongRunOfHeldSegmentsIsReleasedInOrderWithoutRecursion) {
     }
     EXPECT_EQ(d.held_segments(), 0u);
     EXPECT_EQ(d.input_next(), kSegments + 1);
+}
+
+TEST(ByteQueue, GrowsByDoublingOnlyWithinTheRoom) {
+    std::vector<uint8_t> bytes(10'000, 'x');
+    ByteQueue q;
+    q.append(bytes);
+    EXPECT_EQ(q.capacity(), 10'000u);
+    q.append(bytes, 1'000'000);  // room enough: doubles
+    EXPECT_EQ(q.capacity(), 20'000u);
+    q.append(bytes, 2'000);  // the bytes need more than the room: only that
+    EXPECT_EQ(q.capacity(), 30'000u);
+    q.append(bytes, 25'000);  // doubling would take 30,000: the room's 25,000
+    EXPECT_EQ(q.capacity(), 55'000u);
+    EXPECT_EQ(q.size(), 40'000u);
+    EXPECT_EQ(q.growth_for(15'000), 0u);
+    EXPECT_EQ(q.growth_for(16'000), 1'000u);
+    // A consumed front is reused rather than grown past the room.
+    q.drop_front(30'000);
+    EXPECT_EQ(q.growth_for(40'000), 0u);
+    q.append(std::vector<uint8_t>(40'000, 'y'), 0);
+    EXPECT_EQ(q.capacity(), 55'000u);
+    EXPECT_EQ(q.size(), 50'000u);
+    EXPECT_EQ(q[0], 'x');
+    EXPECT_EQ(q[10'000], 'y');
+    q.drop_front(45'000);
+    q.shrink_to_fit();
+    EXPECT_EQ(q.capacity(), 5'000u);
+    EXPECT_EQ(q[0], 'y');
+    q.drop_front(5'000);
+    q.shrink_to_fit();
+    EXPECT_EQ(q.capacity(), 0u);
+}
+
+TEST(StreamMemoryCap, PassModeStaysUnderTheCapAndCompletes) {
+    // The sender's window (16 segments) is larger than the cap: what does
+    // not fit is refused and sent again once acknowledgements free memory.
+    for (uint32_t seed = 1; seed <= 5; ++seed) {
+        Passthrough t;
+        std::mt19937 rng(seed);
+        std::string input = make_input(rng, 200'000);
+        WireOptions o;
+        o.loss = 0.02;
+        o.reorder = 0.1;
+        MemoryCap cap(12'000);
+        SimulatedConnection c(input, t, o, seed, cap.limits());
+        c.transform_check_ = [](const std::string& s) { return s; };
+        c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
+        ASSERT_TRUE(c.run()) << c.progress();
+        EXPECT_EQ(c.received(), input);
+        EXPECT_GT(c.engine().counters().memory_refused, 0u);
+        // New bytes only go where they fit; held segments are counted
+        // before they are held.
+        EXPECT_LE(cap.most, cap.share) << "seed " << seed;
+    }
+}
+
+TEST(StreamMemoryCap, GrowingRewriteStaysUnderTheCapPlusOnePacketsGrowth) {
+    for (uint32_t seed = 1; seed <= 5; ++seed) {
+        TokenReplacer t(kIssueTokens);
+        std::mt19937 rng(seed);
+        std::string input = make_input(rng, 200'000);
+        WireOptions o;
+        o.loss = 0.02;
+        o.reorder = 0.1;
+        MemoryCap cap(16'000);
+        SimulatedConnection c(input, t, o, seed, cap.limits());
+        c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
+        ASSERT_TRUE(c.run()) << c.progress();
+        EXPECT_EQ(c.received(), TokenReplacer::apply(kIssueTokens, input));
+        EXPECT_GT(c.engine().counters().memory_refused, 0u);
+        // Past the cap is what the inspector added for the last segment
+        // taken: make_input() has a token every ~30 bytes, so a segment of
+        // 1,000 bytes brings some 30 rewritten ranges (two chunks of 48
+        // bytes each), their originals and grown tokens: ~5 KB (measured
+        // 4.6-5.1 KB over these seeds).
+        EXPECT_LE(cap.most, cap.share + 6'000) << "seed " << seed;
+    }
+}
+
+TEST(StreamMemoryCap, GsoPacketsStayUnderTheCap) {
+    Passthrough t;
+    std::mt19937 rng(3);
+    std::string input = make_input(rng, 2'000'000);
+    WireOptions o;
+    o.gso = 65000;
+    o.window_segments = 400;  // 400 KB in flight
+    o.loss = 0.01;
+    MemoryCap cap(256 << 10);
+    SimulatedConnection c(input, t, o, 3, cap.limits());
+    c.transform_check_ = [](const std::string& s) { return s; };
+    c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
+    ASSERT_TRUE(c.run()) << c.progress();
+    EXPECT_EQ(c.received(), input);
+    EXPECT_GT(c.engine().counters().memory_refused, 0u);
+    EXPECT_LE(cap.most, cap.share);
+}
+
+TEST(StreamMemoryCap, AtTheCapSpareCapacityGoesBack) {
+    // A relay store grown by doubling keeps its buffer between fills; once
+    // the room could not hold its spare capacity, the buffer gives it back.
+    Passthrough t;
+    int64_t room = INT64_MAX;
+    StreamLimits limits;
+    limits.memory_room = &room;
+    StreamDirection d(t, limits);
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    std::string block(1000, 'a');
+    for (uint32_t at = 0; at < 100'000; at += 1000)
+        d.on_segment(at, bytes_of(block), false, 0, released);
+    size_t grown = d.memory_bytes();
+    EXPECT_GE(grown, 100'000u);
+    room = 0;  // other streams took the rest meanwhile
+    d.translate_ack(90'000);
+    EXPECT_LT(d.memory_bytes(), 20'000u);
+    room = 1000;  // what the owner counts then
+    // A new segment that does not fit what is left is refused.
+    EXPECT_EQ(d.on_segment(100'000, bytes_of(std::string(20'000, 'b')), false, 0, released).kind,
+              SegmentVerdict::Kind::Drop);
+    EXPECT_EQ(d.counters().memory_refused, 1u);
 }
 
 }  // namespace
