@@ -237,8 +237,6 @@ class FlowStream {
 
     Passthrough passthrough_;
     const GsoOutput* gso_ = nullptr;
-    // StreamLimits::memory_room: a held packet's bookkeeping is taken from it.
-    int64_t* memory_room_ = nullptr;
     static constexpr size_t kHeldPacketBytes = 128;  // a held_ entry, as memory_bytes() counts it
     std::array<std::unique_ptr<StreamDirection>, 2> directions_;
     std::array<uint16_t, 2> mss_{0, 0};  // largest segment the receiver of direction d takes

@@ -103,6 +103,9 @@ struct StreamLimits {
     // give their spare capacity back. What an inspector adds beyond the
     // bytes it was shown is counted, not refused (see the invariants above).
     int64_t* memory_room = nullptr;
+    // What the owner keeps for each held segment besides the engine (its
+    // record of the held packet): counted against memory_room with it.
+    size_t held_overhead = 0;
 };
 
 struct StreamCounters {
@@ -428,6 +431,8 @@ class StreamDirection {
     void give_room(size_t bytes) {
         if (limits_.memory_room) *limits_.memory_room += int64_t(bytes);
     }
+    // A held segment's cost besides its bytes, here and in the owner.
+    size_t held_cost() const { return kHeldOverhead + limits_.held_overhead; }
     // Whether `length` new input bytes fit: the buffer they go to (the
     // pending input while the inspector keeps bytes or relays, else the
     // output) holds them without growing past the room.

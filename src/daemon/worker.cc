@@ -443,6 +443,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         flow.stream.reset(new FlowStream({inspection->transform(Direction::ClientToServer),
                                           inspection->transform(Direction::ServerToClient)},
                                          stream_limits(), &relay_device_.families));
+        account_stream_memory(0, flow.stream->memory_bytes());
         flow.inspection = std::move(inspection);
         if (flow.disposition == Disposition::Claimed) flow.inspection->attach(flow.service);
         return true;
@@ -652,6 +653,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             new FlowStream({config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
                             test_replacer_.get()},
                            stream_limits(), &relay_device_.families));
+        account_stream_memory(0, flow.stream->memory_bytes());
         if (flow.disposition == Disposition::Deciding) {
             flow.disposition = Disposition::Claimed;
             flow.claimed_by = ClaimSource::Port;

@@ -31,7 +31,8 @@ constexpr uint64_t kPawsIdleMs = uint64_t(60 * 60 * 24 * 24) * 1000;
 
 FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
                        const GsoOutput* gso)
-    : gso_(gso), memory_room_(limits.memory_room) {
+    : gso_(gso) {
+    limits.held_overhead += kHeldPacketBytes;  // held_'s entry for the packet
     for (size_t d = 0; d < 2; ++d)
         directions_[d] = std::make_unique<StreamDirection>(
             transforms[d] ? *transforms[d] : passthrough_, limits);
@@ -290,7 +291,6 @@ void FlowStream::on_packet(uint32_t id, Direction d, const DecodedPacket& p, boo
     bool absorbed = v.kind == SegmentVerdict::Kind::Absorb;
     if (v.kind == SegmentVerdict::Kind::Hold) {
         held_.emplace(id, HeldPacket{std::move(headers), room});
-        if (memory_room_) *memory_room_ -= int64_t(kHeldPacketBytes);
         out.push_back({id, PacketVerdict::Kind::Hold, {}});
         ack_sender(d, out);
         ++counters_.sack_acks;

@@ -300,7 +300,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     if (begin > in_next_) {
         // Out of order: hold it (no verdict) until the gap fills.
         bool pressure = limits_.refuse_holding && *limits_.refuse_holding;
-        bool full = int64_t(payload.size() + kHeldOverhead) > room();
+        bool full = int64_t(payload.size() + held_cost()) > room();
         if (full) ++counters_.memory_refused;
         if (pressure || full || held_bytes_ + payload.size() > limits_.max_held ||
             held_.count(begin)) {
@@ -310,7 +310,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
             return v;
         }
         held_bytes_ += payload.size();
-        take_room(payload.size() + kHeldOverhead);
+        take_room(payload.size() + held_cost());
         held_.emplace(begin,
                       Held{token, std::vector<uint8_t>(payload.begin(), payload.end()), fin});
         ++counters_.held;
@@ -412,7 +412,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         auto node = held_.extract(held_.begin());
         Held& h = node.mapped();
         held_bytes_ -= h.bytes.size();
-        give_room(h.bytes.size() + kHeldOverhead);
+        give_room(h.bytes.size() + held_cost());
         SegmentVerdict r =
             on_segment(uint32_t(base_ + node.key()), h.bytes, h.fin, h.token, released);
         r.token = h.token;
@@ -588,7 +588,7 @@ bool StreamDirection::make_room_for_input(size_t length, std::vector<SegmentVerd
     while (!input_fits(length) && !held_.empty()) {
         auto node = held_.extract(std::prev(held_.end()));
         held_bytes_ -= node.mapped().bytes.size();
-        give_room(node.mapped().bytes.size() + kHeldOverhead);
+        give_room(node.mapped().bytes.size() + held_cost());
         ++counters_.memory_refused;
         SegmentVerdict v;
         v.kind = SegmentVerdict::Kind::Drop;
