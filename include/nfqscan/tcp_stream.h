@@ -27,7 +27,13 @@
 //   relay's store each have a cap (StreamLimits, [stream] in the config);
 //   output retained until acknowledged is bounded by the sender's window in
 //   pass mode and by the relay's store while relaying; memory_bytes() counts
-//   it all for `nfqscanctl status`.
+//   it all for `nfqscanctl status`, capacities included;
+// - all streams of an owner keep within its memory room
+//   (StreamLimits::memory_room) at every packet, but for what an inspector
+//   adds beyond the bytes of the last packet taken (a grown rewrite, the
+//   original a replacement keeps, the chunks, an insertion): counted, not
+//   refused (tests/unit/flow/tcp_stream_test.cc and relay_test.cc,
+//   StreamMemoryCap and RelayMemoryCap).
 #pragma once
 
 #include <algorithm>
@@ -158,8 +164,10 @@ class ByteQueue {
     bool empty() const { return size() == 0; }
     uint8_t operator[](size_t i) const { return bytes_[head_ + i]; }
     const uint8_t* data() const { return bytes_.get() + head_; }
-    // `room`: how far the capacity may grow (an owner's memory cap): by
-    // doubling within it, beyond it only by what the bytes need.
+    // `room`: how far the capacity should grow (an owner's memory cap): by
+    // doubling within it. Bytes that need more than the room grow it by
+    // half (appends stay amortised O(1) when an inspector's output runs
+    // past the room): the owner gives that spare back afterwards.
     void append(std::span<const uint8_t> b, size_t room = SIZE_MAX) {
         if (b.empty()) return;
         if (capacity_ - end_ < b.size()) make_room(b.size(), room);
@@ -215,10 +223,12 @@ class ByteQueue {
     void make_room(size_t more, size_t room) {
         size_t held = size();
         // Doubling keeps appends amortised O(1); within a tight room the
-        // buffer grows by what the room allows, or by what the bytes need.
+        // buffer grows by what the room allows.
         size_t doubled = std::max({capacity_ * 2, held + more, size_t(4096)});
-        size_t allowed = room >= doubled - capacity_ ? doubled : capacity_ + room;
-        size_t capacity = std::max(held + more, allowed);
+        size_t capacity = room >= doubled - capacity_ ? doubled
+                          : held + more <= capacity_ + room
+                              ? capacity_ + room
+                              : std::max(held + more, capacity_ + capacity_ / 2);
         if (head_ > 0 && capacity_ - held >= more && (head_ >= held || capacity < doubled)) {
             // The consumed front makes room: move the rest down (always when
             // most of the buffer is consumed front, else rather than grow
@@ -451,6 +461,9 @@ class StreamDirection {
     // next input reuses it anyway: input_fits() counts it).
     // Copying what is held to do so costs at most what is given back.
     void give_back_spare(ByteQueue& q);
+    // After output was made (by the inspector, an insertion): spare capacity
+    // that growing past the room left goes back at once.
+    void give_back_output_spare();
     void start_relay();
     void maybe_end_relay();
 

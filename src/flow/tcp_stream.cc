@@ -165,6 +165,7 @@ void StreamDirection::feed(StreamTransform::Push push, std::span<const uint8_t> 
     // What the inspector mapped now lives in the output: where the room
     // cannot hold both, the pending buffer gives its spare back at once.
     if (int64_t(pending_.capacity() - pending_.size()) > room()) shrink_within_room(pending_);
+    give_back_output_spare();
 }
 
 bool StreamDirection::agrees_with_inspected(uint64_t begin, std::span<const uint8_t> bytes) const {
@@ -512,6 +513,7 @@ void StreamDirection::insert(std::span<const uint8_t> bytes) {
     // it. A FIN behind bytes still unmapped has not been sent.
     if (bytes.empty() || output_finished()) return;
     append_output({}, bytes, false);
+    give_back_output_spare();
     ++counters_.rewritten;
     start_relay();
 }
@@ -612,6 +614,11 @@ void StreamDirection::shrink_within_room(ByteQueue& q) {
     size_t before = q.capacity();
     q.shrink_to_fit();
     give_room(before - q.capacity());
+}
+
+void StreamDirection::give_back_output_spare() {
+    for (ByteQueue* q : {&out_retained_, &replaced_input_})
+        if (int64_t(q->capacity() - q->size()) > room()) shrink_within_room(*q);
 }
 
 void StreamDirection::give_back_spare(ByteQueue& q) {

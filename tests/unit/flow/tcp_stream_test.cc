@@ -652,7 +652,7 @@ TEST(ByteQueue, GrowsByDoublingOnlyWithinTheRoom) {
     EXPECT_EQ(q.capacity(), 10'000u);
     q.append(bytes, 1'000'000);  // room enough: doubles
     EXPECT_EQ(q.capacity(), 20'000u);
-    q.append(bytes, 2'000);  // the bytes need more than the room: only that
+    q.append(bytes, 2'000);  // past the room: by half, at least what the bytes need
     EXPECT_EQ(q.capacity(), 30'000u);
     q.append(bytes, 25'000);  // doubling would take 30,000: the room's 25,000
     EXPECT_EQ(q.capacity(), 55'000u);
@@ -676,89 +676,87 @@ TEST(ByteQueue, GrowsByDoublingOnlyWithinTheRoom) {
     EXPECT_EQ(q.capacity(), 0u);
 }
 
+// Runs `input` through `t` on `wire` under a memory cap of `share`, as the
+// worker keeps it; the receiver must get exactly `transformed(input)` and
+// the cap must have refused segments. Returns the most the stream held.
+uint64_t most_held_under_cap(StreamTransform& t, const std::string& input, WireOptions wire,
+                             uint32_t seed, uint64_t share,
+                             std::function<std::string(const std::string&)> transformed) {
+    MemoryCap cap(share);
+    SimulatedConnection c(input, t, wire, seed, cap.limits());
+    c.transform_check_ = transformed;
+    c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
+    EXPECT_TRUE(c.run()) << c.progress();
+    EXPECT_EQ(c.received(), transformed(input));
+    EXPECT_GT(c.engine().counters().memory_refused, 0u);
+    return cap.most;
+}
+
+std::string unchanged(const std::string& s) {
+    return s;
+}
+
+std::string tokens_rewritten(const std::string& s) {
+    return TokenReplacer::apply(kIssueTokens, s);
+}
+
 TEST(StreamMemoryCap, PassModeStaysUnderTheCapAndCompletes) {
     // The sender's window (16 segments) is larger than the cap: what does
     // not fit is refused and sent again once acknowledgements free memory.
+    // New bytes only go where they fit; held segments are counted before
+    // they are held, and dropped to make room for bytes in order.
     for (uint32_t seed = 1; seed <= 5; ++seed) {
         Passthrough t;
         std::mt19937 rng(seed);
-        std::string input = make_input(rng, 200'000);
-        WireOptions o;
-        o.loss = 0.02;
-        o.reorder = 0.1;
-        MemoryCap cap(12'000);
-        SimulatedConnection c(input, t, o, seed, cap.limits());
-        c.transform_check_ = [](const std::string& s) { return s; };
-        c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
-        ASSERT_TRUE(c.run()) << c.progress();
-        EXPECT_EQ(c.received(), input);
-        EXPECT_GT(c.engine().counters().memory_refused, 0u);
-        // New bytes only go where they fit; held segments are counted
-        // before they are held.
-        EXPECT_LE(cap.most, cap.share) << "seed " << seed;
+        WireOptions o{.loss = 0.02, .reorder = 0.1};
+        EXPECT_LE(most_held_under_cap(t, make_input(rng, 200'000), o, seed, 12'000, unchanged),
+                  12'000u)
+            << "seed " << seed;
     }
 }
 
 TEST(StreamMemoryCap, GrowingRewriteStaysUnderTheCapPlusOnePacketsGrowth) {
+    // Past the cap is what the inspector added for the last segment taken:
+    // make_input() has a token every ~30 bytes, so a segment of 1,000 bytes
+    // brings some 30 rewritten ranges (two chunks of 48 bytes each), their
+    // originals and grown tokens: ~5 KB (measured 4.6-5.1 KB over these seeds).
     for (uint32_t seed = 1; seed <= 5; ++seed) {
         TokenReplacer t(kIssueTokens);
         std::mt19937 rng(seed);
-        std::string input = make_input(rng, 200'000);
-        WireOptions o;
-        o.loss = 0.02;
-        o.reorder = 0.1;
-        MemoryCap cap(16'000);
-        SimulatedConnection c(input, t, o, seed, cap.limits());
-        c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
-        ASSERT_TRUE(c.run()) << c.progress();
-        EXPECT_EQ(c.received(), TokenReplacer::apply(kIssueTokens, input));
-        EXPECT_GT(c.engine().counters().memory_refused, 0u);
-        // Past the cap is what the inspector added for the last segment
-        // taken: make_input() has a token every ~30 bytes, so a segment of
-        // 1,000 bytes brings some 30 rewritten ranges (two chunks of 48
-        // bytes each), their originals and grown tokens: ~5 KB (measured
-        // 4.6-5.1 KB over these seeds).
-        EXPECT_LE(cap.most, cap.share + 6'000) << "seed " << seed;
+        WireOptions o{.loss = 0.02, .reorder = 0.1};
+        EXPECT_LE(
+            most_held_under_cap(t, make_input(rng, 200'000), o, seed, 16'000, tokens_rewritten),
+            16'000u + 6'000)
+            << "seed " << seed;
     }
 }
 
 TEST(StreamMemoryCap, GsoPacketsStayUnderTheCap) {
     Passthrough t;
     std::mt19937 rng(3);
-    std::string input = make_input(rng, 2'000'000);
-    WireOptions o;
-    o.gso = 65000;
-    o.window_segments = 400;  // 400 KB in flight
-    o.loss = 0.01;
-    MemoryCap cap(256 << 10);
-    SimulatedConnection c(input, t, o, 3, cap.limits());
-    c.transform_check_ = [](const std::string& s) { return s; };
-    c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
-    ASSERT_TRUE(c.run()) << c.progress();
-    EXPECT_EQ(c.received(), input);
-    EXPECT_GT(c.engine().counters().memory_refused, 0u);
-    EXPECT_LE(cap.most, cap.share);
+    // 64 KiB packets, 400 KB in flight.
+    WireOptions o{.loss = 0.01, .window_segments = 400, .gso = 65000};
+    EXPECT_LE(most_held_under_cap(t, make_input(rng, 2'000'000), o, 3, 256 << 10, unchanged),
+              256u << 10);
 }
 
 TEST(StreamMemoryCap, AtTheCapSpareCapacityGoesBack) {
-    // A relay store grown by doubling keeps its buffer between fills; once
-    // the room could not hold its spare capacity, the buffer gives it back.
+    // Output retained in a buffer grown by doubling: once the room could not
+    // hold the spare capacity the receiver's ACKs left, it goes back.
     Passthrough t;
-    int64_t room = INT64_MAX;
-    StreamLimits limits;
-    limits.memory_room = &room;
-    StreamDirection d(t, limits);
+    MemoryCap cap(1 << 20);
+    StreamDirection d(t, cap.limits());
     d.start(0);
     std::vector<SegmentVerdict> released;
-    std::string block(1000, 'a');
-    for (uint32_t at = 0; at < 100'000; at += 1000)
-        d.on_segment(at, bytes_of(block), false, 0, released);
-    size_t grown = d.memory_bytes();
-    EXPECT_GE(grown, 100'000u);
-    room = 0;  // other streams took the rest meanwhile
+    for (uint32_t at = 0; at < 100'000; at += 1000) {
+        d.on_segment(at, bytes_of(std::string(1000, 'a')), false, 0, released);
+        cap.settle(d.memory_bytes());
+    }
+    EXPECT_GE(d.memory_bytes(), 100'000u);
+    cap.room = 0;  // other streams took the rest meanwhile
     d.translate_ack(90'000);
     EXPECT_LT(d.memory_bytes(), 20'000u);
-    room = 1000;  // what the owner counts then
+    cap.room = 1000;  // what the owner counts then
     // A new segment that does not fit what is left is refused.
     EXPECT_EQ(d.on_segment(100'000, bytes_of(std::string(20'000, 'b')), false, 0, released).kind,
               SegmentVerdict::Kind::Drop);
