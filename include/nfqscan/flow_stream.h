@@ -239,6 +239,7 @@ class FlowStream {
 
     Passthrough passthrough_;
     const GsoOutput* gso_ = nullptr;
+    static constexpr size_t kHeldPacketBytes = 128;  // a held_ entry, as memory_bytes() counts it
     std::array<std::unique_ptr<StreamDirection>, 2> directions_;
     std::array<uint16_t, 2> mss_{0, 0};  // largest segment the receiver of direction d takes
     std::unordered_map<uint32_t, HeldPacket> held_;

@@ -27,7 +27,13 @@
 //   relay's store each have a cap (StreamLimits, [stream] in the config);
 //   output retained until acknowledged is bounded by the sender's window in
 //   pass mode and by the relay's store while relaying; memory_bytes() counts
-//   it all for `nfqscanctl status`.
+//   it all for `nfqscanctl status`, capacities included;
+// - all streams of an owner keep within its memory room
+//   (StreamLimits::memory_room) at every packet, but for what an inspector
+//   adds beyond the bytes of the last packet taken (a grown rewrite, the
+//   original a replacement keeps, the chunks, an insertion): counted, not
+//   refused (tests/unit/flow/tcp_stream_test.cc and relay_test.cc,
+//   StreamMemoryCap and RelayMemoryCap).
 #pragma once
 
 #include <algorithm>
@@ -90,10 +96,22 @@ struct StreamLimits {
     // are then dropped instead of held.
     const bool* refuse_holding = nullptr;
     // Set by the same owner: the bytes all its streams may still grow by
-    // under their hard memory cap ([stream] memory_limit). New input that
-    // does not fit is dropped, neither inspected nor acknowledged: the
-    // sender sends it again once acknowledgements have freed memory.
-    const uint64_t* memory_room = nullptr;
+    // under their hard memory cap ([stream] memory_limit), counted as
+    // memory_bytes() counts them (buffer capacities); negative once they
+    // are over it. Each stream takes what it grows by from it, and gives
+    // back what it frees, as it happens (the owner sets it again from their
+    // sum after each call). New input is taken only if the buffer it goes
+    // to can hold it without growing past the room (held out-of-order
+    // segments are dropped to make room for bytes in order), and buffers
+    // grow by doubling only within the room: otherwise the input is
+    // dropped, neither inspected nor acknowledged, and the sender sends it
+    // again once acknowledgements have freed memory. Past the room, buffers
+    // give their spare capacity back. What an inspector adds beyond the
+    // bytes it was shown is counted, not refused (see the invariants above).
+    int64_t* memory_room = nullptr;
+    // What the owner keeps for each held segment besides the engine (its
+    // record of the held packet): counted against memory_room with it.
+    size_t held_overhead = 0;
 };
 
 struct StreamCounters {
@@ -146,9 +164,13 @@ class ByteQueue {
     bool empty() const { return size() == 0; }
     uint8_t operator[](size_t i) const { return bytes_[head_ + i]; }
     const uint8_t* data() const { return bytes_.get() + head_; }
-    void append(std::span<const uint8_t> b) {
+    // `room`: how far the capacity should grow (an owner's memory cap): by
+    // doubling within it. Bytes that need more than the room grow it by
+    // half (appends stay amortised O(1) when an inspector's output runs
+    // past the room): the owner gives that spare back afterwards.
+    void append(std::span<const uint8_t> b, size_t room = SIZE_MAX) {
         if (b.empty()) return;
-        if (capacity_ - end_ < b.size()) make_room(b.size());
+        if (capacity_ - end_ < b.size()) make_room(b.size(), room);
         std::memcpy(bytes_.get() + end_, b.data(), b.size());
         end_ += b.size();
     }
@@ -179,22 +201,52 @@ class ByteQueue {
         if (!keep_) release_if_idle();
     }
     size_t capacity() const { return capacity_; }
+    // The capacity appending `n` bytes adds at least (none if they fit,
+    // the consumed front reused).
+    size_t growth_for(size_t n) const {
+        size_t spare = capacity_ - size();
+        return n > spare ? n - spare : 0;
+    }
+    // The capacity shrinks to what is held (nothing: released).
+    void shrink_to_fit() {
+        if (size() == capacity_) return;
+        if (empty()) {
+            release();
+            return;
+        }
+        move_to(size());
+    }
 
   private:
     static constexpr size_t kKeepCapacity = 256 << 10;
     bool keep_ = false;
-    void make_room(size_t more) {
+    void make_room(size_t more, size_t room) {
         size_t held = size();
-        if (head_ > 0 && head_ >= held && capacity_ - held >= more) {
-            // Most of the buffer is consumed front: move the rest down.
+        // Doubling keeps appends amortised O(1); within a tight room the
+        // buffer grows by what the room allows.
+        size_t doubled = std::max({capacity_ * 2, held + more, size_t(4096)});
+        size_t capacity = room >= doubled - capacity_ ? doubled
+                          : held + more <= capacity_ + room
+                              ? capacity_ + room
+                              : std::max(held + more, capacity_ + capacity_ / 2);
+        if (head_ > 0 && capacity_ - held >= more && (head_ >= held || capacity < doubled)) {
+            // The consumed front makes room: move the rest down (always when
+            // most of the buffer is consumed front, else rather than grow
+            // past the room).
             std::memmove(bytes_.get(), data(), held);
+            head_ = 0;
+            end_ = held;
         } else {
-            size_t capacity = std::max({capacity_ * 2, held + more, size_t(4096)});
-            auto bigger = std::make_unique_for_overwrite<uint8_t[]>(capacity);
-            if (held) std::memcpy(bigger.get(), data(), held);
-            bytes_ = std::move(bigger);
-            capacity_ = capacity;
+            move_to(capacity);
         }
+    }
+    // The held bytes into a new buffer of `capacity` (at least size()).
+    void move_to(size_t capacity) {
+        size_t held = size();
+        auto moved = std::make_unique_for_overwrite<uint8_t[]>(capacity);
+        if (held) std::memcpy(moved.get(), data(), held);
+        bytes_ = std::move(moved);
+        capacity_ = capacity;
         head_ = 0;
         end_ = held;
     }
@@ -364,6 +416,8 @@ class StreamDirection {
         std::vector<uint8_t> bytes;
         bool fin;
     };
+    // What a held segment costs besides its bytes (its node in held_).
+    static constexpr size_t kHeldOverhead = sizeof(Held) + 48;
 
     uint64_t unwrap(uint32_t seq, uint64_t near) const;
     uint32_t out_seq(uint64_t out_offset) const { return uint32_t(base_ + out_offset); }
@@ -378,6 +432,38 @@ class StreamDirection {
     bool agrees_with_inspected(uint64_t begin, std::span<const uint8_t> bytes) const;
     SegmentVerdict answer(uint64_t in_begin, uint64_t in_end, bool brought_new, bool fin);
     void trim_acknowledged();
+    // -- The owner's memory cap (StreamLimits::memory_room) --
+    int64_t room() const { return limits_.memory_room ? *limits_.memory_room : INT64_MAX; }
+    // The streams grew (shrank) by `bytes`: the room shrinks (grows) by as much.
+    void take_room(size_t bytes) {
+        if (limits_.memory_room) *limits_.memory_room -= int64_t(bytes);
+    }
+    void give_room(size_t bytes) {
+        if (limits_.memory_room) *limits_.memory_room += int64_t(bytes);
+    }
+    // A held segment's cost besides its bytes, here and in the owner.
+    size_t held_cost() const { return kHeldOverhead + limits_.held_overhead; }
+    // Whether `length` new input bytes fit: the buffer they go to (the
+    // pending input while the inspector keeps bytes or relays, else the
+    // output) holds them without growing past the room.
+    bool input_fits(size_t length) const;
+    // input_fits(), after dropping held segments (the furthest first) that
+    // stand in the way: the bytes in order are what lets the stream move, as
+    // Linux prunes its out-of-order queue under memory pressure. Their
+    // verdicts (Drop) go to `dropped`.
+    bool make_room_for_input(size_t length, std::vector<SegmentVerdict>& dropped);
+    void append_within_room(ByteQueue& q, std::span<const uint8_t> bytes);
+    void shrink_within_room(ByteQueue& q);
+    // Spare capacity (a relay store's kept buffer, a buffer grown by
+    // doubling, a front that acknowledgements consumed) goes back once the
+    // room could not hold as much and it is at least half the buffer, so
+    // that delivered bytes free memory for other streams too (this one's
+    // next input reuses it anyway: input_fits() counts it).
+    // Copying what is held to do so costs at most what is given back.
+    void give_back_spare(ByteQueue& q);
+    // After output was made (by the inspector, an insertion): spare capacity
+    // that growing past the room left goes back at once.
+    void give_back_output_spare();
     void start_relay();
     void maybe_end_relay();
 
@@ -405,8 +491,8 @@ class StreamDirection {
     bool must_ack_sender_ = false;        // in_absorbed_ just moved in pass mode
     uint64_t window_edge_ = 0;            // input offset the sender may send up to (relay)
 
-    std::deque<Chunk> chunks_;      // contiguous mapping of unacknowledged ranges
-    std::vector<uint8_t> pending_;  // input [in_mapped_, in_next_)
+    std::deque<Chunk> chunks_;  // contiguous mapping of unacknowledged ranges
+    ByteQueue pending_;         // input [in_mapped_, in_next_)
     // The input of the replaced chunks still in chunks_, in order, to judge
     // retransmissions against (an unchanged chunk's input is its output,
     // retained anyway). Positions count from the flow's start.

@@ -443,6 +443,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         flow.stream.reset(new FlowStream({inspection->transform(Direction::ClientToServer),
                                           inspection->transform(Direction::ServerToClient)},
                                          stream_limits(), &relay_device_.families));
+        account_stream_memory(0, flow.stream->memory_bytes());
         flow.inspection = std::move(inspection);
         if (flow.disposition == Disposition::Claimed) flow.inspection->attach(flow.service);
         return true;
@@ -652,6 +653,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
             new FlowStream({config_->test_rewrite.relay_requests ? relay_forwarder_.get() : nullptr,
                             test_replacer_.get()},
                            stream_limits(), &relay_device_.families));
+        account_stream_memory(0, flow.stream->memory_bytes());
         if (flow.disposition == Disposition::Deciding) {
             flow.disposition = Disposition::Claimed;
             flow.claimed_by = ClaimSource::Port;
@@ -703,7 +705,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
         return Admission::Admitted;
     }
 
-    StreamLimits stream_limits() const {
+    // The streams take what they grow by from memory_room_ as they grow
+    // (settle() sets it again from their sum).
+    StreamLimits stream_limits() {
         const StreamConfig& c = config_->stream;
         StreamLimits l;
         l.max_held = c.hold_limit;
@@ -719,9 +723,9 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     }
 
     // The cap is reached once the room left would not take one more full
-    // packet (a GSO packet of 64 KiB): new input is refused from there on,
-    // so the memory itself stays just below the cap.
-    bool at_memory_cap() const { return memory_room_ < (64u << 10); }
+    // packet (a GSO packet of 64 KiB): no new flow gets an engine, and the
+    // streams refuse input that needs more memory (see StreamLimits).
+    bool at_memory_cap() const { return memory_room_ < int64_t(64u << 10); }
 
     void account_stream_memory(size_t before, size_t after) {
         stream_memory_ = stream_memory_ + after >= before ? stream_memory_ + after - before : 0;
@@ -732,7 +736,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     // their way to nfqscand, or the queue fills and drops them all.
     void update_refuse_holding() {
         uint64_t share = memory_share();
-        memory_room_ = stream_memory_ < share ? share - stream_memory_ : 0;
+        memory_room_ = int64_t(share) - int64_t(stream_memory_);
         refuse_holding_ =
             stream_memory_ >= share || held_packets_ >= config_->queue.max_queue_length / 2;
     }
@@ -1093,7 +1097,7 @@ class QueueWorker::Loop : public PacketSink, public InspectionContext {
     std::unique_ptr<TokenReplacer> test_replacer_;
     uint64_t stream_memory_ = 0;  // all streams of this worker
     bool refuse_holding_ = false;
-    uint64_t memory_room_ = UINT64_MAX;  // memory_share() - stream_memory_ (StreamLimits)
+    int64_t memory_room_ = INT64_MAX;  // memory_share() - stream_memory_ (StreamLimits)
     // Each stream's progress at the last housekeeping tick at the cap.
     struct Progress {
         uint64_t value = 0;     // bytes acknowledged and taken in, both directions

@@ -32,6 +32,7 @@ constexpr uint64_t kPawsIdleMs = uint64_t(60 * 60 * 24 * 24) * 1000;
 FlowStream::FlowStream(std::array<StreamTransform*, 2> transforms, StreamLimits limits,
                        const GsoOutput* gso)
     : gso_(gso) {
+    limits.held_overhead += kHeldPacketBytes;  // held_'s entry for the packet
     for (size_t d = 0; d < 2; ++d)
         directions_[d] = std::make_unique<StreamDirection>(
             transforms[d] ? *transforms[d] : passthrough_, limits);
@@ -781,7 +782,7 @@ std::vector<uint32_t> FlowStream::held_ids() const {
 }
 
 size_t FlowStream::memory_bytes() const {
-    size_t bytes = sizeof(*this) + held_.size() * 128;
+    size_t bytes = sizeof(*this) + held_.size() * kHeldPacketBytes;
     for (const auto& d : directions_)
         bytes += d->memory_bytes();
     return bytes;

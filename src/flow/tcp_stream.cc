@@ -108,12 +108,13 @@ void StreamDirection::append_output(std::span<const uint8_t> input, std::span<co
         chunks_.back().out_end = c.out_end;
     } else if (c.in_end != c.in_begin || c.out_end != c.out_begin) {
         chunks_.push_back(c);
+        take_room(sizeof(Chunk));
     }
     if (!same) {
-        replaced_input_.append(input);
+        append_within_room(replaced_input_, input);
         replaced_input_end_ += input.size();
     }
-    out_retained_.append(output);
+    append_within_room(out_retained_, output);
     in_mapped_ += input.size();
     out_next_ += output.size();
 }
@@ -122,11 +123,12 @@ void StreamDirection::feed(StreamTransform::Push push, std::span<const uint8_t> 
     // New bytes go to the inspector straight from the packet when nothing is
     // pending before them; only what it leaves unmapped is copied.
     if (!pending_.empty() && !fresh.empty()) {
-        pending_.insert(pending_.end(), fresh.begin(), fresh.end());
+        append_within_room(pending_, fresh);
         fresh = {};
     }
     bool from_packet = pending_.empty();
-    std::span<const uint8_t> input = from_packet ? fresh : std::span<const uint8_t>(pending_);
+    std::span<const uint8_t> input =
+        from_packet ? fresh : std::span<const uint8_t>(pending_.data(), pending_.size());
     if (input.empty()) return;
     if (relaying_ && push == StreamTransform::Push::More &&
         relay_room_with(input.size()) < std::min<size_t>(kRelayLowWater, limits_.max_relay / 8)) {
@@ -157,9 +159,13 @@ void StreamDirection::feed(StreamTransform::Push push, std::span<const uint8_t> 
         consumed += forced;
     }
     if (from_packet)
-        pending_.assign(input.begin() + ptrdiff_t(consumed), input.end());
+        append_within_room(pending_, input.subspan(consumed));
     else
-        pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(consumed));
+        pending_.drop_front(consumed);
+    // What the inspector mapped now lives in the output: where the room
+    // cannot hold both, the pending buffer gives its spare back at once.
+    if (int64_t(pending_.capacity() - pending_.size()) > room()) shrink_within_room(pending_);
+    give_back_output_spare();
 }
 
 bool StreamDirection::agrees_with_inspected(uint64_t begin, std::span<const uint8_t> bytes) const {
@@ -295,7 +301,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     if (begin > in_next_) {
         // Out of order: hold it (no verdict) until the gap fills.
         bool pressure = limits_.refuse_holding && *limits_.refuse_holding;
-        bool full = limits_.memory_room && payload.size() > *limits_.memory_room;
+        bool full = int64_t(payload.size() + held_cost()) > room();
         if (full) ++counters_.memory_refused;
         if (pressure || full || held_bytes_ + payload.size() > limits_.max_held ||
             held_.count(begin)) {
@@ -305,6 +311,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
             return v;
         }
         held_bytes_ += payload.size();
+        take_room(payload.size() + held_cost());
         held_.emplace(begin,
                       Held{token, std::vector<uint8_t>(payload.begin(), payload.end()), fin});
         ++counters_.held;
@@ -323,7 +330,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
     }
 
     bool new_bytes = end > in_next_;
-    if (new_bytes && limits_.memory_room && end - in_next_ > *limits_.memory_room) {
+    if (new_bytes && !make_room_for_input(size_t(end - in_next_), released)) {
         ++counters_.memory_refused;
         SegmentVerdict v;
         v.kind = SegmentVerdict::Kind::Drop;
@@ -406,6 +413,7 @@ SegmentVerdict StreamDirection::on_segment(uint32_t seq, std::span<const uint8_t
         auto node = held_.extract(held_.begin());
         Held& h = node.mapped();
         held_bytes_ -= h.bytes.size();
+        give_room(h.bytes.size() + held_cost());
         SegmentVerdict r =
             on_segment(uint32_t(base_ + node.key()), h.bytes, h.fin, h.token, released);
         r.token = h.token;
@@ -436,7 +444,8 @@ uint32_t StreamDirection::translate_ack(uint32_t ack) {
         out_retained_.keep_capacity(false);
         if (out_retained_.empty()) out_retained_.release();
         if (replaced_input_.empty()) replaced_input_.release();
-        if (pending_.empty()) std::vector<uint8_t>().swap(pending_);
+        pending_.keep_capacity(false);
+        if (pending_.empty()) pending_.release();
         return uint32_t(base_ + in_next_ + 1);
     }
     maybe_end_relay();
@@ -448,6 +457,7 @@ void StreamDirection::start_relay() {
     relaying_ = true;
     ++counters_.relays;
     out_retained_.keep_capacity(true);
+    pending_.keep_capacity(true);
     // Input the sender sent in order is acknowledged by the engine from now
     // on, also what the receiver has not acknowledged yet: the relay owns
     // every unacknowledged output byte.
@@ -464,8 +474,7 @@ void StreamDirection::maybe_end_relay() {
     out_sent_ = out_next_;
     out_retained_.keep_capacity(false);
     // The store's input buffer too: pass mode keeps little.
-    if (pending_.empty() && pending_.capacity() > (256u << 10))
-        std::vector<uint8_t>().swap(pending_);
+    pending_.keep_capacity(false);
 }
 
 void StreamDirection::redrive() {
@@ -483,7 +492,7 @@ void StreamDirection::close_with(std::span<const uint8_t> bytes) {
 void StreamDirection::discard() {
     closed_ = true;
     relay_requested_ = false;
-    std::vector<uint8_t>().swap(pending_);
+    pending_.release();
     held_.clear();
     held_bytes_ = 0;
 }
@@ -504,6 +513,7 @@ void StreamDirection::insert(std::span<const uint8_t> bytes) {
     // it. A FIN behind bytes still unmapped has not been sent.
     if (bytes.empty() || output_finished()) return;
     append_output({}, bytes, false);
+    give_back_output_spare();
     ++counters_.rewritten;
     start_relay();
 }
@@ -563,11 +573,62 @@ void StreamDirection::trim_acknowledged() {
         }
         chunks_.pop_front();
     }
+    give_back_spare(out_retained_);
+    give_back_spare(replaced_input_);
+}
+
+bool StreamDirection::input_fits(size_t length) const {
+    if (!limits_.memory_room) return true;
+    const ByteQueue& to = relaying_ || !pending_.empty() ? pending_ : out_retained_;
+    // Past the room nothing is taken, even into spare capacity: what an
+    // inspector adds for the bytes (the ranges it rewrote, their originals)
+    // would pile up.
+    return room() > 0 && int64_t(to.growth_for(length)) <= room();
+}
+
+bool StreamDirection::make_room_for_input(size_t length, std::vector<SegmentVerdict>& dropped) {
+    while (!input_fits(length) && !held_.empty()) {
+        auto node = held_.extract(std::prev(held_.end()));
+        held_bytes_ -= node.mapped().bytes.size();
+        give_room(node.mapped().bytes.size() + held_cost());
+        ++counters_.memory_refused;
+        SegmentVerdict v;
+        v.kind = SegmentVerdict::Kind::Drop;
+        v.token = node.mapped().token;
+        dropped.push_back(v);
+    }
+    return input_fits(length);
+}
+
+void StreamDirection::append_within_room(ByteQueue& q, std::span<const uint8_t> bytes) {
+    size_t before = q.capacity();
+    int64_t r = room();
+    q.append(bytes, r > 0 ? size_t(r) : 0);
+    if (q.capacity() > before)
+        take_room(q.capacity() - before);
+    else
+        give_room(before - q.capacity());
+}
+
+void StreamDirection::shrink_within_room(ByteQueue& q) {
+    size_t before = q.capacity();
+    q.shrink_to_fit();
+    give_room(before - q.capacity());
+}
+
+void StreamDirection::give_back_output_spare() {
+    for (ByteQueue* q : {&out_retained_, &replaced_input_})
+        if (int64_t(q->capacity() - q->size()) > room()) shrink_within_room(*q);
+}
+
+void StreamDirection::give_back_spare(ByteQueue& q) {
+    size_t spare = q.capacity() - q.size();
+    if (spare > 0 && int64_t(spare) > room() && q.size() <= spare) shrink_within_room(q);
 }
 
 size_t StreamDirection::memory_bytes() const {
     return out_retained_.capacity() + replaced_input_.capacity() + pending_.capacity() +
-           held_bytes_ + chunks_.size() * sizeof(Chunk) + held_.size() * (sizeof(Held) + 48);
+           held_bytes_ + chunks_.size() * sizeof(Chunk) + held_.size() * kHeldOverhead;
 }
 
 }  // namespace nfqscan

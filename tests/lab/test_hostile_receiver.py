@@ -13,8 +13,6 @@ while at the cap, the worker resets it (streams.overflow.resets)."""
 
 from __future__ import annotations
 
-import pytest
-
 from lab import wait_until
 from servers import Nginx
 from test_stream_rewrite import ALLOW, BIG
@@ -87,9 +85,6 @@ def test_a_receiver_that_never_acknowledges_is_reset_never_passed_raw(lab, nfqsc
     assert again.read_bytes() == rewrite(token_text(SMALL, seed=2))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: a worker's stream memory reaches ~1.9x its "
-                   "share of memory_limit (buffer capacity grows by doubling past the room "
-                   "checked per segment)")
 def test_a_receiver_that_never_acknowledges_keeps_each_worker_under_its_share(lab, nfqscand):
     run = never_acking_download(lab, nfqscand)
     worst = max((q["stream_memory_bytes"], q["stream_memory_limit"])

@@ -352,15 +352,18 @@ def test_a_ruleset_without_the_engine_mark_rules_is_reported(lab, nfqscand):
 
 def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
     """nfqscand with a 12 MiB stream memory cap (6 MiB per worker) and slow
-    relayed downloads whose stores (up to relay_limit, 4 MiB each) fill it
-    until every worker that has flows is at its share: downloads are added
-    until then. Returns (daemon, the slow curls)."""
-    # Relays that hold whole responses: at the cap they cannot progress, so
-    # the memory stays there (steady, unlike rewritten flows whose receivers
-    # free some of it with every ACK) until the worker sheds one as stuck,
-    # 10 s later: the window the test's new flow meets the cap in.
+    relayed downloads of a 50 MB file whose stores fill it until every
+    worker that has flows is at its share: downloads are added until then.
+    Returns (daemon, the slow curls)."""
+    # Relays that hold whole responses larger than the share, in stores
+    # that may hold them (relay_limit): at the cap they cannot progress, so
+    # the memory stays there (steady, unlike flows whose receivers free
+    # some of it with every ACK: a store that reached relay_limit, or a
+    # whole response delivered, lets go) until the worker sheds one as
+    # stuck, 10 s later: the window the test's new flow meets the cap in.
+    nginx.add_stream_file("fill.txt", token_text(BIG))
     config = relay_config(relay=True)
-    config["stream"] = {"relay_limit": "4M", "memory_limit": "12M", "overflow": overflow}
+    config["stream"] = {"relay_limit": "64M", "memory_limit": "12M", "overflow": overflow}
     config["scan"] = {"limits": {"max_content_size": "3M"}}  # relay_limit holds an object
     daemon = nfqscand(config, args=ALLOW)
     slow = []
@@ -370,7 +373,7 @@ def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
         out = lab.dir / f"slow{i}.bin"
         slow.append(lab.client.spawn(f"curl-slow{i}", [
             "curl", "-0", "--silent", "--noproxy", "*", "--limit-rate", "200K", "--max-time",
-            "60", "--output", str(out), nginx.stream_url("tokens.txt")]))
+            "60", "--output", str(out), nginx.stream_url("fill.txt")]))
         wait_until(lambda: len(daemon.flows()) >= i + 1, 10, "the slow download's flow")
 
     for _ in range(2):

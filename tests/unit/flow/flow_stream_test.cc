@@ -824,7 +824,7 @@ TEST(FlowStreamPeers, ASenderIgnoringTheWindowCannotMakeTheEngineKeepItAll) {
 }
 
 TEST(FlowStreamPeers, AtTheMemoryCapNewInputIsDroppedUntilThereIsRoom) {
-    uint64_t room = 500;
+    int64_t room = 500;
     StreamLimits limits;
     limits.memory_room = &room;
     Wire w(nullptr, limits);

@@ -10,12 +10,14 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <random>
 
 #include "../gso_frame.h"
 #include "../packet_builder.h"
+#include "memory_cap.h"
 #include "nfqscan/flow_stream.h"
 #include "nfqscan/test_rewrite.h"
 
@@ -136,6 +138,11 @@ class RelayedConnection {
     const FlowStream& stream() const { return stream_; }
     const FrameLog& frames() const { return frames_; }
     void keep_open() { send_fin_ = false; }
+    // The client acknowledges nothing from here on (its ACKs are lost).
+    void stop_acknowledging() { acknowledging_ = false; }
+    // Runs after each call into the stream (as the owner of many streams
+    // settles their memory after each packet).
+    std::function<void()> after_call;
     void expect(const std::string* e) { expected_ = e; }
     std::string progress() const {
         const StreamDirection& s2c = stream_.direction(Direction::ServerToClient);
@@ -168,6 +175,7 @@ class RelayedConnection {
             std::vector<PacketVerdict> out;
             stream_.on_timer(now_, out);
             route(out, {});
+            if (after_call) after_call();
         }
     }
 
@@ -271,6 +279,7 @@ class RelayedConnection {
         stream_.on_packet(id, from_client ? Direction::ClientToServer : Direction::ServerToClient,
                           d, false, now_, out);
         route(out, {{id, p}});
+        if (after_call) after_call();
     }
 
     void server_send() {
@@ -356,7 +365,7 @@ class RelayedConnection {
         s.seq = kClientIsn + 1;
         s.ack = ack;
         if (wire_.sack) s.sack = sack_blocks(begin);
-        push(c2e_, test::build_packet(s));
+        if (acknowledging_) push(c2e_, test::build_packet(s));
     }
 
     // What the client holds past its first gap, as SACK blocks (RFC 2018):
@@ -430,6 +439,7 @@ class RelayedConnection {
     std::optional<uint64_t> fin_at_;
     bool client_fin_ = false;
     bool client_reset_ = false, server_reset_ = false;
+    bool acknowledging_ = true;
     size_t violations_ = 0;
     const std::string* expected_ = nullptr;
 };
@@ -565,6 +575,65 @@ TEST(Relay, BufferLimitStallsTheInspectorInsteadOfGrowing) {
     EXPECT_TRUE(c.received() == TokenReplacer::apply(tokens, input));
     EXPECT_GT(c.stream().direction(Direction::ServerToClient).counters().stalls, 0u);
     EXPECT_LE(c.stream().memory_bytes(), 200u << 10);
+}
+
+// Relays every byte as soon as it comes (output delivered by the relay).
+class RelayAll : public StreamTransform {
+  public:
+    void on_bytes(uint64_t, std::span<const uint8_t> pending, Push, StreamSink& sink) override {
+        sink.relay(true);
+        sink.pass(pending.size());
+    }
+};
+
+TEST(RelayMemoryCap, AStoreThatCannotEndStaysUnderTheCapAndNothingLeaksRaw) {
+    // The whole-stream replacer stores everything until the FIN, far more
+    // than the cap: the store fills up to it, then new input is refused
+    // (the owner resets such a flow once it no longer moves).
+    std::mt19937 rng(11);
+    std::string input = token_text(rng, 1'000'000, 200);
+    TokenReplacer replacer(kTokens, true);
+    test::MemoryCap cap(200'000);
+    RelayedConnection c(input, replacer, {0.01, 0, 0.05}, 11, cap.limits());
+    c.after_call = [&] { cap.settle(c.stream().memory_bytes()); };
+    EXPECT_FALSE(c.run(20'000));
+    EXPECT_TRUE(c.received().empty());
+    const StreamDirection& s2c = c.stream().direction(Direction::ServerToClient);
+    EXPECT_GT(s2c.counters().memory_refused, 0u);
+    EXPECT_LT(s2c.input_next(), 200'000u);
+    EXPECT_GT(cap.most, cap.share * 3 / 4);  // it did fill up
+    EXPECT_LE(cap.most, cap.share);
+}
+
+TEST(RelayMemoryCap, OutputTheReceiverNeverAcknowledgesStaysUnderTheCap) {
+    std::mt19937 rng(12);
+    std::string input = random_text(rng, 1'000'000);
+    RelayAll relay;
+    test::MemoryCap cap(300'000);
+    RelayedConnection c(input, relay, {}, 12, cap.limits());
+    c.after_call = [&] { cap.settle(c.stream().memory_bytes()); };
+    c.run_until_acked(50'000);
+    c.stop_acknowledging();
+    EXPECT_FALSE(c.run(20'000));
+    const StreamDirection& s2c = c.stream().direction(Direction::ServerToClient);
+    EXPECT_GT(s2c.counters().memory_refused, 0u);
+    EXPECT_GT(cap.most, cap.share * 3 / 4);
+    EXPECT_LE(cap.most, cap.share);
+    EXPECT_EQ(input.compare(0, c.received().size(), c.received()), 0);
+}
+
+TEST(RelayMemoryCap, ARelayUnderTheCapCompletes) {
+    for (uint32_t seed = 1; seed <= 5; ++seed) {
+        std::mt19937 rng(seed);
+        std::string input = random_text(rng, 1'000'000);
+        RelayAll relay;
+        test::MemoryCap cap(100'000);
+        RelayedConnection c(input, relay, {0.02, 0.01, 0.05}, seed, cap.limits());
+        c.after_call = [&] { cap.settle(c.stream().memory_bytes()); };
+        ASSERT_TRUE(c.run()) << c.progress();
+        EXPECT_TRUE(c.received() == input);
+        EXPECT_LE(cap.most, cap.share) << "seed " << seed;
+    }
 }
 
 TEST(Relay, AWindowOfferedIsNeverTakenBack) {

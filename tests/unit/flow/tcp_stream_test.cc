@@ -11,6 +11,7 @@
 #include <random>
 
 #include "../packet_builder.h"
+#include "memory_cap.h"
 #include "nfqscan/tcp_stream.h"
 #include "nfqscan/test_rewrite.h"
 
@@ -21,6 +22,7 @@ const TokenReplacer::Replacements kIssueTokens = {{"GROW", "GROWN-LONGER-TOKEN"}
                                                   {"SHRINKME", "S"}};
 
 using test::bytes_of;
+using test::MemoryCap;
 
 struct WireOptions {
     double loss = 0.0;
@@ -147,6 +149,7 @@ class SimulatedConnection {
             acks_.pop_front();
             on_ack(engine_.translate_ack(ack));
         }
+        if (after_call_) after_call_();
         return true;
     }
 
@@ -227,6 +230,9 @@ class SimulatedConnection {
     std::function<std::string(const std::string&)> transform_check_ = [](const std::string& s) {
         return TokenReplacer::apply(kIssueTokens, s);
     };
+    // Runs after each call into the engine (as the owner of many streams
+    // settles their memory after each packet).
+    std::function<void()> after_call_;
 };
 
 // Random text with tokens sprinkled in, also straddling segment boundaries.
@@ -637,6 +643,124 @@ TEST(TcpStream, ALongRunOfHeldSegmentsIsReleasedInOrderWithoutRecursion) {
     }
     EXPECT_EQ(d.held_segments(), 0u);
     EXPECT_EQ(d.input_next(), kSegments + 1);
+}
+
+TEST(ByteQueue, GrowsByDoublingOnlyWithinTheRoom) {
+    std::vector<uint8_t> bytes(10'000, 'x');
+    ByteQueue q;
+    q.append(bytes);
+    EXPECT_EQ(q.capacity(), 10'000u);
+    q.append(bytes, 1'000'000);  // room enough: doubles
+    EXPECT_EQ(q.capacity(), 20'000u);
+    q.append(bytes, 2'000);  // past the room: by half, at least what the bytes need
+    EXPECT_EQ(q.capacity(), 30'000u);
+    q.append(bytes, 25'000);  // doubling would take 30,000: the room's 25,000
+    EXPECT_EQ(q.capacity(), 55'000u);
+    EXPECT_EQ(q.size(), 40'000u);
+    EXPECT_EQ(q.growth_for(15'000), 0u);
+    EXPECT_EQ(q.growth_for(16'000), 1'000u);
+    // A consumed front is reused rather than grown past the room.
+    q.drop_front(30'000);
+    EXPECT_EQ(q.growth_for(40'000), 0u);
+    q.append(std::vector<uint8_t>(40'000, 'y'), 0);
+    EXPECT_EQ(q.capacity(), 55'000u);
+    EXPECT_EQ(q.size(), 50'000u);
+    EXPECT_EQ(q[0], 'x');
+    EXPECT_EQ(q[10'000], 'y');
+    q.drop_front(45'000);
+    q.shrink_to_fit();
+    EXPECT_EQ(q.capacity(), 5'000u);
+    EXPECT_EQ(q[0], 'y');
+    q.drop_front(5'000);
+    q.shrink_to_fit();
+    EXPECT_EQ(q.capacity(), 0u);
+}
+
+// Runs `input` through `t` on `wire` under a memory cap of `share`, as the
+// worker keeps it; the receiver must get exactly `transformed(input)` and
+// the cap must have refused segments. Returns the most the stream held.
+uint64_t most_held_under_cap(StreamTransform& t, const std::string& input, WireOptions wire,
+                             uint32_t seed, uint64_t share,
+                             std::function<std::string(const std::string&)> transformed) {
+    MemoryCap cap(share);
+    SimulatedConnection c(input, t, wire, seed, cap.limits());
+    c.transform_check_ = transformed;
+    c.after_call_ = [&] { cap.settle(c.engine().memory_bytes()); };
+    EXPECT_TRUE(c.run()) << c.progress();
+    EXPECT_EQ(c.received(), transformed(input));
+    EXPECT_GT(c.engine().counters().memory_refused, 0u);
+    return cap.most;
+}
+
+std::string unchanged(const std::string& s) {
+    return s;
+}
+
+std::string tokens_rewritten(const std::string& s) {
+    return TokenReplacer::apply(kIssueTokens, s);
+}
+
+TEST(StreamMemoryCap, PassModeStaysUnderTheCapAndCompletes) {
+    // The sender's window (16 segments) is larger than the cap: what does
+    // not fit is refused and sent again once acknowledgements free memory.
+    // New bytes only go where they fit; held segments are counted before
+    // they are held, and dropped to make room for bytes in order.
+    for (uint32_t seed = 1; seed <= 5; ++seed) {
+        Passthrough t;
+        std::mt19937 rng(seed);
+        WireOptions o{.loss = 0.02, .reorder = 0.1};
+        EXPECT_LE(most_held_under_cap(t, make_input(rng, 200'000), o, seed, 12'000, unchanged),
+                  12'000u)
+            << "seed " << seed;
+    }
+}
+
+TEST(StreamMemoryCap, GrowingRewriteStaysUnderTheCapPlusOnePacketsGrowth) {
+    // Past the cap is what the inspector added for the last segment taken:
+    // make_input() has a token every ~30 bytes, so a segment of 1,000 bytes
+    // brings some 30 rewritten ranges (two chunks of 48 bytes each), their
+    // originals and grown tokens: ~5 KB (measured 4.6-5.1 KB over these seeds).
+    for (uint32_t seed = 1; seed <= 5; ++seed) {
+        TokenReplacer t(kIssueTokens);
+        std::mt19937 rng(seed);
+        WireOptions o{.loss = 0.02, .reorder = 0.1};
+        EXPECT_LE(
+            most_held_under_cap(t, make_input(rng, 200'000), o, seed, 16'000, tokens_rewritten),
+            16'000u + 6'000)
+            << "seed " << seed;
+    }
+}
+
+TEST(StreamMemoryCap, GsoPacketsStayUnderTheCap) {
+    Passthrough t;
+    std::mt19937 rng(3);
+    // 64 KiB packets, 400 KB in flight.
+    WireOptions o{.loss = 0.01, .window_segments = 400, .gso = 65000};
+    EXPECT_LE(most_held_under_cap(t, make_input(rng, 2'000'000), o, 3, 256 << 10, unchanged),
+              256u << 10);
+}
+
+TEST(StreamMemoryCap, AtTheCapSpareCapacityGoesBack) {
+    // Output retained in a buffer grown by doubling: once the room could not
+    // hold the spare capacity the receiver's ACKs left, it goes back.
+    Passthrough t;
+    MemoryCap cap(1 << 20);
+    StreamDirection d(t, cap.limits());
+    d.start(0);
+    std::vector<SegmentVerdict> released;
+    for (uint32_t at = 0; at < 100'000; at += 1000) {
+        d.on_segment(at, bytes_of(std::string(1000, 'a')), false, 0, released);
+        cap.settle(d.memory_bytes());
+    }
+    EXPECT_GE(d.memory_bytes(), 100'000u);
+    cap.room = 0;  // other streams took the rest meanwhile
+    d.translate_ack(90'000);
+    EXPECT_LT(d.memory_bytes(), 20'000u);
+    cap.room = 1000;  // what the owner counts then
+    // A new segment that does not fit what is left is refused.
+    EXPECT_EQ(d.on_segment(100'000, bytes_of(std::string(20'000, 'b')), false, 0, released).kind,
+              SegmentVerdict::Kind::Drop);
+    EXPECT_EQ(d.counters().memory_refused, 1u);
 }
 
 }  // namespace
