@@ -753,23 +753,31 @@ TEST(RelayFrames, ContiguousSegmentsOfOneKindMergeUpToTheCap) {
     EXPECT_EQ(frame_run(empty, 0, 0, 1000, 65000), 1u);
 }
 
-TEST(RelaySender, StretchAcksGrowTheWindowByTheBytesTheyAcknowledge) {
-    // A receiver of GSO frames acknowledges dozens of segments at once: slow
-    // start must count the bytes, not the ACKs.
-    constexpr size_t kMss = 1000;
-    RelaySender sender(0, 0, kMss, 0);
+// Sends the initial window of a 10 MB output, then `rounds` round trips
+// (one every `step_ms`), each acknowledging the whole window in one ACK, as
+// a receiver of GSO frames does. Returns what was acknowledged.
+uint64_t whole_window_round_trips(RelaySender& sender, int rounds, uint64_t step_ms) {
     RelayOutput output{10'000'000, false};
     std::vector<RelaySegment> send;
     sender.pump(output, 0, send);
     EXPECT_EQ(send.size(), 10u);  // the initial window
     uint64_t acked = 0;
-    for (int round = 0; round < 4; ++round) {
+    for (int round = 0; round < rounds; ++round) {
         uint64_t window = sender.congestion_window();
         send.clear();
-        acked += window;  // the whole window in one ACK
-        sender.on_ack(acked, false, 1 << 30, false, output, 1 + round, send);
+        acked += window;
+        sender.on_ack(acked, false, 1 << 30, false, output, step_ms * (round + 1), send);
         EXPECT_EQ(sender.congestion_window(), 2 * window) << "round " << round;
     }
+    return acked;
+}
+
+TEST(RelaySender, StretchAcksGrowTheWindowByTheBytesTheyAcknowledge) {
+    // A receiver of GSO frames acknowledges dozens of segments at once: slow
+    // start must count the bytes, not the ACKs.
+    constexpr size_t kMss = 1000;
+    RelaySender sender(0, 0, kMss, 0);
+    whole_window_round_trips(sender, 4, 1);
     EXPECT_EQ(sender.congestion_window(), 160 * kMss);
 }
 
@@ -779,15 +787,7 @@ TEST(RelaySender, TheNextRelayStartsFromTheWindowTheLastOneReachedUnlessIdleTooL
     // connection sat idle longer than a retransmission timeout.
     constexpr size_t kMss = 1000;
     RelaySender first(0, 0, kMss, 0);
-    RelayOutput output{10'000'000, false};
-    std::vector<RelaySegment> send;
-    first.pump(output, 0, send);
-    uint64_t acked = 0;
-    for (int round = 0; round < 4; ++round) {
-        send.clear();
-        acked += first.congestion_window();
-        first.on_ack(acked, false, 1 << 30, false, output, 10 * (round + 1), send);
-    }
+    uint64_t acked = whole_window_round_trips(first, 4, 10);
     ASSERT_EQ(first.congestion_window(), 160 * kMss);
     RelayPathMemo memo = first.memo(40);
     ASSERT_TRUE(memo.srtt_ms);  // round trips were timed
@@ -795,7 +795,7 @@ TEST(RelaySender, TheNextRelayStartsFromTheWindowTheLastOneReachedUnlessIdleTooL
     RelaySender soon(acked, acked, kMss, 40 + memo.rto_ms / 2, &memo);
     EXPECT_EQ(soon.congestion_window(), 160 * kMss);
     EXPECT_EQ(soon.rto_ms(), memo.rto_ms);
-    send.clear();
+    std::vector<RelaySegment> send;
     RelayOutput more{acked + 1'000'000, false};
     soon.on_ack(acked, false, 1 << 30, false, more, 40 + memo.rto_ms / 2, send);
     soon.pump(more, 40 + memo.rto_ms / 2, send);
