@@ -11,7 +11,8 @@
 //   acknowledged, unless the engine says it owes that delivery;
 // - held, pending and relayed bytes stay within StreamLimits.
 //
-// Input layout (see make_corpus.py): u32 ISN, u8 limits, then operations,
+// Input layout (see make_corpus.py): u32 ISN (its low bit: a hard memory
+// cap, StreamLimits::memory_room), u8 limits, then operations,
 // each an op byte (low 2 bits: kind) and its arguments:
 //   0 segment:  u16 delta (input offset = input_next - 2048 + delta),
 //               u16 length (mod 4096); op bit 4: FIN, bit 5: bytes from the
@@ -26,6 +27,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "fuzz_check.h"
@@ -167,12 +169,20 @@ namespace {
 
 class Harness {
   public:
-    Harness(FuzzInput& in, StreamLimits limits)
-        : in_(in), limits_(limits), transform_(in, expected_), engine_(transform_, limits) {}
+    // `share`: the owner's hard memory cap for this stream, with
+    // `limits.memory_room` pointing at `room` (none: no cap).
+    Harness(FuzzInput& in, StreamLimits limits, std::optional<int64_t> share, int64_t& room)
+        : in_(in),
+          limits_(limits),
+          transform_(in, expected_),
+          engine_(transform_, limits),
+          share_(share),
+          room_(room) {}
 
     void run(uint32_t isn) {
         isn_ = isn;
         engine_.start(isn);
+        settle();
         last_sender_ack_ = isn;
         for (int ops = 0; ops < 4096 && !in_.exhausted(); ++ops) {
             uint8_t op = in_.u8();
@@ -316,6 +326,13 @@ class Harness {
         uint64_t bound = 2 * (unacked + 2 * expected_.in_mapped + pending) + limits_.max_held +
                          engine_.held_segments() * 256 + 64 * 1024 + expected_.mapping.size() * 64;
         FUZZ_CHECK(engine_.memory_bytes() <= bound);
+        settle();
+    }
+
+    // As a worker keeps the cap: after every packet the room is the share
+    // less what its streams hold (negative once over it).
+    void settle() {
+        if (share_) room_ = *share_ - int64_t(engine_.memory_bytes());
     }
 
     FuzzInput& in_;
@@ -329,6 +346,8 @@ class Harness {
     size_t held_tokens_ = 0;
     uint64_t received_ = 0;  // output the receiver has in order
     bool fin_received_ = false;
+    std::optional<int64_t> share_;
+    int64_t& room_;
 };
 
 }  // namespace
@@ -344,7 +363,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     limits.max_relay = size_t(1 + ((l >> 4) & 7)) * 16384;
     bool refuse = (l & 0x80) != 0;
     limits.refuse_holding = &refuse;
-    Harness h(in, limits);
+    // The ISN's low bit puts the stream under a hard memory cap of 16-44 KiB
+    // (StreamLimits::memory_room; the limits byte has no bit left), so that
+    // the cap's paths run under the same checks: input refused, held
+    // segments pruned, spare capacity given back.
+    std::optional<int64_t> share;
+    int64_t room = 0;
+    if (isn & 1) {
+        share = int64_t(4 + ((isn >> 1) & 7)) * 4096;
+        limits.memory_room = &room;
+    }
+    Harness h(in, limits, share, room);
     h.run(isn);
     return 0;
 }
