@@ -200,14 +200,21 @@ def test_rewrite_leaves_other_ports_untouched(lab, nfqscand):
 
     assert other["sha256"] == original, \
         "a flow to port 8080 (not in test_rewrite.ports) arrived altered"
-    assert after_other["streams"]["rewritten_packets"] == 0, after_other["streams"]
     assert rewritten["sha256"] == expected, "the same daemon did not rewrite port 80"
     after = assert_nothing_held(daemon, before)["status"]
-    assert after["streams"]["rewritten_packets"] > 0, after["streams"]
+    assert after["streams"]["rewritten_packets"] > after_other["streams"]["rewritten_packets"], \
+        (after_other["streams"], after["streams"])
     flow = daemon.wait_flow(server_port=8080)
-    # Scanned (kept in the queue as HTTP), just not rewritten.
+    # Scanned (kept in the queue as HTTP), just not rewritten: the engine's
+    # output is its input, byte for byte and offset for offset. (Packets of
+    # this flow may still count in rewritten_packets: after a loss, segments
+    # held behind the gap and retransmissions go out with refreshed numbers
+    # (TSval, ACK, overlaps trimmed), and a loaded machine loses packets
+    # without any loss rule: 0.5 % loss gave 6 such packets here, CI 4.)
     assert flow["disposition"] == "claimed" and flow["service"] == "http", flow
     assert flow["bytes_s2c"] >= SMALL and flow["packets_s2c"] >= SMALL // GSO_MAX, flow
+    s2c = flow["stream"]["s2c"]
+    assert s2c["in_next"] == s2c["out_next"] == s2c["out_acked"] > SMALL, s2c
 
 
 class UnacknowledgedFin(AssertionError):
