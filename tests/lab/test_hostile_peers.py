@@ -158,11 +158,14 @@ def test_spoofed_ack_and_rsts_mid_transfer_leave_the_download_exact(lab, nfqscan
     assert nginx.add_stream_file("tokens.txt", token_text(SMALL)) == original
     daemon = nfqscand(rewrite_config([PORT]), args=ALLOW)
     before = daemon.status()
-    # The router sends towards the client at 2 Mbit/s: the transfer lasts
-    # about 20 s on the wire, so the forged segments land mid-transfer (a
-    # rate limit in curl would only slow its reading: the socket buffers
-    # would take the whole file at once).
-    lab.router.run(["tc", "qdisc", "add", "dev", "cli0", "root", "tbf", "rate", "2mbit",
+    # The router sends towards the client at 1 Mbit/s until the forged
+    # segments are out, at full speed after: the whole file would take 40 s
+    # at that rate, so they land mid-transfer even on a loaded machine,
+    # where each Scapy run takes seconds to start (at 2 Mbit/s throughout,
+    # the download often ended first under load). A rate limit in curl
+    # would only slow its reading: the socket buffers would take the whole
+    # file at once.
+    lab.router.run(["tc", "qdisc", "add", "dev", "cli0", "root", "tbf", "rate", "1mbit",
                     "burst", "32kbit", "latency", "1s"])
 
     result: dict = {}
@@ -198,6 +201,8 @@ def test_spoofed_ack_and_rsts_mid_transfer_leave_the_download_exact(lab, nfqscan
         ])
         assert "error" not in result and thread.is_alive(), (
             "the download ended before the forged segments went out: it proves nothing", result)
+        lab.router.run(["tc", "qdisc", "change", "dev", "cli0", "root", "tbf", "rate", "10gbit",
+                        "burst", "4mb", "latency", "1s"])
     finally:
         thread.join(timeout=150)
     assert "error" not in result, result.get("error")
