@@ -221,7 +221,7 @@ def test_stopping_nfqscand_mid_relay_resets_both_peers(lab, nfqscand):
     assert "reset" in log.lower(), log
     assert out.stat().st_size < len(rewrite(token_text(BIG)))
     assert sha256_file(out) != expected
-    wait_until(lambda: estab_resets(lab.server) > resets["server"], 5,
+    wait_until(lambda: estab_resets(lab.server) > resets["server"], 30,
                "nginx's connection to be reset")
     assert estab_resets(lab.client) > resets["client"]
     assert "ESTAB" not in lab.client.tcp_states(80), lab.client.tcp_states(80)
@@ -374,7 +374,7 @@ def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
         slow.append(lab.client.spawn(f"curl-slow{i}", [
             "curl", "-0", "--silent", "--noproxy", "*", "--limit-rate", "200K", "--max-time",
             "60", "--output", str(out), nginx.stream_url("fill.txt")]))
-        wait_until(lambda: len(daemon.flows()) >= i + 1, 10, "the slow download's flow")
+        wait_until(lambda: len(daemon.flows()) >= i + 1, 30, "the slow download's flow")
 
     for _ in range(2):
         start_one()
@@ -395,7 +395,7 @@ def fill_stream_memory(lab, nfqscand, nginx, overflow: str):
             start_one()
         return False
 
-    wait_until(every_worker_at_cap, 30, "every worker's streams to fill its cap", interval=0.2)
+    wait_until(every_worker_at_cap, 60, "every worker's streams to fill its cap", interval=0.2)
     return daemon, slow
 
 

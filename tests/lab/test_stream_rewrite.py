@@ -236,7 +236,7 @@ def test_rewritten_connection_closes_cleanly(lab, nfqscand):
         return not [state for state in lab.client.tcp_states(80) if state != "TIME-WAIT"]
 
     try:
-        wait_until(closed, 5, "the client's connection to close")
+        wait_until(closed, 30, "the client's connection to close")
     except TimeoutError as exc:
         raise UnacknowledgedFin(f"{exc}: client sockets to port 80: "
                                 f"{lab.client.tcp_states(80)}") from None
@@ -263,4 +263,4 @@ def test_fail_open_is_suspended_while_a_flow_is_in_the_engine(lab, nfqscand):
         status = daemon.status()
         return status["streams"]["active"] == 0 and all(q["fail_open"] for q in status["queues"])
 
-    wait_until(restored, 10, "fail-open to be restored once no flow is in the stream engine")
+    wait_until(restored, 30, "fail-open to be restored once no flow is in the stream engine")
