@@ -99,7 +99,7 @@ def wait_disposition(daemon, family: int, lab, client_port: int, disposition: st
         return (found["flow"] or {}).get("disposition") == disposition
 
     try:
-        wait_until(reached, 10, f"the flow from port {client_port} to be {disposition}")
+        wait_until(reached, 30, f"the flow from port {client_port} to be {disposition}")
     except TimeoutError as exc:
         raise AssertionError(f"{exc}: {found.get('flow')}") from None
     return found["flow"]
