@@ -279,7 +279,7 @@ class HttpLabServer:
             for address in (SERVER4, SERVER6):
                 self.wait_answering(address, port)
 
-    def wait_answering(self, address: str, port: int, timeout: float = 15.0) -> None:
+    def wait_answering(self, address: str, port: int, timeout: float = 60.0) -> None:
         """Until GET /ready is answered 200 (from the server's own namespace,
         so nothing of it crosses the router)."""
         def answered():
@@ -497,10 +497,17 @@ postlog   unix-dgram n - n - 1 postlogd
         return sum(1 for sub in ("incoming", "active", "deferred", "hold", "maildrop")
                    for p in (self.spool / sub).rglob("*") if p.is_file())
 
-    def reset(self, timeout: float = 10.0) -> None:
+    def wait_drained(self, timeout: float = 30.0) -> None:
+        """Until the queue is empty. A delivered message leaves the queue a
+        moment after it appears in the Maildir (the queue manager removes it
+        once the local agent reports back), longer on a loaded machine: an
+        empty queue is waited for, never expected at once."""
+        wait_until(lambda: self.queued() == 0, timeout, f"{self.name}'s queue to drain")
+
+    def reset(self, timeout: float = 30.0) -> None:
         """Wait for the queue to drain, then empty every user's Maildir
         (Dovecot's index files stay; it notices the removals)."""
-        wait_until(lambda: self.queued() == 0, timeout, f"{self.name}'s queue to drain")
+        self.wait_drained(timeout)
         for user in self.users:
             for path in self.message_paths(user):
                 path.unlink()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import email
 
-from lab import wait_until
 from mail_clients import NamespaceSMTP, imap_fetch, pop3_retrieve
 from nfqscand import Nfqscand, dump_toml, merge
 from rspamd_server import GTUBE, Rspamd
@@ -128,7 +127,7 @@ def test_smtp_spam_actions_with_rspamd(lab, mail_av, mail_servers):
     assert b"Delivered-To: bob@lab.test" in head, head
     assert email.message_from_bytes(forwarded)["Subject"] == "forward me"
     assert GTUBE in forwarded
-    wait_until(lambda: postfix.queued() == 0, 30, "Postfix's queue to drain")
+    postfix.wait_drained()
     subjects = [email.message_from_bytes(m)["Subject"] for m in postfix.messages("alice")]
     assert "forward me" not in subjects, "the original recipient got the forwarded spam"
 
