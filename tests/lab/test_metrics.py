@@ -172,18 +172,22 @@ def test_scraped_counters_follow_the_traffic_as_status_does(lab, nfqscand, corpu
         return http["infected"] >= 1 and http["clean"] >= 1
 
     wait_until(judged, 20, "both objects judged")
-    status = daemon.wait_queues_idle()
     # A scrape may be the answer of up to a second ago (nfqscand takes one
-    # snapshot a second for HTTP): wait for one taken after the idle status.
+    # snapshot a second for HTTP): wait for one taken after an idle status.
+    # Idle is a moment, not a promise: a late packet (a FIN retransmitted on
+    # a loaded machine) moves the counters on, so each try takes the idle
+    # status again.
     found = {}
 
     def caught_up():
+        found["status"] = daemon.wait_queues_idle()
         found["after"] = scrape(lab)
         return all(value(found["after"], "nfqscan_queue_packets_total",
-                         queue=str(q["queue"])) == q["packets"] for q in status["queues"])
+                         queue=str(q["queue"])) == q["packets"]
+                   for q in found["status"]["queues"])
 
-    wait_until(caught_up, 15, "a scrape as new as the idle status", interval=0.2)
-    after = found["after"]
+    wait_until(caught_up, 60, "a scrape as new as the idle status", interval=0.2)
+    status, after = found["status"], found["after"]
     promtool_check(
         http_get(lab, b"GET /metrics HTTP/1.0\r\n\r\n")[2].decode())
 

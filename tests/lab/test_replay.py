@@ -56,8 +56,18 @@ class RouterCapture:
         assert self.proc.alive(), self.proc.log_tail()
 
     def stop(self) -> None:
-        """Stops tcpdump; the capture must be whole (a replay of a capture
-        with holes cannot match live)."""
+        """Stops tcpdump once its file stops growing; the capture must be
+        whole (a replay of a capture with holes cannot match live). On a
+        loaded machine tcpdump may still be behind the traffic: packets it
+        has not taken from the ring when it stops are neither written nor
+        counted as dropped."""
+        sizes: list[int] = []
+
+        def settled():
+            sizes.append(self.path.stat().st_size if self.path.exists() else -1)
+            return len(sizes) >= 3 and sizes[-1] == sizes[-3]
+
+        wait_until(settled, 60, "tcpdump to write what it captured", interval=0.5)
         self.proc.stop()
         log = self.proc.log_tail(10)
         assert "0 packets dropped by kernel" in log, log
