@@ -255,7 +255,7 @@ class Namespace:
         return sock
 
     def wait_port(self, address: str, port: int, *, greeting: bytes | None = None,
-                  timeout: float = 15.0, process: "Process | None" = None) -> bytes:
+                  timeout: float = 60.0, process: "Process | None" = None) -> bytes:
         """Wait until a TCP server answers on address:port (as seen from this
         namespace). With `greeting`, also read until the server has sent
         bytes starting with it. Returns what was read. With `process`, give
@@ -392,9 +392,11 @@ class Lab:
             self.router.run([tool, "-w", "-A", "FORWARD", "-m", "conntrack",
                              "--ctstate", "INVALID", "-j", "DROP"])
         self.apply_router_sysctls()
-        # Reachability of both families through the router, before any test.
+        # Reachability of both families through the router, before any test
+        # (-w: pings until one answer comes back, so that one lost or slow
+        # echo on a loaded machine is no failure).
         for address_ in (SERVER4, SERVER6):
-            self.client.run(["ping", "-c", "1", "-W", "2", address_], timeout=10)
+            self.client.run(["ping", "-c", "1", "-w", "20", address_], timeout=30)
         return self
 
     def close(self) -> None:

@@ -147,7 +147,7 @@ class Nfqscand:
         return list(range(int(first), int(last or first) + 1))
 
     # -- life cycle -------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> "Nfqscand":
+    def start(self, timeout: float = 60.0) -> "Nfqscand":
         for binary in (daemon_binary(), ctl_binary()):
             if not os.access(binary, os.X_OK):
                 raise LabError(f"{binary} is missing: build nfqscan first "
@@ -255,7 +255,7 @@ class Nfqscand:
                 and (server is None or same_address(f.get("server", ""), server))
                 and (client is None or same_address(f.get("client", ""), client))]
 
-    def wait_flow(self, timeout: float = 10.0, **match) -> dict:
+    def wait_flow(self, timeout: float = 30.0, **match) -> dict:
         """The one flow matching `match` (see find_flows), once listed."""
         found: list = []
 
@@ -279,7 +279,7 @@ class Nfqscand:
     def kernel_sum(status: dict, key: str) -> int:
         return sum(q["kernel"][key] for q in status["queues"])
 
-    def wait_queues_idle(self, timeout: float = 10.0) -> dict:
+    def wait_queues_idle(self, timeout: float = 30.0) -> dict:
         """Wait until every packet the kernel queued has been read and given
         a verdict (nothing waiting, counters stable); returns that status."""
         last: dict = {}

@@ -80,7 +80,7 @@ def ftp_events(daemon, count: int = 200) -> list[dict]:
     return [e for e in daemon.detections(count) if e.get("protocol") == "ftp"]
 
 
-def wait_event(daemon, path: str, action: str, timeout: float = 10.0) -> dict:
+def wait_event(daemon, path: str, action: str, timeout: float = 30.0) -> dict:
     """The newest ftp event whose object names `path` (the file's path in
     the server's tree, e.g. "infected/eicar.com": the object may carry the
     current directory in front) with `action`."""
