@@ -182,8 +182,9 @@ class Nfqscand:
         subprocess.TimeoutExpired."""
         return self.lab.router.run(self.command(), check=False, timeout=timeout)
 
-    def stop(self, timeout: float = 10.0):
-        """SIGTERM; returns the exit status (SIGKILL after `timeout`)."""
+    def stop(self, timeout: float = 30.0):
+        """SIGTERM; returns the exit status (SIGKILL after `timeout`: generous,
+        as an orderly exit on a loaded machine may take seconds)."""
         if self.process is None:
             return None
         self.killed_on_purpose = True  # not a death the fixture must report
