@@ -317,7 +317,8 @@ def test_ftp_curl_infected_download_gets_the_drop_message_and_550(lab, vsftpd, c
     # original file's): it keeps the head of the drop message, whose first
     # two lines (under 150 bytes; the zip has more) name the detection.
     body = got["body"]
-    assert body.startswith(DROP_START), f"not the drop message: {body[:300]!r}"
+    assert body.startswith(DROP_START), (
+        f"not the drop message: {body[:300]!r}; curl: {got['stderr'][-2500:]}")
     assert EICAR not in body and len(body) <= len(sample.data)
     event = wait_event(daemon, "infected/eicar.zip", "block")
     assert event["name"] in sample.detections, event
