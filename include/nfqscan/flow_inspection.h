@@ -147,6 +147,7 @@ class FlowInspection final : public InspectorHost {
     std::string render_message(std::string_view name, const MessageFields& fields) const override;
     uint64_t now_ms() const override { return context_.now_ms(); }
     void want_ticks(bool on) override { ticks_ = on; }
+    bool ended(Direction d) const override;
     FlowAddresses addresses() const override;
     FtpExpectations* ftp_expectations() override { return context_.ftp_expectations(); }
     std::shared_ptr<FtpSession> ftp_data() const override { return flow_.ftp_data; }

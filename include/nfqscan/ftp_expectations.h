@@ -50,6 +50,9 @@ struct FtpTransfer {
     State state = State::Waiting;
     bool blocked = false;
     std::string notice;  // blocked: the text of the "550 <notice>" reply
+    // Blocked: the receiver of the drop message closed the data connection
+    // (it read it all), or the data flow is gone.
+    bool receiver_closed = false;
 };
 
 // Process-wide FTP counters (atomics: every worker adds to them).
@@ -104,6 +107,9 @@ class FtpSession {
     std::optional<FtpTransfer> bind();
     // The outcome of transfer `number`; wakes the control side.
     void finish(uint64_t number, bool blocked, std::string notice);
+    // The receiver of blocked transfer `number` closed the data connection;
+    // wakes the control side.
+    void receiver_closed(uint64_t number);
 
   private:
     FtpTransfer* find(uint64_t number);

@@ -177,6 +177,14 @@ class InspectorHost {
     virtual uint64_t now_ms() const = 0;
     // Whether the inspector wants on_tick() calls from now on.
     virtual void want_ticks(bool on) = 0;
+    // Whether the sender of direction d has ended it: its FIN (or a RST)
+    // was seen. The engine shows an inspector no empty end, so one that
+    // must know that the receiver of the other direction has read all and
+    // closed (FTP: the 550 goes after the drop message was read) asks.
+    virtual bool ended(Direction d) const {
+        (void)d;
+        return false;
+    }
 
     // -- FTP (src/proto/ftp): the seams between a control connection and its
     // data connections, which may be on another worker.

@@ -239,6 +239,10 @@ const ScanLimits& FlowInspection::limits() const {
     return context_.config().scan.limits;
 }
 
+bool FlowInspection::ended(Direction d) const {
+    return flow_.state == FlowState::Closed || (flow_.fin_seen >> uint8_t(d)) & 1u;
+}
+
 FlowAddresses FlowInspection::addresses() const {
     return {flow_.client(), flow_.server(), flow_.client_port(), flow_.server_port()};
 }

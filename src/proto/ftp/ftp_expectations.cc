@@ -118,6 +118,18 @@ void FtpSession::finish(uint64_t number, bool blocked, std::string notice) {
     if (wake) wake();
 }
 
+void FtpSession::receiver_closed(uint64_t number) {
+    std::function<void()> wake;
+    {
+        std::lock_guard lock(mutex_);
+        FtpTransfer* t = find(number);
+        if (!t || t->receiver_closed) return;
+        t->receiver_closed = true;
+        wake = wake_;
+    }
+    if (wake) wake();
+}
+
 // -- FtpExpectations -----------------------------------------------------------
 
 FtpExpectations::FtpExpectations(size_t capacity, uint64_t timeout_ms)

@@ -135,6 +135,7 @@ class FtpControlInspector::Server final : public StreamTransform {
     uint64_t held_transfer_ = 0;
     bool held_success_ = false;  // the held reply is a 2xx
     uint64_t wait_since_ = 0;
+    uint64_t drop_wait_since_ = 0;  // a blocked download's 550 waits for its reader
     bool relay_ = false;
     bool greeted_ = false;
 };
@@ -150,10 +151,15 @@ FtpControlInspector::Server::Decision FtpControlInspector::Server::decide(uint64
         return Decision::Replace;
     }
     switch (t->state) {
-        case FtpTransfer::State::Done:
+        case FtpTransfer::State::Done: {
             if (!t->blocked) return Decision::Pass;
             *notice = t->notice;
-            return Decision::Replace;
+            if (t->kind != FtpTransfer::Kind::Download || t->receiver_closed)
+                return Decision::Replace;
+            uint64_t now = in_.host_.now_ms();
+            if (drop_wait_since_ == 0) drop_wait_since_ = now;
+            return now - drop_wait_since_ >= kDropReadGraceMs ? Decision::Replace : Decision::Wait;
+        }
         case FtpTransfer::State::Receiving:
             return Decision::Wait;
         case FtpTransfer::State::Waiting:
@@ -195,7 +201,7 @@ bool FtpControlInspector::Server::settle_held(MapCursor& c) {
     }
     in_.session_->forget(held_transfer_);
     hold_ = waiting_ = false;
-    wait_since_ = 0;
+    wait_since_ = drop_wait_since_ = 0;
     held_transfer_ = 0;
     in_.host_.want_ticks(false);
     set_relay(c.sink, false);
@@ -442,9 +448,21 @@ class FtpDataInspector::Side final : public StreamTransform {
     // while it waits on the data connection, then answers it).
     bool abort_if_asked();
     // The flow ends: a transfer never finished (its data connection reset
-    // mid-way) lets its completion reply go.
+    // mid-way) lets its completion reply go; a blocked one's 550 need not
+    // wait for its reader any longer.
     void end() {
         if (transfer_ && !finished_) finish(false, {});
+        note_receiver_closed(true);
+    }
+    // A blocked file's receiver closed the data connection, having read the
+    // drop message (`gone`: the flow is over anyway): the control side may
+    // now say 550.
+    void note_receiver_closed(bool gone) {
+        if (!blocked_ || receiver_closed_ || !transfer_) return;
+        Direction receiver = direction_ == C2S ? S2C : C2S;
+        if (!gone && !in_.host_.ended(receiver)) return;
+        receiver_closed_ = true;
+        in_.session_->receiver_closed(transfer_);
     }
 
   private:
@@ -486,8 +504,9 @@ class FtpDataInspector::Side final : public StreamTransform {
     uint64_t scan_id_ = 0;
     bool ready_ = false;  // the verdict is in
     bool blocked_ = false;
-    bool finished_ = false;  // the session has this transfer's outcome
-    std::string drop_;       // blocked: what the receiver gets instead
+    bool finished_ = false;         // the session has this transfer's outcome
+    bool receiver_closed_ = false;  // told the session (note_receiver_closed())
+    std::string drop_;              // blocked: what the receiver gets instead
 };
 
 bool FtpDataInspector::Side::abort_if_asked() {
@@ -670,6 +689,8 @@ FtpDataInspector::~FtpDataInspector() {
 }
 
 bool FtpDataInspector::on_tick(uint64_t) {
+    for (auto& side : sides_)
+        side->note_receiver_closed(false);
     if (closing_) return false;
     for (auto& side : sides_)
         if (side->abort_if_asked()) {

@@ -31,6 +31,12 @@ class FtpControlInspector final : public Inspector {
     // byte (an empty file, or bytes still on their way through another
     // worker) waits this long for them.
     static constexpr uint64_t kEmptyTransferGraceMs = 2000;
+    // The 550 of a blocked download waits until the client closed the data
+    // connection, having read the drop message, at most this long. A client
+    // that reads the control connection first gets it then. (curl in active
+    // mode gives up on a data connection it has not accepted yet once a 5xx
+    // is in its buffer: "FTP accept failed", and the drop message unread.)
+    static constexpr uint64_t kDropReadGraceMs = 3000;
 
     explicit FtpControlInspector(InspectorHost& host);
     ~FtpControlInspector() override;

@@ -32,6 +32,7 @@ class FtpHost : public FakeHost {
     bool ticks = false;
     std::string closed_with;
     std::optional<Direction> closed_direction;
+    std::array<bool, 2> ended_directions{};  // a FIN seen from that direction's sender
 
     FlowAddresses addresses() const override { return {kClient, kServer, 40000, 21}; }
     FtpExpectations* ftp_expectations() override { return expectations; }
@@ -42,6 +43,7 @@ class FtpHost : public FakeHost {
     }
     uint64_t now_ms() const override { return now; }
     void want_ticks(bool on) override { ticks = on; }
+    bool ended(Direction d) const override { return ended_directions[size_t(d)]; }
     void send_and_close(Direction d, std::span<const uint8_t> bytes) override {
         closed_direction = d;
         closed_with = text_of(bytes);
@@ -126,6 +128,13 @@ void judge(Data& d) {
     }
 }
 
+// The receiver of a file `from` the sender of that direction closes the data
+// connection, having read it: the data flow's next tick tells the session.
+void receiver_closes(Data& d, Direction from) {
+    d.host.ended_directions[size_t(from == C2S ? S2C : C2S)] = true;
+    d.inspector->on_tick(d.host.now);
+}
+
 std::string file_of(size_t n, char seed) {
     std::string s;
     for (size_t i = 0; i < n; ++i)
@@ -189,6 +198,10 @@ TEST(FtpInspector, InfectedDownloadGetsTheDropMessageAnd550ThenTheSessionGoesOn)
         EXPECT_NE(got.find("Eicar-Test-Signature"), std::string::npos) << got;
         EXPECT_NE(got.find("was blocked"), std::string::npos) << got;
         s.pump();
+        EXPECT_TRUE(s.wire->out(S2C).ends_with("150 Opening BINARY mode data connection.\r\n"))
+            << "the 550 waits until the client has read the drop message: " << s.wire->out(S2C);
+        receiver_closes(*d, S2C);
+        s.pump();
         std::string control = s.wire->out(S2C).substr(kLogin.size());
         size_t at = control.find(
             "550 Transfer of /pub/eicar.com refused by nfqscan: "
@@ -214,6 +227,60 @@ TEST(FtpInspector, InfectedDownloadGetsTheDropMessageAnd550ThenTheSessionGoesOn)
         EXPECT_EQ(next->host.scans.at(0).info.name, "/pub/clean.txt") << "PWD told the directory";
         EXPECT_TRUE(s.wire->out(S2C).ends_with("150 ok\r\n226 Transfer complete.\r\n"));
         EXPECT_EQ(s.expectations.counters().replies_replaced.load(), 1u);
+    }
+}
+
+// curl in active mode checks the control connection before it accepts the
+// data connection: a 550 read together with the 150 ends the transfer with
+// "FTP accept failed" and the drop message unread. So a blocked download's
+// 550 goes once its receiver closed the data connection, or after a grace
+// for clients that read the control connection first, or when the data flow
+// is gone. A blocked upload's is the server's own reply, after it read.
+TEST(FtpInspector, ABlocked550WaitsForTheDropMessagesReaderAtMostAGrace) {
+    for (int ending : {0, 1, 2}) {  // receiver closes, grace, flow gone
+        SCOPED_TRACE(ending);
+        Session s;
+        s.login();
+        // Active: the data connection's TCP client is the FTP server.
+        s.client("PORT 10,0,0,1,200,11\r\n");
+        s.server("200 PORT command successful.\r\n");
+        s.client("RETR eicar.com\r\n");
+        Data* d = s.connect(kServer, kClient, 200 * 256 + 11);
+        ASSERT_NE(d, nullptr);
+        s.server("150 Opening BINARY mode data connection.\r\n");
+        d->wire->send(C2S, kEicar, d->rng);
+        d->wire->fin(C2S);
+        s.server("226 Transfer complete.\r\n");
+        judge(*d);
+        EXPECT_NE(d->wire->out(C2S).find("was blocked"), std::string::npos);
+        s.pump();
+        const std::string held = s.wire->out(S2C);
+        EXPECT_EQ(held.find("550"), std::string::npos) << held;
+        EXPECT_TRUE(s.host.ticks);
+        d->host.ended_directions[size_t(C2S)] = true;  // the sender's FIN: not the reader's
+        d->inspector->on_tick(d->host.now);
+        s.pump();
+        s.host.now += FtpControlInspector::kDropReadGraceMs - 1;
+        s.inspector->on_tick(s.host.now);
+        s.wire->redrive();
+        EXPECT_EQ(s.wire->out(S2C), held) << "the sender's FIN does not release it";
+        if (ending == 0) {
+            receiver_closes(*d, C2S);
+            s.pump();
+        } else if (ending == 1) {
+            s.host.now += 1;
+            ASSERT_TRUE(s.inspector->on_tick(s.host.now));
+            s.wire->redrive();
+        } else {
+            d->wire.reset();
+            d->inspector.reset();  // the flow leaves the table
+            s.pump();
+        }
+        EXPECT_TRUE(
+            s.wire->out(S2C).ends_with("550 Transfer of eicar.com refused by nfqscan: "
+                                       "Eicar-Test-Signature (virus), event ev-1\r\n"))
+            << s.wire->out(S2C);
+        EXPECT_FALSE(s.host.ticks);
     }
 }
 
@@ -437,6 +504,9 @@ TEST(FtpInspector, ContentSizeFallback) {
             EXPECT_NE(d->host.closed_with.find("content-size"), std::string::npos);
             EXPECT_EQ(d->wire->out(S2C), "");
             s.server("226 Transfer complete.\r\n");
+            s.pump();
+            EXPECT_EQ(s.wire->out(S2C).find("550 "), std::string::npos);
+            receiver_closes(*d, S2C);
             s.pump();
             EXPECT_NE(s.wire->out(S2C).find("550 "), std::string::npos);
         }
